@@ -1,0 +1,50 @@
+# EdgeFleet developer commands. Every target creates the environment it needs on first use.
+#   make demo    the main job (for now: keys, a trained model, a signed bundle, verified)
+#   make test    ruff + mypy + the whole test suite, in both TFLite runtimes
+#   make bench   the benchmarks (figures printed as ratios measured in one run)
+
+PYTHON        ?= python3
+# tflite-runtime has wheels only up to CPython 3.11: its environment uses 3.11.
+PYTHON_TFLITE ?= python3.11
+VENV          := .venv
+VENV_TFLITE   := .venv-tflite
+PIP_FLAGS     := --quiet --disable-pip-version-check
+PYTEST_FLAGS  ?=
+
+.PHONY: demo test lint typecheck pytest pytest-tflite bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $@
+
+# The second environment: the agent on tflite-runtime (NumPy 1.x), for the runtime-facing tests.
+$(VENV_TFLITE)/.installed: pyproject.toml
+	$(PYTHON_TFLITE) -m venv $(VENV_TFLITE)
+	$(VENV_TFLITE)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV_TFLITE)/bin/pip install $(PIP_FLAGS) -e '.[agent-tflite,modelkit]' pytest pytest-timeout
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/edgefleet demo
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+pytest: $(VENV)/.installed
+	$(VENV)/bin/pytest $(PYTEST_FLAGS)
+
+pytest-tflite: $(VENV_TFLITE)/.installed
+	EDGEFLEET_TFLITE_RUNTIME=tflite-runtime $(VENV_TFLITE)/bin/pytest -m runtime $(PYTEST_FLAGS)
+
+test: lint typecheck pytest pytest-tflite
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) $(VENV_TFLITE) .pytest_cache .mypy_cache .ruff_cache demo-work

@@ -1,0 +1,170 @@
+"""The ``edgefleet`` command line.
+
+The agent package owns the root command and the commands a device needs. Other
+packages add their commands through the ``edgefleet.commands`` entry point group
+(see ``pyproject.toml``), so the agent never imports them and a device without the
+hub's dependencies simply does not show the hub's commands.
+
+Exit codes: 0 success, 1 refused or failed (one line on stderr says why), 2 usage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_agent import __version__
+from edge_agent.bundle import Bundle, inspect_bundle, verify_bundle
+from edge_agent.errors import EdgeFleetError
+from edge_agent.trust import TrustRoot
+
+
+class EdgeFleetGroup(click.Group):
+    """A click group that turns EdgeFleet errors into one-line failures (exit 1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; expected failures become ``Error: <one line>``."""
+        try:
+            return super().invoke(ctx)
+        except EdgeFleetError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from exc
+
+
+@click.group(cls=EdgeFleetGroup)
+@click.version_option(__version__, prog_name="edgefleet")
+def cli() -> None:
+    """EdgeFleet: signed TFLite model rollouts and federated drift metrics for edge fleets."""
+
+
+@cli.group(cls=EdgeFleetGroup)
+def bundle() -> None:
+    """Inspect and verify signed model bundles (.efb)."""
+
+
+def _file_sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _describe(b: Bundle, trust: TrustRoot | None) -> dict[str, Any]:
+    return {
+        "file": {
+            "path": str(b.path),
+            "size": b.path.stat().st_size,
+            "sha256": _file_sha256(b.path),
+        },
+        "manifest": b.manifest.to_json(),
+        "signatures": [s.keyid for s in b.signatures],
+        "verified": b.verified,
+        "signers": sorted(b.signers),
+        "threshold": trust.threshold if trust else None,
+    }
+
+
+def _print_summary(info: dict[str, Any]) -> None:
+    m = info["manifest"]
+    click.echo(f"bundle   {info['file']['path']} ({info['file']['size']} bytes)")
+    click.echo(f"sha256   {info['file']['sha256']}")
+    click.echo(f"model    {m['name']} v{m['version']}  created {m['created_at']}")
+    for kind in ("inputs", "outputs"):
+        for t in m["model"][kind]:
+            q = t["quantization"]
+            qtext = f"  scale={q['scale']:.6g} zero_point={q['zero_point']}" if q else ""
+            click.echo(f"{kind[:-1]:<8} {t['name']} {t['dtype']}{t['shape']}{qtext}")
+    for name, d in m["members"].items():
+        click.echo(f"member   {name:<16} {d['size']:>10} bytes  sha256 {d['sha256'][:16]}…")
+    if m["lineage"]:
+        click.echo(f"lineage  {json.dumps(m['lineage'], sort_keys=True)}")
+    if info["verified"]:
+        click.echo(
+            f"signed   by {len(info['signers'])} trusted key(s) "
+            f"(threshold {info['threshold']}): {', '.join(k[:12] for k in info['signers'])}"
+        )
+    else:
+        keys = ", ".join(k[:12] for k in info["signatures"])
+        click.echo(f"signed   by {keys or 'nobody'} (NOT verified: pass --trust)")
+
+
+@bundle.command("inspect")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--trust",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Also verify the signatures against this trust file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def bundle_inspect(file: Path, trust: Path | None, as_json: bool) -> None:
+    """Show a bundle's manifest, members and signers (structure and digests are checked)."""
+    root = TrustRoot.load(trust) if trust else None
+    b = verify_bundle(file, root) if root else inspect_bundle(file)
+    info = _describe(b, root)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, sort_keys=True))
+    else:
+        _print_summary(info)
+
+
+@bundle.command("verify")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--trust",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The pinned trust file (root keys and threshold).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def bundle_verify(file: Path, trust: Path, as_json: bool) -> None:
+    """Verify a bundle completely; exit 0 if trusted, 1 with the reason otherwise."""
+    root = TrustRoot.load(trust)
+    b = verify_bundle(file, root)
+    if as_json:
+        click.echo(json.dumps(_describe(b, root), indent=2, sort_keys=True))
+    else:
+        m = b.manifest
+        click.echo(
+            f"verified: {m.name} v{m.version}, {len(b.signers)} of {root.threshold} required "
+            f"signature(s), {len(m.members)} members match"
+        )
+
+
+def _load_plugins(group: click.Group) -> None:
+    for ep in entry_points(group="edgefleet.commands"):
+        try:
+            register = ep.load()
+        except ImportError as exc:  # that part's extra is not installed on this machine
+            group.add_command(_missing(ep.name, str(exc)))
+            continue
+        register(group)
+
+
+def _missing(name: str, reason: str) -> click.Command:
+    @click.command(
+        name,
+        context_settings={"ignore_unknown_options": True},
+        help=f"(not installed: pip install 'edgefleet[{name}]')",
+    )
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def unavailable(args: tuple[str, ...]) -> None:
+        raise click.ClickException(
+            f"the {name!r} commands need: pip install 'edgefleet[{name}]' ({reason})"
+        )
+
+    return unavailable
+
+
+def main() -> None:
+    """Entry point of the ``edgefleet`` console script."""
+    _load_plugins(cli)
+    cli.main(prog_name="edgefleet")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,89 @@
+"""The input schema a bundle ships: feature names, valid ranges, and the NaN policy.
+
+The agent validates every prediction request against it (issue: inference): wrong
+shapes are refused, out-of-range values and NaNs are accepted or refused per the
+policy and counted either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from edge_agent.errors import ValidationError
+from edge_agent.schema import exact_fields, field, list_of, safe_name
+
+Policy = Literal["accept", "refuse"]
+_POLICIES: Final = ("accept", "refuse")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One input feature: its name and its valid range (``None`` = unbounded)."""
+
+    name: str
+    min: float | None = None
+    max: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {"name": self.name, "min": self.min, "max": self.max}
+
+
+@dataclass(frozen=True)
+class InputSchema:
+    """Names and ranges of the model's input features, and output labels."""
+
+    features: tuple[FeatureSpec, ...]
+    labels: tuple[str, ...] = ()
+    out_of_range: Policy = "accept"
+    nan: Policy = "refuse"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Feature names in input order."""
+        return tuple(f.name for f in self.features)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON document."""
+        return {
+            "features": [f.to_json() for f in self.features],
+            "labels": list(self.labels),
+            "out_of_range": self.out_of_range,
+            "nan": self.nan,
+        }
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "schema") -> InputSchema:
+        """Parse and check the document.
+
+        Raises:
+            ValidationError: malformed, duplicate names, or min > max.
+        """
+        obj = exact_fields(value, where, {"features", "labels", "out_of_range", "nan"})
+        features = []
+        for i, item in enumerate(list_of(obj, "features", dict, where)):
+            at = f"{where}.features[{i}]"
+            f = exact_fields(item, at, {"name", "min", "max"})
+            lo = None if f["min"] is None else field(f, "min", float, at)
+            hi = None if f["max"] is None else field(f, "max", float, at)
+            if lo is not None and hi is not None and lo > hi:
+                raise ValidationError(f"{at}: min {lo} is above max {hi}")
+            features.append(FeatureSpec(safe_name(f["name"], f"{at}.name"), lo, hi))
+        names = [f.name for f in features]
+        if len(set(names)) != len(names):
+            raise ValidationError(f"{where}.features: names must be unique")
+        if not features:
+            raise ValidationError(f"{where}.features: at least one feature is needed")
+        policies = {}
+        for key in ("out_of_range", "nan"):
+            policy = field(obj, key, str, where)
+            if policy not in _POLICIES:
+                raise ValidationError(f"{where}.{key}: {policy!r} is not one of {_POLICIES}")
+            policies[key] = policy
+        return cls(
+            features=tuple(features),
+            labels=tuple(list_of(obj, "labels", str, where)),
+            out_of_range=policies["out_of_range"],  # type: ignore[arg-type]
+            nan=policies["nan"],  # type: ignore[arg-type]
+        )

@@ -1,0 +1,1 @@
+"""EdgeFleet hub: model registry, signing, rollouts, ingest and fleet-wide drift."""

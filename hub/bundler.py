@@ -1,0 +1,235 @@
+"""Building signed bundles: reference statistics, smoke-test samples, manifest, signatures.
+
+The hub runs the model once over the reference data (to learn the tensors, the
+reference class distribution and confidence histogram, and the smoke-test outputs),
+then writes the archive atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_agent import __version__ as agent_version
+from edge_agent import histogram
+from edge_agent.bundle import is_tflite
+from edge_agent.canonical import canonical_bytes
+from edge_agent.errors import EdgeFleetError
+from edge_agent.input_schema import FeatureSpec, InputSchema
+from edge_agent.manifest import (
+    INPUT_SCHEMA,
+    MANIFEST,
+    MODEL,
+    REFERENCE,
+    SAMPLES,
+    SIGNATURES,
+    Manifest,
+    MemberDigest,
+)
+from edge_agent.model import LoadedModel
+from edge_agent.reference import FeatureReference, Histogram, ReferenceStats
+from edge_agent.samples import SmokeSamples
+from edge_agent.trust import Context
+from hub.errors import BuildError
+from hub.signing import sign
+
+DEFAULT_BINS: Final = 10
+CONFIDENCE_EDGES: Final = tuple(float(e) for e in np.linspace(0.0, 1.0, 11))
+_ZIP_EPOCH: Final = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class ReferenceData:
+    """Reference inputs (``[n, features]`` float) and the feature names."""
+
+    x: np.ndarray
+    names: tuple[str, ...]
+
+
+def load_reference(path: Path) -> ReferenceData:
+    """Load reference inputs from ``.npz`` (array ``x``, optional ``feature_names``) or CSV.
+
+    A CSV file has a header row of feature names and one numeric row per sample.
+
+    Raises:
+        BuildError: unknown format, missing array, non-numeric or empty data.
+    """
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                if "x" not in data:
+                    raise BuildError(f"{path}: no array named 'x'")
+                x = np.asarray(data["x"], dtype=np.float64)
+                names = (
+                    tuple(str(n) for n in data["feature_names"])
+                    if "feature_names" in data
+                    else tuple(f"f{i}" for i in range(x.shape[1] if x.ndim == 2 else 0))
+                )
+        elif path.suffix == ".csv":
+            with path.open(newline="") as f:
+                rows = list(csv.reader(f))
+            if len(rows) < 2:
+                raise BuildError(f"{path}: need a header row and at least one data row")
+            names = tuple(rows[0])
+            x = np.asarray([[float(v) for v in row] for row in rows[1:]], dtype=np.float64)
+        else:
+            raise BuildError(f"{path}: reference data must be .npz or .csv")
+    except (OSError, ValueError) as exc:
+        raise BuildError(f"{path}: cannot read reference data ({exc})") from exc
+    if x.ndim != 2 or x.shape[0] == 0 or len(names) != x.shape[1]:
+        raise BuildError(f"{path}: reference data must be [samples, features] with one name each")
+    return ReferenceData(x, names)
+
+
+def compute_reference(
+    model: LoadedModel, x: np.ndarray, names: Sequence[str], labels: Sequence[str], n_bins: int
+) -> ReferenceStats:
+    """Reference statistics of ``x``: quantile bins per feature, class and confidence counts."""
+    features = []
+    for j, name in enumerate(names):
+        column = x[:, j]
+        edges = histogram.quantile_edges(column, n_bins)
+        finite = column[np.isfinite(column)]
+        features.append(
+            FeatureReference(
+                name=name,
+                edges=tuple(float(e) for e in edges),
+                counts=tuple(int(c) for c in histogram.count(edges, column)),
+                mean=float(finite.mean()),
+                std=float(finite.std()),
+            )
+        )
+    probs = model.predict(x)
+    predicted = np.argmax(probs, axis=1)
+    class_counts = np.bincount(predicted, minlength=len(labels))
+    conf_edges = np.asarray(CONFIDENCE_EDGES)
+    confidence = histogram.count(conf_edges, probs.max(axis=1))
+    return ReferenceStats(
+        n=int(x.shape[0]),
+        features=tuple(features),
+        labels=tuple(labels),
+        class_counts=tuple(int(c) for c in class_counts),
+        confidence=Histogram(CONFIDENCE_EDGES, tuple(int(c) for c in confidence)),
+    )
+
+
+def smoke_samples(model: LoadedModel, x: np.ndarray, n: int) -> SmokeSamples:
+    """Pick ``n`` evenly spread reference rows and record the model's outputs for them.
+
+    The tolerance is one output quantization step (runtimes may round differently)
+    plus a little, or 1e-4 for float outputs.
+    """
+    idx = np.unique(np.linspace(0, x.shape[0] - 1, num=min(n, x.shape[0])).astype(int))
+    inputs = x[idx].astype(np.float32)
+    expected = model.predict(inputs)
+    atol = model.output_step() * 1.01 if model.output_step() else 1e-4
+    return SmokeSamples(inputs.astype(np.float64), expected.astype(np.float64), float(atol))
+
+
+def build_bundle(
+    model_bytes: bytes,
+    *,
+    name: str,
+    version: int,
+    reference: ReferenceData,
+    keys: Sequence[Ed25519PrivateKey],
+    out: Path,
+    schema: InputSchema | None = None,
+    lineage: dict[str, Any] | None = None,
+    n_bins: int = DEFAULT_BINS,
+    n_samples: int = 16,
+    created_at: datetime | None = None,
+) -> Manifest:
+    """Build and sign a bundle, writing it atomically to ``out``.
+
+    Raises:
+        BuildError: the model is not a loadable TFLite model, or the reference
+            data or schema do not fit the model's input.
+        ValidationError: ``name`` or ``version`` are invalid.
+        OSError: ``out`` cannot be written.
+    """
+    if not keys:
+        raise BuildError("at least one signing key is needed")
+    if not is_tflite(model_bytes[:8]):
+        raise BuildError("the model is not a TFLite flatbuffer (no TFL3 identifier)")
+    try:
+        model = LoadedModel(model_bytes)
+    except EdgeFleetError as exc:
+        raise BuildError(str(exc)) from exc
+    if reference.x.shape[1] != model.n_features:
+        raise BuildError(
+            f"reference data has {reference.x.shape[1]} features, the model takes "
+            f"{model.n_features}"
+        )
+    if schema is None:
+        schema = InputSchema(
+            features=tuple(FeatureSpec(n) for n in reference.names),
+            labels=tuple(f"class_{i}" for i in range(model.n_outputs)),
+        )
+    if len(schema.features) != model.n_features:
+        raise BuildError(
+            f"schema lists {len(schema.features)} features, the model takes {model.n_features}"
+        )
+    labels = schema.labels or tuple(f"class_{i}" for i in range(model.n_outputs))
+    if len(labels) != model.n_outputs:
+        raise BuildError(
+            f"schema has {len(labels)} labels, the model has {model.n_outputs} outputs"
+        )
+    stats = compute_reference(model, reference.x, schema.names, labels, n_bins)
+    members = {
+        MODEL: model_bytes,
+        REFERENCE: canonical_bytes(stats.to_json()),
+        INPUT_SCHEMA: canonical_bytes(schema.to_json()),
+        SAMPLES: canonical_bytes(smoke_samples(model, reference.x, n_samples).to_json()),
+    }
+    manifest = Manifest(
+        name=name,
+        version=version,
+        created_at=(created_at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        min_agent_version=agent_version,
+        members={
+            n: MemberDigest(hashlib.sha256(b).hexdigest(), len(b)) for n, b in members.items()
+        },
+        inputs=(model.input,),
+        outputs=(model.output,),
+        lineage=lineage or {},
+    )
+    Manifest.from_json(manifest.to_json())  # the same checks a device runs
+    manifest_bytes = manifest.to_bytes()
+    signatures = sign(Context.BUNDLE_MANIFEST, manifest_bytes, keys)
+    archive = {
+        MANIFEST: manifest_bytes,
+        SIGNATURES: canonical_bytes([s.to_json() for s in signatures]),
+        **members,
+    }
+    _write_archive(out, archive)
+    return manifest
+
+
+def _write_archive(out: Path, members: dict[str, bytes]) -> None:
+    """Write the members as stored ZIP entries to a temp file, fsync, then rename."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+                for member, data in members.items():
+                    info = zipfile.ZipInfo(member, date_time=_ZIP_EPOCH)
+                    info.external_attr = 0o644 << 16
+                    zf.writestr(info, data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,267 @@
+"""The hub's commands, added to ``edgefleet`` through the ``edgefleet.commands`` entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_agent.canonical import parse_json
+from edge_agent.cli import EdgeFleetGroup
+from edge_agent.input_schema import InputSchema
+from edge_agent.trust import TrustRoot
+
+_existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+def _passphrase(env_name: str | None) -> bytes | None:
+    """Read a key passphrase from the named environment variable (never from argv)."""
+    if not env_name:
+        return None
+    value = os.environ.get(env_name)
+    if value is None:
+        raise click.ClickException(f"environment variable {env_name} is not set")
+    return value.encode()
+
+
+_passphrase_option = click.option(
+    "--passphrase-env",
+    metavar="VAR",
+    help="Name of an environment variable holding the key passphrase.",
+)
+
+
+@click.group(cls=EdgeFleetGroup)
+def keys() -> None:
+    """Create and rotate the hub's Ed25519 signing keys."""
+
+
+@keys.command("init")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("keys"),
+    show_default=True,
+    help="Where keys and trust.json go.",
+)
+@click.option("--count", default=1, show_default=True, help="Number of root keys (n).")
+@click.option("--threshold", default=1, show_default=True, help="Signatures required (k).")
+@_passphrase_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def keys_init(
+    directory: Path, count: int, threshold: int, passphrase_env: str | None, as_json: bool
+) -> None:
+    """Create COUNT signing keys (PKCS#8 PEM, mode 0600) and the trust file devices pin."""
+    from hub.keys import init_keys
+
+    root, files = init_keys(directory, count, threshold, _passphrase(passphrase_env))
+    result = {
+        "trust": str(directory / "trust.json"),
+        "threshold": root.threshold,
+        "keys": [{"keyid": f.keyid, "path": str(f.path)} for f in files],
+    }
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for f in files:
+        click.echo(f"key      {f.path}  (keyid {f.keyid[:16]}…)")
+    click.echo(f"trust    {result['trust']}  ({root.threshold} of {len(files)} signatures)")
+
+
+@keys.command("rotate")
+@click.option(
+    "--trust", "trust_path", required=True, type=_existing_file, help="The current trust file."
+)
+@click.option(
+    "--key",
+    "key_paths",
+    multiple=True,
+    required=True,
+    type=_existing_file,
+    help="A current private key (repeat up to the current threshold).",
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Where the new keys go.",
+)
+@click.option("--count", default=1, show_default=True, help="Number of new keys.")
+@click.option("--threshold", default=1, show_default=True, help="New threshold.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the rotation record.",
+)
+@_passphrase_option
+def keys_rotate(
+    trust_path: Path,
+    key_paths: tuple[Path, ...],
+    directory: Path,
+    count: int,
+    threshold: int,
+    out: Path,
+    passphrase_env: str | None,
+) -> None:
+    """Create new keys and a rotation record signed by the current and the new keys."""
+    from hub.keys import load_private_key, rotate_keys, write_json_file
+
+    passphrase = _passphrase(passphrase_env)
+    current = TrustRoot.load(trust_path)
+    current_keys = [load_private_key(p, passphrase) for p in key_paths]
+    record, files = rotate_keys(current, current_keys, directory, count, threshold, passphrase)
+    write_json_file(out, record.to_json())
+    write_json_file(directory / "trust.json", record.new_root.to_json())
+    for f in files:
+        click.echo(f"key      {f.path}  (keyid {f.keyid[:16]}…)")
+    click.echo(f"rotation {out}  (trust version {current.version} -> {record.new_root.version})")
+    click.echo(f"trust    {directory / 'trust.json'}")
+
+
+@click.command("build")
+@click.argument("model", type=_existing_file)
+@click.option("--name", required=True, help="Model name (letters, digits, . _ -).")
+@click.option(
+    "--version",
+    "version",
+    required=True,
+    type=click.IntRange(min=1),
+    help="Integer version, monotonic per model name.",
+)
+@click.option(
+    "--reference",
+    required=True,
+    type=_existing_file,
+    help="Reference data: .npz (array x, optional feature_names) or .csv with header.",
+)
+@click.option(
+    "--key",
+    "key_paths",
+    multiple=True,
+    required=True,
+    type=_existing_file,
+    help="Signing key (repeat to reach the trust threshold).",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--schema",
+    "schema_path",
+    type=_existing_file,
+    help="Input schema JSON (feature ranges, NaN policy, labels).",
+)
+@click.option("--lineage", default="{}", help="Free-form JSON object (training run, metrics).")
+@click.option(
+    "--bins",
+    default=10,
+    show_default=True,
+    type=click.IntRange(2, 64),
+    help="Drift bins per feature (from reference quantiles).",
+)
+@_passphrase_option
+def bundle_build(
+    model: Path,
+    name: str,
+    version: int,
+    reference: Path,
+    key_paths: tuple[Path, ...],
+    out: Path,
+    schema_path: Path | None,
+    lineage: str,
+    bins: int,
+    passphrase_env: str | None,
+) -> None:
+    """Build and sign a bundle from MODEL (a .tflite file)."""
+    from hub.bundler import build_bundle, load_reference
+    from hub.keys import load_private_key
+
+    lineage_doc = parse_json(lineage.encode(), "--lineage")
+    if not isinstance(lineage_doc, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--lineage")
+    schema = None
+    if schema_path:
+        schema = InputSchema.from_json(parse_json(schema_path.read_bytes(), str(schema_path)))
+    passphrase = _passphrase(passphrase_env)
+    signing = [load_private_key(p, passphrase).key for p in key_paths]
+    manifest = build_bundle(
+        model.read_bytes(),
+        name=name,
+        version=version,
+        reference=load_reference(reference),
+        keys=signing,
+        out=out,
+        schema=schema,
+        lineage=lineage_doc,
+        n_bins=bins,
+    )
+    click.echo(f"built    {out}  ({manifest.name} v{manifest.version}, {out.stat().st_size} bytes)")
+
+
+@click.group(cls=EdgeFleetGroup)
+def model() -> None:
+    """Produce models: a demo predictive-maintenance model, float32 and int8."""
+
+
+@model.command("demo")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--hidden",
+    default="32",
+    show_default=True,
+    help="Hidden layer sizes, comma separated (empty: softmax regression).",
+)
+@click.option("--seed", default=7, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def model_demo(out: Path, hidden: str, seed: int, as_json: bool) -> None:
+    """Train the demo model with NumPy; write float32 and int8 .tflite files and data."""
+    from hub.modelkit.demo import build_demo
+
+    sizes = _parse_hidden(hidden)
+    report = build_demo(out, hidden=sizes, seed=seed)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.lines():
+            click.echo(line)
+
+
+def _parse_hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError as exc:
+        raise click.BadParameter("comma-separated integers", param_hint="--hidden") from exc
+    if any(s < 1 for s in sizes):
+        raise click.BadParameter("sizes must be positive", param_hint="--hidden")
+    return sizes
+
+
+@click.command("demo")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-work"),
+    show_default=True,
+    help="Working directory.",
+)
+def demo(directory: Path) -> None:
+    """Run the demo: keys, a trained model, a signed bundle, verified end to end."""
+    from hub.demo import run_demo
+
+    for line in run_demo(directory):
+        click.echo(line)
+
+
+def register(root: click.Group) -> None:
+    """Add the hub's commands to the ``edgefleet`` root command."""
+    root.add_command(keys)
+    root.add_command(model)
+    root.add_command(demo)
+    bundle_group: Any = root.commands.get("bundle")
+    if isinstance(bundle_group, click.Group):
+        bundle_group.add_command(bundle_build)

@@ -1,0 +1,161 @@
+"""Private signing keys on disk: Ed25519, PKCS#8 PEM, mode 0600, optionally encrypted.
+
+Key files are created with ``O_EXCL`` and mode 0600 from the start (never widened
+and then narrowed), and refused when group or others can read them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
+
+from edge_agent.canonical import canonical_bytes
+from edge_agent.trust import Context, RotationRecord, TrustRoot, key_id
+from hub.errors import KeyStoreError
+from hub.signing import sign
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    """A private key and where it is kept."""
+
+    path: Path
+    key: Ed25519PrivateKey
+
+    @property
+    def keyid(self) -> str:
+        """The key id (SHA-256 of the raw public key)."""
+        return key_id(self.key.public_key())
+
+
+def write_private_key(path: Path, key: Ed25519PrivateKey, passphrase: bytes | None) -> None:
+    """Write ``key`` as PKCS#8 PEM to a new file with mode 0600.
+
+    Raises:
+        KeyStoreError: the file already exists.
+        OSError: it cannot be written.
+    """
+    encryption = BestAvailableEncryption(passphrase) if passphrase else NoEncryption()
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, encryption)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise KeyStoreError(f"{path} already exists; refusing to overwrite a key") from exc
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_private_key(path: Path, passphrase: bytes | None = None) -> KeyFile:
+    """Read a private key file.
+
+    Raises:
+        KeyStoreError: group/others may read it, it is encrypted and no (or a wrong)
+            passphrase was given, or it is not an Ed25519 PKCS#8 key.
+        OSError: it cannot be read.
+    """
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyStoreError(
+            f"{path} is readable by group or others (mode {stat.S_IMODE(mode):o}); "
+            f"run: chmod 600 {path}"
+        )
+    try:
+        key = load_pem_private_key(path.read_bytes(), password=passphrase)
+    except TypeError as exc:
+        hint = "it is encrypted: give its passphrase" if passphrase is None else str(exc)
+        raise KeyStoreError(f"{path}: {hint}") from exc
+    except ValueError as exc:
+        raise KeyStoreError(f"{path}: cannot load key (wrong passphrase or not PEM)") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyStoreError(f"{path}: not an Ed25519 key")
+    return KeyFile(path, key)
+
+
+def write_json_file(path: Path, document: object, mode: int = 0o644) -> None:
+    """Write canonical JSON atomically (temp file, fsync, rename).
+
+    Raises:
+        OSError: it cannot be written.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(canonical_bytes(document) + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def init_keys(
+    directory: Path, count: int = 1, threshold: int = 1, passphrase: bytes | None = None
+) -> tuple[TrustRoot, list[KeyFile]]:
+    """Create ``count`` signing keys in ``directory`` and their trust file ``trust.json``.
+
+    The directory is created with mode 0700 if it does not exist.
+
+    Raises:
+        KeyStoreError: a key or the trust file already exists there.
+        ValidationError: ``threshold`` is not within 1..``count``.
+        OSError: files cannot be written.
+    """
+    trust_path = directory / "trust.json"
+    if trust_path.exists():
+        raise KeyStoreError(f"{trust_path} already exists; use `edgefleet keys rotate`")
+    keys = [Ed25519PrivateKey.generate() for _ in range(count)]
+    root = TrustRoot.from_keys([k.public_key() for k in keys], threshold=threshold)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    files = []
+    for key in keys:
+        path = directory / f"key-{key_id(key.public_key())[:16]}.pem"
+        write_private_key(path, key, passphrase)
+        files.append(KeyFile(path, key))
+    write_json_file(trust_path, root.to_json())
+    return root, files
+
+
+def rotate_keys(
+    current: TrustRoot,
+    current_keys: list[KeyFile],
+    directory: Path,
+    count: int = 1,
+    threshold: int = 1,
+    passphrase: bytes | None = None,
+) -> tuple[RotationRecord, list[KeyFile]]:
+    """Create new keys and a rotation record signed by the current and the new keys.
+
+    The record is checked against ``current`` before it is returned, so a record
+    that devices would refuse (too few current keys given) is never written.
+
+    Raises:
+        TrustError: ``current_keys`` do not reach the current threshold.
+        ValidationError: ``threshold`` is not within 1..``count``.
+        KeyStoreError, OSError: the new key files cannot be written.
+    """
+    new_keys = [Ed25519PrivateKey.generate() for _ in range(count)]
+    new_root = TrustRoot.from_keys(
+        [k.public_key() for k in new_keys], threshold=threshold, version=current.version + 1
+    )
+    payload = RotationRecord.signed_bytes(current.version, new_root)
+    signatures = sign(Context.ROTATION, payload, [k.key for k in current_keys] + new_keys)
+    record = RotationRecord(current.version, new_root, tuple(signatures))
+    record.apply(current)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    files = []
+    for key in new_keys:
+        path = directory / f"key-{key_id(key.public_key())[:16]}.pem"
+        write_private_key(path, key, passphrase)
+        files.append(KeyFile(path, key))
+    return record, files
