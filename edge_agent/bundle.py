@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import shutil
 import stat
+import struct
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -230,19 +232,64 @@ def _read_small(zf: zipfile.ZipFile, member: str, limits: BundleLimits) -> bytes
     info = zf.getinfo(member)
     limit = min(info.file_size, limits.for_member(member))
     with _member_stream(zf, info) as f:
-        data = f.read(limit + 1)
+        data = f.read(limit + 1) or b""
     if len(data) != info.file_size:
         raise BundleError(f"member {member!r} is not {info.file_size} bytes as declared")
     return data
 
 
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")
+_LOCAL_MAGIC: Final = b"PK\x03\x04"
+
+
 @contextlib.contextmanager
-def _member_stream(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[IO[bytes]]:
+def _member_stream(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[_Bounded]:
+    """Open a stored member's raw bytes, bounded to its declared size.
+
+    Reads straight from the archive file (members are stored, never compressed), so
+    verification costs little beyond SHA-256: the manifest digest, not the ZIP CRC,
+    is what vouches for the bytes.
+
+    Raises:
+        BundleError: the local header is damaged or names another member.
+    """
+    fp = zf.fp
+    if fp is None:
+        raise BundleError("archive is closed")
     try:
-        with zf.open(info) as f:
-            yield f
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        fp.seek(info.header_offset)
+        header = fp.read(_LOCAL_HEADER.size)
+        if len(header) != _LOCAL_HEADER.size:
+            raise BundleError(f"member {info.filename!r} is truncated")
+        fields = _LOCAL_HEADER.unpack(header)
+        if fields[0] != _LOCAL_MAGIC:
+            raise BundleError(f"member {info.filename!r} has a damaged local header")
+        name_len, extra_len = fields[10], fields[11]
+        if fp.read(name_len) != info.orig_filename.encode(
+            "utf-8" if info.flag_bits & 0x800 else "cp437"
+        ):
+            raise BundleError(f"member {info.filename!r}: local and central names differ")
+        fp.seek(extra_len, os.SEEK_CUR)
+        yield _Bounded(fp, info.file_size)
+    except (OSError, ValueError, struct.error) as exc:
         raise BundleError(f"member {info.filename!r} is damaged: {exc}") from exc
+
+
+class _Bounded(io.RawIOBase):
+    """At most ``remaining`` bytes of ``fp`` from its current position."""
+
+    def __init__(self, fp: IO[bytes], remaining: int) -> None:
+        self._fp = fp
+        self._remaining = remaining
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer)[: self._remaining]
+        n: int = self._fp.readinto(view)  # type: ignore[attr-defined]
+        self._remaining -= n
+        return n
 
 
 def _check(path: Path, trust: TrustRoot | None, limits: BundleLimits, dest: Path | None) -> Bundle:
@@ -305,16 +352,18 @@ def _stream_checked(
     digest = hashlib.sha256()
     total = 0
     head = b""
+    buffer = bytearray(min(_CHUNK, max(expected.size, 1)))
+    view = memoryview(buffer)
     with _member_stream(zf, info) as f:
-        while chunk := f.read(_CHUNK):
-            total += len(chunk)
+        while n := f.readinto(buffer):
+            total += n
             if total > expected.size:
                 raise BundleError(f"member {info.filename!r} is longer than the manifest says")
             if not head:
-                head = chunk[:8]
-            digest.update(chunk)
+                head = bytes(view[:8])
+            digest.update(view[:n])
             if on_chunk is not None:
-                on_chunk(chunk)
+                on_chunk(bytes(view[:n]))
     if total != expected.size or digest.hexdigest() != expected.sha256:
         raise BundleError(f"member {info.filename!r} does not match its SHA-256 in the manifest")
     if info.filename == MODEL and not is_tflite(head):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +225,9 @@ def model_demo(out: Path, hidden: str, seed: int, as_json: bool) -> None:
     sizes = _parse_hidden(hidden)
     report = build_demo(out, hidden=sizes, seed=seed)
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
+        doc = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(report).items()}
+        doc["size_ratio"] = report.size_ratio
+        click.echo(json.dumps(doc, indent=2))
     else:
         for line in report.lines():
             click.echo(line)

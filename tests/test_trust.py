@@ -97,7 +97,9 @@ def _rotation(current: TrustRoot, signers, new_keys, threshold=1, version=None):
         version=current.version + 1 if version is None else version,
     )
     payload = RotationRecord.signed_bytes(current.version, new_root)
-    return RotationRecord(current.version, new_root, tuple(sign(Context.ROTATION, payload, signers)))
+    return RotationRecord(
+        current.version, new_root, tuple(sign(Context.ROTATION, payload, signers))
+    )
 
 
 def test_rotation_signed_by_old_and_new_keys_accepted(trust_2of3, signing_keys):

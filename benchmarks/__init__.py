@@ -1,0 +1,1 @@
+"""EdgeFleet benchmarks: `make bench` (python -m benchmarks [NAME...]) prints their figures."""
