@@ -29,3 +29,23 @@ class RuntimeUnavailableError(EdgeFleetError):
 
 class ModelLoadError(EdgeFleetError):
     """The TFLite runtime refused to load a model."""
+
+
+class DownloadError(EdgeFleetError):
+    """A bundle download failed (transport error, wrong size, endless data, bad digest)."""
+
+
+class OutboxError(EdgeFleetError):
+    """The offline metrics outbox cannot store or return a window."""
+
+
+class DirectiveError(EdgeFleetError):
+    """A desired-state directive is refused (bad signature, replay, expired, downgrade...)."""
+
+
+class ActivationError(EdgeFleetError):
+    """A verified bundle could not be made the active model (load, smoke test, switch)."""
+
+
+class PredictionError(EdgeFleetError):
+    """A prediction request is invalid (shape, dtype, NaN per schema) or the model failed."""
