@@ -108,6 +108,11 @@ class LoadedModel:
             x = x[None, :]
         return self.dequantize_output(self.run_raw(self.quantize_input(x)))
 
+    def is_quantized(self) -> bool:
+        """Whether any tensor in the graph is 8-bit integer (a full-integer model)."""
+        details = self.interpreter.get_tensor_details()
+        return any(np.dtype(d["dtype"]) in (np.int8, np.uint8) for d in details)
+
     def output_step(self) -> float:
         """The smallest output difference the model can express (its quantization step)."""
         q = self.output.quantization

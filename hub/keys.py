@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from edge_agent.canonical import canonical_bytes
+from edge_agent.durable import write_json_atomic
 from edge_agent.trust import Context, RotationRecord, TrustRoot, key_id
 from hub.errors import KeyStoreError
 from hub.signing import sign
@@ -85,18 +85,12 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> KeyFile:
 
 
 def write_json_file(path: Path, document: object, mode: int = 0o644) -> None:
-    """Write canonical JSON atomically (temp file, fsync, rename).
+    """Write canonical JSON atomically (temp file, fsync, rename); world-readable by default.
 
     Raises:
         OSError: it cannot be written.
     """
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(canonical_bytes(document) + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    write_json_atomic(path, document, mode)
 
 
 def init_keys(

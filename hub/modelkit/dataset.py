@@ -38,16 +38,16 @@ CLASSES: tuple[str, ...] = ("normal", "wear", "fault")
 """Class names; a label is the index into this tuple."""
 
 FEATURE_RANGES: dict[str, tuple[float, float]] = {
-        "vibration_rms_g": (0.0, 16.0),
-        "vibration_peak_g": (0.0, 50.0),
-        "bearing_temp_c": (-40.0, 150.0),
-        "motor_temp_c": (-40.0, 180.0),
-        "current_a": (0.0, 100.0),
-        "voltage_v": (0.0, 690.0),
-        "pressure_bar": (0.0, 25.0),
-        "flow_lpm": (0.0, 600.0),
-        "rpm": (0.0, 3600.0),
-        "acoustic_db": (20.0, 140.0),
+    "vibration_rms_g": (0.0, 16.0),
+    "vibration_peak_g": (0.0, 50.0),
+    "bearing_temp_c": (-40.0, 150.0),
+    "motor_temp_c": (-40.0, 180.0),
+    "current_a": (0.0, 100.0),
+    "voltage_v": (0.0, 690.0),
+    "pressure_bar": (0.0, 25.0),
+    "flow_lpm": (0.0, 600.0),
+    "rpm": (0.0, 3600.0),
+    "acoustic_db": (20.0, 140.0),
 }
 """Physically valid ``(low, high)`` range of each feature (sensor limits); treat as read-only.
 
@@ -101,7 +101,7 @@ def make_dataset(
     drift: Drift | None = None,
     class_weights: tuple[float, ...] | None = None,
 ) -> Dataset:
-    """Draw ``n`` labelled sensor readings; the same ``(n, seed, drift, weights)`` give the same data.
+    """Draw ``n`` labelled sensor readings; equal arguments always give equal data.
 
     Args:
         n: number of samples (at least 1).

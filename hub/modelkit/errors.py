@@ -1,11 +1,11 @@
-"""The model kit's exceptions: one hierarchy under :class:`EdgeFleetError`, one line each."""
+"""The model kit's exceptions, under :class:`hub.errors.HubError`; one line of text each."""
 
 from __future__ import annotations
 
-from edge_agent.errors import EdgeFleetError
+from hub.errors import HubError
 
 
-class ModelKitError(EdgeFleetError):
+class ModelKitError(HubError):
     """Base of every error the model kit raises on purpose."""
 
 

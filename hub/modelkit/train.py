@@ -1,14 +1,20 @@
 """Small dense classifiers trained with NumPy: softmax regression and ReLU MLPs.
 
-Training standardizes the inputs (mean and standard deviation of the training data), runs
-mini-batch Adam on the cross-entropy loss with a little L2 weight decay, and finally folds the
-standardization into the first layer, so a trained :class:`DenseNet` takes raw sensor values.
-Everything is deterministic given ``seed``.
+A :class:`DenseNet` takes raw sensor values. Its first stage standardizes them with the mean
+and standard deviation of the training data (:class:`Standardizer`, ``(x - mean) * scale`` in
+float32), then dense layers and a softmax follow. Training runs mini-batch Adam on the
+cross-entropy loss with a little L2 weight decay and is deterministic given ``seed``.
+
+The standardization is kept as its own stage rather than folded into the first layer's weights:
+folding works (:func:`fold_standardization`) but makes float32 inference cancel large terms
+(rpm near 1500 times a small weight, minus a large bias), which costs about 1e-5 of absolute
+precision on the probabilities. A separate SUB and MUL keep float32 results reproducible.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -42,13 +48,58 @@ class DenseLayer:
 
 
 @dataclass(frozen=True)
-class DenseNet:
-    """A stack of dense layers followed by a softmax over the last layer's outputs.
+class Standardizer:
+    """Per-feature standardization ``(x - mean) * scale`` computed in float32.
 
-    The first layer takes raw feature values (standardization is folded into it).
+    Attributes:
+        mean: float32 ``[F]`` feature means.
+        scale: float32 ``[F]`` reciprocal standard deviations (1 for constant features).
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> Standardizer:
+        """Standardizer from the mean and standard deviation of the rows of ``x``.
+
+        Raises:
+            InvalidDataError: ``x`` is not a non-empty ``[n, F]`` array of finite values.
+        """
+        values = np.asarray(x, dtype=np.float64)
+        if values.ndim != 2 or values.shape[0] == 0 or not np.all(np.isfinite(values)):
+            raise InvalidDataError(
+                f"standardization needs a non-empty finite [n, F] array, got shape {values.shape}"
+            )
+        std = values.std(axis=0)
+        std = np.where(std > 1e-12, std, 1.0)
+        return cls(
+            mean=values.mean(axis=0).astype(np.float32), scale=(1.0 / std).astype(np.float32)
+        )
+
+    @property
+    def n_features(self) -> int:
+        return int(self.mean.shape[0])
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Standardized float32 values: SUB then MUL in float32, as the TFLite graphs do."""
+        centered = np.asarray(x, dtype=np.float32) - self.mean
+        result: np.ndarray = (centered * self.scale).astype(np.float32)
+        return result
+
+
+@dataclass(frozen=True)
+class DenseNet:
+    """Optional input standardization, dense layers, then a softmax over the last outputs.
+
+    Attributes:
+        layers: the dense layers, input to output.
+        standardizer: applied to raw inputs before the first layer; ``None`` when the first
+            layer takes raw values directly (see :func:`fold_standardization`).
     """
 
     layers: tuple[DenseLayer, ...]
+    standardizer: Standardizer | None = None
 
     @property
     def n_inputs(self) -> int:
@@ -68,6 +119,24 @@ class DenseNet:
         return sum(layer.weights.size + layer.bias.size for layer in self.layers)
 
 
+def fold_standardization(net: DenseNet) -> DenseNet:
+    """The same function with the standardization folded into the first layer.
+
+    ``(x - m) * s @ W + b == x @ (s[:, None] * W) + (b - (m * s) @ W)``. The result has no
+    standardizer and a smaller graph, at the price of float32 cancellation on raw inputs with
+    large offsets (see the module docstring). Returns ``net`` itself if nothing is to fold.
+    """
+    if net.standardizer is None:
+        return net
+    first = net.layers[0]
+    mean = net.standardizer.mean.astype(np.float64)
+    scale = net.standardizer.scale.astype(np.float64)
+    weights = first.weights.astype(np.float64) * scale[:, None]
+    bias = first.bias.astype(np.float64) - mean @ weights
+    folded = replace(first, weights=weights.astype(np.float32), bias=bias.astype(np.float32))
+    return DenseNet(layers=(folded, *net.layers[1:]), standardizer=None)
+
+
 def logits(net: DenseNet, x: np.ndarray) -> np.ndarray:
     """Pre-softmax outputs, float32 ``[n, classes]``, computed in float32 like TFLite.
 
@@ -75,6 +144,8 @@ def logits(net: DenseNet, x: np.ndarray) -> np.ndarray:
         InvalidDataError: ``x`` is not ``[n, net.n_inputs]``.
     """
     h = _as_features(x, net.n_inputs)
+    if net.standardizer is not None:
+        h = net.standardizer.apply(h)
     for layer in net.layers:
         h = h @ layer.weights + layer.bias
         if layer.activation == "relu":
@@ -97,7 +168,8 @@ def predict(net: DenseNet, x: np.ndarray) -> np.ndarray:
     Raises:
         InvalidDataError: ``x`` is not ``[n, net.n_inputs]``.
     """
-    return np.argmax(logits(net, x), axis=1).astype(np.int64)
+    result: np.ndarray = np.argmax(logits(net, x), axis=1).astype(np.int64)
+    return result
 
 
 def accuracy(net: DenseNet, x: np.ndarray, y: np.ndarray) -> float:
@@ -123,7 +195,7 @@ def train_softmax_regression(
     l2: float = 1e-4,
     n_classes: int | None = None,
 ) -> DenseNet:
-    """Train a linear softmax classifier (one dense layer) on raw inputs.
+    """Train a linear softmax classifier (standardization and one dense layer) on raw inputs.
 
     Args:
         x: float ``[n, features]`` raw inputs.
@@ -170,28 +242,22 @@ def train_mlp(
     Raises:
         InvalidDataError: shapes, labels or hyper-parameters are unusable.
     """
-    features = _as_features(x, None).astype(np.float64)
+    features = _as_features(x, None)
     labels = _as_labels(y, features.shape[0])
     classes = int(labels.max()) + 1 if n_classes is None else n_classes
     _check_hyper_parameters(hidden, epochs, learning_rate, batch_size, l2, classes, labels)
 
-    mean = features.mean(axis=0)
-    std = features.std(axis=0)
-    std = np.where(std > 1e-12, std, 1.0)
-    standardized = (features - mean) / std
+    standardizer = Standardizer.fit(features)
+    standardized = standardizer.apply(features).astype(np.float64)
 
     rng = np.random.default_rng(seed)
     widths = (features.shape[1], *hidden, classes)
     weights = [
         rng.normal(0.0, np.sqrt(2.0 / fan_in), (fan_in, fan_out))
-        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True)
+        for fan_in, fan_out in itertools.pairwise(widths)
     ]
     biases = [np.zeros(fan_out) for fan_out in widths[1:]]
     _adam(standardized, labels, weights, biases, rng, epochs, learning_rate, batch_size, l2)
-
-    # Fold the standardization into the first layer: (x - m) / s @ W + b = x @ W' + b'.
-    weights[0] = weights[0] / std[:, None]
-    biases[0] = biases[0] - mean @ weights[0]
     layers = tuple(
         DenseLayer(
             weights=w.astype(np.float32),
@@ -200,7 +266,7 @@ def train_mlp(
         )
         for i, (w, b) in enumerate(zip(weights, biases, strict=True))
     )
-    return DenseNet(layers=layers)
+    return DenseNet(layers=layers, standardizer=standardizer)
 
 
 def _adam(
