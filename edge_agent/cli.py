@@ -135,6 +135,48 @@ def bundle_verify(file: Path, trust: Path, as_json: bool) -> None:
         )
 
 
+@cli.group(cls=EdgeFleetGroup)
+def agent() -> None:
+    """Run the edge agent daemon on a device."""
+
+
+@agent.command("run")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The agent's TOML config (written by `edgefleet device enroll`).",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+)
+def agent_run(config_path: Path, log_level: str) -> None:
+    """Connect, reconcile the signed desired state, serve predictions until SIGTERM/SIGINT."""
+    import logging
+    import signal
+    import threading
+
+    from edge_agent.agent import Agent
+    from edge_agent.config import AgentConfig
+
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = AgentConfig.load(config_path)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    daemon = Agent(config).start()
+    api = f" on http://127.0.0.1:{daemon.local_api.port}" if daemon.local_api else ""
+    click.echo(f"agent {config.device_id} running{api}; Ctrl-C to stop", err=True)
+    try:
+        stop.wait()
+    finally:
+        daemon.stop()
+
+
 def _load_plugins(group: click.Group) -> None:
     for ep in entry_points(group="edgefleet.commands"):
         try:

@@ -1,0 +1,782 @@
+"""Per-prediction monitoring whose windows merge exactly across devices and time.
+
+A :class:`WindowAccumulator` counts every prediction of one model into the bins the
+bundle's reference statistics fix (layout of :mod:`edge_agent.histogram`), keeps
+count/mean/M2/min/max of each feature, predicted-class counts, a top-1 confidence
+histogram, an invocation-latency histogram, error counters and, for a shadow model,
+how often it agrees with the champion. :meth:`WindowAccumulator.close` returns it all
+as a :class:`MetricsWindow`.
+
+Everything in a window is a count or a moment, so :func:`merge_windows` is exact
+(counts add; mean and M2 combine with Chan's parallel formula) and
+:func:`subtract_windows` undoes it. The hub merges first and computes drift scores on
+the merged counts, never averaging scores (see ``drift.md``).
+
+Invariants of a window with ``n`` predictions (checked by :meth:`MetricsWindow.from_json`):
+
+- every feature histogram sums to ``n`` (NaN in the last bin, +-inf in under/overflow);
+- a feature's moment ``count`` covers finite values of magnitude <= :data:`MOMENT_LIMIT`
+  only, so it is at most ``n`` minus the NaN bin;
+- the confidence histogram sums to ``n``; ``sum(class_counts)`` plus the confidence NaN
+  bin is ``n`` (a probability row holding NaN has no predicted class);
+- the latency histogram counts *invocations* (one per :meth:`WindowAccumulator.record`
+  call), so it sums to at most ``n``;
+- ``agreed <= compared``.
+
+Wire form (compact: features as columns, counts as plain integer lists)::
+
+    {"model": "m", "version": 3, "role": "active", "start": 1.7e9, "end": 1.7e9, "n": 120,
+     "features": {"counts": [[...], ...], "count": [...], "mean": [...], "m2": [...],
+                  "min": [... | null], "max": [... | null], "out_of_range": [...]},
+     "classes": [...], "confidence": [...], "latency": [...],
+     "errors": {"invoke_error": 2}, "compared": 0, "agreed": 0}
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_agent.errors import ValidationError
+from edge_agent.histogram import bin_indices, n_counts
+from edge_agent.input_schema import InputSchema
+from edge_agent.reference import ReferenceStats
+from edge_agent.schema import as_object, exact_fields, safe_name
+from edge_agent.schema import field as get
+
+Role = Literal["active", "shadow"]
+ROLES: Final[tuple[str, ...]] = ("active", "shadow")
+
+#: Invocation-latency bin edges in milliseconds: 4 per decade, 10 us .. 10 s. Part of
+#: the wire format: windows counted over other edges do not merge with these.
+LATENCY_EDGES_MS: Final[tuple[float, ...]] = (
+    0.01, 0.0178, 0.0316, 0.0562,
+    0.1, 0.178, 0.316, 0.562,
+    1.0, 1.78, 3.16, 5.62,
+    10.0, 17.8, 31.6, 56.2,
+    100.0, 178.0, 316.0, 562.0,
+    1000.0, 1780.0, 3160.0, 5620.0,
+    10000.0,
+)  # fmt: skip
+#: Values beyond this magnitude are binned (overflow/underflow) but left out of the
+#: moments, so M2 stays finite and the window stays valid JSON.
+MOMENT_LIMIT: Final = 1e100
+#: At most this many distinct error kinds in one window.
+MAX_ERROR_KINDS: Final = 64
+
+_LATENCY_EDGES: Final = np.asarray(LATENCY_EDGES_MS, dtype=np.float64)
+_WINDOW_FIELDS: Final = {
+    "model", "version", "role", "start", "end", "n", "features",
+    "classes", "confidence", "latency", "errors", "compared", "agreed",
+}  # fmt: skip
+_FEATURE_FIELDS: Final = {"counts", "count", "mean", "m2", "min", "max", "out_of_range"}
+_NUMERIC_KINDS: Final = "biuf"
+
+
+@dataclass(frozen=True)
+class FeatureWindow:
+    """One feature in one window: bin counts, moments of its finite values, range misses.
+
+    ``min``/``max`` are None exactly when ``count`` is 0 (then ``mean`` and ``m2`` are 0).
+    """
+
+    counts: tuple[int, ...]
+    count: int
+    mean: float
+    m2: float
+    min: float | None
+    max: float | None
+    out_of_range: int
+
+    @property
+    def nan(self) -> int:
+        """How many values were NaN (the histogram's last bin)."""
+        return self.counts[-1]
+
+    @property
+    def variance(self) -> float:
+        """Population variance of the finite values (0 when there are none)."""
+        return self.m2 / self.count if self.count else 0.0
+
+
+@dataclass(frozen=True)
+class MetricsWindow:
+    """Everything one model counted over one time window; merges exactly with its peers.
+
+    Bin edges are not carried: they are in the bundle's reference statistics (see
+    :meth:`check_reference`) and :data:`LATENCY_EDGES_MS`.
+    """
+
+    model_name: str
+    model_version: int
+    role: Role
+    start: float
+    end: float
+    n: int
+    features: tuple[FeatureWindow, ...]
+    class_counts: tuple[int, ...]
+    confidence: tuple[int, ...]
+    latency: tuple[int, ...]
+    errors: dict[str, int] = field(default_factory=dict)
+    compared: int = 0
+    agreed: int = 0
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        """What must be equal for two windows to merge: model name, version and role."""
+        return (self.model_name, self.model_version, self.role)
+
+    @property
+    def shape(self) -> tuple[tuple[int, ...], int, int, int]:
+        """Lengths of the count vectors: per feature, classes, confidence, latency."""
+        return (
+            tuple(len(f.counts) for f in self.features),
+            len(self.class_counts),
+            len(self.confidence),
+            len(self.latency),
+        )
+
+    def check_reference(self, reference: ReferenceStats) -> None:
+        """Check that this window was counted over ``reference``'s bins.
+
+        Raises:
+            ValidationError: a count vector's length does not fit the reference.
+        """
+        expected = (
+            tuple(n_counts(f.edges) for f in reference.features),
+            len(reference.class_counts),
+            n_counts(reference.confidence.edges),
+            len(LATENCY_EDGES_MS) + 2,
+        )
+        if self.shape != expected:
+            raise ValidationError(
+                f"window {self.model_name} v{self.model_version}: count lengths "
+                f"{self.shape} do not fit the reference {expected}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the compact JSON form (see the module doc)."""
+        fs = self.features
+        return {
+            "model": self.model_name,
+            "version": self.model_version,
+            "role": self.role,
+            "start": self.start,
+            "end": self.end,
+            "n": self.n,
+            "features": {
+                "counts": [list(f.counts) for f in fs],
+                "count": [f.count for f in fs],
+                "mean": [f.mean for f in fs],
+                "m2": [f.m2 for f in fs],
+                "min": [f.min for f in fs],
+                "max": [f.max for f in fs],
+                "out_of_range": [f.out_of_range for f in fs],
+            },
+            "classes": list(self.class_counts),
+            "confidence": list(self.confidence),
+            "latency": list(self.latency),
+            "errors": {k: v for k, v in sorted(self.errors.items()) if v},
+            "compared": self.compared,
+            "agreed": self.agreed,
+        }
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "window") -> MetricsWindow:
+        """Parse and check a window: exact fields and types, counts >= 0, invariants hold.
+
+        Raises:
+            ValidationError: malformed or inconsistent (one line naming the field).
+        """
+        obj = exact_fields(value, where, _WINDOW_FIELDS)
+        role = get(obj, "role", str, where)
+        if role not in ROLES:
+            raise ValidationError(f"{where}.role: {role!r} is not one of {ROLES}")
+        version = get(obj, "version", int, where)
+        if version < 1:
+            raise ValidationError(f"{where}.version: must be >= 1, got {version}")
+        window = cls(
+            model_name=safe_name(obj["model"], f"{where}.model"),
+            model_version=version,
+            role=cast(Role, role),
+            start=_finite(obj["start"], f"{where}.start"),
+            end=_finite(obj["end"], f"{where}.end"),
+            n=_count(obj["n"], f"{where}.n"),
+            features=_features_from_json(obj["features"], f"{where}.features"),
+            class_counts=_counts(obj["classes"], f"{where}.classes", 1),
+            confidence=_counts(obj["confidence"], f"{where}.confidence", 4),
+            latency=_counts(obj["latency"], f"{where}.latency", 4),
+            errors=_errors_from_json(obj["errors"], f"{where}.errors"),
+            compared=_count(obj["compared"], f"{where}.compared"),
+            agreed=_count(obj["agreed"], f"{where}.agreed"),
+        )
+        check_window(window, where)
+        return window
+
+
+def check_window(w: MetricsWindow, where: str = "window") -> None:
+    """Check a window's invariants (see the module doc).
+
+    Raises:
+        ValidationError: one is broken (one line naming it).
+    """
+    if w.start > w.end:
+        raise ValidationError(f"{where}: start {w.start} is after end {w.end}")
+    if not w.features:
+        raise ValidationError(f"{where}.features: at least one feature is needed")
+    for i, f in enumerate(w.features):
+        at = f"{where}.features[{i}]"
+        if sum(f.counts) != w.n:
+            raise ValidationError(f"{at}.counts: sum {sum(f.counts)} is not n = {w.n}")
+        if f.count > w.n - f.nan:
+            raise ValidationError(f"{at}.count: {f.count} is above n minus NaNs")
+        if f.out_of_range > w.n:
+            raise ValidationError(f"{at}.out_of_range: {f.out_of_range} is above n = {w.n}")
+        if f.m2 < 0.0:
+            raise ValidationError(f"{at}.m2: {f.m2} is negative")
+        if f.count == 0:
+            if f.min is not None or f.max is not None or f.mean != 0.0 or f.m2 != 0.0:
+                raise ValidationError(f"{at}: no finite values, so mean/m2 are 0, min/max null")
+        elif f.min is None or f.max is None or f.min > f.max:
+            raise ValidationError(f"{at}: min/max must be numbers with min <= max")
+    if sum(w.confidence) != w.n:
+        raise ValidationError(f"{where}.confidence: sum {sum(w.confidence)} is not n = {w.n}")
+    if sum(w.class_counts) + w.confidence[-1] != w.n:
+        raise ValidationError(f"{where}.classes: sum plus NaN confidences is not n = {w.n}")
+    if len(w.latency) != len(LATENCY_EDGES_MS) + 2:
+        raise ValidationError(
+            f"{where}.latency: expected {len(LATENCY_EDGES_MS) + 2} counts, got {len(w.latency)}"
+        )
+    if sum(w.latency) > w.n:
+        raise ValidationError(f"{where}.latency: more invocations than predictions")
+    if w.agreed > w.compared:
+        raise ValidationError(f"{where}: agreed {w.agreed} is above compared {w.compared}")
+    if len(w.errors) > MAX_ERROR_KINDS:
+        raise ValidationError(f"{where}.errors: more than {MAX_ERROR_KINDS} kinds")
+    if any(v < 0 for v in w.errors.values()):
+        raise ValidationError(f"{where}.errors: counts cannot be negative")
+
+
+def merge_windows(a: MetricsWindow, b: MetricsWindow) -> MetricsWindow:
+    """Merge two windows of one model exactly: counts add, moments combine (Chan et al.).
+
+    The result spans ``[min(start), max(end)]``.
+
+    Raises:
+        ValidationError: the windows differ in model, version, role or count lengths.
+    """
+    _check_mergeable(a, b, "merge")
+    return MetricsWindow(
+        model_name=a.model_name,
+        model_version=a.model_version,
+        role=a.role,
+        start=min(a.start, b.start),
+        end=max(a.end, b.end),
+        n=a.n + b.n,
+        features=tuple(
+            _merge_feature(fa, fb) for fa, fb in zip(a.features, b.features, strict=True)
+        ),
+        class_counts=_add(a.class_counts, b.class_counts),
+        confidence=_add(a.confidence, b.confidence),
+        latency=_add(a.latency, b.latency),
+        errors=_combine_errors(a.errors, b.errors, 1),
+        compared=a.compared + b.compared,
+        agreed=a.agreed + b.agreed,
+    )
+
+
+def subtract_windows(total: MetricsWindow, part: MetricsWindow) -> MetricsWindow:
+    """Remove ``part`` from ``total`` (a merge that contains it): the inverse of a merge.
+
+    Counts subtract; mean and M2 follow the reverse parallel formula (exact up to
+    rounding). ``start``, ``end``, ``min`` and ``max`` are kept from ``total``, which
+    bounds the rest (min/max become None where no finite value is left).
+
+    Raises:
+        ValidationError: the windows differ in model, version, role or count lengths,
+            or ``part`` is not contained in ``total`` (a count would go negative).
+    """
+    _check_mergeable(total, part, "subtract")
+    try:
+        rest = MetricsWindow(
+            model_name=total.model_name,
+            model_version=total.model_version,
+            role=total.role,
+            start=total.start,
+            end=total.end,
+            n=_nonneg(total.n - part.n),
+            features=tuple(
+                _subtract_feature(ft, fp)
+                for ft, fp in zip(total.features, part.features, strict=True)
+            ),
+            class_counts=_sub(total.class_counts, part.class_counts),
+            confidence=_sub(total.confidence, part.confidence),
+            latency=_sub(total.latency, part.latency),
+            errors=_combine_errors(total.errors, part.errors, -1),
+            compared=_nonneg(total.compared - part.compared),
+            agreed=_nonneg(total.agreed - part.agreed),
+        )
+        check_window(rest, "subtract")
+    except ValidationError as exc:
+        raise ValidationError(f"subtract: the part is not contained in the total ({exc})") from exc
+    return rest
+
+
+class WindowAccumulator:
+    """Counts one model's predictions into the current window; cheap per sample.
+
+    :meth:`record` only copies a sample into preallocated buffers; every ``batch``
+    samples (and at :meth:`close`) the buffer is folded into the window in a few
+    vectorised passes. All methods may be called from different threads.
+    """
+
+    def __init__(
+        self,
+        reference: ReferenceStats,
+        model_name: str,
+        model_version: int,
+        role: str = "active",
+        *,
+        n_classes: int | None = None,
+        batch: int = 256,
+        clock: Callable[[], float] = time.time,
+        schema: InputSchema | None = None,
+    ) -> None:
+        """Prepare buffers for ``reference``'s features and classes.
+
+        ``n_classes`` defaults to the reference's; ``schema`` (optional) gives the valid
+        ranges for out-of-range counting, feature by feature in input order.
+
+        Raises:
+            ValidationError: bad name, version, role or batch; no features; or the
+                class count or schema does not fit the reference.
+        """
+        if role not in ROLES:
+            raise ValidationError(f"monitor: role {role!r} is not one of {ROLES}")
+        if isinstance(model_version, bool) or model_version < 1:
+            raise ValidationError(f"monitor: model version must be >= 1, got {model_version}")
+        if batch < 1:
+            raise ValidationError(f"monitor: batch must be >= 1, got {batch}")
+        n_features = len(reference.features)
+        if n_features == 0:
+            raise ValidationError("monitor: the reference has no features")
+        ref_classes = len(reference.class_counts)
+        n_classes = ref_classes if n_classes is None else n_classes
+        if n_classes < 1 or (ref_classes and n_classes != ref_classes):
+            raise ValidationError(
+                f"monitor: the model has {n_classes} classes, the reference {ref_classes}"
+            )
+        self.model_name = safe_name(model_name, "monitor: model name")
+        self.model_version = model_version
+        self.role: Role = cast(Role, role)
+        self.n_features = n_features
+        self.n_classes = n_classes
+        self.batch = batch
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._edges = reference.edges()
+        sizes = [n_counts(e) for e in self._edges]
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.intp)
+        self._conf_edges = np.asarray(reference.confidence.edges, dtype=np.float64)
+        self._ranges = _ranges(schema, n_features)
+        self._x_shape = (n_features,)
+        self._p_shape = (n_classes,)
+        self._x = np.empty((batch, n_features), dtype=np.float64)
+        self._p = np.empty((batch, n_classes), dtype=np.float64)
+        self._lat: list[float] = []
+        self._pending = 0
+        self._hist = np.zeros(int(self._offsets[-1]), dtype=np.int64)
+        self._count = np.zeros(n_features, dtype=np.int64)
+        self._mean = np.zeros(n_features, dtype=np.float64)
+        self._m2 = np.zeros(n_features, dtype=np.float64)
+        self._min = np.full(n_features, np.inf)
+        self._max = np.full(n_features, -np.inf)
+        self._oor = np.zeros(n_features, dtype=np.int64)
+        self._classes = np.zeros(n_classes, dtype=np.int64)
+        self._conf = np.zeros(n_counts(self._conf_edges), dtype=np.int64)
+        self._latency = np.zeros(n_counts(_LATENCY_EDGES), dtype=np.int64)
+        self._errors: dict[str, int] = {}
+        self._n = 0
+        self._compared = 0
+        self._agreed = 0
+        self._start = float(clock())
+
+    @property
+    def start(self) -> float:
+        """When the current window started (unix seconds)."""
+        return self._start
+
+    @property
+    def n(self) -> int:
+        """Predictions recorded in the current window (folded or still buffered)."""
+        return self._n + self._pending
+
+    @property
+    def n_pending(self) -> int:
+        """Predictions buffered but not yet folded into the histograms."""
+        return self._pending
+
+    def record(self, x: npt.ArrayLike, probs: npt.ArrayLike, latency_s: float) -> None:
+        """Record one invocation: inputs ``[F]`` or ``[B, F]``, outputs ``[C]`` or ``[B, C]``.
+
+        ``latency_s`` is the invocation's latency; it is counted once per call. Inputs
+        may hold NaN or infinity (they are binned, not refused: refusing is the
+        schema's job, before the model runs).
+
+        Raises:
+            ValidationError: shapes do not fit the features and classes, or not numbers.
+        """
+        xa = np.asarray(x)
+        pa = np.asarray(probs)
+        if xa.ndim == 1 and xa.shape == self._x_shape and pa.shape == self._p_shape:
+            rows = 1
+        elif (
+            xa.ndim == 2
+            and pa.ndim == 2
+            and xa.shape[1:] == self._x_shape
+            and pa.shape[1:] == self._p_shape
+            and xa.shape[0] == pa.shape[0]
+        ):
+            rows = xa.shape[0]
+        else:
+            raise ValidationError(
+                f"monitor: inputs {list(xa.shape)} / outputs {list(pa.shape)} do not fit "
+                f"[{self.n_features}] / [{self.n_classes}] or [B, {self.n_features}] / "
+                f"[B, {self.n_classes}]"
+            )
+        if xa.dtype.kind not in _NUMERIC_KINDS or pa.dtype.kind not in _NUMERIC_KINDS:
+            raise ValidationError(f"monitor: inputs and outputs must be numbers ({xa.dtype})")
+        if rows == 0:
+            return
+        with self._lock:
+            i = self._pending
+            self._lat.append(latency_s)
+            if i + rows <= self.batch:
+                self._x[i : i + rows] = xa
+                self._p[i : i + rows] = pa
+                self._pending = i + rows
+                if self._pending == self.batch:
+                    self._flush()
+            else:
+                self._flush()
+                self._fold(
+                    np.asarray(xa, dtype=np.float64).reshape(-1, self.n_features),
+                    np.asarray(pa, dtype=np.float64).reshape(-1, self.n_classes),
+                )
+
+    def record_error(self, kind: str, n: int = 1) -> None:
+        """Count ``n`` errors of ``kind`` (``invoke_error``, ``nan_output``, ``invalid_input``...).
+
+        Raises:
+            ValidationError: ``kind`` is not a safe name, ``n`` < 1, or too many kinds.
+        """
+        if isinstance(n, bool) or n < 1:
+            raise ValidationError(f"monitor: error count must be >= 1, got {n}")
+        with self._lock:
+            if kind not in self._errors:
+                safe_name(kind, "monitor: error kind")
+                if len(self._errors) >= MAX_ERROR_KINDS:
+                    raise ValidationError(f"monitor: more than {MAX_ERROR_KINDS} error kinds")
+            self._errors[kind] = self._errors.get(kind, 0) + int(n)
+
+    def record_shadow(self, champion_probs: npt.ArrayLike, challenger_probs: npt.ArrayLike) -> None:
+        """Count how often the challenger's top-1 class equals the champion's.
+
+        Rows where either output holds NaN are compared but never agree.
+
+        Raises:
+            ValidationError: the two outputs differ in shape or are not ``[C]``/``[B, C]``.
+        """
+        a = np.asarray(champion_probs, dtype=np.float64)
+        b = np.asarray(challenger_probs, dtype=np.float64)
+        if a.shape != b.shape or a.ndim not in (1, 2) or a.shape[-1] == 0:
+            raise ValidationError(
+                f"monitor: champion {list(a.shape)} and challenger {list(b.shape)} outputs "
+                "must both be [C] or [B, C]"
+            )
+        a = a.reshape(-1, a.shape[-1])
+        b = b.reshape(-1, b.shape[-1])
+        valid = ~(np.isnan(a).any(axis=1) | np.isnan(b).any(axis=1))
+        agreed = int(np.count_nonzero(valid & (a.argmax(axis=1) == b.argmax(axis=1))))
+        with self._lock:
+            self._compared += a.shape[0]
+            self._agreed += agreed
+
+    def close(self, now: float | None = None) -> MetricsWindow | None:
+        """Close the current window and start the next one at ``now`` (default: the clock).
+
+        Returns None when nothing was recorded (no predictions, errors or comparisons).
+        A clock that went backwards gives a window with ``end == start``.
+        """
+        with self._lock:
+            self._flush()
+            end = max(float(self._clock() if now is None else now), self._start)
+            window = None
+            if self._n or self._errors or self._compared:
+                window = self._snapshot(end)
+            self._reset(end)
+        return window
+
+    def _flush(self) -> None:
+        if self._pending:
+            m = self._pending
+            self._pending = 0
+            self._fold(self._x[:m], self._p[:m])
+        if self._lat:
+            ms = np.asarray(self._lat, dtype=np.float64) * 1000.0
+            self._lat.clear()
+            self._latency += np.bincount(
+                bin_indices(_LATENCY_EDGES, ms), minlength=self._latency.size
+            )
+
+    def _fold(self, x: np.ndarray, p: np.ndarray) -> None:
+        """Add a block of samples ``x [m, F]`` with outputs ``p [m, C]`` to the window."""
+        m = x.shape[0]
+        idx = np.empty((m, self.n_features), dtype=np.intp)
+        for j, edges in enumerate(self._edges):
+            idx[:, j] = bin_indices(edges, x[:, j])
+        idx += self._offsets[:-1]
+        self._hist += np.bincount(idx.ravel(), minlength=self._hist.size)
+        self._fold_moments(x)
+        if self._ranges is not None:
+            lo, hi = self._ranges
+            self._oor += np.count_nonzero((x < lo) | (x > hi), axis=0)
+        top1 = p.max(axis=1)
+        valid = ~np.isnan(top1)
+        winners = p.argmax(axis=1) if valid.all() else p[valid].argmax(axis=1)
+        self._classes += np.bincount(winners, minlength=self.n_classes)
+        self._conf += np.bincount(bin_indices(self._conf_edges, top1), minlength=self._conf.size)
+        self._n += m
+
+    def _fold_moments(self, x: np.ndarray) -> None:
+        ok = np.abs(x) <= MOMENT_LIMIT  # False for NaN and +-inf
+        c = np.count_nonzero(ok, axis=0)
+        safe_c = np.maximum(c, 1)
+        mean_b = np.where(ok, x, 0.0).sum(axis=0) / safe_c
+        d = np.where(ok, x - mean_b, 0.0)
+        m2_b = np.einsum("ij,ij->j", d, d)
+        n_a = self._count
+        total = n_a + c
+        delta = mean_b - self._mean
+        safe_total = np.maximum(total, 1)
+        self._mean = np.where(n_a == 0, mean_b, self._mean + delta * c / safe_total)
+        self._m2 = self._m2 + m2_b + delta * delta * n_a * c / safe_total
+        self._count = total
+        self._min = np.minimum(self._min, np.where(ok, x, np.inf).min(axis=0))
+        self._max = np.maximum(self._max, np.where(ok, x, -np.inf).max(axis=0))
+
+    def _snapshot(self, end: float) -> MetricsWindow:
+        hist = self._hist.tolist()
+        off = self._offsets.tolist()
+        features = []
+        for j in range(self.n_features):
+            count = int(self._count[j])
+            features.append(
+                FeatureWindow(
+                    counts=tuple(hist[off[j] : off[j + 1]]),
+                    count=count,
+                    mean=float(self._mean[j]) if count else 0.0,
+                    m2=float(self._m2[j]) if count else 0.0,
+                    min=float(self._min[j]) if count else None,
+                    max=float(self._max[j]) if count else None,
+                    out_of_range=int(self._oor[j]),
+                )
+            )
+        return MetricsWindow(
+            model_name=self.model_name,
+            model_version=self.model_version,
+            role=self.role,
+            start=self._start,
+            end=end,
+            n=self._n,
+            features=tuple(features),
+            class_counts=tuple(self._classes.tolist()),
+            confidence=tuple(self._conf.tolist()),
+            latency=tuple(self._latency.tolist()),
+            errors=dict(sorted(self._errors.items())),
+            compared=self._compared,
+            agreed=self._agreed,
+        )
+
+    def _reset(self, start: float) -> None:
+        for arr in (self._hist, self._count, self._oor, self._classes, self._conf, self._latency):
+            arr.fill(0)
+        self._mean.fill(0.0)
+        self._m2.fill(0.0)
+        self._min.fill(np.inf)
+        self._max.fill(-np.inf)
+        self._errors = {}
+        self._n = self._compared = self._agreed = 0
+        self._start = start
+
+
+def _ranges(schema: InputSchema | None, n_features: int) -> tuple[np.ndarray, np.ndarray] | None:
+    if schema is None:
+        return None
+    if len(schema.features) != n_features:
+        raise ValidationError(
+            f"monitor: the schema has {len(schema.features)} features, the reference {n_features}"
+        )
+    lo = np.array([-np.inf if f.min is None else f.min for f in schema.features])
+    hi = np.array([np.inf if f.max is None else f.max for f in schema.features])
+    return lo, hi
+
+
+def _merge_feature(a: FeatureWindow, b: FeatureWindow) -> FeatureWindow:
+    count = a.count + b.count
+    if b.count == 0:
+        mean, m2 = a.mean, a.m2
+    elif a.count == 0:
+        mean, m2 = b.mean, b.m2
+    else:
+        delta = b.mean - a.mean
+        mean = a.mean + delta * b.count / count
+        m2 = a.m2 + b.m2 + delta * delta * a.count * b.count / count
+    return FeatureWindow(
+        counts=_add(a.counts, b.counts),
+        count=count,
+        mean=mean,
+        m2=m2,
+        min=_pick(min, a.min, b.min),
+        max=_pick(max, a.max, b.max),
+        out_of_range=a.out_of_range + b.out_of_range,
+    )
+
+
+def _subtract_feature(t: FeatureWindow, p: FeatureWindow) -> FeatureWindow:
+    rest = _nonneg(t.count - p.count)
+    if rest == 0:
+        mean, m2 = 0.0, 0.0
+    elif p.count == 0:
+        mean, m2 = t.mean, t.m2
+    else:
+        # From mean_t = mean_r + (mean_p - mean_r) * n_p / n_t, solved for mean_r
+        # without forming n_t * mean_t (better conditioned when n_r << n_t).
+        mean = t.mean - (p.mean - t.mean) * p.count / rest
+        delta = p.mean - mean
+        m2 = max(0.0, t.m2 - p.m2 - delta * delta * rest * p.count / t.count)
+    return FeatureWindow(
+        counts=_sub(t.counts, p.counts),
+        count=rest,
+        mean=mean,
+        m2=m2,
+        min=t.min if rest else None,
+        max=t.max if rest else None,
+        out_of_range=_nonneg(t.out_of_range - p.out_of_range),
+    )
+
+
+def _check_mergeable(a: MetricsWindow, b: MetricsWindow, what: str) -> None:
+    if a.key != b.key:
+        raise ValidationError(f"{what}: windows of {a.key} and {b.key} cannot be combined")
+    if a.shape != b.shape:
+        raise ValidationError(f"{what}: count lengths differ ({a.shape} vs {b.shape})")
+
+
+def _pick(
+    choose: Callable[[float, float], float], a: float | None, b: float | None
+) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else choose(a, b)
+
+
+def _add(a: Iterable[int], b: Iterable[int]) -> tuple[int, ...]:
+    return tuple(map(operator.add, a, b))
+
+
+def _sub(a: Iterable[int], b: Iterable[int]) -> tuple[int, ...]:
+    out = tuple(map(operator.sub, a, b))
+    if out and min(out) < 0:
+        raise ValidationError("a count would go negative")
+    return out
+
+
+def _nonneg(value: int) -> int:
+    if value < 0:
+        raise ValidationError("a count would go negative")
+    return value
+
+
+def _combine_errors(a: Mapping[str, int], b: Mapping[str, int], sign: int) -> dict[str, int]:
+    out = {}
+    for kind in sorted(a.keys() | b.keys()):
+        value = _nonneg(a.get(kind, 0) + sign * b.get(kind, 0))
+        if value:
+            out[kind] = value
+    return out
+
+
+def _finite(value: Any, where: str) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise ValidationError(f"{where}: expected a finite number")
+    return float(value)
+
+
+def _count(value: Any, where: str) -> int:
+    if type(value) is not int or value < 0:
+        raise ValidationError(f"{where}: expected an integer >= 0")
+    return value
+
+
+def _counts(value: Any, where: str, min_len: int = 0) -> tuple[int, ...]:
+    if type(value) is not list or not all(type(c) is int for c in value):
+        raise ValidationError(f"{where}: expected a list of integers")
+    if len(value) < min_len:
+        raise ValidationError(f"{where}: expected at least {min_len} counts, got {len(value)}")
+    if value and min(value) < 0:
+        raise ValidationError(f"{where}: counts cannot be negative")
+    return tuple(value)
+
+
+def _column(obj: Mapping[str, Any], key: str, where: str, n: int) -> list[Any]:
+    value = obj[key]
+    if type(value) is not list or len(value) != n:
+        raise ValidationError(f"{where}.{key}: expected a list of {n} items (one per feature)")
+    return value
+
+
+def _features_from_json(value: Any, where: str) -> tuple[FeatureWindow, ...]:
+    obj = exact_fields(value, where, _FEATURE_FIELDS)
+    counts = obj["counts"]
+    if type(counts) is not list or not counts:
+        raise ValidationError(f"{where}.counts: expected a non-empty list (one per feature)")
+    n = len(counts)
+    cols = {k: _column(obj, k, where, n) for k in _FEATURE_FIELDS}
+    out = []
+    for i in range(n):
+        at = f"{where}[{i}]"
+        lo, hi = cols["min"][i], cols["max"][i]
+        out.append(
+            FeatureWindow(
+                counts=_counts(cols["counts"][i], f"{where}.counts[{i}]", 4),
+                count=_count(cols["count"][i], f"{at}.count"),
+                mean=_finite(cols["mean"][i], f"{at}.mean"),
+                m2=_finite(cols["m2"][i], f"{at}.m2"),
+                min=None if lo is None else _finite(lo, f"{at}.min"),
+                max=None if hi is None else _finite(hi, f"{at}.max"),
+                out_of_range=_count(cols["out_of_range"][i], f"{at}.out_of_range"),
+            )
+        )
+    return tuple(out)
+
+
+def _errors_from_json(value: Any, where: str) -> dict[str, int]:
+    obj = as_object(value, where)
+    if len(obj) > MAX_ERROR_KINDS:
+        raise ValidationError(f"{where}: more than {MAX_ERROR_KINDS} kinds")
+    out = {}
+    for kind in sorted(obj):
+        safe_name(kind, f"{where} key")
+        count = _count(obj[kind], f"{where}.{kind}")
+        if count:
+            out[kind] = count
+    return out

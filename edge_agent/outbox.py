@@ -1,0 +1,449 @@
+"""The offline outbox: closed metrics windows in SQLite until the hub acknowledges them.
+
+Each appended window gets the next sequence number of this device. Sequences never go
+backwards: the counter is a row of its own, updated in the same transaction as the
+insert, so it survives acks that delete every row and process restarts. A row covers
+the sequence range ``[seq_lo, seq_hi]``: a fresh window has ``seq_lo == seq_hi``.
+
+Rows leave only through :meth:`Outbox.ack` (the hub's end-to-end acknowledgement of
+everything up to a sequence). When the stored payload bytes exceed the budget, the
+oldest rows are merged pairwise with :func:`~edge_agent.monitor.merge_windows`: two
+rows that are adjacent in the table and of the same model, version and role become
+one row over the union of their ranges. Every count survives; only time resolution is
+lost. Because only table-adjacent rows merge, the ranges stay disjoint and ordered
+(a laminar family: the hub can subtract a window it already stored from a merged
+range that contains it).
+
+Durability: WAL with ``synchronous=FULL``. A commit returns only after the WAL is
+fsynced, so a window :meth:`Outbox.append` returned a sequence for survives kill -9
+*and* power loss. ``NORMAL`` would survive kill -9 too (the WAL is written before the
+commit returns) but may lose the last commits on power loss, which on an edge device
+is the common failure; FULL costs one fsync per window, i.e. one a minute.
+
+Disk full: see :meth:`Outbox.append` for the contract (the caller keeps the window).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from edge_agent.canonical import canonical_bytes, parse_json
+from edge_agent.errors import OutboxError, ValidationError
+from edge_agent.monitor import MetricsWindow, merge_windows
+
+log = logging.getLogger("edgefleet.agent")
+
+#: Default budget for stored window payloads (the database file is somewhat larger).
+DEFAULT_BUDGET_BYTES: Final = 8 << 20
+#: Compaction stops once the stored payload bytes are at most this share of the budget.
+COMPACT_TARGET: Final = 0.8
+_CHUNK: Final = 64
+_SELECT_PAGE: Final = (
+    "SELECT seq_lo, seq_hi, created, model, version, role, payload, size"
+    " FROM outbox WHERE seq_lo > ? ORDER BY seq_lo LIMIT ?"
+)
+_INSERT: Final = (
+    "INSERT INTO outbox (seq_lo, seq_hi, created, model, version, role, payload, size)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+#: Named schema migrations, applied in order and recorded in the ``migrations`` table.
+MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
+    (
+        "0001_outbox",
+        (
+            "CREATE TABLE outbox ("
+            " seq_lo INTEGER PRIMARY KEY,"
+            " seq_hi INTEGER NOT NULL,"
+            " created REAL NOT NULL,"
+            " model TEXT NOT NULL,"
+            " version INTEGER NOT NULL,"
+            " role TEXT NOT NULL,"
+            " payload BLOB NOT NULL,"
+            " size INTEGER NOT NULL,"
+            " CHECK (seq_lo >= 1 AND seq_lo <= seq_hi))",
+            # Serves ack (seq_hi <= ?) and, as a covering index, SUM(size).
+            "CREATE INDEX outbox_seq_hi ON outbox (seq_hi, size)",
+            "CREATE TABLE outbox_state ("
+            " id INTEGER PRIMARY KEY CHECK (id = 1),"
+            " last_seq INTEGER NOT NULL,"
+            " compactions INTEGER NOT NULL)",
+            "INSERT INTO outbox_state (id, last_seq, compactions) VALUES (1, 0, 0)",
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One stored window (or a compacted range of windows) with its sequence range."""
+
+    seq_lo: int
+    seq_hi: int
+    created: float
+    model_name: str
+    model_version: int
+    role: str
+    payload: bytes
+    size: int
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        """Model name, version and role: rows merge only with rows of the same key."""
+        return (self.model_name, self.model_version, self.role)
+
+    def window(self) -> MetricsWindow:
+        """Parse the payload (canonical JSON of :meth:`MetricsWindow.to_json`).
+
+        Raises:
+            ValidationError: the payload is not a valid window.
+        """
+        return MetricsWindow.from_json(parse_json(self.payload, f"outbox row {self.seq_lo}"))
+
+
+class Outbox:
+    """Closed windows waiting for the hub, in one SQLite file (WAL). Thread-safe.
+
+    Every method that touches the database raises :class:`OutboxError` (one line)
+    when SQLite fails, and after :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        *,
+        max_db_bytes: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Open (or create, mode 0600) the outbox at ``path`` and apply migrations.
+
+        ``max_db_bytes`` optionally caps the database file (SQLite ``max_page_count``):
+        past it, writes fail as on a full disk.
+
+        Raises:
+            OutboxError: the file cannot be created or opened, is not an outbox
+                database, or WAL mode is unavailable.
+            ValueError: ``budget_bytes`` or ``max_db_bytes`` is not positive.
+        """
+        if budget_bytes < 1 or (max_db_bytes is not None and max_db_bytes < 1):
+            raise ValueError("outbox: budget_bytes and max_db_bytes must be positive")
+        self.path = path
+        self.budget_bytes = budget_bytes
+        self._clock = clock
+        self._lock = threading.Lock()
+        try:
+            _create_private(path)
+            self._conn: sqlite3.Connection | None = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise OutboxError(f"outbox {path}: cannot open ({exc})") from exc
+        try:
+            self._configure(max_db_bytes)
+            self._migrate()
+        except (sqlite3.Error, OutboxError) as exc:
+            self.close()
+            if isinstance(exc, OutboxError):
+                raise
+            raise OutboxError(f"outbox {path}: cannot open ({exc})") from exc
+
+    def __enter__(self) -> Outbox:
+        """Use as a context manager that closes the outbox."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close the outbox."""
+        self.close()
+
+    def append(self, window: MetricsWindow) -> int:
+        """Store a closed window durably; returns its sequence number.
+
+        Contract on failure: when SQLite reports a full disk (or the ``max_db_bytes``
+        cap), the outbox compacts and retries once; on other SQLite errors it retries
+        once. If that fails too it raises :class:`OutboxError` and stores nothing:
+        windows stored before are untouched, and the CALLER keeps ``window`` in memory
+        and appends it again later (e.g. after the next ack frees space).
+
+        Raises:
+            OutboxError: the window could not be stored (see above), or closed.
+            ValidationError: the window cannot be serialised (NaN or infinity).
+        """
+        payload = canonical_bytes(window.to_json())
+        with self._lock:
+            conn = self._open_conn()
+            try:
+                seq = self._insert(conn, window, payload)
+            except sqlite3.Error as first:
+                try:
+                    if _is_full(first):
+                        self._compact(conn, _payload_bytes(conn) // 2)
+                    seq = self._insert(conn, window, payload)
+                except sqlite3.Error as exc:
+                    raise OutboxError(
+                        f"outbox {self.path}: cannot store the window ({exc}); keep it in "
+                        "memory and append it again after older windows are acknowledged"
+                    ) from exc
+            if _payload_bytes(conn) > self.budget_bytes:
+                try:
+                    self._compact(conn, int(COMPACT_TARGET * self.budget_bytes))
+                except sqlite3.Error as exc:  # the window is stored; compaction can wait
+                    log.warning("outbox %s: compaction failed (%s)", self.path, exc)
+        return seq
+
+    def pending(self, limit: int = 500, after: int | None = None) -> list[OutboxRow]:
+        """Rows waiting for the hub, oldest first: at most ``limit``, with ``seq_lo > after``.
+
+        To page through, pass the last row's ``seq_hi`` as ``after``.
+
+        Raises:
+            OutboxError: SQLite failed, or closed.
+            ValueError: ``limit`` < 1.
+        """
+        if limit < 1:
+            raise ValueError("outbox: limit must be >= 1")
+        rows = self._query(
+            _SELECT_PAGE,
+            (0 if after is None else after, limit),
+        )
+        return [OutboxRow(*row) for row in rows]
+
+    def ack(self, seq: int) -> int:
+        """Delete every row the hub has stored: those with ``seq_hi <= seq``.
+
+        Returns how many rows were deleted. A row whose range reaches past ``seq``
+        stays (it was compacted after the hub stored part of it; the hub de-duplicates).
+
+        Raises:
+            OutboxError: SQLite failed, or closed.
+        """
+        with self._lock:
+            conn = self._open_conn()
+            try:
+                return conn.execute("DELETE FROM outbox WHERE seq_hi <= ?", (seq,)).rowcount
+            except sqlite3.Error as exc:
+                raise OutboxError(f"outbox {self.path}: cannot acknowledge ({exc})") from exc
+
+    def depth(self) -> int:
+        """Number of rows waiting (a compacted row counts once).
+
+        Raises:
+            OutboxError: SQLite failed, or closed.
+        """
+        return int(self._query("SELECT COUNT(*) FROM outbox", ())[0][0])
+
+    def size_bytes(self) -> int:
+        """Stored payload bytes (what the budget limits).
+
+        Raises:
+            OutboxError: SQLite failed, or closed.
+        """
+        return int(self._query("SELECT COALESCE(SUM(size), 0) FROM outbox", ())[0][0])
+
+    @property
+    def last_seq(self) -> int:
+        """The last sequence number handed out (0 before the first append).
+
+        Raises:
+            OutboxError: SQLite failed, or closed.
+        """
+        return int(self._query("SELECT last_seq FROM outbox_state", ())[0][0])
+
+    @property
+    def compactions(self) -> int:
+        """How many pairwise merges compaction has made, over the outbox's lifetime.
+
+        Raises:
+            OutboxError: SQLite failed, or closed.
+        """
+        return int(self._query("SELECT compactions FROM outbox_state", ())[0][0])
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _open_conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise OutboxError(f"outbox {self.path} is closed")
+        return self._conn
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        with self._lock:
+            conn = self._open_conn()
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"outbox {self.path}: cannot read ({exc})") from exc
+
+    def _configure(self, max_db_bytes: int | None) -> None:
+        conn = self._open_conn()
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise OutboxError(f"outbox {self.path}: WAL mode is unavailable (got {mode})")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA journal_size_limit=1048576")
+        if max_db_bytes is not None:
+            page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            conn.execute(f"PRAGMA max_page_count={max(1, max_db_bytes // page)}")
+
+    def _migrate(self) -> None:
+        conn = self._open_conn()
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS migrations"
+            " (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+        for name, statements in MIGRATIONS:
+            with _transaction(conn):
+                if conn.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone():
+                    continue
+                for sql in statements:
+                    conn.execute(sql)
+                conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, self._clock()))
+
+    def _insert(self, conn: sqlite3.Connection, window: MetricsWindow, payload: bytes) -> int:
+        with _transaction(conn):
+            conn.execute("UPDATE outbox_state SET last_seq = last_seq + 1")
+            seq = int(conn.execute("SELECT last_seq FROM outbox_state").fetchone()[0])
+            conn.execute(
+                _INSERT,
+                (
+                    seq,
+                    seq,
+                    self._clock(),
+                    window.model_name,
+                    window.model_version,
+                    window.role,
+                    payload,
+                    len(payload),
+                ),
+            )
+        return seq
+
+    def _compact(self, conn: sqlite3.Connection, target: int) -> int:
+        """Merge oldest adjacent same-key rows pairwise until ``target`` bytes; one transaction.
+
+        Returns the number of merges (0 when nothing can merge).
+        """
+        merges = 0
+        with _transaction(conn):
+            size = _payload_bytes(conn)
+            while size > target:
+                done, size = _compaction_pass(conn, size, target)
+                if not done:
+                    break
+                merges += done
+            if merges:
+                conn.execute("UPDATE outbox_state SET compactions = compactions + ?", (merges,))
+        return merges
+
+
+def _compaction_pass(conn: sqlite3.Connection, size: int, target: int) -> tuple[int, int]:
+    """One pass from the oldest row, merging disjoint adjacent pairs until ``target`` bytes.
+
+    A row merged in this pass is not merged again before the next pass, so resolution
+    halves evenly from the oldest rows on. Returns (merges, new payload bytes).
+    """
+    merges = 0
+    prev: _Row | None = None
+    after = 0
+    while size > target:
+        chunk = [_Row(*r) for r in conn.execute(_SELECT_PAGE, (after, _CHUNK))]
+        if not chunk:
+            break
+        after = chunk[-1].row.seq_lo
+        pairs: list[tuple[OutboxRow, OutboxRow, bytes]] = []
+        for row in chunk:
+            merged = None if prev is None else _merged_payload(prev, row)
+            if prev is None or merged is None:
+                prev = row
+                continue
+            pairs.append((prev.row, row.row, merged))
+            size += len(merged) - prev.row.size - row.row.size
+            prev = None
+            if size <= target:
+                break
+        # Deletes first: on a full disk they free the pages the updates need.
+        conn.executemany("DELETE FROM outbox WHERE seq_lo = ?", [(b.seq_lo,) for _, b, _ in pairs])
+        conn.executemany(
+            "UPDATE outbox SET seq_hi = ?, payload = ?, size = ? WHERE seq_lo = ?",
+            [(b.seq_hi, m, len(m), a.seq_lo) for a, b, m in pairs],
+        )
+        merges += len(pairs)
+    return merges, size
+
+
+class _Row:
+    """A row read during compaction, its window parsed at most once."""
+
+    def __init__(self, *columns: Any) -> None:
+        self.row = OutboxRow(*columns)
+        self._window: MetricsWindow | None = None
+        self._bad = False
+
+    def window(self) -> MetricsWindow | None:
+        if self._window is None and not self._bad:
+            try:
+                self._window = self.row.window()
+            except ValidationError as exc:  # e.g. written by another agent version
+                log.warning("outbox: row %d cannot be compacted (%s)", self.row.seq_lo, exc)
+                self._bad = True
+        return self._window
+
+
+def _merged_payload(a: _Row, b: _Row) -> bytes | None:
+    """The merged window's canonical bytes, or None when the rows cannot merge."""
+    if a.row.key != b.row.key:
+        return None
+    wa, wb = a.window(), b.window()
+    if wa is None or wb is None:
+        return None
+    try:
+        return canonical_bytes(merge_windows(wa, wb).to_json())
+    except ValidationError:
+        return None
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:  # SQLite may have rolled back already (e.g. SQLITE_FULL)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+def _payload_bytes(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0])
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (int(code) & 0xFF) == sqlite3.SQLITE_FULL
+    return "full" in str(exc)
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` (and its directory) readable by the owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)

@@ -1,0 +1,212 @@
+"""Serving predictions: input validation, the active model, a shadow challenger, monitoring.
+
+:class:`Predictor` is what ``Agent.predict`` and the local HTTP API call. It holds
+the active :class:`ServingModel` and, in shadow mode, a challenger that sees the same
+inputs; callers always get the active model's outputs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edge_agent.bundle import Bundle
+from edge_agent.errors import ActivationError, EdgeFleetError, PredictionError
+from edge_agent.input_schema import InputSchema
+from edge_agent.manifest import MODEL
+from edge_agent.messages import ModelVersion
+from edge_agent.model import LoadedModel
+from edge_agent.monitor import MetricsWindow, WindowAccumulator
+from edge_agent.probation import ProbationMonitor
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Outputs for a batch, with the labels and the model that produced them."""
+
+    outputs: np.ndarray
+    labels: tuple[str, ...]
+    model: ModelVersion
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON for the local API: outputs, top-1 class per row and the model version."""
+        top = np.argmax(self.outputs, axis=1)
+        return {
+            "outputs": self.outputs.tolist(),
+            "classes": [self.labels[i] if i < len(self.labels) else int(i) for i in top],
+            "model": self.model.to_json(),
+        }
+
+
+class ServingModel:
+    """A verified bundle loaded in the runtime, with its input schema and window monitor."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        model: ModelVersion,
+        role: str = "active",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Load the bundle's model.
+
+        Raises:
+            ActivationError: the model does not load, or does not fit the schema.
+        """
+        try:
+            self.model = LoadedModel(bundle.read(MODEL))
+            self.schema: InputSchema = bundle.input_schema()
+            self.reference = bundle.reference()
+            self.samples = bundle.samples()
+        except EdgeFleetError as exc:
+            raise ActivationError(f"{model.name} v{model.version}: {exc}") from exc
+        if len(self.schema.features) != self.model.n_features:
+            raise ActivationError(
+                f"{model.name} v{model.version}: schema has {len(self.schema.features)} "
+                f"features, the model takes {self.model.n_features}"
+            )
+        self.version = model
+        self.labels = self.schema.labels
+        self.monitor = WindowAccumulator(
+            self.reference,
+            model_name=model.name,
+            model_version=model.version,
+            role=role,
+            n_classes=self.model.n_outputs,
+            schema=self.schema,
+            clock=clock,
+        )
+        self._lock = threading.Lock()
+        f = self.schema.features
+        self._lo = np.array([-np.inf if s.min is None else s.min for s in f], dtype=np.float32)
+        self._hi = np.array([np.inf if s.max is None else s.max for s in f], dtype=np.float32)
+        self._refuse_range = self.schema.out_of_range == "refuse"
+        self._refuse_nan = self.schema.nan == "refuse"
+
+    def smoke_test(self) -> None:
+        """Run the bundle's samples and compare with the outputs the hub recorded.
+
+        Raises:
+            ActivationError: an output is NaN or differs by more than the tolerance.
+        """
+        try:
+            got = self.model.predict(self.samples.inputs.astype(np.float32))
+        except (EdgeFleetError, RuntimeError, ValueError) as exc:
+            raise ActivationError(f"smoke test: the model failed to run ({exc})") from exc
+        if got.shape != self.samples.expected.shape:
+            raise ActivationError(
+                f"smoke test: outputs have shape {list(got.shape)}, expected "
+                f"{list(self.samples.expected.shape)}"
+            )
+        if not np.all(np.isfinite(got)):
+            raise ActivationError("smoke test: the model returned NaN or infinity")
+        worst = float(np.max(np.abs(got - self.samples.expected)))
+        if worst > self.samples.atol:
+            raise ActivationError(
+                f"smoke test: outputs differ from the expected by {worst:.4g} "
+                f"(tolerance {self.samples.atol:.4g})"
+            )
+
+    def validate(self, inputs: Any) -> np.ndarray:
+        """Check ``inputs`` against the schema; returns a float32 ``[batch, features]`` array.
+
+        Raises:
+            PredictionError: not numbers, wrong shape, or NaN / out-of-range values the
+                schema refuses.
+        """
+        try:
+            x = np.asarray(inputs, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise PredictionError(f"inputs must be numbers: {exc}") from exc
+        if x.ndim == 1:
+            x = x.reshape(1, -1)
+        n = self.model.n_features
+        if x.ndim != 2 or x.shape[1] != n or x.shape[0] == 0:
+            raise PredictionError(
+                f"inputs have shape {list(np.shape(inputs))}; expected [{n}] or [batch, {n}] "
+                f"({', '.join(self.schema.names)})"
+            )
+        if self._refuse_nan and np.isnan(x).any():
+            raise PredictionError("inputs contain NaN, which this model's schema refuses")
+        if self._refuse_range and ((x < self._lo).any() or (x > self._hi).any()):
+            bad = np.flatnonzero(((x < self._lo) | (x > self._hi)).any(axis=0))
+            names = ", ".join(self.schema.names[i] for i in bad)
+            raise PredictionError(f"inputs out of the schema's valid range: {names}")
+        return x
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        """Run a validated batch; returns float outputs and the latency in seconds.
+
+        Raises:
+            PredictionError: the runtime failed or returned NaN (counted as errors).
+        """
+        with self._lock:
+            start = time.perf_counter()
+            try:
+                out = self.model.dequantize_output(self.model.run_raw(self.model.quantize_input(x)))
+            except (RuntimeError, ValueError, EdgeFleetError) as exc:
+                self.monitor.record_error("invoke_error", x.shape[0])
+                raise PredictionError(f"the model failed: {exc}") from exc
+            latency = time.perf_counter() - start
+        if not np.isfinite(out).all():
+            self.monitor.record_error("nan_output", x.shape[0])
+            raise PredictionError("the model returned NaN or infinity")
+        self.monitor.record(x, out, latency)
+        return out, latency
+
+
+class Predictor:
+    """The active model, an optional shadow challenger, and the active model's probation."""
+
+    def __init__(self) -> None:
+        """Start with no model (predictions fail until one is activated)."""
+        self.active: ServingModel | None = None
+        self.shadow: ServingModel | None = None
+        self.probation: ProbationMonitor | None = None
+
+    def predict(self, inputs: Any) -> Prediction:
+        """Validate and run ``inputs`` (one sample ``[F]`` or a batch ``[B, F]``).
+
+        Raises:
+            PredictionError: no model is active, the inputs are invalid, or the model failed.
+        """
+        active = self.active
+        if active is None:
+            raise PredictionError("no model is active yet")
+        try:
+            x = active.validate(inputs)
+        except PredictionError:
+            active.monitor.record_error("invalid_input")
+            raise
+        probation = self.probation
+        try:
+            out, latency = active.run(x)
+        except PredictionError:
+            if probation is not None:
+                probation.observe(0, int(np.shape(x)[0]))
+            raise
+        if probation is not None:
+            probation.observe(x.shape[0], 0, latency)
+        shadow = self.shadow
+        if shadow is not None:
+            try:
+                challenger, _ = shadow.run(x)
+                shadow.monitor.record_shadow(out, challenger)
+            except PredictionError:
+                pass  # counted in the shadow's own window; callers never see it
+        return Prediction(out, active.labels, active.version)
+
+    def close_windows(self, now: float | None = None) -> list[MetricsWindow]:
+        """Close the current monitoring windows of the active and shadow models."""
+        windows = []
+        for serving in (self.active, self.shadow):
+            if serving is not None:
+                window = serving.monitor.close(now)
+                if window is not None:
+                    windows.append(window)
+        return windows

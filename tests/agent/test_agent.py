@@ -1,0 +1,202 @@
+"""The agent daemon end to end: real broker, real HTTP bundle server, real bundles and runtime.
+
+Tests wait for events the agent publishes (through the hub double), never on sleeps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_agent.agent import Agent
+from edge_agent.directive import Probation
+from edge_agent.errors import PredictionError
+from edge_agent.topics import Channel
+from tests.support.bundles import model_ref
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def serve(server, bundles, name: str, version: int, url_name: str | None = None):
+    path = bundles[name]
+    url = server.add(f"/b/{url_name or name}.efb", path.read_bytes())
+    return model_ref(path, url, version=version)
+
+
+def activate(hub, agent_config, ref, **kw):
+    d = hub.publish_directive(hub.directive(agent_config.device_id, ref, **kw))
+    return d
+
+
+@pytest.fixture
+def agent(agent_config):
+    a = Agent(agent_config).start()
+    yield a
+    a.stop()
+
+
+def test_agent_activates_signed_bundle_and_passes_probation(
+    agent, agent_config, hub, server, bundles, reference_x
+):
+    dev = agent_config.device_id
+    d = activate(hub, agent_config, serve(server, bundles, "v1", 1))
+    hub.wait_for(hub.event(dev, "activated", d.seq), what="activated")
+    result = agent.predict(reference_x[:5])
+    assert result.outputs.shape == (5, 3)
+    assert result.model.version == 1
+    np.testing.assert_allclose(result.outputs.sum(axis=1), 1.0, atol=1e-5)
+    hub.wait_for(hub.event(dev, "probation_passed", d.seq), what="probation passed")
+    kinds = hub.kinds(dev)
+    assert kinds.index("received") < kinds.index("verified") < kinds.index("activated")
+    hub.wait_for(lambda: any(s.active and s.active.version == 1 for s in hub.devices[dev].states))
+
+
+def test_smoke_test_failure_refuses_bundle_and_keeps_last_good_model(
+    agent, agent_config, hub, server, bundles, reference_x
+):
+    dev = agent_config.device_id
+    d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
+    hub.wait_for(hub.event(dev, "activated", d1.seq))
+    d2 = activate(hub, agent_config, serve(server, bundles, "v2-bad", 2))
+    failed = hub.wait_for(hub.event(dev, "failed", d2.seq), what="failed event")
+    assert "smoke test" in failed.detail
+    assert agent.predict(reference_x[0]).model.version == 1
+
+
+def test_tampered_download_refused_and_last_good_model_kept(
+    agent, agent_config, hub, server, bundles, reference_x
+):
+    dev = agent_config.device_id
+    d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
+    hub.wait_for(hub.event(dev, "activated", d1.seq))
+    ref = serve(server, bundles, "v2", 2)
+    data = bytearray(bundles["v2"].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    server.add("/b/v2.efb", bytes(data))  # the server now hands out tampered bytes
+    d2 = activate(hub, agent_config, ref)
+    failed = hub.wait_for(hub.event(dev, "failed", d2.seq))
+    assert "sha" in failed.detail.lower() or "digest" in failed.detail.lower()
+    assert agent.active_version.version == 1
+
+
+def test_probation_failure_rolls_back_to_previous(
+    agent, agent_config, hub, server, bundles, reference_x
+):
+    dev = agent_config.device_id
+    d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
+    hub.wait_for(hub.event(dev, "activated", d1.seq))
+    gates = Probation(window_s=3600, min_predictions=5, max_error_rate=0.2)
+    d3 = activate(hub, agent_config, serve(server, bundles, "v3-nan", 3), probation=gates)
+    hub.wait_for(hub.event(dev, "activated", d3.seq))
+    crazy = reference_x[:1].copy()
+    crazy[0, 0] = 1e20
+    for _ in range(5):
+        with pytest.raises(PredictionError, match="NaN"):
+            agent.predict(crazy)
+    rolled = hub.wait_for(hub.event(dev, "rolled_back", d3.seq), what="rollback")
+    assert "error rate" in rolled.detail
+    assert agent.predict(reference_x[0]).model.version == 1
+
+
+def test_replayed_directive_refused_over_mqtt(agent, agent_config, hub, server, bundles):
+    dev = agent_config.device_id
+    d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
+    hub.wait_for(hub.event(dev, "activated", d1.seq))
+    old_payload = hub.signed(d1)
+    d2 = activate(hub, agent_config, serve(server, bundles, "v2", 2))
+    hub.wait_for(hub.event(dev, "activated", d2.seq))
+    hub.publish_raw(dev, Channel.DESIRED, old_payload)  # an attacker replays the old one
+    refused = hub.wait_for(hub.event(dev, "refused", d1.seq))
+    assert "replay" in refused.detail
+    assert agent.active_version.version == 2
+
+
+def test_malformed_payloads_are_refused_and_agent_keeps_serving(
+    agent, agent_config, hub, server, bundles, reference_x
+):
+    dev = agent_config.device_id
+    d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
+    hub.wait_for(hub.event(dev, "activated", d1.seq))
+    hub.publish_raw(dev, Channel.DESIRED, b"\x00garbage{")
+    hub.wait_for(hub.event(dev, "refused"), what="refused event")
+    hub.publish_raw(dev, Channel.DESIRED, b"x" * (300 << 10))
+    hub.wait_for(lambda: len([e for e in hub.devices[dev].events if e.kind == "refused"]) >= 2)
+    hub.publish_raw(dev, Channel.ACK, b"not an ack")
+    assert agent.predict(reference_x[0]).model.version == 1
+    # a later valid directive is still followed
+    d2 = activate(hub, agent_config, serve(server, bundles, "v2", 2))
+    hub.wait_for(hub.event(dev, "activated", d2.seq))
+
+
+def test_windows_are_sent_acked_and_removed_from_outbox(
+    agent, agent_config, hub, server, bundles, reference_x
+):
+    dev = agent_config.device_id
+    d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
+    hub.wait_for(hub.event(dev, "activated", d1.seq))
+    for row in reference_x[:50]:
+        agent.predict(row)
+    agent.close_window()
+    stored = hub.wait_for(lambda: hub.devices[dev].windows, what="a stored window")
+    window = next(iter(stored.values())).window
+    assert window.n == 50
+    hub.wait_for(lambda: agent.outbox.depth() == 0, what="outbox emptied by ack")
+
+
+def test_shadow_challenger_sees_same_inputs_callers_get_champion(
+    agent, agent_config, hub, server, bundles, reference_x
+):
+    dev = agent_config.device_id
+    d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
+    hub.wait_for(hub.event(dev, "activated", d1.seq))
+    d2 = activate(hub, agent_config, serve(server, bundles, "v2", 2), mode="shadow")
+    hub.wait_for(hub.event(dev, "shadow_started", d2.seq))
+    for row in reference_x[:40]:
+        assert agent.predict(row).model.version == 1
+    agent.close_window()
+    windows = hub.wait_for(
+        lambda: [m.window for m in hub.devices[dev].windows.values() if m.window.role == "shadow"]
+    )
+    assert windows[0].n == 40
+    assert windows[0].compared == 40
+    assert windows[0].agreed >= 30  # float vs int8 of the same network mostly agree
+
+
+def test_restart_resumes_active_model_without_network(
+    agent_config, hub, server, bundles, reference_x
+):
+    dev = agent_config.device_id
+    with Agent(agent_config) as first:
+        d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
+        hub.wait_for(hub.event(dev, "activated", d1.seq))
+        assert first.active_version.version == 1
+    server.stop()  # no downloads possible any more
+    second = Agent(agent_config)
+    second.start()
+    try:
+        assert second.active_version.version == 1
+        assert second.predict(reference_x[0]).model.version == 1
+    finally:
+        second.stop()
+
+
+def test_local_http_api_serves_predictions_and_clear_errors(
+    agent, agent_config, hub, server, bundles, reference_x
+):
+    import httpx
+
+    dev = agent_config.device_id
+    base = f"http://127.0.0.1:{agent.local_api.port}"
+    assert httpx.post(f"{base}/v1/predict", json={"inputs": [1.0]}).status_code == 503
+    d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
+    hub.wait_for(hub.event(dev, "activated", d1.seq))
+    ok = httpx.post(f"{base}/v1/predict", json={"inputs": reference_x[:2].tolist()})
+    assert ok.status_code == 200
+    body = ok.json()
+    assert len(body["outputs"]) == 2 and body["model"]["version"] == 1
+    bad = httpx.post(f"{base}/v1/predict", json={"inputs": [1.0, 2.0]})
+    assert bad.status_code == 400
+    assert "expected" in bad.json()["error"]
+    junk = httpx.post(f"{base}/v1/predict", content=b"{not json")
+    assert junk.status_code == 400
+    assert httpx.get(f"{base}/v1/health").json()["device_id"] == dev

@@ -1,0 +1,1 @@
+"""Reusable test helpers that run real services on loopback (HTTP bundle server, ...)."""
