@@ -6,7 +6,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ["bench_bundle"]
+BENCHMARKS = ["bench_bundle", "bench_predict"]
 
 
 def main(argv: list[str]) -> int:

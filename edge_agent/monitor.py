@@ -232,6 +232,8 @@ def check_window(w: MetricsWindow, where: str = "window") -> None:
         raise ValidationError(f"{where}: start {w.start} is after end {w.end}")
     if not w.features:
         raise ValidationError(f"{where}.features: at least one feature is needed")
+    if not w.class_counts or len(w.confidence) < 4 or min(w.shape[0]) < 4:
+        raise ValidationError(f"{where}: count vectors too short for their bins {w.shape}")
     for i, f in enumerate(w.features):
         at = f"{where}.features[{i}]"
         if sum(f.counts) != w.n:

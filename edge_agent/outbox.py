@@ -169,8 +169,10 @@ class Outbox:
         """Store a closed window durably; returns its sequence number.
 
         Contract on failure: when SQLite reports a full disk (or the ``max_db_bytes``
-        cap), the outbox compacts and retries once; on other SQLite errors it retries
-        once. If that fails too it raises :class:`OutboxError` and stores nothing:
+        cap), the outbox compacts hard (to half its stored bytes: merging only a few
+        rows frees cells, not whole pages, and a new row needs room at the end of the
+        table) and retries once; on other SQLite errors it retries once. If that fails
+        too it raises :class:`OutboxError` and stores nothing (no sequence is used):
         windows stored before are untouched, and the CALLER keeps ``window`` in memory
         and appends it again later (e.g. after the next ack frees space).
 
@@ -193,11 +195,11 @@ class Outbox:
                         f"outbox {self.path}: cannot store the window ({exc}); keep it in "
                         "memory and append it again after older windows are acknowledged"
                     ) from exc
-            if _payload_bytes(conn) > self.budget_bytes:
-                try:
+            try:
+                if _payload_bytes(conn) > self.budget_bytes:
                     self._compact(conn, int(COMPACT_TARGET * self.budget_bytes))
-                except sqlite3.Error as exc:  # the window is stored; compaction can wait
-                    log.warning("outbox %s: compaction failed (%s)", self.path, exc)
+            except sqlite3.Error as exc:  # the window is stored; compaction can wait
+                log.warning("outbox %s: compaction failed (%s)", self.path, exc)
         return seq
 
     def pending(self, limit: int = 500, after: int | None = None) -> list[OutboxRow]:
@@ -211,10 +213,7 @@ class Outbox:
         """
         if limit < 1:
             raise ValueError("outbox: limit must be >= 1")
-        rows = self._query(
-            _SELECT_PAGE,
-            (0 if after is None else after, limit),
-        )
+        rows = self._query(_SELECT_PAGE, (0 if after is None else after, limit))
         return [OutboxRow(*row) for row in rows]
 
     def ack(self, seq: int) -> int:
@@ -340,7 +339,9 @@ class Outbox:
         with _transaction(conn):
             size = _payload_bytes(conn)
             while size > target:
-                done, size = _compaction_pass(conn, size, target)
+                done, size = _compaction_pass(conn, size, target, balanced=True)
+                if not done:  # e.g. spans strictly shrinking with age: merge anyway
+                    done, size = _compaction_pass(conn, size, target, balanced=False)
                 if not done:
                     break
                 merges += done
@@ -349,11 +350,15 @@ class Outbox:
         return merges
 
 
-def _compaction_pass(conn: sqlite3.Connection, size: int, target: int) -> tuple[int, int]:
+def _compaction_pass(
+    conn: sqlite3.Connection, size: int, target: int, *, balanced: bool
+) -> tuple[int, int]:
     """One pass from the oldest row, merging disjoint adjacent pairs until ``target`` bytes.
 
-    A row merged in this pass is not merged again before the next pass, so resolution
-    halves evenly from the oldest rows on. Returns (merges, new payload bytes).
+    A row merged in this pass is not merged again in it. ``balanced`` merges a row only
+    with a newer neighbour covering at least as many sequences, so resolution decays
+    gradually with age (spans like 16, 8, 8, 4, 2, 1, 1) instead of the oldest row
+    swallowing everything. Returns (merges, new payload bytes).
     """
     merges = 0
     prev: _Row | None = None
@@ -365,7 +370,9 @@ def _compaction_pass(conn: sqlite3.Connection, size: int, target: int) -> tuple[
         after = chunk[-1].row.seq_lo
         pairs: list[tuple[OutboxRow, OutboxRow, bytes]] = []
         for row in chunk:
-            merged = None if prev is None else _merged_payload(prev, row)
+            merged = None
+            if prev is not None and not (balanced and prev.span > row.span):
+                merged = _merged_payload(prev, row)
             if prev is None or merged is None:
                 prev = row
                 continue
@@ -391,6 +398,11 @@ class _Row:
         self.row = OutboxRow(*columns)
         self._window: MetricsWindow | None = None
         self._bad = False
+
+    @property
+    def span(self) -> int:
+        """How many sequences the row covers."""
+        return self.row.seq_hi - self.row.seq_lo + 1
 
     def window(self) -> MetricsWindow | None:
         if self._window is None and not self._bad:

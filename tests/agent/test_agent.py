@@ -35,9 +35,8 @@ def agent(agent_config):
     a.stop()
 
 
-def test_agent_activates_signed_bundle_and_passes_probation(
-    agent, agent_config, hub, server, bundles, reference_x
-):
+def test_agent_activates_signed_bundle_and_passes_probation(agent, agent_config, hub, server,
+                                                            bundles, reference_x):
     dev = agent_config.device_id
     d = activate(hub, agent_config, serve(server, bundles, "v1", 1))
     hub.wait_for(hub.event(dev, "activated", d.seq), what="activated")
@@ -79,9 +78,8 @@ def test_tampered_download_refused_and_last_good_model_kept(
     assert agent.active_version.version == 1
 
 
-def test_probation_failure_rolls_back_to_previous(
-    agent, agent_config, hub, server, bundles, reference_x
-):
+def test_probation_failure_rolls_back_to_previous(agent, agent_config, hub, server, bundles,
+                                                 reference_x):
     dev = agent_config.device_id
     d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
     hub.wait_for(hub.event(dev, "activated", d1.seq))
@@ -128,9 +126,8 @@ def test_malformed_payloads_are_refused_and_agent_keeps_serving(
     hub.wait_for(hub.event(dev, "activated", d2.seq))
 
 
-def test_windows_are_sent_acked_and_removed_from_outbox(
-    agent, agent_config, hub, server, bundles, reference_x
-):
+def test_windows_are_sent_acked_and_removed_from_outbox(agent, agent_config, hub, server,
+                                                       bundles, reference_x):
     dev = agent_config.device_id
     d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
     hub.wait_for(hub.event(dev, "activated", d1.seq))
@@ -162,9 +159,8 @@ def test_shadow_challenger_sees_same_inputs_callers_get_champion(
     assert windows[0].agreed >= 30  # float vs int8 of the same network mostly agree
 
 
-def test_restart_resumes_active_model_without_network(
-    agent_config, hub, server, bundles, reference_x
-):
+def test_restart_resumes_active_model_without_network(agent_config, hub, server, bundles,
+                                                      reference_x):
     dev = agent_config.device_id
     with Agent(agent_config) as first:
         d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
@@ -180,9 +176,8 @@ def test_restart_resumes_active_model_without_network(
         second.stop()
 
 
-def test_local_http_api_serves_predictions_and_clear_errors(
-    agent, agent_config, hub, server, bundles, reference_x
-):
+def test_local_http_api_serves_predictions_and_clear_errors(agent, agent_config, hub, server,
+                                                             bundles, reference_x):
     import httpx
 
     dev = agent_config.device_id

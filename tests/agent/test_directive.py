@@ -78,9 +78,8 @@ def test_directive_for_another_device_refused(trust_2of3, signing_keys):
 
 
 def test_unsigned_downgrade_refused(trust_2of3, signing_keys):
-    payload = signed(
-        directive(model=ModelRef("pump", 1, "cd" * 32, 10, ("http://h/x",))), signing_keys[:2]
-    )
+    payload = signed(directive(model=ModelRef("pump", 1, "cd" * 32, 10, ("http://h/x",))),
+                     signing_keys[:2])
     refused(Refusal.DOWNGRADE, payload, trust_2of3)
 
 
@@ -137,7 +136,6 @@ def test_clock_far_behind_still_accepts_fresh_directive(trust_2of3, signing_keys
 
 
 def test_clock_jumped_past_expiry_refuses_but_says_why(trust_2of3, signing_keys):
-    message = refused(
-        Refusal.EXPIRED, signed(directive(), signing_keys[:2]), trust_2of3, now=NOW + 10**6
-    )
+    message = refused(Refusal.EXPIRED, signed(directive(), signing_keys[:2]), trust_2of3,
+                      now=NOW + 10**6)
     assert "expired" in message

@@ -34,7 +34,8 @@ class DeviceRecord:
 
 
 class HubDouble:
-    def __init__(self, host: str, port: int, keys: Sequence[Ed25519PrivateKey], ack: bool = True):
+    def __init__(self, host: str, port: int, keys: Sequence[Ed25519PrivateKey], ack: bool = True,
+                 username: str | None = None, password: str | None = None):
         self.keys = list(keys)
         self.ack_enabled = ack
         self.devices: dict[str, DeviceRecord] = defaultdict(DeviceRecord)
@@ -46,6 +47,8 @@ class HubDouble:
         self.client.max_queued_messages_set(0)
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self._connected = threading.Event()
         self.client.connect(host, port)
         self.client.loop_start()

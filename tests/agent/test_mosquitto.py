@@ -1,0 +1,103 @@
+"""The agent against Mosquitto started from deploy/mosquitto: credentials and per-device ACLs."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.agent import Agent
+from edge_agent.config import BrokerConfig
+from edge_agent.topics import Channel, topic
+from tests.support.bundles import model_ref
+from tests.support.hub_double import HubDouble
+from tests.support.mosquitto import Mosquitto
+
+pytestmark = pytest.mark.timeout(90)
+
+USERS = {"edgefleet-hub": "hub-secret", "dev-a": "a-secret", "dev-b": "b-secret"}
+
+
+@pytest.fixture(scope="module")
+def mosquitto(tmp_path_factory):
+    with Mosquitto(tmp_path_factory.mktemp("mosquitto"), USERS) as m:
+        yield m
+
+
+@pytest.fixture
+def mhub(mosquitto, signing_keys):
+    h = HubDouble(mosquitto.host, mosquitto.port, signing_keys[:2], username="edgefleet-hub",
+                  password=USERS["edgefleet-hub"])
+    yield h
+    h.close()
+
+
+def client(mosquitto, user: str, password: str):
+    connected = threading.Event()
+    result = {}
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{user}-{password[:3]}",
+                    protocol=mqtt.MQTTv311)
+    c.username_pw_set(user, password)
+
+    def on_connect(cl, ud, flags, reason, props):
+        result["reason"] = reason
+        connected.set()
+
+    c.on_connect = on_connect
+    c.connect(mosquitto.host, mosquitto.port)
+    c.loop_start()
+    assert connected.wait(10)
+    return c, result["reason"]
+
+
+def test_agent_deploys_and_reports_through_mosquitto(mosquitto, mhub, agent_config, server,
+                                                      bundles, reference_x):
+    config = replace(
+        agent_config,
+        device_id="dev-a",
+        broker=BrokerConfig(host=mosquitto.host, port=mosquitto.port, username="dev-a",
+                            password=USERS["dev-a"]),
+    )
+    url = server.add("/b/v1.efb", bundles["v1"].read_bytes())
+    with Agent(config) as agent:
+        d = mhub.publish_directive(mhub.directive("dev-a", model_ref(bundles["v1"], url)))
+        mhub.wait_for(mhub.event("dev-a", "activated", d.seq))
+        for row in reference_x[:20]:
+            agent.predict(row)
+        agent.close_window()
+        mhub.wait_for(lambda: agent.outbox.depth() == 0 and mhub.seqs_stored("dev-a"))
+    assert "password" not in repr(config.broker) and USERS["dev-a"] not in repr(config)
+
+
+def test_wrong_password_is_refused(mosquitto):
+    c, reason = client(mosquitto, "dev-a", "wrong")
+    c.loop_stop()
+    assert reason.is_failure
+
+
+def test_device_cannot_read_or_write_another_devices_topics(mosquitto, mhub):
+    got: list[str] = []
+    marker = threading.Event()
+    a, reason = client(mosquitto, "dev-a", USERS["dev-a"])
+    assert not reason.is_failure
+
+    def on_message(cl, ud, msg):
+        got.append(msg.topic)
+        if msg.topic == topic("dev-a", Channel.ACK):
+            marker.set()
+
+    a.on_message = on_message
+    a.subscribe([(topic("dev-b", Channel.DESIRED), 1), (topic("dev-a", Channel.ACK), 1)])
+    # dev-a tries to write dev-b's state: Mosquitto drops it silently
+    a.publish(topic("dev-b", Channel.STATE), b'{"forged": true}', qos=1).wait_for_publish(5)
+    # the hub writes dev-b's desired, then dev-a's ack; ordering makes the ack a marker
+    mhub.publish_raw("dev-b", Channel.DESIRED, b"for dev-b only")
+    mhub.publish_raw("dev-a", Channel.ACK, b"marker", retain=False)
+    assert marker.wait(10)
+    assert topic("dev-b", Channel.DESIRED) not in got
+    assert mhub.malformed == 0  # the forged state never reached the hub
+    a.loop_stop()
+    a.disconnect()
