@@ -8,6 +8,7 @@ directly here, loaded from a real signed bundle.
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ def big_int8_model(rng: np.random.Generator) -> tuple[bytes, np.ndarray]:
             rng.normal(0, 0.1, b).astype(np.float32),
             "relu" if i < 2 else "none",
         )
-        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True))
+        for i, (a, b) in enumerate(itertools.pairwise(widths))
     )
     x = rng.normal(0, 1, (2000, 64))
     net = DenseNet(layers, Standardizer.fit(x))

@@ -47,10 +47,10 @@ DEFAULT_BUDGET_BYTES: Final = 8 << 20
 #: Compaction stops once the stored payload bytes are at most this share of the budget.
 COMPACT_TARGET: Final = 0.8
 _CHUNK: Final = 64
-_SELECT_PAGE: Final = (
-    "SELECT seq_lo, seq_hi, created, model, version, role, payload, size"
-    " FROM outbox WHERE seq_lo > ? ORDER BY seq_lo LIMIT ?"
-)
+_COLUMNS: Final = "SELECT seq_lo, seq_hi, created, model, version, role, payload, size FROM outbox"
+# Ranges are disjoint and ordered, so seq_hi order is seq_lo order.
+_SELECT_PENDING: Final = _COLUMNS + " WHERE seq_hi > ? ORDER BY seq_hi LIMIT ?"
+_SELECT_PAGE: Final = _COLUMNS + " WHERE seq_lo > ? ORDER BY seq_lo LIMIT ?"
 _INSERT: Final = (
     "INSERT INTO outbox (seq_lo, seq_hi, created, model, version, role, payload, size)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -203,9 +203,12 @@ class Outbox:
         return seq
 
     def pending(self, limit: int = 500, after: int | None = None) -> list[OutboxRow]:
-        """Rows waiting for the hub, oldest first: at most ``limit``, with ``seq_lo > after``.
+        """Rows waiting for the hub, oldest first: at most ``limit``, each holding a sequence
+        above ``after`` (``seq_hi > after``).
 
-        To page through, pass the last row's ``seq_hi`` as ``after``.
+        To page through, pass the last row's ``seq_hi`` as ``after``. A row compacted
+        after part of it was sent (``seq_lo <= after < seq_hi``) is returned again, so
+        its newer windows are not skipped; the hub subtracts what it already stored.
 
         Raises:
             OutboxError: SQLite failed, or closed.
@@ -213,7 +216,7 @@ class Outbox:
         """
         if limit < 1:
             raise ValueError("outbox: limit must be >= 1")
-        rows = self._query(_SELECT_PAGE, (0 if after is None else after, limit))
+        rows = self._query(_SELECT_PENDING, (0 if after is None else after, limit))
         return [OutboxRow(*row) for row in rows]
 
     def ack(self, seq: int) -> int:
