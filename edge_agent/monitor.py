@@ -386,6 +386,15 @@ class WindowAccumulator:
         self._lock = threading.Lock()
         self._edges = reference.edges()
         sizes = [n_counts(e) for e in self._edges]
+        widest = max(e.shape[0] for e in self._edges)
+        # All features' edges in one matrix, padded with NaN (never <= any value), so
+        # one broadcast comparison bins a whole block: see _bin_block.
+        self._edge_matrix = np.full((n_features, widest), np.nan)
+        for j, e in enumerate(self._edges):
+            self._edge_matrix[j, : e.shape[0]] = e
+        self._edge_columns = [self._edge_matrix[:, i].copy() for i in range(widest)]
+        self._last_edge = np.array([e[-1] for e in self._edges])
+        self._k = np.array([e.shape[0] - 1 for e in self._edges], dtype=np.intp)
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.intp)
         self._conf_edges = np.asarray(reference.confidence.edges, dtype=np.float64)
         self._ranges = _ranges(schema, n_features)
@@ -542,9 +551,7 @@ class WindowAccumulator:
     def _fold(self, x: np.ndarray, p: np.ndarray) -> None:
         """Add a block of samples ``x [m, F]`` with outputs ``p [m, C]`` to the window."""
         m = x.shape[0]
-        idx = np.empty((m, self.n_features), dtype=np.intp)
-        for j, edges in enumerate(self._edges):
-            idx[:, j] = bin_indices(edges, x[:, j])
+        idx = self._bin_block(x)
         idx += self._offsets[:-1]
         self._hist += np.bincount(idx.ravel(), minlength=self._hist.size)
         self._fold_moments(x)
@@ -557,6 +564,30 @@ class WindowAccumulator:
         self._classes += np.bincount(winners, minlength=self.n_classes)
         self._conf += np.bincount(bin_indices(self._conf_edges, top1), minlength=self._conf.size)
         self._n += m
+
+    def _bin_block(self, x: np.ndarray) -> np.ndarray:
+        """``bin_indices`` for every feature of ``x [m, F]`` at once (same layout)."""
+        idx = np.zeros(x.shape, dtype=np.intp)
+        with np.errstate(invalid="ignore"):
+            for column in self._edge_columns:  # one pass per edge rank, all features at once
+                idx += x >= column
+        idx = np.where(x == self._last_edge, self._k, idx)
+        return np.where(np.isnan(x), self._k + 2, idx)
+
+    def record_one(self, x: np.ndarray, probs: np.ndarray, latency_s: float) -> None:
+        """:meth:`record` for one validated sample: ``x [F]`` and ``probs [C]``, no checks.
+
+        The serving hot path: the caller guarantees the shapes (the model produced
+        ``probs`` from ``x``), so only a copy into the buffers remains.
+        """
+        with self._lock:
+            i = self._pending
+            self._x[i] = x
+            self._p[i] = probs
+            self._lat.append(latency_s)
+            self._pending = i + 1
+            if i + 1 == self.batch:
+                self._flush()
 
     def _fold_moments(self, x: np.ndarray) -> None:
         ok = np.abs(x) <= MOMENT_LIMIT  # False for NaN and +-inf

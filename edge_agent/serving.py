@@ -11,8 +11,9 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from math import isfinite
+from time import perf_counter
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -26,9 +27,11 @@ from edge_agent.monitor import MetricsWindow, WindowAccumulator
 from edge_agent.probation import ProbationMonitor
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """Outputs for a batch, with the labels and the model that produced them."""
+class Prediction(NamedTuple):
+    """Outputs for a batch, with the labels and the model that produced them.
+
+    (A NamedTuple: built on every prediction, and cheaper than a frozen dataclass.)
+    """
 
     outputs: np.ndarray
     labels: tuple[str, ...]
@@ -162,20 +165,24 @@ class ServingModel:
         """
         model = self.model
         with self._lock:
-            start = time.perf_counter()
+            start = perf_counter()
             try:
                 out = model.dequantize_output(model.run_raw(model.quantize_input(x)))
             except (RuntimeError, ValueError, EdgeFleetError) as exc:
                 self.monitor.record_error("invoke_error", x.shape[0])
                 raise PredictionError(f"the model failed: {exc}") from exc
-            latency = time.perf_counter() - start
-        finite = (
-            math.isfinite(sum(out.ravel().tolist())) if out.size <= 64 else np.isfinite(out).all()
-        )
-        if not finite:
-            self.monitor.record_error("nan_output", x.shape[0])
-            raise PredictionError("the model returned NaN or infinity")
-        self.monitor.record(x, out, latency)
+            latency = perf_counter() - start
+        if x.shape[0] == 1:
+            row = out[0]
+            if not isfinite(sum(row.tolist())):
+                self.monitor.record_error("nan_output")
+                raise PredictionError("the model returned NaN or infinity")
+            self.monitor.record_one(x[0], row, latency)
+        else:
+            if not np.isfinite(out).all():
+                self.monitor.record_error("nan_output", x.shape[0])
+                raise PredictionError("the model returned NaN or infinity")
+            self.monitor.record(x, out, latency)
         return out, latency
 
 
