@@ -51,8 +51,9 @@ def predictor_for(model: bytes, x: np.ndarray, tmp: Path, name: str) -> Predicto
     trust = TrustRoot.from_keys([key.public_key()], 1)
     out = tmp / f"{name}.efb"
     names = tuple(f"f{i}" for i in range(x.shape[1]))
-    build_bundle(model, name=name, version=1, reference=ReferenceData(x, names), keys=[key],
-                 out=out)
+    build_bundle(
+        model, name=name, version=1, reference=ReferenceData(x, names), keys=[key], out=out
+    )
     predictor = Predictor()
     predictor.active = ServingModel(verify_bundle(out, trust), ModelVersion(name, 1))
     return predictor
@@ -103,5 +104,6 @@ def run() -> None:
         with np.load(tmp / "demo" / "reference.npz") as data:
             ref = np.asarray(data["x"], dtype=np.float64)
         tiny = (tmp / "demo" / "model-int8.tflite").read_bytes()
-        measure("tiny demo int8 (10-32-3)", predictor_for(tiny, ref, tmp, "tiny"), ref[0], 30000,
-                2.5)
+        measure(
+            "tiny demo int8 (10-32-3)", predictor_for(tiny, ref, tmp, "tiny"), ref[0], 30000, 2.5
+        )

@@ -29,7 +29,6 @@ from typing import Any
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
 from edge_agent.directive import Directive, DirectiveRefusedError, accept_directive
-from edge_agent.download import download_bundle
 from edge_agent.durable import read_json, write_json_atomic
 from edge_agent.errors import (
     ActivationError,
@@ -58,6 +57,25 @@ from edge_agent.topics import Channel
 from edge_agent.trust import TrustRoot
 
 log = logging.getLogger("edgefleet.agent")
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's per-thread malloc arenas (a daemon's RSS grows with each thread's arena).
+
+    Same as ``MALLOC_ARENA_MAX``; a no-op where glibc is not the C library.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        return
+
 
 #: Windows published per drain step; the rest follow as acks arrive.
 DRAIN_BATCH = 500
@@ -130,6 +148,8 @@ class Agent:
         self._handoff: queue.SimpleQueue[MetricsWindow] = queue.SimpleQueue()
         self._sent_up_to = 0
         self._acked = 0
+        self._acked_applied = 0
+        self._drained = threading.Condition()
         self._last_ack_progress = monotonic()
         self._last_state = 0.0
         self._started = monotonic()
@@ -151,9 +171,14 @@ class Agent:
         """
         return self.predictor.predict(inputs)
 
-    def close_window(self) -> None:
-        """Close the current monitoring windows now (they are stored and sent as usual)."""
-        self.inbox.put(Incoming(None, b"close"))
+    def close_window(self, timeout: float = 10.0) -> bool:
+        """Close the current monitoring windows now; they are stored, then sent as usual.
+
+        Returns once they are in the outbox (False if that took over ``timeout``).
+        """
+        done = threading.Event()
+        self.inbox.put(Incoming(None, b"close", done=done))
+        return done.wait(timeout)
 
     @property
     def active_version(self) -> ModelVersion | None:
@@ -168,7 +193,7 @@ class Agent:
             OSError: the outbox or the local API port cannot be opened.
         """
         self.outbox = Outbox(self.config.data_dir / "outbox.db", self.config.outbox_budget_bytes)
-        self._acked = 0
+        self._acked = self._acked_applied = 0
         self._restore_models()
         if self._accepted_payload:
             with contextlib.suppress(EdgeFleetError):
@@ -313,6 +338,8 @@ class Agent:
             try:
                 if item is not None:
                     self._handle(item)
+                if self.inbox.empty():
+                    self._apply_acks()
                 now = self.monotonic()
                 if now >= next_window:
                     next_window = now + self.config.window_s
@@ -346,6 +373,8 @@ class Agent:
         elif item.channel is None and item.payload == b"close":
             self._store_windows(self.predictor.close_windows(self.clock()))
             self._drain()
+            if item.done is not None:
+                item.done.set()
         elif item.channel is None and item.payload == b"state":
             self._publish_state()
 
@@ -388,13 +417,30 @@ class Agent:
         except ValidationError as exc:
             log.warning("agent: ignored malformed ack: %s", exc)
             return
-        if ack.device_id != self.device_id or self.outbox is None:
-            return
-        if ack.seq > self._acked:
-            self._acked = ack.seq
+        if ack.device_id == self.device_id and ack.seq > self._acked:
+            self._acked = ack.seq  # applied once the burst of acks is read (_apply_acks)
             self._last_ack_progress = self.monotonic()
-            self.outbox.ack(ack.seq)
-            self._drain()
+
+    def _apply_acks(self) -> None:
+        """Delete acknowledged rows and send more: once per burst of acks, not per ack."""
+        if self.outbox is None or self._acked <= self._acked_applied:
+            return
+        self.outbox.ack(self._acked)
+        self._acked_applied = self._acked
+        self._drain()
+        with self._drained:
+            self._drained.notify_all()
+
+    def wait_for_drain(self, timeout: float) -> bool:
+        """Block until the hub acknowledged every stored window; False on timeout."""
+        deadline = self.monotonic() + timeout
+        with self._drained:
+            while self.outbox is not None and self.outbox.depth() > 0:
+                left = deadline - self.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    return False
+                self._drained.wait(min(left, 1.0))
+        return True
 
     def _store_windows(self, windows: list[MetricsWindow]) -> None:
         """Append closed windows to the outbox; keep them in memory if it cannot."""
@@ -627,6 +673,8 @@ class Agent:
                     d.seq,
                     round(done / total, 4) if total else None,
                 )
+
+        from edge_agent.download import download_bundle  # httpx is imported only when needed
 
         path = download_bundle(
             list(m.urls),

@@ -160,9 +160,10 @@ def agent_run(config_path: Path, log_level: str) -> None:
     import signal
     import threading
 
-    from edge_agent.agent import Agent
+    from edge_agent.agent import Agent, limit_malloc_arenas
     from edge_agent.config import AgentConfig
 
+    limit_malloc_arenas()
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = AgentConfig.load(config_path)
     stop = threading.Event()

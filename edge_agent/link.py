@@ -35,6 +35,7 @@ class Incoming:
     channel: Channel | None
     payload: bytes = b""
     retained: bool = False
+    done: threading.Event | None = None  # set once the agent thread handled it
 
 
 CONNECTED = Incoming(channel=None)

@@ -68,7 +68,8 @@ def test_agent_deploys_and_reports_through_mosquitto(mosquitto, mhub, agent_conf
         for row in reference_x[:20]:
             agent.predict(row)
         agent.close_window()
-        mhub.wait_for(lambda: agent.outbox.depth() == 0 and mhub.seqs_stored("dev-a"))
+        assert agent.wait_for_drain(20)
+        assert mhub.seqs_stored("dev-a")
     assert "password" not in repr(config.broker) and USERS["dev-a"] not in repr(config)
 
 
