@@ -683,5 +683,6 @@ class Agent:
             sha256=m.sha256,
             on_progress=progress,
             cancel=self._cancel,
+            attempts=self.config.download_attempts,
         )
         return self.slots.install(path)

@@ -9,6 +9,7 @@ asyncio loop in a background thread so that synchronous code (the hub, tests,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import threading
@@ -86,13 +87,27 @@ class EmbeddedBroker:
             return
         self._started.set()
         loop.run_forever()
-        loop.run_until_complete(self._broker.shutdown())
         loop.close()
+
+    async def _shutdown(self) -> None:
+        # Close the listening sockets first: amqtt's shutdown can fail half-way (a
+        # client session that will not clean up) and must not leave the port bound.
+        for server in list(getattr(self._broker, "_servers", {}).values()):
+            with contextlib.suppress(Exception):
+                await server.close_instance()
+        await self._broker.shutdown()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the broker and wait for its thread; idempotent."""
         loop, thread = self._loop, self._thread
         if loop is not None and thread is not None and thread.is_alive():
+            future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+            try:
+                future.result(timeout)  # closes the listening socket before we return
+            except Exception as exc:
+                logging.getLogger("edgefleet.hub").warning(
+                    "embedded broker shutdown: %s", repr(exc)
+                )
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout)
         self._thread = None

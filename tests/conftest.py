@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Imported before any test starts background threads: CPython 3.11's ast.parse is not
+# thread-safe ("AST constructor recursion depth mismatch"), and hypothesis' pytest plugin
+# would otherwise import (and assertion-rewrite) it at the end of the session, while a
+# broker or MQTT thread may still be compiling something.
+import hypothesis  # noqa: F401
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
