@@ -100,6 +100,7 @@ class MqttLink:
             )
             if info is not None:
                 info.wait_for_publish(2.0)
+        self.connected.clear()  # a disconnect we asked for is not worth a warning
         self.client.disconnect()
         self.client.loop_stop()
         self.connected.clear()
