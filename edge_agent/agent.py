@@ -79,8 +79,6 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 
 #: Windows published per drain step; the rest follow as acks arrive.
 DRAIN_BATCH = 500
-#: Re-send unacknowledged windows when no ack progress was seen for this long.
-RESEND_AFTER_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -350,7 +348,7 @@ class Agent:
                     self._publish_state()
                 if (
                     self._sent_up_to > self._acked
-                    and now - self._last_ack_progress > RESEND_AFTER_S
+                    and now - self._last_ack_progress > self.config.resend_after_s
                 ):
                     self._sent_up_to = self._acked  # the hub lost some: send again
                     self._last_ack_progress = now
@@ -465,6 +463,8 @@ class Agent:
             return
         after = max(self._sent_up_to, self._acked)
         rows = self.outbox.pending(limit=DRAIN_BATCH, after=after)
+        if rows and after == self._acked:
+            self._last_ack_progress = self.monotonic()  # the resend timer starts at this send
         for row in rows:
             payload = MetricsMessage.splice(self.device_id, row.seq_lo, row.seq_hi, row.payload)
             if self.link.publish(Channel.METRICS, payload) is None:

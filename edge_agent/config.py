@@ -79,6 +79,8 @@ class AgentConfig:
     local_api_port: int = 8765
     state_interval_s: float = 30.0
     download_attempts: int = 5
+    #: Send unacknowledged windows again when the hub acked nothing for this long.
+    resend_after_s: float = 30.0
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
@@ -147,6 +149,7 @@ class AgentConfig:
             outbox_budget_bytes=opt(mon, "outbox_budget_bytes", int, 8 << 20, "monitoring."),
             local_api_port=opt(api, "port", int, 8765, "local_api."),
             state_interval_s=float(opt(mon, "state_interval_s", int | float, 30, "monitoring.")),  # type: ignore[arg-type]
+            resend_after_s=float(opt(mon, "resend_after_s", int | float, 30, "monitoring.")),  # type: ignore[arg-type]
             download_attempts=opt(
                 opt(doc, "download", dict, {}, ""), "attempts", int, 5, "download."
             ),

@@ -87,6 +87,11 @@ class EmbeddedBroker:
             return
         self._started.set()
         loop.run_forever()
+        pending = asyncio.all_tasks(loop)  # let amqtt's client tasks end inside the loop
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
     async def _shutdown(self) -> None:

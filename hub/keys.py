@@ -110,12 +110,7 @@ def init_keys(
         raise KeyStoreError(f"{trust_path} already exists; use `edgefleet keys rotate`")
     keys = [Ed25519PrivateKey.generate() for _ in range(count)]
     root = TrustRoot.from_keys([k.public_key() for k in keys], threshold=threshold)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    files = []
-    for key in keys:
-        path = directory / f"key-{key_id(key.public_key())[:16]}.pem"
-        write_private_key(path, key, passphrase)
-        files.append(KeyFile(path, key))
+    files = _write_keys(directory, keys, passphrase)
     write_json_file(trust_path, root.to_json())
     return root, files
 
@@ -146,10 +141,17 @@ def rotate_keys(
     signatures = sign(Context.ROTATION, payload, [k.key for k in current_keys] + new_keys)
     record = RotationRecord(current.version, new_root, tuple(signatures))
     record.apply(current)
+    return record, _write_keys(directory, new_keys, passphrase)
+
+
+def _write_keys(
+    directory: Path, keys: list[Ed25519PrivateKey], passphrase: bytes | None
+) -> list[KeyFile]:
+    """Write each key as ``key-<keyid prefix>.pem`` in ``directory`` (created 0700)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     files = []
-    for key in new_keys:
+    for key in keys:
         path = directory / f"key-{key_id(key.public_key())[:16]}.pem"
         write_private_key(path, key, passphrase)
         files.append(KeyFile(path, key))
-    return record, files
+    return files

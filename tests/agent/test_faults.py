@@ -154,6 +154,7 @@ def test_broker_gone_and_back_loses_no_window(
         window_s=3600,
         local_api_port=0,
         state_interval_s=3600,
+        resend_after_s=2.0,
     )
     agent = Agent(config, local_api=False).start()
     try:

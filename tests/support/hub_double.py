@@ -8,6 +8,7 @@ records events and states. Tests wait on conditions, never on sleeps.
 from __future__ import annotations
 
 import threading
+import uuid
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -42,17 +43,22 @@ class HubDouble:
         self.malformed = 0
         self.cond = threading.Condition()
         self.seq = 0
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hub-double",
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=f"hub-double-{uuid.uuid4().hex[:8]}",
                                   protocol=mqtt.MQTTv311)
         self.client.max_queued_messages_set(0)
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         if username is not None:
             self.client.username_pw_set(username, password)
         self._connected = threading.Event()
         self.client.connect(host, port)
         self.client.loop_start()
         assert self._connected.wait(10), "hub double could not connect"
+
+    def _on_disconnect(self, client, userdata, flags, reason, properties):
+        self._connected.clear()
 
     def _on_connect(self, client, userdata, flags, reason, properties):
         client.subscribe([(fleet_filter(c), 1) for c in (Channel.STATE, Channel.EVENTS,
@@ -81,8 +87,18 @@ class HubDouble:
 
     def publish_raw(self, device_id: str, channel: Channel, payload: bytes,
                     retain: bool = True) -> None:
-        self.client.publish(topic(device_id, channel), payload, qos=1,
-                            retain=retain).wait_for_publish(5)
+        # amqtt 0.12.1 sometimes drops a client when others connect at the same moment
+        # ("dictionary changed size during iteration" in the broker): wait for paho to
+        # reconnect and publish again, as the real hub will.
+        for _ in range(3):
+            self._connected.wait(15)
+            info = self.client.publish(topic(device_id, channel), payload, qos=1, retain=retain)
+            try:
+                info.wait_for_publish(10)
+                return
+            except RuntimeError:
+                continue
+        raise AssertionError("hub double could not publish")
 
     def publish_directive(self, d: Directive, **kw: Any) -> Directive:
         self.publish_raw(d.device_id, Channel.DESIRED, self.signed(d, **kw))
