@@ -8,8 +8,8 @@ records events and states. Tests wait on conditions, never on sleeps.
 from __future__ import annotations
 
 import threading
-import uuid
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
