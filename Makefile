@@ -13,17 +13,17 @@ PYTEST_FLAGS  ?=
 
 .PHONY: demo test lint typecheck pytest pytest-tflite bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
 	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[dev]'
 	touch $@
 
 # The second environment: the agent on tflite-runtime (NumPy 1.x), for the runtime-facing tests.
-$(VENV_TFLITE)/.installed: pyproject.toml
+$(VENV_TFLITE)/.installed: pyproject.toml Makefile
 	$(PYTHON_TFLITE) -m venv $(VENV_TFLITE)
 	$(VENV_TFLITE)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV_TFLITE)/bin/pip install $(PIP_FLAGS) -e '.[agent-tflite,modelkit]' pytest pytest-timeout
+	$(VENV_TFLITE)/bin/pip install $(PIP_FLAGS) -e '.[agent-tflite,modelkit]' pytest pytest-timeout hypothesis amqtt
 	touch $@
 
 demo: $(VENV)/.installed

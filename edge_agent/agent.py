@@ -142,8 +142,9 @@ class Agent:
         self._cancel = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._pending_windows: list[MetricsWindow] = []  # agent thread only
-        self._handoff: queue.SimpleQueue[MetricsWindow] = queue.SimpleQueue()
+        # Groups of windows closed together (one outbox row each), not yet stored.
+        self._pending_windows: list[list[MetricsWindow]] = []  # agent thread only
+        self._handoff: queue.SimpleQueue[list[MetricsWindow]] = queue.SimpleQueue()
         self._sent_up_to = 0
         self._acked = 0
         self._acked_applied = 0
@@ -441,17 +442,18 @@ class Agent:
         return True
 
     def _store_windows(self, windows: list[MetricsWindow]) -> None:
-        """Append closed windows to the outbox; keep them in memory if it cannot."""
+        """Append windows closed together as one outbox row; keep them in memory if it cannot."""
         while not self._handoff.empty():
             self._pending_windows.append(self._handoff.get())
+        if windows:
+            self._pending_windows.append(windows)
         if self.outbox is None:
-            self._pending_windows.extend(windows)
             return
-        backlog = self._pending_windows + windows
+        backlog = self._pending_windows
         self._pending_windows = []
-        for i, window in enumerate(backlog):
+        for i, group in enumerate(backlog):
             try:
-                self.outbox.append(window)
+                self.outbox.append(group)
             except OutboxError as exc:
                 log.error("agent: outbox: %s; %d window(s) kept in memory", exc, len(backlog) - i)
                 self._last_error = str(exc)
@@ -639,7 +641,7 @@ class Agent:
                 if old is not None:
                     window = old.monitor.close()
                     if window is not None:
-                        self._handoff.put(window)  # the agent thread stores it
+                        self._handoff.put([window])  # the agent thread stores it
                         self.inbox.put(Incoming(None, b"windows"))
                 self.predictor.probation = ProbationMonitor(d.probation, self.monotonic())
                 self.predictor.active = serving

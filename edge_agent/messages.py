@@ -257,12 +257,13 @@ def offline_state(device_id: str) -> State:
 
 @dataclass(frozen=True)
 class MetricsMessage:
-    """One closed metrics window (or a compacted range of windows) from the outbox."""
+    """One outbox row: the windows closed together (active, and shadow when one runs),
+    or a compacted range of them, covering sequences ``seq_lo..seq_hi``."""
 
     device_id: str
     seq_lo: int
     seq_hi: int
-    window: MetricsWindow
+    windows: tuple[MetricsWindow, ...]
 
     def to_bytes(self) -> bytes:
         """The MQTT payload."""
@@ -272,20 +273,20 @@ class MetricsMessage:
                 "device_id": self.device_id,
                 "seq_lo": self.seq_lo,
                 "seq_hi": self.seq_hi,
-                "window": self.window.to_json(),
+                "windows": [w.to_json() for w in self.windows],
             }
         )
 
     @staticmethod
-    def splice(device_id: str, seq_lo: int, seq_hi: int, window_json: bytes) -> bytes:
-        """The payload for an outbox row whose window is already canonical JSON bytes.
+    def splice(device_id: str, seq_lo: int, seq_hi: int, windows_json: bytes) -> bytes:
+        """The payload for an outbox row whose windows are already a canonical JSON array.
 
-        Same bytes as :meth:`to_bytes` without parsing the window again (fast drains).
+        Same bytes as :meth:`to_bytes` without parsing the windows again (fast drains).
         """
         head = canonical_bytes(
             {"device_id": device_id, "format": METRICS_FORMAT, "seq_hi": seq_hi, "seq_lo": seq_lo}
         )
-        return head[:-1] + b',"window":' + window_json + b"}"
+        return head[:-1] + b',"windows":' + windows_json + b"}"
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> MetricsMessage:
@@ -298,7 +299,7 @@ class MetricsMessage:
         obj = exact_fields(
             load_payload(payload, where),
             where,
-            {"format", "device_id", "seq_lo", "seq_hi", "window"},
+            {"format", "device_id", "seq_lo", "seq_hi", "windows"},
         )
         _check_format(obj, METRICS_FORMAT, where)
         lo = positive_int(obj, "seq_lo", where)
@@ -309,8 +310,14 @@ class MetricsMessage:
             device_id=safe_name(obj["device_id"], f"{where}.device_id"),
             seq_lo=lo,
             seq_hi=hi,
-            window=MetricsWindow.from_json(obj["window"]),
+            windows=_windows(obj["windows"], where),
         )
+
+
+def _windows(value: Any, where: str) -> tuple[MetricsWindow, ...]:
+    if not isinstance(value, list) or not value or len(value) > 16:
+        raise ValidationError(f"{where}.windows: expected an array of 1..16 windows")
+    return tuple(MetricsWindow.from_json(w, f"{where}.windows[{i}]") for i, w in enumerate(value))
 
 
 @dataclass(frozen=True)

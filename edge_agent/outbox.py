@@ -1,6 +1,8 @@
 """The offline outbox: closed metrics windows in SQLite until the hub acknowledges them.
 
-Each appended window gets the next sequence number of this device. Sequences never go
+A row holds the windows closed together (the active model's, and a shadow
+challenger's when one runs), stored as a JSON array. Each appended group gets the
+next sequence number of this device. Sequences never go
 backwards: the counter is a row of its own, updated in the same transaction as the
 insert, so it survives acks that delete every row and process restarts. A row covers
 the sequence range ``[seq_lo, seq_hi]``: a fresh window has ``seq_lo == seq_hi``.
@@ -8,8 +10,10 @@ the sequence range ``[seq_lo, seq_hi]``: a fresh window has ``seq_lo == seq_hi``
 Rows leave only through :meth:`Outbox.ack` (the hub's end-to-end acknowledgement of
 everything up to a sequence). When the stored payload bytes exceed the budget, the
 oldest rows are merged pairwise with :func:`~edge_agent.monitor.merge_windows`: two
-rows that are adjacent in the table and of the same model, version and role become
-one row over the union of their ranges. Every count survives; only time resolution is
+rows that are adjacent in the table and hold windows of the same models, versions and
+roles (the same ``group_key``) become one row over the union of their ranges, window
+by window. Grouping is what lets a shadow stage compact: active and shadow windows
+closed together share a row instead of alternating. Every count survives; only time resolution is
 lost. Because only table-adjacent rows merge, the ranges stay disjoint and ordered
 (a laminar family: the hub can subtract a window it already stored from a merged
 range that contains it).
@@ -31,7 +35,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -47,13 +51,15 @@ DEFAULT_BUDGET_BYTES: Final = 8 << 20
 #: Compaction stops once the stored payload bytes are at most this share of the budget.
 COMPACT_TARGET: Final = 0.8
 _CHUNK: Final = 64
-_COLUMNS: Final = "SELECT seq_lo, seq_hi, created, model, version, role, payload, size FROM outbox"
+_COLUMNS: Final = (
+    "SELECT seq_lo, seq_hi, created, model, version, role, payload, size, group_key FROM outbox"
+)
 # Ranges are disjoint and ordered, so seq_hi order is seq_lo order.
 _SELECT_PENDING: Final = _COLUMNS + " WHERE seq_hi > ? ORDER BY seq_hi LIMIT ?"
 _SELECT_PAGE: Final = _COLUMNS + " WHERE seq_lo > ? ORDER BY seq_lo LIMIT ?"
 _INSERT: Final = (
-    "INSERT INTO outbox (seq_lo, seq_hi, created, model, version, role, payload, size)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO outbox (seq_lo, seq_hi, created, model, version, role, payload, size,"
+    " group_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 #: Named schema migrations, applied in order and recorded in the ``migrations`` table.
@@ -80,7 +86,16 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             "INSERT INTO outbox_state (id, last_seq, compactions) VALUES (1, 0, 0)",
         ),
     ),
+    (
+        "0002_window_groups",
+        ("ALTER TABLE outbox ADD COLUMN group_key TEXT NOT NULL DEFAULT ''",),
+    ),
 )
+
+
+def group_key(windows: Sequence[MetricsWindow]) -> str:
+    """What must match for two rows to merge: each window's model, version and role."""
+    return ";".join(f"{w.model_name}:{w.model_version}:{w.role}" for w in windows)
 
 
 @dataclass(frozen=True)
@@ -95,19 +110,34 @@ class OutboxRow:
     role: str
     payload: bytes
     size: int
+    group_key: str = ""
 
     @property
-    def key(self) -> tuple[str, int, str]:
-        """Model name, version and role: rows merge only with rows of the same key."""
-        return (self.model_name, self.model_version, self.role)
+    def key(self) -> str:
+        """Rows merge only with rows of the same key (see :func:`group_key`)."""
+        return self.group_key
 
-    def window(self) -> MetricsWindow:
-        """Parse the payload (canonical JSON of :meth:`MetricsWindow.to_json`).
+    def windows(self) -> tuple[MetricsWindow, ...]:
+        """Parse the payload: a JSON array of :meth:`MetricsWindow.to_json` documents.
 
         Raises:
-            ValidationError: the payload is not a valid window.
+            ValidationError: the payload is not an array of valid windows.
         """
-        return MetricsWindow.from_json(parse_json(self.payload, f"outbox row {self.seq_lo}"))
+        doc = parse_json(self.payload, f"outbox row {self.seq_lo}")
+        if not isinstance(doc, list) or not doc:
+            raise ValidationError(f"outbox row {self.seq_lo}: not a non-empty array of windows")
+        return tuple(MetricsWindow.from_json(w) for w in doc)
+
+    def window(self) -> MetricsWindow:
+        """The row's only window.
+
+        Raises:
+            ValidationError: the payload is invalid, or holds several windows.
+        """
+        windows = self.windows()
+        if len(windows) != 1:
+            raise ValidationError(f"outbox row {self.seq_lo} holds {len(windows)} windows")
+        return windows[0]
 
 
 class Outbox:
@@ -165,8 +195,10 @@ class Outbox:
         """Close the outbox."""
         self.close()
 
-    def append(self, window: MetricsWindow) -> int:
-        """Store a closed window durably; returns its sequence number.
+    def append(self, window: MetricsWindow | Sequence[MetricsWindow]) -> int:
+        """Store a closed window, or the windows closed together, durably as one row.
+
+        Returns the row's sequence number.
 
         Contract on failure: when SQLite reports a full disk (or the ``max_db_bytes``
         cap), the outbox compacts hard (to half its stored bytes: merging only a few
@@ -178,18 +210,22 @@ class Outbox:
 
         Raises:
             OutboxError: the window could not be stored (see above), or closed.
-            ValidationError: the window cannot be serialised (NaN or infinity).
+            ValidationError: the window cannot be serialised (NaN or infinity), or
+                an empty group was given.
         """
-        payload = canonical_bytes(window.to_json())
+        windows = (window,) if isinstance(window, MetricsWindow) else tuple(window)
+        if not windows:
+            raise ValidationError("outbox: nothing to append (an empty group of windows)")
+        payload = canonical_bytes([w.to_json() for w in windows])
         with self._lock:
             conn = self._open_conn()
             try:
-                seq = self._insert(conn, window, payload)
+                seq = self._insert(conn, windows, payload)
             except sqlite3.Error as first:
                 try:
                     if _is_full(first):
                         self._compact(conn, _payload_bytes(conn) // 2)
-                    seq = self._insert(conn, window, payload)
+                    seq = self._insert(conn, windows, payload)
                 except sqlite3.Error as exc:
                     raise OutboxError(
                         f"outbox {self.path}: cannot store the window ({exc}); keep it in "
@@ -314,7 +350,10 @@ class Outbox:
                     conn.execute(sql)
                 conn.execute("INSERT INTO migrations VALUES (?, ?)", (name, self._clock()))
 
-    def _insert(self, conn: sqlite3.Connection, window: MetricsWindow, payload: bytes) -> int:
+    def _insert(
+        self, conn: sqlite3.Connection, windows: Sequence[MetricsWindow], payload: bytes
+    ) -> int:
+        window = windows[0]
         with _transaction(conn):
             conn.execute("UPDATE outbox_state SET last_seq = last_seq + 1")
             seq = int(conn.execute("SELECT last_seq FROM outbox_state").fetchone()[0])
@@ -329,6 +368,7 @@ class Outbox:
                     window.role,
                     payload,
                     len(payload),
+                    group_key(windows),
                 ),
             )
         return seq
@@ -399,7 +439,7 @@ class _Row:
 
     def __init__(self, *columns: Any) -> None:
         self.row = OutboxRow(*columns)
-        self._window: MetricsWindow | None = None
+        self._windows: tuple[MetricsWindow, ...] | None = None
         self._bad = False
 
     @property
@@ -407,25 +447,25 @@ class _Row:
         """How many sequences the row covers."""
         return self.row.seq_hi - self.row.seq_lo + 1
 
-    def window(self) -> MetricsWindow | None:
-        if self._window is None and not self._bad:
+    def windows(self) -> tuple[MetricsWindow, ...] | None:
+        if self._windows is None and not self._bad:
             try:
-                self._window = self.row.window()
+                self._windows = self.row.windows()
             except ValidationError as exc:  # e.g. written by another agent version
                 log.warning("outbox: row %d cannot be compacted (%s)", self.row.seq_lo, exc)
                 self._bad = True
-        return self._window
+        return self._windows
 
 
 def _merged_payload(a: _Row, b: _Row) -> bytes | None:
-    """The merged window's canonical bytes, or None when the rows cannot merge."""
+    """The merged group's canonical bytes, or None when the rows cannot merge."""
     if a.row.key != b.row.key:
         return None
-    wa, wb = a.window(), b.window()
-    if wa is None or wb is None:
+    wa, wb = a.windows(), b.windows()
+    if wa is None or wb is None or len(wa) != len(wb):
         return None
     try:
-        return canonical_bytes(merge_windows(wa, wb).to_json())
+        return canonical_bytes([merge_windows(x, y).to_json() for x, y in zip(wa, wb, strict=True)])
     except ValidationError:
         return None
 

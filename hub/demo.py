@@ -181,7 +181,7 @@ def run_agent_demo(directory: Path, bundle_path: Path, key_path: Path) -> Iterat
                         agent.close_window()
                 elif channel is Channel.METRICS:
                     m = MetricsMessage.from_bytes(body)
-                    w = m.window
+                    w = m.windows[0]
                     yield (
                         f"metrics  window seq {m.seq_lo}: {w.n} predictions, classes "
                         f"{dict(zip(CLASSES, w.class_counts, strict=False))}, "

@@ -14,7 +14,8 @@ from edge_agent.errors import PredictionError
 from edge_agent.topics import Channel
 from tests.support.bundles import model_ref
 
-pytestmark = pytest.mark.timeout(60)
+# runtime: also run against tflite-runtime in the second environment (make pytest-tflite)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.runtime]
 
 
 def serve(server, bundles, name: str, version: int, url_name: str | None = None):
@@ -135,7 +136,7 @@ def test_windows_are_sent_acked_and_removed_from_outbox(agent, agent_config, hub
         agent.predict(row)
     agent.close_window()
     stored = hub.wait_for(lambda: hub.devices[dev].windows, what="a stored window")
-    window = next(iter(stored.values())).window
+    (window,) = next(iter(stored.values())).windows
     assert window.n == 50
     assert agent.wait_for_drain(20), "outbox emptied by the hub's ack"
 
@@ -151,9 +152,9 @@ def test_shadow_challenger_sees_same_inputs_callers_get_champion(
     for row in reference_x[:40]:
         assert agent.predict(row).model.version == 1
     agent.close_window()
-    windows = hub.wait_for(
-        lambda: [m.window for m in hub.devices[dev].windows.values() if m.window.role == "shadow"]
-    )
+    rows = hub.wait_for(lambda: list(hub.devices[dev].windows.values()))
+    assert len(rows) == 1 and len(rows[0].windows) == 2  # closed together: one row
+    windows = [w for w in rows[0].windows if w.role == "shadow"]
     assert windows[0].n == 40
     assert windows[0].compared == 40
     assert windows[0].agreed >= 30  # float vs int8 of the same network mostly agree

@@ -172,7 +172,7 @@ def test_broker_gone_and_back_loses_no_window(
         assert agent.outbox.depth() == 1  # kept, not sent
         port_broker = EmbeddedBroker(host, port).start()  # back, with nothing retained
         assert agent.wait_for_drain(60), "window delivered after the broker returned"
-        window = next(iter(hub.devices["dev-broker"].windows.values())).window
+        (window,) = next(iter(hub.devices["dev-broker"].windows.values())).windows
         assert window.n == 30
     finally:
         agent.stop()

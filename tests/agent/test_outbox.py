@@ -110,7 +110,7 @@ def test_append_pending_ack_in_sequence(tmp_path):
         assert seqs == [1, 2, 3, 4, 5]
         rows = box.pending()
         assert [(r.seq_lo, r.seq_hi) for r in rows] == [(s, s) for s in seqs]
-        assert rows[0].payload == canonical_bytes(nth_window(0).to_json())
+        assert rows[0].payload == canonical_bytes([nth_window(0).to_json()])
         assert rows[0].size == len(rows[0].payload)
         assert (rows[0].model_name, rows[0].model_version, rows[0].role) == ("demo", 1, "active")
         assert [r.window() for r in rows] == [nth_window(i) for i in range(5)]
@@ -140,7 +140,10 @@ def test_outbox_file_is_private_and_in_wal_mode(tmp_path):
             assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
         other = sqlite3.connect(path)
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert other.execute("SELECT name FROM migrations").fetchall() == [("0001_outbox",)]
+        assert other.execute("SELECT name FROM migrations").fetchall() == [
+            ("0001_outbox",),
+            ("0002_window_groups",),
+        ]
         other.close()
 
 
@@ -179,6 +182,33 @@ def test_closed_outbox_refuses_with_outbox_error(tmp_path):
 
 
 # --- budget and compaction -----------------------------------------------------------------
+
+
+def test_shadow_stage_windows_closed_together_compact_and_keep_counts(tmp_path):
+    """Active and shadow windows closed together share a row, so a shadow stage compacts."""
+    groups = [[nth_window(i), nth_window(i, role="shadow", model_version=2)] for i in range(60)]
+    one = len(canonical_bytes([w.to_json() for w in groups[0]]))
+    budget = 10 * one
+    with Outbox(tmp_path / "outbox.db", budget) as box:
+        for group in groups:
+            box.append(group)
+            assert box.size_bytes() <= budget
+        rows = all_rows(box)
+        assert box.compactions > 0 and len(rows) < 60
+        assert_laminar_and_contiguous(rows)
+        for role_index in (0, 1):
+            got = [r.windows()[role_index] for r in rows]
+            assert {w.role for w in got} == {("active", "shadow")[role_index]}
+            assert totals(got) == totals([g[role_index] for g in groups])
+
+
+def test_rows_of_different_groups_never_merge(tmp_path):
+    one = len(canonical_bytes([nth_window(0).to_json()]))
+    with Outbox(tmp_path / "outbox.db", 4 * one) as box:
+        for i in range(12):
+            box.append(nth_window(i) if i % 2 else [nth_window(i), nth_window(i, role="shadow")])
+        for r in all_rows(box):
+            assert r.key in ("demo:1:active", "demo:1:active;demo:1:shadow")
 
 
 def test_over_budget_compaction_keeps_every_count(tmp_path):
