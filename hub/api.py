@@ -1,0 +1,162 @@
+"""The hub's HTTP API (FastAPI): authentication and the endpoints built so far.
+
+Every endpoint except ``/healthz`` needs ``Authorization: Bearer efb_...``; a missing
+or unknown token gets 401, a token without the endpoint's scope 403 — never data.
+The OpenAPI document is at ``/openapi.json`` (and ``/docs``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import Depends, FastAPI, HTTPException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from edge_agent import __version__
+from hub.tokens import SCOPES, TokenError, TokenInfo, TokenStore
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+@dataclass
+class HubContext:
+    """What the API serves from (grows as the hub does)."""
+
+    tokens: TokenStore
+
+
+class TokenRequest(BaseModel):
+    """Body of ``POST /v1/tokens``."""
+
+    name: str = Field(min_length=1, max_length=100)
+    scopes: list[str] = Field(min_length=1)
+
+
+def require(scope: str) -> Callable[..., TokenInfo]:
+    """A dependency that authenticates the caller and checks ``scope``."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+
+    def dependency(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        app_context: Annotated[HubContext, Depends(_context)],
+    ) -> TokenInfo:
+        info = app_context.tokens.authenticate(credentials.credentials) if credentials else None
+        if info is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing, unknown or revoked token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not info.allows(scope):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this token lacks the {scope!r} scope")
+        return info
+
+    return dependency
+
+
+def _context() -> HubContext:  # replaced per app through dependency_overrides
+    raise RuntimeError("the API was created without a hub context")
+
+
+def create_app(context: HubContext) -> FastAPI:
+    """Build the FastAPI application serving ``context``."""
+    app = FastAPI(title="EdgeFleet hub", version=__version__)
+    app.dependency_overrides[_context] = lambda: context
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness: no authentication, no data."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/v1/whoami", tags=["tokens"])
+    def whoami(token: Annotated[TokenInfo, Depends(require("read"))]) -> dict[str, Any]:
+        """The calling token's id, name and scopes."""
+        return {"id": token.id, "name": token.name, "scopes": sorted(token.scopes)}
+
+    @app.get("/v1/tokens", tags=["tokens"])
+    def list_tokens(
+        _: Annotated[TokenInfo, Depends(require("admin"))],
+    ) -> list[dict[str, Any]]:
+        """Every token's id, name, scopes and state (never a secret)."""
+        return [
+            {"id": t.id, "name": t.name, "scopes": sorted(t.scopes), "revoked": t.revoked}
+            for t in context.tokens.list()
+        ]
+
+    @app.post("/v1/tokens", status_code=201, tags=["tokens"])
+    def create_token(
+        body: TokenRequest, _: Annotated[TokenInfo, Depends(require("admin"))]
+    ) -> dict[str, Any]:
+        """Create a token; its secret is in this response only."""
+        try:
+            text, info = context.tokens.create(body.name, body.scopes)
+        except TokenError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        return {"id": info.id, "token": text, "scopes": sorted(info.scopes)}
+
+    @app.delete("/v1/tokens/{token_id}", status_code=204, tags=["tokens"])
+    def revoke_token(token_id: str, _: Annotated[TokenInfo, Depends(require("admin"))]) -> None:
+        """Revoke a token."""
+        try:
+            context.tokens.revoke(token_id)
+        except TokenError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+    return app
+
+
+class ApiServer:
+    """uvicorn serving an app on ``host:port`` in a background thread (``port=0``: any)."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Configure; :meth:`start` binds and serves."""
+        self.config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False
+        )
+        self.server = uvicorn.Server(self.config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL, once started."""
+        sockets = self.server.servers[0].sockets if self.server.servers else []
+        host, port = sockets[0].getsockname()[:2] if sockets else (self.config.host, 0)
+        return f"http://{host}:{port}"
+
+    def start(self, timeout: float = 10.0) -> ApiServer:
+        """Serve in a background thread; returns once the socket listens.
+
+        Raises:
+            RuntimeError: the server did not start in time.
+        """
+        self._thread = threading.Thread(target=self.server.run, name="hub-api", daemon=True)
+        self._thread.start()
+        started = threading.Event()
+
+        def wait() -> None:
+            while not self.server.started and self._thread and self._thread.is_alive():
+                self._thread.join(0.01)
+            started.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        if not started.wait(timeout) or not self.server.started:
+            raise RuntimeError("the hub API did not start")
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread."""
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> ApiServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
