@@ -260,8 +260,62 @@ def demo(directory: Path) -> None:
         click.echo(line)
 
 
+@click.group(cls=EdgeFleetGroup)
+def hub() -> None:
+    """Run and administer the hub."""
+
+
+_data_option = click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("hub-data"),
+    show_default=True,
+    help="The hub's data directory (database, bundles, keys).",
+)
+
+
+@hub.group("token", cls=EdgeFleetGroup)
+def token() -> None:
+    """API tokens for operators and pipelines."""
+
+
+@token.command("create")
+@_data_option
+@click.option("--name", required=True, help="Who or what uses the token (e.g. ci-pipeline).")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice(["read", "deploy", "admin"]),
+    help="Repeat for several.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def token_create(data_dir: Path, name: str, scopes: tuple[str, ...], as_json: bool) -> None:
+    """Create a token; its secret is printed once and stored only as a hash."""
+    from hub.tokens import TokenStore
+
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = TokenStore(data_dir / "hub.db")
+    try:
+        text, info = store.create(name, scopes)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({"id": info.id, "token": text, "scopes": sorted(info.scopes)}))
+    else:
+        click.echo(text)
+        click.echo(
+            f"(token {info.id} for {info.name}: {', '.join(sorted(info.scopes))}; "
+            "shown once, store it now)",
+            err=True,
+        )
+
+
 def register(root: click.Group) -> None:
     """Add the hub's commands to the ``edgefleet`` root command."""
+    root.add_command(hub)
     root.add_command(keys)
     root.add_command(model)
     root.add_command(demo)

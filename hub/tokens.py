@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -62,6 +63,7 @@ class TokenStore:
             sqlite3.Error: the database cannot be opened.
         """
         self._lock = threading.Lock()
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # private from the start
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(

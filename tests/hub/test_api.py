@@ -64,6 +64,10 @@ def test_admin_creates_a_token_whose_secret_is_never_listed(api):
     assert secret not in (tokens._db.execute("SELECT * FROM api_tokens").fetchall().__repr__())
 
 
+def test_token_database_is_private(api, tmp_path):
+    assert (tmp_path / "hub.db").stat().st_mode & 0o077 == 0
+
+
 def test_revoked_token_is_refused(api):
     url, tokens, admin, _ = api
     text, info = tokens.create("temp", ["read"])
