@@ -1,0 +1,639 @@
+"""The hub's store: devices, metric windows, events, in one SQLite file (WAL).
+
+Everything goes through :class:`Store`, so a PostgreSQL backend can follow behind the
+same methods. Schema changes are named migrations (``sqlite_utils.migrations``),
+recorded in the ``migrations`` table; add one by decorating a function with
+``@MIGRATIONS(name="000N_what")`` at the end of this module's list.
+
+Metrics are stored idempotently by (device, sequence range), following the agent's
+outbox contract (``edge_agent/outbox.py``): an outbox row covers ``[seq_lo, seq_hi]``
+and rows only ever merge with adjacent rows, so the ranges a device sends are nested
+or disjoint, never partially overlapping. The ranges stored for one device are kept
+pairwise disjoint:
+
+- a message whose range is covered by stored ranges is a duplicate (replay) and ignored;
+- a message whose range contains stored ranges (the device compacted rows after sending
+  some of them) must contain their windows (same model, version and role; checked with
+  :func:`~edge_agent.monitor.subtract_windows`, the remainder being what the hub never
+  saw); it then replaces those rows, so every prediction is counted once. The stored
+  rows' finer time resolution is given up, as the device already did;
+- a message that partially overlaps a stored range breaks the contract: it is rejected
+  (logged), nothing is changed.
+
+``device_seqs`` keeps, per device, the highest ``n`` such that every sequence in
+``1..n`` is stored (what the hub acknowledges), advanced incrementally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Final
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from edge_agent.canonical import canonical_bytes
+from edge_agent.errors import ValidationError
+from edge_agent.messages import Event, EventKind, MetricsMessage, ModelVersion, State
+from edge_agent.monitor import MetricsWindow, subtract_windows
+from hub.errors import HubError
+
+log = logging.getLogger("edgefleet.hub")
+
+#: Most devices :meth:`Store.list_devices` returns per page.
+MAX_PAGE: Final = 1000
+
+
+class StoreError(HubError):
+    """The hub's database cannot be opened, read or written (one line says why)."""
+
+
+class _HubMigrations(Migrations):
+    migrations_table = "migrations"
+
+
+MIGRATIONS: Final = _HubMigrations("edgefleet-hub")
+
+
+@MIGRATIONS(name="0001_devices_windows_events")
+def _m0001(db: Database) -> None:
+    db.execute(
+        "CREATE TABLE devices ("
+        " id TEXT PRIMARY KEY, tags TEXT NOT NULL DEFAULT '[]', enrolled_at REAL,"
+        " last_seen REAL, online INTEGER NOT NULL DEFAULT 0, offline_since REAL,"
+        " active_model TEXT, active_version INTEGER, previous_model TEXT,"
+        " previous_version INTEGER, shadow_model TEXT, shadow_version INTEGER,"
+        " health TEXT NOT NULL DEFAULT '{}', buffer_depth INTEGER NOT NULL DEFAULT 0,"
+        " state TEXT)"
+    )
+    db.execute(
+        "CREATE TABLE windows ("
+        " id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, seq_lo INTEGER NOT NULL,"
+        " seq_hi INTEGER NOT NULL, model TEXT NOT NULL, version INTEGER NOT NULL,"
+        ' role TEXT NOT NULL, start REAL NOT NULL, "end" REAL NOT NULL, n INTEGER NOT NULL,'
+        " payload TEXT NOT NULL,"
+        " UNIQUE (device_id, seq_lo, seq_hi, role, model, version))"
+    )
+    db.execute("CREATE INDEX windows_device_lo ON windows (device_id, seq_lo)")
+    db.execute("CREATE INDEX windows_model_start ON windows (model, version, start)")
+    db.execute("CREATE TABLE device_seqs (device_id TEXT PRIMARY KEY, contiguous INTEGER NOT NULL)")
+    db.execute(
+        "CREATE TABLE events ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, ts REAL NOT NULL,"
+        " kind TEXT NOT NULL, model TEXT, version INTEGER, directive_seq INTEGER,"
+        " progress REAL, detail TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX events_device ON events (device_id, id)")
+
+
+class Outcome(Enum):
+    """What :meth:`Store.store_metrics_batch` did with one message."""
+
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class MetricsResult:
+    """The result of storing a batch of metrics messages."""
+
+    contiguous: dict[str, int]
+    """Highest contiguous sequence stored, per device the batch touched."""
+    outcomes: tuple[Outcome, ...]
+    """One per message, in order."""
+
+    def count(self, outcome: Outcome) -> int:
+        """How many messages had ``outcome``."""
+        return sum(1 for o in self.outcomes if o is outcome)
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """What the hub knows about one device."""
+
+    id: str
+    tags: tuple[str, ...]
+    enrolled_at: float | None
+    last_seen: float | None
+    online: bool
+    offline_since: float | None
+    active: ModelVersion | None
+    previous: ModelVersion | None
+    shadow: ModelVersion | None
+    health: dict[str, Any] = field(default_factory=dict)
+    buffer_depth: int = 0
+    state: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """A stored event, with its id (for paging)."""
+
+    id: int
+    event: Event
+
+
+class Store:
+    """The hub's SQLite store. Thread-safe (one connection behind a lock).
+
+    Every method that touches the database raises :class:`StoreError` when SQLite
+    fails, and after :meth:`close`.
+    """
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        """Open (or create) the store at ``path``, in WAL mode, and apply migrations.
+
+        Raises:
+            StoreError: the file cannot be opened, is not a store, or WAL is unavailable.
+        """
+        self.path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"store {path}: cannot open ({exc})") from exc
+        self._conn: sqlite3.Connection | None = conn
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"store {path}: WAL mode is unavailable (got {mode})")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            MIGRATIONS.apply(Database(conn))
+        except (sqlite3.Error, StoreError) as exc:
+            self.close()
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"store {path}: cannot open ({exc})") from exc
+
+    def __enter__(self) -> Store:
+        """Use as a context manager that closes the store."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close the store."""
+        self.close()
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def migrations(self) -> list[str]:
+        """Names of the applied migrations, in order.
+
+        Raises:
+            StoreError: SQLite failed, or closed.
+        """
+        with self._read() as conn:
+            return [m.name for m in MIGRATIONS.applied(Database(conn))]
+
+    # --- metrics ----------------------------------------------------------------------
+
+    def store_metrics(self, messages: Sequence[MetricsMessage]) -> dict[str, int]:
+        """Store a batch of metrics messages in one transaction, idempotently.
+
+        Returns the highest contiguous sequence stored per device the batch touched.
+        See the module doc for the de-duplication rules.
+
+        Raises:
+            StoreError: SQLite failed (nothing of the batch is stored), or closed.
+        """
+        return self.store_metrics_batch(messages).contiguous
+
+    def store_metrics_batch(self, messages: Sequence[MetricsMessage]) -> MetricsResult:
+        """Like :meth:`store_metrics`, also saying what happened to each message.
+
+        Raises:
+            StoreError: SQLite failed (nothing of the batch is stored), or closed.
+        """
+        with self._write("store metrics") as conn:
+            outcomes = tuple(_store_message(conn, m) for m in messages)
+            touched = dict.fromkeys(m.device_id for m in messages)
+            contiguous = {d: _advance_contiguous(conn, d) for d in touched}
+        return MetricsResult(contiguous, outcomes)
+
+    def contiguous(self, device_id: str) -> int:
+        """The highest ``n`` such that every sequence ``1..n`` of the device is stored.
+
+        Raises:
+            StoreError: SQLite failed, or closed.
+        """
+        with self._read() as conn:
+            return _read_contiguous(conn, device_id)
+
+    def windows_for(
+        self,
+        device: str | None = None,
+        model: str | None = None,
+        version: int | None = None,
+        since: float | None = None,
+        role: str | None = None,
+    ) -> list[MetricsWindow]:
+        """Stored windows matching every given filter, oldest start first.
+
+        ``since`` keeps windows that end at or after it.
+
+        Raises:
+            StoreError: SQLite failed, a stored payload is invalid, or closed.
+        """
+        where, params = _where(
+            ("device_id = ?", device),
+            ("model = ?", model),
+            ("version = ?", version),
+            ('"end" >= ?', since),
+            ("role = ?", role),
+        )
+        sql = f"SELECT payload FROM windows{where} ORDER BY start, device_id, seq_lo"  # noqa: S608
+        with self._read() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        try:
+            return [MetricsWindow.from_json(json.loads(r[0])) for r in rows]
+        except (ValueError, ValidationError) as exc:
+            raise StoreError(f"store {self.path}: a stored window is invalid ({exc})") from exc
+
+    def stored_ranges(self, device_id: str) -> list[tuple[int, int]]:
+        """The device's stored sequence ranges ``(seq_lo, seq_hi)``, in order (disjoint).
+
+        Raises:
+            StoreError: SQLite failed, or closed.
+        """
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT seq_lo, seq_hi FROM windows WHERE device_id = ? ORDER BY seq_lo",
+                (device_id,),
+            ).fetchall()
+        return [(int(lo), int(hi)) for lo, hi in rows]
+
+    # --- devices ----------------------------------------------------------------------
+
+    def record_state(self, state: State, now: float | None = None) -> None:
+        """Record a device's reported state (creating the device on first sight).
+
+        An offline message (the last will) only marks the device offline: it claims
+        nothing about models or health, so those are kept.
+
+        Raises:
+            StoreError: SQLite failed, or closed.
+        """
+        now = self._clock() if now is None else now
+        with self._write("record state") as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO devices (id, enrolled_at) VALUES (?, ?)",
+                (state.device_id, now),
+            )
+            if not state.online:
+                conn.execute(
+                    "UPDATE devices SET online = 0,"
+                    " offline_since = COALESCE(offline_since, ?) WHERE id = ?",
+                    (now, state.device_id),
+                )
+                return
+            conn.execute(
+                "UPDATE devices SET last_seen = ?, online = 1, offline_since = NULL,"
+                " active_model = ?, active_version = ?, previous_model = ?,"
+                " previous_version = ?, shadow_model = ?, shadow_version = ?, health = ?,"
+                " buffer_depth = ?, state = ? WHERE id = ?",
+                (
+                    now,
+                    *_model_columns(state.active),
+                    *_model_columns(state.previous),
+                    *_model_columns(state.shadow),
+                    _json_text(state.health.to_json()),
+                    state.buffer_depth,
+                    state.to_bytes().decode(),
+                    state.device_id,
+                ),
+            )
+
+    def set_tags(self, device_id: str, tags: Sequence[str], now: float | None = None) -> None:
+        """Set a device's tags (creating the device if new).
+
+        Raises:
+            StoreError: SQLite failed, or closed.
+        """
+        now = self._clock() if now is None else now
+        text = _json_text(sorted(set(tags)))
+        with self._write("set tags") as conn:
+            conn.execute(
+                "INSERT INTO devices (id, enrolled_at, tags) VALUES (?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET tags = excluded.tags",
+                (device_id, now, text),
+            )
+
+    def device(self, device_id: str) -> DeviceRecord | None:
+        """The device's record, or None when the hub never heard of it.
+
+        Raises:
+            StoreError: SQLite failed, a stored value is invalid, or closed.
+        """
+        with self._read() as conn:
+            row = conn.execute(f"{_SELECT_DEVICE} WHERE id = ?", (device_id,)).fetchone()
+        return None if row is None else self._device_record(row)
+
+    def list_devices(
+        self,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        online: bool | None = None,
+        tag: str | None = None,
+    ) -> list[DeviceRecord]:
+        """A page of devices in id order: ids above ``after``, at most ``limit``.
+
+        ``online`` and ``tag`` filter (a device matches ``tag`` when it carries it).
+
+        Raises:
+            StoreError: SQLite failed, or closed.
+            ValueError: ``limit`` is not in ``1..MAX_PAGE``.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"store: limit must be in 1..{MAX_PAGE}")
+        where, params = _where(
+            ("id > ?", after),
+            ("online = ?", None if online is None else int(online)),
+            ("EXISTS (SELECT 1 FROM json_each(devices.tags) WHERE value = ?)", tag),
+        )
+        sql = f"{_SELECT_DEVICE}{where} ORDER BY id LIMIT ?"
+        with self._read() as conn:
+            rows = conn.execute(sql, (*params, limit)).fetchall()
+        return [self._device_record(r) for r in rows]
+
+    # --- events -----------------------------------------------------------------------
+
+    def record_event(self, event: Event) -> int:
+        """Store one deployment event; returns its id.
+
+        Raises:
+            StoreError: SQLite failed, or closed.
+        """
+        model, version = _model_columns(event.model)
+        with self._write("record event") as conn:
+            cur = conn.execute(
+                "INSERT INTO events (device_id, ts, kind, model, version, directive_seq,"
+                " progress, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.device_id,
+                    event.ts,
+                    event.kind.value,
+                    model,
+                    version,
+                    event.directive_seq,
+                    event.progress,
+                    event.detail,
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    def events(
+        self, device: str | None = None, after_id: int = 0, limit: int = 100
+    ) -> list[EventRecord]:
+        """Stored events with ids above ``after_id``, oldest first, at most ``limit``.
+
+        Raises:
+            StoreError: SQLite failed, a stored value is invalid, or closed.
+            ValueError: ``limit`` is not in ``1..MAX_PAGE``.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"store: limit must be in 1..{MAX_PAGE}")
+        where, params = _where(("id > ?", after_id), ("device_id = ?", device))
+        sql = f"{_SELECT_EVENT}{where} ORDER BY id LIMIT ?"
+        with self._read() as conn:
+            rows = conn.execute(sql, (*params, limit)).fetchall()
+        try:
+            return [_event_record(r) for r in rows]
+        except ValueError as exc:
+            raise StoreError(f"store {self.path}: a stored event is invalid ({exc})") from exc
+
+    # --- internals --------------------------------------------------------------------
+
+    def _device_record(self, row: Sequence[Any]) -> DeviceRecord:
+        try:
+            return _device_record(row)
+        except (ValueError, TypeError) as exc:
+            raise StoreError(f"store {self.path}: device {row[0]!r} is invalid ({exc})") from exc
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._conn is None:
+                raise StoreError(f"store {self.path} is closed")
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self.path}: cannot read ({exc})") from exc
+
+    @contextlib.contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreError(f"store {self.path} is closed")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self.path}: cannot {what} ({exc})") from exc
+
+
+_SELECT_DEVICE: Final = (
+    "SELECT id, tags, enrolled_at, last_seen, online, offline_since, active_model,"
+    " active_version, previous_model, previous_version, shadow_model, shadow_version,"
+    " health, buffer_depth, state FROM devices"
+)
+_SELECT_EVENT: Final = (
+    "SELECT id, device_id, ts, kind, model, version, directive_seq, progress, detail FROM events"
+)
+_INSERT_WINDOW: Final = (
+    'INSERT INTO windows (device_id, seq_lo, seq_hi, model, version, role, start, "end", n,'
+    " payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _store_message(conn: sqlite3.Connection, m: MetricsMessage) -> Outcome:
+    """Store one message inside the caller's transaction (rules in the module doc)."""
+    dev, lo, hi = m.device_id, m.seq_lo, m.seq_hi
+    if len({w.key for w in m.windows}) != len(m.windows):
+        log.warning("store: %s [%d, %d] rejected: two windows of one model and role", dev, lo, hi)
+        return Outcome.REJECTED
+    below = conn.execute(
+        "SELECT seq_lo, seq_hi FROM windows WHERE device_id = ? AND seq_lo < ?"
+        " ORDER BY seq_lo DESC LIMIT 1",
+        (dev, lo),
+    ).fetchone()
+    if below is not None and below[1] >= lo:
+        if below[1] >= hi:
+            return Outcome.DUPLICATE
+        return _reject(m, (int(below[0]), int(below[1])))
+    inner = [
+        (int(a), int(b))
+        for a, b in conn.execute(
+            "SELECT DISTINCT seq_lo, seq_hi FROM windows WHERE device_id = ?"
+            " AND seq_lo BETWEEN ? AND ? ORDER BY seq_lo",
+            (dev, lo, hi),
+        )
+    ]
+    if inner and inner[-1][1] > hi:
+        return _reject(m, inner[-1])
+    if sum(b - a + 1 for a, b in inner) == hi - lo + 1:
+        return Outcome.DUPLICATE
+    if inner:
+        # The message already counts the stored windows: check that it contains them
+        # (what is left after subtracting them is what the hub never saw), then let
+        # it replace them, so each prediction is counted exactly once.
+        stored = conn.execute(
+            "SELECT payload FROM windows WHERE device_id = ? AND seq_lo BETWEEN ? AND ?",
+            (dev, lo, hi),
+        ).fetchall()
+        try:
+            parts = [MetricsWindow.from_json(json.loads(r[0])) for r in stored]
+            _subtract_all(m.windows, parts)
+        except (ValueError, ValidationError) as exc:
+            log.warning("store: %s [%d, %d] rejected: %s", dev, lo, hi, exc)
+            return Outcome.REJECTED
+        conn.execute(
+            "DELETE FROM windows WHERE device_id = ? AND seq_lo BETWEEN ? AND ?", (dev, lo, hi)
+        )
+    conn.executemany(_INSERT_WINDOW, [_window_row(dev, lo, hi, w) for w in m.windows])
+    return Outcome.STORED
+
+
+def _subtract_all(
+    incoming: Sequence[MetricsWindow], stored: Sequence[MetricsWindow]
+) -> tuple[MetricsWindow, ...]:
+    """The incoming windows less the stored ones of the same model, version and role.
+
+    Raises:
+        ValidationError: a stored window has no incoming counterpart, or is not
+            contained in it.
+    """
+    rest = {w.key: w for w in incoming}
+    for part in stored:
+        total = rest.get(part.key)
+        if total is None:
+            raise ValidationError(f"stored window {part.key} has no counterpart in the range")
+        rest[part.key] = subtract_windows(total, part)
+    return tuple(rest[w.key] for w in incoming)
+
+
+def _reject(m: MetricsMessage, stored: tuple[int, int]) -> Outcome:
+    log.warning(
+        "store: %s [%d, %d] rejected: partially overlaps the stored range [%d, %d]",
+        m.device_id, m.seq_lo, m.seq_hi, *stored,
+    )  # fmt: skip
+    return Outcome.REJECTED
+
+
+def _window_row(dev: str, lo: int, hi: int, w: MetricsWindow) -> tuple[Any, ...]:
+    payload = canonical_bytes(w.to_json()).decode()
+    return (dev, lo, hi, w.model_name, w.model_version, w.role, w.start, w.end, w.n, payload)
+
+
+def _read_contiguous(conn: sqlite3.Connection, device_id: str) -> int:
+    row = conn.execute(
+        "SELECT contiguous FROM device_seqs WHERE device_id = ?", (device_id,)
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _advance_contiguous(conn: sqlite3.Connection, device_id: str) -> int:
+    """Advance the device's contiguous mark over newly stored ranges; returns it.
+
+    Stored ranges are disjoint, so the only one that can cover ``c + 1`` is the one
+    starting last at or before it: one indexed look-up per range advanced over.
+    """
+    start = c = _read_contiguous(conn, device_id)
+    while True:
+        row = conn.execute(
+            "SELECT seq_hi FROM windows WHERE device_id = ? AND seq_lo <= ?"
+            " ORDER BY seq_lo DESC LIMIT 1",
+            (device_id, c + 1),
+        ).fetchone()
+        if row is None or int(row[0]) <= c:
+            break
+        c = int(row[0])
+    if c != start:
+        conn.execute(
+            "INSERT INTO device_seqs (device_id, contiguous) VALUES (?, ?)"
+            " ON CONFLICT (device_id) DO UPDATE SET contiguous = excluded.contiguous",
+            (device_id, c),
+        )
+    return c
+
+
+def _where(*conditions: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE clause from the conditions whose value is not None."""
+    used = [(sql, value) for sql, value in conditions if value is not None]
+    if not used:
+        return "", ()
+    return " WHERE " + " AND ".join(sql for sql, _ in used), tuple(v for _, v in used)
+
+
+def _json_text(value: Any) -> str:
+    return canonical_bytes(value).decode()
+
+
+def _model_columns(m: ModelVersion | None) -> tuple[str | None, int | None]:
+    return (None, None) if m is None else (m.name, m.version)
+
+
+def _model(name: Any, version: Any) -> ModelVersion | None:
+    return None if name is None else ModelVersion(str(name), int(version))
+
+
+def _device_record(row: Sequence[Any]) -> DeviceRecord:
+    tags = json.loads(row[1])
+    if not isinstance(tags, list):
+        raise ValueError("tags are not a list")
+    return DeviceRecord(
+        id=str(row[0]),
+        tags=tuple(str(t) for t in tags),
+        enrolled_at=row[2],
+        last_seen=row[3],
+        online=bool(row[4]),
+        offline_since=row[5],
+        active=_model(row[6], row[7]),
+        previous=_model(row[8], row[9]),
+        shadow=_model(row[10], row[11]),
+        health=json.loads(row[12]),
+        buffer_depth=int(row[13]),
+        state=None if row[14] is None else json.loads(row[14]),
+    )
+
+
+def _event_record(row: Sequence[Any]) -> EventRecord:
+    return EventRecord(
+        id=int(row[0]),
+        event=Event(
+            device_id=str(row[1]),
+            ts=float(row[2]),
+            kind=EventKind(row[3]),
+            model=_model(row[4], row[5]),
+            directive_seq=row[6],
+            progress=row[7],
+            detail=str(row[8]),
+        ),
+    )

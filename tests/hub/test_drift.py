@@ -1,0 +1,340 @@
+"""Fleet drift: distances on merged counts, never averaged scores (no hub I/O)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge_agent.canonical import canonical_bytes
+from edge_agent.errors import ValidationError
+from edge_agent.histogram import bin_indices, count, quantile_edges
+from edge_agent.monitor import LATENCY_EDGES_MS, MetricsWindow, WindowAccumulator
+from edge_agent.reference import FeatureReference, Histogram, ReferenceStats
+from hub.drift import (
+    DriftError,
+    DriftThresholds,
+    compare,
+    drift_report,
+    hellinger,
+    histogram_quantile,
+    js_distance,
+    mean_from_histogram,
+    merge_all,
+    merge_by_key,
+    psi,
+)
+
+F, C = 3, 3
+CONF_EDGES = np.linspace(0.0, 1.0, 11)
+
+
+def make_reference(seed: int = 0, n: int = 5000) -> ReferenceStats:
+    rng = np.random.default_rng(seed)
+    data = rng.normal(size=(n, F))
+    features = []
+    for j in range(F):
+        edges = quantile_edges(data[:, j], 10)
+        features.append(
+            FeatureReference(
+                name=f"f{j}",
+                edges=tuple(edges.tolist()),
+                counts=tuple(count(edges, data[:, j]).tolist()),
+                mean=float(data[:, j].mean()),
+                std=float(data[:, j].std()),
+            )
+        )
+    probs = probs_for(data)
+    return ReferenceStats(
+        n=n,
+        features=tuple(features),
+        labels=tuple(f"c{k}" for k in range(C)),
+        class_counts=tuple(np.bincount(probs.argmax(1), minlength=C).tolist()),
+        confidence=Histogram(
+            tuple(CONF_EDGES.tolist()), tuple(count(CONF_EDGES, probs.max(1)).tolist())
+        ),
+    )
+
+
+def probs_for(x: np.ndarray) -> np.ndarray:
+    """A fixed 'model': softmax of the first C features."""
+    z = np.nan_to_num(x[:, :C], nan=0.0)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+
+REF = make_reference()
+
+
+def device_window(
+    x: np.ndarray, *, version: int = 1, role: str = "active", latencies: np.ndarray | None = None
+) -> MetricsWindow:
+    acc = WindowAccumulator(REF, "m", version, role, clock=lambda: 1_700_000_000.0)
+    if latencies is None:
+        acc.record(x, probs_for(x), 0.002)
+    else:
+        for row, lat in zip(x, latencies, strict=True):
+            acc.record(row, probs_for(row[None, :])[0], float(lat))
+    window = acc.close(1_700_000_060.0)
+    assert window is not None
+    return window
+
+
+def direct_psi(p: np.ndarray, q: np.ndarray, eps: float = 1e-4) -> float:
+    p = p / p.sum()
+    q = q / q.sum()
+    p = np.where(p == 0, eps, p)
+    q = np.where(q == 0, eps, q)
+    return float(sum((qi - pi) * math.log(qi / pi) for pi, qi in zip(p, q, strict=True)))
+
+
+# --- known answers ---------------------------------------------------------------
+
+
+def test_psi_known_answer() -> None:
+    ref, cur = np.array([10, 20, 30, 40.0]), np.array([40, 30, 20, 10.0])
+    expected = 2 * (0.3 * math.log(4) + 0.1 * math.log(1.5))
+    assert psi(ref, cur) == pytest.approx(expected, rel=1e-12)
+    assert psi(ref, cur) == pytest.approx(direct_psi(ref, cur), rel=1e-12)
+
+
+def test_psi_finite_with_empty_bins() -> None:
+    ref, cur = np.array([0, 5, 5.0]), np.array([5, 5, 0.0])
+    value = psi(ref, cur)
+    assert math.isfinite(value)
+    assert value == pytest.approx(direct_psi(ref, cur), rel=1e-12)
+    assert psi(ref, cur, eps=1e-6) > value  # smaller eps, larger penalty: still finite
+
+
+def test_js_known_answers() -> None:
+    assert js_distance([1, 0], [0, 1]) == 1.0  # disjoint support: the maximum, base 2
+    p, q = np.array([0.5, 0.5]), np.array([1.0, 0.0])
+    m = (p + q) / 2
+    kl_pm = sum(a * math.log2(a / b) for a, b in zip(p, m, strict=True) if a > 0)
+    kl_qm = sum(a * math.log2(a / b) for a, b in zip(q, m, strict=True) if a > 0)
+    assert js_distance([5, 5], [7, 0]) == pytest.approx(math.sqrt((kl_pm + kl_qm) / 2))
+
+
+def test_hellinger_known_answers() -> None:
+    assert hellinger([1, 0], [0, 1]) == pytest.approx(1.0)
+    assert hellinger([5, 5], [7, 0]) == pytest.approx(math.sqrt(1 - math.sqrt(0.5)))
+
+
+counts_vec = st.lists(st.integers(0, 1000), min_size=2, max_size=12).filter(lambda c: sum(c) > 0)
+
+
+@given(st.data())
+def test_distances_bounded_symmetric_and_zero_on_identical(data: st.DataObject) -> None:
+    a = data.draw(counts_vec)
+    b = data.draw(
+        st.lists(st.integers(0, 1000), min_size=len(a), max_size=len(a)).filter(
+            lambda c: sum(c) > 0
+        )
+    )
+    js = js_distance(a, b)
+    assert 0.0 <= js <= 1.0
+    assert js == pytest.approx(js_distance(b, a), abs=1e-12)
+    h = hellinger(a, b)
+    assert 0.0 <= h <= 1.0
+    assert h == pytest.approx(hellinger(b, a), abs=1e-12)
+    assert math.isfinite(psi(a, b)) and psi(a, b) >= 0.0
+    scaled = [3 * c for c in a]  # same distribution, other n
+    assert psi(a, scaled) == 0.0
+    assert js_distance(a, scaled) == 0.0
+    assert hellinger(a, scaled) == 0.0
+
+
+@pytest.mark.parametrize("fn", [psi, js_distance, hellinger])
+def test_bad_count_vectors_refused(fn: object) -> None:
+    assert callable(fn)
+    with pytest.raises(DriftError):
+        fn([1, 2], [1, 2, 3])
+    with pytest.raises(DriftError):
+        fn([0, 0], [1, 2])
+    with pytest.raises(DriftError):
+        fn([1, -1], [1, 2])
+
+
+# --- merge first, then score -------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.integers(1, 300), min_size=1, max_size=5),
+    shifts=st.lists(st.floats(-2, 2), min_size=5, max_size=5),
+    seed=st.integers(0, 2**16),
+)
+def test_merged_windows_score_like_pooled_counts(
+    sizes: list[int], shifts: list[float], seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    xs = [rng.normal(size=(n, F)) + shifts[i] for i, n in enumerate(sizes)]
+    report = drift_report(REF, [device_window(x) for x in xs], min_count=1)
+    pooled = np.concatenate(xs)
+    for j, (fr, fd) in enumerate(zip(REF.features, report.features, strict=True)):
+        cur = count(np.asarray(fr.edges), pooled[:, j])[:-1]
+        ref = np.asarray(fr.counts)[:-1]
+        assert fd.n == pooled.shape[0]
+        assert fd.psi == psi(ref, cur)
+        assert fd.js == js_distance(ref, cur)
+        assert fd.hellinger == hellinger(ref, cur)
+    assert report.n == pooled.shape[0]
+
+
+def test_averaging_per_device_scores_is_wrong() -> None:
+    """A busy healthy device and a tiny odd one: the fleet has barely drifted.
+
+    Averaging per-device PSI weights 10 predictions like 5000 and raises a false alarm;
+    scoring the merged counts gives the fleet's true (small) shift.
+    """
+    rng = np.random.default_rng(7)
+    healthy = device_window(rng.normal(size=(5000, F)))
+    odd = device_window(rng.normal(size=(10, F)) + 6.0)
+    pooled = drift_report(REF, [healthy, odd], min_count=1).features[0].psi
+    per_device = [drift_report(REF, [w], min_count=1).features[0].psi for w in (healthy, odd)]
+    assert pooled is not None and all(s is not None for s in per_device)
+    averaged = float(np.mean([s for s in per_device if s is not None]))
+    assert pooled < 0.1 < averaged
+    assert averaged > 10 * pooled
+
+
+def test_merge_all_and_by_key() -> None:
+    rng = np.random.default_rng(1)
+    a1, a2 = device_window(rng.normal(size=(5, F))), device_window(rng.normal(size=(7, F)))
+    b = device_window(rng.normal(size=(3, F)), version=2)
+    assert merge_all([]) is None
+    merged = merge_all([a1, a2])
+    assert merged is not None and merged.n == 12
+    groups = merge_by_key([a1, b, a2])
+    assert groups[("m", 1, "active")] == merged
+    assert groups[("m", 2, "active")].n == 3
+    with pytest.raises(ValidationError):
+        merge_all([a1, b])
+
+
+# --- the report ----------------------------------------------------------------
+
+
+def test_shift_of_one_feature_is_flagged_on_that_feature_only() -> None:
+    rng = np.random.default_rng(42)
+    windows = []
+    for _ in range(4):  # four devices
+        x = rng.normal(size=(800, F))
+        x[:, 1] += REF.features[1].std  # shift by one reference std
+        windows.append(device_window(x))
+    report = drift_report(REF, windows)
+    by_name = {f.name: f for f in report.features}
+    assert by_name["f1"].drifted and by_name["f1"].verdict == "major"
+    assert by_name["f1"].js is not None and by_name["f1"].js >= 0.1
+    for name in ("f0", "f2"):
+        assert not by_name[name].drifted and by_name[name].verdict == "none"
+    assert report.drifted_share == pytest.approx(1 / 3)
+    assert report.dataset_drift is False
+    js_report = drift_report(REF, windows, thresholds=DriftThresholds(method="js"))
+    assert [f.drifted for f in js_report.features] == [False, True, False]
+
+
+def test_below_min_count_nothing_is_reported() -> None:
+    rng = np.random.default_rng(3)
+    windows = [device_window(rng.normal(size=(50, F)) + 3.0) for _ in range(3)]  # 150 < 200
+    report = drift_report(REF, windows, min_count=200)
+    for f in (*report.features, report.prediction, report.confidence):
+        assert (f.psi, f.js, f.hellinger) == (None, None, None)
+        assert f.verdict == "not_reported" and not f.drifted
+    assert report.drifted_share is None and report.dataset_drift is None
+    assert report.n == 150
+    again = drift_report(REF, windows, min_count=150)
+    assert all(f.verdict != "not_reported" for f in again.features)
+
+
+def test_nan_is_data_quality_not_drift() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1000, F))
+    clean = drift_report(REF, [device_window(x)])
+    x_nan = np.concatenate([x, np.full((250, F), np.nan)])
+    dirty = drift_report(REF, [device_window(x_nan)])
+    assert dirty.features[0].psi == clean.features[0].psi  # NaN bin left out of scores
+    assert dirty.features[0].n == 1000
+    assert dirty.data_quality[0].nan_rate == pytest.approx(250 / 1250)
+    assert clean.data_quality[0].nan_rate == 0.0
+
+
+def test_latency_percentile_within_one_bin() -> None:
+    rng = np.random.default_rng(11)
+    lat_ms = rng.lognormal(mean=math.log(3.0), sigma=0.8, size=2000)
+    x = rng.normal(size=(2000, F))
+    report = drift_report(REF, [device_window(x, latencies=lat_ms / 1000.0)])
+    assert report.latency_ms is not None
+    edges = np.asarray(LATENCY_EDGES_MS)
+    for label, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        est, true = report.latency_ms[label], float(np.quantile(lat_ms, q))
+        i_est, i_true = bin_indices(edges, np.array([est, true]))
+        assert abs(int(i_est) - int(i_true)) <= 1, (label, est, true)
+    assert report.latency_ms["p50"] <= report.latency_ms["p95"] <= report.latency_ms["p99"]
+
+
+def test_histogram_quantile_interpolates_inside_a_bin() -> None:
+    edges = [0.0, 10.0, 20.0]
+    counts = [0, 4, 4, 0, 7]  # the NaN bin (7) is ignored
+    assert histogram_quantile(edges, counts, 0.25) == pytest.approx(5.0)
+    assert histogram_quantile(edges, counts, 0.5) == pytest.approx(10.0)
+    assert histogram_quantile(edges, counts, 0.75) == pytest.approx(15.0)
+    assert histogram_quantile(edges, counts, 0.0) == pytest.approx(0.0)
+    assert histogram_quantile(edges, [0, 0, 0, 3, 0], 0.5) == 20.0  # overflow: a lower bound
+    assert histogram_quantile(edges, [0, 0, 0, 0, 3], 0.5) is None
+    with pytest.raises(DriftError):
+        histogram_quantile(edges, counts, 1.5)
+
+
+def test_accuracy_estimate_from_confidence_midpoints() -> None:
+    edges = CONF_EDGES.tolist()
+    assert mean_from_histogram(edges, [0] * 10 + [4, 0, 0]) == pytest.approx(0.95)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3000, F))
+    report = drift_report(REF, [device_window(x)])
+    true_mean = float(probs_for(x).max(axis=1).mean())
+    assert report.accuracy_estimate is not None
+    assert abs(report.accuracy_estimate - true_mean) <= 0.05  # half a bin
+    assert report.reference_accuracy_estimate is not None
+    assert report.confidence.verdict == "none" and report.prediction.verdict == "none"
+
+
+def test_errors_agreement_and_json() -> None:
+    rng = np.random.default_rng(4)
+    acc = WindowAccumulator(REF, "m", 1, "shadow", clock=lambda: 0.0)
+    x = rng.normal(size=(300, F))
+    p = probs_for(x)
+    acc.record(x, p, 0.001)
+    acc.record_error("invoke_error", 100)
+    acc.record_shadow(p[:10], p[:10])
+    acc.record_shadow(p[:10], p[:10][:, ::-1])
+    window = acc.close(60.0)
+    assert window is not None
+    report = drift_report(REF, [window])
+    assert report.error_rates == {"invoke_error": pytest.approx(100 / 400)}
+    assert report.compared == 20
+    assert report.agreement is not None and 0.5 <= report.agreement < 1.0
+    doc = report.to_json()
+    assert canonical_bytes(doc)  # finite, JSON-ready
+    assert doc["role"] == "shadow" and doc["features"][0]["name"] == "f0"
+
+
+def test_no_windows_or_mismatched_reference_refused() -> None:
+    with pytest.raises(DriftError):
+        drift_report(REF, [])
+    with pytest.raises(DriftError):
+        drift_report(REF, [device_window(np.zeros((3, F)))], min_count=0)
+    other = make_reference(seed=1)
+    short = ReferenceStats(
+        other.n, other.features[:2], other.labels, other.class_counts, other.confidence
+    )
+    with pytest.raises(ValidationError):
+        drift_report(short, [device_window(np.zeros((3, F)))])
+
+
+def test_compare_refuses_mismatched_layouts() -> None:
+    with pytest.raises(DriftError):
+        compare("x", [1, 2], [1, 2, 3])

@@ -1,0 +1,199 @@
+"""The hub's MQTT ingest against the real embedded broker and a real agent.
+
+Tests wait on the ingest's condition (woken after every batch), never on sleeps.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.agent import Agent
+from edge_agent.messages import Event, EventKind, MetricsMessage, State, offline_state
+from edge_agent.topics import Channel, topic
+from hub.ingest import Ingest, parse_message
+from hub.store import Store
+from tests.hub.test_store import row
+from tests.support.bundles import model_ref
+from tests.support.hub_double import HubDouble
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "hub.db") as s:
+        yield s
+
+
+@pytest.fixture
+def ingest(store, broker):
+    with Ingest(store, broker.host, broker.port, client_id=f"ingest-{uuid.uuid4().hex[:8]}") as i:
+        yield i
+
+
+class Publisher:
+    """A bare MQTT client that publishes whatever a test needs, as any device could."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=f"dev-pub-{uuid.uuid4().hex[:8]}",
+                                  protocol=mqtt.MQTTv311)
+        self.client.connect(host, port)
+        self.client.loop_start()
+
+    def publish(self, device_id: str, channel: Channel, payload: bytes) -> None:
+        info = self.client.publish(topic(device_id, channel), payload, qos=1)
+        info.wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def device(broker):
+    p = Publisher(broker.host, broker.port)
+    yield p
+    p.close()
+
+
+def wait(ingest: Ingest, predicate, what: str, timeout: float = 20.0) -> None:
+    assert ingest.wait_until(lambda _: predicate(), timeout), f"timed out waiting for {what}"
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_real_agent_windows_stored_and_acked_end_to_end(
+    ingest, store, broker, signing_keys, agent_config, server, bundles, reference_x
+):
+    dev = agent_config.device_id
+    directives = HubDouble(broker.host, broker.port, signing_keys[:2], ack=False)
+    agent = Agent(agent_config).start()
+    try:
+        path = bundles["v1"]
+        ref = model_ref(path, server.add("/b/v1.efb", path.read_bytes()), version=1)
+        d = directives.publish_directive(directives.directive(dev, ref))
+        wait(ingest, lambda: any(r.event.kind is EventKind.ACTIVATED and
+                                 r.event.directive_seq == d.seq
+                                 for r in store.events(device=dev)), "activated event")
+        for x in reference_x[:50]:
+            agent.predict(x)
+        assert agent.close_window()
+        assert agent.wait_for_drain(20), "outbox emptied by the ingest's ack"
+        (window,) = store.windows_for(device=dev)
+        assert window.n == 50 and window.model_version == 1
+        assert store.contiguous(dev) == 1 and ingest.acked(dev) == 1
+        wait(ingest, lambda: (s := store.device(dev)) is not None and s.active is not None,
+             "state with the active model")
+    finally:
+        agent.stop()
+        directives.close()
+    counts = ingest.counters()
+    assert counts["stored"] == 1 and counts["acks_published"] == 1
+    assert counts["malformed"] == counts["refused_device_mismatch"] == 0
+
+
+def test_garbage_and_oversized_payloads_counted_as_malformed_and_ingest_keeps_working(
+    ingest, store, device
+):
+    dev = uid("junk")
+    huge = b'{"format": "' + b"x" * (300 << 10) + b'"}'
+    for channel in (Channel.METRICS, Channel.STATE, Channel.EVENTS):
+        device.publish(dev, channel, b"\x00garbage{")
+        device.publish(dev, channel, huge)
+    device.publish(dev, Channel.METRICS, b"")
+    wait(ingest, lambda: ingest.counters()["malformed"] >= 7, "7 malformed")
+    device.publish(dev, Channel.METRICS, row(dev, 1).to_bytes())
+    assert ingest.wait_until_acked(dev, 1, 20)
+    assert ingest.counters()["malformed"] == 7
+    assert store.contiguous(dev) == 1
+
+
+def test_message_claiming_another_devices_id_refused(ingest, store, device):
+    attacker, victim = uid("attacker"), uid("victim")
+    device.publish(attacker, Channel.METRICS, row(victim, 1).to_bytes())
+    device.publish(attacker, Channel.STATE, State(victim, online=True).to_bytes())
+    device.publish(attacker, Channel.EVENTS, Event(victim, 1.0, EventKind.FAILED).to_bytes())
+    wait(ingest, lambda: ingest.counters()["refused_device_mismatch"] == 3, "3 refusals")
+    assert store.contiguous(victim) == 0 and store.windows_for(device=victim) == []
+    assert store.device(victim) is None and store.events(device=victim) == []
+    assert ingest.acked(victim) == 0
+
+
+def test_replayed_metrics_stored_once(ingest, store, device):
+    dev = uid("replay")
+    messages = [row(dev, s) for s in (1, 2, 3)]
+    for m in messages + messages:  # the device resends everything (lost ack, reboot...)
+        device.publish(dev, Channel.METRICS, m.to_bytes())
+    wait(ingest, lambda: ingest.counters()["received"] >= 6, "6 messages")
+    assert ingest.wait_until_acked(dev, 3, 20)
+    counts = ingest.counters()
+    assert counts["stored"] == 3 and counts["duplicates"] == 3
+    assert len(store.windows_for(device=dev)) == 3
+    assert sum(w.n for w in store.windows_for(device=dev)) == sum(m.windows[0].n for m in messages)
+
+
+def test_gap_holds_the_ack_until_filled(ingest, store, device):
+    dev = uid("gap")
+    device.publish(dev, Channel.METRICS, row(dev, 1).to_bytes())
+    device.publish(dev, Channel.METRICS, row(dev, 3).to_bytes())
+    assert ingest.wait_until_acked(dev, 1, 20)
+    wait(ingest, lambda: store.stored_ranges(dev) == [(1, 1), (3, 3)], "seq 3 stored")
+    assert ingest.acked(dev) == 1
+    device.publish(dev, Channel.METRICS, row(dev, 2).to_bytes())
+    assert ingest.wait_until_acked(dev, 3, 20)
+
+
+def test_last_will_marks_device_offline(ingest, store, device):
+    dev = uid("lwt")
+    device.publish(dev, Channel.STATE, State(dev, online=True, ts=1.0).to_bytes())
+    wait(ingest, lambda: (d := store.device(dev)) is not None and d.online, "online")
+    device.publish(dev, Channel.STATE, offline_state(dev).to_bytes())
+    wait(ingest, lambda: (d := store.device(dev)) is not None and not d.online, "offline")
+
+
+def test_parse_message_is_pure_and_strict():
+    dev = "d1"
+    m = row(dev, 1)
+    parsed = parse_message(topic(dev, Channel.METRICS), m.to_bytes())
+    assert parsed.device_id == dev and isinstance(parsed.message, MetricsMessage)
+    from edge_agent.errors import ValidationError
+    from hub.ingest import DeviceMismatchError
+
+    with pytest.raises(DeviceMismatchError):
+        parse_message(topic("d2", Channel.METRICS), m.to_bytes())
+    with pytest.raises(ValidationError):
+        parse_message(topic(dev, Channel.ACK), m.to_bytes())
+    with pytest.raises(ValidationError):
+        parse_message("other/tree/d1/metrics", m.to_bytes())
+
+
+def test_ingest_resubscribes_after_the_broker_restarts(tmp_path):
+    from hub.broker import EmbeddedBroker
+
+    first = EmbeddedBroker().start()
+    port = first.port
+    second = None
+    with Store(tmp_path / "hub.db") as store, Ingest(store, first.host, port) as ingest:
+        try:
+            # amqtt waits ~10 s for connected clients at shutdown; its listener closes first
+            first.stop(timeout=1)
+            second = EmbeddedBroker(port=port).start()  # knows no session: we must resubscribe
+            dev = uid("restart")
+            publisher = Publisher(second.host, port)
+            try:
+                assert ingest.wait_until(lambda c: c["connects"] >= 2, 20), "no reconnect"
+                publisher.publish(dev, Channel.METRICS, row(dev, 1).to_bytes())
+                assert ingest.wait_until_acked(dev, 1, 20)
+            finally:
+                publisher.close()
+        finally:
+            first.stop()
+            if second is not None:
+                second.stop()

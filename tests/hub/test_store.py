@@ -1,0 +1,301 @@
+"""The hub's SQLite store: idempotent, de-duplicating metrics ingest; devices; events.
+
+Real SQLite files in ``tmp_path``; windows counted by the agent's own accumulator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from functools import reduce
+
+import numpy as np
+import pytest
+
+from edge_agent.histogram import count, quantile_edges
+from edge_agent.messages import Event, EventKind, Health, MetricsMessage, ModelVersion, State
+from edge_agent.monitor import MetricsWindow, WindowAccumulator, merge_windows
+from edge_agent.reference import FeatureReference, Histogram, ReferenceStats
+from hub.store import Outcome, Store, StoreError
+
+F, C = 3, 3
+
+
+def make_reference(seed: int = 0) -> ReferenceStats:
+    rng = np.random.default_rng(seed)
+    data = rng.normal(size=(300, F))
+    features = []
+    for j in range(F):
+        edges = quantile_edges(data[:, j], 8)
+        features.append(
+            FeatureReference(
+                f"f{j}", tuple(edges.tolist()), tuple(count(edges, data[:, j]).tolist()), 0.0, 1.0
+            )
+        )
+    conf = np.linspace(0.0, 1.0, 6)
+    return ReferenceStats(
+        300, tuple(features), ("a", "b", "c"), (100, 100, 100),
+        Histogram(tuple(conf.tolist()), (60,) * 5 + (0, 0, 0)),
+    )
+
+
+REF = make_reference()
+
+
+def window(seq: int, role: str = "active", n: int | None = None) -> MetricsWindow:
+    """Window ``seq`` of a stream: one minute, counts varying with ``seq``."""
+    rng = np.random.default_rng(seq + (1000 if role == "shadow" else 0))
+    n = n if n is not None else 10 + seq % 7
+    start = 60.0 * seq
+    acc = WindowAccumulator(REF, "demo", 1, role, clock=lambda: start)
+    acc.record(rng.normal(size=(n, F)), rng.dirichlet(np.ones(C), size=n), 0.001)
+    acc.record_error("invoke_error", seq % 2 + 1)
+    w = acc.close(now=start + 60.0)
+    assert w is not None
+    return w
+
+
+def row(dev: str, lo: int, hi: int | None = None, shadow: bool = False) -> MetricsMessage:
+    """The message an outbox row [lo, hi] produces: its windows merged, as compaction does."""
+    hi = hi or lo
+    roles = ("active", "shadow") if shadow else ("active",)
+    windows = tuple(
+        reduce(merge_windows, [window(s, role) for s in range(lo, hi + 1)]) for role in roles
+    )
+    return MetricsMessage(dev, lo, hi, windows)
+
+
+def total(windows: list[MetricsWindow]) -> MetricsWindow:
+    return reduce(merge_windows, windows)
+
+
+def assert_same_counts(a: MetricsWindow, b: MetricsWindow) -> None:
+    assert a.n == b.n
+    assert a.class_counts == b.class_counts
+    assert a.confidence == b.confidence
+    assert a.latency == b.latency
+    assert a.errors == b.errors
+    for fa, fb in zip(a.features, b.features, strict=True):
+        assert fa.counts == fb.counts
+        assert fa.count == fb.count
+        assert fa.mean == pytest.approx(fb.mean, rel=1e-9, abs=1e-12)
+        assert fa.m2 == pytest.approx(fb.m2, rel=1e-9, abs=1e-9)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "hub.db") as s:
+        yield s
+
+
+def test_migrations_are_recorded_and_not_reapplied(tmp_path):
+    path = tmp_path / "hub.db"
+    with Store(path) as s:
+        assert s.migrations() == ["0001_devices_windows_events"]
+    with Store(path) as s:  # reopening applies nothing twice
+        assert s.migrations() == ["0001_devices_windows_events"]
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("SELECT COUNT(*) FROM migrations").fetchone()[0] == 1
+    conn.close()
+
+
+def test_not_a_database_raises_store_error(tmp_path):
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot open"):
+        Store(path)
+
+
+def test_closed_store_raises_store_error(tmp_path):
+    s = Store(tmp_path / "hub.db")
+    s.close()
+    with pytest.raises(StoreError, match="closed"):
+        s.contiguous("dev")
+
+
+def test_replayed_metrics_counted_once(store):
+    batch = [row("d1", s, shadow=True) for s in range(1, 6)]
+    assert store.store_metrics(batch) == {"d1": 5}
+    result = store.store_metrics_batch(batch + batch[:2])  # the device resends everything
+    assert result.contiguous == {"d1": 5}
+    assert result.count(Outcome.DUPLICATE) == 7
+    active = store.windows_for(device="d1", role="active")
+    assert len(active) == 5
+    assert_same_counts(total(active), total([window(s) for s in range(1, 6)]))
+    assert len(store.windows_for(device="d1", role="shadow")) == 5
+
+
+def test_range_inside_a_stored_compacted_range_is_a_duplicate(store):
+    store.store_metrics([row("d1", 1, 4)])
+    result = store.store_metrics_batch([row("d1", 2), row("d1", 3, 4), row("d1", 1, 4)])
+    assert result.outcomes == (Outcome.DUPLICATE,) * 3
+    assert store.stored_ranges("d1") == [(1, 4)]
+
+
+def test_compacted_range_after_partial_delivery_counts_each_window_once(store):
+    # The hub stored seqs 1, 2 and 4; then the device compacted 1..4 into one row
+    # (3 never arrived) and sends the merged row again, plus its newer rows.
+    store.store_metrics([row("d1", 1, shadow=True), row("d1", 2, shadow=True)])
+    assert store.store_metrics([row("d1", 4, shadow=True)]) == {"d1": 2}
+    result = store.store_metrics_batch(
+        [row("d1", 1, 4, shadow=True), row("d1", 5, shadow=True), row("d1", 6, 7, shadow=True)]
+    )
+    assert result.outcomes == (Outcome.STORED,) * 3
+    assert result.contiguous == {"d1": 7}
+    assert store.stored_ranges("d1") == [(1, 4), (5, 5), (6, 7)]
+    for role in ("active", "shadow"):
+        stored = store.windows_for(device="d1", role=role)
+        assert_same_counts(total(stored), total([window(s, role) for s in range(1, 8)]))
+    # and the compacted row, replayed once more, changes nothing
+    assert store.store_metrics_batch([row("d1", 1, 4, shadow=True)]).outcomes == (
+        Outcome.DUPLICATE,
+    )
+    assert sum(w.n for w in store.windows_for(device="d1", role="active")) == sum(
+        window(s).n for s in range(1, 8)
+    )
+
+
+def test_compacted_range_containing_only_stored_windows_is_a_duplicate(store):
+    store.store_metrics([row("d1", 1), row("d1", 2)])
+    assert store.store_metrics_batch([row("d1", 1, 2)]).outcomes == (Outcome.DUPLICATE,)
+    assert store.stored_ranges("d1") == [(1, 1), (2, 2)]
+
+
+def test_partially_overlapping_range_rejected_without_change(store):
+    store.store_metrics([row("d1", 1, 2)])
+    result = store.store_metrics_batch([row("d1", 2, 3), row("d1", 3)])
+    assert result.outcomes == (Outcome.REJECTED, Outcome.STORED)
+    assert store.stored_ranges("d1") == [(1, 2), (3, 3)]
+
+
+def test_stored_window_not_contained_in_the_compacted_range_rejected(store):
+    store.store_metrics([row("d1", 1, shadow=True)])
+    # claims to cover seq 1 but holds no shadow window: subtracting is impossible
+    assert store.store_metrics_batch([row("d1", 1, 2)]).outcomes == (Outcome.REJECTED,)
+    shrunk = MetricsMessage("d1", 1, 2, (window(2, n=1),))  # fewer counts than stored
+    assert store.store_metrics_batch([shrunk]).outcomes == (Outcome.REJECTED,)
+    assert store.stored_ranges("d1") == [(1, 1)]
+
+
+def test_two_windows_of_one_model_and_role_in_one_message_rejected(store):
+    w = window(1)
+    assert store.store_metrics_batch([MetricsMessage("d1", 1, 1, (w, w))]).outcomes == (
+        Outcome.REJECTED,
+    )
+    assert store.contiguous("d1") == 0
+
+
+def test_contiguity_stops_at_gaps_and_advances_when_they_fill(store):
+    assert store.store_metrics([row("d1", 2), row("d1", 3), row("d1", 6, 8)]) == {"d1": 0}
+    assert store.store_metrics([row("d1", 1)]) == {"d1": 3}
+    assert store.store_metrics([row("d1", 4, 5), row("d2", 1)]) == {"d1": 8, "d2": 1}
+    assert store.contiguous("d1") == 8
+    assert store.contiguous("unknown") == 0
+
+
+def test_one_bad_message_does_not_spoil_the_batch(store):
+    w = window(3)
+    batch = [row("d1", 1), MetricsMessage("d1", 2, 2, (w, w)), row("d1", 3)]
+    result = store.store_metrics_batch(batch)
+    assert result.outcomes == (Outcome.STORED, Outcome.REJECTED, Outcome.STORED)
+    assert result.contiguous == {"d1": 1}
+
+
+def test_hub_restart_mid_ingest_loses_nothing(tmp_path):
+    path = tmp_path / "hub.db"
+    with Store(path) as s:
+        s.store_metrics([row("d1", s_) for s_ in range(1, 4)] + [row("d2", 1)])
+    with Store(path) as s:  # restarted: the device resends what was not acked, and more
+        result = s.store_metrics_batch([row("d1", s_) for s_ in range(2, 7)])
+        assert result.outcomes == (Outcome.DUPLICATE,) * 2 + (Outcome.STORED,) * 3
+        assert result.contiguous == {"d1": 6}
+    with Store(path) as s:
+        s.store_metrics([row("d1", 1, 8)])  # compacted on the device meanwhile
+        assert s.contiguous("d1") == 8
+        assert s.contiguous("d2") == 1
+        assert_same_counts(
+            total(s.windows_for(device="d1")), total([window(q) for q in range(1, 9)])
+        )
+
+
+def test_a_failed_batch_stores_nothing(tmp_path):
+    path = tmp_path / "hub.db"
+    with Store(path) as s:
+        s.store_metrics([row("d1", 1)])
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TRIGGER boom BEFORE INSERT ON windows WHEN NEW.seq_lo = 3"
+                     " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
+        conn.commit()
+        conn.close()
+        with pytest.raises(StoreError, match="disk on fire"):
+            s.store_metrics([row("d1", 2), row("d1", 3)])
+        assert s.stored_ranges("d1") == [(1, 1)]
+        assert s.contiguous("d1") == 1
+
+
+def test_windows_for_filters(store):
+    v2 = dataclasses.replace(window(2), model_version=2)
+    store.store_metrics([row("d1", 1), MetricsMessage("d2", 1, 1, (v2,)), row("d2", 2)])
+    assert len(store.windows_for()) == 3
+    assert [w.model_version for w in store.windows_for(version=2)] == [2]
+    assert len(store.windows_for(device="d2", model="demo", version=1)) == 1
+    assert len(store.windows_for(since=150.0)) == 2  # windows ending at or after 150 s
+    assert store.windows_for(model="other") == []
+
+
+def state(dev: str, **kw) -> State:
+    base = {
+        "online": True, "ts": 10.0, "agent_version": "0.1.0",
+        "active": ModelVersion("demo", 2), "previous": ModelVersion("demo", 1),
+        "health": Health(cpu_percent=5.0, rss_bytes=100), "buffer_depth": 3,
+    }  # fmt: skip
+    base.update(kw)
+    return State(device_id=dev, **base)
+
+
+def test_state_recorded_and_last_will_keeps_what_device_said(store):
+    store.record_state(state("d1"), now=100.0)
+    d = store.device("d1")
+    assert d is not None and d.online and d.enrolled_at == 100.0 and d.last_seen == 100.0
+    assert d.active == ModelVersion("demo", 2) and d.previous == ModelVersion("demo", 1)
+    assert d.shadow is None and d.buffer_depth == 3 and d.health["rss_bytes"] == 100
+    assert d.state is not None and d.state["agent_version"] == "0.1.0"
+    store.record_state(State("d1", online=False), now=200.0)  # the last will
+    store.record_state(State("d1", online=False), now=300.0)
+    d = store.device("d1")
+    assert d is not None and not d.online and d.offline_since == 200.0
+    assert d.active == ModelVersion("demo", 2) and d.last_seen == 100.0
+    store.record_state(state("d1", buffer_depth=0), now=400.0)
+    d = store.device("d1")
+    assert d is not None and d.online and d.offline_since is None and d.buffer_depth == 0
+    assert store.device("nobody") is None
+
+
+def test_list_devices_pages_and_filters(store):
+    for i in range(7):
+        store.record_state(state(f"dev-{i}", online=i % 2 == 0), now=1.0)
+        store.set_tags(f"dev-{i}", ["site=berlin"] if i < 3 else ["site=oslo"])
+    first = store.list_devices(limit=3)
+    assert [d.id for d in first] == ["dev-0", "dev-1", "dev-2"]
+    rest = store.list_devices(after=first[-1].id, limit=100)
+    assert [d.id for d in rest] == ["dev-3", "dev-4", "dev-5", "dev-6"]
+    assert [d.id for d in store.list_devices(online=True, tag="site=oslo")] == ["dev-4", "dev-6"]
+    assert [d.id for d in store.list_devices(online=False)] == ["dev-1", "dev-3", "dev-5"]
+    assert store.list_devices(tag="site=paris") == []
+    with pytest.raises(ValueError, match="limit"):
+        store.list_devices(limit=0)
+
+
+def test_events_recorded_and_paged(store):
+    ids = [
+        store.record_event(Event("d1", float(i), EventKind.RECEIVED, "x", ModelVersion("m", 1), i))
+        for i in range(1, 5)
+    ]
+    store.record_event(Event("d2", 1.0, EventKind.FAILED, "smoke test"))
+    page = store.events(device="d1", limit=2)
+    assert [r.id for r in page] == ids[:2]
+    assert page[0].event == Event("d1", 1.0, EventKind.RECEIVED, "x", ModelVersion("m", 1), 1)
+    assert [r.id for r in store.events(device="d1", after_id=ids[1])] == ids[2:]
+    assert [r.event.kind for r in store.events(device="d2")] == [EventKind.FAILED]
+    assert len(store.events()) == 5
