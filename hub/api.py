@@ -7,17 +7,21 @@ The OpenAPI document is at ``/openapi.json`` (and ``/docs``).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import Depends, FastAPI, HTTPException, status
+from fastapi import Depends, FastAPI, HTTPException, Query, status
+from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from edge_agent import __version__
+from hub.audit import AuditLog
+from hub.store import DeviceRecord, Store
 from hub.tokens import SCOPES, TokenError, TokenInfo, TokenStore
 
 _bearer = HTTPBearer(auto_error=False)
@@ -25,9 +29,31 @@ _bearer = HTTPBearer(auto_error=False)
 
 @dataclass
 class HubContext:
-    """What the API serves from (grows as the hub does)."""
+    """What the API serves from (grows as the hub does); parts may be absent in tests."""
 
     tokens: TokenStore
+    store: Store | None = None
+    audit: AuditLog | None = None
+    counters: Callable[[], dict[str, int]] | None = None
+
+
+def _device_json(d: DeviceRecord) -> dict[str, Any]:
+    def model(m: Any) -> dict[str, Any] | None:
+        return m.to_json() if m is not None else None
+
+    return {
+        "id": d.id,
+        "tags": list(d.tags),
+        "enrolled_at": d.enrolled_at,
+        "last_seen": d.last_seen,
+        "online": d.online,
+        "offline_since": d.offline_since,
+        "active": model(d.active),
+        "previous": model(d.previous),
+        "shadow": model(d.shadow),
+        "health": d.health,
+        "buffer_depth": d.buffer_depth,
+    }
 
 
 class TokenRequest(BaseModel):
@@ -74,6 +100,81 @@ def create_app(context: HubContext) -> FastAPI:
         """Liveness: no authentication, no data."""
         return {"status": "ok", "version": __version__}
 
+    def need_store() -> Store:
+        if context.store is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the store is not running")
+        return context.store
+
+    def audit(token: TokenInfo, action: str, target: str, **details: Any) -> None:
+        if context.audit is not None:
+            context.audit.append(f"token:{token.id}:{token.name}", action, target, details)
+
+    @app.get("/v1/devices", tags=["devices"])
+    def list_devices(
+        _: Annotated[TokenInfo, Depends(require("read"))],
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        online: bool | None = None,
+        tag: str | None = None,
+    ) -> dict[str, Any]:
+        """A page of devices in id order; pass the last id as ``after`` for the next."""
+        page = need_store().list_devices(after=after, limit=limit, online=online, tag=tag)
+        return {
+            "devices": [_device_json(d) for d in page],
+            "next": page[-1].id if len(page) == limit else None,
+        }
+
+    @app.get("/v1/devices/{device_id}", tags=["devices"])
+    def get_device(
+        device_id: str, _: Annotated[TokenInfo, Depends(require("read"))]
+    ) -> dict[str, Any]:
+        """One device's state, models, health and metric sequence."""
+        store = need_store()
+        device = store.device(device_id)
+        if device is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
+        return {**_device_json(device), "metrics_seq": store.contiguous(device_id)}
+
+    @app.get("/v1/events", tags=["events"])
+    def list_events(
+        _: Annotated[TokenInfo, Depends(require("read"))],
+        device: str | None = None,
+        after_id: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        """Deployment events, oldest first; pass the last id as ``after_id`` for the next."""
+        page = need_store().events(device=device, after_id=after_id, limit=limit)
+        return {
+            "events": [{"id": r.id, **json.loads(r.event.to_bytes())} for r in page],
+            "next": page[-1].id if len(page) == limit else None,
+        }
+
+    @app.get("/v1/audit", tags=["audit"])
+    def list_audit(
+        _: Annotated[TokenInfo, Depends(require("admin"))],
+        after_id: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        """The hash-chained audit log, oldest first, and whether the chain verifies."""
+        if context.audit is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no audit log")
+        result = context.audit.verify()
+        return {
+            "entries": [e.to_json() for e in context.audit.entries(after_id, limit)],
+            "verified": result.ok,
+            "problem": None if result.ok else str(result),
+        }
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def metrics(_: Annotated[TokenInfo, Depends(require("read"))]) -> str:
+        """Prometheus text format: ingest counters."""
+        counts = context.counters() if context.counters else {}
+        lines = []
+        for name, value in sorted(counts.items()):
+            metric = f"edgefleet_ingest_{name}_total"
+            lines += [f"# TYPE {metric} counter", f"{metric} {value}"]
+        return "\n".join(lines) + "\n"
+
     @app.get("/v1/whoami", tags=["tokens"])
     def whoami(token: Annotated[TokenInfo, Depends(require("read"))]) -> dict[str, Any]:
         """The calling token's id, name and scopes."""
@@ -91,22 +192,26 @@ def create_app(context: HubContext) -> FastAPI:
 
     @app.post("/v1/tokens", status_code=201, tags=["tokens"])
     def create_token(
-        body: TokenRequest, _: Annotated[TokenInfo, Depends(require("admin"))]
+        body: TokenRequest, caller: Annotated[TokenInfo, Depends(require("admin"))]
     ) -> dict[str, Any]:
         """Create a token; its secret is in this response only."""
         try:
             text, info = context.tokens.create(body.name, body.scopes)
         except TokenError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        audit(caller, "token.create", info.id, name=info.name, scopes=sorted(info.scopes))
         return {"id": info.id, "token": text, "scopes": sorted(info.scopes)}
 
     @app.delete("/v1/tokens/{token_id}", status_code=204, tags=["tokens"])
-    def revoke_token(token_id: str, _: Annotated[TokenInfo, Depends(require("admin"))]) -> None:
+    def revoke_token(
+        token_id: str, caller: Annotated[TokenInfo, Depends(require("admin"))]
+    ) -> None:
         """Revoke a token."""
         try:
             context.tokens.revoke(token_id)
         except TokenError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+        audit(caller, "token.revoke", token_id)
 
     return app
 

@@ -275,6 +275,105 @@ _data_option = click.option(
 )
 
 
+@hub.command("serve")
+@_data_option
+@click.option("--api-host", default="127.0.0.1", show_default=True)
+@click.option("--api-port", default=8700, show_default=True)
+@click.option(
+    "--broker-url",
+    default=None,
+    help="An external broker (mqtt://host:port); default: run the embedded one.",
+)
+@click.option(
+    "--broker-port",
+    default=1883,
+    show_default=True,
+    help="Port of the embedded broker (loopback only).",
+)
+@click.option("--broker-username", default=None, help="The hub's broker account.")
+@click.option(
+    "--broker-password-env",
+    default=None,
+    metavar="VAR",
+    help="Environment variable holding the hub's broker password.",
+)
+def hub_serve(
+    data_dir: Path,
+    api_host: str,
+    api_port: int,
+    broker_url: str | None,
+    broker_port: int,
+    broker_username: str | None,
+    broker_password_env: str | None,
+) -> None:
+    """Run the hub until SIGTERM/SIGINT: broker, ingest, store and HTTP API."""
+    import logging
+    import signal
+    import threading
+
+    from hub.service import HubService, HubSettings
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    password = _passphrase(broker_password_env)
+    settings = HubSettings(
+        data_dir=data_dir,
+        api_host=api_host,
+        api_port=api_port,
+        broker_url=broker_url,
+        embedded_broker_port=broker_port,
+        broker_username=broker_username,
+        broker_password=password.decode() if password else None,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with HubService(settings) as service:
+        api_url = service.api.url if service.api else "?"
+        click.echo(f"hub running: API {api_url}, MQTT {service.broker_url}", err=True)
+        if service.tokens is not None and not service.tokens.list():
+            click.echo(
+                f"no API tokens yet: edgefleet hub token create --data {data_dir} "
+                "--name admin --scope admin",
+                err=True,
+            )
+        stop.wait()
+
+
+@click.group(cls=EdgeFleetGroup)
+def audit() -> None:
+    """The hub's hash-chained audit log."""
+
+
+@audit.command("verify")
+@_data_option
+@click.option(
+    "--anchor",
+    default=None,
+    metavar="ID:HASH",
+    help="A head recorded earlier (detects a truncated tail).",
+)
+def audit_verify(data_dir: Path, anchor: str | None) -> None:
+    """Check every entry's hash chain; exit 1 naming the first broken entry."""
+    from hub.audit import AuditLog
+
+    db = data_dir / "hub.db"
+    if not db.exists():
+        raise click.ClickException(f"{db} does not exist")
+    anchor_pair = None
+    if anchor:
+        ident, _, digest = anchor.partition(":")
+        if not ident.isdigit() or len(digest) != 64:
+            raise click.BadParameter("expected ID:HASH (64 hex digits)", param_hint="--anchor")
+        anchor_pair = (int(ident), digest)
+    with AuditLog(db) as log:
+        result = log.verify(anchor=anchor_pair)
+        head = log.head()
+    if not result.ok:
+        raise click.ClickException(f"audit log broken: {result}")
+    head_text = f"; head {head[0]}:{head[1]}" if head else ""
+    click.echo(f"audit log verified: {result.checked} entries{head_text}")
+
+
 @hub.group("token", cls=EdgeFleetGroup)
 def token() -> None:
     """API tokens for operators and pipelines."""
@@ -316,6 +415,7 @@ def token_create(data_dir: Path, name: str, scopes: tuple[str, ...], as_json: bo
 def register(root: click.Group) -> None:
     """Add the hub's commands to the ``edgefleet`` root command."""
     root.add_command(hub)
+    root.add_command(audit)
     root.add_command(keys)
     root.add_command(model)
     root.add_command(demo)

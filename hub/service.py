@@ -1,0 +1,106 @@
+"""``edgefleet hub serve``: the broker (embedded unless one is given), store, ingest and API.
+
+Everything lives under one data directory (mode 0700)::
+
+    hub.db      store, API tokens (hashed), audit log, registry
+    bundles/    content-addressed signed bundles
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from hub.api import ApiServer, HubContext, create_app
+from hub.audit import AuditLog
+from hub.broker import EmbeddedBroker
+from hub.errors import HubError
+from hub.ingest import Ingest
+from hub.store import Store
+from hub.tokens import TokenStore
+
+log = logging.getLogger("edgefleet.hub")
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """Where the hub keeps its data and where it listens."""
+
+    data_dir: Path
+    api_host: str = "127.0.0.1"
+    api_port: int = 8700
+    broker_url: str | None = None  # None: run the embedded broker
+    embedded_broker_port: int = 1883
+    broker_username: str | None = None
+    broker_password: str | None = None
+
+
+class HubService:
+    """The running hub. Use :meth:`start` / :meth:`stop`, or as a context manager."""
+
+    def __init__(self, settings: HubSettings) -> None:
+        """Prepare (nothing listens before :meth:`start`)."""
+        self.settings = settings
+        self.broker: EmbeddedBroker | None = None
+        self.store: Store | None = None
+        self.tokens: TokenStore | None = None
+        self.audit: AuditLog | None = None
+        self.ingest: Ingest | None = None
+        self.api: ApiServer | None = None
+
+    def start(self) -> HubService:
+        """Open the store, start the broker (if embedded), ingest and the API.
+
+        Raises:
+            HubError: a part did not start (port in use, broker unreachable, bad URL).
+        """
+        s = self.settings
+        s.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        db = s.data_dir / "hub.db"
+        self.tokens = TokenStore(db)  # creates hub.db with mode 0600
+        self.store = Store(db)
+        self.audit = AuditLog(db)
+        if s.broker_url is None:
+            self.broker = EmbeddedBroker("127.0.0.1", s.embedded_broker_port).start()
+            host, port = self.broker.host, self.broker.port
+        else:
+            parts = urlsplit(s.broker_url)
+            if parts.scheme != "mqtt" or not parts.hostname:
+                raise HubError(f"broker url must be mqtt://host:port, got {s.broker_url!r}")
+            host, port = parts.hostname, parts.port or 1883
+        self.ingest = Ingest(
+            self.store, host, port, username=s.broker_username, password=s.broker_password
+        ).start()
+        context = HubContext(
+            tokens=self.tokens, store=self.store, audit=self.audit, counters=self.ingest.counters
+        )
+        self.api = ApiServer(create_app(context), s.api_host, s.api_port).start()
+        self.audit.append("hub", "hub.start", str(s.data_dir), {"api": self.api.url})
+        log.info("hub: API on %s, MQTT on %s:%s", self.api.url, host, port)
+        return self
+
+    @property
+    def broker_url(self) -> str:
+        """Where devices and the hub meet."""
+        if self.broker is not None:
+            return self.broker.url
+        return self.settings.broker_url or ""
+
+    def stop(self) -> None:
+        """Stop the API, ingest and broker, and close the store."""
+        for part in (self.api, self.ingest):
+            if part is not None:
+                part.stop()
+        if self.broker is not None:
+            self.broker.stop()
+        for closable in (self.audit, self.store, self.tokens):
+            if closable is not None:
+                closable.close()
+
+    def __enter__(self) -> HubService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
