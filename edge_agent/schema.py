@@ -84,7 +84,7 @@ def sha256_hex(obj: Mapping[str, Any], key: str, where: str) -> str:
         ValidationError: it is not 64 lowercase hex digits.
     """
     value = field(obj, key, str, where)
-    if not _SHA256_HEX.match(value):
+    if not _SHA256_HEX.fullmatch(value):
         raise ValidationError(f"{where}.{key}: expected 64 lowercase hex digits")
     return value
 
@@ -98,7 +98,7 @@ def safe_name(value: Any, where: str) -> str:
     Raises:
         ValidationError: the name is empty, too long or has other characters.
     """
-    if not isinstance(value, str) or not _NAME.match(value) or value.startswith(".."):
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or value.startswith(".."):
         raise ValidationError(
             f"{where}: {value!r} is not a valid name (1-128 of A-Z a-z 0-9 . _ -, "
             "starting with a letter or digit)"

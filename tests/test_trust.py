@@ -143,3 +143,13 @@ def test_replayed_rotation_refused_after_applied(trust_2of3, signing_keys):
 def test_malformed_signature_refused():
     with pytest.raises(ValidationError, match="64 bytes"):
         Signature.from_json({"keyid": "a" * 64, "sig": "AAAA"})
+
+
+def test_names_with_a_trailing_newline_refused():
+    """`$` matches before a final newline; a name must not smuggle a line into a file."""
+    from edge_agent.schema import safe_name, sha256_hex
+
+    with pytest.raises(ValidationError):
+        safe_name("dev\n", "device_id")
+    with pytest.raises(ValidationError):
+        sha256_hex({"d": "a" * 64 + "\n"}, "d", "x")
