@@ -340,6 +340,99 @@ def hub_serve(
 
 
 @click.group(cls=EdgeFleetGroup)
+def device() -> None:
+    """Enrol and revoke devices (broker accounts, ACL, agent configs)."""
+
+
+@device.command("enroll")
+@click.argument("device_id")
+@_data_option
+@click.option("--tags", default="", help="Comma-separated tags (e.g. site-a,pumps).")
+@click.option("--hub-url", default="http://127.0.0.1:8700", show_default=True)
+@click.option(
+    "--broker-url",
+    default="mqtt://127.0.0.1:1883",
+    show_default=True,
+    help="What the device connects to (mqtts:// for TLS).",
+)
+@click.option(
+    "--trust",
+    "trust_file",
+    type=_existing_file,
+    default=None,
+    help="The trust file devices pin (default: DATA/keys/trust.json).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the device's files go (default: DATA/enrolled).",
+)
+@click.option("--rotate", is_flag=True, help="Issue a new password to an enrolled device.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def device_enroll(
+    device_id: str,
+    data_dir: Path,
+    tags: str,
+    hub_url: str,
+    broker_url: str,
+    trust_file: Path | None,
+    out_dir: Path | None,
+    rotate: bool,
+    as_json: bool,
+) -> None:
+    """Create DEVICE_ID's broker account and its ready agent config (agent.toml + secrets).
+
+    Reload the broker afterwards (SIGHUP / systemctl reload mosquitto).
+    """
+    from hub.enroll import enroll_device
+    from hub.store import Store
+
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with Store(data_dir / "hub.db") as store:
+        result = enroll_device(
+            device_id,
+            tags=[t.strip() for t in tags.split(",") if t.strip()],
+            store=store,
+            broker_dir=data_dir / "broker",
+            hub_url=hub_url,
+            broker_url=broker_url,
+            trust_file=trust_file or data_dir / "keys" / "trust.json",
+            out_dir=out_dir or data_dir / "enrolled",
+            rotate=rotate,
+        )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "device_id": result.device_id,
+                    "config": str(result.config),
+                    "username": result.username,
+                }
+            )
+        )
+    else:
+        click.echo(
+            f"enrolled {result.device_id}: copy {result.bundle_dir} to the device "
+            f"(agent.toml, broker-password, trust.json); reload the broker"
+        )
+
+
+@device.command("revoke")
+@click.argument("device_id")
+@_data_option
+def device_revoke(device_id: str, data_dir: Path) -> None:
+    """Remove DEVICE_ID's broker account (refused at its next connection after a reload)."""
+    from hub.enroll import revoke_device
+    from hub.store import Store
+
+    with Store(data_dir / "hub.db") as store:
+        revoke_device(device_id, store=store, broker_dir=data_dir / "broker")
+    click.echo(f"revoked {device_id}; reload the broker")
+
+
+@click.group(cls=EdgeFleetGroup)
 def audit() -> None:
     """The hub's hash-chained audit log."""
 
@@ -416,6 +509,7 @@ def register(root: click.Group) -> None:
     """Add the hub's commands to the ``edgefleet`` root command."""
     root.add_command(hub)
     root.add_command(audit)
+    root.add_command(device)
     root.add_command(keys)
     root.add_command(model)
     root.add_command(demo)
