@@ -7,20 +7,27 @@ The OpenAPI document is at ``/openapi.json`` (and ``/docs``).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import Depends, FastAPI, HTTPException, Query, status
-from fastapi.responses import PlainTextResponse
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import FileResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from edge_agent import __version__
+from edge_agent.errors import EdgeFleetError
 from hub.audit import AuditLog
+from hub.drift import drift_report
+from hub.registry import ModelVersion as RegistryVersion
+from hub.registry import Registry
 from hub.store import DeviceRecord, Store
 from hub.tokens import SCOPES, TokenError, TokenInfo, TokenStore
 
@@ -35,6 +42,29 @@ class HubContext:
     store: Store | None = None
     audit: AuditLog | None = None
     counters: Callable[[], dict[str, int]] | None = None
+    registry: Registry | None = None
+    url_secret: bytes = b""  # signs short-lived bundle download URLs for devices
+    max_upload_bytes: int = 512 << 20
+
+
+def sign_bundle_url(secret: bytes, sha256: str, expires: int) -> str:
+    """The signature of a device download URL for ``sha256`` valid until ``expires``."""
+    return hmac.new(secret, f"{sha256}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def _version_json(v: RegistryVersion) -> dict[str, Any]:
+    return {
+        "name": v.name,
+        "version": v.version,
+        "sha256": v.sha256,
+        "size": v.size,
+        "created": v.created,
+        "status": v.status.value,
+        "quantization": v.quantization,
+        "lineage": v.lineage,
+        "inputs": [t.to_json() for t in v.inputs],
+        "outputs": [t.to_json() for t in v.outputs],
+    }
 
 
 def _device_json(d: DeviceRecord) -> dict[str, Any]:
@@ -174,6 +204,110 @@ def create_app(context: HubContext) -> FastAPI:
             metric = f"edgefleet_ingest_{name}_total"
             lines += [f"# TYPE {metric} counter", f"{metric} {value}"]
         return "\n".join(lines) + "\n"
+
+    def need_registry() -> Registry:
+        if context.registry is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model registry")
+        return context.registry
+
+    @app.post("/v1/bundles", status_code=201, tags=["models"])
+    async def upload_bundle(
+        request: Request, caller: Annotated[TokenInfo, Depends(require("deploy"))]
+    ) -> dict[str, Any]:
+        """Register a bundle signed elsewhere (raw ``.efb`` body); it must verify."""
+        registry = need_registry()
+        declared = int(request.headers.get("content-length", "0") or 0)
+        if declared > context.max_upload_bytes:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "bundle too large")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > context.max_upload_bytes:
+                raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "bundle too large")
+        try:
+            version = registry.add_bundle(bytes(body))
+        except EdgeFleetError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        audit(caller, "model.upload", f"{version.name}:{version.version}", sha256=version.sha256)
+        return _version_json(version)
+
+    @app.get("/v1/models", tags=["models"])
+    def list_models(_: Annotated[TokenInfo, Depends(require("read"))]) -> dict[str, Any]:
+        """Every model name with its latest version."""
+        return {
+            "models": [
+                {"name": m.name, "latest_version": m.latest_version, "created": m.created}
+                for m in need_registry().list_models()
+            ]
+        }
+
+    @app.get("/v1/models/{name}/versions", tags=["models"])
+    def list_versions(
+        name: str, _: Annotated[TokenInfo, Depends(require("read"))]
+    ) -> dict[str, Any]:
+        """Every registered version of a model."""
+        return {"versions": [_version_json(v) for v in need_registry().list_versions(name)]}
+
+    @app.get("/v1/models/{name}/versions/{version}", tags=["models"])
+    def get_version(
+        name: str, version: int, _: Annotated[TokenInfo, Depends(require("read"))]
+    ) -> dict[str, Any]:
+        """One version: digest, size, status, tensors, quantization, lineage."""
+        found = need_registry().get(name, version)
+        if found is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model {name!r} v{version}")
+        return _version_json(found)
+
+    @app.get("/v1/models/{name}/versions/{version}/drift", tags=["drift"])
+    def model_drift(
+        name: str,
+        version: int,
+        _: Annotated[TokenInfo, Depends(require("read"))],
+        device: str | None = None,
+        since: float | None = None,
+        role: str = "active",
+        min_count: Annotated[int, Query(ge=1)] = 200,
+    ) -> dict[str, Any]:
+        """Fleet (or one device's) drift of a version: counts merged, then scored."""
+        registry, store = need_registry(), need_store()
+        if registry.get(name, version) is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model {name!r} v{version}")
+        windows = store.windows_for(
+            device=device, model=name, version=version, since=since, role=role
+        )
+        if not windows:
+            return {"model": name, "version": version, "n": 0, "report": None}
+        report = drift_report(registry.reference(name, version), windows, min_count=min_count)
+        return {"model": name, "version": version, "n": report.n, "report": report.to_json()}
+
+    @app.get("/v1/bundles/{sha256}", tags=["models"])
+    def download_bundle(
+        sha256: str,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        expires: int | None = None,
+        sig: str | None = None,
+    ) -> FileResponse:
+        """A bundle file (``Range`` and ``ETag`` supported), for a read token or a signed URL."""
+        token = context.tokens.authenticate(credentials.credentials) if credentials else None
+        signed = (
+            expires is not None
+            and sig is not None
+            and bool(context.url_secret)
+            and expires >= time.time()
+            and hmac.compare_digest(sig, sign_bundle_url(context.url_secret, sha256, expires))
+        )
+        if not signed and (token is None or not token.allows("read")):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "a read token or a signed URL",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        path = need_registry().bundle_path(sha256)
+        if path is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such bundle")
+        return FileResponse(
+            path, media_type="application/octet-stream", headers={"ETag": f'"{sha256}"'}
+        )
 
     @app.get("/v1/whoami", tags=["tokens"])
     def whoami(token: Annotated[TokenInfo, Depends(require("read"))]) -> dict[str, Any]:

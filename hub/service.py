@@ -4,20 +4,27 @@ Everything lives under one data directory (mode 0700)::
 
     hub.db      store, API tokens (hashed), audit log, registry
     bundles/    content-addressed signed bundles
+    keys/       the hub's signing keys and trust.json (created on first start)
+    url-secret  signs short-lived bundle download URLs for devices
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from edge_agent.durable import write_atomic
+from edge_agent.trust import TrustRoot
 from hub.api import ApiServer, HubContext, create_app
 from hub.audit import AuditLog
 from hub.broker import EmbeddedBroker
 from hub.errors import HubError
 from hub.ingest import Ingest
+from hub.keys import init_keys, load_private_key
+from hub.registry import Registry
 from hub.store import Store
 from hub.tokens import TokenStore
 
@@ -48,6 +55,7 @@ class HubService:
         self.tokens: TokenStore | None = None
         self.audit: AuditLog | None = None
         self.ingest: Ingest | None = None
+        self.registry: Registry | None = None
         self.api: ApiServer | None = None
 
     def start(self) -> HubService:
@@ -62,6 +70,21 @@ class HubService:
         self.tokens = TokenStore(db)  # creates hub.db with mode 0600
         self.store = Store(db)
         self.audit = AuditLog(db)
+        key_dir = s.data_dir / "keys"
+        if not (key_dir / "trust.json").exists():
+            init_keys(key_dir)
+            log.info(
+                "hub: created signing keys in %s (pin %s on devices)",
+                key_dir,
+                key_dir / "trust.json",
+            )
+        trust = TrustRoot.load(key_dir / "trust.json")
+        keys = [load_private_key(p).key for p in sorted(key_dir.glob("key-*.pem"))]
+        self.registry = Registry(db, s.data_dir / "bundles", trust, keys)
+        secret_path = s.data_dir / "url-secret"
+        if not secret_path.exists():
+            write_atomic(secret_path, secrets.token_bytes(32), 0o600)
+        url_secret = secret_path.read_bytes()
         if s.broker_url is None:
             self.broker = EmbeddedBroker("127.0.0.1", s.embedded_broker_port).start()
             host, port = self.broker.host, self.broker.port
@@ -74,7 +97,12 @@ class HubService:
             self.store, host, port, username=s.broker_username, password=s.broker_password
         ).start()
         context = HubContext(
-            tokens=self.tokens, store=self.store, audit=self.audit, counters=self.ingest.counters
+            tokens=self.tokens,
+            store=self.store,
+            audit=self.audit,
+            counters=self.ingest.counters,
+            registry=self.registry,
+            url_secret=url_secret,
         )
         self.api = ApiServer(create_app(context), s.api_host, s.api_port).start()
         self.audit.append("hub", "hub.start", str(s.data_dir), {"api": self.api.url})
@@ -95,7 +123,7 @@ class HubService:
                 part.stop()
         if self.broker is not None:
             self.broker.stop()
-        for closable in (self.audit, self.store, self.tokens):
+        for closable in (self.registry, self.audit, self.store, self.tokens):
             if closable is not None:
                 closable.close()
 

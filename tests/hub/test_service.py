@@ -22,14 +22,14 @@ pytestmark = pytest.mark.timeout(90)
 
 @pytest.fixture
 def hub_service(tmp_path):
-    settings = HubSettings(data_dir=tmp_path / "hub", api_port=0,
-                           embedded_broker_port=free_port())
+    settings = HubSettings(data_dir=tmp_path / "hub", api_port=0, embedded_broker_port=free_port())
     with HubService(settings) as service:
         yield service
 
 
-def test_agent_reports_to_the_hub_and_the_api_shows_it(hub_service, agent_config, server,
-                                                       bundles, reference_x, signing_keys):
+def test_agent_reports_to_the_hub_and_the_api_shows_it(
+    hub_service, agent_config, server, bundles, reference_x, signing_keys
+):
     broker = hub_service.broker
     token, _ = hub_service.tokens.create("ops", ["admin"])
     headers = {"Authorization": f"Bearer {token}"}
@@ -39,8 +39,9 @@ def test_agent_reports_to_the_hub_and_the_api_shows_it(hub_service, agent_config
     try:
         with Agent(config) as agent:
             url = server.add("/b/v1.efb", bundles["v1"].read_bytes())
-            publisher.publish_directive(publisher.directive(config.device_id,
-                                                            model_ref(bundles["v1"], url)))
+            publisher.publish_directive(
+                publisher.directive(config.device_id, model_ref(bundles["v1"], url))
+            )
             publisher.wait_for(publisher.event(config.device_id, "activated"))
             for row in reference_x[:25]:
                 agent.predict(row)
@@ -51,8 +52,9 @@ def test_agent_reports_to_the_hub_and_the_api_shows_it(hub_service, agent_config
             assert [d["id"] for d in devices] == [config.device_id]
             detail = httpx.get(f"{api}/v1/devices/{config.device_id}", headers=headers).json()
             assert detail["active"]["version"] == 1 and detail["metrics_seq"] >= 1
-            events = httpx.get(f"{api}/v1/events", headers=headers,
-                               params={"device": config.device_id}).json()["events"]
+            events = httpx.get(
+                f"{api}/v1/events", headers=headers, params={"device": config.device_id}
+            ).json()["events"]
             assert "activated" in [e["kind"] for e in events]
             metrics = httpx.get(f"{api}/metrics", headers=headers).text
             assert "edgefleet_ingest_stored_total" in metrics
@@ -66,17 +68,28 @@ def test_audit_log_records_token_actions_and_verifies(hub_service, tmp_path):
     token, _ = hub_service.tokens.create("ops", ["admin"])
     headers = {"Authorization": f"Bearer {token}"}
     api = hub_service.api.url
-    created = httpx.post(f"{api}/v1/tokens", headers=headers,
-                         json={"name": "ci", "scopes": ["deploy"]}).json()
+    created = httpx.post(
+        f"{api}/v1/tokens", headers=headers, json={"name": "ci", "scopes": ["deploy"]}
+    ).json()
     httpx.delete(f"{api}/v1/tokens/{created['id']}", headers=headers)
     audit = httpx.get(f"{api}/v1/audit", headers=headers).json()
-    assert [e["action"] for e in audit["entries"]] == ["hub.start", "token.create",
-                                                       "token.revoke"]
+    assert [e["action"] for e in audit["entries"]] == ["hub.start", "token.create", "token.revoke"]
     assert audit["verified"] is True
     assert created["token"] not in json.dumps(audit)
     proc = subprocess.run(
-        [sys.executable, "-m", "edge_agent.cli", "audit", "verify", "--data",
-         str(hub_service.settings.data_dir)], capture_output=True, text=True, check=False)
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "audit",
+            "verify",
+            "--data",
+            str(hub_service.settings.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "verified: 3 entries" in proc.stdout
 
@@ -89,7 +102,134 @@ def test_audit_verify_cli_detects_an_edited_entry(hub_service):
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE audit SET target = 'other' WHERE action = 'model.push'")
     proc = subprocess.run(
-        [sys.executable, "-m", "edge_agent.cli", "audit", "verify", "--data",
-         str(hub_service.settings.data_dir)], capture_output=True, text=True, check=False)
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "audit",
+            "verify",
+            "--data",
+            str(hub_service.settings.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "edited" in proc.stderr
+
+
+def hub_bundle(hub_service, demo_dir, reference_x, tmp_path, version=1):
+    """A bundle signed with the hub's own keys (what `model push` will produce)."""
+    from hub.bundler import ReferenceData, build_bundle
+    from hub.keys import load_private_key
+
+    keys = [
+        load_private_key(p).key
+        for p in sorted((hub_service.settings.data_dir / "keys").glob("key-*.pem"))
+    ]
+    out = tmp_path / f"pump-{version}.efb"
+    build_bundle(
+        (demo_dir / "model-int8.tflite").read_bytes(),
+        name="pump",
+        version=version,
+        reference=ReferenceData(reference_x, tuple(f"f{i}" for i in range(10))),
+        keys=keys,
+        out=out,
+    )
+    return out
+
+
+def test_bundle_upload_listing_and_downloads(hub_service, demo_dir, reference_x, tmp_path):
+    from hub.api import sign_bundle_url
+
+    deploy, _ = hub_service.tokens.create("ci", ["deploy"])
+    reader, _ = hub_service.tokens.create("ro", ["read"])
+    api = hub_service.api.url
+    bundle = hub_bundle(hub_service, demo_dir, reference_x, tmp_path)
+    data = bundle.read_bytes()
+    assert (
+        httpx.post(
+            f"{api}/v1/bundles", content=data, headers={"Authorization": f"Bearer {reader}"}
+        ).status_code
+        == 403
+    )
+    r = httpx.post(f"{api}/v1/bundles", content=data, headers={"Authorization": f"Bearer {deploy}"})
+    assert r.status_code == 201, r.text
+    sha = r.json()["sha256"]
+    tampered = bytearray(data)
+    tampered[data.index(b"TFL3") + 50] ^= 1
+    bad = httpx.post(
+        f"{api}/v1/bundles", content=bytes(tampered), headers={"Authorization": f"Bearer {deploy}"}
+    )
+    assert bad.status_code == 422 and "does not match" in bad.json()["detail"]
+    read = {"Authorization": f"Bearer {reader}"}
+    assert httpx.get(f"{api}/v1/models", headers=read).json()["models"][0]["latest_version"] == 1
+    got = httpx.get(f"{api}/v1/bundles/{sha}", headers=read)
+    assert got.content == data and got.headers["etag"] == f'"{sha}"'
+    part = httpx.get(f"{api}/v1/bundles/{sha}", headers={**read, "Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == data[100:200]
+    assert httpx.get(f"{api}/v1/bundles/{sha}").status_code == 401
+    expires = int(__import__("time").time()) + 60
+    secret = (hub_service.settings.data_dir / "url-secret").read_bytes()
+    sig = sign_bundle_url(secret, sha, expires)
+    signed = httpx.get(f"{api}/v1/bundles/{sha}", params={"expires": expires, "sig": sig})
+    assert signed.status_code == 200 and signed.content == data
+    forged = httpx.get(f"{api}/v1/bundles/{sha}", params={"expires": expires + 1, "sig": sig})
+    assert forged.status_code == 401
+    stale = sign_bundle_url(secret, sha, 1)
+    assert (
+        httpx.get(f"{api}/v1/bundles/{sha}", params={"expires": 1, "sig": stale}).status_code == 401
+    )
+    assert httpx.get(f"{api}/v1/bundles/..%2f..%2fetc%2fpasswd", headers=read).status_code == 404
+
+
+def test_fleet_drift_of_a_version_from_agent_windows(
+    hub_service, demo_dir, reference_x, tmp_path, agent_config, signing_keys
+):
+    from tests.support.bundles import model_ref
+
+    reader, _ = hub_service.tokens.create("ro", ["read"])
+    api = hub_service.api.url
+    bundle = hub_bundle(hub_service, demo_dir, reference_x, tmp_path)
+    hub_service.registry.add_bundle(bundle)
+    hub_trust = hub_service.settings.data_dir / "keys" / "trust.json"
+    config = replace(
+        agent_config,
+        trust_file=hub_trust,
+        broker=BrokerConfig(host=hub_service.broker.host, port=hub_service.broker.port),
+    )
+    from hub.keys import load_private_key
+
+    keys = [
+        load_private_key(p).key
+        for p in sorted((hub_service.settings.data_dir / "keys").glob("key-*.pem"))
+    ]
+    publisher = HubDouble(hub_service.broker.host, hub_service.broker.port, keys, ack=False)
+    try:
+        sha = hub_service.registry.get("pump", 1).sha256
+        from hub.api import sign_bundle_url
+
+        expires = int(__import__("time").time()) + 600
+        secret = (hub_service.settings.data_dir / "url-secret").read_bytes()
+        url = (
+            f"{api}/v1/bundles/{sha}?expires={expires}&sig={sign_bundle_url(secret, sha, expires)}"
+        )
+        with Agent(config) as agent:
+            publisher.publish_directive(
+                publisher.directive(config.device_id, model_ref(bundle, url))
+            )
+            publisher.wait_for(publisher.event(config.device_id, "activated"))
+            shifted = reference_x[:300].copy()
+            shifted[:, 0] += 3 * reference_x[:, 0].std()  # sensor 0 drifts
+            agent.predict(shifted)
+            agent.close_window()
+            assert agent.wait_for_drain(20)
+        report = httpx.get(
+            f"{api}/v1/models/pump/versions/1/drift", headers={"Authorization": f"Bearer {reader}"}
+        ).json()["report"]
+        assert report["n"] == 300
+        drifted = [f["name"] for f in report["features"] if f["drifted"]]
+        assert drifted and drifted[0] == "f0"
+    finally:
+        publisher.close()
