@@ -10,21 +10,26 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile, status
 from fastapi.responses import FileResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from edge_agent import __version__
+from edge_agent.canonical import parse_json
 from edge_agent.errors import EdgeFleetError
+from edge_agent.input_schema import InputSchema
 from hub.audit import AuditLog
+from hub.bundler import load_reference
 from hub.drift import drift_report
 from hub.registry import ModelVersion as RegistryVersion
 from hub.registry import Registry
@@ -50,6 +55,13 @@ class HubContext:
 def sign_bundle_url(secret: bytes, sha256: str, expires: int) -> str:
     """The signature of a device download URL for ``sha256`` valid until ``expires``."""
     return hmac.new(secret, f"{sha256}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+async def _read_limited(upload: UploadFile, limit: int) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"{upload.filename}: too large")
+    return data
 
 
 def _version_json(v: RegistryVersion) -> dict[str, Any]:
@@ -230,6 +242,48 @@ def create_app(context: HubContext) -> FastAPI:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
         audit(caller, "model.upload", f"{version.name}:{version.version}", sha256=version.sha256)
         return _version_json(version)
+
+    @app.post("/v1/models/{name}/push", status_code=201, tags=["models"])
+    async def push_model(
+        name: str,
+        caller: Annotated[TokenInfo, Depends(require("deploy"))],
+        model: Annotated[UploadFile, File(description="The .tflite model")],
+        reference: Annotated[UploadFile, File(description="Reference data: .npz or .csv")],
+        schema_file: Annotated[
+            UploadFile | None, File(alias="schema", description="Input schema JSON")
+        ] = None,
+        lineage: Annotated[str, Form()] = "{}",
+        version: Annotated[int | None, Form(ge=1)] = None,
+    ) -> dict[str, Any]:
+        """Build a bundle from a model and reference data, sign it with the hub's keys,
+        and register it (the next version unless one is given)."""
+        registry = need_registry()
+        try:
+            model_bytes = await _read_limited(model, context.max_upload_bytes)
+            suffix = ".csv" if (reference.filename or "").endswith(".csv") else ".npz"
+            with tempfile.TemporaryDirectory() as tmp:
+                ref_path = Path(tmp) / f"reference{suffix}"
+                ref_path.write_bytes(await _read_limited(reference, context.max_upload_bytes))
+                ref = load_reference(ref_path)
+            input_schema = None
+            if schema_file is not None:
+                raw = await _read_limited(schema_file, 1 << 20)
+                input_schema = InputSchema.from_json(parse_json(raw, "schema"))
+            lineage_doc = parse_json(lineage.encode(), "lineage")
+            if not isinstance(lineage_doc, dict):
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "lineage: a JSON object")
+            pushed = registry.push_model(
+                model_bytes,
+                name=name,
+                version=version,
+                reference=ref,
+                schema=input_schema,
+                lineage=lineage_doc,
+            )
+        except EdgeFleetError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        audit(caller, "model.push", f"{pushed.name}:{pushed.version}", sha256=pushed.sha256)
+        return _version_json(pushed)
 
     @app.get("/v1/models", tags=["models"])
     def list_models(_: Annotated[TokenInfo, Depends(require("read"))]) -> dict[str, Any]:

@@ -208,6 +208,100 @@ def model() -> None:
     """Produce models: a demo predictive-maintenance model, float32 and int8."""
 
 
+def _hub_client(hub_url: str, token_env: str) -> Any:
+    """An httpx client for the hub API with the token from ``token_env``."""
+    import httpx
+
+    token = os.environ.get(token_env)
+    if not token:
+        raise click.ClickException(f"set {token_env} to an API token (edgefleet hub token create)")
+    return httpx.Client(
+        base_url=hub_url, headers={"Authorization": f"Bearer {token}"}, timeout=120.0
+    )
+
+
+def _api_result(response: Any) -> dict[str, Any]:
+    """The JSON body of a successful response; a one-line ClickException otherwise."""
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise click.ClickException(f"hub answered {response.status_code}: {detail}")
+    result: dict[str, Any] = response.json()
+    return result
+
+
+_hub_options = [
+    click.option(
+        "--hub",
+        "hub_url",
+        default="http://127.0.0.1:8700",
+        show_default=True,
+        envvar="EDGEFLEET_HUB",
+        help="The hub's API URL (env EDGEFLEET_HUB).",
+    ),
+    click.option(
+        "--token-env",
+        default="EDGEFLEET_TOKEN",
+        show_default=True,
+        help="Environment variable holding the API token.",
+    ),
+]
+
+
+@model.command("push")
+@click.argument("model_file", type=_existing_file)
+@click.option("--name", help="Model name (for a .tflite; a bundle names itself).")
+@click.option("--reference", type=_existing_file, help="Reference data (.npz or .csv).")
+@click.option("--schema", "schema_path", type=_existing_file, help="Input schema JSON.")
+@click.option("--lineage", default="{}", help="Free-form JSON object (run id, metrics).")
+@click.option(
+    "--version",
+    "version",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Explicit version (default: the next one).",
+)
+@_hub_options[0]
+@_hub_options[1]
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def model_push(
+    model_file: Path,
+    name: str | None,
+    reference: Path | None,
+    schema_path: Path | None,
+    lineage: str,
+    version: int | None,
+    hub_url: str,
+    token_env: str,
+    as_json: bool,
+) -> None:
+    """Register a model with the hub: a .tflite is built into a bundle and signed by the
+    hub; an .efb signed elsewhere is verified and registered as it is."""
+    with _hub_client(hub_url, token_env) as client:
+        if model_file.suffix == ".efb":
+            result = _api_result(client.post("/v1/bundles", content=model_file.read_bytes()))
+        else:
+            if not name or reference is None:
+                raise click.UsageError("a .tflite needs --name and --reference")
+            files: dict[str, Any] = {
+                "model": (model_file.name, model_file.read_bytes()),
+                "reference": (reference.name, reference.read_bytes()),
+            }
+            if schema_path:
+                files["schema"] = (schema_path.name, schema_path.read_bytes())
+            data = {"lineage": lineage, **({"version": str(version)} if version else {})}
+            result = _api_result(client.post(f"/v1/models/{name}/push", files=files, data=data))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(
+            f"registered {result['name']} v{result['version']} "
+            f"(sha256 {result['sha256'][:16]}…, {result['size']} bytes)"
+        )
+
+
 @model.command("demo")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option(

@@ -51,8 +51,9 @@ def test_under_scoped_token_gets_403_and_no_data(api):
 
 def test_admin_creates_a_token_whose_secret_is_never_listed(api):
     url, tokens, admin, _ = api
-    r = httpx.post(f"{url}/v1/tokens", headers=auth(admin),
-                   json={"name": "ci", "scopes": ["deploy"]})
+    r = httpx.post(
+        f"{url}/v1/tokens", headers=auth(admin), json={"name": "ci", "scopes": ["deploy"]}
+    )
     assert r.status_code == 201
     created = r.json()
     assert httpx.get(f"{url}/v1/whoami", headers=auth(created["token"])).json()["scopes"] == [

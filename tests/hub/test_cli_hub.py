@@ -45,8 +45,18 @@ def test_enroll_refuses_path_tricks_in_one_line(tmp_path):
 
 
 def test_token_create_prints_the_secret_once(tmp_path):
-    result = run("hub", "token", "create", "--data", str(tmp_path), "--name", "ci",
-                 "--scope", "deploy", "--json")
+    result = run(
+        "hub",
+        "token",
+        "create",
+        "--data",
+        str(tmp_path),
+        "--name",
+        "ci",
+        "--scope",
+        "deploy",
+        "--json",
+    )
     assert result.exit_code == 0
     token = json.loads(result.stdout)["token"]
     assert token.startswith("efb_")

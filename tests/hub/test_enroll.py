@@ -70,8 +70,11 @@ def connect(m: Mosquitto, user: str, password: str | None) -> mqtt.ReasonCode:
     """Connect once with a new client; the broker's CONNACK reason."""
     done = threading.Event()
     result: dict[str, mqtt.ReasonCode] = {}
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{user}-{time.monotonic_ns()}",
-                    protocol=mqtt.MQTTv311)
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"probe-{user}-{time.monotonic_ns()}",
+        protocol=mqtt.MQTTv311,
+    )
     c.username_pw_set(user, password)
 
     def on_connect(cl, ud, flags, reason, props):
@@ -128,8 +131,9 @@ def test_enrolled_device_connects_with_its_credentials(mosquitto, enroll):
 
 def test_wrong_password_refused(mosquitto, enroll):
     e = enroll("enr-wrong", broker_dir=mosquitto.dir)
-    reload_until(mosquitto,
-                 lambda: not connect(mosquitto, "enr-wrong", bundle_password(e)).is_failure)
+    reload_until(
+        mosquitto, lambda: not connect(mosquitto, "enr-wrong", bundle_password(e)).is_failure
+    )
     assert connect(mosquitto, "enr-wrong", bundle_password(e) + "x").is_failure
     assert connect(mosquitto, "enr-wrong", None).is_failure
 

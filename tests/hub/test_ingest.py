@@ -39,9 +39,11 @@ class Publisher:
     """A bare MQTT client that publishes whatever a test needs, as any device could."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=f"dev-pub-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"dev-pub-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv311,
+        )
         self.client.connect(host, port)
         self.client.loop_start()
 
@@ -79,9 +81,14 @@ def test_real_agent_windows_stored_and_acked_end_to_end(
         path = bundles["v1"]
         ref = model_ref(path, server.add("/b/v1.efb", path.read_bytes()), version=1)
         d = directives.publish_directive(directives.directive(dev, ref))
-        wait(ingest, lambda: any(r.event.kind is EventKind.ACTIVATED and
-                                 r.event.directive_seq == d.seq
-                                 for r in store.events(device=dev)), "activated event")
+        wait(
+            ingest,
+            lambda: any(
+                r.event.kind is EventKind.ACTIVATED and r.event.directive_seq == d.seq
+                for r in store.events(device=dev)
+            ),
+            "activated event",
+        )
         for x in reference_x[:50]:
             agent.predict(x)
         assert agent.close_window()
@@ -89,8 +96,11 @@ def test_real_agent_windows_stored_and_acked_end_to_end(
         (window,) = store.windows_for(device=dev)
         assert window.n == 50 and window.model_version == 1
         assert store.contiguous(dev) == 1 and ingest.acked(dev) == 1
-        wait(ingest, lambda: (s := store.device(dev)) is not None and s.active is not None,
-             "state with the active model")
+        wait(
+            ingest,
+            lambda: (s := store.device(dev)) is not None and s.active is not None,
+            "state with the active model",
+        )
     finally:
         agent.stop()
         directives.close()

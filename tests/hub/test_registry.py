@@ -44,8 +44,15 @@ def built(tmp_path_factory, model, reference, signing_keys) -> dict[str, Path]:
     keys = signing_keys[:2]
 
     def make(file: str, version: int, keys=keys, lineage=None) -> Path:
-        build_bundle(model, name="pump", version=version, reference=reference, keys=keys,
-                     out=out / file, lineage=lineage)
+        build_bundle(
+            model,
+            name="pump",
+            version=version,
+            reference=reference,
+            keys=keys,
+            out=out / file,
+            lineage=lineage,
+        )
         return out / file
 
     return {
@@ -77,8 +84,9 @@ def version_rows(r: Registry) -> int:
 
 
 def test_push_model_registers_a_verified_bundle(registry, model, reference):
-    record = registry.push_model(model, name="pump", reference=reference,
-                                 lineage={"description": "demo pump", "run": "r1"})
+    record = registry.push_model(
+        model, name="pump", reference=reference, lineage={"description": "demo pump", "run": "r1"}
+    )
     assert (record.name, record.version, record.status) == ("pump", 1, Status.REGISTERED)
     assert record.quantization == "int8"
     assert record.lineage == {"description": "demo pump", "run": "r1"}
@@ -208,8 +216,9 @@ def test_same_version_with_other_bytes_refused(registry, built):
 def test_explicit_push_version_not_above_refused(registry, model, reference):
     registry.push_model(model, name="pump", version=3, reference=reference)
     with pytest.raises(DowngradeError):
-        registry.push_model(model, name="pump", version=3, reference=reference,
-                            lineage={"run": "another"})
+        registry.push_model(
+            model, name="pump", version=3, reference=reference, lineage={"run": "another"}
+        )
     with pytest.raises(DowngradeError):
         registry.push_model(model, name="pump", version=2, reference=reference)
     assert len(stored_files(registry)) == 1
@@ -238,8 +247,14 @@ def test_bad_model_names_never_reach_the_file_system(
 ):
     for bad in ("../x", "a/b", "..", "/etc/passwd"):
         with pytest.raises(ValidationError, match="not a valid name"):
-            build_bundle(model, name=bad, version=1, reference=reference,
-                         keys=signing_keys[:2], out=tmp_path / "never.efb")
+            build_bundle(
+                model,
+                name=bad,
+                version=1,
+                reference=reference,
+                keys=signing_keys[:2],
+                out=tmp_path / "never.efb",
+            )
         with pytest.raises(RegistryError, match="not a valid name"):
             registry.push_model(model, name=bad, reference=reference)
         assert registry.get(bad, 1) is None
@@ -250,14 +265,19 @@ def test_bad_model_names_never_reach_the_file_system(
         with pytest.raises(RegistryError, match="not a SHA-256"):
             registry.bundle_path(bad_sha)
     assert stored_files(registry) == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundles", "hub.db", "hub.db-shm",
-                                                          "hub.db-wal"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bundles",
+        "hub.db",
+        "hub.db-shm",
+        "hub.db-wal",
+    ]
 
 
 def test_oversized_upload_refused(tmp_path, trust_2of3, built):
     size = built["v1"].stat().st_size
-    with Registry(tmp_path / "hub.db", tmp_path / "bundles", trust_2of3,
-                  max_bundle_bytes=size - 1) as r:
+    with Registry(
+        tmp_path / "hub.db", tmp_path / "bundles", trust_2of3, max_bundle_bytes=size - 1
+    ) as r:
         with pytest.raises(RegistryError, match="over the"):
             r.add_bundle(built["v1"])
         with pytest.raises(RegistryError, match="over the"):
@@ -265,8 +285,9 @@ def test_oversized_upload_refused(tmp_path, trust_2of3, built):
         with pytest.raises(RegistryError, match="over the"):
             r.add_bundle(io.BytesIO(built["v1"].read_bytes()))
         assert stored_files(r) == []
-    with Registry(tmp_path / "hub.db", tmp_path / "bundles", trust_2of3,
-                  max_bundle_bytes=size) as r:
+    with Registry(
+        tmp_path / "hub.db", tmp_path / "bundles", trust_2of3, max_bundle_bytes=size
+    ) as r:
         assert r.add_bundle(built["v1"]).version == 1
 
 
@@ -288,8 +309,9 @@ class EndlessStream(io.RawIOBase):
 
 def test_endless_stream_upload_refused_early(tmp_path, trust_2of3):
     stream = EndlessStream()
-    with Registry(tmp_path / "hub.db", tmp_path / "bundles", trust_2of3,
-                  max_bundle_bytes=4 << 20) as r:
+    with Registry(
+        tmp_path / "hub.db", tmp_path / "bundles", trust_2of3, max_bundle_bytes=4 << 20
+    ) as r:
         with pytest.raises(RegistryError, match="over the 4194304-byte limit"):
             r.add_bundle(stream)
         assert stored_files(r) == []
@@ -306,8 +328,7 @@ def test_push_without_signing_keys_refused(tmp_path, trust_2of3, model, referenc
 def test_push_with_keys_the_trust_root_does_not_accept_refused(
     tmp_path, trust_2of3, signing_keys, model, reference
 ):
-    with Registry(tmp_path / "hub.db", tmp_path / "bundles", trust_2of3,
-                  signing_keys[:1]) as r:
+    with Registry(tmp_path / "hub.db", tmp_path / "bundles", trust_2of3, signing_keys[:1]) as r:
         with pytest.raises(RegistryError, match="1 valid of 2 required"):
             r.push_model(model, name="pump", reference=reference)
         assert stored_files(r) == []
@@ -332,9 +353,7 @@ def test_stored_file_changed_on_disk_is_refused_as_reference(registry, built):
 # --- concurrency ---------------------------------------------------------------------------
 
 
-def test_concurrent_pushes_of_one_name_get_distinct_monotonic_versions(
-    registry, model, reference
-):
+def test_concurrent_pushes_of_one_name_get_distinct_monotonic_versions(registry, model, reference):
     results: list[ModelVersion] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -358,8 +377,9 @@ def test_concurrent_pushes_of_one_name_get_distinct_monotonic_versions(
     assert [v.version for v in registry.list_versions("pump")] == [1, 2, 3, 4, 5, 6]
 
 
-def test_two_registries_on_one_file_share_versions(tmp_path, trust_2of3, signing_keys, model,
-                                                   reference):
+def test_two_registries_on_one_file_share_versions(
+    tmp_path, trust_2of3, signing_keys, model, reference
+):
     args = (tmp_path / "hub.db", tmp_path / "bundles", trust_2of3, signing_keys[:2])
     with Registry(*args) as a, Registry(*args) as b:
         assert a.push_model(model, name="pump", reference=reference).version == 1

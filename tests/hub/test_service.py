@@ -233,3 +233,64 @@ def test_fleet_drift_of_a_version_from_agent_windows(
         assert drifted and drifted[0] == "f0"
     finally:
         publisher.close()
+
+
+def test_pipeline_pushes_a_model_with_the_cli_and_gets_meaningful_exit_codes(
+    hub_service, demo_dir, tmp_path
+):
+    import os
+
+    token, _ = hub_service.tokens.create("ci", ["deploy"])
+    env = {**os.environ, "EDGEFLEET_TOKEN": token, "EDGEFLEET_HUB": hub_service.api.url}
+
+    def push(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "edge_agent.cli", "model", "push", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+
+    model = demo_dir / "model-int8.tflite"
+    ref = demo_dir / "reference.npz"
+    first = push(
+        str(model),
+        "--name",
+        "pump",
+        "--reference",
+        str(ref),
+        "--lineage",
+        '{"run": "ci-42"}',
+        "--json",
+    )
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["version"] == 1
+    second = push(str(model), "--name", "pump", "--reference", str(ref))
+    assert second.returncode == 0 and "pump v2" in second.stdout
+    downgrade = push(str(model), "--name", "pump", "--reference", str(ref), "--version", "1")
+    assert downgrade.returncode == 1
+    assert downgrade.stderr.count("\n") == 1 and "422" in downgrade.stderr
+    no_token = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "model",
+            "push",
+            str(model),
+            "--name",
+            "pump",
+            "--reference",
+            str(ref),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={k: v for k, v in env.items() if k != "EDGEFLEET_TOKEN"},
+    )
+    assert no_token.returncode == 1 and "EDGEFLEET_TOKEN" in no_token.stderr
+    usage = push(str(model), "--name", "pump")
+    assert usage.returncode == 2
+    versions = [v.version for v in hub_service.registry.list_versions("pump")]
+    assert versions == [1, 2]

@@ -34,7 +34,10 @@ def make_reference(seed: int = 0) -> ReferenceStats:
         )
     conf = np.linspace(0.0, 1.0, 6)
     return ReferenceStats(
-        300, tuple(features), ("a", "b", "c"), (100, 100, 100),
+        300,
+        tuple(features),
+        ("a", "b", "c"),
+        (100, 100, 100),
         Histogram(tuple(conf.tolist()), (60,) * 5 + (0, 0, 0)),
     )
 
@@ -224,8 +227,10 @@ def test_a_failed_batch_stores_nothing(tmp_path):
     with Store(path) as s:
         s.store_metrics([row("d1", 1)])
         conn = sqlite3.connect(path)
-        conn.execute("CREATE TRIGGER boom BEFORE INSERT ON windows WHEN NEW.seq_lo = 3"
-                     " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
+        conn.execute(
+            "CREATE TRIGGER boom BEFORE INSERT ON windows WHEN NEW.seq_lo = 3"
+            " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+        )
         conn.commit()
         conn.close()
         with pytest.raises(StoreError, match="disk on fire"):
