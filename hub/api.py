@@ -318,17 +318,30 @@ def create_app(context: HubContext) -> FastAPI:
         version: int,
         _: Annotated[TokenInfo, Depends(require("read"))],
         device: str | None = None,
+        tag: str | None = None,
         since: float | None = None,
         role: str = "active",
         min_count: Annotated[int, Query(ge=1)] = 200,
     ) -> dict[str, Any]:
-        """Fleet (or one device's) drift of a version: counts merged, then scored."""
+        """Drift of a version over the fleet, one device, or a tag cohort: the devices'
+        counts are merged first, then scored (scores are never averaged)."""
         registry, store = need_registry(), need_store()
         if registry.get(name, version) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model {name!r} v{version}")
-        windows = store.windows_for(
-            device=device, model=name, version=version, since=since, role=role
-        )
+        if tag is None:
+            windows = store.windows_for(
+                device=device, model=name, version=version, since=since, role=role
+            )
+        else:
+            windows = []
+            after: str | None = None
+            while page := store.list_devices(after=after, limit=1000, tag=tag):
+                for d in page:
+                    if device is None or d.id == device:
+                        windows += store.windows_for(
+                            device=d.id, model=name, version=version, since=since, role=role
+                        )
+                after = page[-1].id
         if not windows:
             return {"model": name, "version": version, "n": 0, "report": None}
         report = drift_report(registry.reference(name, version), windows, min_count=min_count)

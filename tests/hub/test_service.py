@@ -231,6 +231,16 @@ def test_fleet_drift_of_a_version_from_agent_windows(
         assert report["n"] == 300
         drifted = [f["name"] for f in report["features"] if f["drifted"]]
         assert drifted and drifted[0] == "f0"
+        hub_service.store.set_tags(config.device_id, ["site-a"])
+        auth = {"Authorization": f"Bearer {reader}"}
+        cohort = httpx.get(
+            f"{api}/v1/models/pump/versions/1/drift", headers=auth, params={"tag": "site-a"}
+        ).json()
+        assert cohort["n"] == 300
+        other = httpx.get(
+            f"{api}/v1/models/pump/versions/1/drift", headers=auth, params={"tag": "site-b"}
+        ).json()
+        assert other["n"] == 0 and other["report"] is None
     finally:
         publisher.close()
 
