@@ -10,6 +10,8 @@ VENV          := .venv
 VENV_TFLITE   := .venv-tflite
 PIP_FLAGS     := --quiet --disable-pip-version-check
 PYTEST_FLAGS  ?=
+# Where the runtime-facing tests live (the hub API tests need the hub extra, absent there).
+RUNTIME_TESTS := tests/modelkit tests/test_bundle.py tests/test_cli.py tests/agent
 
 .PHONY: demo test lint typecheck pytest pytest-tflite bench clean
 
@@ -39,7 +41,7 @@ pytest: $(VENV)/.installed
 	$(VENV)/bin/pytest $(PYTEST_FLAGS)
 
 pytest-tflite: $(VENV_TFLITE)/.installed
-	EDGEFLEET_TFLITE_RUNTIME=tflite-runtime $(VENV_TFLITE)/bin/pytest -m runtime $(PYTEST_FLAGS)
+	EDGEFLEET_TFLITE_RUNTIME=tflite-runtime $(VENV_TFLITE)/bin/pytest -m runtime $(PYTEST_FLAGS) $(RUNTIME_TESTS)
 
 test: lint typecheck pytest pytest-tflite
 
