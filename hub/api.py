@@ -7,20 +7,21 @@ The OpenAPI document is at ``/openapi.json`` (and ``/docs``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile, status
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -190,6 +191,38 @@ def create_app(context: HubContext) -> FastAPI:
             "events": [{"id": r.id, **json.loads(r.event.to_bytes())} for r in page],
             "next": page[-1].id if len(page) == limit else None,
         }
+
+    @app.get("/v1/events/stream", tags=["events"])
+    async def stream_events(
+        _: Annotated[TokenInfo, Depends(require("read"))],
+        device: str | None = None,
+        after_id: Annotated[int, Query(ge=0)] = 0,
+        max_events: Annotated[int | None, Query(ge=1)] = None,
+    ) -> StreamingResponse:
+        """Server-sent events: every new deployment event as ``data: {json}`` with its id
+        (resume with ``after_id``); ``max_events`` ends the stream after that many."""
+        store = need_store()
+
+        async def generate() -> AsyncIterator[str]:
+            last, sent, idle = after_id, 0, 0.0
+            while max_events is None or sent < max_events:
+                page = await asyncio.to_thread(store.events, device, last, 100)
+                for record in page:
+                    body = json.dumps({"id": record.id, **json.loads(record.event.to_bytes())})
+                    yield f"id: {record.id}\nevent: deployment\ndata: {body}\n\n"
+                    last, sent = record.id, sent + 1
+                    if max_events is not None and sent >= max_events:
+                        return
+                if not page:
+                    idle += 0.25
+                    if idle >= 15:
+                        idle = 0.0
+                        yield ": keep-alive\n\n"
+                    await asyncio.sleep(0.25)  # the store's index makes this poll cheap
+
+        return StreamingResponse(
+            generate(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
 
     @app.get("/v1/audit", tags=["audit"])
     def list_audit(

@@ -304,3 +304,30 @@ def test_pipeline_pushes_a_model_with_the_cli_and_gets_meaningful_exit_codes(
     assert usage.returncode == 2
     versions = [v.version for v in hub_service.registry.list_versions("pump")]
     assert versions == [1, 2]
+
+
+def test_live_event_stream_delivers_new_events(hub_service):
+    from edge_agent.messages import Event, EventKind, ModelVersion
+
+    reader, _ = hub_service.tokens.create("ro", ["read"])
+    store = hub_service.store
+    store.record_event(Event("dev-x", 1.0, EventKind.RECEIVED, "old", ModelVersion("m", 1), 1))
+    got = []
+    with httpx.stream(
+        "GET",
+        f"{hub_service.api.url}/v1/events/stream",
+        headers={"Authorization": f"Bearer {reader}"},
+        params={"after_id": 1, "max_events": 2},
+        timeout=20,
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        store.record_event(Event("dev-x", 2.0, EventKind.ACTIVATED, "new", ModelVersion("m", 1), 1))
+        store.record_event(Event("dev-y", 3.0, EventKind.FAILED, "bad", ModelVersion("m", 2), 2))
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                got.append(json.loads(line[6:]))
+    assert [(e["device_id"], e["kind"]) for e in got] == [
+        ("dev-x", "activated"),
+        ("dev-y", "failed"),
+    ]
+    assert httpx.get(f"{hub_service.api.url}/v1/events/stream").status_code == 401
