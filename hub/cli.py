@@ -399,8 +399,10 @@ def hub_serve(
     broker_port: int,
     broker_username: str | None,
     broker_password_env: str | None,
+    alert_rules: Path | None,
+    webhook_url: str | None,
 ) -> None:
-    """Run the hub until SIGTERM/SIGINT: broker, ingest, store and HTTP API."""
+    """Run the hub until SIGTERM/SIGINT: broker, ingest, store, HTTP API and alerts."""
     import logging
     import signal
     import threading
@@ -417,6 +419,8 @@ def hub_serve(
         embedded_broker_port=broker_port,
         broker_username=broker_username,
         broker_password=password.decode() if password else None,
+        alert_rules=alert_rules,
+        webhook_url=webhook_url,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

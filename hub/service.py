@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from edge_agent.durable import write_atomic
 from edge_agent.trust import TrustRoot
+from hub.alerts import Alerter, AlertRule, load_rules
 from hub.api import ApiServer, HubContext, create_app
 from hub.audit import AuditLog
 from hub.broker import EmbeddedBroker
@@ -42,6 +43,9 @@ class HubSettings:
     embedded_broker_port: int = 1883
     broker_username: str | None = None
     broker_password: str | None = None
+    alert_rules: Path | None = None  # JSON rules (see hub.alerts); none: no alerting
+    webhook_url: str | None = None  # called on every alert transition
+    alert_interval_s: float = 30.0
 
 
 class HubService:
@@ -56,6 +60,7 @@ class HubService:
         self.audit: AuditLog | None = None
         self.ingest: Ingest | None = None
         self.registry: Registry | None = None
+        self.alerter: Alerter | None = None
         self.api: ApiServer | None = None
 
     def start(self) -> HubService:
@@ -65,6 +70,14 @@ class HubService:
             HubError: a part did not start (port in use, broker unreachable, bad URL).
         """
         s = self.settings
+        rules = load_rules(s.alert_rules.read_bytes()) if s.alert_rules is not None else None
+        try:
+            return self._start(s, rules)
+        except BaseException:
+            self.stop()  # nothing half-started keeps running (ports, threads)
+            raise
+
+    def _start(self, s: HubSettings, rules: tuple[AlertRule, ...] | None) -> HubService:
         s.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         db = s.data_dir / "hub.db"
         self.tokens = TokenStore(db)  # creates hub.db with mode 0600
@@ -105,6 +118,9 @@ class HubService:
             url_secret=url_secret,
         )
         self.api = ApiServer(create_app(context), s.api_host, s.api_port).start()
+        if rules is not None:
+            self.alerter = Alerter(self.store, self.registry.reference, rules, s.webhook_url)
+            self.alerter.start(s.alert_interval_s)
         self.audit.append("hub", "hub.start", str(s.data_dir), {"api": self.api.url})
         log.info("hub: API on %s, MQTT on %s:%s", self.api.url, host, port)
         return self
@@ -118,6 +134,9 @@ class HubService:
 
     def stop(self) -> None:
         """Stop the API, ingest and broker, and close the store."""
+        if self.alerter is not None:
+            self.alerter.stop()
+            self.alerter.close()
         for part in (self.api, self.ingest):
             if part is not None:
                 part.stop()

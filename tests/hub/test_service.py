@@ -331,3 +331,44 @@ def test_live_event_stream_delivers_new_events(hub_service):
         ("dev-y", "failed"),
     ]
     assert httpx.get(f"{hub_service.api.url}/v1/events/stream").status_code == 401
+
+
+def test_hub_serve_runs_alert_rules_from_a_file(tmp_path):
+    rules = tmp_path / "rules.json"
+    rules.write_text(
+        json.dumps(
+            {
+                "rules": [
+                    {
+                        "name": "pump-drift",
+                        "metric": "psi_max",
+                        "comparison": ">",
+                        "threshold": 0.25,
+                        "sustained_s": 600,
+                        "cooldown_s": 3600,
+                        "scope": {
+                            "model": "pump",
+                            "version": 1,
+                            "device": None,
+                            "tag": None,
+                            "role": "active",
+                        },
+                    }
+                ]
+            }
+        )
+    )
+    settings = HubSettings(
+        data_dir=tmp_path / "hub",
+        api_port=0,
+        embedded_broker_port=free_port(),
+        alert_rules=rules,
+        alert_interval_s=3600,
+    )
+    with HubService(settings) as service:
+        assert service.alerter is not None
+        assert service.alerter.tick() == []  # no data yet: nothing fires
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"name": "x", "metric": "nope"}]')
+    with pytest.raises(Exception, match="missing field"):
+        HubService(replace(settings, alert_rules=bad, data_dir=tmp_path / "hub2")).start()
