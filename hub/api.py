@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import uvicorn
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile, status
@@ -27,10 +27,12 @@ from pydantic import BaseModel, Field
 
 from edge_agent import __version__
 from edge_agent.canonical import parse_json
+from edge_agent.directive import ModelRef, Probation
 from edge_agent.errors import EdgeFleetError
 from edge_agent.input_schema import InputSchema
 from hub.audit import AuditLog
 from hub.bundler import load_reference
+from hub.directives import DirectivePublisher, DirectiveSigner
 from hub.drift import drift_report
 from hub.registry import ModelVersion as RegistryVersion
 from hub.registry import Registry
@@ -51,6 +53,21 @@ class HubContext:
     registry: Registry | None = None
     url_secret: bytes = b""  # signs short-lived bundle download URLs for devices
     max_upload_bytes: int = 512 << 20
+    signer: DirectiveSigner | None = None
+    publisher: DirectivePublisher | None = None
+    public_url: str = ""  # the API's URL as devices reach it (for bundle links)
+    url_ttl_s: int = 7 * 24 * 3600
+
+
+class DeployRequest(BaseModel):
+    """Body of ``POST /v1/devices/{id}/deploy``."""
+
+    name: str
+    version: int = Field(ge=1)
+    mode: Literal["active", "shadow"] = "active"
+    downgrade: bool = False
+    probation: dict[str, Any] | None = None
+    ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
 
 
 def sign_bundle_url(secret: bytes, sha256: str, expires: int) -> str:
@@ -190,6 +207,59 @@ def create_app(context: HubContext) -> FastAPI:
         return {
             "events": [{"id": r.id, **json.loads(r.event.to_bytes())} for r in page],
             "next": page[-1].id if len(page) == limit else None,
+        }
+
+    @app.post("/v1/devices/{device_id}/deploy", status_code=201, tags=["devices"])
+    def deploy(
+        device_id: str,
+        body: DeployRequest,
+        caller: Annotated[TokenInfo, Depends(require("deploy"))],
+    ) -> dict[str, Any]:
+        """Sign and publish a device's desired state: a registered model version, active
+        or in shadow; a version below the installed one needs ``downgrade``."""
+        registry = need_registry()
+        if context.signer is None or context.publisher is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "directives unavailable")
+        found = registry.get(body.name, body.version)
+        if found is None:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, f"no model {body.name!r} v{body.version}"
+            )
+        try:
+            probation = Probation.from_json(body.probation, "probation") if body.probation else None
+            expires = int(time.time()) + context.url_ttl_s
+            sig = sign_bundle_url(context.url_secret, found.sha256, expires)
+            url = f"{context.public_url}/v1/bundles/{found.sha256}?expires={expires}&sig={sig}"
+            ref = ModelRef(found.name, found.version, found.sha256, found.size, (url,))
+            signed = context.signer.make(
+                device_id,
+                ref,
+                mode=body.mode,
+                downgrade=body.downgrade,
+                probation=probation,
+                ttl_s=body.ttl_s,
+            )
+            context.publisher.publish(signed)
+        except EdgeFleetError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+        d = signed.directive
+        audit(
+            caller,
+            "directive.publish",
+            device_id,
+            seq=d.seq,
+            model=d.model.name,
+            version=d.model.version,
+            mode=d.mode,
+            downgrade=d.downgrade,
+        )
+        return {
+            "device_id": device_id,
+            "seq": d.seq,
+            "model": d.model.name,
+            "version": d.model.version,
+            "mode": d.mode,
+            "expires_at": d.expires_at,
         }
 
     @app.get("/v1/events/stream", tags=["events"])

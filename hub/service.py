@@ -22,6 +22,7 @@ from hub.alerts import Alerter, AlertRule, load_rules
 from hub.api import ApiServer, HubContext, create_app
 from hub.audit import AuditLog
 from hub.broker import EmbeddedBroker
+from hub.directives import DirectivePublisher, DirectiveSigner
 from hub.errors import HubError
 from hub.ingest import Ingest
 from hub.keys import init_keys, load_private_key
@@ -46,6 +47,7 @@ class HubSettings:
     alert_rules: Path | None = None  # JSON rules (see hub.alerts); none: no alerting
     webhook_url: str | None = None  # called on every alert transition
     alert_interval_s: float = 30.0
+    public_url: str | None = None  # the API as devices reach it; default: where it listens
 
 
 class HubService:
@@ -61,6 +63,8 @@ class HubService:
         self.ingest: Ingest | None = None
         self.registry: Registry | None = None
         self.alerter: Alerter | None = None
+        self.signer: DirectiveSigner | None = None
+        self.publisher: DirectivePublisher | None = None
         self.api: ApiServer | None = None
 
     def start(self) -> HubService:
@@ -109,6 +113,10 @@ class HubService:
         self.ingest = Ingest(
             self.store, host, port, username=s.broker_username, password=s.broker_password
         ).start()
+        self.signer = DirectiveSigner(db, keys)
+        self.publisher = DirectivePublisher(
+            host, port, username=s.broker_username, password=s.broker_password
+        ).start()
         context = HubContext(
             tokens=self.tokens,
             store=self.store,
@@ -116,8 +124,11 @@ class HubService:
             counters=self.ingest.counters,
             registry=self.registry,
             url_secret=url_secret,
+            signer=self.signer,
+            publisher=self.publisher,
         )
         self.api = ApiServer(create_app(context), s.api_host, s.api_port).start()
+        context.public_url = s.public_url or self.api.url
         if rules is not None:
             self.alerter = Alerter(self.store, self.registry.reference, rules, s.webhook_url)
             self.alerter.start(s.alert_interval_s)
@@ -137,12 +148,12 @@ class HubService:
         if self.alerter is not None:
             self.alerter.stop()
             self.alerter.close()
-        for part in (self.api, self.ingest):
+        for part in (self.api, self.ingest, self.publisher):
             if part is not None:
                 part.stop()
         if self.broker is not None:
             self.broker.stop()
-        for closable in (self.registry, self.audit, self.store, self.tokens):
+        for closable in (self.signer, self.registry, self.audit, self.store, self.tokens):
             if closable is not None:
                 closable.close()
 
