@@ -36,6 +36,8 @@ from hub.directives import DirectivePublisher, DirectiveSigner
 from hub.drift import drift_report
 from hub.registry import ModelVersion as RegistryVersion
 from hub.registry import Registry
+from hub.rollout import RolloutSpec
+from hub.rollout_runner import RolloutRunner
 from hub.store import DeviceRecord, Store
 from hub.tokens import SCOPES, TokenError, TokenInfo, TokenStore
 
@@ -57,6 +59,13 @@ class HubContext:
     publisher: DirectivePublisher | None = None
     public_url: str = ""  # the API's URL as devices reach it (for bundle links)
     url_ttl_s: int = 7 * 24 * 3600
+    runner: RolloutRunner | None = None
+
+    def bundle_url(self, sha256: str) -> str:
+        """A download URL for a bundle, signed for ``url_ttl_s`` (devices need no token)."""
+        expires = int(time.time()) + self.url_ttl_s
+        sig = sign_bundle_url(self.url_secret, sha256, expires)
+        return f"{self.public_url}/v1/bundles/{sha256}?expires={expires}&sig={sig}"
 
 
 class DeployRequest(BaseModel):
@@ -227,9 +236,7 @@ def create_app(context: HubContext) -> FastAPI:
             )
         try:
             probation = Probation.from_json(body.probation, "probation") if body.probation else None
-            expires = int(time.time()) + context.url_ttl_s
-            sig = sign_bundle_url(context.url_secret, found.sha256, expires)
-            url = f"{context.public_url}/v1/bundles/{found.sha256}?expires={expires}&sig={sig}"
+            url = context.bundle_url(found.sha256)
             ref = ModelRef(found.name, found.version, found.sha256, found.size, (url,))
             signed = context.signer.make(
                 device_id,
@@ -261,6 +268,58 @@ def create_app(context: HubContext) -> FastAPI:
             "mode": d.mode,
             "expires_at": d.expires_at,
         }
+
+    def need_runner() -> RolloutRunner:
+        if context.runner is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "rollouts unavailable")
+        return context.runner
+
+    @app.post("/v1/rollouts", status_code=201, tags=["rollouts"])
+    def start_rollout(
+        body: dict[str, Any], caller: Annotated[TokenInfo, Depends(require("deploy"))]
+    ) -> dict[str, Any]:
+        """Start a staged rollout (the spec's JSON, see ``hub.rollout.RolloutSpec``)."""
+        runner = need_runner()
+        try:
+            rollout = runner.create(RolloutSpec.from_json(body), actor=f"token:{caller.id}")
+        except EdgeFleetError as exc:
+            code = status.HTTP_409_CONFLICT if "already" in str(exc) else 422
+            raise HTTPException(code, str(exc)) from exc
+        return rollout.to_json()
+
+    @app.get("/v1/rollouts", tags=["rollouts"])
+    def list_rollouts(
+        _: Annotated[TokenInfo, Depends(require("read"))], active: bool = False
+    ) -> dict[str, Any]:
+        """Rollouts, newest last, with their state, stage and last gate results."""
+        return {
+            "rollouts": [
+                s.rollout.to_json() for s in need_runner().rollouts.list(active_only=active)
+            ]
+        }
+
+    @app.get("/v1/rollouts/{rollout_id}", tags=["rollouts"])
+    def get_rollout(
+        rollout_id: str, _: Annotated[TokenInfo, Depends(require("read"))]
+    ) -> dict[str, Any]:
+        """One rollout: spec, state, stage, history, touched devices, gate values."""
+        try:
+            return need_runner().rollouts.get(rollout_id).rollout.to_json()
+        except EdgeFleetError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+    @app.post("/v1/rollouts/{rollout_id}/{command}", tags=["rollouts"])
+    def rollout_command(
+        rollout_id: str,
+        command: Literal["pause", "resume", "promote", "abort", "rollback"],
+        caller: Annotated[TokenInfo, Depends(require("deploy"))],
+    ) -> dict[str, Any]:
+        """Pause, resume, promote (approve), abort or roll back a rollout."""
+        try:
+            r = need_runner().command(rollout_id, command, actor=f"token:{caller.id}")
+        except EdgeFleetError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+        return r.to_json()
 
     @app.get("/v1/events/stream", tags=["events"])
     async def stream_events(

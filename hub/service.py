@@ -27,6 +27,8 @@ from hub.errors import HubError
 from hub.ingest import Ingest
 from hub.keys import init_keys, load_private_key
 from hub.registry import Registry
+from hub.rollout import RolloutStore
+from hub.rollout_runner import RolloutRunner
 from hub.store import Store
 from hub.tokens import TokenStore
 
@@ -48,6 +50,7 @@ class HubSettings:
     webhook_url: str | None = None  # called on every alert transition
     alert_interval_s: float = 30.0
     public_url: str | None = None  # the API as devices reach it; default: where it listens
+    rollout_interval_s: float = 1.0
 
 
 class HubService:
@@ -64,6 +67,8 @@ class HubService:
         self.registry: Registry | None = None
         self.alerter: Alerter | None = None
         self.signer: DirectiveSigner | None = None
+        self.rollouts: RolloutStore | None = None
+        self.runner: RolloutRunner | None = None
         self.publisher: DirectivePublisher | None = None
         self.api: ApiServer | None = None
 
@@ -129,6 +134,18 @@ class HubService:
         )
         self.api = ApiServer(create_app(context), s.api_host, s.api_port).start()
         context.public_url = s.public_url or self.api.url
+        self.rollouts = RolloutStore(db)
+        self.runner = RolloutRunner(
+            self.store,
+            self.registry,
+            self.rollouts,
+            self.signer,
+            self.publisher,
+            context.bundle_url,
+            self.audit,
+        )
+        context.runner = self.runner
+        self.runner.start_thread(s.rollout_interval_s)
         if rules is not None:
             self.alerter = Alerter(self.store, self.registry.reference, rules, s.webhook_url)
             self.alerter.start(s.alert_interval_s)
@@ -145,6 +162,8 @@ class HubService:
 
     def stop(self) -> None:
         """Stop the API, ingest and broker, and close the store."""
+        if self.runner is not None:
+            self.runner.stop()
         if self.alerter is not None:
             self.alerter.stop()
             self.alerter.close()
@@ -153,7 +172,8 @@ class HubService:
                 part.stop()
         if self.broker is not None:
             self.broker.stop()
-        for closable in (self.signer, self.registry, self.audit, self.store, self.tokens):
+        closables = (self.rollouts, self.signer, self.registry, self.audit, self.store, self.tokens)
+        for closable in closables:
             if closable is not None:
                 closable.close()
 

@@ -1,0 +1,296 @@
+"""Runs the rollout state machine (:mod:`hub.rollout`) against the live fleet.
+
+Each tick, for every active rollout: the fleet (device tags), the cohort's progress
+from the events devices reported, the stage's measurements (drift of the target
+version on the cohort, latency p95 against the previous version, shadow agreement),
+then :func:`hub.rollout.evaluate`; the actions it returns are carried out (signed
+directives published, notes audited) and the rollout is saved. All decisions are
+the pure state machine's: this module only gathers inputs and performs outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from edge_agent.canonical import canonical_bytes
+from edge_agent.directive import ModelRef
+from edge_agent.errors import EdgeFleetError
+from edge_agent.messages import State
+from hub.audit import AuditLog
+from hub.directives import DirectivePublisher, DirectiveSigner
+from hub.drift import drift_report
+from hub.registry import Registry
+from hub.rollout import (
+    Action,
+    DeviceProgress,
+    Notify,
+    PublishDirectives,
+    Rollout,
+    RolloutError,
+    RolloutSpec,
+    RolloutStore,
+    StageMetrics,
+    abort,
+    cohort,
+    ensure_no_conflicts,
+    evaluate,
+    new_rollout,
+    pause,
+    progress,
+    promote,
+    resume,
+    rollback,
+    start,
+)
+from hub.store import Store
+
+log = logging.getLogger("edgefleet.hub")
+
+
+class RolloutRunner:
+    """Starts, steers and advances rollouts. Thread-safe (one lock around every step)."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        rollouts: RolloutStore,
+        signer: DirectiveSigner,
+        publisher: DirectivePublisher,
+        bundle_url: Callable[[str], str],
+        audit: AuditLog | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Wire the parts; nothing runs before :meth:`start_thread`."""
+        self.store, self.registry, self.rollouts = store, registry, rollouts
+        self.signer, self.publisher, self.bundle_url = signer, publisher, bundle_url
+        self.audit, self.clock = audit, clock
+        self._lock = threading.RLock()
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- commands -----------------------------------------------------------------------
+
+    def create(self, spec: RolloutSpec, actor: str = "hub") -> Rollout:
+        """Start a rollout.
+
+        Raises:
+            RolloutError: an unknown model version, an id in use, or devices another
+                active rollout of the same model already targets.
+        """
+        with self._lock:
+            for version in (spec.target_version, spec.previous_version):
+                if version is not None and self.registry.get(spec.model, version) is None:
+                    raise RolloutError(f"no registered model {spec.model!r} v{version}")
+            fleet = self.fleet()
+            active = [s.rollout for s in self.rollouts.list(active_only=True)]
+            ensure_no_conflicts(spec, active, fleet)
+            r, actions = start(new_rollout(spec), self.clock(), devices=fleet)
+            self._carry_out(r, actions)
+            self.rollouts.save(r)
+            self._audit(actor, "rollout.start", spec.id, spec=spec.to_json())
+            return r
+
+    def command(self, rollout_id: str, name: str, actor: str = "hub", reason: str = "") -> Rollout:
+        """Apply an operator command: pause, resume, promote, abort or rollback.
+
+        Raises:
+            RolloutError: unknown rollout or command, or a command its state forbids.
+        """
+        with self._lock:
+            stored = self.rollouts.get(rollout_id)
+            r, now, why = stored.rollout, self.clock(), reason or f"operator {actor}"
+            commands: dict[str, Callable[[], tuple[Rollout, list[Action]]]] = {
+                "pause": lambda: pause(r, now, why),
+                "resume": lambda: resume(r, now, why),
+                "promote": lambda: promote(r, now, devices=self.fleet()),
+                "abort": lambda: abort(r, now, why),
+                "rollback": lambda: rollback(r, now, why),
+            }
+            if name not in commands:
+                raise RolloutError(f"unknown command {name!r}; one of {', '.join(commands)}")
+            new, actions = commands[name]()
+            self._carry_out(new, actions)
+            self.rollouts.save(new, stored.version)
+            self._audit(actor, f"rollout.{name}", rollout_id, reason=why)
+            return new
+
+    def tick(self) -> None:
+        """Advance every active rollout by one evaluation (never raises)."""
+        with self._lock:
+            for stored in self.rollouts.list(active_only=True):
+                try:
+                    r = stored.rollout
+                    fleet = self.fleet()
+                    members = cohort(r.spec, r.stage, fleet)
+                    progress_map = self._progress(r, members)
+                    metrics = self._metrics(r, members, progress_map)
+                    new, actions = evaluate(r, self.clock(), progress_map, metrics, devices=fleet)
+                    if new != r:
+                        self._carry_out(new, actions)
+                        self.rollouts.save(new, stored.version)
+                except (EdgeFleetError, OSError) as exc:
+                    log.error("rollout %s: %s", stored.rollout.spec.id, exc)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until ``predicate()`` holds, re-checked after every tick; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    # --- the thread ---------------------------------------------------------------------
+
+    def start_thread(self, interval_s: float = 1.0) -> None:
+        """Run :meth:`tick` every ``interval_s`` seconds."""
+
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                self.tick()
+                self._notify()
+
+        self._thread = threading.Thread(target=loop, name="hub-rollouts", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread (promptly)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    # --- inputs -------------------------------------------------------------------------
+
+    def fleet(self) -> dict[str, tuple[str, ...]]:
+        """Every known device and its tags."""
+        out: dict[str, tuple[str, ...]] = {}
+        after: str | None = None
+        while page := self.store.list_devices(after=after, limit=1000):
+            out.update({d.id: d.tags for d in page})
+            after = page[-1].id
+        return out
+
+    def _progress(self, r: Rollout, members: Sequence[str]) -> dict[str, DeviceProgress]:
+        started = r.history[0].at if r.history else 0.0
+        out = {}
+        now = self.clock()
+        for device_id in members:
+            events = [
+                e.event
+                for e in self.store.events(device=device_id, limit=1000)
+                if e.event.ts >= started - 1.0
+            ]
+            record = self.store.device(device_id)
+            state = None
+            if record is not None and record.state:
+                try:
+                    state = State.from_bytes(canonical_bytes(record.state))
+                except EdgeFleetError:
+                    state = None
+            out[device_id] = progress(events, state, now, r.spec)
+        return out
+
+    def _metrics(
+        self, r: Rollout, members: Sequence[str], progress_map: dict[str, DeviceProgress]
+    ) -> StageMetrics:
+        spec, stage = r.spec, r.current_stage
+        since = r.stage_started_at
+        role = "shadow" if stage.mode == "shadow" else "active"
+        windows = []
+        for device_id in members:
+            windows += self.store.windows_for(
+                device=device_id,
+                model=spec.model,
+                version=spec.target_version,
+                since=since,
+                role=role,
+            )
+        psi = js = ratio = agreement = None
+        if windows:
+            report = drift_report(
+                self.registry.reference(spec.model, spec.target_version),
+                windows,
+                min_count=stage.gates.min_count,
+            )
+            scores = [f for f in report.features if f.psi is not None]
+            if scores:
+                psi = max(f.psi for f in scores if f.psi is not None)
+                js = max((f.js for f in scores if f.js is not None), default=None)
+            agreement = report.agreement
+            if spec.previous_version is not None:
+                p95 = report.latency_ms.get("p95") if report.latency_ms else None
+                ratio = self._latency_ratio(p95, spec, since)
+        return StageMetrics.from_progress(
+            progress_map, psi_max=psi, js_max=js, latency_ratio=ratio, shadow_agreement=agreement
+        )
+
+    def _latency_ratio(
+        self, p95: float | None, spec: RolloutSpec, since: float | None
+    ) -> float | None:
+        if p95 is None or spec.previous_version is None:
+            return None
+        champion = self.store.windows_for(
+            model=spec.model, version=spec.previous_version, since=since, role="active"
+        )
+        if not champion:
+            return None
+        latency = drift_report(
+            self.registry.reference(spec.model, spec.previous_version), champion, min_count=1
+        ).latency_ms
+        base = latency.get("p95") if latency else None
+        return p95 / base if base else None
+
+    # --- outputs ------------------------------------------------------------------------
+
+    def _carry_out(self, r: Rollout, actions: Sequence[Action]) -> None:
+        for action in actions:
+            if isinstance(action, PublishDirectives):
+                found = self.registry.get(r.spec.model, action.version)
+                if found is None:
+                    log.error("rollout %s: v%s is not registered", r.spec.id, action.version)
+                    continue
+                ref = ModelRef(
+                    found.name,
+                    found.version,
+                    found.sha256,
+                    found.size,
+                    (self.bundle_url(found.sha256),),
+                )
+                for device_id in action.device_ids:
+                    signed = self.signer.make(
+                        device_id,
+                        ref,
+                        mode=action.mode,
+                        downgrade=action.downgrade,
+                        probation=r.spec.probation,
+                        rollout=r.spec.id,
+                    )
+                    self.publisher.publish(signed)
+                    self._audit(
+                        "hub",
+                        "directive.publish",
+                        device_id,
+                        seq=signed.directive.seq,
+                        rollout=r.spec.id,
+                        version=action.version,
+                        downgrade=action.downgrade,
+                    )
+            elif isinstance(action, Notify):
+                log.info("rollout %s: %s", r.spec.id, action.message)
+                self._audit("hub", "rollout.note", r.spec.id, message=action.message)
+
+    def _audit(self, actor: str, action: str, target: str, **details: Any) -> None:
+        if self.audit is not None:
+            self.audit.append(actor, action, target, details)

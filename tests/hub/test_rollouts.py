@@ -1,0 +1,138 @@
+"""Staged rollouts on the real hub with real agents on the embedded broker."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from edge_agent.agent import Agent
+from edge_agent.config import BrokerConfig
+from edge_agent.directive import Probation
+from hub.broker import free_port
+from hub.bundler import ReferenceData
+from hub.keys import load_private_key
+from hub.rollout import Gates, RolloutSpec, Stage
+from hub.service import HubService, HubSettings
+from tests.support.bundles import spoil_samples
+
+pytestmark = pytest.mark.timeout(120)
+N_AGENTS = 8
+FAST = Probation(window_s=0.5, min_predictions=0, max_error_rate=0.5)
+OPEN_GATES = Gates(
+    min_success_share=1.0, max_failure_share=0.0, max_psi=None, max_latency_ratio=None, min_count=1
+)
+
+
+def wait(hub, predicate, timeout: float = 60.0, what: str = "") -> None:
+    assert hub.runner.wait_until(predicate, timeout), f"timed out: {what}"
+
+
+@pytest.fixture
+def fleet(tmp_path, demo_dir, reference_x, agent_config):
+    settings = HubSettings(
+        data_dir=tmp_path / "hub",
+        api_port=0,
+        embedded_broker_port=free_port(),
+        rollout_interval_s=0.3,
+    )
+    with HubService(settings) as hub:
+        ref = ReferenceData(reference_x, tuple(f"f{i}" for i in range(10)))
+        for _ in range(2):
+            hub.registry.push_model(
+                (demo_dir / "model-int8.tflite").read_bytes(), name="pump", reference=ref
+            )
+        keys = [load_private_key(p).key for p in sorted((settings.data_dir / "keys").glob("*.pem"))]
+        good = hub.registry.bundle_path(hub.registry.get("pump", 2).sha256)
+        bad = spoil_samples(good, tmp_path / "bad.efb", keys)
+        import json
+        import zipfile
+
+        with zipfile.ZipFile(bad) as zf:  # re-version the spoiled bundle as v3
+            members = {i.filename: zf.read(i) for i in zf.infolist()}
+        from edge_agent.canonical import canonical_bytes
+        from edge_agent.trust import Context
+        from hub.signing import sign
+
+        manifest = json.loads(members["manifest.json"])
+        manifest["version"] = 3
+        members["manifest.json"] = canonical_bytes(manifest)
+        members["signatures.json"] = canonical_bytes(
+            [s.to_json() for s in sign(Context.BUNDLE_MANIFEST, members["manifest.json"], keys)]
+        )
+        with zipfile.ZipFile(bad, "w") as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+        hub.registry.add_bundle(bad)
+        agents = []
+        for i in range(N_AGENTS):
+            config = replace(
+                agent_config,
+                device_id=f"{agent_config.device_id}-{i}",
+                data_dir=tmp_path / f"agent-{i}",
+                trust_file=settings.data_dir / "keys" / "trust.json",
+                broker=BrokerConfig(host=hub.broker.host, port=hub.broker.port),
+            )
+            agents.append(Agent(config).start())
+        token, _ = hub.tokens.create("ops", ["deploy"])
+        client = httpx.Client(base_url=hub.api.url, headers={"Authorization": f"Bearer {token}"})
+        wait(hub, lambda: len(hub.store.list_devices(limit=100)) == N_AGENTS, what="fleet online")
+        try:
+            yield hub, agents, client
+        finally:
+            for a in agents:
+                a.stop()
+            client.close()
+
+
+def state_of(client, rollout_id: str) -> dict:
+    return client.get(f"/v1/rollouts/{rollout_id}").json()
+
+
+def test_healthy_version_walks_all_stages_then_a_failing_one_rolls_back(fleet):
+    hub, agents, client = fleet
+    first = RolloutSpec(
+        id="r1",
+        model="pump",
+        target_version=2,
+        previous_version=None,
+        stages=(
+            Stage(share=0.25, bake_s=0, gates=OPEN_GATES),
+            Stage(share=1.0, bake_s=0, gates=OPEN_GATES),
+        ),
+        probation=FAST,
+    )
+    r = client.post("/v1/rollouts", json=first.to_json())
+    assert r.status_code == 201, r.text
+    wait(hub, lambda: state_of(client, "r1")["state"] == "completed", what="r1 completed")
+    assert {a.active_version.version for a in agents} == {2}
+    stages = [t["to"] for t in state_of(client, "r1")["history"]]
+    assert stages.count("running") >= 2  # went through both stages
+    # a version whose smoke test fails on devices: the canary fails, the fleet stays on v2
+    bad = replace(first, id="r2", target_version=3, previous_version=2, on_failure="rollback")
+    assert client.post("/v1/rollouts", json=bad.to_json()).status_code == 201
+    wait(hub, lambda: state_of(client, "r2")["state"] == "rolled_back", what="r2 rolled back")
+    touched = state_of(client, "r2")["touched"]
+    assert 1 <= len(touched) < N_AGENTS  # only the canary was touched
+    assert {a.active_version.version for a in agents} == {2}
+    # operators cannot promote a finished rollout
+    assert client.post("/v1/rollouts/r2/promote").status_code == 409
+
+
+def test_second_rollout_on_the_same_devices_is_refused(fleet):
+    _, _, client = fleet
+    slow = RolloutSpec(
+        id="slow",
+        model="pump",
+        target_version=2,
+        previous_version=None,
+        stages=(Stage(share=1.0, bake_s=3600, gates=OPEN_GATES),),
+        probation=FAST,
+    )
+    assert client.post("/v1/rollouts", json=slow.to_json()).status_code == 201
+    again = client.post("/v1/rollouts", json=replace(slow, id="again").to_json())
+    assert again.status_code in (409, 422) and "already" in again.text.lower()
+    assert client.post("/v1/rollouts/slow/pause").json()["state"] == "paused"
+    assert client.post("/v1/rollouts/slow/resume").json()["state"] == "running"
+    assert client.post("/v1/rollouts/slow/abort").json()["state"] == "aborted"
