@@ -531,6 +531,199 @@ def device_revoke(device_id: str, data_dir: Path) -> None:
 
 
 @click.group(cls=EdgeFleetGroup)
+def rollout() -> None:
+    """Staged rollouts through the hub's API (for operators and CI pipelines)."""
+
+
+def _print_rollout(r: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    spec = r["spec"]
+    click.echo(
+        f"rollout  {spec['id']}: {spec['model']} v{spec['target_version']} "
+        f"state={r['state']} stage={r['stage'] + 1}/{len(spec['stages'])} "
+        f"touched={len(r['touched'])}"
+    )
+    for g in r.get("gates", []):
+        value = "-" if g["value"] is None else f"{g['value']:.4g}"
+        click.echo(f"gate     {g['name']:<16} {value:>8} (limit {g['limit']}) {g['verdict']}")
+
+
+_FINAL = {"completed", "aborted", "rolled_back"}
+
+
+def _wait_rollout(client: Any, rollout_id: str, timeout: float) -> dict[str, Any]:
+    """Poll until the rollout leaves `running` for good or needs a human (timeout: exit 1)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        r = _api_result(client.get(f"/v1/rollouts/{rollout_id}"))
+        if r["state"] in _FINAL | {"paused", "waiting_approval"}:
+            return r
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"rollout {rollout_id} still {r['state']} after {timeout}s")
+        time.sleep(1.0)  # a remote API: nothing to subscribe to from the CLI yet
+
+
+@rollout.command("start")
+@click.option(
+    "--spec",
+    "spec_path",
+    type=_existing_file,
+    default=None,
+    help="A rollout spec (JSON); or build one with the options below.",
+)
+@click.option("--id", "rollout_id", default=None, help="Rollout id (letters, digits, . _ -).")
+@click.option("--model", "model_name", default=None)
+@click.option("--version", "version", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--previous", type=click.IntRange(min=1), default=None, help="Version to roll back to."
+)
+@click.option("--tag", "tags", multiple=True, help="Only devices with this tag (repeat).")
+@click.option("--stages", default="1,10,50,100", show_default=True, help="Cumulative percentages.")
+@click.option("--bake", default=600.0, show_default=True, help="Seconds per stage.")
+@click.option("--on-failure", type=click.Choice(["pause", "rollback"]), default="pause")
+@click.option("--manual", is_flag=True, help="Wait for `rollout promote` between stages.")
+@click.option(
+    "--max-psi",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Drift gate on the cohort (needs traffic to measure).",
+)
+@click.option("--no-drift-gate", is_flag=True, help="Do not gate on drift.")
+@click.option(
+    "--probation",
+    "probation_s",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds each device watches the new model before keeping it.",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Block until done or stuck; exit 1 unless it completed.",
+)
+@_hub_options[0]
+@_hub_options[1]
+@click.option("--json", "as_json", is_flag=True)
+def rollout_start(
+    spec_path: Path | None,
+    rollout_id: str | None,
+    model_name: str | None,
+    version: int | None,
+    previous: int | None,
+    tags: tuple[str, ...],
+    stages: str,
+    bake: float,
+    on_failure: str,
+    manual: bool,
+    max_psi: float,
+    no_drift_gate: bool,
+    probation_s: float,
+    wait_s: float | None,
+    hub_url: str,
+    token_env: str,
+    as_json: bool,
+) -> None:
+    """Start a staged rollout of a registered model version."""
+    if spec_path is not None:
+        spec = parse_json(spec_path.read_bytes(), str(spec_path))
+    else:
+        if not (rollout_id and model_name and version):
+            raise click.UsageError("give --spec, or --id, --model and --version")
+        try:
+            shares = [float(x) / 100 for x in stages.split(",") if x.strip()]
+        except ValueError as exc:
+            raise click.BadParameter("comma-separated percentages", param_hint="--stages") from exc
+        from edge_agent.directive import Probation
+        from hub.rollout import Gates, RolloutSpec, Selector, Stage
+
+        gates = Gates(
+            max_psi=None if no_drift_gate else max_psi,
+            max_latency_ratio=None if previous is None else 1.5,
+        )
+        spec = RolloutSpec(
+            id=rollout_id,
+            model=model_name,
+            target_version=version,
+            previous_version=previous,
+            selector=Selector(tags=tags),
+            on_failure=on_failure,  # type: ignore[arg-type]
+            promotion="manual" if manual else "auto",
+            stages=tuple(Stage(share=s, bake_s=bake, gates=gates) for s in shares),
+            probation=Probation(window_s=probation_s),
+        ).to_json()
+    with _hub_client(hub_url, token_env) as client:
+        r = _api_result(client.post("/v1/rollouts", json=spec))
+        if wait_s is not None:
+            r = _wait_rollout(client, r["spec"]["id"], wait_s)
+    _print_rollout(r, as_json)
+    if wait_s is not None and r["state"] != "completed":
+        raise click.ClickException(f"rollout {r['spec']['id']} ended {r['state']}")
+
+
+@rollout.command("status")
+@click.argument("rollout_id")
+@click.option("--wait", "wait_s", type=float, default=None, metavar="SECONDS")
+@_hub_options[0]
+@_hub_options[1]
+@click.option("--json", "as_json", is_flag=True)
+def rollout_status(
+    rollout_id: str, wait_s: float | None, hub_url: str, token_env: str, as_json: bool
+) -> None:
+    """A rollout's state, stage and gate values (``--wait``: until done or stuck)."""
+    with _hub_client(hub_url, token_env) as client:
+        if wait_s is None:
+            r = _api_result(client.get(f"/v1/rollouts/{rollout_id}"))
+        else:
+            r = _wait_rollout(client, rollout_id, wait_s)
+    _print_rollout(r, as_json)
+    if wait_s is not None and r["state"] != "completed":
+        raise click.ClickException(f"rollout {rollout_id} ended {r['state']}")
+
+
+@rollout.command("list")
+@click.option("--active", is_flag=True)
+@_hub_options[0]
+@_hub_options[1]
+@click.option("--json", "as_json", is_flag=True)
+def rollout_list(active: bool, hub_url: str, token_env: str, as_json: bool) -> None:
+    """Every rollout (``--active``: running, waiting or paused)."""
+    with _hub_client(hub_url, token_env) as client:
+        result = _api_result(client.get("/v1/rollouts", params={"active": active}))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        for r in result["rollouts"]:
+            _print_rollout(r, False)
+
+
+def _rollout_command(name: str) -> click.Command:
+    @click.command(name, help=f"{name.capitalize()} a rollout.")
+    @click.argument("rollout_id")
+    @_hub_options[0]
+    @_hub_options[1]
+    @click.option("--json", "as_json", is_flag=True)
+    def command(rollout_id: str, hub_url: str, token_env: str, as_json: bool) -> None:
+        with _hub_client(hub_url, token_env) as client:
+            r = _api_result(client.post(f"/v1/rollouts/{rollout_id}/{name}"))
+        _print_rollout(r, as_json)
+
+    return command
+
+
+for _name in ("promote", "pause", "resume", "abort", "rollback"):
+    rollout.add_command(_rollout_command(_name))
+
+
+@click.group(cls=EdgeFleetGroup)
 def audit() -> None:
     """The hub's hash-chained audit log."""
 
@@ -608,6 +801,7 @@ def register(root: click.Group) -> None:
     root.add_command(hub)
     root.add_command(audit)
     root.add_command(device)
+    root.add_command(rollout)
     root.add_command(keys)
     root.add_command(model)
     root.add_command(demo)

@@ -136,3 +136,60 @@ def test_second_rollout_on_the_same_devices_is_refused(fleet):
     assert client.post("/v1/rollouts/slow/pause").json()["state"] == "paused"
     assert client.post("/v1/rollouts/slow/resume").json()["state"] == "running"
     assert client.post("/v1/rollouts/slow/abort").json()["state"] == "aborted"
+
+
+def test_ci_pipeline_waits_on_a_rollout_and_fails_when_the_canary_fails(fleet):
+    import os
+    import subprocess
+    import sys
+
+    hub, agents, _ = fleet
+    token, _ = hub.tokens.create("ci", ["deploy"])
+    env = {**os.environ, "EDGEFLEET_TOKEN": token, "EDGEFLEET_HUB": hub.api.url}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "edge_agent.cli", "rollout", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=90,
+        )
+
+    common = (
+        "--model",
+        "pump",
+        "--stages",
+        "25,100",
+        "--bake",
+        "0",
+        "--no-drift-gate",
+        "--probation",
+        "0.5",
+        "--wait",
+        "60",
+    )
+    ok = cli("start", "--id", "ci-good", "--version", "2", *common)
+    assert ok.returncode == 0, ok.stderr
+    assert "state=completed" in ok.stdout
+    bad = cli(
+        "start",
+        "--id",
+        "ci-bad",
+        "--version",
+        "3",
+        "--previous",
+        "2",
+        "--on-failure",
+        "rollback",
+        *common,
+    )
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == ["Error: rollout ci-bad ended rolled_back"]
+    listed = cli("list", "--json")
+    assert {r["spec"]["id"] for r in __import__("json").loads(listed.stdout)["rollouts"]} == {
+        "ci-good",
+        "ci-bad",
+    }
+    assert {a.active_version.version for a in agents} == {2}
