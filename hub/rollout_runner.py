@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from edge_agent.canonical import canonical_bytes
 from edge_agent.directive import ModelRef
 from edge_agent.errors import EdgeFleetError
 from edge_agent.messages import State
@@ -194,11 +193,15 @@ class RolloutRunner:
             ]
             record = self.store.device(device_id)
             state = None
-            if record is not None and record.state:
-                try:
-                    state = State.from_bytes(canonical_bytes(record.state))
-                except EdgeFleetError:
-                    state = None
+            if record is not None:  # what the hub knows now, last will included
+                state = State(
+                    device_id=device_id,
+                    online=record.online,
+                    ts=record.last_seen or 0.0,
+                    active=record.active,
+                    previous=record.previous,
+                    shadow=record.shadow,
+                )
             out[device_id] = progress(events, state, now, r.spec)
         return out
 

@@ -30,7 +30,8 @@ def wait(hub, predicate, timeout: float = 60.0, what: str = "") -> None:
 
 
 @pytest.fixture
-def fleet(tmp_path, demo_dir, reference_x, agent_config):
+def fleet(request, tmp_path, demo_dir, reference_x, agent_config):
+    n_agents = getattr(request, "param", N_AGENTS)
     settings = HubSettings(
         data_dir=tmp_path / "hub",
         api_port=0,
@@ -66,7 +67,10 @@ def fleet(tmp_path, demo_dir, reference_x, agent_config):
                 zf.writestr(name, data)
         hub.registry.add_bundle(bad)
         agents = []
-        for i in range(N_AGENTS):
+        hub.registry.push_model(
+            (demo_dir / "model-int8.tflite").read_bytes(), name="pump", reference=ref
+        )  # v4: healthy, like v2
+        for i in range(n_agents):
             config = replace(
                 agent_config,
                 device_id=f"{agent_config.device_id}-{i}",
@@ -77,7 +81,7 @@ def fleet(tmp_path, demo_dir, reference_x, agent_config):
             agents.append(Agent(config).start())
         token, _ = hub.tokens.create("ops", ["deploy"])
         client = httpx.Client(base_url=hub.api.url, headers={"Authorization": f"Bearer {token}"})
-        wait(hub, lambda: len(hub.store.list_devices(limit=100)) == N_AGENTS, what="fleet online")
+        wait(hub, lambda: len(hub.store.list_devices(limit=100)) == n_agents, what="fleet online")
         try:
             yield hub, agents, client
         finally:
@@ -193,3 +197,62 @@ def test_ci_pipeline_waits_on_a_rollout_and_fails_when_the_canary_fails(fleet):
         "ci-bad",
     }
     assert {a.active_version.version for a in agents} == {2}
+
+
+@pytest.mark.parametrize("fleet", [20], indirect=True)
+def test_twenty_agents_walk_four_stages_and_an_offline_device_converges(fleet):
+    hub, agents, client = fleet
+    offline = agents[-1]
+    offline.stop()  # this device is away during the rollout
+    spec = RolloutSpec(
+        id="big",
+        model="pump",
+        target_version=2,
+        previous_version=None,
+        stages=tuple(Stage(share=s, bake_s=0, gates=OPEN_GATES) for s in (0.05, 0.25, 0.5, 1.0)),
+        probation=FAST,
+        stale_after_s=1.0,
+    )
+    assert client.post("/v1/rollouts", json=spec.to_json()).status_code == 201
+    wait(hub, lambda: state_of(client, "big")["state"] == "completed", 90, "big completed")
+    online = agents[:-1]
+    assert {a.active_version.version for a in online} == {2}
+    assert len(state_of(client, "big")["touched"]) == 20
+    returning = Agent(offline.config).start()  # back online: the retained directive waits
+    try:
+        assert hub.runner.wait_until(
+            lambda: returning.active_version is not None and returning.active_version.version == 2,
+            60,
+        ), "the returning device converged"
+    finally:
+        returning.stop()
+
+
+def test_drifting_version_fails_its_canary_drift_gate(fleet, reference_x):
+    hub, agents, client = fleet
+    gates = replace(OPEN_GATES, max_psi=0.25, min_count=1)
+    spec = RolloutSpec(
+        id="drifty",
+        model="pump",
+        target_version=4,
+        previous_version=None,
+        stages=(
+            Stage(share=0.25, bake_s=3600, gates=gates),
+            Stage(share=1.0, bake_s=0, gates=gates),
+        ),
+        probation=FAST,
+    )
+    assert client.post("/v1/rollouts", json=spec.to_json()).status_code == 201
+    touched = set(state_of(client, "drifty")["touched"])
+    canary = [a for a in agents if a.device_id in touched]
+    assert hub.runner.wait_until(lambda: all(a.active_version for a in canary), 60)
+    shifted = reference_x[:300].copy()
+    shifted[:, 2] += 4 * reference_x[:, 2].std()
+    for agent in canary:
+        agent.predict(shifted)
+        agent.close_window()
+        assert agent.wait_for_drain(20)
+    wait(hub, lambda: state_of(client, "drifty")["state"] == "paused", 60, "paused on drift")
+    gates_now = {g["name"]: g for g in state_of(client, "drifty")["gates"]}
+    assert gates_now["psi"]["verdict"] == "fail" and gates_now["psi"]["value"] > 0.25
+    assert all(a.active_version is None for a in agents if a.device_id not in touched)
