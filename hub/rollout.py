@@ -853,6 +853,15 @@ def _enter_stage(
     r: Rollout, now: float, index: int, devices: Fleet, reason: str
 ) -> tuple[Rollout, list[Action]]:
     touched, actions = _publish_stage(r, index, devices)
+    stages = r.spec.stages
+    if index > 0 and stages[index].mode == "active" and stages[index - 1].mode == "shadow":
+        # The challenger ran in shadow on the earlier cohort: switch those devices too.
+        earlier = tuple(d for d in cohort(r.spec, index - 1, devices) if d in set(r.touched))
+        if earlier:
+            actions = [
+                PublishDirectives(earlier, r.spec.target_version, "active", downgrade=False),
+                *actions,
+            ]
     moved = _move(
         r, now, RolloutState.RUNNING, reason, stage=index, stage_started_at=now, touched=touched
     )

@@ -256,3 +256,84 @@ def test_drifting_version_fails_its_canary_drift_gate(fleet, reference_x):
     gates_now = {g["name"]: g for g in state_of(client, "drifty")["gates"]}
     assert gates_now["psi"]["verdict"] == "fail" and gates_now["psi"]["value"] > 0.25
     assert all(a.active_version is None for a in agents if a.device_id not in touched)
+
+
+def test_hub_restart_mid_stage_resumes_the_rollout(fleet):
+    hub, agents, _ = fleet
+    spec = RolloutSpec(
+        id="restart",
+        model="pump",
+        target_version=2,
+        previous_version=None,
+        stages=(
+            Stage(share=0.25, bake_s=2, gates=OPEN_GATES),
+            Stage(share=1.0, bake_s=0, gates=OPEN_GATES),
+        ),
+        probation=FAST,
+    )
+    hub.runner.create(spec)
+    touched = set(hub.rollouts.get("restart").rollout.touched)
+    canary = [a for a in agents if a.device_id in touched]
+    assert hub.runner.wait_until(lambda: all(a.active_version for a in canary), 60)
+    hub.stop()  # the hub goes down in the middle of stage 1 (and its embedded broker)
+    again = HubService(hub.settings).start()
+    try:
+        assert again.runner.wait_until(
+            lambda: again.rollouts.get("restart").rollout.state.value == "completed", 90
+        ), "the restarted hub resumed and completed the rollout"
+        assert again.runner.wait_until(
+            lambda: {a.active_version.version if a.active_version else None for a in agents} == {2},
+            60,
+        )
+    finally:
+        again.stop()
+
+
+def test_shadow_stage_reports_agreement_before_any_device_switches(fleet, reference_x):
+    hub, agents, client = fleet
+    hub.runner.create(
+        RolloutSpec(
+            id="base",
+            model="pump",
+            target_version=2,
+            previous_version=None,
+            stages=(Stage(share=1.0, bake_s=0, gates=OPEN_GATES),),
+            probation=FAST,
+        )
+    )
+    wait(hub, lambda: state_of(client, "base")["state"] == "completed", 60, "base completed")
+    shadow_gates = replace(OPEN_GATES, min_shadow_agreement=0.8)
+    spec = RolloutSpec(
+        id="shadow",
+        model="pump",
+        target_version=4,
+        previous_version=2,
+        stages=(
+            Stage(share=0.25, bake_s=3600, gates=shadow_gates, mode="shadow"),
+            Stage(share=1.0, bake_s=0, gates=OPEN_GATES),
+        ),
+        probation=FAST,
+    )
+    hub.runner.create(spec)
+    touched = set(hub.rollouts.get("shadow").rollout.touched)
+    canary = [a for a in agents if a.device_id in touched]
+    assert hub.runner.wait_until(lambda: all(a.predictor.shadow for a in canary), 60)
+    for agent in canary:
+        for row in reference_x[:50]:
+            assert agent.predict(row).model.version == 2  # callers keep the champion
+        agent.close_window()
+        assert agent.wait_for_drain(20)
+    wait(
+        hub,
+        lambda: any(
+            g["name"] == "shadow_agreement" and g["verdict"] == "pass" and g["value"] >= 0.8
+            for g in state_of(client, "shadow")["gates"]
+        ),
+        60,
+        "shadow agreement measured and passing",
+    )
+    hub.runner.command("shadow", "promote")  # skip the bake once agreement is measured
+    wait(hub, lambda: state_of(client, "shadow")["state"] == "completed", 60, "completed")
+    history = state_of(client, "shadow")["history"]
+    assert any("stage" in t["reason"] for t in history)
+    assert {a.active_version.version for a in agents} == {4}
