@@ -6,7 +6,7 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ["bench_bundle", "bench_predict", "bench_agent", "bench_hub"]
+BENCHMARKS = ["bench_bundle", "bench_predict", "bench_agent", "bench_hub", "bench_rollout"]
 
 
 def main(argv: list[str]) -> int:
