@@ -63,6 +63,24 @@ class LoadedModel:
         self._batch = int(self._in["shape"][0])
         self._in_index = int(self._in["index"])
         self._out_index = int(self._out["index"])
+        # Float32 in and out: run_one feeds and returns the tensors as they are.
+        self._plain_io = self._in_dtype == np.float32 and np.dtype(self._out["dtype"]) == np.float32
+
+    def run_one(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`predict` for one float32 C-contiguous sample ``[1, n_features]``.
+
+        The serving hot path: with float32 I/O and a batch of 1 already allocated,
+        only set_tensor / invoke / get_tensor remain.
+
+        Raises:
+            ValidationError: wrong shape.
+        """
+        if self._plain_io and self._batch == 1:
+            interp = self.interpreter
+            interp.set_tensor(self._in_index, x)
+            interp.invoke()
+            return interp.get_tensor(self._out_index)
+        return self.dequantize_output(self.run_raw(self.quantize_input(x)))
 
     def run_raw(self, x: np.ndarray) -> np.ndarray:
         """Run a batch already in the input tensor's dtype; returns the raw output.

@@ -392,12 +392,22 @@ class WindowAccumulator:
         self._edge_matrix = np.full((n_features, widest), np.nan)
         for j, e in enumerate(self._edges):
             self._edge_matrix[j, : e.shape[0]] = e
-        self._edge_columns = [self._edge_matrix[:, i].copy() for i in range(widest)]
         self._last_edge = np.array([e[-1] for e in self._edges])
         self._k = np.array([e.shape[0] - 1 for e in self._edges], dtype=np.intp)
+        # ``x >= edge`` for every edge but each feature's last, which is tested with
+        # ``x > last`` instead (the last interior bin is closed); see _bin_block.
+        below_last = self._edge_matrix.copy()
+        below_last[np.arange(n_features), self._k] = np.nan
+        self._edge_columns = [below_last[:, i].copy() for i in range(widest - 1)]
+        self._nan_bin = self._k + 2
+        self._idx_dtype = np.dtype(np.uint8 if widest < 250 else np.intp)
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.intp)
+        self._bin_offsets = self._offsets[:-1].copy()
         self._conf_edges = np.asarray(reference.confidence.edges, dtype=np.float64)
-        self._ranges = _ranges(schema, n_features)
+        ranges = _ranges(schema, n_features)
+        # Unbounded ranges count nothing (NaN is not out of range): skip the pass.
+        unbounded = ranges is None or not np.isfinite(np.concatenate(ranges)).any()
+        self._ranges = None if unbounded else ranges
         self._x_shape = (n_features,)
         self._p_shape = (n_classes,)
         self._x = np.empty((batch, n_features), dtype=np.float64)
@@ -551,8 +561,7 @@ class WindowAccumulator:
     def _fold(self, x: np.ndarray, p: np.ndarray) -> None:
         """Add a block of samples ``x [m, F]`` with outputs ``p [m, C]`` to the window."""
         m = x.shape[0]
-        idx = self._bin_block(x)
-        idx += self._offsets[:-1]
+        idx = self._bin_block(x) + self._bin_offsets  # an intp copy: one index per value
         self._hist += np.bincount(idx.ravel(), minlength=self._hist.size)
         self._fold_moments(x)
         if self._ranges is not None:
@@ -566,13 +575,24 @@ class WindowAccumulator:
         self._n += m
 
     def _bin_block(self, x: np.ndarray) -> np.ndarray:
-        """``bin_indices`` for every feature of ``x [m, F]`` at once (same layout)."""
-        idx = np.zeros(x.shape, dtype=np.intp)
+        """``bin_indices`` for every feature of ``x [m, F]`` at once (same layout).
+
+        Counts the edges each value reaches: one comparison pass per edge rank, all
+        features at once (NaN-padded edges never count), accumulated in small integers.
+        """
+        idx = np.zeros(x.shape, dtype=self._idx_dtype)
+        hit = np.empty(x.shape, dtype=np.bool_)
+        step = hit.view(np.uint8)
         with np.errstate(invalid="ignore"):
-            for column in self._edge_columns:  # one pass per edge rank, all features at once
-                idx += x >= column
-        idx = np.where(x == self._last_edge, self._k, idx)
-        return np.where(np.isnan(x), self._k + 2, idx)
+            for column in self._edge_columns:
+                np.greater_equal(x, column, out=hit)
+                idx += step
+            np.greater(x, self._last_edge, out=hit)  # the last interior bin is closed
+            idx += step
+            np.isnan(x, out=hit)
+        if hit.any():
+            return np.where(hit, self._nan_bin, idx)
+        return idx
 
     def record_one(self, x: np.ndarray, probs: np.ndarray, latency_s: float) -> None:
         """:meth:`record` for one validated sample: ``x [F]`` and ``probs [C]``, no checks.
@@ -591,10 +611,19 @@ class WindowAccumulator:
 
     def _fold_moments(self, x: np.ndarray) -> None:
         ok = np.abs(x) <= MOMENT_LIMIT  # False for NaN and +-inf
-        c = np.count_nonzero(ok, axis=0)
-        safe_c = np.maximum(c, 1)
-        mean_b = np.where(ok, x, 0.0).sum(axis=0) / safe_c
-        d = np.where(ok, x - mean_b, 0.0)
+        c: np.ndarray | int
+        if ok.all():  # the usual block: the same sums without masking
+            c = x.shape[0]
+            mean_b = x.sum(axis=0) / max(c, 1)
+            d = x - mean_b
+            block_min, block_max = x.min(axis=0), x.max(axis=0)
+        else:
+            c = np.count_nonzero(ok, axis=0)
+            safe_c = np.maximum(c, 1)
+            mean_b = np.where(ok, x, 0.0).sum(axis=0) / safe_c
+            d = np.where(ok, x - mean_b, 0.0)
+            block_min = np.where(ok, x, np.inf).min(axis=0)
+            block_max = np.where(ok, x, -np.inf).max(axis=0)
         m2_b = np.einsum("ij,ij->j", d, d)
         n_a = self._count
         total = n_a + c
@@ -603,8 +632,8 @@ class WindowAccumulator:
         self._mean = np.where(n_a == 0, mean_b, self._mean + delta * c / safe_total)
         self._m2 = self._m2 + m2_b + delta * delta * n_a * c / safe_total
         self._count = total
-        self._min = np.minimum(self._min, np.where(ok, x, np.inf).min(axis=0))
-        self._max = np.maximum(self._max, np.where(ok, x, -np.inf).max(axis=0))
+        self._min = np.minimum(self._min, block_min)
+        self._max = np.maximum(self._max, block_max)
 
     def _snapshot(self, end: float) -> MetricsWindow:
         hist = self._hist.tolist()

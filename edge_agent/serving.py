@@ -11,7 +11,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from math import isfinite
+from math import isfinite, isnan
 from time import perf_counter
 from typing import Any, NamedTuple
 
@@ -25,6 +25,8 @@ from edge_agent.messages import ModelVersion
 from edge_agent.model import LoadedModel
 from edge_agent.monitor import MetricsWindow, WindowAccumulator
 from edge_agent.probation import ProbationMonitor
+
+_FLOAT32 = np.dtype(np.float32)
 
 
 class Prediction(NamedTuple):
@@ -89,7 +91,8 @@ class ServingModel:
         f = self.schema.features
         self._lo = np.array([-np.inf if s.min is None else s.min for s in f], dtype=np.float32)
         self._hi = np.array([np.inf if s.max is None else s.max for s in f], dtype=np.float32)
-        self._refuse_range = self.schema.out_of_range == "refuse"
+        bounded = bool(np.isfinite(self._lo).any() or np.isfinite(self._hi).any())
+        self._refuse_range = self.schema.out_of_range == "refuse" and bounded
         self._refuse_nan = self.schema.nan == "refuse"
         self._row_shape = (self.model.n_features,)
 
@@ -134,10 +137,8 @@ class ServingModel:
                 raise PredictionError("inputs contain NaN, which this model's schema refuses")
         else:
             x = self._validate_any(inputs)
-        if self._refuse_range and ((x < self._lo).any() or (x > self._hi).any()):
-            bad = np.flatnonzero(((x < self._lo) | (x > self._hi)).any(axis=0))
-            names = ", ".join(self.schema.names[i] for i in bad)
-            raise PredictionError(f"inputs out of the schema's valid range: {names}")
+        if self._refuse_range:
+            self._check_range(x)
         return x
 
     def _validate_any(self, inputs: Any) -> np.ndarray:
@@ -156,6 +157,54 @@ class ServingModel:
         if self._refuse_nan and np.isnan(x).any():
             raise PredictionError("inputs contain NaN, which this model's schema refuses")
         return x
+
+    def predict_one(self, inputs: np.ndarray, probation: ProbationMonitor | None) -> np.ndarray:
+        """Validate, run and record one float32 sample ``[features]``: the serving hot path.
+
+        :meth:`validate` then :meth:`run` for one row, inlined, with the same errors and
+        counts (``invalid_input``, ``invoke_error``, ``nan_output``); ``probation``, if
+        any, observes the outcome as :meth:`Predictor.predict` does. Returns ``[1, C]``.
+
+        Raises:
+            PredictionError: NaN / out-of-range inputs the schema refuses, or the model
+                failed or returned NaN.
+        """
+        x = inputs.reshape(1, -1)
+        if self._refuse_nan and isnan(float(inputs.dot(inputs))):  # NaN iff one is NaN
+            self.monitor.record_error("invalid_input")
+            raise PredictionError("inputs contain NaN, which this model's schema refuses")
+        if self._refuse_range:
+            try:
+                self._check_range(x)
+            except PredictionError:
+                self.monitor.record_error("invalid_input")
+                raise
+        with self._lock:
+            start = perf_counter()
+            try:
+                out = self.model.run_one(x)
+            except (RuntimeError, ValueError, EdgeFleetError) as exc:
+                self.monitor.record_error("invoke_error", 1)
+                if probation is not None:
+                    probation.observe(0, 1)
+                raise PredictionError(f"the model failed: {exc}") from exc
+            latency = perf_counter() - start
+        row = out[0]
+        if not isfinite(sum(row.tolist())):
+            self.monitor.record_error("nan_output")
+            if probation is not None:
+                probation.observe(0, 1)
+            raise PredictionError("the model returned NaN or infinity")
+        self.monitor.record_one(inputs, row, latency)
+        if probation is not None:
+            probation.observe(1, 0, latency)
+        return out
+
+    def _check_range(self, x: np.ndarray) -> None:
+        if (x < self._lo).any() or (x > self._hi).any():
+            bad = np.flatnonzero(((x < self._lo) | (x > self._hi)).any(axis=0))
+            names = ", ".join(self.schema.names[i] for i in bad)
+            raise PredictionError(f"inputs out of the schema's valid range: {names}")
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """Run a validated batch; returns float outputs and the latency in seconds.
@@ -204,6 +253,15 @@ class Predictor:
         active = self.active
         if active is None:
             raise PredictionError("no model is active yet")
+        if (
+            type(inputs) is np.ndarray
+            and inputs.dtype is _FLOAT32
+            and inputs.shape == active._row_shape
+        ):
+            out = active.predict_one(inputs, self.probation)  # one sample: the hot path
+            if self.shadow is not None:
+                self._run_shadow(self.shadow, inputs.reshape(1, -1), out)
+            return Prediction(out, active.labels, active.version)
         try:
             x = active.validate(inputs)
         except PredictionError:
@@ -218,14 +276,17 @@ class Predictor:
             raise
         if probation is not None:
             probation.observe(x.shape[0], 0, latency)
-        shadow = self.shadow
-        if shadow is not None:
-            try:
-                challenger, _ = shadow.run(x)
-                shadow.monitor.record_shadow(out, challenger)
-            except PredictionError:
-                pass  # counted in the shadow's own window; callers never see it
+        if self.shadow is not None:
+            self._run_shadow(self.shadow, x, out)
         return Prediction(out, active.labels, active.version)
+
+    @staticmethod
+    def _run_shadow(shadow: ServingModel, x: np.ndarray, out: np.ndarray) -> None:
+        try:
+            challenger, _ = shadow.run(x)
+            shadow.monitor.record_shadow(out, challenger)
+        except PredictionError:
+            pass  # counted in the shadow's own window; callers never see it
 
     def close_windows(self, now: float | None = None) -> list[MetricsWindow]:
         """Close the current monitoring windows of the active and shadow models."""
