@@ -18,7 +18,7 @@ from hub.service import HubService, HubSettings
 from tests.support.bundles import spoil_samples
 
 pytestmark = pytest.mark.timeout(120)
-N_AGENTS = 8
+N_AGENTS = 20
 FAST = Probation(window_s=0.5, min_predictions=0, max_error_rate=0.5)
 OPEN_GATES = Gates(
     min_success_share=1.0, max_failure_share=0.0, max_psi=None, max_latency_ratio=None, min_count=1
