@@ -30,7 +30,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -52,6 +52,7 @@ from edge_agent.schema import safe_name
 from edge_agent.trust import TrustRoot
 from hub.bundler import ReferenceData, build_bundle
 from hub.errors import HubError
+from hub.sqlite import reading, writing
 
 #: Default upper bound on an uploaded bundle's size (checked before reading it all).
 DEFAULT_MAX_BUNDLE_BYTES: Final = 512 << 20
@@ -599,34 +600,11 @@ class Registry:
                 f"registry {self.db_path}: {row[0]!r} v{row[1]} is invalid ({exc})"
             ) from exc
 
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._conn is None:
-                raise RegistryError(f"registry {self.db_path} is closed")
-            try:
-                yield self._conn
-            except sqlite3.Error as exc:
-                raise RegistryError(f"registry {self.db_path}: cannot read ({exc})") from exc
+    def _read(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return reading(self._lock, self._conn, RegistryError, f"registry {self.db_path}")
 
-    @contextlib.contextmanager
-    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise RegistryError(f"registry {self.db_path} is closed")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise RegistryError(f"registry {self.db_path}: cannot {what} ({exc})") from exc
+    def _write(self, what: str) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return writing(self._lock, self._conn, RegistryError, f"registry {self.db_path}", what)
 
 
 class DowngradeError(RegistryError):

@@ -32,7 +32,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -46,6 +46,7 @@ from edge_agent.errors import ValidationError
 from edge_agent.messages import Event, EventKind, MetricsMessage, ModelVersion, State
 from edge_agent.monitor import MetricsWindow, subtract_windows
 from hub.errors import HubError
+from hub.sqlite import reading, writing
 
 log = logging.getLogger("edgefleet.hub")
 
@@ -429,34 +430,11 @@ class Store:
         except (ValueError, TypeError) as exc:
             raise StoreError(f"store {self.path}: device {row[0]!r} is invalid ({exc})") from exc
 
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._conn is None:
-                raise StoreError(f"store {self.path} is closed")
-            try:
-                yield self._conn
-            except sqlite3.Error as exc:
-                raise StoreError(f"store {self.path}: cannot read ({exc})") from exc
+    def _read(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return reading(self._lock, self._conn, StoreError, f"store {self.path}")
 
-    @contextlib.contextmanager
-    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self._conn
-            if conn is None:
-                raise StoreError(f"store {self.path} is closed")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreError(f"store {self.path}: cannot {what} ({exc})") from exc
+    def _write(self, what: str) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return writing(self._lock, self._conn, StoreError, f"store {self.path}", what)
 
 
 _SELECT_DEVICE: Final = (
