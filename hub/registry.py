@@ -20,7 +20,6 @@ idempotent.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -52,7 +51,7 @@ from edge_agent.schema import safe_name
 from edge_agent.trust import TrustRoot
 from hub.bundler import ReferenceData, build_bundle
 from hub.errors import HubError
-from hub.sqlite import reading, writing
+from hub.sqlite import LockedDatabase
 
 #: Default upper bound on an uploaded bundle's size (checked before reading it all).
 DEFAULT_MAX_BUNDLE_BYTES: Final = 512 << 20
@@ -145,7 +144,7 @@ class ModelVersion:
         return f"{self.sha256}{BUNDLE_SUFFIX}"
 
 
-class Registry:
+class Registry(LockedDatabase):
     """Registered model versions and their bundle files. Thread-safe.
 
     Every method that touches the database raises :class:`RegistryError` when SQLite
@@ -174,7 +173,9 @@ class Registry:
         self.max_bundle_bytes = max_bundle_bytes
         self._keys = tuple(signing_keys)
         self._clock = clock
-        self._lock = threading.Lock()
+        super().__init__()
+        self._error = RegistryError
+        self._label = f"registry {db_path}"
         self._push_locks: dict[str, threading.Lock] = {}
         self._reference_cache: dict[str, ReferenceStats] = {}
         try:
@@ -185,7 +186,7 @@ class Registry:
             )
         except (OSError, sqlite3.Error) as exc:
             raise RegistryError(f"registry {db_path}: cannot open ({exc})") from exc
-        self._conn: sqlite3.Connection | None = conn
+        self._conn = conn
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -200,21 +201,6 @@ class Registry:
         except sqlite3.Error as exc:
             self.close()
             raise RegistryError(f"registry {db_path}: cannot open ({exc})") from exc
-
-    def __enter__(self) -> Registry:
-        """Use as a context manager that closes the registry."""
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        """Close the registry."""
-        self.close()
-
-    def close(self) -> None:
-        """Close the database connection (idempotent)."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
 
     def migrations(self) -> list[str]:
         """Names of the registry's applied migrations, in order.
@@ -599,12 +585,6 @@ class Registry:
             raise RegistryError(
                 f"registry {self.db_path}: {row[0]!r} v{row[1]} is invalid ({exc})"
             ) from exc
-
-    def _read(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return reading(self._lock, self._conn, RegistryError, f"registry {self.db_path}")
-
-    def _write(self, what: str) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return writing(self._lock, self._conn, RegistryError, f"registry {self.db_path}", what)
 
 
 class DowngradeError(RegistryError):

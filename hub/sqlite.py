@@ -7,6 +7,7 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator
+from typing import Self
 
 from hub.errors import HubError
 
@@ -60,3 +61,40 @@ def writing(
                 raise
         except sqlite3.Error as exc:
             raise error(f"{label}: cannot {what} ({exc})") from exc
+
+
+class LockedDatabase:
+    """Base for a class that owns one connection behind a lock (``_conn``, ``_lock``).
+
+    Subclasses set ``_error`` (their exception type) and ``_label`` (how errors name
+    them) and assign ``_conn`` once the database is open.
+    """
+
+    _error: type[HubError] = HubError
+    _label: str = "database"
+
+    def __init__(self) -> None:
+        """No connection yet."""
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def __enter__(self) -> Self:
+        """Use as a context manager that closes the connection."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close the connection."""
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _read(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return reading(self._lock, self._conn, self._error, self._label)
+
+    def _write(self, what: str) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return writing(self._lock, self._conn, self._error, self._label, what)

@@ -26,11 +26,9 @@ pairwise disjoint:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +44,7 @@ from edge_agent.errors import ValidationError
 from edge_agent.messages import Event, EventKind, MetricsMessage, ModelVersion, State
 from edge_agent.monitor import MetricsWindow, subtract_windows
 from hub.errors import HubError
-from hub.sqlite import reading, writing
+from hub.sqlite import LockedDatabase
 
 log = logging.getLogger("edgefleet.hub")
 
@@ -144,7 +142,7 @@ class EventRecord:
     event: Event
 
 
-class Store:
+class Store(LockedDatabase):
     """The hub's SQLite store. Thread-safe (one connection behind a lock).
 
     Every method that touches the database raises :class:`StoreError` when SQLite
@@ -159,7 +157,9 @@ class Store:
         """
         self.path = path
         self._clock = clock
-        self._lock = threading.Lock()
+        super().__init__()
+        self._error = StoreError
+        self._label = f"store {path}"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
@@ -167,7 +167,7 @@ class Store:
             )
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"store {path}: cannot open ({exc})") from exc
-        self._conn: sqlite3.Connection | None = conn
+        self._conn = conn
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -180,21 +180,6 @@ class Store:
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(f"store {path}: cannot open ({exc})") from exc
-
-    def __enter__(self) -> Store:
-        """Use as a context manager that closes the store."""
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        """Close the store."""
-        self.close()
-
-    def close(self) -> None:
-        """Close the database (idempotent)."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
 
     def migrations(self) -> list[str]:
         """Names of the applied migrations, in order.
@@ -429,12 +414,6 @@ class Store:
             return _device_record(row)
         except (ValueError, TypeError) as exc:
             raise StoreError(f"store {self.path}: device {row[0]!r} is invalid ({exc})") from exc
-
-    def _read(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return reading(self._lock, self._conn, StoreError, f"store {self.path}")
-
-    def _write(self, what: str) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return writing(self._lock, self._conn, StoreError, f"store {self.path}", what)
 
 
 _SELECT_DEVICE: Final = (
