@@ -13,29 +13,17 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.canonical import canonical_bytes
-from edge_agent.histogram import count, quantile_edges
 from edge_agent.messages import MetricsMessage
 from edge_agent.monitor import WindowAccumulator
-from edge_agent.reference import FeatureReference, Histogram, ReferenceStats
+from edge_agent.reference import ReferenceStats
 from edge_agent.topics import Channel, topic
 
 
 def sample_window_json() -> bytes:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 10))
-    feats = []
-    for j in range(10):
-        e = quantile_edges(x[:, j], 10)
-        feats.append(
-            FeatureReference(f"f{j}", tuple(e), tuple(int(c) for c in count(e, x[:, j])), 0.0, 1.0)
-        )
-    conf = tuple(float(v) for v in np.linspace(0, 1, 11))
-    ref = ReferenceStats(
-        500,
-        tuple(feats),
-        ("a", "b", "c"),
-        (200, 200, 100),
-        Histogram(conf, (0,) * 10 + (500, 0, 0)),
+    ref = ReferenceStats.from_data(
+        x, rng.dirichlet(np.ones(3), 500), [f"f{j}" for j in range(10)], ("a", "b", "c")
     )
     acc = WindowAccumulator(ref, "pump", 1, clock=lambda: 0.0)
     acc.record(x[:60], rng.dirichlet(np.ones(3), 60), 0.001)

@@ -8,14 +8,18 @@ same bins, so the hub can compare merged counts with these exactly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from edge_agent.errors import ValidationError
-from edge_agent.histogram import check_edges, n_counts
+from edge_agent.histogram import check_edges, count, n_counts, quantile_edges
 from edge_agent.schema import exact_fields, field, list_of, positive_int, safe_name
+
+#: Top-1 confidence bins: ten of width 0.1.
+DEFAULT_CONFIDENCE_EDGES: Final = tuple(float(e) for e in np.linspace(0.0, 1.0, 11))
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,49 @@ class ReferenceStats:
     def edges(self) -> list[np.ndarray]:
         """Bin edges of every feature, in input order, as float64 arrays."""
         return [np.asarray(f.edges, dtype=np.float64) for f in self.features]
+
+    @classmethod
+    def from_data(
+        cls,
+        x: np.ndarray,
+        probs: np.ndarray,
+        names: Sequence[str],
+        labels: Sequence[str],
+        n_bins: int = 10,
+        confidence_edges: Sequence[float] = DEFAULT_CONFIDENCE_EDGES,
+    ) -> ReferenceStats:
+        """Statistics of reference inputs ``x [n, F]`` and the model's outputs ``probs [n, C]``:
+        quantile bins per feature, predicted-class counts and a top-1 confidence histogram.
+
+        Raises:
+            ValidationError: a feature has no finite value, or ``n_bins`` < 1.
+        """
+        features = []
+        for j, name in enumerate(names):
+            column = x[:, j]
+            edges = quantile_edges(column, n_bins)
+            finite = column[np.isfinite(column)]
+            features.append(
+                FeatureReference(
+                    name=name,
+                    edges=tuple(float(e) for e in edges),
+                    counts=tuple(int(c) for c in count(edges, column)),
+                    mean=float(finite.mean()),
+                    std=float(finite.std()),
+                )
+            )
+        class_counts = np.bincount(np.argmax(probs, axis=1), minlength=len(labels))
+        conf_edges = np.asarray(confidence_edges, dtype=np.float64)
+        confidence = count(conf_edges, probs.max(axis=1))
+        return cls(
+            n=int(x.shape[0]),
+            features=tuple(features),
+            labels=tuple(labels),
+            class_counts=tuple(int(c) for c in class_counts),
+            confidence=Histogram(
+                tuple(float(e) for e in conf_edges), tuple(int(c) for c in confidence)
+            ),
+        )
 
     @classmethod
     def from_json(cls, value: Any, where: str = "reference") -> ReferenceStats:

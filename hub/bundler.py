@@ -21,7 +21,6 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent import __version__ as agent_version
-from edge_agent import histogram
 from edge_agent.bundle import is_tflite
 from edge_agent.canonical import canonical_bytes
 from edge_agent.errors import EdgeFleetError
@@ -37,7 +36,7 @@ from edge_agent.manifest import (
     MemberDigest,
 )
 from edge_agent.model import LoadedModel
-from edge_agent.reference import FeatureReference, Histogram, ReferenceStats
+from edge_agent.reference import DEFAULT_CONFIDENCE_EDGES, ReferenceStats
 from edge_agent.samples import SmokeSamples
 from edge_agent.trust import Context
 from hub.errors import BuildError
@@ -45,7 +44,7 @@ from hub.signing import sign
 
 DEFAULT_BINS: Final = 10
 QUANTIZED_SMOKE_STEPS: Final = 32
-CONFIDENCE_EDGES: Final = tuple(float(e) for e in np.linspace(0.0, 1.0, 11))
+CONFIDENCE_EDGES: Final = DEFAULT_CONFIDENCE_EDGES
 _ZIP_EPOCH: Final = (1980, 1, 1, 0, 0, 0)
 
 
@@ -95,33 +94,9 @@ def load_reference(path: Path) -> ReferenceData:
 def compute_reference(
     model: LoadedModel, x: np.ndarray, names: Sequence[str], labels: Sequence[str], n_bins: int
 ) -> ReferenceStats:
-    """Reference statistics of ``x``: quantile bins per feature, class and confidence counts."""
-    features = []
-    for j, name in enumerate(names):
-        column = x[:, j]
-        edges = histogram.quantile_edges(column, n_bins)
-        finite = column[np.isfinite(column)]
-        features.append(
-            FeatureReference(
-                name=name,
-                edges=tuple(float(e) for e in edges),
-                counts=tuple(int(c) for c in histogram.count(edges, column)),
-                mean=float(finite.mean()),
-                std=float(finite.std()),
-            )
-        )
-    probs = model.predict(x)
-    predicted = np.argmax(probs, axis=1)
-    class_counts = np.bincount(predicted, minlength=len(labels))
-    conf_edges = np.asarray(CONFIDENCE_EDGES)
-    confidence = histogram.count(conf_edges, probs.max(axis=1))
-    return ReferenceStats(
-        n=int(x.shape[0]),
-        features=tuple(features),
-        labels=tuple(labels),
-        class_counts=tuple(int(c) for c in class_counts),
-        confidence=Histogram(CONFIDENCE_EDGES, tuple(int(c) for c in confidence)),
-    )
+    """Reference statistics of ``x`` and the model's outputs on it (see
+    :meth:`ReferenceStats.from_data`)."""
+    return ReferenceStats.from_data(x, model.predict(x), names, labels, n_bins, CONFIDENCE_EDGES)
 
 
 def smoke_samples(model: LoadedModel, x: np.ndarray, n: int) -> SmokeSamples:

@@ -20,7 +20,7 @@ from hypothesis.extra.numpy import arrays
 
 from edge_agent.canonical import canonical_bytes, parse_json
 from edge_agent.errors import ValidationError
-from edge_agent.histogram import count, quantile_edges
+from edge_agent.histogram import count
 from edge_agent.input_schema import FeatureSpec, InputSchema
 from edge_agent.monitor import (
     LATENCY_EDGES_MS,
@@ -29,7 +29,7 @@ from edge_agent.monitor import (
     merge_windows,
     subtract_windows,
 )
-from edge_agent.reference import FeatureReference, Histogram, ReferenceStats
+from edge_agent.reference import ReferenceStats
 
 F, C = 3, 4
 
@@ -40,28 +40,9 @@ def make_reference(n_features: int = F, n_classes: int = C, seed: int = 0) -> Re
     data = rng.normal(
         loc=np.arange(n_features), scale=1.0 + np.arange(n_features), size=(500, n_features)
     )
-    features = []
-    for j in range(n_features):
-        edges = quantile_edges(data[:, j], 10)
-        features.append(
-            FeatureReference(
-                name=f"f{j}",
-                edges=tuple(edges.tolist()),
-                counts=tuple(count(edges, data[:, j]).tolist()),
-                mean=float(data[:, j].mean()),
-                std=float(data[:, j].std()),
-            )
-        )
     probs = rng.dirichlet(np.ones(n_classes), size=500)
-    conf_edges = np.linspace(0.0, 1.0, 11)
-    return ReferenceStats(
-        n=500,
-        features=tuple(features),
-        labels=tuple(f"c{k}" for k in range(n_classes)),
-        class_counts=tuple(np.bincount(probs.argmax(1), minlength=n_classes).tolist()),
-        confidence=Histogram(
-            tuple(conf_edges.tolist()), tuple(count(conf_edges, probs.max(1)).tolist())
-        ),
+    return ReferenceStats.from_data(
+        data, probs, [f"f{j}" for j in range(n_features)], [f"c{k}" for k in range(n_classes)], 10
     )
 
 

@@ -23,10 +23,9 @@ import pytest
 from edge_agent import outbox
 from edge_agent.canonical import canonical_bytes
 from edge_agent.errors import OutboxError
-from edge_agent.histogram import count, quantile_edges
 from edge_agent.monitor import MetricsWindow, WindowAccumulator, merge_windows
 from edge_agent.outbox import Outbox, OutboxRow
-from edge_agent.reference import FeatureReference, Histogram, ReferenceStats
+from edge_agent.reference import ReferenceStats
 
 ROOT = Path(__file__).resolve().parents[2]
 F, C = 4, 3
@@ -36,22 +35,8 @@ def make_reference(seed: int = 0) -> ReferenceStats:
     """Reference statistics from a small random dataset, as the hub's bundler derives them."""
     rng = np.random.default_rng(seed)
     data = rng.normal(size=(400, F))
-    features = []
-    for j in range(F):
-        edges = quantile_edges(data[:, j], 16)
-        features.append(
-            FeatureReference(
-                f"f{j}", tuple(edges.tolist()), tuple(count(edges, data[:, j]).tolist()), 0.0, 1.0
-            )
-        )
-    conf = np.linspace(0.0, 1.0, 11)
-    return ReferenceStats(
-        400,
-        tuple(features),
-        ("a", "b", "c"),
-        (100, 100, 200),
-        Histogram(tuple(conf.tolist()), (40,) * 10 + (0, 0, 0)),
-    )
+    probs = rng.dirichlet(np.ones(C), size=400)
+    return ReferenceStats.from_data(data, probs, [f"f{j}" for j in range(F)], ["a", "b", "c"], 16)
 
 
 REF = make_reference()

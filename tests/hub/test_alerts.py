@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 
 from edge_agent.errors import ValidationError
-from edge_agent.histogram import count, quantile_edges
 from edge_agent.messages import MetricsMessage, ModelVersion, State
 from edge_agent.monitor import MetricsWindow, WindowAccumulator
-from edge_agent.reference import FeatureReference, Histogram, ReferenceStats
+from edge_agent.reference import ReferenceStats
 from hub.alerts import (
     Alerter,
     AlertRule,
@@ -46,27 +45,13 @@ def probs_for(x: np.ndarray) -> np.ndarray:
 
 def make_reference(n: int = 5000) -> ReferenceStats:
     data = np.random.default_rng(0).normal(size=(n, F))
-    features = []
-    for j in range(F):
-        edges = quantile_edges(data[:, j], 10)
-        features.append(
-            FeatureReference(
-                name=f"f{j}",
-                edges=tuple(edges.tolist()),
-                counts=tuple(count(edges, data[:, j]).tolist()),
-                mean=float(data[:, j].mean()),
-                std=float(data[:, j].std()),
-            )
-        )
-    probs = probs_for(data)
-    return ReferenceStats(
-        n=n,
-        features=tuple(features),
-        labels=tuple(f"c{k}" for k in range(C)),
-        class_counts=tuple(np.bincount(probs.argmax(1), minlength=C).tolist()),
-        confidence=Histogram(
-            tuple(CONF_EDGES.tolist()), tuple(count(CONF_EDGES, probs.max(1)).tolist())
-        ),
+    return ReferenceStats.from_data(
+        data,
+        probs_for(data),
+        [f"f{j}" for j in range(F)],
+        [f"c{k}" for k in range(C)],
+        10,
+        tuple(CONF_EDGES),
     )
 
 

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from edge_agent.canonical import canonical_bytes
 from edge_agent.errors import ValidationError
-from edge_agent.histogram import bin_indices, count, quantile_edges
+from edge_agent.histogram import bin_indices, count
 from edge_agent.monitor import LATENCY_EDGES_MS, MetricsWindow, WindowAccumulator
-from edge_agent.reference import FeatureReference, Histogram, ReferenceStats
+from edge_agent.reference import ReferenceStats
 from hub.drift import (
     DriftError,
     DriftThresholds,
@@ -33,29 +33,14 @@ CONF_EDGES = np.linspace(0.0, 1.0, 11)
 
 
 def make_reference(seed: int = 0, n: int = 5000) -> ReferenceStats:
-    rng = np.random.default_rng(seed)
-    data = rng.normal(size=(n, F))
-    features = []
-    for j in range(F):
-        edges = quantile_edges(data[:, j], 10)
-        features.append(
-            FeatureReference(
-                name=f"f{j}",
-                edges=tuple(edges.tolist()),
-                counts=tuple(count(edges, data[:, j]).tolist()),
-                mean=float(data[:, j].mean()),
-                std=float(data[:, j].std()),
-            )
-        )
-    probs = probs_for(data)
-    return ReferenceStats(
-        n=n,
-        features=tuple(features),
-        labels=tuple(f"c{k}" for k in range(C)),
-        class_counts=tuple(np.bincount(probs.argmax(1), minlength=C).tolist()),
-        confidence=Histogram(
-            tuple(CONF_EDGES.tolist()), tuple(count(CONF_EDGES, probs.max(1)).tolist())
-        ),
+    data = np.random.default_rng(seed).normal(size=(n, F))
+    return ReferenceStats.from_data(
+        data,
+        probs_for(data),
+        [f"f{j}" for j in range(F)],
+        [f"c{k}" for k in range(C)],
+        10,
+        tuple(CONF_EDGES),
     )
 
 

@@ -12,10 +12,9 @@ from functools import reduce
 import numpy as np
 import pytest
 
-from edge_agent.histogram import count, quantile_edges
 from edge_agent.messages import Event, EventKind, Health, MetricsMessage, ModelVersion, State
 from edge_agent.monitor import MetricsWindow, WindowAccumulator, merge_windows
-from edge_agent.reference import FeatureReference, Histogram, ReferenceStats
+from edge_agent.reference import ReferenceStats
 from hub.store import Outcome, Store, StoreError
 
 F, C = 3, 3
@@ -24,21 +23,14 @@ F, C = 3, 3
 def make_reference(seed: int = 0) -> ReferenceStats:
     rng = np.random.default_rng(seed)
     data = rng.normal(size=(300, F))
-    features = []
-    for j in range(F):
-        edges = quantile_edges(data[:, j], 8)
-        features.append(
-            FeatureReference(
-                f"f{j}", tuple(edges.tolist()), tuple(count(edges, data[:, j]).tolist()), 0.0, 1.0
-            )
-        )
-    conf = np.linspace(0.0, 1.0, 6)
-    return ReferenceStats(
-        300,
-        tuple(features),
-        ("a", "b", "c"),
-        (100, 100, 100),
-        Histogram(tuple(conf.tolist()), (60,) * 5 + (0, 0, 0)),
+    probs = rng.dirichlet(np.ones(C), size=300)
+    return ReferenceStats.from_data(
+        data,
+        probs,
+        [f"f{j}" for j in range(F)],
+        ["a", "b", "c"],
+        8,
+        tuple(np.linspace(0.0, 1.0, 6)),
     )
 
 
