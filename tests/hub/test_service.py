@@ -20,6 +20,17 @@ from tests.support.hub_double import HubDouble
 pytestmark = pytest.mark.timeout(90)
 
 
+def edgefleet(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the `edgefleet` command line in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+
+
 @pytest.fixture
 def hub_service(tmp_path):
     settings = HubSettings(data_dir=tmp_path / "hub", api_port=0, embedded_broker_port=free_port())
@@ -76,20 +87,7 @@ def test_audit_log_records_token_actions_and_verifies(hub_service, tmp_path):
     assert [e["action"] for e in audit["entries"]] == ["hub.start", "token.create", "token.revoke"]
     assert audit["verified"] is True
     assert created["token"] not in json.dumps(audit)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_agent.cli",
-            "audit",
-            "verify",
-            "--data",
-            str(hub_service.settings.data_dir),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = edgefleet("audit", "verify", "--data", str(hub_service.settings.data_dir))
     assert proc.returncode == 0, proc.stderr
     assert "verified: 3 entries" in proc.stdout
 
@@ -101,20 +99,7 @@ def test_audit_verify_cli_detects_an_edited_entry(hub_service):
     hub_service.audit.append("ops", "model.push", "pump", {"version": 2})
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE audit SET target = 'other' WHERE action = 'model.push'")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_agent.cli",
-            "audit",
-            "verify",
-            "--data",
-            str(hub_service.settings.data_dir),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = edgefleet("audit", "verify", "--data", str(hub_service.settings.data_dir))
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "edited" in proc.stderr
 
@@ -254,13 +239,7 @@ def test_pipeline_pushes_a_model_with_the_cli_and_gets_meaningful_exit_codes(
     env = {**os.environ, "EDGEFLEET_TOKEN": token, "EDGEFLEET_HUB": hub_service.api.url}
 
     def push(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "edge_agent.cli", "model", "push", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
+        return edgefleet("model", "push", *args, env=env)
 
     model = demo_dir / "model-int8.tflite"
     ref = demo_dir / "reference.npz"
@@ -281,22 +260,14 @@ def test_pipeline_pushes_a_model_with_the_cli_and_gets_meaningful_exit_codes(
     downgrade = push(str(model), "--name", "pump", "--reference", str(ref), "--version", "1")
     assert downgrade.returncode == 1
     assert downgrade.stderr.count("\n") == 1 and "422" in downgrade.stderr
-    no_token = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_agent.cli",
-            "model",
-            "push",
-            str(model),
-            "--name",
-            "pump",
-            "--reference",
-            str(ref),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    no_token = edgefleet(
+        "model",
+        "push",
+        str(model),
+        "--name",
+        "pump",
+        "--reference",
+        str(ref),
         env={k: v for k, v in env.items() if k != "EDGEFLEET_TOKEN"},
     )
     assert no_token.returncode == 1 and "EDGEFLEET_TOKEN" in no_token.stderr
