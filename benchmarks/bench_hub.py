@@ -31,7 +31,7 @@ from hub.tokens import TokenStore
 from tests.support.mosquitto import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
-PROCESSES, DEVICES, EACH = 2, 50, 50  # 2 x 50 x 50 = 5,000 windows per run
+PROCESSES, DEVICES, EACH = 2, 100, 100  # 2 x 100 x 100 = 20,000 windows per run
 
 
 def load(host: str, port: int, user: str, password: str, tag: str) -> list[subprocess.Popen]:

@@ -12,6 +12,11 @@ from typing import Any
 
 from edge_agent.errors import ValidationError
 
+try:  # several times faster; the hub installs it, a device may not
+    import orjson
+except ImportError:  # pragma: no cover - exercised in the tflite-runtime environment
+    orjson = None  # type: ignore[assignment]
+
 
 def canonical_bytes(document: Any) -> bytes:
     """Serialise ``document`` to canonical JSON bytes.
@@ -38,6 +43,12 @@ def parse_json(data: bytes, what: str) -> Any:
     def _refuse_constant(name: str) -> Any:
         raise ValueError(f"{name} is not allowed")
 
+    if orjson is not None:
+        # Strict JSON too: no NaN/Infinity, UTF-8 only, integers within 64 bits.
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise ValidationError(f"{what} is not valid JSON: {exc}") from exc
     try:
         return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

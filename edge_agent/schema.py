@@ -16,6 +16,7 @@ from edge_agent.errors import ValidationError
 T = TypeVar("T")
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_STR_ONLY = frozenset({str})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -25,7 +26,7 @@ def as_object(value: Any, where: str) -> dict[str, Any]:
     Raises:
         ValidationError: it is not an object with string keys.
     """
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+    if not isinstance(value, dict) or not set(map(type, value)) <= _STR_ONLY:
         raise ValidationError(f"{where}: expected an object, got {_kind(value)}")
     return value
 

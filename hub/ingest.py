@@ -1,7 +1,7 @@
 """The hub's MQTT side: take what devices publish, store it, acknowledge it end to end.
 
-paho-mqtt's network thread only enqueues ``(topic, payload)``; one worker thread takes
-batches off the queue, validates every message against the wire contract
+A relay process (:mod:`hub.mqtt_relay`) holds the MQTT connection and forwards batches
+of ``(topic, payload)``; one worker thread here validates every message against the wire contract
 (:mod:`edge_agent.messages`), stores metrics in one transaction per batch through the
 :class:`~hub.store.Store`, and then publishes, per device whose highest contiguous
 sequence advanced, one retained :class:`~edge_agent.messages.Ack` (QoS 1).
@@ -14,27 +14,27 @@ are not acknowledged, so devices send them again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import queue
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any, Final
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.errors import ValidationError
 from edge_agent.messages import Ack, Event, MetricsMessage, State
 from edge_agent.topics import DEVICE_CHANNELS, Channel, fleet_filter, parse_topic, topic
 from hub.errors import HubError
+from hub.mqtt_relay import RelayConfig
 from hub.store import Outcome, Store, StoreError
 
 log = logging.getLogger("edgefleet.hub.ingest")
 
-#: Most messages waiting in the queue; past it paho's thread waits (TCP backpressure).
-QUEUE_MAX: Final = 50_000
 #: One hub, one persistent MQTT session; hub replicas need their own ids.
 DEFAULT_CLIENT_ID: Final = "edgefleet-hub-ingest"
 COUNTER_NAMES: Final = (
@@ -96,6 +96,9 @@ def parse_message(topic_name: str, payload: bytes) -> Parsed:
 class Ingest:
     """Subscribes to every device's state, events and metrics; stores and acknowledges.
 
+    The MQTT client runs in a child process (:mod:`hub.mqtt_relay`) so that receiving
+    and storing use two cores; a worker thread here validates and stores each batch it
+    forwards and sends back the acks to publish. A relay that dies is restarted.
     Counters (see :meth:`counters`) are for the hub's ``/metrics`` endpoint.
     """
 
@@ -107,7 +110,7 @@ class Ingest:
         username: str | None = None,
         password: str | None = None,
         batch_max: int = 500,
-        flush_interval_s: float = 0.05,
+        flush_interval_s: float = 0.02,
         *,
         client_id: str | None = None,
         clock: Callable[[], float] = time.time,
@@ -121,33 +124,30 @@ class Ingest:
             raise ValueError("ingest: batch_max must be >= 1 and flush_interval_s >= 0")
         self.store = store
         self.host, self.port = host, port
-        self.batch_max = batch_max
-        self.flush_interval_s = flush_interval_s
+        self._config = RelayConfig(
+            host=host,
+            port=port,
+            client_id=client_id or DEFAULT_CLIENT_ID,
+            subscriptions=tuple((fleet_filter(c), 1) for c in DEVICE_CHANNELS),
+            username=username,
+            password=password,
+            batch_max=batch_max,
+            flush_interval_s=flush_interval_s,
+        )
         self._clock = clock
-        self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(QUEUE_MAX)
         self._cond = threading.Condition()
         self._counts = dict.fromkeys(COUNTER_NAMES, 0)
         self._acked: dict[str, int] = {}
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._worker: threading.Thread | None = None
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id or DEFAULT_CLIENT_ID,
-            protocol=mqtt.MQTTv311,
-            clean_session=False,  # the broker queues QoS 1 messages while we reconnect
-        )
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        self._conn: Connection | None = None
+        self._relay: subprocess.Popen[bytes] | None = None
 
     # --- life cycle -------------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> Ingest:
-        """Connect, subscribe and start the worker; returns once subscribed.
+        """Start the relay process and the worker; returns once subscribed.
 
         Raises:
             IngestError: already started, or no connection within ``timeout``.
@@ -155,23 +155,21 @@ class Ingest:
         if self._worker is not None:
             raise IngestError("ingest: already started")
         self._stop.clear()
+        self._spawn_relay()
         self._worker = threading.Thread(target=self._run, name="hub-ingest", daemon=True)
         self._worker.start()
-        self.client.connect_async(self.host, self.port)
-        self.client.loop_start()
         if not self._connected.wait(timeout):
             self.stop()
             raise IngestError(f"ingest: no MQTT connection to {self.host}:{self.port}")
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the worker (after its current batch) and disconnect; idempotent."""
+        """Stop the worker (after its current batch) and the relay; idempotent."""
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout)
             self._worker = None
-        self.client.disconnect()
-        self.client.loop_stop()
+        self._stop_relay(timeout)
         self._connected.clear()
 
     def __enter__(self) -> Ingest:
@@ -226,65 +224,92 @@ class Ingest:
                 self._cond.wait(left)
         return True
 
-    # --- paho's thread ----------------------------------------------------------------
+    # --- the relay process ------------------------------------------------------------
 
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
-        if getattr(reason, "is_failure", False):
-            log.warning("ingest: broker refused the connection: %s", reason)
-            return
-        client.subscribe([(fleet_filter(c), 1) for c in DEVICE_CHANNELS])
-        self._connected.set()
-        with self._cond:
-            self._counts["connects"] += 1
-            self._cond.notify_all()
-        log.info("ingest: connected to %s:%d and subscribed", self.host, self.port)
+    def _spawn_relay(self) -> None:
+        # A plain child interpreter on a socket pair (not multiprocessing's spawn, which
+        # re-runs the caller's main module: scripts without a __main__ guard would break).
+        ours, theirs = socket.socketpair()
+        relay = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "hub.mqtt_relay", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        conn = Connection(ours.detach())
+        conn.send(("config", self._config))
+        self._conn, self._relay = conn, relay
 
-    def _on_disconnect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
-    ) -> None:
-        self._connected.clear()
-        with self._cond:
-            self._cond.notify_all()
-        if not self._stop.is_set():
-            log.warning("ingest: disconnected (%s); paho reconnects", reason)
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        item = (message.topic, bytes(message.payload))
-        while not self._stop.is_set():  # a full queue holds paho back (TCP backpressure)
+    def _stop_relay(self, timeout: float) -> None:
+        conn, relay = self._conn, self._relay
+        self._conn = self._relay = None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.send(("stop",))
+        if relay is not None:
             try:
-                self._queue.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+                relay.wait(timeout)
+            except subprocess.TimeoutExpired:
+                relay.kill()
+                relay.wait(timeout)
+        if conn is not None:
+            conn.close()
+
+    def _publish(self, topic_name: str, payload: bytes) -> bool:
+        conn = self._conn
+        if conn is None:
+            return False
+        try:
+            conn.send(("publish", topic_name, payload, 1, True))
+        except OSError:
+            return False
+        return True
 
     # --- the worker -------------------------------------------------------------------
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            batch = self._take_batch()
-            if batch:
-                try:
-                    self.process(batch)
-                except Exception:  # never let one batch end the ingest
-                    log.exception("ingest: batch of %d failed", len(batch))
-
-    def _take_batch(self) -> list[tuple[str, bytes]]:
-        try:
-            batch = [self._queue.get(timeout=0.2)]
-        except queue.Empty:
-            return []
-        deadline = time.monotonic() + self.flush_interval_s
-        while len(batch) < self.batch_max:
+            conn = self._conn
             try:
-                left = deadline - time.monotonic()
-                batch.append(
-                    self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-                )
-            except queue.Empty:
-                break
-        return batch
+                if conn is None or not conn.poll(0.2):
+                    continue
+                message = conn.recv()
+            except (EOFError, OSError):
+                if not self._stop.is_set():
+                    self._restart_relay()
+                continue
+            try:
+                self._dispatch(message)
+            except Exception:  # never let one batch end the ingest
+                log.exception("ingest: a message from the relay failed")
+
+    def _restart_relay(self) -> None:
+        code = self._relay.poll() if self._relay is not None else None
+        log.error("ingest: the MQTT relay process died (exit code %s); restarting it", code)
+        self._connected.clear()
+        with self._cond:
+            self._cond.notify_all()
+        self._stop_relay(1.0)
+        if not self._stop.wait(1.0):
+            self._spawn_relay()
+
+    def _dispatch(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "batch":
+            self.process(message[1])
+        elif kind == "connected":
+            self._connected.set()
+            with self._cond:
+                self._counts["connects"] += 1
+                self._cond.notify_all()
+            log.info("ingest: connected to %s:%d and subscribed", self.host, self.port)
+        elif kind == "disconnected":
+            self._connected.clear()
+            with self._cond:
+                self._cond.notify_all()
+            log.warning("ingest: disconnected (%s); reconnecting", message[1])
+        elif kind == "refused":
+            log.warning("ingest: broker refused the connection: %s", message[1])
 
     def process(self, batch: Sequence[tuple[str, bytes]]) -> None:
         """Validate, store and acknowledge one batch of ``(topic, payload)`` (worker thread).
@@ -329,13 +354,14 @@ class Ingest:
                 counts["rejected"] += result.count(Outcome.REJECTED)
                 with self._cond:
                     acks = {d: c for d, c in result.contiguous.items() if c > self._acked.get(d, 0)}
-        for device_id, seq in acks.items():
-            self.client.publish(
-                topic(device_id, Channel.ACK), Ack(device_id, seq).to_bytes(), qos=1, retain=True
-            )
-        counts["acks_published"] = len(acks)
+        published = {
+            d: seq
+            for d, seq in acks.items()
+            if self._publish(topic(d, Channel.ACK), Ack(d, seq).to_bytes())
+        }
+        counts["acks_published"] = len(published)
         with self._cond:
             for name, n in counts.items():
                 self._counts[name] += n
-            self._acked.update(acks)
+            self._acked.update(published)
             self._cond.notify_all()

@@ -36,6 +36,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
@@ -505,7 +506,8 @@ def _reject(m: MetricsMessage, stored: tuple[int, int]) -> Outcome:
 
 
 def _window_row(dev: str, lo: int, hi: int, w: MetricsWindow) -> tuple[Any, ...]:
-    payload = canonical_bytes(w.to_json()).decode()
+    # Validated windows hold only finite numbers, so orjson's output is plain JSON.
+    payload = orjson.dumps(w.to_json(), option=orjson.OPT_SORT_KEYS).decode()
     return (dev, lo, hi, w.model_name, w.model_version, w.role, w.start, w.end, w.n, payload)
 
 

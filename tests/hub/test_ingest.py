@@ -5,6 +5,7 @@ Tests wait on the ingest's condition (woken after every batch), never on sleeps.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import paho.mqtt.client as mqtt
@@ -12,7 +13,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.agent import Agent
+from edge_agent.errors import ValidationError
 from edge_agent.messages import Event, EventKind, MetricsMessage, State, offline_state
+from edge_agent.monitor import MetricsWindow
 from edge_agent.topics import Channel, topic
 from hub.ingest import Ingest, parse_message
 from hub.store import Store
@@ -173,7 +176,6 @@ def test_parse_message_is_pure_and_strict():
     m = row(dev, 1)
     parsed = parse_message(topic(dev, Channel.METRICS), m.to_bytes())
     assert parsed.device_id == dev and isinstance(parsed.message, MetricsMessage)
-    from edge_agent.errors import ValidationError
     from hub.ingest import DeviceMismatchError
 
     with pytest.raises(DeviceMismatchError):
@@ -207,3 +209,38 @@ def test_ingest_resubscribes_after_the_broker_restarts(tmp_path):
             first.stop()
             if second is not None:
                 second.stop()
+
+
+def test_killed_relay_process_is_restarted_and_nothing_acked_is_lost(ingest, store, device):
+    dev = uid("relay")
+    device.publish(dev, Channel.METRICS, row(dev, 1).to_bytes())
+    assert ingest.wait_until_acked(dev, 1, 20)
+    connects = ingest.counters()["connects"]
+    relay = ingest._relay
+    assert relay is not None
+    relay.kill()  # kill -9 of the process holding the MQTT connection
+    wait(ingest, lambda: ingest.counters()["connects"] > connects, "the relay reconnecting")
+    assert ingest._relay is not None and ingest._relay.pid != relay.pid
+    device.publish(dev, Channel.METRICS, row(dev, 2).to_bytes())
+    assert ingest.wait_until_acked(dev, 2, 20)
+    assert store.stored_ranges(dev) == [(1, 2)] or store.stored_ranges(dev) == [(1, 1), (2, 2)]
+
+
+def test_number_beyond_any_float_is_malformed_not_a_crash(ingest, store, device):
+    dev = uid("bigint")
+    payload = row(dev, 1).to_bytes()
+    doc = json.loads(payload)
+    doc["windows"][0]["features"]["mean"][0] = 10**400  # valid JSON, no float holds it
+    device.publish(dev, Channel.METRICS, json.dumps(doc).encode())
+    wait(ingest, lambda: ingest.counters()["malformed"] >= 1, "the malformed count")
+    device.publish(dev, Channel.METRICS, payload)
+    assert ingest.wait_until_acked(dev, 1, 20)
+    assert ingest.counters()["malformed"] == 1 and store.contiguous(dev) == 1
+
+
+@pytest.mark.parametrize("column", ["mean", "m2", "min", "max"])
+def test_window_with_a_number_beyond_any_float_is_refused_by_the_parser(column):
+    doc = row("d1", 1).windows[0].to_json()
+    doc["features"][column][0] = 10**400
+    with pytest.raises(ValidationError, match=rf"\[0\]\.{column}: expected a finite number"):
+        MetricsWindow.from_json(doc)
