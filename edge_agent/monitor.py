@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Final, Literal, NamedTuple, cast
 
 import numpy as np
@@ -80,7 +81,10 @@ _WINDOW_FIELDS: Final = {
 _FEATURE_FIELDS: Final = {"counts", "count", "mean", "m2", "min", "max", "out_of_range"}
 _NUMERIC_KINDS: Final = "biuf"
 _INT_ONLY: Final = frozenset({int})
+_FLOAT_ONLY: Final = frozenset({float})
+_LIST_ONLY: Final = frozenset({list})
 _NUMBERS: Final = frozenset({int, float})
+_NUMBERS_OR_NONE: Final = frozenset({int, float, type(None)})
 
 
 class FeatureWindow(NamedTuple):
@@ -237,6 +241,17 @@ def check_window(w: MetricsWindow, where: str = "window") -> None:
     if not w.class_counts or len(w.confidence) < 4 or min(w.shape[0]) < 4:
         raise ValidationError(f"{where}: count vectors too short for their bins {w.shape}")
     for i, f in enumerate(w.features):
+        if (
+            f.min is not None
+            and f.max is not None
+            and f.count > 0
+            and f.m2 >= 0.0
+            and f.min <= f.max
+            and f.out_of_range <= w.n
+            and f.count <= w.n - f.counts[-1]
+            and sum(f.counts) == w.n
+        ):
+            continue  # the common case, without formatting any message
         at = f"{where}.features[{i}]"
         if sum(f.counts) != w.n:
             raise ValidationError(f"{at}.counts: sum {sum(f.counts)} is not n = {w.n}")
@@ -856,37 +871,53 @@ def _features_from_json(value: Any, where: str) -> tuple[FeatureWindow, ...]:
 
 
 def _features_fast(cols: Mapping[str, list[Any]]) -> tuple[FeatureWindow, ...] | None:
-    """The features when every column holds what it should (whole-column checks, the
-    common case at the hub's ingest rate); None if anything is off, so that the caller's
-    item-by-item checks name it."""
-    counts, lo, hi = cols["counts"], cols["min"], cols["max"]
+    """The features when every column holds what it should (whole-column checks in C,
+    the common case at the hub's ingest rate); None if anything is off, so that the
+    caller's item-by-item checks name it."""
+    counts = cols["counts"]
+    if not set(map(type, counts)) <= _LIST_ONLY or min(map(len, counts)) < 4:
+        return None
     if not (
-        _all_counts(cols["count"])
+        _all_counts(list(chain.from_iterable(counts)))
+        and _all_counts(cols["count"])
         and _all_counts(cols["out_of_range"])
         and _all_finite(cols["mean"])
         and _all_finite(cols["m2"])
-        and _all_finite([v for v in lo if v is not None])
-        and _all_finite([v for v in hi if v is not None])
     ):
         return None
-    for c in counts:
-        if type(c) is not list or len(c) < 4 or not _all_counts(c):
-            return None
+    lo, hi = _finite_or_none(cols["min"]), _finite_or_none(cols["max"])
+    if lo is None or hi is None:
+        return None
     return tuple(
-        FeatureWindow(
-            counts=tuple(c),
-            count=k,
-            mean=float(mean),
-            m2=float(m2),
-            min=None if a is None else float(a),
-            max=None if b is None else float(b),
-            out_of_range=r,
+        map(
+            FeatureWindow,
+            map(tuple, counts),
+            cols["count"],
+            _as_floats(cols["mean"]),
+            _as_floats(cols["m2"]),
+            lo,
+            hi,
+            cols["out_of_range"],
         )
-        for c, k, mean, m2, a, b, r in zip(
-            counts, cols["count"], cols["mean"], cols["m2"], lo, hi, cols["out_of_range"],
-            strict=True,
-        )
-    )  # fmt: skip
+    )
+
+
+def _as_floats(values: list[Any]) -> list[float]:
+    """Checked finite numbers as floats (ints converted)."""
+    return values if set(map(type, values)) <= _FLOAT_ONLY else list(map(float, values))
+
+
+def _finite_or_none(values: list[Any]) -> list[float | None] | None:
+    """Items that are finite numbers (as floats) or None; None if any is not."""
+    kinds = set(map(type, values))
+    if not kinds <= _NUMBERS_OR_NONE:
+        return None
+    present = [v for v in values if v is not None] if type(None) in kinds else values
+    if not _all_finite(present):
+        return None
+    if int in kinds:
+        return [None if v is None else float(v) for v in values]
+    return values
 
 
 def _errors_from_json(value: Any, where: str) -> dict[str, int]:
