@@ -13,7 +13,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
 from functools import reduce
 from pathlib import Path
 
@@ -407,23 +406,19 @@ def test_kill_during_outbox_write_loses_no_closed_window(tmp_path):
 # --- draining speed -------------------------------------------------------------------------
 
 
-def test_draining_a_day_of_windows_is_fast_and_indexed(tmp_path):
+def test_draining_a_day_of_windows_uses_the_index(tmp_path):
+    """A day of windows drains in pages through the seq_hi index (the speed itself is
+    measured by bench_agent's drain figure, not asserted here)."""
     path = tmp_path / "outbox.db"
     with Outbox(path, budget_bytes=64 << 20) as box:
-        t0 = time.perf_counter()
         for i in range(1440):
             box.append(nth_window(i))
-        t1 = time.perf_counter()
         drained, after = 0, None
         while rows := box.pending(limit=500, after=after):
             drained += len(rows)
             after = rows[-1].seq_hi
-        t2 = time.perf_counter()
         assert box.ack(after) == 1440 and box.depth() == 0
-        t3 = time.perf_counter()
     assert drained == 1440
-    print(f"1440 windows: append {t1 - t0:.3f}s, pending {t2 - t1:.4f}s, ack {t3 - t2:.4f}s")
-    assert t2 - t1 < 1.0 and t3 - t2 < 1.0
 
     raw = sqlite3.connect(path)
     plan = " ".join(
