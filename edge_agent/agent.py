@@ -148,6 +148,7 @@ class Agent:
         self._sent_up_to = 0
         self._acked = 0
         self._acked_applied = 0
+        self._epoch = ""  # the outbox's, once started
         self._drained = threading.Condition()
         self._last_ack_progress = monotonic()
         self._last_state = 0.0
@@ -192,6 +193,7 @@ class Agent:
             OSError: the outbox or the local API port cannot be opened.
         """
         self.outbox = Outbox(self.config.data_dir / "outbox.db", self.config.outbox_budget_bytes)
+        self._epoch = self.outbox.epoch
         self._acked = self._acked_applied = 0
         self._restore_models()
         if self._accepted_payload:
@@ -416,7 +418,12 @@ class Agent:
         except ValidationError as exc:
             log.warning("agent: ignored malformed ack: %s", exc)
             return
-        if ack.device_id == self.device_id and ack.seq > self._acked:
+        if ack.device_id != self.device_id:
+            return
+        if ack.epoch != self._epoch:  # meant for this device id's earlier sequence space
+            log.warning("agent: ignored an ack for epoch %r (ours is %r)", ack.epoch, self._epoch)
+            return
+        if ack.seq > self._acked:
             self._acked = ack.seq  # applied once the burst of acks is read (_apply_acks)
             self._last_ack_progress = self.monotonic()
 
@@ -468,7 +475,9 @@ class Agent:
         if rows and after == self._acked:
             self._last_ack_progress = self.monotonic()  # the resend timer starts at this send
         for row in rows:
-            payload = MetricsMessage.splice(self.device_id, row.seq_lo, row.seq_hi, row.payload)
+            payload = MetricsMessage.splice(
+                self.device_id, row.seq_lo, row.seq_hi, row.payload, self._epoch
+            )
             if self.link.publish(Channel.METRICS, payload) is None:
                 return
             self._sent_up_to = row.seq_hi

@@ -7,6 +7,7 @@ missing, extra or mistyped fields are refused in one line. Payloads above
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
@@ -22,6 +23,8 @@ STATE_FORMAT: Final = "edgefleet-state/1"
 EVENT_FORMAT: Final = "edgefleet-event/1"
 METRICS_FORMAT: Final = "edgefleet-metrics/1"
 ACK_FORMAT: Final = "edgefleet-ack/1"
+_EPOCH: Final = re.compile(r"[0-9a-f]{16}")
+_EPOCH_FIELD: Final = frozenset({"epoch"})
 
 
 def load_payload(payload: bytes, what: str) -> dict[str, Any]:
@@ -264,29 +267,37 @@ class MetricsMessage:
     seq_lo: int
     seq_hi: int
     windows: tuple[MetricsWindow, ...]
+    #: The device's sequence space (its outbox's epoch); "" for agents without epochs.
+    epoch: str = ""
 
     def to_bytes(self) -> bytes:
         """The MQTT payload."""
-        return canonical_bytes(
-            {
-                "format": METRICS_FORMAT,
-                "device_id": self.device_id,
-                "seq_lo": self.seq_lo,
-                "seq_hi": self.seq_hi,
-                "windows": [w.to_json() for w in self.windows],
-            }
+        return self.splice(
+            self.device_id,
+            self.seq_lo,
+            self.seq_hi,
+            canonical_bytes([w.to_json() for w in self.windows]),
+            self.epoch,
         )
 
     @staticmethod
-    def splice(device_id: str, seq_lo: int, seq_hi: int, windows_json: bytes) -> bytes:
+    def splice(
+        device_id: str, seq_lo: int, seq_hi: int, windows_json: bytes, epoch: str = ""
+    ) -> bytes:
         """The payload for an outbox row whose windows are already a canonical JSON array.
 
-        Same bytes as :meth:`to_bytes` without parsing the windows again (fast drains).
+        The canonical bytes of the message, without parsing the windows again (fast
+        drains).
         """
-        head = canonical_bytes(
-            {"device_id": device_id, "format": METRICS_FORMAT, "seq_hi": seq_hi, "seq_lo": seq_lo}
-        )
-        return head[:-1] + b',"windows":' + windows_json + b"}"
+        head: dict[str, Any] = {
+            "device_id": device_id,
+            "format": METRICS_FORMAT,
+            "seq_hi": seq_hi,
+            "seq_lo": seq_lo,
+        }
+        if epoch:
+            head["epoch"] = epoch
+        return canonical_bytes(head)[:-1] + b',"windows":' + windows_json + b"}"
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> MetricsMessage:
@@ -300,6 +311,7 @@ class MetricsMessage:
             load_payload(payload, where),
             where,
             {"format", "device_id", "seq_lo", "seq_hi", "windows"},
+            _EPOCH_FIELD,
         )
         _check_format(obj, METRICS_FORMAT, where)
         lo = positive_int(obj, "seq_lo", where)
@@ -311,6 +323,7 @@ class MetricsMessage:
             seq_lo=lo,
             seq_hi=hi,
             windows=_windows(obj["windows"], where),
+            epoch=_epoch(obj, where),
         )
 
 
@@ -320,16 +333,30 @@ def _windows(value: Any, where: str) -> tuple[MetricsWindow, ...]:
     return tuple(MetricsWindow.from_json(w, f"{where}.windows[{i}]") for i, w in enumerate(value))
 
 
+def _epoch(obj: dict[str, Any], where: str) -> str:
+    if "epoch" not in obj:
+        return ""
+    value = get(obj, "epoch", str, where)
+    if not _EPOCH.fullmatch(value):
+        raise ValidationError(f"{where}.epoch: expected 16 lowercase hex digits")
+    return value
+
+
 @dataclass(frozen=True)
 class Ack:
-    """The hub's end-to-end acknowledgement: every window up to ``seq`` is stored."""
+    """The hub's end-to-end acknowledgement: every window up to ``seq`` of the device's
+    sequence space ``epoch`` is stored."""
 
     device_id: str
     seq: int
+    epoch: str = ""
 
     def to_bytes(self) -> bytes:
         """The MQTT payload."""
-        return canonical_bytes({"format": ACK_FORMAT, "device_id": self.device_id, "seq": self.seq})
+        doc: dict[str, Any] = {"format": ACK_FORMAT, "device_id": self.device_id, "seq": self.seq}
+        if self.epoch:
+            doc["epoch"] = self.epoch
+        return canonical_bytes(doc)
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> Ack:
@@ -339,9 +366,12 @@ class Ack:
             ValidationError: malformed.
         """
         where = "ack"
-        obj = exact_fields(load_payload(payload, where), where, {"format", "device_id", "seq"})
+        obj = exact_fields(
+            load_payload(payload, where), where, {"format", "device_id", "seq"}, _EPOCH_FIELD
+        )
         _check_format(obj, ACK_FORMAT, where)
         return cls(
             safe_name(obj["device_id"], f"{where}.device_id"),
             positive_int(obj, "seq", where, minimum=0),
+            _epoch(obj, where),
         )

@@ -90,6 +90,18 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
         "0002_window_groups",
         ("ALTER TABLE outbox ADD COLUMN group_key TEXT NOT NULL DEFAULT ''",),
     ),
+    (
+        # A fresh outbox (a new device, or one whose data directory was wiped) starts
+        # its sequences at 1 again: a random epoch tells the hub it is a new sequence
+        # space, not a replay, and lets the agent ignore acks meant for the old one.
+        # An outbox that already handed out sequences keeps the empty (legacy) epoch,
+        # so its sequences continue where the hub expects them.
+        "0003_epoch",
+        (
+            "ALTER TABLE outbox_state ADD COLUMN epoch TEXT NOT NULL DEFAULT ''",
+            "UPDATE outbox_state SET epoch = lower(hex(randomblob(8))) WHERE last_seq = 0",
+        ),
+    ),
 )
 
 
@@ -295,6 +307,16 @@ class Outbox:
             OutboxError: SQLite failed, or closed.
         """
         return int(self._query("SELECT last_seq FROM outbox_state", ())[0][0])
+
+    @property
+    def epoch(self) -> str:
+        """This outbox's sequence space: 16 hex digits, or "" for one created before
+        epochs existed (see migration ``0003_epoch``).
+
+        Raises:
+            OutboxError: SQLite failed, or closed.
+        """
+        return str(self._query("SELECT epoch FROM outbox_state", ())[0][0])
 
     @property
     def compactions(self) -> int:

@@ -354,10 +354,11 @@ class Ingest:
                 counts["rejected"] += result.count(Outcome.REJECTED)
                 with self._cond:
                     acks = {d: c for d, c in result.contiguous.items() if c > self._acked.get(d, 0)}
+        epochs = {m.device_id: m.epoch for m in metrics}  # acks name the sequence space
         published = {
             d: seq
             for d, seq in acks.items()
-            if self._publish(topic(d, Channel.ACK), Ack(d, seq).to_bytes())
+            if self._publish(topic(d, Channel.ACK), Ack(d, seq, epochs[d]).to_bytes())
         }
         counts["acks_published"] = len(published)
         with self._cond:

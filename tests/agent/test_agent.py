@@ -5,6 +5,9 @@ Tests wait for events the agent publishes (through the hub double), never on sle
 
 from __future__ import annotations
 
+import logging
+import threading
+
 import numpy as np
 import pytest
 
@@ -196,3 +199,50 @@ def test_local_http_api_serves_predictions_and_clear_errors(agent, agent_config,
     junk = httpx.post(f"{base}/v1/predict", content=b"{not json")
     assert junk.status_code == 400
     assert httpx.get(f"{base}/v1/health").json()["device_id"] == dev
+
+
+def test_wiped_outbox_ignores_the_old_lifes_retained_ack_and_loses_no_window(
+    agent_config, hub, server, bundles, reference_x
+):
+    """A device whose outbox was wiped restarts its sequences at 1; the retained ack of
+    its earlier life (up to 3) must not delete its new windows before the hub has them."""
+    dev = agent_config.device_id
+    with Agent(agent_config) as first:
+        d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
+        hub.wait_for(hub.event(dev, "activated", d1.seq))
+        for _ in range(3):
+            first.predict(reference_x[0])
+            first.close_window()
+        assert first.wait_for_drain(20)
+        old_epoch = hub.devices[dev].epoch
+    assert hub.devices[dev].acked == 3
+    for suffix in ("", "-wal", "-shm"):
+        (agent_config.data_dir / f"outbox.db{suffix}").unlink(missing_ok=True)
+    ignored = threading.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "ignored an ack for epoch" in record.getMessage():
+                ignored.set()
+
+    watch = Watch()
+    logging.getLogger("edgefleet.agent").addHandler(watch)
+    try:
+        second = Agent(agent_config).start()
+        # the old life's retained ack reaches the new life first
+        assert ignored.wait(20), "the old epoch's ack was not refused"
+    finally:
+        logging.getLogger("edgefleet.agent").removeHandler(watch)
+    try:
+        for row in reference_x[:7]:
+            second.predict(row)
+        second.close_window()
+        rec = hub.devices[dev]
+        new = hub.wait_for(
+            lambda: rec.epoch != old_epoch and rec.windows.get((1, 1)), what="the new seq 1"
+        )
+        assert second.wait_for_drain(20)
+    finally:
+        second.stop()
+    assert new.epoch not in ("", old_epoch) and new.windows[0].n == 7
+    assert [m.seq_lo for m in hub.devices[dev].earlier] == [1, 2, 3]

@@ -21,7 +21,8 @@ import pytest
 
 from edge_agent import outbox
 from edge_agent.canonical import canonical_bytes
-from edge_agent.errors import OutboxError
+from edge_agent.errors import OutboxError, ValidationError
+from edge_agent.messages import Ack, MetricsMessage
 from edge_agent.monitor import MetricsWindow, WindowAccumulator, merge_windows
 from edge_agent.outbox import Outbox, OutboxRow
 from edge_agent.reference import ReferenceStats
@@ -127,6 +128,7 @@ def test_outbox_file_is_private_and_in_wal_mode(tmp_path):
         assert other.execute("SELECT name FROM migrations").fetchall() == [
             ("0001_outbox",),
             ("0002_window_groups",),
+            ("0003_epoch",),
         ]
         other.close()
 
@@ -430,3 +432,55 @@ def test_draining_a_day_of_windows_uses_the_index(tmp_path):
     )
     assert "outbox_seq_hi" in plan
     raw.close()
+
+
+# --- epochs -----------------------------------------------------------------------------
+
+
+def test_a_wiped_outbox_starts_a_new_epoch(tmp_path):
+    path = tmp_path / "outbox.db"
+    with Outbox(path) as box:
+        first = box.epoch
+        box.append(nth_window(0))
+    with Outbox(path) as box:
+        assert box.epoch == first  # a restart keeps the sequence space
+    path.unlink()
+    with Outbox(path) as box:
+        assert box.epoch != first and len(box.epoch) == 16  # wiped: a new one
+        assert box.append(nth_window(0)) == 1
+
+
+def test_an_outbox_from_before_epochs_keeps_the_legacy_epoch(tmp_path):
+    """Its sequences continue where the hub expects them, so the epoch stays empty."""
+    path = tmp_path / "outbox.db"
+    with Outbox(path) as box:
+        box.append(nth_window(0))
+    raw = sqlite3.connect(path)  # back to the schema before 0003_epoch
+    raw.execute("DELETE FROM migrations WHERE name = '0003_epoch'")
+    raw.execute("ALTER TABLE outbox_state DROP COLUMN epoch")
+    raw.commit()
+    raw.close()
+    with Outbox(path) as box:
+        assert box.epoch == "" and box.append(nth_window(1)) == 2
+
+
+@pytest.mark.parametrize("epoch", ["", "0123456789abcdef"])
+def test_metrics_and_acks_carry_the_epoch_both_ways(epoch):
+    m = MetricsMessage("d1", 1, 1, (nth_window(0),), epoch)
+    assert MetricsMessage.from_bytes(m.to_bytes()) == m
+    assert Ack.from_bytes(Ack("d1", 5, epoch).to_bytes()) == Ack("d1", 5, epoch)
+    # the spliced bytes of a drain are the canonical bytes of the message
+    assert MetricsMessage.splice("d1", 1, 1, canonical_bytes([nth_window(0).to_json()]), epoch) == (
+        m.to_bytes()
+    )
+
+
+@pytest.mark.parametrize("bad", ["ABCDEF0123456789", "0123", "../../etc/passwd", "0" * 17])
+def test_malformed_epoch_refused(bad):
+    doc = json.loads(MetricsMessage("d1", 1, 1, (nth_window(0),)).to_bytes())
+    doc["epoch"] = bad
+    with pytest.raises(ValidationError, match="epoch"):
+        MetricsMessage.from_bytes(json.dumps(doc).encode())
+    with pytest.raises(ValidationError, match="epoch"):
+        Ack.from_bytes(json.dumps({"format": "edgefleet-ack/1", "device_id": "d1", "seq": 1,
+                                   "epoch": bad}).encode())

@@ -32,6 +32,9 @@ class DeviceRecord:
     events: list[Event] = field(default_factory=list)
     states: list[State] = field(default_factory=list)
     acked: int = 0
+    epoch: str = ""
+    #: Windows of the device's earlier sequence spaces (before its outbox was wiped).
+    earlier: list[MetricsMessage] = field(default_factory=list)
 
 
 class HubDouble:
@@ -116,6 +119,9 @@ class HubDouble:
                     m = MetricsMessage.from_bytes(payload)
                     if m.device_id != device_id:
                         raise ValidationError("device id does not match the topic")
+                    if m.epoch != rec.epoch:  # a new sequence space: start counting again
+                        rec.earlier.extend(rec.windows.values())
+                        rec.windows, rec.acked, rec.epoch = {}, 0, m.epoch
                     rec.windows.setdefault((m.seq_lo, m.seq_hi), m)
                     self._ack(device_id, rec)
                 elif channel is Channel.EVENTS:
@@ -137,8 +143,8 @@ class HubDouble:
             n += 1
         if n > rec.acked and self.ack_enabled:
             rec.acked = n
-            self.client.publish(topic(device_id, Channel.ACK), Ack(device_id, n).to_bytes(),
-                                qos=1, retain=True)
+            ack = Ack(device_id, n, rec.epoch).to_bytes()
+            self.client.publish(topic(device_id, Channel.ACK), ack, qos=1, retain=True)
 
     # --- waiting ------------------------------------------------------------------------
 
