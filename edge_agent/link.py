@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edge_agent.config import BrokerConfig
 from edge_agent.errors import ValidationError
@@ -41,6 +41,20 @@ class Incoming:
 CONNECTED = Incoming(channel=None)
 
 
+class _Client(mqtt.Client):
+    """paho's client, remembering why the last connection attempt failed (paho's
+    background loop swallows the exception and only calls ``on_connect_fail``)."""
+
+    last_error: str = ""
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:  # refused, unreachable, TLS verification failed...
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            raise
+
+
 class MqttLink:
     """One device's connection: subscribes to ``desired`` and ``ack``, publishes the rest."""
 
@@ -57,7 +71,8 @@ class MqttLink:
         self.broker = broker
         self.inbox = inbox
         self.connected = threading.Event()
-        client = mqtt.Client(
+        self._failures = 0
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"edgefleet-{device_id}",
             clean_session=True,
@@ -83,6 +98,7 @@ class MqttLink:
             retain=True,
         )
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         self.client = client
@@ -128,9 +144,20 @@ class MqttLink:
         client.subscribe(
             [(topic(self.device_id, Channel.DESIRED), 1), (topic(self.device_id, Channel.ACK), 1)]
         )
+        self._failures = 0
         self.connected.set()
         log.info("mqtt: connected to %s:%s", self.broker.host, self.broker.port)
         self.inbox.put(CONNECTED)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        """One line for the first failure of a streak, then every 10th (paho retries)."""
+        self._failures += 1
+        if self._failures == 1 or self._failures % 10 == 0:
+            where = f"{self.broker.host}:{self.broker.port}{' over TLS' if self.broker.tls else ''}"
+            log.warning(
+                "mqtt: cannot connect to %s (%s; attempt %d); retrying with backoff",
+                where, getattr(client, "last_error", "") or "unknown error", self._failures,
+            )  # fmt: skip
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any

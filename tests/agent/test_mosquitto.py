@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import replace
 
@@ -15,6 +16,7 @@ from edge_agent.topics import Channel, topic
 from tests.support.bundles import model_ref
 from tests.support.hub_double import HubDouble
 from tests.support.mosquitto import Mosquitto
+from tests.support.tls import make_tls
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -102,3 +104,67 @@ def test_device_cannot_read_or_write_another_devices_topics(mosquitto, mhub):
     assert mhub.malformed == 0  # the forged state never reached the hub
     a.loop_stop()
     a.disconnect()
+
+
+# --- TLS: the deploy config's TLS listener, enabled with a throw-away CA ---------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    return make_tls(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def tls_mosquitto(tmp_path_factory, tls_files):
+    with Mosquitto(tmp_path_factory.mktemp("mosquitto-tls"), USERS, tls=tls_files) as m:
+        yield m
+
+
+def test_agent_reports_over_tls_to_a_broker_its_pinned_ca_signed(
+    tls_mosquitto, tls_files, signing_keys, agent_config
+):
+    hub = HubDouble(tls_mosquitto.host, tls_mosquitto.port, signing_keys[:2],
+                    username="edgefleet-hub", password=USERS["edgefleet-hub"])
+    config = replace(
+        agent_config,
+        device_id="dev-a",
+        broker=BrokerConfig(host=tls_mosquitto.host, port=tls_mosquitto.tls_port, tls=True,
+                            ca_file=tls_files.ca, username="dev-a", password=USERS["dev-a"]),
+    )
+    try:
+        with Agent(config):
+            hub.wait_for(lambda: any(s.online for s in hub.devices["dev-a"].states),
+                         what="dev-a online over TLS")
+    finally:
+        hub.close()
+
+
+def test_agent_refuses_a_broker_certificate_its_ca_did_not_sign(
+    tls_mosquitto, tmp_path, agent_config
+):
+    other_ca = make_tls(tmp_path / "other").ca  # a CA that did not sign the broker's cert
+    config = replace(
+        agent_config,
+        device_id="dev-a",
+        broker=BrokerConfig(host=tls_mosquitto.host, port=tls_mosquitto.tls_port, tls=True,
+                            ca_file=other_ca, username="dev-a", password=USERS["dev-a"]),
+    )
+    said: list[str] = []
+    failed = threading.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "cannot connect" in record.getMessage():
+                said.append(record.getMessage())
+                failed.set()
+
+    watch = Watch()
+    logging.getLogger("edgefleet.agent").addHandler(watch)
+    try:
+        with Agent(config) as agent:
+            assert failed.wait(20), "no line said why the agent cannot connect"
+            assert not agent.link.connected.is_set()
+    finally:
+        logging.getLogger("edgefleet.agent").removeHandler(watch)
+    assert "over TLS" in said[0] and "CERTIFICATE_VERIFY_FAILED" in said[0]
+    assert USERS["dev-a"] not in said[0]

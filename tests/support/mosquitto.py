@@ -17,6 +17,7 @@ from types import TracebackType
 import pytest
 
 from hub.broker import free_port
+from tests.support.tls import TlsFiles
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 
@@ -36,12 +37,14 @@ def require_mosquitto() -> str:
 class Mosquitto:
     """A Mosquitto process on 127.0.0.1 with the deploy config, ACL and given accounts."""
 
-    def __init__(self, workdir: Path, users: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, users: dict[str, str], tls: TlsFiles | None = None) -> None:
         self.binary = require_mosquitto()
         self.dir = workdir
         self.users = users
         self.host = "127.0.0.1"
         self.port = free_port()
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
 
@@ -60,6 +63,8 @@ class Mosquitto:
         for line in (DEPLOY / "mosquitto.conf").read_text().splitlines():
             if line.startswith("listener 1883"):
                 line = f"listener {self.port} {self.host}"
+            if self.tls is not None:  # the deploy file's commented TLS listener, enabled
+                line = self._tls_line(line)
             line = line.replace("/etc/mosquitto/edgefleet/", f"{self.dir}/")
             line = line.replace("/var/lib/mosquitto/", f"{self.dir}/")
             lines.append(line)
@@ -68,6 +73,18 @@ class Mosquitto:
         conf = self.dir / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n")
         return conf
+
+    def _tls_line(self, line: str) -> str:
+        assert self.tls is not None
+        files = {"certfile": self.tls.cert, "keyfile": self.tls.key, "cafile": self.tls.ca}
+        if line.startswith("# listener 8883"):
+            return f"listener {self.tls_port} {self.host}"
+        for word, path in files.items():
+            if line.startswith(f"# {word}"):
+                return f"{word} {path}"
+        if line.startswith("# tls_version"):
+            return line[2:]
+        return line
 
     def start(self) -> Mosquitto:
         conf = self.render()
