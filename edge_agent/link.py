@@ -55,6 +55,23 @@ class _Client(mqtt.Client):
             raise
 
 
+def configure_client(client: mqtt.Client, broker: BrokerConfig) -> None:
+    """Set a paho client's credentials and, for ``mqtts``, TLS that verifies the broker
+    (against ``broker.ca_file``, or the system's CAs without one).
+
+    Raises:
+        OSError: the CA file cannot be read.
+        ssl.SSLError: the CA file holds no usable certificate.
+    """
+    if broker.username is not None:
+        client.username_pw_set(broker.username, broker.password)
+    if broker.tls:
+        client.tls_set(
+            ca_certs=str(broker.ca_file) if broker.ca_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+
+
 class MqttLink:
     """One device's connection: subscribes to ``desired`` and ``ack``, publishes the rest."""
 
@@ -78,13 +95,7 @@ class MqttLink:
             clean_session=True,
             protocol=mqtt.MQTTv311,
         )
-        if broker.username is not None:
-            client.username_pw_set(broker.username, broker.password)
-        if broker.tls:
-            client.tls_set(
-                ca_certs=str(broker.ca_file) if broker.ca_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
+        configure_client(client, broker)
         jitter = random.uniform(0.8, 1.2)  # noqa: S311 - spreading reconnects, not security
         client.reconnect_delay_set(
             min_delay=max(1, round(min_backoff_s * jitter)),

@@ -582,10 +582,31 @@ def create_app(context: HubContext) -> FastAPI:
 class ApiServer:
     """uvicorn serving an app on ``host:port`` in a background thread (``port=0``: any)."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Configure; :meth:`start` binds and serves."""
+    def __init__(
+        self,
+        app: FastAPI,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+    ) -> None:
+        """Configure; :meth:`start` binds and serves (HTTPS with ``tls_cert``/``tls_key``).
+
+        Raises:
+            ValueError: only one of ``tls_cert`` and ``tls_key`` is given.
+        """
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("hub API: TLS needs both a certificate and its key")
+        self.tls = tls_cert is not None
         self.config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", access_log=False
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            ssl_certfile=str(tls_cert) if tls_cert else None,
+            ssl_keyfile=str(tls_key) if tls_key else None,
         )
         self.server = uvicorn.Server(self.config)
         self._thread: threading.Thread | None = None
@@ -595,7 +616,7 @@ class ApiServer:
         """The base URL, once started."""
         sockets = self.server.servers[0].sockets if self.server.servers else []
         host, port = sockets[0].getsockname()[:2] if sockets else (self.config.host, 0)
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     def start(self, timeout: float = 10.0) -> ApiServer:
         """Serve in a background thread; returns once the socket listens.

@@ -28,6 +28,19 @@ def _passphrase(env_name: str | None) -> bytes | None:
     return value.encode()
 
 
+def _secret_file(path: Path | None) -> bytes | None:
+    """A secret from a private file (first line, without its newline).
+
+    Raises:
+        click.ClickException: the file is readable by group or others.
+    """
+    if path is None:
+        return None
+    if path.stat().st_mode & 0o077:
+        raise click.ClickException(f"{path} is readable by others: chmod 600 {path}")
+    return path.read_bytes().splitlines()[0] if path.read_bytes() else b""
+
+
 _passphrase_option = click.option(
     "--passphrase-env",
     metavar="VAR",
@@ -391,6 +404,38 @@ _data_option = click.option(
     metavar="VAR",
     help="Environment variable holding the hub's broker password.",
 )
+@click.option(
+    "--broker-password-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="File holding the hub's broker password (must not be group/world-readable).",
+)
+@click.option(
+    "--broker-ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="CA certificate that signed an mqtts:// broker's certificate (default: system CAs).",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Serve the API over HTTPS with this certificate (PEM; needs --tls-key).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The private key of --tls-cert (PEM).",
+)
+@click.option(
+    "--alerts",
+    "alert_rules",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Alert rules (JSON, see hub.alerts); default: no alerting.",
+)
+@click.option("--webhook-url", default=None, help="Called on every alert transition.")
 def hub_serve(
     data_dir: Path,
     api_host: str,
@@ -399,6 +444,10 @@ def hub_serve(
     broker_port: int,
     broker_username: str | None,
     broker_password_env: str | None,
+    broker_password_file: Path | None,
+    broker_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     alert_rules: Path | None,
     webhook_url: str | None,
 ) -> None:
@@ -410,7 +459,11 @@ def hub_serve(
     from hub.service import HubService, HubSettings
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    password = _passphrase(broker_password_env)
+    if broker_password_env and broker_password_file:
+        raise click.UsageError("give --broker-password-env or --broker-password-file, not both")
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    password = _passphrase(broker_password_env) or _secret_file(broker_password_file)
     settings = HubSettings(
         data_dir=data_dir,
         api_host=api_host,
@@ -421,6 +474,9 @@ def hub_serve(
         broker_password=password.decode() if password else None,
         alert_rules=alert_rules,
         webhook_url=webhook_url,
+        broker_ca_file=broker_ca,
+        tls_cert_file=tls_cert,
+        tls_key_file=tls_key,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

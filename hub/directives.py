@@ -19,7 +19,9 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.config import BrokerConfig
 from edge_agent.directive import Directive, ModelRef, Probation, SignedDirective
+from edge_agent.link import configure_client
 from edge_agent.schema import safe_name
 from edge_agent.topics import Channel, topic
 from edge_agent.trust import Context
@@ -112,16 +114,26 @@ class DirectivePublisher:
     """Publishes retained directives over MQTT (its own client, QoS 1)."""
 
     def __init__(
-        self, host: str, port: int, username: str | None = None, password: str | None = None
+        self,
+        host: str,
+        port: int,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        tls: bool = False,
+        ca_file: Path | None = None,
     ) -> None:
-        """Configure; :meth:`start` connects."""
+        """Configure; :meth:`start` connects (with ``tls``, verifying the broker against
+        ``ca_file`` or the system's CAs)."""
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"edgefleet-hub-directives-{port}",
             protocol=mqtt.MQTTv311,
         )
-        if username is not None:
-            self.client.username_pw_set(username, password)
+        configure_client(
+            self.client,
+            BrokerConfig(host, port, tls, username=username, password=password, ca_file=ca_file),
+        )
         self._connected = threading.Event()
         self.client.on_connect = lambda *a: self._connected.set()
         self.client.on_disconnect = lambda *a: self._connected.clear()

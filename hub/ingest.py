@@ -24,8 +24,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Final
 
+from edge_agent.config import BrokerConfig
 from edge_agent.errors import ValidationError
 from edge_agent.messages import Ack, Event, MetricsMessage, State
 from edge_agent.topics import DEVICE_CHANNELS, Channel, fleet_filter, parse_topic, topic
@@ -114,8 +116,11 @@ class Ingest:
         *,
         client_id: str | None = None,
         clock: Callable[[], float] = time.time,
+        tls: bool = False,
+        ca_file: Path | None = None,
     ) -> None:
-        """Configure (but do not start) the ingest.
+        """Configure (but do not start) the ingest. With ``tls``, the broker's certificate
+        is verified against ``ca_file`` (or the system's CAs).
 
         Raises:
             ValueError: ``batch_max`` < 1 or ``flush_interval_s`` < 0.
@@ -125,12 +130,12 @@ class Ingest:
         self.store = store
         self.host, self.port = host, port
         self._config = RelayConfig(
-            host=host,
-            port=port,
+            broker=BrokerConfig(
+                host=host, port=port, tls=tls, username=username, password=password,
+                ca_file=ca_file,
+            ),
             client_id=client_id or DEFAULT_CLIENT_ID,
             subscriptions=tuple((fleet_filter(c), 1) for c in DEVICE_CHANNELS),
-            username=username,
-            password=password,
             batch_max=batch_max,
             flush_interval_s=flush_interval_s,
         )

@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Final
 
+from edge_agent.config import BrokerConfig
+from edge_agent.link import configure_client
+
 log = logging.getLogger("edgefleet.hub.relay")
 
 #: Most messages waiting in the child; past it paho's thread waits (TCP backpressure).
@@ -40,18 +43,11 @@ QUEUE_MAX: Final = 50_000
 class RelayConfig:
     """What the child needs to connect and subscribe."""
 
-    host: str
-    port: int
+    broker: BrokerConfig  # its repr leaves the password out
     client_id: str
     subscriptions: tuple[tuple[str, int], ...]
-    username: str | None = None
-    password: str | None = None
     batch_max: int = 500
     flush_interval_s: float = 0.02
-
-    def __repr__(self) -> str:
-        """Without the password (it may end up in a traceback)."""
-        return f"RelayConfig({self.host}:{self.port}, client_id={self.client_id!r})"
 
 
 def relay_main(conn: Connection) -> None:
@@ -82,8 +78,7 @@ class _Relay:
             protocol=mqtt.MQTTv311,
             clean_session=False,  # the broker queues QoS 1 messages while we reconnect
         )
-        if config.username is not None:
-            self.client.username_pw_set(config.username, config.password)
+        configure_client(self.client, config.broker)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -92,7 +87,7 @@ class _Relay:
     def run(self) -> None:
         forwarder = threading.Thread(target=self._forward, name="relay-forward", daemon=True)
         forwarder.start()
-        self.client.connect_async(self.config.host, self.config.port)
+        self.client.connect_async(self.config.broker.host, self.config.broker.port)
         self.client.loop_start()
         try:
             while True:

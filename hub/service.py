@@ -14,9 +14,10 @@ import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from edge_agent.config import BrokerConfig
 from edge_agent.durable import write_atomic
+from edge_agent.errors import ValidationError
 from edge_agent.trust import TrustRoot
 from hub.alerts import Alerter, AlertRule, load_rules
 from hub.api import ApiServer, HubContext, create_app
@@ -50,6 +51,9 @@ class HubSettings:
     webhook_url: str | None = None  # called on every alert transition
     alert_interval_s: float = 30.0
     public_url: str | None = None  # the API as devices reach it; default: where it listens
+    broker_ca_file: Path | None = None  # for an mqtts:// broker; None: the system's CAs
+    tls_cert_file: Path | None = None  # serve the API over HTTPS with this certificate...
+    tls_key_file: Path | None = None  # ...and its key
     rollout_interval_s: float = 1.0
 
 
@@ -109,18 +113,20 @@ class HubService:
         url_secret = secret_path.read_bytes()
         if s.broker_url is None:
             self.broker = EmbeddedBroker("127.0.0.1", s.embedded_broker_port).start()
-            host, port = self.broker.host, self.broker.port
+            host, port, tls = self.broker.host, self.broker.port, False
         else:
-            parts = urlsplit(s.broker_url)
-            if parts.scheme != "mqtt" or not parts.hostname:
-                raise HubError(f"broker url must be mqtt://host:port, got {s.broker_url!r}")
-            host, port = parts.hostname, parts.port or 1883
+            try:
+                broker = BrokerConfig.from_url(s.broker_url)
+            except ValidationError as exc:
+                raise HubError(str(exc)) from exc
+            host, port, tls = broker.host, broker.port, broker.tls
+        user, password, ca = s.broker_username, s.broker_password, s.broker_ca_file
         self.ingest = Ingest(
-            self.store, host, port, username=s.broker_username, password=s.broker_password
+            self.store, host, port, user, password, tls=tls, ca_file=ca
         ).start()
         self.signer = DirectiveSigner(db, keys)
         self.publisher = DirectivePublisher(
-            host, port, username=s.broker_username, password=s.broker_password
+            host, port, user, password, tls=tls, ca_file=ca
         ).start()
         context = HubContext(
             tokens=self.tokens,
@@ -132,7 +138,13 @@ class HubService:
             signer=self.signer,
             publisher=self.publisher,
         )
-        self.api = ApiServer(create_app(context), s.api_host, s.api_port).start()
+        self.api = ApiServer(
+            create_app(context),
+            s.api_host,
+            s.api_port,
+            tls_cert=s.tls_cert_file,
+            tls_key=s.tls_key_file,
+        ).start()
         context.public_url = s.public_url or self.api.url
         self.rollouts = RolloutStore(db)
         self.runner = RolloutRunner(

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
+import ssl
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import httpx
@@ -12,10 +17,15 @@ import pytest
 
 from edge_agent.agent import Agent
 from edge_agent.config import BrokerConfig
+from edge_agent.messages import State
+from edge_agent.topics import Channel
 from hub.broker import free_port
 from hub.service import HubService, HubSettings
+from hub.store import Store
 from tests.support.bundles import model_ref
 from tests.support.hub_double import HubDouble
+from tests.support.mosquitto import Mosquitto
+from tests.support.tls import make_tls
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -343,3 +353,87 @@ def test_hub_serve_runs_alert_rules_from_a_file(tmp_path):
     bad.write_text('[{"name": "x", "metric": "nope"}]')
     with pytest.raises(Exception, match="missing field"):
         HubService(replace(settings, alert_rules=bad, data_dir=tmp_path / "hub2")).start()
+
+
+def _serve(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """Start `edgefleet hub serve ARGS`; returns once it says it runs (or exits)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_agent.cli", "hub", "serve", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line.rstrip())
+            if line.startswith("hub running"):
+                ready.set()
+        ready.set()  # exited
+
+    threading.Thread(target=pump, daemon=True).start()
+    ready.wait(60)
+    return proc, lines
+
+
+def test_hub_serve_over_tls_to_a_tls_broker_with_a_password_file(tmp_path, signing_keys):
+    tls = make_tls(tmp_path / "tls")
+    secret = "hub-secret-" + "x" * 8
+    with Mosquitto(tmp_path / "mosquitto", {"edgefleet-hub": secret, "dev-t": "t"}, tls=tls) as m:
+        password_file = tmp_path / "broker-password"
+        password_file.write_text(secret + "\n")
+        password_file.chmod(0o600)
+        proc, lines = _serve(
+            "--data", str(tmp_path / "hub"), "--api-port", str(free_port()),
+            "--broker-url", f"mqtts://{m.host}:{m.tls_port}", "--broker-ca", str(tls.ca),
+            "--broker-username", "edgefleet-hub", "--broker-password-file", str(password_file),
+            "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
+        )  # fmt: skip
+        try:
+            assert proc.poll() is None, "\n".join(lines)
+            api = lines[-1].split("API ")[1].split(",")[0]
+            assert api.startswith("https://")
+            pinned = ssl.create_default_context(cafile=str(tls.ca))
+            assert httpx.get(f"{api}/healthz", verify=pinned).status_code == 200
+            with pytest.raises(httpx.ConnectError):  # an unpinned client refuses the cert
+                httpx.get(f"{api}/healthz")
+            # the ingest (through the TLS broker) stores what a device reports
+            device = HubDouble(m.host, m.port, signing_keys[:2], username="dev-t", password="t")
+            try:
+                device.publish_raw("dev-t", Channel.STATE, State("dev-t", online=True).to_bytes())
+            finally:
+                device.close()
+            store = Store(tmp_path / "hub" / "hub.db")
+            try:
+                assert _eventually(lambda: store.device("dev-t") is not None)
+            finally:
+                store.close()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        assert proc.returncode == 0, "\n".join(lines)
+        assert not any(secret in line for line in lines)
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll a SQLite file another process writes (no event crosses the process boundary)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_hub_serve_refuses_a_readable_password_file_in_one_line(tmp_path):
+    password_file = tmp_path / "broker-password"
+    password_file.write_text("secret\n")
+    password_file.chmod(0o644)
+    proc, lines = _serve("--data", str(tmp_path / "hub"), "--broker-url", "mqtt://127.0.0.1:1",
+                         "--broker-password-file", str(password_file))
+    assert proc.wait(30) != 0
+    assert any("readable by others" in line for line in lines), lines
+    assert not any("secret" in line and "Traceback" in line for line in lines)
