@@ -493,6 +493,14 @@ def hub_serve(
         stop.wait()
 
 
+_reload_option = click.option(
+    "--reload-pid-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Mosquitto's pid file: send it SIGHUP so it rereads its password file.",
+)
+
+
 @click.group(cls=EdgeFleetGroup)
 def device() -> None:
     """Enrol and revoke devices (broker accounts, ACL, agent configs)."""
@@ -524,6 +532,7 @@ def device() -> None:
     help="Where the device's files go (default: DATA/enrolled).",
 )
 @click.option("--rotate", is_flag=True, help="Issue a new password to an enrolled device.")
+@_reload_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def device_enroll(
     device_id: str,
@@ -534,11 +543,13 @@ def device_enroll(
     trust_file: Path | None,
     out_dir: Path | None,
     rotate: bool,
+    reload_pid_file: Path | None,
     as_json: bool,
 ) -> None:
     """Create DEVICE_ID's broker account and its ready agent config (agent.toml + secrets).
 
-    Reload the broker afterwards (SIGHUP / systemctl reload mosquitto).
+    The broker accepts the account once it reloads: pass --reload-pid-file, or run
+    systemctl reload mosquitto.
     """
     from hub.enroll import enroll_device
     from hub.store import Store
@@ -556,6 +567,7 @@ def device_enroll(
             out_dir=out_dir or data_dir / "enrolled",
             rotate=rotate,
         )
+    reloaded = _reload(reload_pid_file)
     if as_json:
         click.echo(
             json.dumps(
@@ -563,27 +575,49 @@ def device_enroll(
                     "device_id": result.device_id,
                     "config": str(result.config),
                     "username": result.username,
+                    "broker_reloaded": reloaded,
                 }
             )
         )
     else:
         click.echo(
             f"enrolled {result.device_id}: copy {result.bundle_dir} to the device "
-            f"(agent.toml, broker-password, trust.json); reload the broker"
+            f"(agent.toml, broker-password, trust.json)"
+            + ("; broker reloaded" if reloaded else "; reload the broker")
         )
 
 
 @device.command("revoke")
 @click.argument("device_id")
 @_data_option
-def device_revoke(device_id: str, data_dir: Path) -> None:
+@_reload_option
+def device_revoke(device_id: str, data_dir: Path, reload_pid_file: Path | None) -> None:
     """Remove DEVICE_ID's broker account (refused at its next connection after a reload)."""
     from hub.enroll import revoke_device
     from hub.store import Store
 
     with Store(data_dir / "hub.db") as store:
         revoke_device(device_id, store=store, broker_dir=data_dir / "broker")
-    click.echo(f"revoked {device_id}; reload the broker")
+    reloaded = _reload(reload_pid_file)
+    done = "; broker reloaded" if reloaded else "; reload the broker"
+    click.echo(f"revoked {device_id}{done}")
+
+
+def _reload(pid_file: Path | None) -> bool:
+    """SIGHUP the broker named by ``pid_file``; False without one.
+
+    Raises:
+        click.ClickException: it could not be signalled (the change itself is saved).
+    """
+    if pid_file is None:
+        return False
+    from hub.enroll import EnrollError, reload_broker
+
+    try:
+        reload_broker(pid_file)
+    except EnrollError as exc:
+        raise click.ClickException(f"saved, but the broker was not reloaded: {exc}") from exc
+    return True
 
 
 @click.group(cls=EdgeFleetGroup)

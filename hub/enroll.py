@@ -17,7 +17,8 @@ per-device ACL line is written; :func:`ensure_acl` only copies the deploy ACL in
 ``broker_dir`` when none is there (an existing file is left alone).
 
 Mosquitto reads its password file at start and on SIGHUP: after enrolling or revoking,
-reload the broker (``systemctl reload mosquitto`` or ``kill -HUP <pid>``).
+reload the broker (``systemctl reload mosquitto``, or :func:`reload_broker` with its pid
+file: ``edgefleet device enroll|revoke --reload-pid-file``).
 
 Passwords never appear in logs, exception messages or ``repr``. The password file and
 the bundle's password are written atomically (temp file, fsync, rename) with mode 0600;
@@ -37,6 +38,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import sqlite3
 import tempfile
 import time
@@ -397,6 +399,43 @@ def revoke_device(
 
 
 # --- the agent bundle ------------------------------------------------------------------
+
+
+def reload_broker(pid_file: Path) -> int:
+    """Ask the Mosquitto whose pid is in ``pid_file`` to reread its password and ACL
+    files (SIGHUP, as ``systemctl reload mosquitto`` does). Returns the pid.
+
+    Raises:
+        EnrollError: the file is unreadable or holds no pid, the process is gone, is not
+            a Mosquitto, or may not be signalled by this user.
+    """
+    try:
+        text = pid_file.read_text().strip()
+    except OSError as exc:
+        raise EnrollError(f"broker pid file {pid_file}: {exc.strerror}") from exc
+    if not text.isdigit() or int(text) < 2:
+        raise EnrollError(f"broker pid file {pid_file} holds no pid ({text[:20]!r})")
+    pid = int(text)
+    comm = Path(f"/proc/{pid}/comm")
+    try:
+        name = comm.read_text().strip()
+    except FileNotFoundError:
+        raise EnrollError(f"broker pid {pid} (from {pid_file}): no such process") from None
+    except OSError:
+        name = "mosquitto"  # no /proc details here: trust the pid file
+    if name != "mosquitto":
+        raise EnrollError(f"broker pid {pid} (from {pid_file}) is {name!r}, not mosquitto")
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise EnrollError(f"broker pid {pid} (from {pid_file}): no such process") from None
+    except PermissionError:
+        raise EnrollError(
+            f"broker pid {pid}: not allowed to signal it (run as its user, or use "
+            "systemctl reload mosquitto)"
+        ) from None
+    log.info("enroll: asked mosquitto (pid %d) to reload its password file", pid)
+    return pid
 
 
 def _check_tags(tags: Sequence[str]) -> list[str]:

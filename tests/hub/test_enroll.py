@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +28,10 @@ from hub.enroll import (
     ensure_hub_account,
     hash_password,
     is_enrolled,
+    reload_broker,
     revoke_device,
 )
+from hub.keys import init_keys
 from hub.store import Store
 from tests.support.mosquitto import Mosquitto
 
@@ -96,6 +101,11 @@ def reload_until(m: Mosquitto, ok: Callable[[], bool]) -> None:
     """SIGHUP the broker (it rereads its password file), then wait until ``ok()``."""
     assert m.proc is not None
     m.proc.send_signal(signal.SIGHUP)
+    assert_eventually(m, ok)
+
+
+def assert_eventually(m: Mosquitto, ok: Callable[[], bool]) -> None:
+    """Poll ``ok()`` (a broker reload signals nothing a client can wait on)."""
     deadline = time.monotonic() + 10
     while not ok():
         assert time.monotonic() < deadline, "\n".join(m.log[-20:])
@@ -248,3 +258,55 @@ def test_bad_inputs_refused_in_one_line(enroll, kw, match):
     with pytest.raises(EnrollError, match=match) as info:
         enroll("dev-x", **kw)
     assert "\n" not in str(info.value)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", *args], capture_output=True, text=True,
+        check=False,
+    )
+
+
+def test_cli_enroll_and_revoke_reload_mosquitto_through_its_pid_file(tmp_path):
+    """The hub's data dir holds the broker's files; --reload-pid-file makes them live."""
+    data = tmp_path / "hub"
+    init_keys(data / "keys")
+    with Mosquitto(data / "broker", {"edgefleet-hub": "h"}) as m:
+        assert m.proc is not None
+        pid_file = tmp_path / "mosquitto.pid"
+        pid_file.write_text(f"{m.proc.pid}\n")
+        r = _cli("device", "enroll", "cli-dev", "--data", str(data), "--json",
+                 "--reload-pid-file", str(pid_file))
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        assert doc["broker_reloaded"] is True
+        password = (data / "enrolled" / "cli-dev" / "broker-password").read_text().strip()
+        assert_eventually(m, lambda: not connect(m, "cli-dev", password).is_failure)
+        r = _cli("device", "revoke", "cli-dev", "--data", str(data),
+                 "--reload-pid-file", str(pid_file))
+        assert r.returncode == 0 and "broker reloaded" in r.stdout, r.stderr
+        assert_eventually(m, lambda: connect(m, "cli-dev", password).is_failure)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [("not-a-pid", "holds no pid"), ("999999999", "no such process"), ("self", "not mosquitto")],
+)
+def test_reload_refuses_a_pid_file_that_does_not_name_mosquitto(tmp_path, content, match):
+    pid_file = tmp_path / "pid"
+    pid_file.write_text(str(os.getpid()) if content == "self" else content)
+    with pytest.raises(EnrollError, match=match):
+        reload_broker(pid_file)
+    with pytest.raises(EnrollError, match="No such file"):
+        reload_broker(tmp_path / "missing.pid")
+
+
+def test_cli_says_in_one_line_that_the_change_is_saved_but_not_live(tmp_path):
+    data = tmp_path / "hub"
+    init_keys(data / "keys")
+    r = _cli("device", "enroll", "cli-dev2", "--data", str(data),
+             "--reload-pid-file", str(tmp_path / "missing.pid"))
+    assert r.returncode == 1
+    assert "saved, but the broker was not reloaded" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert (data / "enrolled" / "cli-dev2" / "agent.toml").exists()
