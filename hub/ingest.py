@@ -142,7 +142,7 @@ class Ingest:
         self._clock = clock
         self._cond = threading.Condition()
         self._counts = dict.fromkeys(COUNTER_NAMES, 0)
-        self._acked: dict[str, int] = {}
+        self._acked: dict[str, tuple[str, int]] = {}  # device -> (epoch, seq)
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._worker: threading.Thread | None = None
@@ -202,9 +202,15 @@ class Ingest:
             return dict(self._counts)
 
     def acked(self, device_id: str) -> int:
-        """The last sequence acknowledged to the device by this ingest (0: none yet)."""
+        """The last sequence acknowledged to the device by this ingest (0: none yet), in
+        the numbering of the device's current epoch."""
         with self._cond:
-            return self._acked.get(device_id, 0)
+            return self._acked.get(device_id, ("", 0))[1]
+
+    def _advances(self, device_id: str, ack: tuple[str, int]) -> bool:
+        """Whether ``ack`` says more than the last one published (caller holds the lock)."""
+        last = self._acked.get(device_id)
+        return last is None or last[0] != ack[0] or ack[1] > last[1]
 
     def wait_until(self, predicate: Callable[[dict[str, int]], bool], timeout: float) -> bool:
         """Block until ``predicate(counters)`` holds (checked after every batch, connect
@@ -218,11 +224,19 @@ class Ingest:
                 self._cond.wait(left)
         return True
 
-    def wait_until_acked(self, device_id: str, seq: int, timeout: float) -> bool:
-        """Block until the device was acknowledged up to ``seq``; False on timeout."""
+    def wait_until_acked(
+        self, device_id: str, seq: int, timeout: float, epoch: str | None = None
+    ) -> bool:
+        """Block until the device was acknowledged up to ``seq`` (in ``epoch``, when
+        given); False on timeout."""
         deadline = time.monotonic() + timeout
+
+        def done() -> bool:
+            acked_epoch, acked = self._acked.get(device_id, ("", 0))
+            return acked >= seq and (epoch is None or acked_epoch == epoch)
+
         with self._cond:
-            while self._acked.get(device_id, 0) < seq:
+            while not done():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -346,7 +360,7 @@ class Ingest:
             except StoreError as exc:
                 counts["store_errors"] += 1
                 log.error("ingest: %s", exc)
-        acks: dict[str, int] = {}
+        acks: dict[str, tuple[str, int]] = {}
         if metrics:
             try:
                 result = self.store.store_metrics_batch(metrics)
@@ -358,12 +372,11 @@ class Ingest:
                 counts["duplicates"] += result.count(Outcome.DUPLICATE)
                 counts["rejected"] += result.count(Outcome.REJECTED)
                 with self._cond:
-                    acks = {d: c for d, c in result.contiguous.items() if c > self._acked.get(d, 0)}
-        epochs = {m.device_id: m.epoch for m in metrics}  # acks name the sequence space
+                    acks = {d: a for d, a in result.acks.items() if self._advances(d, a)}
         published = {
-            d: seq
-            for d, seq in acks.items()
-            if self._publish(topic(d, Channel.ACK), Ack(d, seq, epochs[d]).to_bytes())
+            d: (epoch, seq)
+            for d, (epoch, seq) in acks.items()
+            if self._publish(topic(d, Channel.ACK), Ack(d, seq, epoch).to_bytes())
         }
         counts["acks_published"] = len(published)
         with self._cond:

@@ -22,6 +22,16 @@ pairwise disjoint:
 
 ``device_seqs`` keeps, per device, the highest ``n`` such that every sequence in
 ``1..n`` is stored (what the hub acknowledges), advanced incrementally.
+
+Epochs. A device whose outbox is wiped starts its sequences at 1 again, under a new
+random epoch (``edge_agent/outbox.py``). The store keeps one sequence line per device
+("hub sequences") and maps each epoch onto it: the first epoch starts at base 0; a new
+epoch starts after the highest sequence stored so far (its base), the device's
+contiguous mark jumps to that base (the earlier life's gaps can never be filled), and
+the new epoch becomes the device's current one. Messages are stored at ``seq + base``,
+so the rules above hold unchanged, and acks are given back in the current epoch's own
+numbering (:attr:`MetricsResult.acks`). Windows of an earlier epoch that arrive late
+are still stored, in their own range, and never acknowledged.
 """
 
 from __future__ import annotations
@@ -95,6 +105,16 @@ def _m0001(db: Database) -> None:
     db.execute("CREATE INDEX events_device ON events (device_id, id)")
 
 
+@MIGRATIONS(name="0002_device_epochs")
+def _m0002(db: Database) -> None:
+    # One row per sequence space a device used (see the module doc, "Epochs").
+    db.execute(
+        "CREATE TABLE device_epochs ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, epoch TEXT NOT NULL,"
+        " base INTEGER NOT NULL, since REAL NOT NULL, UNIQUE (device_id, epoch))"
+    )
+
+
 class Outcome(Enum):
     """What :meth:`Store.store_metrics_batch` did with one message."""
 
@@ -108,9 +128,12 @@ class MetricsResult:
     """The result of storing a batch of metrics messages."""
 
     contiguous: dict[str, int]
-    """Highest contiguous sequence stored, per device the batch touched."""
+    """Highest contiguous hub sequence stored, per device the batch touched."""
     outcomes: tuple[Outcome, ...]
     """One per message, in order."""
+    acks: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """What to acknowledge per device: its current epoch and the highest contiguous
+    sequence stored in that epoch's own numbering."""
 
     def count(self, outcome: Outcome) -> int:
         """How many messages had ``outcome``."""
@@ -158,6 +181,8 @@ class Store(LockedDatabase):
         """
         self.path = path
         self._clock = clock
+        # device -> [(epoch, base)], newest (current) last; a cache of device_epochs
+        self._epochs: dict[str, list[tuple[str, int]]] = {}
         super().__init__()
         self._error = StoreError
         self._label = f"store {path}"
@@ -211,10 +236,13 @@ class Store(LockedDatabase):
             StoreError: SQLite failed (nothing of the batch is stored), or closed.
         """
         with self._write("store metrics") as conn:
-            outcomes = tuple(_store_message(conn, m) for m in messages)
+            epochs = _Epochs(conn, self._epochs, self._clock())
+            outcomes = tuple(_store_message(conn, epochs.to_hub(m)) for m in messages)
             touched = dict.fromkeys(m.device_id for m in messages)
             contiguous = {d: _advance_contiguous(conn, d) for d in touched}
-        return MetricsResult(contiguous, outcomes)
+            acks = {d: epochs.ack(d, contiguous[d]) for d in touched}
+        self._epochs.update(epochs.learned)  # only once committed
+        return MetricsResult(contiguous, outcomes, acks)
 
     def contiguous(self, device_id: str) -> int:
         """The highest ``n`` such that every sequence ``1..n`` of the device is stored.
@@ -477,6 +505,67 @@ def _store_message(conn: sqlite3.Connection, m: MetricsMessage) -> Outcome:
         )
     conn.executemany(_INSERT_WINDOW, [_window_row(dev, lo, hi, w) for w in m.windows])
     return Outcome.STORED
+
+
+class _Epochs:
+    """Maps each message's epoch onto its device's hub sequences, inside one write
+    transaction (see the module doc). ``learned`` holds the cache entries to keep once
+    the transaction commits."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, cache: dict[str, list[tuple[str, int]]], now: float
+    ) -> None:
+        self.conn, self.cache, self.now = conn, cache, now
+        self.learned: dict[str, list[tuple[str, int]]] = {}
+
+    def _known(self, device_id: str) -> list[tuple[str, int]]:
+        known = self.learned.get(device_id) or self.cache.get(device_id)
+        if known is None:
+            rows = self.conn.execute(
+                "SELECT epoch, base FROM device_epochs WHERE device_id = ? ORDER BY id",
+                (device_id,),
+            ).fetchall()
+            known = [(str(e), int(b)) for e, b in rows]
+            self.cache[device_id] = known
+        return known
+
+    def base(self, device_id: str, epoch: str) -> int:
+        known = self._known(device_id)
+        for e, b in known:
+            if e == epoch:
+                return b
+        row = self.conn.execute(
+            "SELECT MAX(seq_hi) FROM windows WHERE device_id = ?", (device_id,)
+        ).fetchone()
+        base = int(row[0] or 0) if known or epoch else 0  # legacy data stays at base 0
+        if known:
+            log.info(
+                "store: %s started a new sequence space (epoch %r after hub sequence %d)",
+                device_id, epoch, base,
+            )  # fmt: skip
+        self.conn.execute(
+            "INSERT INTO device_epochs (device_id, epoch, base, since) VALUES (?, ?, ?, ?)",
+            (device_id, epoch, base, self.now),
+        )
+        # The earlier life's gaps can never be filled: acknowledge from the base on.
+        self.conn.execute(
+            "INSERT INTO device_seqs (device_id, contiguous) VALUES (?, ?)"
+            " ON CONFLICT (device_id) DO UPDATE"
+            " SET contiguous = MAX(contiguous, excluded.contiguous)",
+            (device_id, base),
+        )
+        self.learned[device_id] = [*known, (epoch, base)]
+        return base
+
+    def to_hub(self, m: MetricsMessage) -> MetricsMessage:
+        base = self.base(m.device_id, m.epoch)
+        if base == 0:
+            return m
+        return MetricsMessage(m.device_id, m.seq_lo + base, m.seq_hi + base, m.windows, m.epoch)
+
+    def ack(self, device_id: str, contiguous: int) -> tuple[str, int]:
+        epoch, base = self._known(device_id)[-1]
+        return epoch, max(0, contiguous - base)
 
 
 def _subtract_all(

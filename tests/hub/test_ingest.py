@@ -6,7 +6,9 @@ Tests wait on the ingest's condition (woken after every batch), never on sleeps.
 from __future__ import annotations
 
 import json
+import threading
 import uuid
+from dataclasses import replace
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -14,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.agent import Agent
 from edge_agent.errors import ValidationError
-from edge_agent.messages import Event, EventKind, MetricsMessage, State, offline_state
+from edge_agent.messages import Ack, Event, EventKind, MetricsMessage, State, offline_state
 from edge_agent.monitor import MetricsWindow
 from edge_agent.topics import Channel, topic
 from hub.ingest import Ingest, parse_message
@@ -244,3 +246,39 @@ def test_window_with_a_number_beyond_any_float_is_refused_by_the_parser(column):
     doc["features"][column][0] = 10**400
     with pytest.raises(ValidationError, match=rf"\[0\]\.{column}: expected a finite number"):
         MetricsWindow.from_json(doc)
+
+
+def test_wiped_device_gets_acks_in_its_new_epoch(ingest, store, device, broker):
+    dev = uid("wiped")
+    e1, e2 = "1" * 16, "2" * 16
+    for q in (1, 2, 3):
+        device.publish(dev, Channel.METRICS, replace(row(dev, q), epoch=e1).to_bytes())
+    assert ingest.wait_until_acked(dev, 3, 20)
+    # the device (wiped) subscribes to its acks: first the retained one of its old life
+    got: list[Ack] = []
+    new_ack = threading.Event()
+    reader = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=uid("reader"))
+    subscribed = threading.Event()
+
+    def on_message(client, userdata, message):
+        if message.topic != topic(dev, Channel.ACK):
+            return  # amqtt 0.12 sometimes delivers another client's message
+        got.append(Ack.from_bytes(message.payload))
+        if got[-1].epoch == e2:
+            new_ack.set()
+
+    reader.on_message = on_message
+    reader.on_subscribe = lambda *a: subscribed.set()
+    reader.on_connect = lambda c, *a: c.subscribe(topic(dev, Channel.ACK), 1)
+    reader.connect(broker.host, broker.port)
+    reader.loop_start()
+    try:
+        assert subscribed.wait(20)
+        device.publish(dev, Channel.METRICS, replace(row(dev, 1), epoch=e2).to_bytes())
+        assert ingest.wait_until_acked(dev, 1, 20, epoch=e2)
+        assert new_ack.wait(20), got
+    finally:
+        reader.disconnect()
+        reader.loop_stop()
+    assert got[-1] == Ack(dev, 1, e2)
+    assert len(store.windows_for(device=dev)) == 4 and ingest.counters()["duplicates"] == 0

@@ -85,13 +85,14 @@ def store(tmp_path):
 
 def test_migrations_are_recorded_and_not_reapplied(tmp_path):
     path = tmp_path / "hub.db"
+    names = ["0001_devices_windows_events", "0002_device_epochs"]
     with Store(path) as s:
-        assert s.migrations() == ["0001_devices_windows_events"]
+        assert s.migrations() == names
     with Store(path) as s:  # reopening applies nothing twice
-        assert s.migrations() == ["0001_devices_windows_events"]
+        assert s.migrations() == names
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("SELECT COUNT(*) FROM migrations").fetchone()[0] == 1
+    assert conn.execute("SELECT COUNT(*) FROM migrations").fetchone()[0] == len(names)
     conn.close()
 
 
@@ -296,3 +297,69 @@ def test_events_recorded_and_paged(store):
     assert [r.id for r in store.events(device="d1", after_id=ids[1])] == ids[2:]
     assert [r.event.kind for r in store.events(device="d2")] == [EventKind.FAILED]
     assert len(store.events()) == 5
+
+
+# --- epochs: a device whose outbox was wiped starts again at 1 ---------------------------
+
+E1, E2 = "1111111111111111", "2222222222222222"
+
+
+def in_epoch(m: MetricsMessage, epoch: str) -> MetricsMessage:
+    return dataclasses.replace(m, epoch=epoch)
+
+
+def test_a_wiped_device_new_windows_are_stored_not_taken_for_replays(tmp_path):
+    with Store(tmp_path / "hub.db") as s:
+        first = s.store_metrics_batch([in_epoch(row("d", q), E1) for q in (1, 2, 3)])
+        assert first.acks == {"d": (E1, 3)}
+        again = s.store_metrics_batch([in_epoch(row("d", q), E2) for q in (1, 2)])
+        assert again.outcomes == (Outcome.STORED, Outcome.STORED)  # not duplicates
+        assert again.acks == {"d": (E2, 2)}
+        assert len(s.windows_for(device="d")) == 5 and s.stored_ranges("d")[-1] == (5, 5)
+        replay = s.store_metrics_batch([in_epoch(row("d", 1), E2)])
+        assert replay.outcomes == (Outcome.DUPLICATE,) and replay.acks == {"d": (E2, 2)}
+
+
+def test_the_earlier_lifes_gaps_do_not_hold_the_new_epochs_ack(tmp_path):
+    with Store(tmp_path / "hub.db") as s:
+        assert s.store_metrics_batch([in_epoch(row("d", q), E1) for q in (1, 3)]).acks == {
+            "d": (E1, 1)
+        }
+        assert s.store_metrics_batch([in_epoch(row("d", 1), E2)]).acks == {"d": (E2, 1)}
+        late = s.store_metrics_batch([in_epoch(row("d", 2), E1)])  # the old life, late
+        assert late.outcomes == (Outcome.STORED,) and late.acks == {"d": (E2, 1)}
+        sent = [row("d", q).windows[0].n for q in (1, 3, 1, 2)]
+        assert sum(w.n for w in s.windows_for(device="d")) == sum(sent)
+
+
+def test_epochs_survive_a_restart_of_the_hub(tmp_path):
+    with Store(tmp_path / "hub.db") as s:
+        s.store_metrics_batch([in_epoch(row("d", 1), E1), in_epoch(row("d", 1), E2)])
+    with Store(tmp_path / "hub.db") as s:
+        assert s.store_metrics_batch([in_epoch(row("d", 2), E2)]).acks == {"d": (E2, 2)}
+        assert s.store_metrics_batch([in_epoch(row("d", 1), E1)]).outcomes == (
+            Outcome.DUPLICATE,
+        )
+
+
+def test_windows_stored_before_epochs_existed_stay_in_the_legacy_epoch(tmp_path):
+    with Store(tmp_path / "hub.db") as s:
+        s.store_metrics_batch([row("d", 1), row("d", 2)])  # an agent without epochs
+        assert s.store_metrics_batch([row("d", 3)]).acks == {"d": ("", 3)}
+        assert s.store_metrics_batch([in_epoch(row("d", 1), E1)]).acks == {"d": (E1, 1)}
+
+
+def test_a_failed_batch_teaches_the_store_no_epoch(tmp_path):
+    """The epoch cache follows the database: a batch rolled back (disk full) leaves no
+    trace, so the epoch is recorded when the batch succeeds later."""
+    e3 = "3333333333333333"
+    with Store(tmp_path / "hub.db") as s:
+        s.store_metrics_batch([in_epoch(row("d", 1), E1)])
+        pages = s._conn.execute("PRAGMA page_count").fetchone()[0]
+        s._conn.execute(f"PRAGMA max_page_count={pages}")  # the disk is full
+        with pytest.raises(StoreError):
+            s.store_metrics_batch([in_epoch(row("d", q), e3) for q in range(1, 40)])
+        s._conn.execute("PRAGMA max_page_count=1073741823")
+        assert s.store_metrics_batch([in_epoch(row("d", 1), e3)]).acks == {"d": (e3, 1)}
+    with Store(tmp_path / "hub.db") as s:
+        assert s.store_metrics_batch([in_epoch(row("d", 2), e3)]).acks == {"d": (e3, 2)}
