@@ -6,7 +6,14 @@ import importlib
 import sys
 import time
 
-BENCHMARKS = ["bench_bundle", "bench_predict", "bench_agent", "bench_hub", "bench_rollout"]
+BENCHMARKS = [
+    "bench_bundle",
+    "bench_predict",
+    "bench_agent",
+    "bench_hub",
+    "bench_drift",
+    "bench_rollout",
+]
 
 
 def main(argv: list[str]) -> int:

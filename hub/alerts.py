@@ -539,12 +539,12 @@ class Alerter:
         try:
             if rule.metric in DEVICE_METRICS:
                 return metric_value(rule, None, self._devices(rule.scope))
-            windows = self._windows(rule.scope, now - self._window_s)
-            if not windows:
-                return None
             s = rule.scope
             if s.model is None or s.version is None:
                 log.warning("alerts: rule %s: %s needs a model and version", rule.name, rule.metric)
+                return None
+            windows = self._windows(rule.scope, now - self._window_s)
+            if not windows:
                 return None
             report = drift_report(
                 self._reference_for(s.model, s.version),
@@ -580,13 +580,18 @@ class Alerter:
         return devices
 
     def _windows(self, scope: Scope, since: float) -> list[MetricsWindow]:
-        query = {"model": scope.model, "version": scope.version, "since": since, "role": scope.role}
-        if scope.tag is None:
-            return self._store.windows_for(device=scope.device, **query)  # type: ignore[arg-type]
-        out: list[MetricsWindow] = []
-        for d in self._devices(Scope(tag=scope.tag)):
-            out.extend(self._store.windows_for(device=d.id, **query))  # type: ignore[arg-type]
-        return out
+        if scope.model is None or scope.version is None:
+            return []
+        devices: list[str] | None = None if scope.device is None else [scope.device]
+        if scope.tag is not None:
+            devices = [
+                d.id
+                for d in self._devices(Scope(tag=scope.tag))
+                if scope.device is None or d.id == scope.device
+            ]
+        return self._store.merged_windows(
+            scope.model, scope.version, scope.role, devices=devices, since=since
+        )
 
     # --- reporting ------------------------------------------------------------------
 

@@ -490,20 +490,15 @@ def create_app(context: HubContext) -> FastAPI:
         registry, store = need_registry(), need_store()
         if registry.get(name, version) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model {name!r} v{version}")
-        if tag is None:
-            windows = store.windows_for(
-                device=device, model=name, version=version, since=since, role=role
-            )
-        else:
-            windows = []
+        devices: list[str] | None = None if device is None else [device]
+        if tag is not None:
+            cohort: list[str] = []
             after: str | None = None
             while page := store.list_devices(after=after, limit=1000, tag=tag):
-                for d in page:
-                    if device is None or d.id == device:
-                        windows += store.windows_for(
-                            device=d.id, model=name, version=version, since=since, role=role
-                        )
+                cohort += [d.id for d in page if device is None or d.id == device]
                 after = page[-1].id
+            devices = cohort
+        windows = store.merged_windows(name, version, role, devices=devices, since=since)
         if not windows:
             return {"model": name, "version": version, "n": 0, "report": None}
         report = drift_report(registry.reference(name, version), windows, min_count=min_count)

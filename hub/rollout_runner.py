@@ -211,15 +211,9 @@ class RolloutRunner:
         spec, stage = r.spec, r.current_stage
         since = r.stage_started_at
         role = "shadow" if stage.mode == "shadow" else "active"
-        windows = []
-        for device_id in members:
-            windows += self.store.windows_for(
-                device=device_id,
-                model=spec.model,
-                version=spec.target_version,
-                since=since,
-                role=role,
-            )
+        windows = self.store.merged_windows(
+            spec.model, spec.target_version, role, devices=list(members), since=since
+        )
         psi = js = ratio = agreement = None
         if windows:
             report = drift_report(
@@ -244,8 +238,8 @@ class RolloutRunner:
     ) -> float | None:
         if p95 is None or spec.previous_version is None:
             return None
-        champion = self.store.windows_for(
-            model=spec.model, version=spec.previous_version, since=since, role="active"
+        champion = self.store.merged_windows(
+            spec.model, spec.previous_version, "active", since=since
         )
         if not champion:
             return None

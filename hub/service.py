@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,7 @@ class HubSettings:
     tls_cert_file: Path | None = None  # serve the API over HTTPS with this certificate...
     tls_key_file: Path | None = None  # ...and its key
     rollout_interval_s: float = 1.0
+    rollup_interval_s: float = 30.0  # how often changed hour buckets are rolled up
 
 
 class HubService:
@@ -75,6 +77,8 @@ class HubService:
         self.runner: RolloutRunner | None = None
         self.publisher: DirectivePublisher | None = None
         self.api: ApiServer | None = None
+        self._roller: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def start(self) -> HubService:
         """Open the store, start the broker (if embedded), ingest and the API.
@@ -161,6 +165,12 @@ class HubService:
         if rules is not None:
             self.alerter = Alerter(self.store, self.registry.reference, rules, s.webhook_url)
             self.alerter.start(s.alert_interval_s)
+        self._stopping.clear()
+        self._roller = threading.Thread(
+            target=self._roll_up_forever, args=(self.store, s.rollup_interval_s),
+            name="hub-rollups", daemon=True,
+        )  # fmt: skip
+        self._roller.start()
         self.audit.append("hub", "hub.start", str(s.data_dir), {"api": self.api.url})
         log.info("hub: API on %s, MQTT on %s:%s", self.api.url, host, port)
         return self
@@ -172,8 +182,21 @@ class HubService:
             return self.broker.url
         return self.settings.broker_url or ""
 
+    def _roll_up_forever(self, store: Store, interval_s: float) -> None:
+        """Keep the hourly roll-ups current, so drift queries only merge a few rows."""
+        while not self._stopping.wait(interval_s):
+            try:
+                while store.roll_up() and not self._stopping.is_set():
+                    pass
+            except HubError as exc:
+                log.error("hub: roll-up failed: %s", exc)
+
     def stop(self) -> None:
         """Stop the API, ingest and broker, and close the store."""
+        self._stopping.set()
+        if self._roller is not None:
+            self._roller.join(30)
+            self._roller = None
         if self.runner is not None:
             self.runner.stop()
         if self.alerter is not None:

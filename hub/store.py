@@ -55,6 +55,7 @@ from edge_agent.errors import ValidationError
 from edge_agent.messages import Event, EventKind, MetricsMessage, ModelVersion, State
 from edge_agent.monitor import MetricsWindow, subtract_windows
 from hub.errors import HubError
+from hub.rollups import HOUR_S, hour_of, largest_mergeable, merge_documents
 from hub.sqlite import LockedDatabase
 
 log = logging.getLogger("edgefleet.hub")
@@ -112,6 +113,36 @@ def _m0002(db: Database) -> None:
         "CREATE TABLE device_epochs ("
         " id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, epoch TEXT NOT NULL,"
         " base INTEGER NOT NULL, since REAL NOT NULL, UNIQUE (device_id, epoch))"
+    )
+
+
+@MIGRATIONS(name="0003_hourly_rollups")
+def _m0003(db: Database) -> None:
+    # Per (model, version, role, device, hour): the merge of the device's windows that
+    # start in that hour; device_id '' holds the fleet-wide merge of the hour.
+    db.execute(
+        "CREATE TABLE rollups ("
+        " model TEXT NOT NULL, version INTEGER NOT NULL, role TEXT NOT NULL,"
+        " device_id TEXT NOT NULL, hour INTEGER NOT NULL, n INTEGER NOT NULL,"
+        " windows INTEGER NOT NULL, payload TEXT NOT NULL,"
+        " PRIMARY KEY (model, version, role, device_id, hour))"
+    )
+    # Buckets whose windows changed since they were last rolled up.
+    db.execute(
+        "CREATE TABLE rollup_dirty ("
+        " model TEXT NOT NULL, version INTEGER NOT NULL, role TEXT NOT NULL,"
+        " device_id TEXT NOT NULL, hour INTEGER NOT NULL,"
+        " PRIMARY KEY (model, version, role, device_id, hour))"
+    )
+    db.execute(
+        "CREATE INDEX windows_device_model_start ON windows (device_id, model, version, role,"
+        " start)"
+    )
+    # Windows stored before this migration: every bucket they fall in is dirty.
+    db.execute(
+        "INSERT OR IGNORE INTO rollup_dirty SELECT DISTINCT model, version, role, device_id,"
+        " CAST(start / ? AS INTEGER) FROM windows",
+        [HOUR_S],
     )
 
 
@@ -283,6 +314,89 @@ class Store(LockedDatabase):
         except (ValueError, ValidationError) as exc:
             raise StoreError(f"store {self.path}: a stored window is invalid ({exc})") from exc
 
+    # --- hourly roll-ups ------------------------------------------------------------------
+
+    def roll_up(self, max_buckets: int = 500) -> int:
+        """Recompute up to ``max_buckets`` changed hour buckets from the stored windows,
+        then the fleet-wide buckets they belong to; returns how many device buckets
+        were done (0: all roll-ups are current). Each call is one short transaction, so
+        the ingest is never held up for long: call it until it returns 0.
+
+        Raises:
+            StoreError: SQLite failed, a stored payload is invalid, or closed.
+        """
+        with self._write("roll up") as conn:
+            keys = conn.execute(
+                "SELECT model, version, role, device_id, hour FROM rollup_dirty"
+                " WHERE device_id != '' LIMIT ?",
+                (max_buckets,),
+            ).fetchall()
+            fleet = {(m, v, r, h) for m, v, r, _, h in keys}
+            for key in keys:
+                _roll_bucket(conn, *key)
+            for m, v, r, h in sorted(fleet):
+                _roll_fleet_bucket(conn, m, v, r, h)
+            conn.executemany(
+                "DELETE FROM rollup_dirty WHERE model = ? AND version = ? AND role = ?"
+                " AND device_id = ? AND hour = ?",
+                keys,
+            )
+        return len(keys)
+
+    def merged_windows(
+        self,
+        model: str,
+        version: int,
+        role: str = "active",
+        devices: Sequence[str] | None = None,
+        since: float | None = None,
+    ) -> list[MetricsWindow]:
+        """What :meth:`windows_for` returns for the fleet (``devices`` None) or the given
+        devices, merged into a few windows whose merge is the same (up to floating-point
+        rounding of means and M2): hourly roll-ups for whole hours, and the stored
+        windows of the hour ``since`` falls in. Changed buckets are rolled up first, so
+        nothing is stale.
+
+        Raises:
+            StoreError: SQLite failed, a stored payload is invalid, or closed.
+        """
+        while self.roll_up():
+            pass
+        first_hour = None if since is None else hour_of(since) + (since % HOUR_S > 0)
+        out: list[MetricsWindow] = []
+        with self._read() as conn:
+            scopes: Sequence[str] = [""] if devices is None else devices
+            rows: list[Any] = []
+            for device_id in scopes:
+                sql = (
+                    "SELECT payload FROM rollups WHERE model = ? AND version = ? AND role = ?"
+                    " AND device_id = ? AND hour >= ?"
+                )
+                rows += conn.execute(
+                    sql, (model, version, role, device_id, first_hour or -(2**62))
+                ).fetchall()
+            if since is not None and first_hour is not None:
+                edge = (
+                    "SELECT payload FROM windows WHERE model = ? AND version = ? AND role = ?"
+                    ' AND "end" >= ? AND start < ?'
+                )
+                params: tuple[Any, ...] = (model, version, role, since, first_hour * HOUR_S)
+                if devices is None:
+                    rows += conn.execute(edge, params).fetchall()
+                else:
+                    for device_id in devices:
+                        rows += conn.execute(
+                            edge + " AND device_id = ?", (*params, device_id)
+                        ).fetchall()
+        if not rows:
+            return out
+        try:
+            merged = merge_documents(largest_mergeable([orjson.loads(r[0]) for r in rows]))
+            out.append(MetricsWindow.from_json(merged))
+        except (ValueError, ValidationError) as exc:
+            raise StoreError(f"store {self.path}: cannot merge stored windows ({exc})") from exc
+        return out
+
     def stored_ranges(self, device_id: str) -> list[tuple[int, int]]:
         """The device's stored sequence ranges ``(seq_lo, seq_hi)``, in order (disjoint).
 
@@ -453,6 +567,10 @@ _SELECT_DEVICE: Final = (
 _SELECT_EVENT: Final = (
     "SELECT id, device_id, ts, kind, model, version, directive_seq, progress, detail FROM events"
 )
+_MARK_DIRTY: Final = (
+    "INSERT OR IGNORE INTO rollup_dirty (model, version, role, device_id, hour)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
 _INSERT_WINDOW: Final = (
     'INSERT INTO windows (device_id, seq_lo, seq_hi, model, version, role, start, "end", n,'
     " payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -501,9 +619,19 @@ def _store_message(conn: sqlite3.Connection, m: MetricsMessage) -> Outcome:
             log.warning("store: %s [%d, %d] rejected: %s", dev, lo, hi, exc)
             return Outcome.REJECTED
         conn.execute(
+            "INSERT OR IGNORE INTO rollup_dirty SELECT model, version, role, device_id,"
+            " CAST(start / ? AS INTEGER) FROM windows"
+            " WHERE device_id = ? AND seq_lo BETWEEN ? AND ?",
+            (HOUR_S, dev, lo, hi),
+        )
+        conn.execute(
             "DELETE FROM windows WHERE device_id = ? AND seq_lo BETWEEN ? AND ?", (dev, lo, hi)
         )
     conn.executemany(_INSERT_WINDOW, [_window_row(dev, lo, hi, w) for w in m.windows])
+    conn.executemany(
+        _MARK_DIRTY,
+        [(w.model_name, w.model_version, w.role, dev, hour_of(w.start)) for w in m.windows],
+    )
     return Outcome.STORED
 
 
@@ -566,6 +694,53 @@ class _Epochs:
     def ack(self, device_id: str, contiguous: int) -> tuple[str, int]:
         epoch, base = self._known(device_id)[-1]
         return epoch, max(0, contiguous - base)
+
+
+def _roll_bucket(
+    conn: sqlite3.Connection, model: str, version: int, role: str, device_id: str, hour: int
+) -> None:
+    """Recompute one device's hour bucket from its stored windows (inside a transaction)."""
+    rows = conn.execute(
+        "SELECT payload FROM windows WHERE device_id = ? AND model = ? AND version = ?"
+        " AND role = ? AND start >= ? AND start < ?",
+        (device_id, model, version, role, hour * HOUR_S, (hour + 1) * HOUR_S),
+    ).fetchall()
+    _put_rollup(conn, (model, version, role, device_id, hour), [r[0] for r in rows])
+
+
+def _roll_fleet_bucket(
+    conn: sqlite3.Connection, model: str, version: int, role: str, hour: int
+) -> None:
+    """Recompute the fleet-wide hour bucket from its device buckets."""
+    rows = conn.execute(
+        "SELECT payload FROM rollups WHERE model = ? AND version = ? AND role = ?"
+        " AND hour = ? AND device_id != ''",
+        (model, version, role, hour),
+    ).fetchall()
+    _put_rollup(conn, (model, version, role, "", hour), [r[0] for r in rows])
+
+
+def _put_rollup(conn: sqlite3.Connection, key: tuple[Any, ...], payloads: list[str]) -> None:
+    if not payloads:
+        conn.execute(
+            "DELETE FROM rollups WHERE model = ? AND version = ? AND role = ?"
+            " AND device_id = ? AND hour = ?",
+            key,
+        )
+        return
+    docs = [orjson.loads(p) for p in payloads]
+    fitting = largest_mergeable(docs)
+    if len(fitting) < len(docs):
+        log.warning(
+            "store: roll-up %s leaves out %d window(s) whose count lengths differ from"
+            " the other %d", key, len(docs) - len(fitting), len(fitting),
+        )  # fmt: skip
+    merged = merge_documents(fitting)
+    conn.execute(
+        "INSERT OR REPLACE INTO rollups (model, version, role, device_id, hour, n, windows,"
+        " payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (*key, merged["n"], len(payloads), orjson.dumps(merged).decode()),
+    )
 
 
 def _subtract_all(

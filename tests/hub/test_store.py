@@ -85,7 +85,7 @@ def store(tmp_path):
 
 def test_migrations_are_recorded_and_not_reapplied(tmp_path):
     path = tmp_path / "hub.db"
-    names = ["0001_devices_windows_events", "0002_device_epochs"]
+    names = ["0001_devices_windows_events", "0002_device_epochs", "0003_hourly_rollups"]
     with Store(path) as s:
         assert s.migrations() == names
     with Store(path) as s:  # reopening applies nothing twice

@@ -1,0 +1,139 @@
+"""Hourly roll-ups: fleet, device and cohort queries equal merging every stored window."""
+
+from __future__ import annotations
+
+import sqlite3
+from functools import reduce
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent.errors import ValidationError
+from edge_agent.messages import MetricsMessage
+from edge_agent.monitor import MetricsWindow, merge_windows
+from hub.rollups import HOUR_S, merge_documents
+from hub.store import Store
+from tests.hub.test_store import row, window
+
+
+def assert_same(a: MetricsWindow, b: MetricsWindow) -> None:
+    """Counts equal exactly; means and M2 up to rounding (merge order differs)."""
+    ja, jb = a.to_json(), b.to_json()
+    fa, fb = ja.pop("features"), jb.pop("features")
+    assert ja == jb
+    for k in ("counts", "count", "min", "max", "out_of_range"):
+        assert fa[k] == fb[k], k
+    for k in ("mean", "m2"):
+        np.testing.assert_allclose(fa[k], fb[k], rtol=1e-9, atol=1e-9)
+
+
+def merged(windows: list[MetricsWindow]) -> MetricsWindow:
+    return reduce(merge_windows, windows)
+
+
+def one(windows: list[MetricsWindow]) -> MetricsWindow:
+    assert windows, "expected a merged window"
+    return merged(windows)
+
+
+@given(st.lists(st.integers(1, 400), min_size=1, max_size=12))
+@settings(max_examples=30, deadline=None)
+def test_merging_documents_at_once_equals_merging_pairwise(seqs):
+    ws = [window(s) for s in seqs]
+    assert_same(MetricsWindow.from_json(merge_documents([w.to_json() for w in ws])), merged(ws))
+
+
+def test_documents_of_another_model_or_shape_do_not_merge():
+    a, b = window(1).to_json(), window(2).to_json()
+    with pytest.raises(ValidationError, match="another model"):
+        merge_documents([a, {**b, "version": 2}])
+    b["classes"] = [*b["classes"], 0]
+    with pytest.raises(ValidationError, match="do not fit"):
+        merge_documents([a, b])
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "hub.db") as s:
+        # three devices, 3 hours of 60 s windows each (sequence q starts at 60 q)
+        s.store_metrics_batch([row(d, q) for d in ("a", "b", "c") for q in range(1, 181)])
+        yield s
+
+
+@pytest.mark.parametrize("since", [None, 0.0, 3600.0, 4000.5, 7199.0, 99_999.0])
+@pytest.mark.parametrize("devices", [None, ["a"], ["b", "c"]])
+def test_rolled_up_query_equals_merging_every_window(store, since, devices):
+    got = store.merged_windows("demo", 1, devices=devices, since=since)
+    raw = [
+        w
+        for d in (devices or ["a", "b", "c"])
+        for w in store.windows_for(device=d, model="demo", version=1, since=since)
+    ]
+    if not raw:
+        assert got == []
+        return
+    assert_same(one(got), merged(raw))
+
+
+def test_the_roller_finishes_and_is_idempotent(store):
+    assert store.roll_up(max_buckets=2) == 2  # short transactions: a few buckets at a time
+    while store.roll_up(max_buckets=2):
+        pass
+    before = store.merged_windows("demo", 1)
+    assert store.roll_up() == 0
+    assert_same(one(store.merged_windows("demo", 1)), one(before))
+
+
+def test_a_late_window_for_a_rolled_up_hour_is_counted(store):
+    assert store.merged_windows("demo", 1, devices=["a"])[0].n == sum(
+        w.n for w in store.windows_for(device="a")
+    )
+    store.store_metrics_batch([row("a", 181), row("d", 5)])  # late, and a new device
+    got = one(store.merged_windows("demo", 1))
+    raw = [w for d in "abcd" for w in store.windows_for(device=d)]
+    assert_same(got, merged(raw))
+
+
+def test_a_compacted_range_that_replaces_stored_windows_stays_exact(tmp_path):
+    with Store(tmp_path / "hub.db") as s:
+        s.store_metrics_batch([row("a", 1), row("a", 2)])
+        assert s.merged_windows("demo", 1)[0].n == row("a", 1).windows[0].n + row(
+            "a", 2
+        ).windows[0].n
+        # the device compacted 1..4 after the hub stored 1 and 2: the range replaces them
+        s.store_metrics_batch([row("a", 1, 4)])
+        expected = merged([row("a", q).windows[0] for q in (1, 2, 3, 4)])
+        assert_same(one(s.merged_windows("demo", 1)), expected)
+
+
+def test_windows_stored_before_roll_ups_existed_are_rolled_up(tmp_path):
+    path = tmp_path / "hub.db"
+    with Store(path) as s:
+        s.store_metrics_batch([row("a", q) for q in range(1, 70)])
+    raw = sqlite3.connect(path)  # back to the schema before 0003_hourly_rollups
+    for table in ("rollups", "rollup_dirty"):
+        raw.execute(f"DROP TABLE {table}")
+    raw.execute("DROP INDEX windows_device_model_start")
+    raw.execute("DELETE FROM migrations WHERE name = '0003_hourly_rollups'")
+    raw.commit()
+    raw.close()
+    with Store(path) as s:
+        assert_same(one(s.merged_windows("demo", 1)), merged(s.windows_for(device="a")))
+
+
+def test_a_device_reporting_another_shape_does_not_block_the_fleet(store, caplog):
+    odd = window(7).to_json()
+    odd["classes"] = [*odd["classes"], 0]  # one class more than the model has
+    bad = MetricsWindow.from_json(odd)
+    store.store_metrics_batch([MetricsMessage("z", 1, 1, (bad,))])
+    got = one(store.merged_windows("demo", 1))
+    raw = [w for d in "abc" for w in store.windows_for(device=d)]
+    assert_same(got, merged(raw))
+    assert "leaves out 1 window" in caplog.text
+
+
+def test_since_keeps_windows_that_end_at_or_after_it(store):
+    (got,) = store.merged_windows("demo", 1, devices=["a"], since=HOUR_S)
+    assert got.start == HOUR_S - 60 and got.end == 181 * 60  # the window ending at since
