@@ -500,3 +500,69 @@ def test_whole_column_checks_agree_with_item_by_item_checks(column, index, value
             monitor._features_fast = saved
 
     assert parse(fast=True) == parse(fast=False)
+
+
+def test_background_folds_count_every_sample_once_across_concurrent_closes():
+    """Full buffers folded on a Folder's thread while four threads record and windows
+    close under them: merged, the windows equal one accumulator that folded in place."""
+    from edge_agent.monitor import Folder
+
+    ref = make_reference()
+    rng = np.random.default_rng(3)
+    xs = rng.normal(size=(4, 3000, F))
+    xs[0, ::50, 1] = np.nan
+    ps = rng.dirichlet(np.ones(C), size=(4, 3000))
+    background = WindowAccumulator(ref, "m", 1, batch=16, folder=Folder())
+    inline = WindowAccumulator(ref, "m", 1, batch=16)
+    windows: list[MetricsWindow] = []
+    done = threading.Event()
+
+    def closer() -> None:
+        while not done.is_set():
+            if (w := background.close()) is not None:
+                windows.append(w)
+
+    def feed(k: int) -> None:
+        for x, p in zip(xs[k], ps[k], strict=True):
+            background.record_one(x, p, 0.001)
+
+    closing = threading.Thread(target=closer)
+    closing.start()
+    feeders = [threading.Thread(target=feed, args=(k,)) for k in range(4)]
+    for t in feeders:
+        t.start()
+    for t in feeders:
+        t.join()
+    done.set()
+    closing.join()
+    windows.append(background.close())
+    for k in range(4):
+        inline.record(xs[k], ps[k], 0.001)
+    got, expected = reduce(merge_windows, [w for w in windows if w is not None]), inline.close()
+    assert got.n == expected.n == 12_000
+    assert [f.counts for f in got.features] == [f.counts for f in expected.features]
+    assert got.class_counts == expected.class_counts and got.confidence == expected.confidence
+    assert sum(got.latency) == 12_000  # one latency per record_one
+    np.testing.assert_allclose([f.mean for f in got.features], [f.mean for f in expected.features])
+
+
+def test_close_waits_for_a_block_still_being_folded():
+    """A window that closes while its last full buffer is on the folder's thread still
+    counts it (the fold is held back until after close() has begun)."""
+    from edge_agent.monitor import Folder
+
+    release = threading.Event()
+
+    class HeldFolder(Folder):
+        def submit(self, job):
+            super().submit(lambda: (release.wait(10), job()))
+
+    acc = WindowAccumulator(make_reference(), "m", 1, batch=16, folder=HeldFolder())
+    x = np.random.default_rng(0).normal(size=(16, F))
+    for row in x:
+        acc.record_one(row, np.full(C, 1 / C), 0.001)
+    assert acc.n == 16 and acc.n_pending == 0  # handed to the folder, held there
+    threading.Timer(0.2, release.set).start()  # lets the fold finish while close() waits
+    window = acc.close()
+    assert window is not None and window.n == 16
+    assert sum(window.features[0].counts) == 16
