@@ -34,10 +34,8 @@ Wire form (compact: features as columns, counts as plain integer lists)::
 
 from __future__ import annotations
 
-import logging
 import math
 import operator
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -54,8 +52,6 @@ from edge_agent.input_schema import InputSchema
 from edge_agent.reference import ReferenceStats
 from edge_agent.schema import as_object, exact_fields, safe_name
 from edge_agent.schema import field as get
-
-log = logging.getLogger("edgefleet.agent")
 
 Role = Literal["active", "shadow"]
 ROLES: Final[tuple[str, ...]] = ("active", "shadow")
@@ -89,8 +85,6 @@ _FLOAT_ONLY: Final = frozenset({float})
 _LIST_ONLY: Final = frozenset({list})
 _NUMBERS: Final = frozenset({int, float})
 _NUMBERS_OR_NONE: Final = frozenset({int, float, type(None)})
-#: Full buffers handed to a Folder at most at once per accumulator (then fold in place).
-MAX_BLOCKS_IN_FLIGHT: Final = 2
 
 
 class FeatureWindow(NamedTuple):
@@ -374,13 +368,11 @@ class WindowAccumulator:
         batch: int = 256,
         clock: Callable[[], float] = time.time,
         schema: InputSchema | None = None,
-        folder: Folder | None = None,
     ) -> None:
         """Prepare buffers for ``reference``'s features and classes.
 
         ``n_classes`` defaults to the reference's; ``schema`` (optional) gives the valid
-        ranges for out-of-range counting, feature by feature in input order. With a
-        ``folder``, full buffers are folded on its thread.
+        ranges for out-of-range counting, feature by feature in input order.
 
         Raises:
             ValidationError: bad name, version, role or batch; no features; or the
@@ -409,11 +401,6 @@ class WindowAccumulator:
         self.batch = batch
         self._clock = clock
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._folder = folder
-        self._spares: list[tuple[np.ndarray, np.ndarray]] = []
-        self._in_flight = 0
-        self._in_flight_n = 0
         self._edges = reference.edges()
         sizes = [n_counts(e) for e in self._edges]
         widest = max(e.shape[0] for e in self._edges)
@@ -467,8 +454,8 @@ class WindowAccumulator:
 
     @property
     def n(self) -> int:
-        """Predictions recorded in the current window (folded, being folded or buffered)."""
-        return self._n + self._in_flight_n + self._pending
+        """Predictions recorded in the current window (folded or still buffered)."""
+        return self._n + self._pending
 
     @property
     def n_pending(self) -> int:
@@ -567,10 +554,8 @@ class WindowAccumulator:
         Returns None when nothing was recorded (no predictions, errors or comparisons).
         A clock that went backwards gives a window with ``end == start``.
         """
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._in_flight == 0, timeout=30.0):
-                log.error("monitor: background folds did not finish; closing without them")
-            self._flush(final=True)
+        with self._lock:
+            self._flush()
             end = max(float(self._clock() if now is None else now), self._start)
             window = None
             if self._n or self._errors or self._compared:
@@ -578,15 +563,9 @@ class WindowAccumulator:
             self._reset(end)
         return window
 
-    def _flush(self, *, final: bool = False) -> None:
-        """Fold what is buffered (caller holds the lock): a full buffer goes to the
-        folder's thread when there is one and a spare buffer to swap in; otherwise, and
-        for the last partial buffer of a window (``final``), it is folded here."""
-        m = self._pending
-        folder = self._folder
-        if m and not final and folder is not None and self._swap_buffers(folder):
-            return
-        if m:
+    def _flush(self) -> None:
+        if self._pending:
+            m = self._pending
             self._pending = 0
             self._fold(self._x[:m], self._p[:m])
         if self._lat:
@@ -596,88 +575,21 @@ class WindowAccumulator:
                 bin_indices(_LATENCY_EDGES, ms), minlength=self._latency.size
             )
 
-    def _swap_buffers(self, folder: Folder) -> bool:
-        """Hand the full buffers to the folder and continue in spare ones; False when
-        every spare is in flight (then the caller folds in place: back-pressure)."""
-        if self._spares:
-            spare_x, spare_p = self._spares.pop()
-        elif self._in_flight < MAX_BLOCKS_IN_FLIGHT:
-            spare_x, spare_p = np.empty_like(self._x), np.empty_like(self._p)
-        else:
-            return False
-        x, p, lat, m = self._x, self._p, self._lat, self._pending
-        self._x, self._p, self._lat, self._pending = spare_x, spare_p, [], 0
-        self._in_flight += 1
-        self._in_flight_n += m
-        folder.submit(lambda: self._fold_detached(x, p, lat, m))
-        return True
-
-    def _fold_detached(self, x: np.ndarray, p: np.ndarray, lat: list[float], m: int) -> None:
-        """On the folder's thread: compute a block's counts without the lock, then add
-        them under it."""
-        block = None
-        try:
-            block = self._block_stats(x[:m], p[:m], lat)
-        finally:
-            with self._cond:
-                if block is not None:
-                    self._apply(block)
-                else:
-                    log.error("monitor: %d predictions could not be counted", m)
-                self._in_flight -= 1
-                self._in_flight_n -= m
-                self._spares.append((x, p))
-                self._cond.notify_all()
-
     def _fold(self, x: np.ndarray, p: np.ndarray) -> None:
         """Add a block of samples ``x [m, F]`` with outputs ``p [m, C]`` to the window."""
-        self._apply(self._block_stats(x, p, None))
-
-    def _block_stats(self, x: np.ndarray, p: np.ndarray, latencies: list[float] | None) -> _Block:
-        """What a block adds to the window; reads only constants, so it needs no lock."""
+        m = x.shape[0]
         idx = self._bin_block(x) + self._bin_offsets  # an intp copy: one index per value
-        hist = np.bincount(idx.ravel(), minlength=self._hist.size)
-        oor = None
+        self._hist += np.bincount(idx.ravel(), minlength=self._hist.size)
+        self._fold_moments(x)
         if self._ranges is not None:
             lo, hi = self._ranges
-            oor = np.count_nonzero((x < lo) | (x > hi), axis=0)
+            self._oor += np.count_nonzero((x < lo) | (x > hi), axis=0)
         top1 = p.max(axis=1)
         valid = ~np.isnan(top1)
         winners = p.argmax(axis=1) if valid.all() else p[valid].argmax(axis=1)
-        latency = None
-        if latencies:
-            ms = np.asarray(latencies, dtype=np.float64) * 1000.0
-            latency = np.bincount(bin_indices(_LATENCY_EDGES, ms), minlength=self._latency.size)
-        return _Block(
-            n=x.shape[0],
-            hist=hist,
-            moments=_block_moments(x),
-            out_of_range=oor,
-            classes=np.bincount(winners, minlength=self.n_classes),
-            confidence=np.bincount(bin_indices(self._conf_edges, top1), minlength=self._conf.size),
-            latency=latency,
-        )
-
-    def _apply(self, b: _Block) -> None:
-        """Add a block's counts to the window (caller holds the lock)."""
-        self._hist += b.hist
-        c, mean_b, m2_b, block_min, block_max = b.moments
-        n_a = self._count
-        total = n_a + c
-        delta = mean_b - self._mean
-        safe_total = np.maximum(total, 1)
-        self._mean = np.where(n_a == 0, mean_b, self._mean + delta * c / safe_total)
-        self._m2 = self._m2 + m2_b + delta * delta * n_a * c / safe_total
-        self._count = total
-        self._min = np.minimum(self._min, block_min)
-        self._max = np.maximum(self._max, block_max)
-        if b.out_of_range is not None:
-            self._oor += b.out_of_range
-        self._classes += b.classes
-        self._conf += b.confidence
-        if b.latency is not None:
-            self._latency += b.latency
-        self._n += b.n
+        self._classes += np.bincount(winners, minlength=self.n_classes)
+        self._conf += np.bincount(bin_indices(self._conf_edges, top1), minlength=self._conf.size)
+        self._n += m
 
     def _bin_block(self, x: np.ndarray) -> np.ndarray:
         """``bin_indices`` for every feature of ``x [m, F]`` at once (same layout).
@@ -714,6 +626,31 @@ class WindowAccumulator:
             if i + 1 == self.batch:
                 self._flush()
 
+    def _fold_moments(self, x: np.ndarray) -> None:
+        ok = np.abs(x) <= MOMENT_LIMIT  # False for NaN and +-inf
+        c: np.ndarray | int
+        if ok.all():  # the usual block: the same sums without masking
+            c = x.shape[0]
+            mean_b = x.sum(axis=0) / max(c, 1)
+            d = x - mean_b
+            block_min, block_max = x.min(axis=0), x.max(axis=0)
+        else:
+            c = np.count_nonzero(ok, axis=0)
+            safe_c = np.maximum(c, 1)
+            mean_b = np.where(ok, x, 0.0).sum(axis=0) / safe_c
+            d = np.where(ok, x - mean_b, 0.0)
+            block_min = np.where(ok, x, np.inf).min(axis=0)
+            block_max = np.where(ok, x, -np.inf).max(axis=0)
+        m2_b = np.einsum("ij,ij->j", d, d)
+        n_a = self._count
+        total = n_a + c
+        delta = mean_b - self._mean
+        safe_total = np.maximum(total, 1)
+        self._mean = np.where(n_a == 0, mean_b, self._mean + delta * c / safe_total)
+        self._m2 = self._m2 + m2_b + delta * delta * n_a * c / safe_total
+        self._count = total
+        self._min = np.minimum(self._min, block_min)
+        self._max = np.maximum(self._max, block_max)
 
     def _snapshot(self, end: float) -> MetricsWindow:
         hist = self._hist.tolist()
@@ -758,72 +695,6 @@ class WindowAccumulator:
         self._errors = {}
         self._n = self._compared = self._agreed = 0
         self._start = start
-
-
-class _Block(NamedTuple):
-    """What one block of buffered samples adds to a window."""
-
-    n: int
-    hist: np.ndarray
-    moments: tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-    out_of_range: np.ndarray | None
-    classes: np.ndarray
-    confidence: np.ndarray
-    latency: np.ndarray | None
-
-
-def _block_moments(x: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Count, mean, M2, min and max per feature of a block's finite values (beyond
-    :data:`MOMENT_LIMIT` counts as not finite)."""
-    ok = np.abs(x) <= MOMENT_LIMIT  # False for NaN and +-inf
-    c: np.ndarray | int
-    if ok.all():  # the usual block: the same sums without masking
-        c = x.shape[0]
-        mean_b = x.sum(axis=0) / max(c, 1)
-        d = x - mean_b
-        block_min, block_max = x.min(axis=0), x.max(axis=0)
-    else:
-        c = np.count_nonzero(ok, axis=0)
-        safe_c = np.maximum(c, 1)
-        mean_b = np.where(ok, x, 0.0).sum(axis=0) / safe_c
-        d = np.where(ok, x - mean_b, 0.0)
-        block_min = np.where(ok, x, np.inf).min(axis=0)
-        block_max = np.where(ok, x, -np.inf).max(axis=0)
-    return c, mean_b, np.einsum("ij,ij->j", d, d), block_min, block_max
-
-
-class Folder:
-    """A background thread that folds full sample buffers into their windows, so that
-    the thread serving predictions only copies each sample into a buffer.
-
-    Windows stay exact: :meth:`WindowAccumulator.close` waits for the blocks in flight.
-    One folder serves any number of accumulators; its thread starts on first use.
-    """
-
-    def __init__(self) -> None:
-        """Create the folder (no thread yet)."""
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-
-    def submit(self, job: Callable[[], None]) -> None:
-        """Run ``job`` on the folder's thread."""
-        if self._thread is None:
-            with self._start_lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="edgefleet-fold", daemon=True
-                    )
-                    self._thread.start()
-        self._jobs.put(job)
-
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            try:
-                job()
-            except Exception:  # a job must never end the thread; it logs its own failure
-                log.exception("monitor: a background fold failed")
 
 
 def _ranges(schema: InputSchema | None, n_features: int) -> tuple[np.ndarray, np.ndarray] | None:

@@ -23,12 +23,10 @@ from edge_agent.input_schema import InputSchema
 from edge_agent.manifest import MODEL
 from edge_agent.messages import ModelVersion
 from edge_agent.model import LoadedModel
-from edge_agent.monitor import Folder, MetricsWindow, WindowAccumulator
+from edge_agent.monitor import MetricsWindow, WindowAccumulator
 from edge_agent.probation import ProbationMonitor
 
 _FLOAT32 = np.dtype(np.float32)
-#: Folds full monitoring buffers off the serving threads (one thread for all models).
-FOLDER = Folder()
 
 
 class Prediction(NamedTuple):
@@ -88,7 +86,6 @@ class ServingModel:
             n_classes=self.model.n_outputs,
             schema=self.schema,
             clock=clock,
-            folder=FOLDER,
         )
         self._lock = threading.Lock()
         f = self.schema.features
