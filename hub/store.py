@@ -268,7 +268,9 @@ class Store(LockedDatabase):
         """
         with self._write("store metrics") as conn:
             epochs = _Epochs(conn, self._epochs, self._clock())
-            outcomes = tuple(_store_message(conn, epochs.to_hub(m)) for m in messages)
+            dirty: set[tuple[str, int, str, str, int]] = set()
+            outcomes = tuple(_store_message(conn, epochs.to_hub(m), dirty) for m in messages)
+            conn.executemany(_MARK_DIRTY, dirty)
             touched = dict.fromkeys(m.device_id for m in messages)
             contiguous = {d: _advance_contiguous(conn, d) for d in touched}
             acks = {d: epochs.ack(d, contiguous[d]) for d in touched}
@@ -577,8 +579,11 @@ _INSERT_WINDOW: Final = (
 )
 
 
-def _store_message(conn: sqlite3.Connection, m: MetricsMessage) -> Outcome:
-    """Store one message inside the caller's transaction (rules in the module doc)."""
+def _store_message(
+    conn: sqlite3.Connection, m: MetricsMessage, dirty: set[tuple[str, int, str, str, int]]
+) -> Outcome:
+    """Store one message inside the caller's transaction (rules in the module doc); adds
+    the roll-up buckets it changes to ``dirty``."""
     dev, lo, hi = m.device_id, m.seq_lo, m.seq_hi
     if len({w.key for w in m.windows}) != len(m.windows):
         log.warning("store: %s [%d, %d] rejected: two windows of one model and role", dev, lo, hi)
@@ -628,10 +633,7 @@ def _store_message(conn: sqlite3.Connection, m: MetricsMessage) -> Outcome:
             "DELETE FROM windows WHERE device_id = ? AND seq_lo BETWEEN ? AND ?", (dev, lo, hi)
         )
     conn.executemany(_INSERT_WINDOW, [_window_row(dev, lo, hi, w) for w in m.windows])
-    conn.executemany(
-        _MARK_DIRTY,
-        [(w.model_name, w.model_version, w.role, dev, hour_of(w.start)) for w in m.windows],
-    )
+    dirty.update((w.model_name, w.model_version, w.role, dev, hour_of(w.start)) for w in m.windows)
     return Outcome.STORED
 
 
