@@ -131,7 +131,11 @@ class Ingest:
         self.host, self.port = host, port
         self._config = RelayConfig(
             broker=BrokerConfig(
-                host=host, port=port, tls=tls, username=username, password=password,
+                host=host,
+                port=port,
+                tls=tls,
+                username=username,
+                password=password,
                 ca_file=ca_file,
             ),
             client_id=client_id or DEFAULT_CLIENT_ID,
@@ -274,12 +278,13 @@ class Ingest:
         if conn is not None:
             conn.close()
 
-    def _publish(self, topic_name: str, payload: bytes) -> bool:
+    def _publish_acks(self, messages: list[tuple[str, bytes]]) -> bool:
+        """Have the relay publish retained QoS 1 acks, in one hand-off; False if it is gone."""
         conn = self._conn
         if conn is None:
             return False
         try:
-            conn.send(("publish", topic_name, payload, 1, True))
+            conn.send(("publish_retained", messages))
         except OSError:
             return False
         return True
@@ -373,11 +378,11 @@ class Ingest:
                 counts["rejected"] += result.count(Outcome.REJECTED)
                 with self._cond:
                     acks = {d: a for d, a in result.acks.items() if self._advances(d, a)}
-        published = {
-            d: (epoch, seq)
+        out = [
+            (topic(d, Channel.ACK), Ack(d, seq, epoch).to_bytes())
             for d, (epoch, seq) in acks.items()
-            if self._publish(topic(d, Channel.ACK), Ack(d, seq, epoch).to_bytes())
-        }
+        ]
+        published = acks if acks and self._publish_acks(out) else {}
         counts["acks_published"] = len(published)
         with self._cond:
             for name, n in counts.items():

@@ -10,8 +10,8 @@ cores.
 
 Protocol on the pipe (pickled tuples, in order):
 
-- parent to child: ``("config", RelayConfig)`` first, then ``("publish", topic,
-  payload, qos, retain)`` and ``("stop",)``;
+- parent to child: ``("config", RelayConfig)`` first, then
+  ``("publish_retained", [(topic, payload), ...])`` (QoS 1) and ``("stop",)``;
 - child to parent: ``("connected",)``, ``("disconnected", reason)``,
   ``("refused", reason)``, ``("batch", [(topic, payload), ...])``.
 
@@ -95,9 +95,9 @@ class _Relay:
                     command = self.conn.recv()
                 except (EOFError, OSError):
                     break  # the parent is gone
-                if command[0] == "publish":
-                    _, topic, payload, qos, retain = command
-                    self.client.publish(topic, payload, qos=qos, retain=retain)
+                if command[0] == "publish_retained":
+                    for topic, payload in command[1]:
+                        self.client.publish(topic, payload, qos=1, retain=True)
                 elif command[0] == "stop":
                     break
         finally:
