@@ -27,7 +27,9 @@ HOUR_S = 3600
 
 
 def hour_of(start: float) -> int:
-    """The hour bucket of a window that starts at ``start`` (Unix seconds)."""
+    """The hour bucket of a window that starts at ``start`` (Unix seconds): the ``h``
+    with ``h * HOUR_S <= start < (h + 1) * HOUR_S`` (Python's float floor division is
+    exact, so this holds right at the boundaries too)."""
     return int(start // HOUR_S)
 
 

@@ -138,12 +138,15 @@ def _m0003(db: Database) -> None:
         "CREATE INDEX windows_device_model_start ON windows (device_id, model, version, role,"
         " start)"
     )
-    # Windows stored before this migration: every bucket they fall in is dirty.
-    db.execute(
-        "INSERT OR IGNORE INTO rollup_dirty SELECT DISTINCT model, version, role, device_id,"
-        " CAST(start / ? AS INTEGER) FROM windows",
-        [HOUR_S],
-    )
+    # Windows stored before this migration: every bucket they fall in is dirty. SQL's
+    # division may round across an hour boundary where hour_of (a floor) does not, so
+    # the hour before is marked too: rolling up a bucket that did not change is harmless.
+    for shift in (0, 1):
+        db.execute(
+            "INSERT OR IGNORE INTO rollup_dirty SELECT DISTINCT model, version, role,"
+            " device_id, CAST(start / ? AS INTEGER) - ? FROM windows",
+            [HOUR_S, shift],
+        )
 
 
 class Outcome(Enum):
@@ -623,11 +626,13 @@ def _store_message(
         except (ValueError, ValidationError) as exc:
             log.warning("store: %s [%d, %d] rejected: %s", dev, lo, hi, exc)
             return Outcome.REJECTED
-        conn.execute(
-            "INSERT OR IGNORE INTO rollup_dirty SELECT model, version, role, device_id,"
-            " CAST(start / ? AS INTEGER) FROM windows"
-            " WHERE device_id = ? AND seq_lo BETWEEN ? AND ?",
-            (HOUR_S, dev, lo, hi),
+        dirty.update(
+            (str(model), int(version), str(role), dev, hour_of(float(start)))
+            for model, version, role, start in conn.execute(
+                "SELECT model, version, role, start FROM windows"
+                " WHERE device_id = ? AND seq_lo BETWEEN ? AND ?",
+                (dev, lo, hi),
+            )
         )
         conn.execute(
             "DELETE FROM windows WHERE device_id = ? AND seq_lo BETWEEN ? AND ?", (dev, lo, hi)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from functools import reduce
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from edge_agent.errors import ValidationError
 from edge_agent.messages import MetricsMessage
 from edge_agent.monitor import MetricsWindow, merge_windows
-from hub.rollups import HOUR_S, merge_documents
+from hub.rollups import HOUR_S, hour_of, merge_documents
 from hub.store import Store
 from tests.hub.test_store import row, window
 
@@ -137,3 +138,29 @@ def test_a_device_reporting_another_shape_does_not_block_the_fleet(store, caplog
 def test_since_keeps_windows_that_end_at_or_after_it(store):
     (got,) = store.merged_windows("demo", 1, devices=["a"], since=HOUR_S)
     assert got.start == HOUR_S - 60 and got.end == 181 * 60  # the window ending at since
+
+
+@pytest.mark.parametrize(
+    "t", [0.0, 1.0, 3599.999999, 3600.0, 1_700_002_799.9999998, 1_700_002_800.0000002]
+)
+def test_a_window_belongs_to_exactly_the_hour_its_start_falls_in(t):
+    h = hour_of(t)
+    assert h * HOUR_S <= t < (h + 1) * HOUR_S
+
+
+def test_windows_right_at_an_hour_boundary_are_rolled_up_exactly(tmp_path):
+    """Starts a rounding error away from the boundary, including a compacted range that
+    replaces them: the buckets marked and the buckets queried agree."""
+    boundary = 1_700_002_800.0
+    starts = [boundary - 2e-7, boundary, boundary + 2e-7, boundary + 60.0]
+    base = window(3)
+    with Store(tmp_path / "hub.db") as s:
+        for q, start in enumerate(starts, 1):
+            w = dataclasses.replace(base, start=start, end=start + 1.0)
+            s.store_metrics_batch([MetricsMessage("a", q, q, (w,))])
+        s.merged_windows("demo", 1)  # rolled up
+        total = dataclasses.replace(reduce(merge_windows, [base] * 4), start=starts[0])
+        s.store_metrics_batch([MetricsMessage("a", 1, 4, (total,))])  # replaces all four
+        for since in (None, boundary - 1e-7, boundary):
+            raw = s.windows_for(device="a", since=since)
+            assert_same(one(s.merged_windows("demo", 1, since=since)), merged(raw))
