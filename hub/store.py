@@ -217,6 +217,8 @@ class Store(LockedDatabase):
         self._clock = clock
         # device -> [(epoch, base)], newest (current) last; a cache of device_epochs
         self._epochs: dict[str, list[tuple[str, int]]] = {}
+        # device -> highest hub sequence stored (a cache: this Store is the only writer)
+        self._tops: dict[str, int] = {}
         super().__init__()
         self._error = StoreError
         self._label = f"store {path}"
@@ -272,12 +274,16 @@ class Store(LockedDatabase):
         with self._write("store metrics") as conn:
             epochs = _Epochs(conn, self._epochs, self._clock())
             dirty: set[tuple[str, int, str, str, int]] = set()
-            outcomes = tuple(_store_message(conn, epochs.to_hub(m), dirty) for m in messages)
+            tops: dict[str, int] = {}  # this batch's view; self._tops once committed
+            outcomes = tuple(
+                _store_message(conn, epochs.to_hub(m), dirty, tops, self._tops) for m in messages
+            )
             conn.executemany(_MARK_DIRTY, dirty)
             touched = dict.fromkeys(m.device_id for m in messages)
             contiguous = {d: _advance_contiguous(conn, d) for d in touched}
             acks = {d: epochs.ack(d, contiguous[d]) for d in touched}
         self._epochs.update(epochs.learned)  # only once committed
+        self._tops.update(tops)
         return MetricsResult(contiguous, outcomes, acks)
 
     def contiguous(self, device_id: str) -> int:
@@ -583,14 +589,25 @@ _INSERT_WINDOW: Final = (
 
 
 def _store_message(
-    conn: sqlite3.Connection, m: MetricsMessage, dirty: set[tuple[str, int, str, str, int]]
+    conn: sqlite3.Connection,
+    m: MetricsMessage,
+    dirty: set[tuple[str, int, str, str, int]],
+    tops: dict[str, int],
+    committed: dict[str, int],
 ) -> Outcome:
     """Store one message inside the caller's transaction (rules in the module doc); adds
-    the roll-up buckets it changes to ``dirty``."""
+    the roll-up buckets it changes to ``dirty`` and keeps ``tops`` (the highest stored
+    sequence per device this transaction knows, over ``committed``) current."""
     dev, lo, hi = m.device_id, m.seq_lo, m.seq_hi
     if len({w.key for w in m.windows}) != len(m.windows):
         log.warning("store: %s [%d, %d] rejected: two windows of one model and role", dev, lo, hi)
         return Outcome.REJECTED
+    top = tops.get(dev, committed.get(dev))
+    if top is None:
+        row = conn.execute("SELECT MAX(seq_hi) FROM windows WHERE device_id = ?", (dev,))
+        top = tops[dev] = int(row.fetchone()[0] or 0)
+    if lo > top:  # the usual message: the next sequence, nothing to compare with
+        return _insert(conn, m, dirty, tops)
     below = conn.execute(
         "SELECT seq_lo, seq_hi FROM windows WHERE device_id = ? AND seq_lo < ?"
         " ORDER BY seq_lo DESC LIMIT 1",
@@ -637,8 +654,19 @@ def _store_message(
         conn.execute(
             "DELETE FROM windows WHERE device_id = ? AND seq_lo BETWEEN ? AND ?", (dev, lo, hi)
         )
+    return _insert(conn, m, dirty, tops)
+
+
+def _insert(
+    conn: sqlite3.Connection,
+    m: MetricsMessage,
+    dirty: set[tuple[str, int, str, str, int]],
+    tops: dict[str, int],
+) -> Outcome:
+    dev, lo, hi = m.device_id, m.seq_lo, m.seq_hi
     conn.executemany(_INSERT_WINDOW, [_window_row(dev, lo, hi, w) for w in m.windows])
     dirty.update((w.model_name, w.model_version, w.role, dev, hour_of(w.start)) for w in m.windows)
+    tops[dev] = max(tops.get(dev, 0), hi)
     return Outcome.STORED
 
 
@@ -778,7 +806,7 @@ def _reject(m: MetricsMessage, stored: tuple[int, int]) -> Outcome:
 
 def _window_row(dev: str, lo: int, hi: int, w: MetricsWindow) -> tuple[Any, ...]:
     # Validated windows hold only finite numbers, so orjson's output is plain JSON.
-    payload = orjson.dumps(w.to_json(), option=orjson.OPT_SORT_KEYS).decode()
+    payload = orjson.dumps(w.to_json()).decode()
     return (dev, lo, hi, w.model_name, w.model_version, w.role, w.start, w.end, w.n, payload)
 
 
