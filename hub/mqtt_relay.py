@@ -81,6 +81,7 @@ class _Relay:
         configure_client(self.client, config.broker)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
 
@@ -119,7 +120,14 @@ class _Relay:
         if getattr(reason, "is_failure", False):
             self._send(("refused", str(reason)))
             return
-        client.subscribe(list(self.config.subscriptions))
+        client.subscribe(list(self.config.subscriptions))  # "connected" once acknowledged
+
+    def _on_subscribe(
+        self, client: Any, userdata: Any, mid: Any, reason_codes: Any, properties: Any
+    ) -> None:
+        if any(getattr(rc, "is_failure", False) for rc in reason_codes or ()):
+            self._send(("refused", f"subscription refused: {reason_codes}"))
+            return
         self._send(("connected",))
 
     def _on_disconnect(
