@@ -1,7 +1,8 @@
 # EdgeFleet developer commands. Every target creates the environment it needs on first use.
 #   make demo    the main job (for now: keys, a trained model, a signed bundle, verified)
 #   make test    ruff + mypy + the whole test suite, in both TFLite runtimes
-#   make bench   the benchmarks (figures printed as ratios measured in one run)
+#   make bench   the benchmarks (figures printed as ratios measured in one run; the agent
+#                daemon is measured on both TFLite runtimes)
 
 PYTHON        ?= python3
 # tflite-runtime has wheels only up to CPython 3.11: its environment uses 3.11.
@@ -45,7 +46,7 @@ pytest-tflite: $(VENV_TFLITE)/.installed
 
 test: lint typecheck pytest pytest-tflite
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed $(VENV_TFLITE)/.installed
 	$(VENV)/bin/python -m benchmarks
 
 clean:

@@ -1,12 +1,15 @@
 """Child process for bench_agent: a real Agent serving a steady prediction rate.
 
 Usage: python -m benchmarks.agent_child CONFIG.toml SECONDS RATE
-Prints one JSON line: rss_bytes, cpu_percent (of one core), predictions, errors.
+Prints one JSON line: rss_bytes, pss_bytes, uss_bytes, cpu_percent (of one core),
+predictions, errors. With ``EDGEFLEET_BENCH_SMAPS=1`` it also prints, on stderr, the
+largest resident mappings (from ``/proc/self/smaps``) to see where the RSS goes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,6 +19,21 @@ import psutil
 
 from edge_agent.agent import Agent, limit_malloc_arenas
 from edge_agent.config import AgentConfig
+
+
+def smaps_breakdown(top: int = 25) -> list[tuple[int, str]]:
+    """Resident kB per mapped file (anonymous mappings grouped as ``[anon]``), largest first."""
+    sizes: dict[str, int] = {}
+    name = "[anon]"
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(None, 1)[0]
+            if "-" in head and not head.endswith(":"):
+                parts = line.split(None, 5)
+                name = parts[5].strip() if len(parts) > 5 else "[anon]"
+            elif head == "Rss:":
+                sizes[name] = sizes.get(name, 0) + int(line.split()[1])
+    return sorted(((kb, n) for n, kb in sizes.items()), reverse=True)[:top]
 
 
 def main() -> None:
@@ -45,13 +63,19 @@ def main() -> None:
     wall = time.monotonic() - start
     cpu1 = proc.cpu_times()
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    memory = proc.memory_full_info()
     result = {
-        "rss_bytes": proc.memory_info().rss,
+        "rss_bytes": memory.rss,
+        "pss_bytes": getattr(memory, "pss", 0),
+        "uss_bytes": getattr(memory, "uss", 0),
         "cpu_percent": 100.0 * cpu / wall,
         "predictions": n,
         "errors": errors,
         "rate": n / wall,
     }
+    if os.environ.get("EDGEFLEET_BENCH_SMAPS"):
+        for kb, name in smaps_breakdown():
+            print(f"{kb / 1024:7.1f} MB  {name}", file=sys.stderr)
     agent.stop()
     print(json.dumps(result), flush=True)
 

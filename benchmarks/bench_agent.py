@@ -53,29 +53,54 @@ def write_config(
     )
 
 
-def daemon_footprint(tmp: Path, broker: EmbeddedBroker, keys, trust_path: Path, bundle: Path):
-    config = tmp / "agent.toml"
-    write_config(config, "bench-rss", tmp / "rss-data", trust_path, broker.host, broker.port)
+#: The second environment (``make .venv-tflite/.installed``): tflite-runtime, as a
+#: Raspberry Pi installs ``edgefleet[agent-tflite]``.
+TFLITE_PYTHON = ROOT / ".venv-tflite" / "bin" / "python"
+
+
+def runtimes() -> list[tuple[str, Path | None, str]]:
+    """(label, interpreter or None when absent, EDGEFLEET_TFLITE_RUNTIME) for each runtime."""
+    return [
+        ("ai-edge-litert", Path(sys.executable), "ai-edge-litert"),
+        ("tflite-runtime", TFLITE_PYTHON if TFLITE_PYTHON.exists() else None, "tflite-runtime"),
+    ]
+
+
+def daemon_footprint(
+    tmp: Path,
+    broker: EmbeddedBroker,
+    keys,
+    trust_path: Path,
+    bundle: Path,
+    label: str,
+    python: Path,
+    runtime: str,
+) -> None:
+    device = f"bench-rss-{runtime}"
+    config = tmp / f"agent-{runtime}.toml"
+    write_config(config, device, tmp / f"rss-data-{runtime}", trust_path, broker.host, broker.port)
     hub = HubDouble(broker.host, broker.port, keys)
     with BundleServer() as server:
         url = server.add("/b/demo.efb", bundle.read_bytes())
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEFLEET_TFLITE_RUNTIME": runtime}
         child = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.agent_child", str(config), "20", "100"],
+            [str(python), "-m", "benchmarks.agent_child", str(config), "20", "100"],
             stdout=subprocess.PIPE,
             text=True,
             env=env,
             cwd=ROOT,
         )
-        hub.wait_for(lambda: hub.devices["bench-rss"].states, 30, "the child agent online")
-        hub.publish_directive(hub.directive("bench-rss", model_ref(bundle, url)))
+        hub.wait_for(lambda: hub.devices[device].states, 30, "the child agent online")
+        hub.publish_directive(hub.directive(device, model_ref(bundle, url)))
         out, _ = child.communicate(timeout=120)
     hub.close()
     result = json.loads(out.strip().splitlines()[-1])
+    mb = 2**20
     print(
-        f"   daemon at {result['rate']:.0f} predictions/s: "
-        f"RSS {result['rss_bytes'] / 2**20:.1f} MB "
-        f"(target <= 64 MB), CPU {result['cpu_percent']:.1f} % of one core (target <= 5 %), "
+        f"   daemon on {label:<14} at {result['rate']:.0f} predictions/s: "
+        f"RSS {result['rss_bytes'] / mb:.1f} MB (target <= 64 MB; "
+        f"PSS {result['pss_bytes'] / mb:.1f}, USS {result['uss_bytes'] / mb:.1f}), "
+        f"CPU {result['cpu_percent']:.1f} % of one core (target <= 5 %), "
         f"{result['errors']} errors"
     )
 
@@ -156,7 +181,11 @@ def run() -> None:
             (tmp / "demo" / "model-int8.tflite").read_bytes(), 1, keys, tmp / "demo.efb", ref
         )
         with EmbeddedBroker() as broker:
-            daemon_footprint(tmp, broker, keys, trust_path, bundle)
+            for label, python, runtime in runtimes():
+                if python is None:
+                    print(f"   daemon on {label}: skipped ({TFLITE_PYTHON} absent)")
+                    continue
+                daemon_footprint(tmp, broker, keys, trust_path, bundle, label, python, runtime)
             drain(
                 "embedded (amqtt)", tmp, broker.host, broker.port, keys, trust_path, trust, bundle
             )
