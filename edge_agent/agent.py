@@ -20,6 +20,7 @@ import contextlib
 import logging
 import queue
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -75,6 +76,42 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         libc.mallopt(-8, arenas)  # M_ARENA_MAX
     except (OSError, AttributeError):
         return
+
+
+def skip_httpx_cli() -> None:
+    """Keep httpx from importing its command line when the agent first downloads.
+
+    ``import httpx`` also imports ``httpx._main`` (click, rich, pygments: about 4 MB
+    resident for the daemon's lifetime) whenever those are installed; the agent only
+    uses the client. Marking ``httpx._main`` unimportable makes httpx fall back to its
+    stub ``main``. Does nothing once httpx is imported (another user may want its CLI).
+    """
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
+def trim_malloc() -> bool:
+    """Collect garbage, then hand freed C heap back to the kernel (glibc ``malloc_trim(0)``).
+
+    Loading a model, verifying a bundle and importing modules leave freed but still
+    resident pages in the malloc arenas; a daemon that then serves for months keeps them
+    counted in its RSS. Called after startup and after each activation. Never raises:
+    returns False where glibc is not the C library (nothing to do there).
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 #: Windows published per drain step; the rest follow as acks arrive.
@@ -209,6 +246,7 @@ class Agent:
             thread.start()
             self._threads.append(thread)
         self.link.start()
+        trim_malloc()  # what loading the stored models and starting up freed
         return self
 
     def stop(self) -> None:
@@ -667,6 +705,7 @@ class Agent:
                 )
         self.inbox.put(Incoming(None, b"state"))
         self._last_state = 0.0
+        trim_malloc()  # the download, verification and smoke test are done with
 
     def _fetch(self, d: Directive, version: ModelVersion) -> SlotRef:
         m = d.model
@@ -685,6 +724,7 @@ class Agent:
                     round(done / total, 4) if total else None,
                 )
 
+        skip_httpx_cli()
         from edge_agent.download import download_bundle  # httpx is imported only when needed
 
         path = download_bundle(
