@@ -76,6 +76,8 @@ def main() -> None:
     if os.environ.get("EDGEFLEET_BENCH_SMAPS"):
         for kb, name in smaps_breakdown():
             print(f"{kb / 1024:7.1f} MB  {name}", file=sys.stderr)
+        tops = sorted({m.split(".")[0] for m in sys.modules if not m.startswith("_")})
+        print("modules:", " ".join(tops), file=sys.stderr)
     agent.stop()
     print(json.dumps(result), flush=True)
 
