@@ -47,6 +47,7 @@ COUNTER_NAMES: Final = (
     "malformed",
     "refused_device_mismatch",
     "store_errors",
+    "unknown_model",
     "acks_published",
     "connects",
 )
@@ -118,9 +119,13 @@ class Ingest:
         clock: Callable[[], float] = time.time,
         tls: bool = False,
         ca_file: Path | None = None,
+        known_version: Callable[[str, int], bool] | None = None,
     ) -> None:
         """Configure (but do not start) the ingest. With ``tls``, the broker's certificate
-        is verified against ``ca_file`` (or the system's CAs).
+        is verified against ``ca_file`` (or the system's CAs). ``known_version`` (the
+        registry's) tells windows of unregistered model versions apart: they are stored
+        (the device's data is not lost, and its acks keep flowing) but counted as
+        ``unknown_model`` and logged once per version, since nothing can score them.
 
         Raises:
             ValueError: ``batch_max`` < 1 or ``flush_interval_s`` < 0.
@@ -129,6 +134,9 @@ class Ingest:
             raise ValueError("ingest: batch_max must be >= 1 and flush_interval_s >= 0")
         self.store = store
         self.host, self.port = host, port
+        self._known_version = known_version
+        self._known: set[tuple[str, int]] = set()
+        self._warned: set[tuple[str, int]] = set()
         self._config = RelayConfig(
             broker=BrokerConfig(
                 host=host,
@@ -335,6 +343,28 @@ class Ingest:
         elif kind == "refused":
             log.warning("ingest: broker refused the connection: %s", message[1])
 
+    def _unknown_versions(self, m: MetricsMessage) -> int:
+        """How many of the message's windows are of a version the registry lacks."""
+        if self._known_version is None:
+            return 0
+        unknown = 0
+        for w in m.windows:
+            key = (w.model_name, w.model_version)
+            if key in self._known:
+                continue
+            if self._known_version(*key):
+                self._known.add(key)
+                continue
+            unknown += 1
+            if key not in self._warned:
+                self._warned.add(key)
+                log.warning(
+                    "ingest: %s reports windows of %s v%d, which the registry does not know:"
+                    " stored, but not scored until that version is registered",
+                    m.device_id, *key,
+                )  # fmt: skip
+        return unknown
+
     def process(self, batch: Sequence[tuple[str, bytes]]) -> None:
         """Validate, store and acknowledge one batch of ``(topic, payload)`` (worker thread).
 
@@ -358,6 +388,7 @@ class Ingest:
             try:
                 if isinstance(message, MetricsMessage):
                     metrics.append(message)
+                    counts["unknown_model"] += self._unknown_versions(message)
                 elif isinstance(message, State):
                     self.store.record_state(message, self._clock())
                 else:

@@ -125,8 +125,16 @@ class HubService:
                 raise HubError(str(exc)) from exc
             host, port, tls = broker.host, broker.port, broker.tls
         user, password, ca = s.broker_username, s.broker_password, s.broker_ca_file
+        registry = self.registry
         self.ingest = Ingest(
-            self.store, host, port, user, password, tls=tls, ca_file=ca
+            self.store,
+            host,
+            port,
+            user,
+            password,
+            tls=tls,
+            ca_file=ca,
+            known_version=lambda name, version: registry.get(name, version) is not None,
         ).start()
         self.signer = DirectiveSigner(db, keys)
         self.publisher = DirectivePublisher(

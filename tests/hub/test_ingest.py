@@ -282,3 +282,24 @@ def test_wiped_device_gets_acks_in_its_new_epoch(ingest, store, device, broker):
         reader.loop_stop()
     assert got[-1] == Ack(dev, 1, e2)
     assert len(store.windows_for(device=dev)) == 4 and ingest.counters()["duplicates"] == 0
+
+
+def test_windows_of_an_unknown_model_version_are_counted_stored_and_acked(
+    store, broker, device, caplog
+):
+    """Nothing can score them (no reference), but the device's data is kept and acked."""
+    dev = uid("unknown")
+    with Ingest(
+        store, broker.host, broker.port, client_id=uid("ingest"),
+        known_version=lambda name, version: (name, version) == ("demo", 1),
+    ) as ingest:  # fmt: skip
+        known = row(dev, 1)
+        unknown = MetricsMessage(
+            dev, 2, 2, (replace(row(dev, 2).windows[0], model_version=7),)
+        )
+        for m in (known, unknown, MetricsMessage(dev, 3, 3, unknown.windows)):
+            device.publish(dev, Channel.METRICS, m.to_bytes())
+        assert ingest.wait_until_acked(dev, 3, 20)
+        assert ingest.counters()["unknown_model"] == 2
+    assert [w.model_version for w in store.windows_for(device=dev)] == [1, 7, 7]
+    assert caplog.text.count("which the registry does not know") == 1  # once per version
