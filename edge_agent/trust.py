@@ -20,15 +20,15 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from typing import TYPE_CHECKING, Any, Final
 
 from edge_agent.canonical import canonical_bytes, parse_json
+from edge_agent.ed25519 import PublicKey
 from edge_agent.errors import TrustError, ValidationError
 from edge_agent.schema import exact_fields, field, list_of, positive_int, sha256_hex
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 TRUST_FORMAT: Final = "edgefleet-trust/1"
 ROTATION_FORMAT: Final = "edgefleet-rotation/1"
@@ -44,10 +44,9 @@ class Context:
     ROTATION: Final = b"edgefleet/v1 trust-rotation\n"
 
 
-def key_id(public_key: Ed25519PublicKey) -> str:
+def key_id(public_key: PublicKey | Ed25519PublicKey) -> str:
     """Return the key id: SHA-256 (hex) of the raw 32-byte public key."""
-    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()
+    return hashlib.sha256(PublicKey.of(public_key).raw).hexdigest()
 
 
 def _b64decode(text: str, where: str) -> bytes:
@@ -103,7 +102,7 @@ class TrustRoot:
 
     version: int
     threshold: int
-    keys: Mapping[str, Ed25519PublicKey]
+    keys: Mapping[str, PublicKey]
 
     def __post_init__(self) -> None:
         if not 1 <= self.threshold <= len(self.keys):
@@ -113,14 +112,14 @@ class TrustRoot:
 
     @classmethod
     def from_keys(
-        cls, public_keys: Iterable[Ed25519PublicKey], threshold: int, version: int = 1
+        cls, public_keys: Iterable[PublicKey | Ed25519PublicKey], threshold: int, version: int = 1
     ) -> TrustRoot:
         """Build a root from public keys.
 
         Raises:
             ValidationError: threshold out of range, or no keys.
         """
-        keys = {key_id(k): k for k in public_keys}
+        keys = {key_id(k): PublicKey.of(k) for k in public_keys}
         return cls(version=version, threshold=threshold, keys=keys)
 
     def to_json(self) -> dict[str, Any]:
@@ -133,7 +132,7 @@ class TrustRoot:
                 {
                     "keyid": kid,
                     "scheme": SCHEME,
-                    "public": _b64encode(k.public_bytes(Encoding.Raw, PublicFormat.Raw)),
+                    "public": _b64encode(k.raw),
                 }
                 for kid, k in sorted(self.keys.items())
             ],
@@ -152,7 +151,7 @@ class TrustRoot:
             raise ValidationError(f"{where}.format: expected {TRUST_FORMAT!r}")
         version = positive_int(obj, "version", where)
         threshold = positive_int(obj, "threshold", where)
-        keys: dict[str, Ed25519PublicKey] = {}
+        keys: dict[str, PublicKey] = {}
         for i, item in enumerate(list_of(obj, "keys", dict, where)):
             at = f"{where}.keys[{i}]"
             entry = exact_fields(item, at, {"keyid", "scheme", "public"})
@@ -160,7 +159,7 @@ class TrustRoot:
                 raise ValidationError(f"{at}.scheme: only {SCHEME!r} is supported")
             raw = _b64decode(field(entry, "public", str, at), f"{at}.public")
             try:
-                public = Ed25519PublicKey.from_public_bytes(raw)
+                public = PublicKey(raw)
             except ValueError as exc:
                 raise ValidationError(f"{at}.public: not an Ed25519 public key") from exc
             kid = sha256_hex(entry, "keyid", at)
@@ -208,9 +207,7 @@ class TrustRoot:
                 continue
             if signature.keyid in valid:
                 continue
-            try:
-                public.verify(signature.sig, message)
-            except InvalidSignature:
+            if not public.verify(signature.sig, message):
                 bad += 1
                 continue
             valid.add(signature.keyid)
