@@ -93,14 +93,16 @@ class HubDouble:
         # amqtt 0.12.1 sometimes drops a client when others connect at the same moment
         # ("dictionary changed size during iteration" in the broker): wait for paho to
         # reconnect and publish again, as the real hub will.
-        for _ in range(3):
+        for _ in range(5):
             self._connected.wait(15)
             info = self.client.publish(topic(device_id, channel), payload, qos=1, retain=retain)
             try:
                 info.wait_for_publish(10)
-                return
-            except RuntimeError:
+            except RuntimeError:  # not connected: paho reconnects; wait for on_connect
+                self._connected.clear()
                 continue
+            if info.is_published():
+                return
         raise AssertionError("hub double could not publish")
 
     def publish_directive(self, d: Directive, **kw: Any) -> Directive:
