@@ -25,7 +25,7 @@ from edge_agent.messages import Health, ModelVersion, State
 from edge_agent.topics import Channel, fleet_filter
 from hub.api import ApiServer, HubContext, create_app
 from hub.broker import EmbeddedBroker
-from hub.ingest import Ingest
+from hub.ingest import Ingest, tune_gc_for_ingest
 from hub.store import Store
 from hub.tokens import TokenStore
 from tests.support.mosquitto import Mosquitto
@@ -96,6 +96,7 @@ def bare_rate(host: str, port: int, user: str, password: str) -> float:
 
 def ingest_rate(host: str, port: int, user: str, password: str, db: Path) -> float:
     total = PROCESSES * DEVICES * EACH
+    tune_gc_for_ingest()  # as `hub serve` does
     store = Store(db)
     ingest = Ingest(
         store,

@@ -22,6 +22,7 @@ stored: the devices resend them, since the hub's end-to-end ack never covered th
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -56,6 +57,8 @@ def relay_main(conn: Connection) -> None:
     Returns when the parent says stop or the pipe closes.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    gc.set_threshold(50_000, *gc.get_threshold()[1:])  # batches of messages, no cycles
+    gc.freeze()  # what the imports made is permanent: never scanned again
     kind, config = conn.recv()
     if kind != "config" or not isinstance(config, RelayConfig):
         log.error("relay: the first message must be the configuration, got %r", kind)

@@ -26,7 +26,7 @@ from hub.audit import AuditLog
 from hub.broker import EmbeddedBroker
 from hub.directives import DirectivePublisher, DirectiveSigner
 from hub.errors import HubError
-from hub.ingest import Ingest
+from hub.ingest import Ingest, tune_gc_for_ingest
 from hub.keys import init_keys, load_private_key
 from hub.registry import Registry
 from hub.rollout import RolloutStore
@@ -126,6 +126,7 @@ class HubService:
             host, port, tls = broker.host, broker.port, broker.tls
         user, password, ca = s.broker_username, s.broker_password, s.broker_ca_file
         registry = self.registry
+        tune_gc_for_ingest()
         self.ingest = Ingest(
             self.store,
             host,
