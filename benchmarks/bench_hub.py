@@ -25,7 +25,8 @@ from edge_agent.messages import Health, ModelVersion, State
 from edge_agent.topics import Channel, fleet_filter
 from hub.api import ApiServer, HubContext, create_app
 from hub.broker import EmbeddedBroker
-from hub.ingest import Ingest, tune_gc_for_ingest
+from hub.ingest import Ingest
+from hub.mqtt_relay import tune_gc_for_ingest
 from hub.store import Store
 from hub.tokens import TokenStore
 from tests.support.mosquitto import Mosquitto

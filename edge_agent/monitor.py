@@ -241,31 +241,9 @@ def check_window(w: MetricsWindow, where: str = "window") -> None:
     if not w.class_counts or len(w.confidence) < 4 or min(w.shape[0]) < 4:
         raise ValidationError(f"{where}: count vectors too short for their bins {w.shape}")
     for i, f in enumerate(w.features):
-        if (
-            f.min is not None
-            and f.max is not None
-            and f.count > 0
-            and f.m2 >= 0.0
-            and f.min <= f.max
-            and f.out_of_range <= w.n
-            and f.count <= w.n - f.counts[-1]
-            and sum(f.counts) == w.n
-        ):
-            continue  # the common case, without formatting any message
-        at = f"{where}.features[{i}]"
-        if sum(f.counts) != w.n:
-            raise ValidationError(f"{at}.counts: sum {sum(f.counts)} is not n = {w.n}")
-        if f.count > w.n - f.nan:
-            raise ValidationError(f"{at}.count: {f.count} is above n minus NaNs")
-        if f.out_of_range > w.n:
-            raise ValidationError(f"{at}.out_of_range: {f.out_of_range} is above n = {w.n}")
-        if f.m2 < 0.0:
-            raise ValidationError(f"{at}.m2: {f.m2} is negative")
-        if f.count == 0:
-            if f.min is not None or f.max is not None or f.mean != 0.0 or f.m2 != 0.0:
-                raise ValidationError(f"{at}: no finite values, so mean/m2 are 0, min/max null")
-        elif f.min is None or f.max is None or f.min > f.max:
-            raise ValidationError(f"{at}: min/max must be numbers with min <= max")
+        problem = _feature_problem(f, w.n)
+        if problem is not None:
+            raise ValidationError(f"{where}.features[{i}]{problem}")
     if sum(w.confidence) != w.n:
         raise ValidationError(f"{where}.confidence: sum {sum(w.confidence)} is not n = {w.n}")
     if sum(w.class_counts) + w.confidence[-1] != w.n:
@@ -282,6 +260,25 @@ def check_window(w: MetricsWindow, where: str = "window") -> None:
         raise ValidationError(f"{where}.errors: more than {MAX_ERROR_KINDS} kinds")
     if any(v < 0 for v in w.errors.values()):
         raise ValidationError(f"{where}.errors: counts cannot be negative")
+
+
+def _feature_problem(f: FeatureWindow, n: int) -> str | None:
+    """What is wrong with one feature of a window of ``n`` predictions (the rest of the
+    error line), or None; no message is formatted for a sound feature."""
+    if sum(f.counts) != n:
+        return f".counts: sum {sum(f.counts)} is not n = {n}"
+    if f.count > n - f.nan:
+        return f".count: {f.count} is above n minus NaNs"
+    if f.out_of_range > n:
+        return f".out_of_range: {f.out_of_range} is above n = {n}"
+    if f.m2 < 0.0:
+        return f".m2: {f.m2} is negative"
+    if f.count == 0:
+        if f.min is not None or f.max is not None or f.mean != 0.0 or f.m2 != 0.0:
+            return ": no finite values, so mean/m2 are 0, min/max null"
+    elif f.min is None or f.max is None or f.min > f.max:
+        return ": min/max must be numbers with min <= max"
+    return None
 
 
 def merge_windows(a: MetricsWindow, b: MetricsWindow) -> MetricsWindow:

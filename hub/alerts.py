@@ -543,7 +543,7 @@ class Alerter:
             if s.model is None or s.version is None:
                 log.warning("alerts: rule %s: %s needs a model and version", rule.name, rule.metric)
                 return None
-            windows = self._windows(rule.scope, now - self._window_s)
+            windows = self._windows(s, s.model, s.version, now - self._window_s)
             if not windows:
                 return None
             report = drift_report(
@@ -579,9 +579,9 @@ class Alerter:
             ]
         return devices
 
-    def _windows(self, scope: Scope, since: float) -> list[MetricsWindow]:
-        if scope.model is None or scope.version is None:
-            return []
+    def _windows(
+        self, scope: Scope, model: str, version: int, since: float
+    ) -> list[MetricsWindow]:
         devices: list[str] | None = None if scope.device is None else [scope.device]
         if scope.tag is not None:
             devices = [
@@ -590,7 +590,7 @@ class Alerter:
                 if scope.device is None or d.id == scope.device
             ]
         return self._store.merged_windows(
-            scope.model, scope.version, scope.role, devices=devices, since=since
+            model, version, scope.role, devices=devices, since=since
         )
 
     # --- reporting ------------------------------------------------------------------

@@ -38,7 +38,8 @@ def _secret_file(path: Path | None) -> bytes | None:
         return None
     if path.stat().st_mode & 0o077:
         raise click.ClickException(f"{path} is readable by others: chmod 600 {path}")
-    return path.read_bytes().splitlines()[0] if path.read_bytes() else b""
+    lines = path.read_bytes().splitlines()
+    return lines[0] if lines else b""
 
 
 _passphrase_option = click.option(

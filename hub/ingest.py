@@ -1,8 +1,8 @@
 """The hub's MQTT side: take what devices publish, store it, acknowledge it end to end.
 
 A relay process (:mod:`hub.mqtt_relay`) holds the MQTT connection and forwards batches
-of ``(topic, payload)``; one worker thread here validates every message against the wire contract
-(:mod:`edge_agent.messages`), stores metrics in one transaction per batch through the
+of ``(topic, payload)``; one worker thread here validates every message against the
+wire contract (:mod:`edge_agent.messages`), stores metrics in one transaction per batch through the
 :class:`~hub.store.Store`, and then publishes, per device whose highest contiguous
 sequence advanced, one retained :class:`~edge_agent.messages.Ack` (QoS 1).
 
@@ -15,7 +15,6 @@ are not acknowledged, so devices send them again.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import socket
 import subprocess
@@ -52,21 +51,6 @@ COUNTER_NAMES: Final = (
     "acks_published",
     "connects",
 )
-
-
-#: The garbage collector's first threshold for a process that ingests (default: 700).
-#: Each batch keeps hundreds of parsed windows (thousands of containers) alive until it
-#: is stored, so the default collects the young generation dozens of times per batch,
-#: finding nothing: ~8 % of the ingest's CPU. Our messages hold no reference cycles.
-INGEST_GC_THRESHOLD: Final = 50_000
-
-
-def tune_gc_for_ingest() -> None:
-    """Raise the collector's first threshold for this process (the hub's, not a library
-    default: :class:`~hub.service.HubService` calls it)."""
-    _, second, third = gc.get_threshold()
-    gc.set_threshold(INGEST_GC_THRESHOLD, second, third)
-    gc.freeze()  # what exists at start-up (modules, the app) is never scanned again
 
 
 class IngestError(HubError):

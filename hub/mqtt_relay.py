@@ -40,6 +40,23 @@ log = logging.getLogger("edgefleet.hub.relay")
 QUEUE_MAX: Final = 50_000
 
 
+#: The garbage collector's first threshold in both ingest processes (default: 700).
+#: A batch keeps hundreds of messages (thousands of containers, once parsed) alive
+#: until it is handed on or stored, so the default collects the young generation dozens
+#: of times per batch, finding nothing: ~8 % of the ingest's CPU. Messages hold no
+#: reference cycles.
+INGEST_GC_THRESHOLD: Final = 50_000
+
+
+def tune_gc_for_ingest() -> None:
+    """Raise the collector's first threshold for this process and freeze what exists
+    (modules, the application: never scanned again). Process-wide, so applications
+    call it (the relay's main, :class:`~hub.service.HubService`), not library code."""
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(INGEST_GC_THRESHOLD, second, third)
+    gc.freeze()
+
+
 @dataclass(frozen=True)
 class RelayConfig:
     """What the child needs to connect and subscribe."""
@@ -57,8 +74,7 @@ def relay_main(conn: Connection) -> None:
     Returns when the parent says stop or the pipe closes.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    gc.set_threshold(50_000, *gc.get_threshold()[1:])  # batches of messages, no cycles
-    gc.freeze()  # what the imports made is permanent: never scanned again
+    tune_gc_for_ingest()
     kind, config = conn.recv()
     if kind != "config" or not isinstance(config, RelayConfig):
         log.error("relay: the first message must be the configuration, got %r", kind)

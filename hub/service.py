@@ -26,8 +26,9 @@ from hub.audit import AuditLog
 from hub.broker import EmbeddedBroker
 from hub.directives import DirectivePublisher, DirectiveSigner
 from hub.errors import HubError
-from hub.ingest import Ingest, tune_gc_for_ingest
+from hub.ingest import Ingest
 from hub.keys import init_keys, load_private_key
+from hub.mqtt_relay import tune_gc_for_ingest
 from hub.registry import Registry
 from hub.rollout import RolloutStore
 from hub.rollout_runner import RolloutRunner

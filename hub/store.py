@@ -387,9 +387,8 @@ class Store(LockedDatabase):
                     "SELECT payload FROM rollups WHERE model = ? AND version = ? AND role = ?"
                     " AND device_id = ? AND hour >= ?"
                 )
-                rows += conn.execute(
-                    sql, (model, version, role, device_id, first_hour or -(2**62))
-                ).fetchall()
+                lowest = -(2**62) if first_hour is None else first_hour
+                rows += conn.execute(sql, (model, version, role, device_id, lowest)).fetchall()
             if since is not None and first_hour is not None:
                 edge = (
                     "SELECT payload FROM windows WHERE model = ? AND version = ? AND role = ?"
