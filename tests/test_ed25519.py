@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
@@ -76,21 +73,3 @@ def test_trust_root_verifies_with_the_fallback_too(monkeypatch, signing_keys):
     sigs = sign(Context.DIRECTIVE, b"payload", signing_keys[:2])
     monkeypatch.setattr(ed25519, "_chosen", ed25519._Cryptography())
     assert len(root.verify(Context.DIRECTIVE, b"payload", sigs, "doc")) == 2
-
-
-def test_the_agent_verifies_without_importing_cryptography(tmp_path):
-    """The daemon's verification path (trust file, bundle) leaves cryptography unloaded."""
-    code = (
-        "import sys\n"
-        "from edge_agent.trust import TrustRoot\n"
-        "from edge_agent import agent, bundle\n"
-        "from edge_agent.ed25519 import PublicKey\n"
-        "assert PublicKey(bytes.fromhex(sys.argv[1])).verify(bytes.fromhex(sys.argv[2]), b'm')\n"
-        "print('cryptography' in sys.modules)\n"
-    )
-    key = Ed25519PrivateKey.generate()
-    out = subprocess.run(
-        [sys.executable, "-c", code, _raw(key).hex(), key.sign(b"m").hex()],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    assert out.stdout.strip() == "False"
