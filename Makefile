@@ -1,5 +1,5 @@
 # EdgeFleet developer commands. Every target creates the environment it needs on first use.
-#   make demo    the main job (for now: keys, a trained model, a signed bundle, verified)
+#   make demo    the main job: a signed bundle, then the hub with 3 simulated agents
 #   make test    ruff + mypy + the whole test suite, in both TFLite runtimes
 #   make bench   the benchmarks (figures printed as ratios measured in one run; the agent
 #                daemon is measured on both TFLite runtimes)
