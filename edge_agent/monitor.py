@@ -440,6 +440,10 @@ class WindowAccumulator:
         self._latency = np.zeros(n_counts(_LATENCY_EDGES), dtype=np.int64)
         self._errors: dict[str, int] = {}
         self._n = 0
+        # Predictions counted by the native path (edge_agent/_hotpath.c), which updates
+        # these arrays in place: so every update here is in place too.
+        self._tally = np.zeros(1, dtype=np.int64)
+        self._native_drain: Callable[[], None] | None = None
         self._compared = 0
         self._agreed = 0
         self._start = float(clock())
@@ -452,7 +456,7 @@ class WindowAccumulator:
     @property
     def n(self) -> int:
         """Predictions recorded in the current window (folded or still buffered)."""
-        return self._n + self._pending
+        return self._n + int(self._tally[0]) + self._pending
 
     @property
     def n_pending(self) -> int:
@@ -555,12 +559,20 @@ class WindowAccumulator:
             self._flush()
             end = max(float(self._clock() if now is None else now), self._start)
             window = None
-            if self._n or self._errors or self._compared:
+            if self._n or self._tally[0] or self._errors or self._compared:
                 window = self._snapshot(end)
             self._reset(end)
         return window
 
+    def attach_native(self, drain: Callable[[], None]) -> None:
+        """Have :meth:`close` (and every fold) first call ``drain``, which folds the
+        samples the native path buffered (under this accumulator's lock)."""
+        with self._lock:
+            self._native_drain = drain
+
     def _flush(self) -> None:
+        if self._native_drain is not None:
+            self._native_drain()
         if self._pending:
             m = self._pending
             self._pending = 0
@@ -623,6 +635,35 @@ class WindowAccumulator:
             if i + 1 == self.batch:
                 self._flush()
 
+    def native_counters(self) -> dict[str, Any]:
+        """The arrays the native one-sample path counts into, in place (keyword arguments
+        of ``edge_agent._hotpath.Runner``), with the lock that guards them."""
+        lo, hi = self._ranges if self._ranges is not None else (self._k * 0.0, self._k * 0.0)
+        return {
+            "monitor_lock": self._lock,
+            "edges": np.ascontiguousarray(np.concatenate(self._edges), dtype=np.float64),
+            "edge_off": np.concatenate([[0], np.cumsum([e.shape[0] for e in self._edges])]).astype(
+                np.int64
+            ),
+            "hist": self._hist,
+            "hist_off": self._offsets[:-1].astype(np.int64),
+            "count": self._count,
+            "mean": self._mean,
+            "m2": self._m2,
+            "vmin": self._min,
+            "vmax": self._max,
+            "count_range": self._ranges is not None,
+            "lo": np.ascontiguousarray(lo, dtype=np.float64),
+            "hi": np.ascontiguousarray(hi, dtype=np.float64),
+            "oor": self._oor,
+            "classes": self._classes,
+            "conf_edges": np.ascontiguousarray(self._conf_edges, dtype=np.float64),
+            "conf": self._conf,
+            "lat_edges": _LATENCY_EDGES,
+            "latency": self._latency,
+            "tally": self._tally,
+        }
+
     def _fold_moments(self, x: np.ndarray) -> None:
         ok = np.abs(x) <= MOMENT_LIMIT  # False for NaN and +-inf
         c: np.ndarray | int
@@ -643,11 +684,12 @@ class WindowAccumulator:
         total = n_a + c
         delta = mean_b - self._mean
         safe_total = np.maximum(total, 1)
-        self._mean = np.where(n_a == 0, mean_b, self._mean + delta * c / safe_total)
-        self._m2 = self._m2 + m2_b + delta * delta * n_a * c / safe_total
-        self._count = total
-        self._min = np.minimum(self._min, block_min)
-        self._max = np.maximum(self._max, block_max)
+        # In place: the native path holds views of these arrays.
+        self._mean[...] = np.where(n_a == 0, mean_b, self._mean + delta * c / safe_total)
+        self._m2 += m2_b + delta * delta * n_a * c / safe_total
+        self._count[...] = total
+        np.minimum(self._min, block_min, out=self._min)
+        np.maximum(self._max, block_max, out=self._max)
 
     def _snapshot(self, end: float) -> MetricsWindow:
         hist = self._hist.tolist()
@@ -672,7 +714,7 @@ class WindowAccumulator:
             role=self.role,
             start=self._start,
             end=end,
-            n=self._n,
+            n=self._n + int(self._tally[0]),
             features=tuple(features),
             class_counts=tuple(self._classes.tolist()),
             confidence=tuple(self._conf.tolist()),
@@ -689,6 +731,7 @@ class WindowAccumulator:
         self._m2.fill(0.0)
         self._min.fill(np.inf)
         self._max.fill(-np.inf)
+        self._tally.fill(0)
         self._errors = {}
         self._n = self._compared = self._agreed = 0
         self._start = start

@@ -19,6 +19,7 @@ import numpy as np
 
 from edge_agent.bundle import Bundle
 from edge_agent.errors import ActivationError, EdgeFleetError, PredictionError
+from edge_agent.hotpath import NativeRunner, native_runner
 from edge_agent.input_schema import InputSchema
 from edge_agent.manifest import MODEL
 from edge_agent.messages import ModelVersion
@@ -95,6 +96,8 @@ class ServingModel:
         self._refuse_range = self.schema.out_of_range == "refuse" and bounded
         self._refuse_nan = self.schema.nan == "refuse"
         self._row_shape = (self.model.n_features,)
+        #: The native one-sample path (edge_agent/hotpath.py), or None where not built.
+        self.native: NativeRunner | None = native_runner(self, Prediction)
 
     def smoke_test(self) -> None:
         """Run the bundle's samples and compare with the outputs the hub recorded.
@@ -202,9 +205,13 @@ class ServingModel:
 
     def _check_range(self, x: np.ndarray) -> None:
         if (x < self._lo).any() or (x > self._hi).any():
-            bad = np.flatnonzero(((x < self._lo) | (x > self._hi)).any(axis=0))
-            names = ", ".join(self.schema.names[i] for i in bad)
-            raise PredictionError(f"inputs out of the schema's valid range: {names}")
+            raise PredictionError(self.range_problem(x))
+
+    def range_problem(self, x: np.ndarray) -> str:
+        """The error line for ``x [batch, features]`` outside the schema's ranges."""
+        bad = np.flatnonzero(((x < self._lo) | (x > self._hi)).any(axis=0))
+        names = ", ".join(self.schema.names[i] for i in bad)
+        return f"inputs out of the schema's valid range: {names}"
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """Run a validated batch; returns float outputs and the latency in seconds.
@@ -253,6 +260,13 @@ class Predictor:
         active = self.active
         if active is None:
             raise PredictionError("no model is active yet")
+        native = active.native
+        if native is not None:
+            result = native(inputs, self.probation)  # one float32 sample: the hot path
+            if result is not None:
+                if self.shadow is not None:
+                    self._run_shadow(self.shadow, np.reshape(inputs, (1, -1)), result.outputs)
+                return result
         if (
             type(inputs) is np.ndarray
             and inputs.dtype is _FLOAT32

@@ -1,0 +1,703 @@
+/* One-sample predictions with their monitoring, in one native call.
+ *
+ * The optional native twin of ServingModel.predict_one + WindowAccumulator.record_one
+ * (edge_agent/serving.py, edge_agent/monitor.py): the same checks, errors, counts and
+ * bins, without the Python bytecode between them. edge_agent/hotpath.py builds a
+ * Runner from a ServingModel; where this module is not built (no C compiler on the
+ * device) the agent serves through the pure-Python path, which tests compare with this.
+ *
+ * A Runner holds buffer views of the accumulator's NumPy arrays, which the accumulator
+ * therefore only ever updates in place. Per call it:
+ *   1. takes a float32 or float64 [F] sample (any buffer, strided too), else returns
+ *      None so the caller falls back to the general path (also when the interpreter's
+ *      batch is not 1);
+ *   2. under the serving lock: refuses NaN / out-of-range inputs the schema refuses
+ *      (counted as invalid_input); SetTensor / Invoke / GetTensor on the runtime's
+ *      wrapped interpreter, timed (a runtime error is counted as invoke_error); refuses
+ *      NaN / infinite outputs (nan_output);
+ *   3. under the monitor lock: appends the sample, its predicted class, top-1
+ *      confidence and latency to a buffer of RING samples and counts it in the window's
+ *      n. A full buffer (or the accumulator's close, through Runner.drain) is folded
+ *      feature by feature: bins (underflow, interior bins with the last one closed,
+ *      overflow, NaN), count/mean/M2/min/max of values of magnitude <= MOMENT_LIMIT
+ *      merged by Chan's formula, range misses; then classes, confidence and latency.
+ *      Folding a block keeps the window's arrays in cache, which the model's own
+ *      invocation evicts between samples;
+ *   4. tells the probation monitor, if any; returns Prediction(outputs [1, C], labels,
+ *      version).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+#define MOMENT_LIMIT 1e100
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *model;        /* LoadedModel: _batch is checked on each call */
+    PyObject *interpreter;  /* the runtime's public Interpreter */
+    PyObject *in_index, *out_index, *subgraph;
+    PyObject *staging;      /* float32 [1, F] handed to SetTensor */
+    PyObject *serve_acquire, *serve_release, *monitor_acquire, *monitor_release;
+    PyObject *record_error, *error_type, *range_problem;
+    PyTypeObject *result_type; /* Prediction: a tuple (outputs, labels, model) */
+    PyObject *labels, *version;
+    int refuse_nan, refuse_range, count_range;
+    Py_ssize_t n_features, n_classes;
+    /* Views kept for the Runner's life: see the module comment. */
+    Py_buffer b_staging, b_refuse_lo, b_refuse_hi, b_edges, b_edge_off, b_hist, b_hist_off;
+    Py_buffer b_count, b_mean, b_m2, b_min, b_max, b_lo, b_hi, b_oor;
+    Py_buffer b_classes, b_conf_edges, b_conf, b_lat_edges, b_latency, b_tally;
+    int n_views;
+    /* Each feature's edges padded with +inf to an even length, for bin_pairs. */
+    double *padded;
+    Py_ssize_t *padded_off, *last; /* per feature: start in padded, index of its last edge */
+    /* Samples counted in n but not yet binned (guarded by the monitor lock): inputs,
+     * predicted class, top-1 confidence, latency. Folded RING at a time, feature by
+     * feature, so the window's arrays stay in cache while they are updated. */
+    float *ring;
+    double *ring_top, *ring_latency;
+    Py_ssize_t *ring_best;
+    Py_ssize_t pending;
+} Runner;
+
+#define RING 64
+
+static PyObject *s_interpreter, *s_batch, *s_set, *s_invoke, *s_get, *s_acquire, *s_release,
+    *s_observe, *s_invalid, *s_invoke_error, *s_nan_output, *s_one, *s_zero;
+
+/* The count index of v for edges e[0..ne-1] (see edge_agent/histogram.py):
+ * the number of edges <= v (searchsorted side="right"), but k for v == e[k] (the last
+ * interior bin is closed) and k + 2 for NaN. Branch-free: values land anywhere. */
+static inline Py_ssize_t bin_of(const double *e, Py_ssize_t ne, double v) {
+    Py_ssize_t k = ne - 1;
+    if (isnan(v)) return k + 2;
+    if (v == e[k]) return k;
+    if (ne <= 32) {
+        Py_ssize_t n = 0;
+        for (Py_ssize_t i = 0; i < ne; i++) n += e[i] <= v;
+        return n;
+    }
+    const double *base = e; /* the last edge <= v, by halving without branches */
+    Py_ssize_t n = ne;
+    while (n > 1) {
+        Py_ssize_t half = n >> 1;
+        base = base[half] <= v ? base + half : base;
+        n -= half;
+    }
+    return (base - e) + (*base <= v);
+}
+
+typedef double pair_d __attribute__((vector_size(16)));
+typedef long long pair_l __attribute__((vector_size(16)));
+
+/* bin_of for one feature's edges padded with +inf to an even length ``w`` (``k`` the
+ * index of the last real edge): the comparisons two at a time, in the vector unit
+ * where there is one (SSE2, NEON). */
+static inline Py_ssize_t bin_pairs(const double *e, Py_ssize_t k, Py_ssize_t w, double v) {
+    if (isnan(v)) return k + 2;
+    if (v >= e[k]) return v == e[k] ? k : k + 1; /* also +inf, which the padding equals */
+    pair_l acc = {0, 0};
+    pair_d vv = {v, v};
+    for (Py_ssize_t i = 0; i < w; i += 2) {
+        pair_d ee;
+        memcpy(&ee, e + i, sizeof ee);
+        acc += (ee <= vv); /* -1 where true */
+    }
+    return (Py_ssize_t)-(acc[0] + acc[1]);
+}
+
+static int view(Runner *self, PyObject *obj, Py_buffer *buf, const char *fmt, Py_ssize_t n,
+                int writable, const char *name) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, buf, flags) < 0) return -1;
+    self->n_views++;
+    const char *f = buf->format ? buf->format : "B";
+    if (f[0] == '<' || f[0] == '=' || f[0] == '@') f++;
+    Py_ssize_t item = fmt[0] == 'f' ? 4 : 8;
+    int fmt_ok = (fmt[0] == 'q') ? (f[0] == 'q' || f[0] == 'l') && buf->itemsize == 8
+                                 : f[0] == fmt[0] && f[1] == '\0';
+    if (!fmt_ok || buf->itemsize != item || (n >= 0 && buf->len != n * item)) {
+        PyErr_Format(PyExc_ValueError, "Runner: %s must be %zd items of '%s'", name, n, fmt);
+        return -1;
+    }
+    return 0;
+}
+
+static void release_views(Runner *self) {
+    Py_buffer *all[] = {&self->b_staging, &self->b_refuse_lo, &self->b_refuse_hi,
+                        &self->b_edges, &self->b_edge_off, &self->b_hist, &self->b_hist_off,
+                        &self->b_count, &self->b_mean, &self->b_m2, &self->b_min,
+                        &self->b_max, &self->b_lo, &self->b_hi, &self->b_oor,
+                        &self->b_classes, &self->b_conf_edges, &self->b_conf,
+                        &self->b_lat_edges, &self->b_latency, &self->b_tally};
+    for (int i = 0; i < self->n_views && i < (int)(sizeof all / sizeof all[0]); i++)
+        PyBuffer_Release(all[i]);
+    self->n_views = 0;
+}
+
+static int Runner_init(Runner *self, PyObject *args, PyObject *kwds) {
+    static char *kw[] = {"model", "staging", "serve_lock", "monitor_lock", "record_error",
+                         "error_type", "range_problem", "result_type", "labels", "version",
+                         "refuse_nan", "refuse_range",
+                         "refuse_lo", "refuse_hi", "edges", "edge_off", "hist", "hist_off",
+                         "count", "mean", "m2", "vmin", "vmax", "count_range", "lo", "hi",
+                         "oor", "classes", "conf_edges", "conf", "lat_edges", "latency",
+                         "tally", NULL};
+    PyObject *model, *staging, *serve_lock, *monitor_lock, *record_error, *error_type,
+        *range_problem, *result_type, *labels, *version, *refuse_lo, *refuse_hi, *edges, *edge_off, *hist, *hist_off, *count,
+        *mean, *m2, *vmin, *vmax, *lo, *hi, *oor, *classes, *conf_edges, *conf, *lat_edges,
+        *latency, *tally;
+    int refuse_nan, refuse_range, count_range;
+    if (self->n_views) {
+        PyErr_SetString(PyExc_RuntimeError, "Runner: already initialised");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwds, "$OOOOOOOOOOppOOOOOOOOOOOpOOOOOOOOO", kw, &model, &staging, &serve_lock,
+            &monitor_lock, &record_error, &error_type, &range_problem, &result_type, &labels,
+            &version, &refuse_nan,
+            &refuse_range, &refuse_lo, &refuse_hi, &edges, &edge_off, &hist, &hist_off, &count,
+            &mean, &m2, &vmin, &vmax, &count_range, &lo, &hi, &oor, &classes, &conf_edges,
+            &conf, &lat_edges, &latency, &tally))
+        return -1;
+    PyObject *interp = PyObject_GetAttrString(model, "interpreter");
+    if (interp == NULL) return -1;
+    PyObject *in_index = PyObject_GetAttrString(model, "_in_index");
+    PyObject *out_index = in_index ? PyObject_GetAttrString(model, "_out_index") : NULL;
+    PyObject *n_features = out_index ? PyObject_GetAttrString(model, "n_features") : NULL;
+    PyObject *n_classes = n_features ? PyObject_GetAttrString(model, "n_outputs") : NULL;
+    if (n_classes == NULL) {
+        Py_DECREF(interp);
+        Py_XDECREF(in_index);
+        Py_XDECREF(out_index);
+        Py_XDECREF(n_features);
+        return -1;
+    }
+    self->n_features = PyLong_AsSsize_t(n_features);
+    self->n_classes = PyLong_AsSsize_t(n_classes);
+    Py_DECREF(n_features);
+    Py_DECREF(n_classes);
+    self->interpreter = interp;
+    self->in_index = in_index;
+    self->out_index = out_index;
+    if (PyErr_Occurred()) return -1;
+    if (self->n_features < 1 || self->n_classes < 1) {
+        PyErr_SetString(PyExc_ValueError, "Runner: the model needs features and outputs");
+        return -1;
+    }
+    Py_INCREF(model);
+    self->model = model;
+    Py_INCREF(staging);
+    self->staging = staging;
+    if (!PyType_Check(result_type) ||
+        !PyType_IsSubtype((PyTypeObject *)result_type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "Runner: result_type must be a tuple type");
+        return -1;
+    }
+    self->result_type = (PyTypeObject *)Py_NewRef(result_type);
+    self->labels = Py_NewRef(labels);
+    self->version = Py_NewRef(version);
+    self->serve_acquire = PyObject_GetAttr(serve_lock, s_acquire);
+    self->serve_release = PyObject_GetAttr(serve_lock, s_release);
+    self->monitor_acquire = PyObject_GetAttr(monitor_lock, s_acquire);
+    self->monitor_release = PyObject_GetAttr(monitor_lock, s_release);
+    if (!self->serve_acquire || !self->serve_release || !self->monitor_acquire ||
+        !self->monitor_release)
+        return -1;
+    Py_INCREF(record_error);
+    self->record_error = record_error;
+    Py_INCREF(error_type);
+    self->error_type = error_type;
+    Py_INCREF(range_problem);
+    self->range_problem = range_problem;
+    Py_INCREF(s_zero);
+    self->subgraph = s_zero;
+    self->refuse_nan = refuse_nan;
+    self->refuse_range = refuse_range;
+    self->count_range = count_range;
+    Py_ssize_t f = self->n_features, c = self->n_classes;
+    if (view(self, staging, &self->b_staging, "f", f, 1, "staging") < 0 ||
+        view(self, refuse_lo, &self->b_refuse_lo, "d", f, 0, "refuse_lo") < 0 ||
+        view(self, refuse_hi, &self->b_refuse_hi, "d", f, 0, "refuse_hi") < 0 ||
+        view(self, edges, &self->b_edges, "d", -1, 0, "edges") < 0 ||
+        view(self, edge_off, &self->b_edge_off, "q", f + 1, 0, "edge_off") < 0 ||
+        view(self, hist, &self->b_hist, "q", -1, 1, "hist") < 0 ||
+        view(self, hist_off, &self->b_hist_off, "q", f, 0, "hist_off") < 0 ||
+        view(self, count, &self->b_count, "q", f, 1, "count") < 0 ||
+        view(self, mean, &self->b_mean, "d", f, 1, "mean") < 0 ||
+        view(self, m2, &self->b_m2, "d", f, 1, "m2") < 0 ||
+        view(self, vmin, &self->b_min, "d", f, 1, "vmin") < 0 ||
+        view(self, vmax, &self->b_max, "d", f, 1, "vmax") < 0 ||
+        view(self, lo, &self->b_lo, "d", f, 0, "lo") < 0 ||
+        view(self, hi, &self->b_hi, "d", f, 0, "hi") < 0 ||
+        view(self, oor, &self->b_oor, "q", f, 1, "oor") < 0 ||
+        view(self, classes, &self->b_classes, "q", c, 1, "classes") < 0 ||
+        view(self, conf_edges, &self->b_conf_edges, "d", -1, 0, "conf_edges") < 0 ||
+        view(self, conf, &self->b_conf, "q", -1, 1, "conf") < 0 ||
+        view(self, lat_edges, &self->b_lat_edges, "d", -1, 0, "lat_edges") < 0 ||
+        view(self, latency, &self->b_latency, "q", -1, 1, "latency") < 0 ||
+        view(self, tally, &self->b_tally, "q", 1, 1, "tally") < 0)
+        return -1;
+    /* Every offset must stay inside the arrays it indexes. */
+    const long long *eo = self->b_edge_off.buf, *ho = self->b_hist_off.buf;
+    Py_ssize_t n_edges = self->b_edges.len / 8, n_hist = self->b_hist.len / 8;
+    for (Py_ssize_t j = 0; j < f; j++) {
+        long long ne = eo[j + 1] - eo[j];
+        if (eo[j] < 0 || ne < 2 || eo[j + 1] > n_edges || ho[j] < 0 || ho[j] + ne + 2 > n_hist) {
+            PyErr_Format(PyExc_ValueError, "Runner: bad edge/histogram offsets at feature %zd", j);
+            return -1;
+        }
+    }
+    Py_ssize_t total = 0;
+    for (Py_ssize_t j = 0; j < f; j++) total += (eo[j + 1] - eo[j] + 1) & ~1LL;
+    self->padded = PyMem_Malloc((size_t)(total ? total : 1) * sizeof(double));
+    self->padded_off = PyMem_Malloc((size_t)(f + 1) * sizeof(Py_ssize_t));
+    self->last = PyMem_Malloc((size_t)f * sizeof(Py_ssize_t));
+    if (!self->padded || !self->padded_off || !self->last) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    const double *edge_values = self->b_edges.buf;
+    Py_ssize_t at = 0;
+    for (Py_ssize_t j = 0; j < f; j++) {
+        Py_ssize_t ne = (Py_ssize_t)(eo[j + 1] - eo[j]), w = (ne + 1) & ~(Py_ssize_t)1;
+        self->padded_off[j] = at;
+        self->last[j] = ne - 1;
+        for (Py_ssize_t i = 0; i < w; i++)
+            self->padded[at + i] = i < ne ? edge_values[eo[j] + i] : Py_HUGE_VAL;
+        at += w;
+    }
+    self->padded_off[f] = at;
+    self->ring = PyMem_Malloc((size_t)(RING * f) * sizeof(float));
+    self->ring_top = PyMem_Malloc(RING * sizeof(double));
+    self->ring_latency = PyMem_Malloc(RING * sizeof(double));
+    self->ring_best = PyMem_Malloc(RING * sizeof(Py_ssize_t));
+    self->pending = 0;
+    if (!self->ring || !self->ring_top || !self->ring_latency || !self->ring_best) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (self->b_conf_edges.len / 8 < 2 || self->b_conf.len != self->b_conf_edges.len + 16 ||
+        self->b_lat_edges.len / 8 < 2 || self->b_latency.len != self->b_lat_edges.len + 16) {
+        PyErr_SetString(PyExc_ValueError, "Runner: confidence/latency counts do not fit edges");
+        return -1;
+    }
+    return 0;
+}
+
+static int Runner_traverse(Runner *self, visitproc visit, void *arg) {
+    Py_VISIT(self->model);
+    Py_VISIT(self->interpreter);
+    Py_VISIT(self->staging);
+    Py_VISIT(self->serve_acquire);
+    Py_VISIT(self->serve_release);
+    Py_VISIT(self->monitor_acquire);
+    Py_VISIT(self->monitor_release);
+    Py_VISIT(self->result_type);
+    Py_VISIT(self->labels);
+    Py_VISIT(self->version);
+    Py_VISIT(self->record_error);
+    Py_VISIT(self->error_type);
+    Py_VISIT(self->range_problem);
+    return 0;
+}
+
+static int Runner_clear(Runner *self) {
+    release_views(self);
+    PyMem_Free(self->padded);
+    PyMem_Free(self->padded_off);
+    PyMem_Free(self->last);
+    self->padded = NULL;
+    self->padded_off = self->last = NULL;
+    PyMem_Free(self->ring);
+    PyMem_Free(self->ring_top);
+    PyMem_Free(self->ring_latency);
+    PyMem_Free(self->ring_best);
+    self->ring = NULL;
+    self->ring_top = self->ring_latency = NULL;
+    self->ring_best = NULL;
+    self->pending = 0;
+    Py_CLEAR(self->model);
+    Py_CLEAR(self->interpreter);
+    Py_CLEAR(self->in_index);
+    Py_CLEAR(self->out_index);
+    Py_CLEAR(self->subgraph);
+    Py_CLEAR(self->staging);
+    Py_CLEAR(self->serve_acquire);
+    Py_CLEAR(self->serve_release);
+    Py_CLEAR(self->monitor_acquire);
+    Py_CLEAR(self->monitor_release);
+    Py_CLEAR(self->result_type);
+    Py_CLEAR(self->labels);
+    Py_CLEAR(self->version);
+    Py_CLEAR(self->record_error);
+    Py_CLEAR(self->error_type);
+    Py_CLEAR(self->range_problem);
+    return 0;
+}
+
+static void Runner_dealloc(Runner *self) {
+    PyObject_GC_UnTrack(self);
+    Runner_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int call_lock(PyObject *method) {
+    PyObject *r = PyObject_CallNoArgs(method);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* The pending exception as one normalised object (NULL if none); clears it. */
+static PyObject *take_exception(void) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) return NULL;
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+/* Raise ``exc`` again (steals the reference). */
+static void put_exception(PyObject *exc) {
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+}
+
+/* Count one error of ``kind`` and, with ``probation``, one failed prediction; then
+ * raise the agent's PredictionError(message), caused by ``cause`` if not NULL.
+ * Steals ``message`` and ``cause``. Always returns NULL. */
+static PyObject *fail(Runner *self, PyObject *kind, PyObject *probation, PyObject *message,
+                      PyObject *cause) {
+    if (message == NULL) {
+        Py_XDECREF(cause);
+        return NULL;
+    }
+    PyObject *r = PyObject_CallOneArg(self->record_error, kind);
+    if (r != NULL && probation != Py_None) {
+        Py_DECREF(r);
+        r = PyObject_CallMethodObjArgs(probation, s_observe, s_zero, s_one, NULL);
+    }
+    if (r == NULL) { /* the bookkeeping failed: that is what the caller hears */
+        Py_DECREF(message);
+        Py_XDECREF(cause);
+        return NULL;
+    }
+    Py_DECREF(r);
+    PyErr_SetObject(self->error_type, message);
+    Py_DECREF(message);
+    if (cause != NULL) {
+        PyObject *err = take_exception();
+        PyException_SetCause(err, cause); /* steals cause */
+        put_exception(err);
+    }
+    return NULL;
+}
+
+static inline double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Run the staged sample; returns the output array, or NULL with an exception set. */
+static PyObject *invoke(Runner *self, double *latency) {
+    double start = now_s();
+    PyObject *out = NULL, *raw = PyObject_GetAttr(self->interpreter, s_interpreter);
+    if (raw == NULL) return NULL;
+    PyObject *set_args[] = {raw, self->in_index, self->staging};
+    PyObject *r = PyObject_VectorcallMethod(s_set, set_args, 3, NULL);
+    if (r != NULL) {
+        Py_DECREF(r);
+        PyObject *invoke_args[] = {raw};
+        r = PyObject_VectorcallMethod(s_invoke, invoke_args, 1, NULL);
+    }
+    if (r != NULL) {
+        Py_DECREF(r);
+        PyObject *get_args[] = {raw, self->out_index, self->subgraph};
+        out = PyObject_VectorcallMethod(s_get, get_args, 3, NULL);
+    }
+    Py_DECREF(raw);
+    *latency = now_s() - start;
+    return out;
+}
+
+/* Fold the buffered samples into the window (the monitor lock is held): per feature,
+ * the bins, the block's count/mean/M2/min/max merged by Chan's formula (as the Python
+ * fold does), range misses; then classes, confidence and latency. */
+static void fold_ring(Runner *self) {
+    const Py_ssize_t m = self->pending, nf = self->n_features;
+    if (m == 0) return;
+    const double *lo = self->b_lo.buf, *hi = self->b_hi.buf, *padded = self->padded;
+    const Py_ssize_t *po = self->padded_off, *last = self->last;
+    const long long *ho = self->b_hist_off.buf;
+    long long *hist = self->b_hist.buf, *count = self->b_count.buf, *oor = self->b_oor.buf;
+    double *mean = self->b_mean.buf, *m2 = self->b_m2.buf;
+    double *vmin = self->b_min.buf, *vmax = self->b_max.buf;
+    const float *ring = self->ring;
+    for (Py_ssize_t j = 0; j < nf; j++) {
+        const double *e = padded + po[j];
+        const Py_ssize_t k = last[j], w = po[j + 1] - po[j];
+        long long *h = hist + ho[j];
+        long long c = 0, misses = 0;
+        double sum = 0.0, bmin = Py_HUGE_VAL, bmax = -Py_HUGE_VAL;
+        for (Py_ssize_t s = 0; s < m; s++) {
+            double v = ring[s * nf + j];
+            h[bin_pairs(e, k, w, v)]++;
+            if (fabs(v) <= MOMENT_LIMIT) { /* false for NaN */
+                c++;
+                sum += v;
+                bmin = v < bmin ? v : bmin;
+                bmax = v > bmax ? v : bmax;
+            }
+            misses += v < lo[j] || v > hi[j];
+        }
+        if (self->count_range) oor[j] += misses;
+        if (c == 0) continue;
+        double block_mean = sum / (double)c, block_m2 = 0.0;
+        for (Py_ssize_t s = 0; s < m; s++) {
+            double v = ring[s * nf + j];
+            if (fabs(v) <= MOMENT_LIMIT) block_m2 += (v - block_mean) * (v - block_mean);
+        }
+        long long n_a = count[j], total = n_a + c;
+        double delta = block_mean - mean[j];
+        mean[j] = n_a == 0 ? block_mean : mean[j] + delta * (double)c / (double)total;
+        m2[j] += block_m2 + delta * delta * (double)n_a * (double)c / (double)total;
+        count[j] = total;
+        if (bmin < vmin[j]) vmin[j] = bmin;
+        if (bmax > vmax[j]) vmax[j] = bmax;
+    }
+    long long *classes = self->b_classes.buf, *conf = self->b_conf.buf;
+    long long *latency = self->b_latency.buf;
+    const double *conf_edges = self->b_conf_edges.buf, *lat_edges = self->b_lat_edges.buf;
+    const Py_ssize_t n_conf = self->b_conf_edges.len / 8, n_lat = self->b_lat_edges.len / 8;
+    for (Py_ssize_t s = 0; s < m; s++) {
+        classes[self->ring_best[s]]++;
+        conf[bin_of(conf_edges, n_conf, self->ring_top[s])]++;
+        latency[bin_of(lat_edges, n_lat, self->ring_latency[s] * 1000.0)]++;
+    }
+    self->pending = 0;
+}
+
+/* Everything after the serving lock is taken; the caller releases it. */
+static PyObject *predict_locked(Runner *self, Py_buffer *in, PyObject *probation) {
+    const Py_ssize_t nf = self->n_features, nc = self->n_classes;
+    float *x = self->b_staging.buf;
+    const char *src = in->buf;
+    if (in->itemsize == 8) { /* float64: rounded to float32 as NumPy's astype does */
+        for (Py_ssize_t j = 0; j < nf; j++) {
+            double v;
+            memcpy(&v, src + j * in->strides[0], 8);
+            x[j] = (float)v;
+        }
+    } else if (in->strides[0] == 4) {
+        memcpy(x, src, (size_t)nf * 4);
+    } else {
+        for (Py_ssize_t j = 0; j < nf; j++) memcpy(x + j, src + j * in->strides[0], 4);
+    }
+    if (self->refuse_nan) {
+        for (Py_ssize_t j = 0; j < nf; j++)
+            if (isnan(x[j]))
+                return fail(self, s_invalid, Py_None,
+                            PyUnicode_FromString(
+                                "inputs contain NaN, which this model's schema refuses"),
+                            NULL);
+    }
+    if (self->refuse_range) {
+        const double *lo = self->b_refuse_lo.buf, *hi = self->b_refuse_hi.buf;
+        for (Py_ssize_t j = 0; j < nf; j++)
+            if ((double)x[j] < lo[j] || (double)x[j] > hi[j])
+                return fail(self, s_invalid, Py_None,
+                            PyObject_CallOneArg(self->range_problem, self->staging), NULL);
+    }
+    double latency = 0.0;
+    PyObject *out = invoke(self, &latency);
+    if (out == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_RuntimeError) &&
+            !PyErr_ExceptionMatches(PyExc_ValueError))
+            return NULL;
+        PyObject *cause = take_exception();
+        return fail(self, s_invoke_error, probation,
+                    PyUnicode_FromFormat("the model failed: %S", cause), cause);
+    }
+    Py_buffer ob;
+    if (PyObject_GetBuffer(out, &ob, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    const char *of = ob.format ? ob.format : "B";
+    if (of[0] == '<' || of[0] == '=' || of[0] == '@') of++;
+    if (ob.itemsize != 4 || of[0] != 'f' || ob.len != nc * 4) {
+        PyBuffer_Release(&ob);
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_RuntimeError, "Runner: the output is not float32 [1, C]");
+        return NULL;
+    }
+    const float *p = ob.buf;
+    Py_ssize_t best = 0;
+    double top = p[0];
+    int finite = 1;
+    for (Py_ssize_t c = 0; c < nc; c++) {
+        double v = p[c];
+        if (!isfinite(v)) finite = 0;
+        else if (v > top) { top = v; best = c; }
+    }
+    PyBuffer_Release(&ob);
+    if (!finite) {
+        Py_DECREF(out);
+        return fail(self, s_nan_output, probation,
+                    PyUnicode_FromString("the model returned NaN or infinity"), NULL);
+    }
+    if (call_lock(self->monitor_acquire) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    Py_ssize_t at = self->pending;
+    memcpy(self->ring + at * nf, x, (size_t)nf * sizeof(float));
+    self->ring_best[at] = best;
+    self->ring_top[at] = top;
+    self->ring_latency[at] = latency;
+    self->pending = at + 1;
+    ((long long *)self->b_tally.buf)[0]++;
+    if (self->pending == RING) fold_ring(self);
+    if (call_lock(self->monitor_release) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    if (probation != Py_None) {
+        PyObject *lat = PyFloat_FromDouble(latency);
+        PyObject *r = lat ? PyObject_CallMethodObjArgs(probation, s_observe, s_one, s_zero, lat,
+                                                       NULL)
+                          : NULL;
+        Py_XDECREF(lat);
+        if (r == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    return out;
+}
+
+/* Runner(inputs, probation=None) -> result_type(outputs [1, C], labels, version), or
+ * None when inputs are not a float32/float64 [F] buffer or the model's batch is not 1
+ * (the general path handles those). */
+static PyObject *Runner_call(Runner *self, PyObject *args, PyObject *kwds) {
+    PyObject *inputs, *probation = Py_None;
+    if (!PyArg_UnpackTuple(args, "Runner", 1, 2, &inputs, &probation)) return NULL;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Runner: no keyword arguments");
+        return NULL;
+    }
+    if (self->n_views == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "Runner: not initialised");
+        return NULL;
+    }
+    Py_buffer in;
+    if (PyObject_GetBuffer(inputs, &in, PyBUF_RECORDS_RO) < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    const char *f = in.format ? in.format : "B";
+    if (f[0] == '<' || f[0] == '=' || f[0] == '@') f++;
+    int is_float = (f[0] == 'f' && in.itemsize == 4) || (f[0] == 'd' && in.itemsize == 8);
+    if (in.ndim != 1 || in.shape[0] != self->n_features || !is_float || f[1] != '\0') {
+        PyBuffer_Release(&in);
+        Py_RETURN_NONE;
+    }
+    PyObject *batch = PyObject_GetAttr(self->model, s_batch);
+    if (batch == NULL) {
+        PyBuffer_Release(&in);
+        return NULL;
+    }
+    int single = batch == s_one || PyObject_RichCompareBool(batch, s_one, Py_EQ) == 1;
+    Py_DECREF(batch);
+    if (!single || call_lock(self->serve_acquire) < 0) {
+        PyBuffer_Release(&in);
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE; /* the general path resizes the input to one row first */
+    }
+    PyObject *out = predict_locked(self, &in, probation);
+    PyBuffer_Release(&in);
+    PyObject *exc = out == NULL ? take_exception() : NULL;
+    if (call_lock(self->serve_release) < 0) {
+        Py_XDECREF(exc);
+        Py_XDECREF(out);
+        return NULL;
+    }
+    if (exc != NULL) {
+        put_exception(exc);
+        return NULL;
+    }
+    PyObject *result = self->result_type->tp_alloc(self->result_type, 3);
+    if (result == NULL) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, out); /* steals out */
+    PyTuple_SET_ITEM(result, 1, Py_NewRef(self->labels));
+    PyTuple_SET_ITEM(result, 2, Py_NewRef(self->version));
+    return result;
+}
+
+static PyObject *Runner_drain(Runner *self, PyObject *Py_UNUSED(ignored)) {
+    if (self->n_views) fold_ring(self);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Runner_methods[] = {
+    {"drain", (PyCFunction)Runner_drain, METH_NOARGS,
+     PyDoc_STR("drain(): fold the buffered samples into the window's arrays. The caller "
+               "holds the monitor lock.")},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RunnerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "edge_agent._hotpath.Runner",
+    .tp_doc = PyDoc_STR("Runner(**arrays)(inputs, probation=None): one monitored prediction."),
+    .tp_basicsize = sizeof(Runner),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Runner_init,
+    .tp_dealloc = (destructor)Runner_dealloc,
+    .tp_traverse = (traverseproc)Runner_traverse,
+    .tp_clear = (inquiry)Runner_clear,
+    .tp_call = (ternaryfunc)Runner_call,
+    .tp_methods = Runner_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_hotpath",
+    "Native one-sample prediction with monitoring (see edge_agent/hotpath.py).", -1, NULL,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__hotpath(void) {
+    struct { PyObject **slot; const char *text; } names[] = {
+        {&s_interpreter, "_interpreter"}, {&s_batch, "_batch"}, {&s_set, "SetTensor"},
+        {&s_invoke, "Invoke"}, {&s_get, "GetTensor"}, {&s_acquire, "acquire"},
+        {&s_release, "release"}, {&s_observe, "observe"}, {&s_invalid, "invalid_input"},
+        {&s_invoke_error, "invoke_error"}, {&s_nan_output, "nan_output"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].text);
+        if (*names[i].slot == NULL) return NULL;
+    }
+    s_one = PyLong_FromLong(1);
+    s_zero = PyLong_FromLong(0);
+    if (s_one == NULL || s_zero == NULL) return NULL;
+    if (PyType_Ready(&RunnerType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "Runner", (PyObject *)&RunnerType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

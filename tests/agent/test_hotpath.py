@@ -1,0 +1,217 @@
+"""The native one-sample path (edge_agent/_hotpath.c) serves and counts as the Python path.
+
+Each test drives two Predictors over the same real bundle and runtime: one with the
+native runner, one built with ``EDGEFLEET_NATIVE=0`` (the pure-Python path), and
+compares what callers get and what the closed windows hold.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_agent.bundle import verify_bundle
+from edge_agent.directive import Probation
+from edge_agent.errors import PredictionError
+from edge_agent.hotpath import native_status
+from edge_agent.input_schema import FeatureSpec, InputSchema
+from edge_agent.messages import ModelVersion
+from edge_agent.monitor import MetricsWindow, check_window
+from edge_agent.probation import ProbationMonitor
+from edge_agent.serving import Predictor, ServingModel
+from hub.bundler import ReferenceData, build_bundle
+
+pytestmark = pytest.mark.runtime
+
+NOW = 1_900_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def integer_reference(reference_x: np.ndarray) -> np.ndarray:
+    """Reference data of small integers: every bin edge (a quantile of them) is a
+    dyadic fraction, exactly representable in float32, so samples can hit edges."""
+    rng = np.random.default_rng(11)
+    return rng.integers(0, 10, size=(400, reference_x.shape[1])).astype(np.float64)
+
+
+def make_bundle(tmp_path: Path, demo_dir: Path, reference: np.ndarray, keys,
+                schema: InputSchema | None) -> Path:
+    out = tmp_path / "m.efb"
+    names = tuple(f"f{i}" for i in range(reference.shape[1]))
+    build_bundle((demo_dir / "model-float.tflite").read_bytes(), name="m", version=1,
+                 reference=ReferenceData(reference, names), keys=keys, out=out, schema=schema)
+    return out
+
+
+def predictor(bundle: Path, trust, monkeypatch, native: bool) -> Predictor:
+    with monkeypatch.context() as m:
+        if not native:
+            m.setenv("EDGEFLEET_NATIVE", "0")
+        serving = ServingModel(verify_bundle(bundle, trust), ModelVersion("m", 1),
+                               clock=Clock())
+    assert (serving.native is not None) == native
+    p = Predictor()
+    p.active = serving
+    return p
+
+
+def outcome(p: Predictor, x) -> tuple[str, object]:
+    try:
+        return "ok", p.predict(x).outputs
+    except PredictionError as exc:
+        return "error", str(exc)
+
+
+def assert_same_windows(a: MetricsWindow | None, b: MetricsWindow | None) -> None:
+    assert a is not None and b is not None
+    check_window(a)
+    check_window(b)
+    assert (a.n, a.class_counts, a.confidence, a.errors) == (b.n, b.class_counts,
+                                                              b.confidence, b.errors)
+    assert sum(a.latency) == sum(b.latency)  # timings differ; the invocations do not
+    for fa, fb in zip(a.features, b.features, strict=True):
+        assert (fa.counts, fa.count, fa.min, fa.max, fa.out_of_range) == (
+            fb.counts, fb.count, fb.min, fb.max, fb.out_of_range)
+        assert fa.mean == pytest.approx(fb.mean, rel=1e-9, abs=1e-9)
+        assert fa.m2 == pytest.approx(fb.m2, rel=1e-9, abs=1e-9)
+
+
+def test_the_native_path_is_built_here() -> None:
+    """The install step builds the extension; without it the targets in bench_predict
+    are out of reach (the agent still serves, through the Python path)."""
+    assert native_status() == "native", "edge_agent._hotpath was not built (C compiler?)"
+
+
+@pytest.mark.parametrize("policy", ["accept", "refuse"])
+def test_same_outputs_errors_and_windows_as_the_python_path(
+    tmp_path, demo_dir, integer_reference, signing_keys, trust_1of1, monkeypatch, policy
+) -> None:
+    f = integer_reference.shape[1]
+    schema = InputSchema(tuple(FeatureSpec(f"f{j}", 1.0, 8.0) for j in range(f)),
+                         out_of_range=policy, nan=policy)
+    bundle = make_bundle(tmp_path, demo_dir, integer_reference, signing_keys[:1], schema)
+    native = predictor(bundle, trust_1of1, monkeypatch, native=True)
+    python = predictor(bundle, trust_1of1, monkeypatch, native=False)
+    rng = np.random.default_rng(5)
+    rows = [integer_reference[i] for i in range(150)]  # on the edges, the last one too
+    rows += list(rng.normal(4.5, 4.0, size=(150, f)))  # in, under and over the range
+    odd = rng.normal(4.5, 1.0, size=(6, f))
+    odd[0, 0], odd[1, 1], odd[2, 2] = np.nan, np.inf, -np.inf
+    odd[3, :] = np.finfo(np.float32).max
+    odd[4, 0] = 1e300  # float64 beyond float32: +inf once cast
+    rows += list(odd)
+    strided = np.zeros((f, 2), dtype=np.float32)
+    for i, row in enumerate(rows):
+        if i % 3 == 0:
+            x = row.astype(np.float32)
+        elif i % 3 == 1:
+            x = row  # float64
+        else:
+            strided[:, 0] = row
+            x = strided[:, 0]  # a float32 view with a stride of 8 bytes
+        got, want = outcome(native, x), outcome(python, x)
+        assert got[0] == want[0], (i, got, want)
+        if got[0] == "ok":
+            np.testing.assert_array_equal(got[1], want[1])
+        else:
+            assert got[1] == want[1]
+        if i == 100:  # a batch in between: the interpreter is resized and back
+            batch = np.stack([r for r in rows[:40] if np.all((r >= 1) & (r <= 8))][:3])
+            np.testing.assert_array_equal(native.predict(batch).outputs,
+                                          python.predict(batch).outputs)
+    assert native.active is not None and python.active is not None
+    if policy == "refuse":
+        assert native.active.monitor.close(NOW + 60).errors["invalid_input"] > 0
+        python.active.monitor.close(NOW + 60)
+        return
+    assert_same_windows(native.active.monitor.close(NOW + 60),
+                        python.active.monitor.close(NOW + 60))
+
+
+def test_lists_and_other_shapes_take_the_general_path(
+    tmp_path, demo_dir, integer_reference, signing_keys, trust_1of1, monkeypatch
+) -> None:
+    bundle = make_bundle(tmp_path, demo_dir, integer_reference, signing_keys[:1], None)
+    p = predictor(bundle, trust_1of1, monkeypatch, native=True)
+    assert p.active is not None and p.active.native is not None
+    row = integer_reference[0]
+    assert p.active.native(row.tolist(), None) is None  # not a buffer
+    assert p.active.native(row.astype(np.int32), None) is None  # not floats
+    assert p.active.native(row[:-1].astype(np.float32), None) is None  # wrong length
+    expected = p.predict(row.astype(np.float32)).outputs
+    np.testing.assert_array_equal(p.predict(row.tolist()).outputs, expected)
+    with pytest.raises(PredictionError, match="expected"):
+        p.predict(row[:-1].astype(np.float32))
+    window = p.active.monitor.close(NOW + 60)
+    assert window is not None and window.n == 2
+    assert window.errors == {"invalid_input": 1}
+
+
+def test_a_model_returning_nan_is_refused_and_counted(
+    bundles, trust_2of3, monkeypatch, reference_x
+) -> None:
+    """The v3 fixture model returns NaN when feature 0 is huge."""
+    native = predictor(bundles["v3-nan"], trust_2of3, monkeypatch, native=True)
+    python = predictor(bundles["v3-nan"], trust_2of3, monkeypatch, native=False)
+    probation = ProbationMonitor(Probation(), started=NOW)
+    native.probation = probation
+    row = reference_x[0].astype(np.float32)
+    row[0] = 1e20
+    for p in (native, python):
+        with pytest.raises(PredictionError, match="NaN or infinity"):
+            p.predict(row)
+        assert p.predict(reference_x[0].astype(np.float32)).outputs.shape == (1, 3)
+    assert (probation.ok, probation.errors) == (1, 1)
+    assert native.active is not None and python.active is not None
+    assert_same_windows(native.active.monitor.close(NOW + 60),
+                        python.active.monitor.close(NOW + 60))
+
+
+def test_threads_predicting_while_windows_close_lose_no_count(
+    tmp_path, demo_dir, integer_reference, signing_keys, trust_1of1, monkeypatch
+) -> None:
+    bundle = make_bundle(tmp_path, demo_dir, integer_reference, signing_keys[:1], None)
+    p = predictor(bundle, trust_1of1, monkeypatch, native=True)
+    serving = p.active
+    assert serving is not None
+    windows: list[MetricsWindow] = []
+    done = threading.Event()
+    rows = integer_reference[:50].astype(np.float32)
+
+    def caller() -> None:
+        for i in range(1000):
+            p.predict(rows[i % 50])
+
+    def closer() -> None:
+        while not done.is_set():
+            w = serving.monitor.close(NOW + 60)
+            if w is not None:
+                windows.append(w)
+
+    threads = [threading.Thread(target=caller) for _ in range(3)]
+    closing = threading.Thread(target=closer)
+    closing.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    closing.join()
+    last = serving.monitor.close(NOW + 60)
+    windows += [last] if last is not None else []
+    assert sum(w.n for w in windows) == 3000
+    for w in windows:
+        check_window(w)  # every histogram sums to its window's n
+    total_class = sum(sum(w.class_counts) for w in windows)
+    assert total_class == 3000
