@@ -141,27 +141,26 @@ static void release_views(Runner *self) {
 static int Runner_init(Runner *self, PyObject *args, PyObject *kwds) {
     static char *kw[] = {"model", "staging", "serve_lock", "monitor_lock", "record_error",
                          "error_type", "range_problem", "result_type", "labels", "version",
-                         "refuse_nan", "refuse_range",
-                         "refuse_lo", "refuse_hi", "edges", "edge_off", "hist", "hist_off",
-                         "count", "mean", "m2", "vmin", "vmax", "count_range", "lo", "hi",
-                         "oor", "classes", "conf_edges", "conf", "lat_edges", "latency",
-                         "tally", NULL};
+                         "refuse_nan", "refuse_range", "refuse_lo", "refuse_hi", "edges",
+                         "edge_off", "hist", "hist_off", "count", "mean", "m2", "vmin", "vmax",
+                         "count_range", "lo", "hi", "oor", "classes", "conf_edges", "conf",
+                         "lat_edges", "latency", "tally", NULL};
     PyObject *model, *staging, *serve_lock, *monitor_lock, *record_error, *error_type,
-        *range_problem, *result_type, *labels, *version, *refuse_lo, *refuse_hi, *edges, *edge_off, *hist, *hist_off, *count,
-        *mean, *m2, *vmin, *vmax, *lo, *hi, *oor, *classes, *conf_edges, *conf, *lat_edges,
-        *latency, *tally;
+        *range_problem, *result_type, *labels, *version, *refuse_lo, *refuse_hi, *edges,
+        *edge_off, *hist, *hist_off, *count, *mean, *m2, *vmin, *vmax, *lo, *hi, *oor,
+        *classes, *conf_edges, *conf, *lat_edges, *latency, *tally;
     int refuse_nan, refuse_range, count_range;
     if (self->n_views) {
         PyErr_SetString(PyExc_RuntimeError, "Runner: already initialised");
         return -1;
     }
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$OOOOOOOOOOppOOOOOOOOOOOpOOOOOOOOO", kw, &model, &staging, &serve_lock,
-            &monitor_lock, &record_error, &error_type, &range_problem, &result_type, &labels,
-            &version, &refuse_nan,
-            &refuse_range, &refuse_lo, &refuse_hi, &edges, &edge_off, &hist, &hist_off, &count,
-            &mean, &m2, &vmin, &vmax, &count_range, &lo, &hi, &oor, &classes, &conf_edges,
-            &conf, &lat_edges, &latency, &tally))
+            args, kwds, "$OOOOOOOOOOppOOOOOOOOOOOpOOOOOOOOO", kw, &model, &staging,
+            &serve_lock, &monitor_lock, &record_error, &error_type, &range_problem,
+            &result_type, &labels, &version, &refuse_nan, &refuse_range, &refuse_lo,
+            &refuse_hi, &edges, &edge_off, &hist, &hist_off, &count, &mean, &m2, &vmin, &vmax,
+            &count_range, &lo, &hi, &oor, &classes, &conf_edges, &conf, &lat_edges, &latency,
+            &tally))
         return -1;
     PyObject *interp = PyObject_GetAttrString(model, "interpreter");
     if (interp == NULL) return -1;
