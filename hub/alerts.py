@@ -65,7 +65,7 @@ from edge_agent.schema import exact_fields, positive_int, safe_name
 from edge_agent.schema import field as get
 from hub.drift import DEFAULT_THRESHOLDS, DriftReport, DriftThresholds, drift_report
 from hub.errors import HubError
-from hub.store import MAX_PAGE, DeviceRecord, Store
+from hub.store import DeviceRecord, Store
 
 log = logging.getLogger("edgefleet.hub.alerts")
 
@@ -562,13 +562,7 @@ class Alerter:
             rec = self._store.device(scope.device)
             devices = [] if rec is None else [rec]
         else:
-            devices, after = [], None
-            while True:
-                page = self._store.list_devices(after=after, limit=MAX_PAGE, tag=scope.tag)
-                devices.extend(page)
-                if len(page) < MAX_PAGE:
-                    break
-                after = page[-1].id
+            devices = self._store.all_devices(tag=scope.tag)
         if scope.model is not None:
             devices = [
                 d

@@ -38,6 +38,7 @@ from hub.registry import ModelVersion as RegistryVersion
 from hub.registry import Registry
 from hub.rollout import RolloutSpec
 from hub.rollout_runner import RolloutRunner
+from hub.rollups import HOUR_S, hour_of
 from hub.store import DeviceRecord, Store
 from hub.tokens import SCOPES, TokenError, TokenInfo, TokenStore
 
@@ -482,27 +483,32 @@ def create_app(context: HubContext) -> FastAPI:
         device: str | None = None,
         tag: str | None = None,
         since: float | None = None,
+        exact: bool = False,
         role: str = "active",
         min_count: Annotated[int, Query(ge=1)] = 200,
     ) -> dict[str, Any]:
         """Drift of a version over the fleet, one device, or a tag cohort: the devices'
-        counts are merged first, then scored (scores are never averaged)."""
+        counts are merged first, then scored (scores are never averaged).
+
+        Windows ending at or after ``since`` count. For the fleet and tag cohorts,
+        ``since`` is moved back to the start of its hour unless ``exact`` is true: whole
+        hours come from the hourly roll-ups, while a partial hour is merged from every
+        device's stored windows (seconds over a large fleet). ``since`` in the answer
+        is the bound used."""
         registry, store = need_registry(), need_store()
         if registry.get(name, version) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model {name!r} v{version}")
         devices: list[str] | None = None if device is None else [device]
         if tag is not None:
-            cohort: list[str] = []
-            after: str | None = None
-            while page := store.list_devices(after=after, limit=1000, tag=tag):
-                cohort += [d.id for d in page if device is None or d.id == device]
-                after = page[-1].id
-            devices = cohort
+            devices = [d.id for d in store.all_devices(tag) if device is None or d.id == device]
+        if since is not None and not exact and (devices is None or len(devices) > 1):
+            since = float(hour_of(since) * HOUR_S)
         windows = store.merged_windows(name, version, role, devices=devices, since=since)
+        head = {"model": name, "version": version, "since": since}
         if not windows:
-            return {"model": name, "version": version, "n": 0, "report": None}
+            return {**head, "n": 0, "report": None}
         report = drift_report(registry.reference(name, version), windows, min_count=min_count)
-        return {"model": name, "version": version, "n": report.n, "report": report.to_json()}
+        return {**head, "n": report.n, "report": report.to_json()}
 
     @app.get("/v1/bundles/{sha256}", tags=["models"])
     def download_bundle(

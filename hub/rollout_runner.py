@@ -174,12 +174,7 @@ class RolloutRunner:
 
     def fleet(self) -> dict[str, tuple[str, ...]]:
         """Every known device and its tags."""
-        out: dict[str, tuple[str, ...]] = {}
-        after: str | None = None
-        while page := self.store.list_devices(after=after, limit=1000):
-            out.update({d.id: d.tags for d in page})
-            after = page[-1].id
-        return out
+        return {d.id: d.tags for d in self.store.all_devices()}
 
     def _progress(self, r: Rollout, members: Sequence[str]) -> dict[str, DeviceProgress]:
         started = r.history[0].at if r.history else 0.0

@@ -518,6 +518,21 @@ class Store(LockedDatabase):
             rows = conn.execute(sql, (*params, limit)).fetchall()
         return [self._device_record(r) for r in rows]
 
+    def all_devices(self, tag: str | None = None) -> list[DeviceRecord]:
+        """Every device (carrying ``tag``, if given) in id order, read page by page.
+
+        Raises:
+            StoreError: SQLite failed, or closed.
+        """
+        out: list[DeviceRecord] = []
+        after: str | None = None
+        while page := self.list_devices(after=after, limit=MAX_PAGE, tag=tag):
+            out += page
+            if len(page) < MAX_PAGE:
+                break
+            after = page[-1].id
+        return out
+
     # --- events -----------------------------------------------------------------------
 
     def record_event(self, event: Event) -> int:
