@@ -29,6 +29,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 #include <time.h>
 
@@ -61,6 +62,8 @@ typedef struct {
     double *ring_top, *ring_latency;
     Py_ssize_t *ring_best;
     Py_ssize_t pending;
+    int ready; /* set when __init__ completed; nothing else is used before */
+    PyObject *weakreflist;
 } Runner;
 
 #define RING 64
@@ -138,7 +141,12 @@ static void release_views(Runner *self) {
     self->n_views = 0;
 }
 
-static int Runner_init(Runner *self, PyObject *args, PyObject *kwds) {
+static int Runner_clear(Runner *self);
+static PyObject *take_exception(void);
+static void put_exception(PyObject *exc);
+
+/* __init__'s work; on failure the caller clears whatever was set up. */
+static int runner_setup(Runner *self, PyObject *args, PyObject *kwds) {
     static char *kw[] = {"model", "staging", "serve_lock", "monitor_lock", "record_error",
                          "error_type", "range_problem", "result_type", "labels", "version",
                          "refuse_nan", "refuse_range", "refuse_lo", "refuse_hi", "edges",
@@ -150,10 +158,6 @@ static int Runner_init(Runner *self, PyObject *args, PyObject *kwds) {
         *edge_off, *hist, *hist_off, *count, *mean, *m2, *vmin, *vmax, *lo, *hi, *oor,
         *classes, *conf_edges, *conf, *lat_edges, *latency, *tally;
     int refuse_nan, refuse_range, count_range;
-    if (self->n_views) {
-        PyErr_SetString(PyExc_RuntimeError, "Runner: already initialised");
-        return -1;
-    }
     if (!PyArg_ParseTupleAndKeywords(
             args, kwds, "$OOOOOOOOOOppOOOOOOOOOOOpOOOOOOOOO", kw, &model, &staging,
             &serve_lock, &monitor_lock, &record_error, &error_type, &range_problem,
@@ -287,6 +291,22 @@ static int Runner_init(Runner *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
+static int Runner_init(Runner *self, PyObject *args, PyObject *kwds) {
+    if (self->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Runner: already initialised");
+        return -1;
+    }
+    Runner_clear(self); /* what an earlier, failed __init__ left */
+    if (runner_setup(self, args, kwds) < 0) {
+        PyObject *exc = take_exception();
+        Runner_clear(self);
+        if (exc != NULL) put_exception(exc);
+        return -1;
+    }
+    self->ready = 1;
+    return 0;
+}
+
 static int Runner_traverse(Runner *self, visitproc visit, void *arg) {
     Py_VISIT(self->model);
     Py_VISIT(self->interpreter);
@@ -305,6 +325,7 @@ static int Runner_traverse(Runner *self, visitproc visit, void *arg) {
 }
 
 static int Runner_clear(Runner *self) {
+    self->ready = 0;
     release_views(self);
     PyMem_Free(self->padded);
     PyMem_Free(self->padded_off);
@@ -340,6 +361,7 @@ static int Runner_clear(Runner *self) {
 
 static void Runner_dealloc(Runner *self) {
     PyObject_GC_UnTrack(self);
+    if (self->weakreflist != NULL) PyObject_ClearWeakRefs((PyObject *)self);
     Runner_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -390,9 +412,10 @@ static PyObject *fail(Runner *self, PyObject *kind, PyObject *probation, PyObjec
     Py_DECREF(r);
     PyErr_SetObject(self->error_type, message);
     Py_DECREF(message);
-    if (cause != NULL) {
+    if (cause != NULL) { /* as ``raise ... from cause`` */
         PyObject *err = take_exception();
-        PyException_SetCause(err, cause); /* steals cause */
+        PyException_SetContext(err, Py_NewRef(cause)); /* steals a reference */
+        PyException_SetCause(err, cause);              /* steals cause */
         put_exception(err);
     }
     return NULL;
@@ -593,13 +616,17 @@ static PyObject *Runner_call(Runner *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_TypeError, "Runner: no keyword arguments");
         return NULL;
     }
-    if (self->n_views == 0) {
+    if (!self->ready) {
         PyErr_SetString(PyExc_RuntimeError, "Runner: not initialised");
         return NULL;
     }
     Py_buffer in;
     if (PyObject_GetBuffer(inputs, &in, PyBUF_RECORDS_RO) < 0) {
-        PyErr_Clear();
+        if (!PyErr_ExceptionMatches(PyExc_TypeError) &&
+            !PyErr_ExceptionMatches(PyExc_BufferError) &&
+            !PyErr_ExceptionMatches(PyExc_ValueError))
+            return NULL;
+        PyErr_Clear(); /* not a buffer (a list, say): the general path converts it */
         Py_RETURN_NONE;
     }
     const char *f = in.format ? in.format : "B";
@@ -609,21 +636,18 @@ static PyObject *Runner_call(Runner *self, PyObject *args, PyObject *kwds) {
         PyBuffer_Release(&in);
         Py_RETURN_NONE;
     }
-    PyObject *batch = PyObject_GetAttr(self->model, s_batch);
-    if (batch == NULL) {
+    if (call_lock(self->serve_acquire) < 0) {
         PyBuffer_Release(&in);
         return NULL;
     }
-    int single = batch == s_one || PyObject_RichCompareBool(batch, s_one, Py_EQ) == 1;
-    Py_DECREF(batch);
-    if (!single || call_lock(self->serve_acquire) < 0) {
-        PyBuffer_Release(&in);
-        if (PyErr_Occurred()) return NULL;
-        Py_RETURN_NONE; /* the general path resizes the input to one row first */
-    }
-    PyObject *out = predict_locked(self, &in, probation);
+    /* Under the lock: the general path resizes the interpreter under it too. */
+    PyObject *batch = PyObject_GetAttr(self->model, s_batch);
+    int single = batch != NULL &&
+                 (batch == s_one || PyObject_RichCompareBool(batch, s_one, Py_EQ) == 1);
+    Py_XDECREF(batch);
+    PyObject *out = single ? predict_locked(self, &in, probation) : NULL;
     PyBuffer_Release(&in);
-    PyObject *exc = out == NULL ? take_exception() : NULL;
+    PyObject *exc = PyErr_Occurred() ? take_exception() : NULL;
     if (call_lock(self->serve_release) < 0) {
         Py_XDECREF(exc);
         Py_XDECREF(out);
@@ -633,6 +657,7 @@ static PyObject *Runner_call(Runner *self, PyObject *args, PyObject *kwds) {
         put_exception(exc);
         return NULL;
     }
+    if (out == NULL) Py_RETURN_NONE; /* batch not 1: the general path resizes it first */
     PyObject *result = self->result_type->tp_alloc(self->result_type, 3);
     if (result == NULL) {
         Py_DECREF(out);
@@ -645,7 +670,7 @@ static PyObject *Runner_call(Runner *self, PyObject *args, PyObject *kwds) {
 }
 
 static PyObject *Runner_drain(Runner *self, PyObject *Py_UNUSED(ignored)) {
-    if (self->n_views) fold_ring(self);
+    if (self->ready) fold_ring(self);
     Py_RETURN_NONE;
 }
 
@@ -662,6 +687,7 @@ static PyTypeObject RunnerType = {
     .tp_doc = PyDoc_STR("Runner(**arrays)(inputs, probation=None): one monitored prediction."),
     .tp_basicsize = sizeof(Runner),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_weaklistoffset = offsetof(Runner, weakreflist),
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Runner_init,
     .tp_dealloc = (destructor)Runner_dealloc,

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import partial
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edge_agent.errors import PredictionError
+from edge_agent.input_schema import out_of_range_message
 
 if TYPE_CHECKING:
     from edge_agent.serving import Prediction, ServingModel
@@ -71,7 +73,7 @@ def native_runner(serving: ServingModel, result_type: type[Prediction]) -> Nativ
         serve_lock=serving._lock,
         record_error=serving.monitor.record_error,
         error_type=PredictionError,
-        range_problem=serving.range_problem,
+        range_problem=partial(out_of_range_message, serving.schema.names, serving._lo, serving._hi),
         result_type=result_type,
         labels=serving.labels,
         version=serving.version,
@@ -81,5 +83,5 @@ def native_runner(serving: ServingModel, result_type: type[Prediction]) -> Nativ
         refuse_hi=serving._hi.astype(np.float64),
         **serving.monitor.native_counters(),
     )
-    serving.monitor.attach_native(runner.drain)  # type: ignore[attr-defined]
+    serving.monitor.attach_native(runner)
     return runner

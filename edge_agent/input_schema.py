@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+import numpy as np
+
 from edge_agent.errors import ValidationError
 from edge_agent.schema import exact_fields, field, list_of, safe_name
 
@@ -87,3 +89,12 @@ class InputSchema:
             out_of_range=policies["out_of_range"],  # type: ignore[arg-type]
             nan=policies["nan"],  # type: ignore[arg-type]
         )
+
+
+def out_of_range_message(
+    names: tuple[str, ...], lo: np.ndarray, hi: np.ndarray, x: np.ndarray
+) -> str:
+    """The one-line error for inputs ``x [batch, features]`` outside ``[lo, hi]``,
+    naming the features that are."""
+    bad = np.flatnonzero(((x < lo) | (x > hi)).any(axis=0))
+    return f"inputs out of the schema's valid range: {', '.join(names[i] for i in bad)}"

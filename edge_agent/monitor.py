@@ -38,6 +38,7 @@ import math
 import operator
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
@@ -443,7 +444,9 @@ class WindowAccumulator:
         # Predictions counted by the native path (edge_agent/_hotpath.c), which updates
         # these arrays in place: so every update here is in place too.
         self._tally = np.zeros(1, dtype=np.int64)
-        self._native_drain: Callable[[], None] | None = None
+        # The native runner counting into these arrays, if any (weakly: it is owned by
+        # the serving model, and a cycle would keep a retired model's memory alive).
+        self._native: weakref.ref[Any] | None = None
         self._compared = 0
         self._agreed = 0
         self._start = float(clock())
@@ -564,15 +567,17 @@ class WindowAccumulator:
             self._reset(end)
         return window
 
-    def attach_native(self, drain: Callable[[], None]) -> None:
-        """Have :meth:`close` (and every fold) first call ``drain``, which folds the
-        samples the native path buffered (under this accumulator's lock)."""
+    def attach_native(self, runner: Any) -> None:
+        """Have :meth:`close` (and every fold) first call ``runner.drain()``, which folds
+        the samples the native path buffered (under this accumulator's lock). Held
+        weakly: a runner that is gone has nothing buffered."""
         with self._lock:
-            self._native_drain = drain
+            self._native = weakref.ref(runner)
 
     def _flush(self) -> None:
-        if self._native_drain is not None:
-            self._native_drain()
+        runner = None if self._native is None else self._native()
+        if runner is not None:
+            runner.drain()
         if self._pending:
             m = self._pending
             self._pending = 0

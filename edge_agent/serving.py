@@ -20,7 +20,7 @@ import numpy as np
 from edge_agent.bundle import Bundle
 from edge_agent.errors import ActivationError, EdgeFleetError, PredictionError
 from edge_agent.hotpath import NativeRunner, native_runner
-from edge_agent.input_schema import InputSchema
+from edge_agent.input_schema import InputSchema, out_of_range_message
 from edge_agent.manifest import MODEL
 from edge_agent.messages import ModelVersion
 from edge_agent.model import LoadedModel
@@ -209,9 +209,7 @@ class ServingModel:
 
     def range_problem(self, x: np.ndarray) -> str:
         """The error line for ``x [batch, features]`` outside the schema's ranges."""
-        bad = np.flatnonzero(((x < self._lo) | (x > self._hi)).any(axis=0))
-        names = ", ".join(self.schema.names[i] for i in bad)
-        return f"inputs out of the schema's valid range: {names}"
+        return out_of_range_message(self.schema.names, self._lo, self._hi, x)
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """Run a validated batch; returns float outputs and the latency in seconds.
@@ -265,7 +263,8 @@ class Predictor:
             result = native(inputs, self.probation)  # one float32 sample: the hot path
             if result is not None:
                 if self.shadow is not None:
-                    self._run_shadow(self.shadow, np.reshape(inputs, (1, -1)), result.outputs)
+                    x = np.asarray(inputs, dtype=np.float32).reshape(1, -1)  # as served
+                    self._run_shadow(self.shadow, x, result.outputs)
                 return result
         if (
             type(inputs) is np.ndarray

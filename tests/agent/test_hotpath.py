@@ -215,3 +215,98 @@ def test_threads_predicting_while_windows_close_lose_no_count(
         check_window(w)  # every histogram sums to its window's n
     total_class = sum(sum(w.class_counts) for w in windows)
     assert total_class == 3000
+
+
+def test_single_and_batch_predictions_from_two_threads_raise_no_spurious_error(
+    tmp_path, demo_dir, integer_reference, signing_keys, trust_1of1, monkeypatch
+) -> None:
+    """A batch resizes the interpreter under the serving lock; the native path must
+    read the batch size under that same lock, or it feeds one row to an 8-row input."""
+    bundle = make_bundle(tmp_path, demo_dir, integer_reference, signing_keys[:1], None)
+    p = predictor(bundle, trust_1of1, monkeypatch, native=True)
+    rows = integer_reference[:8].astype(np.float32)
+    failures: list[str] = []
+
+    def singles() -> None:
+        for i in range(1500):
+            try:
+                p.predict(rows[i % 8])
+            except PredictionError as exc:
+                failures.append(str(exc))
+
+    def batches() -> None:
+        for _ in range(300):
+            p.predict(rows)
+
+    threads = [threading.Thread(target=singles), threading.Thread(target=batches)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert p.active is not None
+    window = p.active.monitor.close(NOW + 60)
+    assert window is not None and window.errors == {}
+    assert window.n == 1500 + 300 * 8
+
+
+def test_a_shadow_model_sees_float64_inputs_rounded_as_served(
+    tmp_path, demo_dir, integer_reference, signing_keys, trust_1of1, monkeypatch
+) -> None:
+    """Values just below a bin edge in float64 round onto it in float32: the champion
+    and the challenger must bin the same (rounded) values."""
+    bundle = make_bundle(tmp_path, demo_dir, integer_reference, signing_keys[:1], None)
+    shadows = []
+    for native in (True, False):
+        p = predictor(bundle, trust_1of1, monkeypatch, native=native)
+        with monkeypatch.context() as m:
+            if not native:
+                m.setenv("EDGEFLEET_NATIVE", "0")
+            p.shadow = ServingModel(verify_bundle(bundle, trust_1of1), ModelVersion("m", 1),
+                                    role="shadow", clock=Clock())
+        x = integer_reference[0].copy()
+        x[:] = np.nextafter(np.round(x), -np.inf)  # a hair below an integer (an edge)
+        for _ in range(5):
+            p.predict(x)
+        assert p.active is not None
+        active = p.active.monitor.close(NOW + 60)
+        shadow = p.shadow.monitor.close(NOW + 60)
+        assert active is not None and shadow is not None
+        assert [f.counts for f in shadow.features] == [f.counts for f in active.features]
+        shadows.append(shadow)
+    assert_same_windows(*shadows)
+
+
+def test_a_runner_that_failed_to_initialise_refuses_calls() -> None:
+    from edge_agent._hotpath import Runner
+
+    bare = Runner.__new__(Runner)
+    with pytest.raises(RuntimeError, match="not initialised"):
+        bare(np.zeros(3, np.float32))
+    with pytest.raises(TypeError):
+        bare.__init__(model=object())  # type: ignore[misc]  # most arguments missing
+    with pytest.raises(RuntimeError, match="not initialised"):
+        bare(np.zeros(3, np.float32))
+    bare.drain()  # nothing buffered, nothing to do
+
+
+def test_a_retired_model_is_freed_without_the_cycle_collector(
+    tmp_path, demo_dir, integer_reference, signing_keys, trust_1of1, monkeypatch
+) -> None:
+    """The runner, the serving model and its monitor form no reference cycle, so a
+    replaced model's interpreter is freed at once (the agent may run with gc frozen)."""
+    import gc
+    import weakref
+
+    bundle = make_bundle(tmp_path, demo_dir, integer_reference, signing_keys[:1], None)
+    p = predictor(bundle, trust_1of1, monkeypatch, native=True)
+    p.predict(integer_reference[0])
+    assert p.active is not None
+    gone = weakref.ref(p.active)
+    runner = weakref.ref(p.active.native)  # type: ignore[arg-type]
+    gc.disable()
+    try:
+        p.active = None
+        assert gone() is None and runner() is None
+    finally:
+        gc.enable()
