@@ -344,9 +344,9 @@ def _metrics_checked(value: dict[str, Any]) -> MetricsMessage:
 
 def _metrics_fast(obj: dict[str, Any]) -> MetricsMessage | None:
     """The message when its envelope is sound (checked in few operations), its windows
-    parsed by :meth:`MetricsWindow.from_json`, which raises for a broken window as
-    :func:`_metrics_checked` would; None when the envelope is off, for that function to
-    name the problem.
+    parsed by :meth:`MetricsWindow.from_wire` (``obj`` is freshly parsed and handed
+    over), which raises for a broken window as :func:`_metrics_checked` would; None when
+    the envelope is off, for that function to name the problem.
 
     Raises:
         ValidationError: the envelope is sound and a window is not.
@@ -372,7 +372,7 @@ def _metrics_fast(obj: dict[str, Any]) -> MetricsMessage | None:
         device_id,
         lo,
         hi,
-        tuple(MetricsWindow.from_json(w, f"metrics.windows[{i}]") for i, w in enumerate(windows)),
+        tuple(MetricsWindow.from_wire(w, f"metrics.windows[{i}]") for i, w in enumerate(windows)),
         epoch,
     )
 

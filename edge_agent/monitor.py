@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain, repeat
-from typing import Any, Final, Literal, NamedTuple, cast
+from typing import Any, ClassVar, Final, Literal, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -142,6 +142,9 @@ class MetricsWindow:
     errors: dict[str, int] = field(default_factory=dict)
     compared: int = 0
     agreed: int = 0
+    #: The document :meth:`from_wire` parsed, when it is exactly this window's JSON form
+    #: (set on the instance; not a field: not compared, copied or shown).
+    _wire: ClassVar[dict[str, Any] | None] = None
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -212,6 +215,30 @@ class MetricsWindow:
         """
         fast = _window_fast(value)
         return fast if fast is not None else _window_checked(value, where)
+
+    @classmethod
+    def from_wire(cls, value: Any, where: str = "window") -> MetricsWindow:
+        """Like :meth:`from_json`, for a document the caller hands over (freshly parsed
+        and never modified afterwards): when it is already exactly the window's JSON
+        form, up to key order, the window keeps it for :meth:`wire_json`, so that the
+        hub stores what it received without building it again.
+
+        Raises:
+            ValidationError: malformed or inconsistent (one line naming the field).
+        """
+        fast = _window_fast(value)
+        if fast is None:
+            return _window_checked(value, where)
+        # The fast path takes only floats where floats go and no zero error counts, so
+        # the document is what to_json() would build, key order aside.
+        object.__setattr__(fast, "_wire", value)
+        return fast
+
+    def wire_json(self) -> dict[str, Any]:
+        """The JSON form (as :meth:`to_json`): the parsed document when :meth:`from_wire`
+        kept it (read-only: do not modify it), else a new one."""
+        wire = self._wire
+        return wire if wire is not None else self.to_json()
 
 
 def _window_checked(value: Any, where: str) -> MetricsWindow:

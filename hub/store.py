@@ -808,8 +808,9 @@ def _reject(m: MetricsMessage, stored: tuple[int, int]) -> Outcome:
 
 
 def _window_row(dev: str, lo: int, hi: int, w: MetricsWindow) -> tuple[Any, ...]:
-    # Validated windows hold only finite numbers, so orjson's output is plain JSON.
-    payload = orjson.dumps(w.to_json()).decode()
+    # Validated windows hold only finite numbers, so orjson's output is plain JSON. The
+    # windows the ingest parsed keep their received document: not built a second time.
+    payload = orjson.dumps(w.wire_json()).decode()
     return (dev, lo, hi, w.model_name, w.model_version, w.role, w.start, w.end, w.n, payload)
 
 

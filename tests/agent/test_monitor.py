@@ -584,3 +584,17 @@ def test_feature_without_finite_values_is_accepted_through_the_checked_path(wher
     w = MetricsWindow.from_json(doc)
     assert w.features[0].nan == n and w.features[0].min is None
     assert MetricsWindow.from_json(w.to_json()) == w
+
+
+def test_from_wire_keeps_the_document_only_when_it_is_exactly_the_json_form():
+    """The hub stores the document it received when it is what to_json() would build."""
+    doc = _valid_json()
+    doc["errors"] = {"invoke_error": 1}
+    w = MetricsWindow.from_wire(doc)
+    assert w.wire_json() is doc and doc == w.to_json()
+    assert MetricsWindow.from_json(doc).wire_json() is not doc  # from_json keeps nothing
+    assert dataclasses.replace(w, n=w.n).wire_json() is not doc  # nor does a copy
+    for change in ({"start": int(doc["start"])}, {"errors": {"invoke_error": 1, "x": 0}}):
+        other = {**doc, **change}  # valid, but not as to_json() writes it
+        w2 = MetricsWindow.from_wire(other)
+        assert w2.wire_json() is not other and w2.wire_json() == w2.to_json()
