@@ -276,18 +276,16 @@ class Store(LockedDatabase):
             StoreError: SQLite failed (nothing of the batch is stored), or closed.
         """
         with self._write("store metrics") as conn:
-            epochs = _Epochs(conn, self._epochs, self._clock())
-            dirty: set[tuple[str, int, str, str, int]] = set()
-            tops: dict[str, int] = {}  # this batch's view; self._tops once committed
-            outcomes = tuple(
-                _store_message(conn, epochs.to_hub(m), dirty, tops, self._tops) for m in messages
-            )
-            conn.executemany(_MARK_DIRTY, dirty)
+            batch = _Batch(conn, self._tops)
+            epochs = _Epochs(conn, self._epochs, self._clock(), batch.flush)
+            outcomes = tuple(_store_message(batch, epochs.to_hub(m)) for m in messages)
+            batch.flush()
+            conn.executemany(_MARK_DIRTY, batch.dirty)
             touched = dict.fromkeys(m.device_id for m in messages)
             contiguous = {d: _advance_contiguous(conn, d) for d in touched}
             acks = {d: epochs.ack(d, contiguous[d]) for d in touched}
         self._epochs.update(epochs.learned)  # only once committed
-        self._tops.update(tops)
+        self._tops.update(batch.tops)
         return MetricsResult(contiguous, outcomes, acks)
 
     def contiguous(self, device_id: str) -> int:
@@ -591,26 +589,49 @@ _INSERT_WINDOW: Final = (
 )
 
 
-def _store_message(
-    conn: sqlite3.Connection,
-    m: MetricsMessage,
-    dirty: set[tuple[str, int, str, str, int]],
-    tops: dict[str, int],
-    committed: dict[str, int],
-) -> Outcome:
-    """Store one message inside the caller's transaction (rules in the module doc); adds
-    the roll-up buckets it changes to ``dirty`` and keeps ``tops`` (the highest stored
-    sequence per device this transaction knows, over ``committed``) current."""
+@dataclass
+class _Batch:
+    """What :meth:`Store.store_metrics_batch` keeps while it stores messages in one
+    transaction: the window rows not inserted yet (one statement for the lot, unless a
+    read of ``windows`` needs them in the table first: :meth:`flush`), the roll-up
+    buckets changed, and the highest stored sequence per device this transaction knows
+    (``tops``, over ``committed``)."""
+
+    conn: sqlite3.Connection
+    committed: dict[str, int]
+    tops: dict[str, int] = field(default_factory=dict)
+    dirty: set[tuple[str, int, str, str, int]] = field(default_factory=set)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def flush(self) -> None:
+        """Insert the pending window rows.
+
+        Raises:
+            sqlite3.Error: SQLite failed.
+        """
+        if self.rows:
+            self.conn.executemany(_INSERT_WINDOW, self.rows)
+            self.rows.clear()
+
+
+def _store_message(batch: _Batch, m: MetricsMessage) -> Outcome:
+    """Store one message inside the batch's transaction (rules in the module doc).
+
+    Raises:
+        sqlite3.Error: SQLite failed.
+    """
     dev, lo, hi = m.device_id, m.seq_lo, m.seq_hi
     if len({w.key for w in m.windows}) != len(m.windows):
         log.warning("store: %s [%d, %d] rejected: two windows of one model and role", dev, lo, hi)
         return Outcome.REJECTED
-    top = tops.get(dev, committed.get(dev))
-    if top is None:
+    conn, tops = batch.conn, batch.tops
+    top = tops.get(dev, batch.committed.get(dev))
+    if top is None:  # (no pending rows of the device: they would be in tops)
         row = conn.execute("SELECT MAX(seq_hi) FROM windows WHERE device_id = ?", (dev,))
         top = tops[dev] = int(row.fetchone()[0] or 0)
     if lo > top:  # the usual message: the next sequence, nothing to compare with
-        return _insert(conn, m, dirty, tops)
+        return _insert(batch, m)
+    batch.flush()  # the reads below must see this batch's rows
     below = conn.execute(
         "SELECT seq_lo, seq_hi FROM windows WHERE device_id = ? AND seq_lo < ?"
         " ORDER BY seq_lo DESC LIMIT 1",
@@ -646,7 +667,7 @@ def _store_message(
         except (ValueError, ValidationError) as exc:
             log.warning("store: %s [%d, %d] rejected: %s", dev, lo, hi, exc)
             return Outcome.REJECTED
-        dirty.update(
+        batch.dirty.update(
             (str(model), int(version), str(role), dev, hour_of(float(start)))
             for model, version, role, start in conn.execute(
                 "SELECT model, version, role, start FROM windows"
@@ -657,19 +678,17 @@ def _store_message(
         conn.execute(
             "DELETE FROM windows WHERE device_id = ? AND seq_lo BETWEEN ? AND ?", (dev, lo, hi)
         )
-    return _insert(conn, m, dirty, tops)
+    return _insert(batch, m)
 
 
-def _insert(
-    conn: sqlite3.Connection,
-    m: MetricsMessage,
-    dirty: set[tuple[str, int, str, str, int]],
-    tops: dict[str, int],
-) -> Outcome:
+def _insert(batch: _Batch, m: MetricsMessage) -> Outcome:
+    """Add the message's windows to the batch's pending rows."""
     dev, lo, hi = m.device_id, m.seq_lo, m.seq_hi
-    conn.executemany(_INSERT_WINDOW, [_window_row(dev, lo, hi, w) for w in m.windows])
-    dirty.update((w.model_name, w.model_version, w.role, dev, hour_of(w.start)) for w in m.windows)
-    tops[dev] = max(tops.get(dev, 0), hi)
+    batch.rows += [_window_row(dev, lo, hi, w) for w in m.windows]
+    batch.dirty.update(
+        (w.model_name, w.model_version, w.role, dev, hour_of(w.start)) for w in m.windows
+    )
+    batch.tops[dev] = max(batch.tops.get(dev, 0), hi)
     return Outcome.STORED
 
 
@@ -679,9 +698,15 @@ class _Epochs:
     the transaction commits."""
 
     def __init__(
-        self, conn: sqlite3.Connection, cache: dict[str, list[tuple[str, int]]], now: float
+        self,
+        conn: sqlite3.Connection,
+        cache: dict[str, list[tuple[str, int]]],
+        now: float,
+        flush: Callable[[], None],
     ) -> None:
-        self.conn, self.cache, self.now = conn, cache, now
+        """``flush`` inserts the transaction's pending window rows (a new epoch's base
+        reads the windows stored so far)."""
+        self.conn, self.cache, self.now, self.flush = conn, cache, now, flush
         self.learned: dict[str, list[tuple[str, int]]] = {}
 
     def _known(self, device_id: str) -> list[tuple[str, int]]:
@@ -700,6 +725,7 @@ class _Epochs:
         for e, b in known:
             if e == epoch:
                 return b
+        self.flush()
         row = self.conn.execute(
             "SELECT MAX(seq_hi) FROM windows WHERE device_id = ?", (device_id,)
         ).fetchone()

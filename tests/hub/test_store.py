@@ -85,7 +85,11 @@ def store(tmp_path):
 
 def test_migrations_are_recorded_and_not_reapplied(tmp_path):
     path = tmp_path / "hub.db"
-    names = ["0001_devices_windows_events", "0002_device_epochs", "0003_hourly_rollups"]
+    names = [
+        "0001_devices_windows_events",
+        "0002_device_epochs",
+        "0003_hourly_rollups",
+    ]
     with Store(path) as s:
         assert s.migrations() == names
     with Store(path) as s:  # reopening applies nothing twice
@@ -127,6 +131,18 @@ def test_range_inside_a_stored_compacted_range_is_a_duplicate(store):
     result = store.store_metrics_batch([row("d1", 2), row("d1", 3, 4), row("d1", 1, 4)])
     assert result.outcomes == (Outcome.DUPLICATE,) * 3
     assert store.stored_ranges("d1") == [(1, 4)]
+
+
+def test_messages_of_one_batch_see_the_rows_stored_before_them(store):
+    # The batch's window rows are inserted together at its end, unless a message needs
+    # to compare itself with them first.
+    result = store.store_metrics_batch(
+        [row("d1", 1), row("d1", 2), row("d1", 1, 2), row("d2", 2), row("d2", 1, 2)]
+    )
+    assert result.outcomes == (Outcome.STORED,) * 2 + (Outcome.DUPLICATE,) + (Outcome.STORED,) * 2
+    assert store.stored_ranges("d1") == [(1, 1), (2, 2)]
+    assert store.stored_ranges("d2") == [(1, 2)]  # the compacted row replaced seq 2
+    assert len(store.windows_for(device="d2")) == 1
 
 
 def test_compacted_range_after_partial_delivery_counts_each_window_once(store):
@@ -330,6 +346,14 @@ def test_the_earlier_lifes_gaps_do_not_hold_the_new_epochs_ack(tmp_path):
         assert late.outcomes == (Outcome.STORED,) and late.acks == {"d": (E2, 1)}
         sent = [row("d", q).windows[0].n for q in (1, 3, 1, 2)]
         assert sum(w.n for w in s.windows_for(device="d")) == sum(sent)
+
+
+def test_a_new_epoch_within_one_batch_starts_after_the_rows_stored_before_it(store):
+    ms = [in_epoch(row("d", q), E1) for q in (1, 2)] + [in_epoch(row("d", 1), E2)]
+    result = store.store_metrics_batch(ms)
+    assert result.outcomes == (Outcome.STORED,) * 3
+    assert result.acks == {"d": (E2, 1)}
+    assert store.stored_ranges("d") == [(1, 1), (2, 2), (3, 3)]
 
 
 def test_epochs_survive_a_restart_of_the_hub(tmp_path):
