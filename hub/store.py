@@ -149,6 +149,13 @@ def _m0003(db: Database) -> None:
         )
 
 
+@MIGRATIONS(name="0004_drop_windows_device_lo")
+def _m0004(db: Database) -> None:
+    # The UNIQUE (device_id, seq_lo, seq_hi, ...) index serves every look-up by device
+    # and sequence (covering, even); this one only cost a b-tree insert per window.
+    db.execute("DROP INDEX IF EXISTS windows_device_lo")
+
+
 class Outcome(Enum):
     """What :meth:`Store.store_metrics_batch` did with one message."""
 

@@ -89,6 +89,7 @@ def test_migrations_are_recorded_and_not_reapplied(tmp_path):
         "0001_devices_windows_events",
         "0002_device_epochs",
         "0003_hourly_rollups",
+        "0004_drop_windows_device_lo",
     ]
     with Store(path) as s:
         assert s.migrations() == names
