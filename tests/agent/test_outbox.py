@@ -520,3 +520,21 @@ def test_metrics_fast_path_accepts_only_what_the_checked_path_accepts(key, epoch
             doc[key] = value
         fast = outcome(messages._metrics_fast, doc)
         assert fast is None or fast == outcome(messages._metrics_checked, doc), (key, value)
+
+
+@pytest.mark.parametrize(
+    "ack",
+    [
+        Ack("d1", 0),
+        Ack("pump-7.a_b", 2**63 - 1),
+        Ack("d1", 5, "0123456789abcdef"),
+        Ack("d1", True),  # not an int: the general path
+        Ack('quote"d', 1),  # not a safe name: the general path escapes it
+        Ack("d1", 1, "NOT-HEX"),
+    ],
+)
+def test_ack_bytes_are_canonical(ack):
+    doc = {"format": "edgefleet-ack/1", "device_id": ack.device_id, "seq": ack.seq}
+    if ack.epoch:
+        doc["epoch"] = ack.epoch
+    assert ack.to_bytes() == canonical_bytes(doc)
