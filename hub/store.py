@@ -226,6 +226,8 @@ class Store(LockedDatabase):
         self._epochs: dict[str, list[tuple[str, int]]] = {}
         # device -> highest hub sequence stored (a cache: this Store is the only writer)
         self._tops: dict[str, int] = {}
+        # device -> its device_seqs.contiguous (a cache, likewise)
+        self._contiguous: dict[str, int] = {}
         super().__init__()
         self._error = StoreError
         self._label = f"store {path}"
@@ -284,15 +286,16 @@ class Store(LockedDatabase):
         """
         with self._write("store metrics") as conn:
             batch = _Batch(conn, self._tops)
-            epochs = _Epochs(conn, self._epochs, self._clock(), batch.flush)
+            epochs = _Epochs(conn, self._epochs, self._clock(), batch)
             outcomes = tuple(_store_message(batch, epochs.to_hub(m)) for m in messages)
             batch.flush()
             conn.executemany(_MARK_DIRTY, batch.dirty)
             touched = dict.fromkeys(m.device_id for m in messages)
-            contiguous = {d: _advance_contiguous(conn, d) for d in touched}
+            contiguous = {d: batch.advance(d, self._contiguous.get(d)) for d in touched}
             acks = {d: epochs.ack(d, contiguous[d]) for d in touched}
         self._epochs.update(epochs.learned)  # only once committed
         self._tops.update(batch.tops)
+        self._contiguous.update(contiguous)
         return MetricsResult(contiguous, outcomes, acks)
 
     def contiguous(self, device_id: str) -> int:
@@ -601,14 +604,19 @@ class _Batch:
     """What :meth:`Store.store_metrics_batch` keeps while it stores messages in one
     transaction: the window rows not inserted yet (one statement for the lot, unless a
     read of ``windows`` needs them in the table first: :meth:`flush`), the roll-up
-    buckets changed, and the highest stored sequence per device this transaction knows
-    (``tops``, over ``committed``)."""
+    buckets changed, the highest stored sequence per device this transaction knows
+    (``tops``, over ``committed``; ``before``: as it was before the batch), the ranges
+    appended per device, and the devices for which anything else happened (a range
+    compared with stored ones, a new epoch): ``irregular``."""
 
     conn: sqlite3.Connection
     committed: dict[str, int]
     tops: dict[str, int] = field(default_factory=dict)
+    before: dict[str, int] = field(default_factory=dict)
     dirty: set[tuple[str, int, str, str, int]] = field(default_factory=set)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    appended: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    irregular: set[str] = field(default_factory=set)
 
     def flush(self) -> None:
         """Insert the pending window rows.
@@ -619,6 +627,34 @@ class _Batch:
         if self.rows:
             self.conn.executemany(_INSERT_WINDOW, self.rows)
             self.rows.clear()
+
+    def advance(self, device_id: str, cached: int | None) -> int:
+        """Advance the device's contiguous mark over what the batch stored; returns it.
+
+        ``cached`` is the committed mark (None: unknown). When it was also the highest
+        sequence stored before the batch and the batch only appended ranges above it
+        (the usual case), the stored ranges past the mark are exactly those appended,
+        in order: no need to read them back (see :func:`_advance_contiguous`).
+
+        Raises:
+            sqlite3.Error: SQLite failed.
+        """
+        ranges = self.appended.get(device_id)
+        if (
+            cached is None
+            or ranges is None
+            or device_id in self.irregular
+            or self.before.get(device_id) != cached
+        ):
+            return _advance_contiguous(self.conn, device_id)
+        c = cached
+        for lo, hi in ranges:
+            if lo != c + 1:
+                break
+            c = hi
+        if c != cached:
+            _set_contiguous(self.conn, device_id, c)
+        return c
 
 
 def _store_message(batch: _Batch, m: MetricsMessage) -> Outcome:
@@ -632,12 +668,17 @@ def _store_message(batch: _Batch, m: MetricsMessage) -> Outcome:
         log.warning("store: %s [%d, %d] rejected: two windows of one model and role", dev, lo, hi)
         return Outcome.REJECTED
     conn, tops = batch.conn, batch.tops
-    top = tops.get(dev, batch.committed.get(dev))
-    if top is None:  # (no pending rows of the device: they would be in tops)
-        row = conn.execute("SELECT MAX(seq_hi) FROM windows WHERE device_id = ?", (dev,))
-        top = tops[dev] = int(row.fetchone()[0] or 0)
+    top = tops.get(dev)
+    if top is None:  # the device's first message in the batch
+        top = batch.committed.get(dev)
+        if top is None:
+            row = conn.execute("SELECT MAX(seq_hi) FROM windows WHERE device_id = ?", (dev,))
+            top = int(row.fetchone()[0] or 0)
+        tops[dev] = batch.before[dev] = top
     if lo > top:  # the usual message: the next sequence, nothing to compare with
+        batch.appended.setdefault(dev, []).append((lo, hi))
         return _insert(batch, m)
+    batch.irregular.add(dev)
     batch.flush()  # the reads below must see this batch's rows
     below = conn.execute(
         "SELECT seq_lo, seq_hi FROM windows WHERE device_id = ? AND seq_lo < ?"
@@ -709,11 +750,11 @@ class _Epochs:
         conn: sqlite3.Connection,
         cache: dict[str, list[tuple[str, int]]],
         now: float,
-        flush: Callable[[], None],
+        batch: _Batch,
     ) -> None:
-        """``flush`` inserts the transaction's pending window rows (a new epoch's base
-        reads the windows stored so far)."""
-        self.conn, self.cache, self.now, self.flush = conn, cache, now, flush
+        """``batch``: the transaction's (a new epoch's base reads the windows stored so
+        far, and moves the device's contiguous mark)."""
+        self.conn, self.cache, self.now, self.batch = conn, cache, now, batch
         self.learned: dict[str, list[tuple[str, int]]] = {}
 
     def _known(self, device_id: str) -> list[tuple[str, int]]:
@@ -732,7 +773,8 @@ class _Epochs:
         for e, b in known:
             if e == epoch:
                 return b
-        self.flush()
+        self.batch.flush()
+        self.batch.irregular.add(device_id)
         row = self.conn.execute(
             "SELECT MAX(seq_hi) FROM windows WHERE device_id = ?", (device_id,)
         ).fetchone()
@@ -871,12 +913,16 @@ def _advance_contiguous(conn: sqlite3.Connection, device_id: str) -> int:
             break
         c = int(row[0])
     if c != start:
-        conn.execute(
-            "INSERT INTO device_seqs (device_id, contiguous) VALUES (?, ?)"
-            " ON CONFLICT (device_id) DO UPDATE SET contiguous = excluded.contiguous",
-            (device_id, c),
-        )
+        _set_contiguous(conn, device_id, c)
     return c
+
+
+def _set_contiguous(conn: sqlite3.Connection, device_id: str, contiguous: int) -> None:
+    conn.execute(
+        "INSERT INTO device_seqs (device_id, contiguous) VALUES (?, ?)"
+        " ON CONFLICT (device_id) DO UPDATE SET contiguous = excluded.contiguous",
+        (device_id, contiguous),
+    )
 
 
 def _where(*conditions: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:

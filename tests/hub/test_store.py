@@ -11,6 +11,8 @@ from functools import reduce
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge_agent.messages import Event, EventKind, Health, MetricsMessage, ModelVersion, State
 from edge_agent.monitor import MetricsWindow, WindowAccumulator, merge_windows
@@ -318,7 +320,7 @@ def test_events_recorded_and_paged(store):
 
 # --- epochs: a device whose outbox was wiped starts again at 1 ---------------------------
 
-E1, E2 = "1111111111111111", "2222222222222222"
+E1, E2, E3 = "1111111111111111", "2222222222222222", "3333333333333333"
 
 
 def in_epoch(m: MetricsMessage, epoch: str) -> MetricsMessage:
@@ -388,3 +390,74 @@ def test_a_failed_batch_teaches_the_store_no_epoch(tmp_path):
         assert s.store_metrics_batch([in_epoch(row("d", 1), e3)]).acks == {"d": (e3, 1)}
     with Store(tmp_path / "hub.db") as s:
         assert s.store_metrics_batch([in_epoch(row("d", 2), e3)]).acks == {"d": (e3, 2)}
+
+
+_MESSAGE = st.tuples(
+    st.sampled_from(["a", "b"]),  # device
+    st.sampled_from(["next", "next", "next", "next", "skip", "replay", "new epoch"]),
+    st.sampled_from([0, 0, 0, 1, 3]),  # seq_hi - seq_lo
+)
+
+
+def _messages(specs) -> list[MetricsMessage]:
+    """Messages as devices send them: mostly the next range, some skipped (lost, or
+    still to come), replayed or compacted ranges, now and then a new epoch."""
+    last, epoch, out = {"a": 0, "b": 0}, {"a": 0, "b": 0}, []
+    for device, action, k in specs:
+        if action == "new epoch":
+            last[device], epoch[device] = 0, epoch[device] + 1
+        lo = {"skip": last[device] + 2, "replay": max(1, last[device] - k)}.get(
+            action, last[device] + 1
+        )
+        last[device] = max(last[device], lo + k)
+        out.append(in_epoch(row(device, lo, lo + k), ["", E1, E2, E3][epoch[device] % 4]))
+    return out
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    messages=st.lists(_MESSAGE, min_size=1, max_size=30),
+    cuts=st.lists(st.integers(1, 30), max_size=6),
+    reopen_at=st.integers(0, 8),
+)
+def test_contiguous_marks_from_the_cache_equal_those_read_back(
+    tmp_path_factory, monkeypatch, messages, cuts, reopen_at
+):
+    """The contiguous marks (and so the acks) the store derives from what a batch
+    appended equal those it reads back from the table, whatever arrives in what order."""
+    import hub.store as store_module
+
+    sent = _messages(messages)
+    batches, start = [], 0
+    for cut in [*sorted(set(cuts)), len(messages)]:
+        if start < cut <= len(messages):
+            batches.append(sent[start:cut])
+            start = cut
+
+    def run(path):
+        results = []
+        s = Store(path)
+        try:
+            for i, batch in enumerate(batches):
+                if i == reopen_at:  # a restarted hub: the caches start empty
+                    s.close()
+                    s = Store(path)
+                r = s.store_metrics_batch(batch)
+                results.append((r.outcomes, r.contiguous, r.acks))
+            ranges = {d: s.stored_ranges(d) for d in "ab"}
+            return results, ranges, {d: s.contiguous(d) for d in "ab"}
+        finally:
+            s.close()
+
+    tmp = tmp_path_factory.mktemp("marks")
+    fast = run(tmp / "fast.db")
+    with monkeypatch.context() as m:
+        m.setattr(
+            store_module._Batch,
+            "advance",
+            lambda self, device_id, cached: store_module._advance_contiguous(self.conn, device_id),
+        )
+        read_back = run(tmp / "read_back.db")
+    assert fast == read_back
