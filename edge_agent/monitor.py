@@ -93,6 +93,9 @@ _NUMBERS_OR_NONE: Final = frozenset({int, float, type(None)})
 _N_LATENCY: Final = len(LATENCY_EDGES_MS) + 2
 _new_tuple: Final = tuple.__new__
 _DIGITS_AND_COMMAS: Final = b"0123456789,"
+_COUNT_TEXT: Final = b"0123456789,[]"
+_new_object: Final = object.__new__
+_set_attribute: Final = object.__setattr__
 
 
 class FeatureWindow(NamedTuple):
@@ -918,11 +921,25 @@ def _window_fast(obj: Any) -> MetricsWindow | None:
         return None
     if not classes or len(confidence) < 4 or len(latency) != _N_LATENCY:
         return None
-    ints = [
-        *chain.from_iterable(counts), *count, *oor, *classes, *confidence, *latency,
-        n, compared, agreed, version,
-    ]  # fmt: skip
-    if not _all_counts(ints) or version < 1:
+    if orjson is not None:
+        # Every count in one dump (see _all_counts): ints >= 0 are bare digits, and the
+        # only lists are the ones checked above (an item that is a list adds a "[").
+        try:
+            text = orjson.dumps(
+                (counts, count, oor, classes, confidence, latency, n, compared, agreed, version)
+            )
+        except TypeError:
+            return None
+        if text.translate(None, _COUNT_TEXT) or text.count(b"[") != len(counts) + 7:
+            return None
+    else:
+        ints = [
+            *chain.from_iterable(counts), *count, *oor, *classes, *confidence, *latency,
+            n, compared, agreed, version,
+        ]  # fmt: skip
+        if not _all_counts(ints):
+            return None
+    if version < 1:
         return None
     floats = [*mean, *m2, *lo, *hi, start, end]  # min/max null: the slow path
     if set(map(type, floats)) != _FLOAT_ONLY or not all(map(math.isfinite, floats)):
@@ -957,21 +974,31 @@ def _window_fast(obj: Any) -> MetricsWindow | None:
         errors = dict(sorted(errors.items()))
     # FeatureWindow.__new__ is Python; tuple.__new__ through map is not.
     feature_columns = (map(tuple, counts), count, mean, m2, lo, hi, oor)
-    return MetricsWindow(
-        model_name=model,
-        model_version=version,
-        role=role,
-        start=start,
-        end=end,
-        n=n,
-        features=tuple(map(_new_tuple, repeat(FeatureWindow), zip(*feature_columns, strict=True))),
-        class_counts=tuple(classes),
-        confidence=tuple(confidence),
-        latency=tuple(latency),
-        errors=errors,
-        compared=compared,
-        agreed=agreed,
+    # The frozen dataclass's __init__ sets its 13 fields one object.__setattr__ at a
+    # time (2 us); every value is checked, so the instance dict is set in one go.
+    window = _new_object(MetricsWindow)
+    _set_attribute(
+        window,
+        "__dict__",
+        {
+            "model_name": model,
+            "model_version": version,
+            "role": role,
+            "start": start,
+            "end": end,
+            "n": n,
+            "features": tuple(
+                map(_new_tuple, repeat(FeatureWindow), zip(*feature_columns, strict=True))
+            ),
+            "class_counts": tuple(classes),
+            "confidence": tuple(confidence),
+            "latency": tuple(latency),
+            "errors": errors,
+            "compared": compared,
+            "agreed": agreed,
+        },
     )
+    return window
 
 
 def _features_from_json(value: Any, where: str) -> tuple[FeatureWindow, ...]:

@@ -598,3 +598,16 @@ def test_from_wire_keeps_the_document_only_when_it_is_exactly_the_json_form():
         other = {**doc, **change}  # valid, but not as to_json() writes it
         w2 = MetricsWindow.from_wire(other)
         assert w2.wire_json() is not other and w2.wire_json() == w2.to_json()
+
+
+def test_fast_path_windows_are_the_dataclass_built_normally():
+    """The fast path sets the instance dict in one go: it holds every field, as the
+    dataclass's __init__ would set them."""
+    import edge_agent.monitor as monitor
+
+    w = monitor._window_fast(_valid_json())
+    assert w is not None
+    assert list(vars(w)) == [f.name for f in dataclasses.fields(MetricsWindow)]
+    assert dataclasses.replace(w) == w and repr(dataclasses.replace(w)) == repr(w)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        w.n = 1  # type: ignore[misc]
