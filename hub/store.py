@@ -292,6 +292,7 @@ class Store(LockedDatabase):
             conn.executemany(_MARK_DIRTY, batch.dirty)
             touched = dict.fromkeys(m.device_id for m in messages)
             contiguous = {d: batch.advance(d, self._contiguous.get(d)) for d in touched}
+            conn.executemany(_SET_CONTIGUOUS, batch.marks)
             acks = {d: epochs.ack(d, contiguous[d]) for d in touched}
         self._epochs.update(epochs.learned)  # only once committed
         self._tops.update(batch.tops)
@@ -593,6 +594,10 @@ _MARK_DIRTY: Final = (
     "INSERT OR IGNORE INTO rollup_dirty (model, version, role, device_id, hour)"
     " VALUES (?, ?, ?, ?, ?)"
 )
+_SET_CONTIGUOUS: Final = (
+    "INSERT INTO device_seqs (device_id, contiguous) VALUES (?, ?)"
+    " ON CONFLICT (device_id) DO UPDATE SET contiguous = excluded.contiguous"
+)
 _INSERT_WINDOW: Final = (
     'INSERT INTO windows (device_id, seq_lo, seq_hi, model, version, role, start, "end", n,'
     " payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -617,6 +622,7 @@ class _Batch:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     appended: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     irregular: set[str] = field(default_factory=set)
+    marks: list[tuple[str, int]] = field(default_factory=list)  # for _SET_CONTIGUOUS
 
     def flush(self) -> None:
         """Insert the pending window rows.
@@ -634,7 +640,8 @@ class _Batch:
         ``cached`` is the committed mark (None: unknown). When it was also the highest
         sequence stored before the batch and the batch only appended ranges above it
         (the usual case), the stored ranges past the mark are exactly those appended,
-        in order: no need to read them back (see :func:`_advance_contiguous`).
+        in order: no need to read them back (see :func:`_advance_contiguous`); the new
+        mark then joins ``marks``, for the caller to write with the others.
 
         Raises:
             sqlite3.Error: SQLite failed.
@@ -653,7 +660,7 @@ class _Batch:
                 break
             c = hi
         if c != cached:
-            _set_contiguous(self.conn, device_id, c)
+            self.marks.append((device_id, c))
         return c
 
 
@@ -918,11 +925,7 @@ def _advance_contiguous(conn: sqlite3.Connection, device_id: str) -> int:
 
 
 def _set_contiguous(conn: sqlite3.Connection, device_id: str, contiguous: int) -> None:
-    conn.execute(
-        "INSERT INTO device_seqs (device_id, contiguous) VALUES (?, ?)"
-        " ON CONFLICT (device_id) DO UPDATE SET contiguous = excluded.contiguous",
-        (device_id, contiguous),
-    )
+    conn.execute(_SET_CONTIGUOUS, (device_id, contiguous))
 
 
 def _where(*conditions: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:
