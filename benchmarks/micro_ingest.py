@@ -5,8 +5,7 @@ Usage: python -m benchmarks.micro_ingest [--windows N] [--repeat R] [--profile S
 Feeds N payloads built as :mod:`benchmarks.metrics_load` builds them (one window each,
 devices interleaved, sequences rising) through the functions the ingest uses:
 
-- ``relay``: what the relay process does per message besides paho (queue hand-off,
-  pickling the batch onto the pipe);
+- ``pickle``: the relay's side of the pipe (pickling the batches);
 - ``unpickle``: the worker's side of the pipe;
 - ``parse``: :func:`hub.ingest.parse_message` (parse and validate);
 - ``store``: :meth:`hub.store.Store.store_metrics_batch` on already parsed messages;
@@ -70,23 +69,15 @@ class _Pipe:
         pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def stage_relay(msgs: list[tuple[str, bytes]], tmp: Path) -> Callable[[], None]:
-    """The relay's work per message past paho: enqueue, dequeue, pickle the batches."""
-    import queue
+def stage_pickle(msgs: list[tuple[str, bytes]], tmp: Path) -> Callable[[], None]:
+    """The relay's side of the pipe: pickling the batches (its hand-off between threads
+    costs wake-ups, which only a real run shows: benchmarks.ingest_cpu)."""
+    cut = batches(msgs)
 
     def run() -> None:
-        inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(50_000)
         pipe = _Pipe()
-        for i in range(0, len(msgs), BATCH):
-            for t, p in msgs[i : i + BATCH]:
-                inbox.put((t, bytes(p)), timeout=0.5)
-            batch = [inbox.get(timeout=0.2)]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(inbox.get_nowait())
-                except queue.Empty:
-                    break
-            pipe.send(("batch", batch))
+        for b in cut:
+            pipe.send(("batch", b))
 
     return run
 
@@ -150,7 +141,7 @@ def stage_process(msgs: list[tuple[str, bytes]], tmp: Path) -> Callable[[], None
 
 
 STAGES: dict[str, Callable[[list[tuple[str, bytes]], Path], Callable[[], None]]] = {
-    "relay": stage_relay,
+    "pickle": stage_pickle,
     "unpickle": stage_unpickle,
     "parse": stage_parse,
     "store": stage_store,
