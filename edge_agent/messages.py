@@ -15,7 +15,14 @@ from typing import Any, Final
 from edge_agent.canonical import canonical_bytes, parse_json
 from edge_agent.errors import ValidationError
 from edge_agent.monitor import MetricsWindow
-from edge_agent.schema import as_object, exact_fields, positive_int, safe_name, sha256_hex
+from edge_agent.schema import (
+    as_object,
+    exact_fields,
+    is_safe_name,
+    positive_int,
+    safe_name,
+    sha256_hex,
+)
 from edge_agent.schema import field as get
 
 MAX_PAYLOAD_BYTES: Final = 256 << 10
@@ -25,6 +32,8 @@ METRICS_FORMAT: Final = "edgefleet-metrics/1"
 ACK_FORMAT: Final = "edgefleet-ack/1"
 _EPOCH: Final = re.compile(r"[0-9a-f]{16}")
 _EPOCH_FIELD: Final = frozenset({"epoch"})
+_METRICS_FIELDS: Final = frozenset({"format", "device_id", "seq_lo", "seq_hi", "windows"})
+_METRICS_FIELDS_EPOCH: Final = _METRICS_FIELDS | _EPOCH_FIELD
 
 
 def load_payload(payload: bytes, what: str) -> dict[str, Any]:
@@ -306,25 +315,66 @@ class MetricsMessage:
         Raises:
             ValidationError: malformed, or ``seq_lo`` > ``seq_hi``.
         """
-        where = "metrics"
-        obj = exact_fields(
-            load_payload(payload, where),
-            where,
-            {"format", "device_id", "seq_lo", "seq_hi", "windows"},
-            _EPOCH_FIELD,
-        )
-        _check_format(obj, METRICS_FORMAT, where)
-        lo = positive_int(obj, "seq_lo", where)
-        hi = positive_int(obj, "seq_hi", where)
-        if lo > hi:
-            raise ValidationError(f"{where}: seq_lo {lo} is above seq_hi {hi}")
-        return cls(
-            device_id=safe_name(obj["device_id"], f"{where}.device_id"),
-            seq_lo=lo,
-            seq_hi=hi,
-            windows=_windows(obj["windows"], where),
-            epoch=_epoch(obj, where),
-        )
+        obj = load_payload(payload, "metrics")
+        fast = _metrics_fast(obj)
+        return fast if fast is not None else _metrics_checked(obj)
+
+
+def _metrics_checked(value: dict[str, Any]) -> MetricsMessage:
+    """A metrics message field by field (see :func:`_metrics_fast`).
+
+    Raises:
+        ValidationError: malformed, or ``seq_lo`` > ``seq_hi``.
+    """
+    where = "metrics"
+    obj = exact_fields(value, where, set(_METRICS_FIELDS), _EPOCH_FIELD)
+    _check_format(obj, METRICS_FORMAT, where)
+    lo = positive_int(obj, "seq_lo", where)
+    hi = positive_int(obj, "seq_hi", where)
+    if lo > hi:
+        raise ValidationError(f"{where}: seq_lo {lo} is above seq_hi {hi}")
+    return MetricsMessage(
+        device_id=safe_name(obj["device_id"], f"{where}.device_id"),
+        seq_lo=lo,
+        seq_hi=hi,
+        windows=_windows(obj["windows"], where),
+        epoch=_epoch(obj, where),
+    )
+
+
+def _metrics_fast(obj: dict[str, Any]) -> MetricsMessage | None:
+    """The message when its envelope is sound (checked in few operations), its windows
+    parsed by :meth:`MetricsWindow.from_wire` (``obj`` is freshly parsed and handed
+    over), which raises for a broken window as :func:`_metrics_checked` would; None when
+    the envelope is off, for that function to name the problem.
+
+    Raises:
+        ValidationError: the envelope is sound and a window is not.
+    """
+    keys = obj.keys()
+    if keys != _METRICS_FIELDS and keys != _METRICS_FIELDS_EPOCH:
+        return None
+    lo, hi, device_id, windows = obj["seq_lo"], obj["seq_hi"], obj["device_id"], obj["windows"]
+    if (
+        obj["format"] != METRICS_FORMAT
+        or type(lo) is not int
+        or type(hi) is not int
+        or not 1 <= lo <= hi
+        or not is_safe_name(device_id)
+        or type(windows) is not list
+        or not 1 <= len(windows) <= 16
+    ):
+        return None
+    epoch = obj.get("epoch", "")
+    if "epoch" in obj and (type(epoch) is not str or not _EPOCH.fullmatch(epoch)):
+        return None
+    return MetricsMessage(
+        device_id,
+        lo,
+        hi,
+        tuple(MetricsWindow.from_wire(w, f"metrics.windows[{i}]") for i, w in enumerate(windows)),
+        epoch,
+    )
 
 
 def _windows(value: Any, where: str) -> tuple[MetricsWindow, ...]:
@@ -342,6 +392,12 @@ def _epoch(obj: dict[str, Any], where: str) -> str:
     return value
 
 
+_ACK_NO_EPOCH: Final = b'{"device_id":"%s","format":"' + ACK_FORMAT.encode() + b'","seq":%d}'
+_ACK_WITH_EPOCH: Final = (
+    b'{"device_id":"%s","epoch":"%s","format":"' + ACK_FORMAT.encode() + b'","seq":%d}'
+)
+
+
 @dataclass(frozen=True)
 class Ack:
     """The hub's end-to-end acknowledgement: every window up to ``seq`` of the device's
@@ -353,6 +409,13 @@ class Ack:
 
     def to_bytes(self) -> bytes:
         """The MQTT payload."""
+        device_id, seq, epoch = self.device_id, self.seq, self.epoch
+        if type(seq) is int and is_safe_name(device_id) and (not epoch or _EPOCH.fullmatch(epoch)):
+            # The canonical bytes, written directly (the hub sends one per device and
+            # batch): the keys in order, and no character that JSON would escape.
+            if epoch:
+                return _ACK_WITH_EPOCH % (device_id.encode(), epoch.encode(), seq)
+            return _ACK_NO_EPOCH % (device_id.encode(), seq)
         doc: dict[str, Any] = {"format": ACK_FORMAT, "device_id": self.device_id, "seq": self.seq}
         if self.epoch:
             doc["epoch"] = self.epoch

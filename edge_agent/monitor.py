@@ -41,17 +41,22 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import chain
-from typing import Any, Final, Literal, NamedTuple, cast
+from itertools import chain, repeat
+from typing import Any, ClassVar, Final, Literal, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
+
+try:  # the hub installs it, a device may not (then the checks are item by item)
+    import orjson
+except ImportError:  # pragma: no cover - exercised in the tflite-runtime environment
+    orjson = None  # type: ignore[assignment]
 
 from edge_agent.errors import ValidationError
 from edge_agent.histogram import bin_indices, n_counts
 from edge_agent.input_schema import InputSchema
 from edge_agent.reference import ReferenceStats
-from edge_agent.schema import as_object, exact_fields, safe_name
+from edge_agent.schema import as_object, exact_fields, is_safe_name, safe_name
 from edge_agent.schema import field as get
 
 Role = Literal["active", "shadow"]
@@ -86,6 +91,12 @@ _FLOAT_ONLY: Final = frozenset({float})
 _LIST_ONLY: Final = frozenset({list})
 _NUMBERS: Final = frozenset({int, float})
 _NUMBERS_OR_NONE: Final = frozenset({int, float, type(None)})
+_N_LATENCY: Final = len(LATENCY_EDGES_MS) + 2
+_new_tuple: Final = tuple.__new__
+_DIGITS_AND_COMMAS: Final = b"0123456789,"
+_COUNT_TEXT: Final = b"0123456789,[]"
+_new_object: Final = object.__new__
+_set_attribute: Final = object.__setattr__
 
 
 class FeatureWindow(NamedTuple):
@@ -135,6 +146,9 @@ class MetricsWindow:
     errors: dict[str, int] = field(default_factory=dict)
     compared: int = 0
     agreed: int = 0
+    #: The document :meth:`from_wire` parsed, when it is exactly this window's JSON form
+    #: (set on the instance; not a field: not compared, copied or shown).
+    _wire: ClassVar[dict[str, Any] | None] = None
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -203,30 +217,65 @@ class MetricsWindow:
         Raises:
             ValidationError: malformed or inconsistent (one line naming the field).
         """
-        obj = exact_fields(value, where, _WINDOW_FIELDS)
-        role = get(obj, "role", str, where)
-        if role not in ROLES:
-            raise ValidationError(f"{where}.role: {role!r} is not one of {ROLES}")
-        version = get(obj, "version", int, where)
-        if version < 1:
-            raise ValidationError(f"{where}.version: must be >= 1, got {version}")
-        window = cls(
-            model_name=safe_name(obj["model"], f"{where}.model"),
-            model_version=version,
-            role=cast(Role, role),
-            start=_finite(obj["start"], f"{where}.start"),
-            end=_finite(obj["end"], f"{where}.end"),
-            n=_count(obj["n"], f"{where}.n"),
-            features=_features_from_json(obj["features"], f"{where}.features"),
-            class_counts=_counts(obj["classes"], f"{where}.classes", 1),
-            confidence=_counts(obj["confidence"], f"{where}.confidence", 4),
-            latency=_counts(obj["latency"], f"{where}.latency", 4),
-            errors=_errors_from_json(obj["errors"], f"{where}.errors"),
-            compared=_count(obj["compared"], f"{where}.compared"),
-            agreed=_count(obj["agreed"], f"{where}.agreed"),
-        )
-        check_window(window, where)
-        return window
+        fast = _window_fast(value)
+        return fast if fast is not None else _window_checked(value, where)
+
+    @classmethod
+    def from_wire(cls, value: Any, where: str = "window") -> MetricsWindow:
+        """Like :meth:`from_json`, for a document the caller hands over (freshly parsed
+        and never modified afterwards): when it is already exactly the window's JSON
+        form, up to key order, the window keeps it for :meth:`wire_json`, so that the
+        hub stores what it received without building it again.
+
+        Raises:
+            ValidationError: malformed or inconsistent (one line naming the field).
+        """
+        fast = _window_fast(value)
+        if fast is None:
+            return _window_checked(value, where)
+        # The fast path takes only floats where floats go and no zero error counts, so
+        # the document is what to_json() would build, key order aside.
+        object.__setattr__(fast, "_wire", value)
+        return fast
+
+    def wire_json(self) -> dict[str, Any]:
+        """The JSON form (as :meth:`to_json`): the parsed document when :meth:`from_wire`
+        kept it (read-only: do not modify it), else a new one."""
+        wire = self._wire
+        return wire if wire is not None else self.to_json()
+
+
+def _window_checked(value: Any, where: str) -> MetricsWindow:
+    """:meth:`MetricsWindow.from_json` field by field: slower than :func:`_window_fast`,
+    but it accepts every valid window and names what is wrong with an invalid one.
+
+    Raises:
+        ValidationError: malformed or inconsistent (one line naming the field).
+    """
+    obj = exact_fields(value, where, _WINDOW_FIELDS)
+    role = get(obj, "role", str, where)
+    if role not in ROLES:
+        raise ValidationError(f"{where}.role: {role!r} is not one of {ROLES}")
+    version = get(obj, "version", int, where)
+    if version < 1:
+        raise ValidationError(f"{where}.version: must be >= 1, got {version}")
+    window = MetricsWindow(
+        model_name=safe_name(obj["model"], f"{where}.model"),
+        model_version=version,
+        role=cast(Role, role),
+        start=_finite(obj["start"], f"{where}.start"),
+        end=_finite(obj["end"], f"{where}.end"),
+        n=_count(obj["n"], f"{where}.n"),
+        features=_features_from_json(obj["features"], f"{where}.features"),
+        class_counts=_counts(obj["classes"], f"{where}.classes", 1),
+        confidence=_counts(obj["confidence"], f"{where}.confidence", 4),
+        latency=_counts(obj["latency"], f"{where}.latency", 4),
+        errors=_errors_from_json(obj["errors"], f"{where}.errors"),
+        compared=_count(obj["compared"], f"{where}.compared"),
+        agreed=_count(obj["agreed"], f"{where}.agreed"),
+    )
+    check_window(window, where)
+    return window
 
 
 def check_window(w: MetricsWindow, where: str = "window") -> None:
@@ -849,7 +898,17 @@ def _finite(value: Any, where: str) -> float:
 
 
 def _all_counts(values: list[Any]) -> bool:
-    """Whether every item is a plain int >= 0 (bool is not a count)."""
+    """Whether every item is an int >= 0 (bool is not a count), for values parsed from
+    JSON (where no other int subclass occurs)."""
+    if orjson is not None:
+        # orjson writes an int >= 0 as bare digits, and anything else with some other
+        # character: a sign, a float's "." or "e", true, false, null, a quote, a bracket.
+        # Three times cheaper than checking each item's type and the minimum.
+        try:
+            text = orjson.dumps(values)
+        except TypeError:  # not JSON, or an int beyond 64 bits: the item-by-item checks
+            return False
+        return not text[1:-1].translate(None, _DIGITS_AND_COMMAS)
     return set(map(type, values)) <= _INT_ONLY and (not values or min(values) >= 0)
 
 
@@ -884,6 +943,110 @@ def _column(obj: Mapping[str, Any], key: str, where: str, n: int) -> list[Any]:
     if type(value) is not list or len(value) != n:
         raise ValidationError(f"{where}.{key}: expected a list of {n} items (one per feature)")
     return value
+
+
+def _window_fast(obj: Any) -> MetricsWindow | None:
+    """The window when it is written as the agents write it, checked with whole-column
+    operations in C (the hub's ingest parses thousands a second); None when anything is
+    off or merely unusual (ints where floats go, a feature with no finite value), so
+    that :func:`_window_checked` names the problem or accepts it. Accepts nothing that
+    refuses, and builds the same window: every type and every invariant of
+    :func:`check_window` is checked here too."""
+    if type(obj) is not dict or obj.keys() != _WINDOW_FIELDS:
+        return None
+    f = obj["features"]
+    if type(f) is not dict or f.keys() != _FEATURE_FIELDS:
+        return None
+    counts, count, oor = f["counts"], f["count"], f["out_of_range"]
+    mean, m2, lo, hi = f["mean"], f["m2"], f["min"], f["max"]
+    classes, confidence, latency = obj["classes"], obj["confidence"], obj["latency"]
+    n, start, end, version = obj["n"], obj["start"], obj["end"], obj["version"]
+    compared, agreed, errors = obj["compared"], obj["agreed"], obj["errors"]
+    columns = (counts, count, oor, mean, m2, lo, hi, classes, confidence, latency)
+    if set(map(type, columns)) != _LIST_ONLY or set(map(type, counts)) != _LIST_ONLY:
+        return None  # (an empty counts list fails the second test)
+    if set(map(len, columns[1:7])) != {len(counts)} or min(map(len, counts)) < 4:
+        return None
+    if not classes or len(confidence) < 4 or len(latency) != _N_LATENCY:
+        return None
+    if orjson is not None:
+        # Every count in one dump (see _all_counts): ints >= 0 are bare digits, and the
+        # only lists are the ones checked above (an item that is a list adds a "[").
+        try:
+            text = orjson.dumps(
+                (counts, count, oor, classes, confidence, latency, n, compared, agreed, version)
+            )
+        except TypeError:
+            return None
+        if text.translate(None, _COUNT_TEXT) or text.count(b"[") != len(counts) + 7:
+            return None
+    else:
+        ints = [
+            *chain.from_iterable(counts), *count, *oor, *classes, *confidence, *latency,
+            n, compared, agreed, version,
+        ]  # fmt: skip
+        if not _all_counts(ints):
+            return None
+    if version < 1:
+        return None
+    floats = [*mean, *m2, *lo, *hi, start, end]  # min/max null: the slow path
+    if set(map(type, floats)) != _FLOAT_ONLY or not all(map(math.isfinite, floats)):
+        return None
+    # check_window's invariants, column by column (0 in count: the slow path)
+    if (
+        start > end
+        or set(map(sum, counts)) != {n}
+        or max(map(operator.add, count, map(operator.itemgetter(-1), counts))) > n
+        or max(oor) > n
+        or min(m2) < 0.0
+        or 0 in count
+        or not all(map(operator.le, lo, hi))
+        or sum(confidence) != n
+        or sum(classes) + confidence[-1] != n
+        or sum(latency) > n
+        or agreed > compared
+    ):
+        return None
+    role, model = obj["role"], obj["model"]
+    if role not in ROLES or not is_safe_name(model) or type(errors) is not dict:
+        return None
+    if errors:
+        values = errors.values()
+        if (
+            len(errors) > MAX_ERROR_KINDS
+            or set(map(type, values)) != _INT_ONLY
+            or min(values) < 1  # zero counts are dropped: the slow path
+            or not all(map(is_safe_name, errors))
+        ):
+            return None
+        errors = dict(sorted(errors.items()))
+    # FeatureWindow.__new__ is Python; tuple.__new__ through map is not.
+    feature_columns = (map(tuple, counts), count, mean, m2, lo, hi, oor)
+    # The frozen dataclass's __init__ sets its 13 fields one object.__setattr__ at a
+    # time (2 us); every value is checked, so the instance dict is set in one go.
+    window = _new_object(MetricsWindow)
+    _set_attribute(
+        window,
+        "__dict__",
+        {
+            "model_name": model,
+            "model_version": version,
+            "role": role,
+            "start": start,
+            "end": end,
+            "n": n,
+            "features": tuple(
+                map(_new_tuple, repeat(FeatureWindow), zip(*feature_columns, strict=True))
+            ),
+            "class_counts": tuple(classes),
+            "confidence": tuple(confidence),
+            "latency": tuple(latency),
+            "errors": errors,
+            "compared": compared,
+            "agreed": agreed,
+        },
+    )
+    return window
 
 
 def _features_from_json(value: Any, where: str) -> tuple[FeatureWindow, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from edge_agent.errors import ValidationError
 
@@ -90,6 +90,11 @@ def sha256_hex(obj: Mapping[str, Any], key: str, where: str) -> str:
     return value
 
 
+def is_safe_name(value: Any) -> TypeGuard[str]:
+    """Whether ``value`` is a safe identifier (see :func:`safe_name`)."""
+    return isinstance(value, str) and bool(_NAME.fullmatch(value)) and not value.startswith("..")
+
+
 def safe_name(value: Any, where: str) -> str:
     """Return ``value`` checked to be a safe identifier (letters, digits, ``._-``).
 
@@ -99,7 +104,7 @@ def safe_name(value: Any, where: str) -> str:
     Raises:
         ValidationError: the name is empty, too long or has other characters.
     """
-    if not isinstance(value, str) or not _NAME.fullmatch(value) or value.startswith(".."):
+    if not is_safe_name(value):
         raise ValidationError(
             f"{where}: {value!r} is not a valid name (1-128 of A-Z a-z 0-9 . _ -, "
             "starting with a letter or digit)"

@@ -149,6 +149,13 @@ def _m0003(db: Database) -> None:
         )
 
 
+@MIGRATIONS(name="0004_drop_windows_device_lo")
+def _m0004(db: Database) -> None:
+    # The UNIQUE (device_id, seq_lo, seq_hi, ...) index serves every look-up by device
+    # and sequence (covering, even); this one only cost a b-tree insert per window.
+    db.execute("DROP INDEX IF EXISTS windows_device_lo")
+
+
 class Outcome(Enum):
     """What :meth:`Store.store_metrics_batch` did with one message."""
 
@@ -219,6 +226,8 @@ class Store(LockedDatabase):
         self._epochs: dict[str, list[tuple[str, int]]] = {}
         # device -> highest hub sequence stored (a cache: this Store is the only writer)
         self._tops: dict[str, int] = {}
+        # device -> its device_seqs.contiguous (a cache, likewise)
+        self._contiguous: dict[str, int] = {}
         super().__init__()
         self._error = StoreError
         self._label = f"store {path}"
@@ -276,18 +285,18 @@ class Store(LockedDatabase):
             StoreError: SQLite failed (nothing of the batch is stored), or closed.
         """
         with self._write("store metrics") as conn:
-            epochs = _Epochs(conn, self._epochs, self._clock())
-            dirty: set[tuple[str, int, str, str, int]] = set()
-            tops: dict[str, int] = {}  # this batch's view; self._tops once committed
-            outcomes = tuple(
-                _store_message(conn, epochs.to_hub(m), dirty, tops, self._tops) for m in messages
-            )
-            conn.executemany(_MARK_DIRTY, dirty)
+            batch = _Batch(conn, self._tops)
+            epochs = _Epochs(conn, self._epochs, self._clock(), batch)
+            outcomes = tuple(_store_message(batch, epochs.to_hub(m)) for m in messages)
+            batch.flush()
+            conn.executemany(_MARK_DIRTY, batch.dirty)
             touched = dict.fromkeys(m.device_id for m in messages)
-            contiguous = {d: _advance_contiguous(conn, d) for d in touched}
+            contiguous = {d: batch.advance(d, self._contiguous.get(d)) for d in touched}
+            conn.executemany(_SET_CONTIGUOUS, batch.marks)
             acks = {d: epochs.ack(d, contiguous[d]) for d in touched}
         self._epochs.update(epochs.learned)  # only once committed
-        self._tops.update(tops)
+        self._tops.update(batch.tops)
+        self._contiguous.update(contiguous)
         return MetricsResult(contiguous, outcomes, acks)
 
     def contiguous(self, device_id: str) -> int:
@@ -600,32 +609,99 @@ _MARK_DIRTY: Final = (
     "INSERT OR IGNORE INTO rollup_dirty (model, version, role, device_id, hour)"
     " VALUES (?, ?, ?, ?, ?)"
 )
+_SET_CONTIGUOUS: Final = (
+    "INSERT INTO device_seqs (device_id, contiguous) VALUES (?, ?)"
+    " ON CONFLICT (device_id) DO UPDATE SET contiguous = excluded.contiguous"
+)
 _INSERT_WINDOW: Final = (
     'INSERT INTO windows (device_id, seq_lo, seq_hi, model, version, role, start, "end", n,'
     " payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
-def _store_message(
-    conn: sqlite3.Connection,
-    m: MetricsMessage,
-    dirty: set[tuple[str, int, str, str, int]],
-    tops: dict[str, int],
-    committed: dict[str, int],
-) -> Outcome:
-    """Store one message inside the caller's transaction (rules in the module doc); adds
-    the roll-up buckets it changes to ``dirty`` and keeps ``tops`` (the highest stored
-    sequence per device this transaction knows, over ``committed``) current."""
+@dataclass
+class _Batch:
+    """What :meth:`Store.store_metrics_batch` keeps while it stores messages in one
+    transaction: the window rows not inserted yet (one statement for the lot, unless a
+    read of ``windows`` needs them in the table first: :meth:`flush`), the roll-up
+    buckets changed, the highest stored sequence per device this transaction knows
+    (``tops``, over ``committed``; ``before``: as it was before the batch), the ranges
+    appended per device, and the devices for which anything else happened (a range
+    compared with stored ones, a new epoch): ``irregular``."""
+
+    conn: sqlite3.Connection
+    committed: dict[str, int]
+    tops: dict[str, int] = field(default_factory=dict)
+    before: dict[str, int] = field(default_factory=dict)
+    dirty: set[tuple[str, int, str, str, int]] = field(default_factory=set)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    appended: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    irregular: set[str] = field(default_factory=set)
+    marks: list[tuple[str, int]] = field(default_factory=list)  # for _SET_CONTIGUOUS
+
+    def flush(self) -> None:
+        """Insert the pending window rows.
+
+        Raises:
+            sqlite3.Error: SQLite failed.
+        """
+        if self.rows:
+            self.conn.executemany(_INSERT_WINDOW, self.rows)
+            self.rows.clear()
+
+    def advance(self, device_id: str, cached: int | None) -> int:
+        """Advance the device's contiguous mark over what the batch stored; returns it.
+
+        ``cached`` is the committed mark (None: unknown). When it was also the highest
+        sequence stored before the batch and the batch only appended ranges above it
+        (the usual case), the stored ranges past the mark are exactly those appended,
+        in order: no need to read them back (see :func:`_advance_contiguous`); the new
+        mark then joins ``marks``, for the caller to write with the others.
+
+        Raises:
+            sqlite3.Error: SQLite failed.
+        """
+        ranges = self.appended.get(device_id)
+        if (
+            cached is None
+            or ranges is None
+            or device_id in self.irregular
+            or self.before.get(device_id) != cached
+        ):
+            return _advance_contiguous(self.conn, device_id)
+        c = cached
+        for lo, hi in ranges:
+            if lo != c + 1:
+                break
+            c = hi
+        if c != cached:
+            self.marks.append((device_id, c))
+        return c
+
+
+def _store_message(batch: _Batch, m: MetricsMessage) -> Outcome:
+    """Store one message inside the batch's transaction (rules in the module doc).
+
+    Raises:
+        sqlite3.Error: SQLite failed.
+    """
     dev, lo, hi = m.device_id, m.seq_lo, m.seq_hi
     if len({w.key for w in m.windows}) != len(m.windows):
         log.warning("store: %s [%d, %d] rejected: two windows of one model and role", dev, lo, hi)
         return Outcome.REJECTED
-    top = tops.get(dev, committed.get(dev))
-    if top is None:
-        row = conn.execute("SELECT MAX(seq_hi) FROM windows WHERE device_id = ?", (dev,))
-        top = tops[dev] = int(row.fetchone()[0] or 0)
+    conn, tops = batch.conn, batch.tops
+    top = tops.get(dev)
+    if top is None:  # the device's first message in the batch
+        top = batch.committed.get(dev)
+        if top is None:
+            row = conn.execute("SELECT MAX(seq_hi) FROM windows WHERE device_id = ?", (dev,))
+            top = int(row.fetchone()[0] or 0)
+        tops[dev] = batch.before[dev] = top
     if lo > top:  # the usual message: the next sequence, nothing to compare with
-        return _insert(conn, m, dirty, tops)
+        batch.appended.setdefault(dev, []).append((lo, hi))
+        return _insert(batch, m)
+    batch.irregular.add(dev)
+    batch.flush()  # the reads below must see this batch's rows
     below = conn.execute(
         "SELECT seq_lo, seq_hi FROM windows WHERE device_id = ? AND seq_lo < ?"
         " ORDER BY seq_lo DESC LIMIT 1",
@@ -661,7 +737,7 @@ def _store_message(
         except (ValueError, ValidationError) as exc:
             log.warning("store: %s [%d, %d] rejected: %s", dev, lo, hi, exc)
             return Outcome.REJECTED
-        dirty.update(
+        batch.dirty.update(
             (str(model), int(version), str(role), dev, hour_of(float(start)))
             for model, version, role, start in conn.execute(
                 "SELECT model, version, role, start FROM windows"
@@ -672,19 +748,17 @@ def _store_message(
         conn.execute(
             "DELETE FROM windows WHERE device_id = ? AND seq_lo BETWEEN ? AND ?", (dev, lo, hi)
         )
-    return _insert(conn, m, dirty, tops)
+    return _insert(batch, m)
 
 
-def _insert(
-    conn: sqlite3.Connection,
-    m: MetricsMessage,
-    dirty: set[tuple[str, int, str, str, int]],
-    tops: dict[str, int],
-) -> Outcome:
+def _insert(batch: _Batch, m: MetricsMessage) -> Outcome:
+    """Add the message's windows to the batch's pending rows."""
     dev, lo, hi = m.device_id, m.seq_lo, m.seq_hi
-    conn.executemany(_INSERT_WINDOW, [_window_row(dev, lo, hi, w) for w in m.windows])
-    dirty.update((w.model_name, w.model_version, w.role, dev, hour_of(w.start)) for w in m.windows)
-    tops[dev] = max(tops.get(dev, 0), hi)
+    batch.rows += [_window_row(dev, lo, hi, w) for w in m.windows]
+    batch.dirty.update(
+        (w.model_name, w.model_version, w.role, dev, hour_of(w.start)) for w in m.windows
+    )
+    batch.tops[dev] = max(batch.tops.get(dev, 0), hi)
     return Outcome.STORED
 
 
@@ -694,9 +768,15 @@ class _Epochs:
     the transaction commits."""
 
     def __init__(
-        self, conn: sqlite3.Connection, cache: dict[str, list[tuple[str, int]]], now: float
+        self,
+        conn: sqlite3.Connection,
+        cache: dict[str, list[tuple[str, int]]],
+        now: float,
+        batch: _Batch,
     ) -> None:
-        self.conn, self.cache, self.now = conn, cache, now
+        """``batch``: the transaction's (a new epoch's base reads the windows stored so
+        far, and moves the device's contiguous mark)."""
+        self.conn, self.cache, self.now, self.batch = conn, cache, now, batch
         self.learned: dict[str, list[tuple[str, int]]] = {}
 
     def _known(self, device_id: str) -> list[tuple[str, int]]:
@@ -715,6 +795,8 @@ class _Epochs:
         for e, b in known:
             if e == epoch:
                 return b
+        self.batch.flush()
+        self.batch.irregular.add(device_id)
         row = self.conn.execute(
             "SELECT MAX(seq_hi) FROM windows WHERE device_id = ?", (device_id,)
         ).fetchone()
@@ -823,8 +905,9 @@ def _reject(m: MetricsMessage, stored: tuple[int, int]) -> Outcome:
 
 
 def _window_row(dev: str, lo: int, hi: int, w: MetricsWindow) -> tuple[Any, ...]:
-    # Validated windows hold only finite numbers, so orjson's output is plain JSON.
-    payload = orjson.dumps(w.to_json()).decode()
+    # Validated windows hold only finite numbers, so orjson's output is plain JSON. The
+    # windows the ingest parsed keep their received document: not built a second time.
+    payload = orjson.dumps(w.wire_json()).decode()
     return (dev, lo, hi, w.model_name, w.model_version, w.role, w.start, w.end, w.n, payload)
 
 
@@ -852,12 +935,12 @@ def _advance_contiguous(conn: sqlite3.Connection, device_id: str) -> int:
             break
         c = int(row[0])
     if c != start:
-        conn.execute(
-            "INSERT INTO device_seqs (device_id, contiguous) VALUES (?, ?)"
-            " ON CONFLICT (device_id) DO UPDATE SET contiguous = excluded.contiguous",
-            (device_id, c),
-        )
+        _set_contiguous(conn, device_id, c)
     return c
+
+
+def _set_contiguous(conn: sqlite3.Connection, device_id: str, contiguous: int) -> None:
+    conn.execute(_SET_CONTIGUOUS, (device_id, contiguous))
 
 
 def _where(*conditions: tuple[str, Any]) -> tuple[str, tuple[Any, ...]]:

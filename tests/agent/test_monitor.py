@@ -5,6 +5,7 @@ Agent-only: nothing here imports the hub (a device installs the agent alone).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -500,3 +501,113 @@ def test_whole_column_checks_agree_with_item_by_item_checks(column, index, value
             monitor._features_fast = saved
 
     assert parse(fast=True) == parse(fast=False)
+
+
+_WINDOW_PATHS = [
+    "model", "version", "role", "start", "end", "n", "compared", "agreed", "errors",
+    "classes", "classes.0", "confidence", "confidence.0", "confidence.12", "latency",
+    "latency.0", "features", "features.counts", "features.counts.0", "features.counts.1.0",
+    "features.counts.2.12", "features.count", "features.count.0", "features.mean.1",
+    "features.m2.2", "features.min.0", "features.max.1", "features.out_of_range.0",
+    "features.min", "extra", "features.extra",
+]  # fmt: skip
+_WINDOW_VALUES = [
+    *_CORRUPTIONS, False, 2**64, 0.0, 20, 20.0, -0.0, -1.0, 1e300, "active", "shadow", {},
+    {"a": 1}, {"invoke_error": 0}, {"invoke_error": 3}, {"bad kind": 1}, {"x": True},
+    [0] * 13, [0.0] * 3, [None] * 3, 21, [20], [20, 0, 0], _DELETE,
+]  # fmt: skip
+
+
+def _fast_and_checked(mutations, with_orjson: bool):
+    import edge_agent.monitor as monitor
+
+    doc = _valid_json()
+    doc["errors"] = {"invoke_error": 1}
+    for path, value in mutations:
+        # (an earlier change may have removed the path)
+        with contextlib.suppress(KeyError, IndexError, TypeError, ValueError):
+            _set(path, value)(doc)
+    saved = monitor.orjson
+    if not with_orjson:
+        monitor.orjson = None
+    try:
+        fast = monitor._window_fast(doc)
+    finally:
+        monitor.orjson = saved
+    try:
+        checked: MetricsWindow | None = monitor._window_checked(doc, "window")
+    except ValidationError:
+        checked = None
+    return fast, checked
+
+
+@pytest.mark.parametrize("with_orjson", [True, False])
+def test_window_fast_path_accepts_only_what_the_checked_path_accepts(with_orjson):
+    """MetricsWindow.from_json's fast path (whole-window checks, for the hub's ingest)
+    either declines or builds exactly the window the field-by-field checks build, for
+    every single change of a field; with and without orjson (a device may lack it)."""
+    fast, checked = _fast_and_checked([], with_orjson)
+    assert fast is not None and fast == checked, "a window as agents write it is fast"
+    for path in _WINDOW_PATHS:
+        for value in _WINDOW_VALUES:
+            fast, checked = _fast_and_checked([(path, value)], with_orjson)
+            assert fast is None or fast == checked, (path, value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    mutations=st.lists(
+        st.tuples(st.sampled_from(_WINDOW_PATHS), st.sampled_from(_WINDOW_VALUES)),
+        min_size=2,
+        max_size=3,
+    ),
+    with_orjson=st.booleans(),
+)
+def test_window_fast_path_agrees_under_several_changes(mutations, with_orjson):
+    """As above, for a few changes at once."""
+    fast, checked = _fast_and_checked(mutations, with_orjson)
+    assert fast is None or fast == checked
+
+
+@pytest.mark.parametrize("where", ["min", "max"])
+def test_feature_without_finite_values_is_accepted_through_the_checked_path(where):
+    """A feature whose values were all NaN (count 0, min/max null) is valid, though the
+    fast path leaves it to the field-by-field checks."""
+    import edge_agent.monitor as monitor
+
+    doc = _valid_json()
+    n = doc["n"]
+    f = doc["features"]
+    f["counts"][0] = [0] * (len(f["counts"][0]) - 1) + [n]  # all NaN
+    f["count"][0], f["mean"][0], f["m2"][0], f["min"][0], f["max"][0] = 0, 0.0, 0.0, None, None
+    assert monitor._window_fast(doc) is None
+    w = MetricsWindow.from_json(doc)
+    assert w.features[0].nan == n and w.features[0].min is None
+    assert MetricsWindow.from_json(w.to_json()) == w
+
+
+def test_from_wire_keeps_the_document_only_when_it_is_exactly_the_json_form():
+    """The hub stores the document it received when it is what to_json() would build."""
+    doc = _valid_json()
+    doc["errors"] = {"invoke_error": 1}
+    w = MetricsWindow.from_wire(doc)
+    assert w.wire_json() is doc and doc == w.to_json()
+    assert MetricsWindow.from_json(doc).wire_json() is not doc  # from_json keeps nothing
+    assert dataclasses.replace(w, n=w.n).wire_json() is not doc  # nor does a copy
+    for change in ({"start": int(doc["start"])}, {"errors": {"invoke_error": 1, "x": 0}}):
+        other = {**doc, **change}  # valid, but not as to_json() writes it
+        w2 = MetricsWindow.from_wire(other)
+        assert w2.wire_json() is not other and w2.wire_json() == w2.to_json()
+
+
+def test_fast_path_windows_are_the_dataclass_built_normally():
+    """The fast path sets the instance dict in one go: it holds every field, as the
+    dataclass's __init__ would set them."""
+    import edge_agent.monitor as monitor
+
+    w = monitor._window_fast(_valid_json())
+    assert w is not None
+    assert list(vars(w)) == [f.name for f in dataclasses.fields(MetricsWindow)]
+    assert dataclasses.replace(w) == w and repr(dataclasses.replace(w)) == repr(w)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        w.n = 1  # type: ignore[misc]

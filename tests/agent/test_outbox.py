@@ -484,3 +484,57 @@ def test_malformed_epoch_refused(bad):
     with pytest.raises(ValidationError, match="epoch"):
         Ack.from_bytes(json.dumps({"format": "edgefleet-ack/1", "device_id": "d1", "seq": 1,
                                    "epoch": bad}).encode())
+
+
+_DROP = object()
+_ENVELOPE_VALUES = [
+    None, 0, 1, 2, -1, True, 1.5, "", "x", "d1", "../x", 2**64, "0123456789abcdef",
+    "ABCDEF0123456789", "edgefleet-metrics/1", "edgefleet-state/1", [], [{}], {}, _DROP,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "key", ["format", "device_id", "seq_lo", "seq_hi", "windows", "epoch", "extra"]
+)
+@pytest.mark.parametrize("epoch", ["", "0123456789abcdef"])
+def test_metrics_fast_path_accepts_only_what_the_checked_path_accepts(key, epoch):
+    """MetricsMessage.from_bytes's fast path declines, or returns what the field-by-field
+    checks return, or raises what they raise, whatever one envelope field holds."""
+    from edge_agent import messages
+
+    base = json.loads(MetricsMessage("d1", 2, 3, (nth_window(0), nth_window(1)), epoch).to_bytes())
+    assert messages._metrics_fast(dict(base)) == messages._metrics_checked(dict(base))
+
+    def outcome(parse, doc):
+        try:
+            return parse(doc)
+        except ValidationError as exc:
+            return str(exc)
+
+    values = [*_ENVELOPE_VALUES, [base["windows"][0]] * 17, [{**base["windows"][0], "n": -1}]]
+    for value in values:
+        doc = dict(base)
+        if value is _DROP:
+            doc.pop(key, None)
+        else:
+            doc[key] = value
+        fast = outcome(messages._metrics_fast, doc)
+        assert fast is None or fast == outcome(messages._metrics_checked, doc), (key, value)
+
+
+@pytest.mark.parametrize(
+    "ack",
+    [
+        Ack("d1", 0),
+        Ack("pump-7.a_b", 2**63 - 1),
+        Ack("d1", 5, "0123456789abcdef"),
+        Ack("d1", True),  # not an int: the general path
+        Ack('quote"d', 1),  # not a safe name: the general path escapes it
+        Ack("d1", 1, "NOT-HEX"),
+    ],
+)
+def test_ack_bytes_are_canonical(ack):
+    doc = {"format": "edgefleet-ack/1", "device_id": ack.device_id, "seq": ack.seq}
+    if ack.epoch:
+        doc["epoch"] = ack.epoch
+    assert ack.to_bytes() == canonical_bytes(doc)

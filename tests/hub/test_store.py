@@ -11,6 +11,8 @@ from functools import reduce
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge_agent.messages import Event, EventKind, Health, MetricsMessage, ModelVersion, State
 from edge_agent.monitor import MetricsWindow, WindowAccumulator, merge_windows
@@ -85,7 +87,12 @@ def store(tmp_path):
 
 def test_migrations_are_recorded_and_not_reapplied(tmp_path):
     path = tmp_path / "hub.db"
-    names = ["0001_devices_windows_events", "0002_device_epochs", "0003_hourly_rollups"]
+    names = [
+        "0001_devices_windows_events",
+        "0002_device_epochs",
+        "0003_hourly_rollups",
+        "0004_drop_windows_device_lo",
+    ]
     with Store(path) as s:
         assert s.migrations() == names
     with Store(path) as s:  # reopening applies nothing twice
@@ -127,6 +134,18 @@ def test_range_inside_a_stored_compacted_range_is_a_duplicate(store):
     result = store.store_metrics_batch([row("d1", 2), row("d1", 3, 4), row("d1", 1, 4)])
     assert result.outcomes == (Outcome.DUPLICATE,) * 3
     assert store.stored_ranges("d1") == [(1, 4)]
+
+
+def test_messages_of_one_batch_see_the_rows_stored_before_them(store):
+    # The batch's window rows are inserted together at its end, unless a message needs
+    # to compare itself with them first.
+    result = store.store_metrics_batch(
+        [row("d1", 1), row("d1", 2), row("d1", 1, 2), row("d2", 2), row("d2", 1, 2)]
+    )
+    assert result.outcomes == (Outcome.STORED,) * 2 + (Outcome.DUPLICATE,) + (Outcome.STORED,) * 2
+    assert store.stored_ranges("d1") == [(1, 1), (2, 2)]
+    assert store.stored_ranges("d2") == [(1, 2)]  # the compacted row replaced seq 2
+    assert len(store.windows_for(device="d2")) == 1
 
 
 def test_compacted_range_after_partial_delivery_counts_each_window_once(store):
@@ -301,7 +320,7 @@ def test_events_recorded_and_paged(store):
 
 # --- epochs: a device whose outbox was wiped starts again at 1 ---------------------------
 
-E1, E2 = "1111111111111111", "2222222222222222"
+E1, E2, E3 = "1111111111111111", "2222222222222222", "3333333333333333"
 
 
 def in_epoch(m: MetricsMessage, epoch: str) -> MetricsMessage:
@@ -330,6 +349,14 @@ def test_the_earlier_lifes_gaps_do_not_hold_the_new_epochs_ack(tmp_path):
         assert late.outcomes == (Outcome.STORED,) and late.acks == {"d": (E2, 1)}
         sent = [row("d", q).windows[0].n for q in (1, 3, 1, 2)]
         assert sum(w.n for w in s.windows_for(device="d")) == sum(sent)
+
+
+def test_a_new_epoch_within_one_batch_starts_after_the_rows_stored_before_it(store):
+    ms = [in_epoch(row("d", q), E1) for q in (1, 2)] + [in_epoch(row("d", 1), E2)]
+    result = store.store_metrics_batch(ms)
+    assert result.outcomes == (Outcome.STORED,) * 3
+    assert result.acks == {"d": (E2, 1)}
+    assert store.stored_ranges("d") == [(1, 1), (2, 2), (3, 3)]
 
 
 def test_epochs_survive_a_restart_of_the_hub(tmp_path):
@@ -363,3 +390,74 @@ def test_a_failed_batch_teaches_the_store_no_epoch(tmp_path):
         assert s.store_metrics_batch([in_epoch(row("d", 1), e3)]).acks == {"d": (e3, 1)}
     with Store(tmp_path / "hub.db") as s:
         assert s.store_metrics_batch([in_epoch(row("d", 2), e3)]).acks == {"d": (e3, 2)}
+
+
+_MESSAGE = st.tuples(
+    st.sampled_from(["a", "b"]),  # device
+    st.sampled_from(["next", "next", "next", "next", "skip", "replay", "new epoch"]),
+    st.sampled_from([0, 0, 0, 1, 3]),  # seq_hi - seq_lo
+)
+
+
+def _messages(specs) -> list[MetricsMessage]:
+    """Messages as devices send them: mostly the next range, some skipped (lost, or
+    still to come), replayed or compacted ranges, now and then a new epoch."""
+    last, epoch, out = {"a": 0, "b": 0}, {"a": 0, "b": 0}, []
+    for device, action, k in specs:
+        if action == "new epoch":
+            last[device], epoch[device] = 0, epoch[device] + 1
+        lo = {"skip": last[device] + 2, "replay": max(1, last[device] - k)}.get(
+            action, last[device] + 1
+        )
+        last[device] = max(last[device], lo + k)
+        out.append(in_epoch(row(device, lo, lo + k), ["", E1, E2, E3][epoch[device] % 4]))
+    return out
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    messages=st.lists(_MESSAGE, min_size=1, max_size=30),
+    cuts=st.lists(st.integers(1, 30), max_size=6),
+    reopen_at=st.integers(0, 8),
+)
+def test_contiguous_marks_from_the_cache_equal_those_read_back(
+    tmp_path_factory, monkeypatch, messages, cuts, reopen_at
+):
+    """The contiguous marks (and so the acks) the store derives from what a batch
+    appended equal those it reads back from the table, whatever arrives in what order."""
+    import hub.store as store_module
+
+    sent = _messages(messages)
+    batches, start = [], 0
+    for cut in [*sorted(set(cuts)), len(messages)]:
+        if start < cut <= len(messages):
+            batches.append(sent[start:cut])
+            start = cut
+
+    def run(path):
+        results = []
+        s = Store(path)
+        try:
+            for i, batch in enumerate(batches):
+                if i == reopen_at:  # a restarted hub: the caches start empty
+                    s.close()
+                    s = Store(path)
+                r = s.store_metrics_batch(batch)
+                results.append((r.outcomes, r.contiguous, r.acks))
+            ranges = {d: s.stored_ranges(d) for d in "ab"}
+            return results, ranges, {d: s.contiguous(d) for d in "ab"}
+        finally:
+            s.close()
+
+    tmp = tmp_path_factory.mktemp("marks")
+    fast = run(tmp / "fast.db")
+    with monkeypatch.context() as m:
+        m.setattr(
+            store_module._Batch,
+            "advance",
+            lambda self, device_id, cached: store_module._advance_contiguous(self.conn, device_id),
+        )
+        read_back = run(tmp / "read_back.db")
+    assert fast == read_back
