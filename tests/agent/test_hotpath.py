@@ -23,6 +23,7 @@ from edge_agent.monitor import MetricsWindow, check_window
 from edge_agent.probation import ProbationMonitor
 from edge_agent.serving import Predictor, ServingModel
 from hub.bundler import ReferenceData, build_bundle
+from tests.support.closing import close_while_running
 
 pytestmark = pytest.mark.runtime
 
@@ -185,31 +186,13 @@ def test_threads_predicting_while_windows_close_lose_no_count(
     p = predictor(bundle, trust_1of1, monkeypatch, native=True)
     serving = p.active
     assert serving is not None
-    windows: list[MetricsWindow] = []
-    done = threading.Event()
     rows = integer_reference[:50].astype(np.float32)
 
     def caller() -> None:
         for i in range(1000):
             p.predict(rows[i % 50])
 
-    def closer() -> None:
-        while not done.is_set():
-            w = serving.monitor.close(NOW + 60)
-            if w is not None:
-                windows.append(w)
-
-    threads = [threading.Thread(target=caller) for _ in range(3)]
-    closing = threading.Thread(target=closer)
-    closing.start()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    done.set()
-    closing.join()
-    last = serving.monitor.close(NOW + 60)
-    windows += [last] if last is not None else []
+    windows = close_while_running(lambda: serving.monitor.close(NOW + 60), [caller] * 3)
     assert sum(w.n for w in windows) == 3000
     for w in windows:
         check_window(w)  # every histogram sums to its window's n

@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import threading
 from functools import reduce
 
 import numpy as np
@@ -30,6 +29,7 @@ from edge_agent.monitor import (
     subtract_windows,
 )
 from edge_agent.reference import ReferenceStats
+from tests.support.closing import close_while_running
 
 F, C = 3, 4
 
@@ -215,29 +215,12 @@ def test_clock_going_backwards_gives_an_empty_interval_not_an_invalid_window():
 def test_concurrent_record_and_close_lose_no_prediction():
     acc = accumulator(batch=16)
     x, probs = sample_data(1)
-    windows: list[MetricsWindow] = []
-    done = threading.Event()
-
-    def closer() -> None:
-        while not done.is_set():
-            if (w := acc.close()) is not None:
-                windows.append(w)
 
     def recorder() -> None:
         for _ in range(2000):
             acc.record(x[0], probs[0], 0.001)
 
-    threads = [threading.Thread(target=recorder) for _ in range(4)]
-    closing = threading.Thread(target=closer)
-    closing.start()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    done.set()
-    closing.join()
-    if (w := acc.close()) is not None:
-        windows.append(w)
+    windows = close_while_running(acc.close, [recorder] * 4)
     assert sum(w.n for w in windows) == 8000
     assert sum(sum(w.latency) for w in windows) == 8000
 
