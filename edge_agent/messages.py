@@ -16,6 +16,7 @@ from edge_agent.canonical import canonical_bytes, parse_json
 from edge_agent.errors import ValidationError
 from edge_agent.monitor import MetricsWindow
 from edge_agent.schema import (
+    MAX_INT,
     as_object,
     exact_fields,
     is_safe_name,
@@ -359,7 +360,7 @@ def _metrics_fast(obj: dict[str, Any]) -> MetricsMessage | None:
         obj["format"] != METRICS_FORMAT
         or type(lo) is not int
         or type(hi) is not int
-        or not 1 <= lo <= hi
+        or not 1 <= lo <= hi <= MAX_INT
         or not is_safe_name(device_id)
         or type(windows) is not list
         or not 1 <= len(windows) <= 16

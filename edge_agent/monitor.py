@@ -56,7 +56,7 @@ from edge_agent.errors import ValidationError
 from edge_agent.histogram import bin_indices, n_counts
 from edge_agent.input_schema import InputSchema
 from edge_agent.reference import ReferenceStats
-from edge_agent.schema import as_object, exact_fields, is_safe_name, safe_name
+from edge_agent.schema import MAX_INT, as_object, exact_fields, is_safe_name, safe_name
 from edge_agent.schema import field as get
 
 Role = Literal["active", "shadow"]
@@ -257,8 +257,8 @@ def _window_checked(value: Any, where: str) -> MetricsWindow:
     if role not in ROLES:
         raise ValidationError(f"{where}.role: {role!r} is not one of {ROLES}")
     version = get(obj, "version", int, where)
-    if version < 1:
-        raise ValidationError(f"{where}.version: must be >= 1, got {version}")
+    if not 1 <= version <= MAX_INT:
+        raise ValidationError(f"{where}.version: must be from 1 to 2**53, got {version}")
     window = MetricsWindow(
         model_name=safe_name(obj["model"], f"{where}.model"),
         model_version=version,
@@ -923,8 +923,8 @@ def _all_finite(values: list[Any]) -> bool:
 
 
 def _count(value: Any, where: str) -> int:
-    if type(value) is not int or value < 0:
-        raise ValidationError(f"{where}: expected an integer >= 0")
+    if type(value) is not int or not 0 <= value <= MAX_INT:
+        raise ValidationError(f"{where}: expected an integer from 0 to 2**53")
     return value
 
 
@@ -987,7 +987,8 @@ def _window_fast(obj: Any) -> MetricsWindow | None:
         ]  # fmt: skip
         if not _all_counts(ints):
             return None
-    if version < 1:
+    # Every other count is bounded by n or compared (check_window's invariants below).
+    if not 1 <= version <= MAX_INT or n > MAX_INT or compared > MAX_INT:
         return None
     floats = [*mean, *m2, *lo, *hi, start, end]  # min/max null: the slow path
     if set(map(type, floats)) != _FLOAT_ONLY or not all(map(math.isfinite, floats)):
@@ -1016,6 +1017,7 @@ def _window_fast(obj: Any) -> MetricsWindow | None:
             len(errors) > MAX_ERROR_KINDS
             or set(map(type, values)) != _INT_ONLY
             or min(values) < 1  # zero counts are dropped: the slow path
+            or max(values) > MAX_INT
             or not all(map(is_safe_name, errors))
         ):
             return None

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, Final, TypeGuard, TypeVar
 
 from edge_agent.errors import ValidationError
 
 T = TypeVar("T")
+
+#: The largest integer any wire document may carry (counts, versions, sequences): exact
+#: in a float64 and in every JSON parser, and far inside SQLite's 64-bit integers, so a
+#: valid message can always be stored.
+MAX_INT: Final = 2**53
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _STR_ONLY = frozenset({str})
@@ -67,14 +72,16 @@ def field(obj: Mapping[Any, Any], key: Any, kind: type[T], where: str) -> T:
 
 
 def positive_int(obj: Mapping[str, Any], key: str, where: str, minimum: int = 1) -> int:
-    """Return ``obj[key]`` as an int of at least ``minimum``.
+    """Return ``obj[key]`` as an int from ``minimum`` to :data:`MAX_INT`.
 
     Raises:
-        ValidationError: not an int, or too small.
+        ValidationError: not an int, too small or too large.
     """
     value = field(obj, key, int, where)
     if value < minimum:
         raise ValidationError(f"{where}.{key}: must be >= {minimum}, got {value}")
+    if value > MAX_INT:
+        raise ValidationError(f"{where}.{key}: must be <= 2**53")
     return value
 
 

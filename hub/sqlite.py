@@ -75,7 +75,7 @@ class LockedDatabase:
 
     def __init__(self) -> None:
         """No connection yet."""
-        self._lock = threading.Lock()
+        self._lock: threading.Lock | threading.RLock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
 
     def __enter__(self) -> Self:

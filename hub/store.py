@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -229,6 +230,9 @@ class Store(LockedDatabase):
         # device -> its device_seqs.contiguous (a cache, likewise)
         self._contiguous: dict[str, int] = {}
         super().__init__()
+        # Reentrant: store_metrics_batch holds it across its transaction and the cache
+        # updates after the commit, so no other writer reads the caches in between.
+        self._lock = threading.RLock()
         self._error = StoreError
         self._label = f"store {path}"
         try:
@@ -284,19 +288,21 @@ class Store(LockedDatabase):
         Raises:
             StoreError: SQLite failed (nothing of the batch is stored), or closed.
         """
-        with self._write("store metrics") as conn:
-            batch = _Batch(conn, self._tops)
-            epochs = _Epochs(conn, self._epochs, self._clock(), batch)
-            outcomes = tuple(_store_message(batch, epochs.to_hub(m)) for m in messages)
-            batch.flush()
-            conn.executemany(_MARK_DIRTY, batch.dirty)
-            touched = dict.fromkeys(m.device_id for m in messages)
-            contiguous = {d: batch.advance(d, self._contiguous.get(d)) for d in touched}
-            conn.executemany(_SET_CONTIGUOUS, batch.marks)
-            acks = {d: epochs.ack(d, contiguous[d]) for d in touched}
-        self._epochs.update(epochs.learned)  # only once committed
-        self._tops.update(batch.tops)
-        self._contiguous.update(contiguous)
+        with self._lock:
+            with self._write("store metrics") as conn:
+                batch = _Batch(conn, self._tops)
+                epochs = _Epochs(conn, self._epochs, self._clock(), batch)
+                outcomes = tuple(_store_message(batch, epochs.to_hub(m)) for m in messages)
+                batch.flush()
+                conn.executemany(_MARK_DIRTY, batch.dirty)
+                touched = dict.fromkeys(m.device_id for m in messages)
+                contiguous = {d: batch.advance(d, self._contiguous.get(d)) for d in touched}
+                conn.executemany(_SET_CONTIGUOUS, batch.marks)
+                acks = {d: epochs.ack(d, contiguous[d]) for d in touched}
+            # Committed, and still under the lock: no other writer sees stale caches.
+            self._epochs.update(epochs.learned)
+            self._tops.update(batch.tops)
+            self._contiguous.update(contiguous)
         return MetricsResult(contiguous, outcomes, acks)
 
     def contiguous(self, device_id: str) -> int:

@@ -240,6 +240,46 @@ def test_number_beyond_any_float_is_malformed_not_a_crash(ingest, store, device)
     assert ingest.counters()["malformed"] == 1 and store.contiguous(dev) == 1
 
 
+def _with(doc: dict, path: tuple, value) -> bytes:
+    target = doc
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("seq_lo",),
+        ("seq_hi",),
+        ("windows", 0, "version"),
+        ("windows", 0, "n"),
+        ("windows", 0, "compared"),
+        ("windows", 0, "errors"),
+    ],
+)
+def test_integers_beyond_the_wire_contract_are_refused_by_the_parser(path):
+    """2**63 fits no SQLite integer: a message carrying it must be malformed, not a
+    store failure that rolls back the batch it came in."""
+    doc = json.loads(row("d1", 1).to_bytes())
+    value = {"invoke_error": 2**63} if path[-1] == "errors" else 2**63
+    if path == ("seq_lo",):
+        doc["seq_hi"] = 2**63
+    with pytest.raises(ValidationError, match=r"2\*\*53|seq_lo|seq_hi|not n ="):
+        parse_message(topic("d1", Channel.METRICS), _with(doc, path, value))
+
+
+def test_a_huge_model_version_is_malformed_and_other_devices_are_stored(ingest, store, device):
+    evil, good = uid("huge"), uid("good")
+    doc = json.loads(row(evil, 1).to_bytes())
+    device.publish(evil, Channel.METRICS, _with(doc, ("windows", 0, "version"), 2**63))
+    device.publish(good, Channel.METRICS, row(good, 1).to_bytes())
+    wait(ingest, lambda: ingest.counters()["malformed"] >= 1, "the malformed count")
+    assert ingest.wait_until_acked(good, 1, 20)
+    assert store.contiguous(good) == 1 and store.windows_for(device=evil) == []
+
+
 @pytest.mark.parametrize("column", ["mean", "m2", "min", "max"])
 def test_window_with_a_number_beyond_any_float_is_refused_by_the_parser(column):
     doc = row("d1", 1).windows[0].to_json()

@@ -148,6 +148,51 @@ def test_messages_of_one_batch_see_the_rows_stored_before_them(store):
     assert len(store.windows_for(device="d2")) == 1
 
 
+def test_a_compared_message_keeps_the_devices_top_for_the_next_in_its_batch(store):
+    """[2] fills a gap below the stored [3, 6]; [4, 5] after it in the same batch is a
+    replay inside [3, 6], not a new range to store again."""
+    store.store_metrics_batch([row("d", 1), row("d", 3, 6)])
+    result = store.store_metrics_batch([row("d", 2), row("d", 4, 5)])
+    assert result.outcomes == (Outcome.STORED, Outcome.DUPLICATE)
+    assert store.stored_ranges("d") == [(1, 1), (2, 2), (3, 6)]
+    assert store.contiguous("d") == 6
+
+
+def test_a_second_writer_never_sees_the_caches_of_an_uncounted_commit(store, monkeypatch):
+    """Writer A commits [2, 5]; writer B, a replay of 3, must not run between A's
+    commit and A's cache update (it would take 3 for new and store it twice)."""
+    import contextlib
+    import threading
+
+    store.store_metrics_batch([row("d", 1)])
+    real_write = Store._write
+    parked, gate = threading.Event(), threading.Event()
+
+    @contextlib.contextmanager
+    def write_then_park(self, what):
+        with real_write(self, what) as conn:
+            yield conn
+        if threading.current_thread().name == "A":  # committed; caches not updated yet
+            parked.set()
+            gate.wait()
+
+    monkeypatch.setattr(Store, "_write", write_then_park)
+    outcomes = {}
+    a = threading.Thread(target=lambda: store.store_metrics_batch([row("d", 2, 5)]), name="A")
+    b = threading.Thread(
+        target=lambda: outcomes.update(b=store.store_metrics_batch([row("d", 3)]).outcomes)
+    )
+    a.start()
+    parked.wait()
+    b.start()
+    b.join(timeout=0.5)  # B must wait for A's lock; without it B finishes here
+    gate.set()
+    a.join()
+    b.join()
+    assert outcomes["b"] == (Outcome.DUPLICATE,)
+    assert store.stored_ranges("d") == [(1, 1), (2, 5)]
+
+
 def test_compacted_range_after_partial_delivery_counts_each_window_once(store):
     # The hub stored seqs 1, 2 and 4; then the device compacted 1..4 into one row
     # (3 never arrived) and sends the merged row again, plus its newer rows.
