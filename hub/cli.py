@@ -407,32 +407,32 @@ _data_option = click.option(
 )
 @click.option(
     "--broker-password-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=_existing_file,
     default=None,
     help="File holding the hub's broker password (must not be group/world-readable).",
 )
 @click.option(
     "--broker-ca",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=_existing_file,
     default=None,
     help="CA certificate that signed an mqtts:// broker's certificate (default: system CAs).",
 )
 @click.option(
     "--tls-cert",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=_existing_file,
     default=None,
     help="Serve the API over HTTPS with this certificate (PEM; needs --tls-key).",
 )
 @click.option(
     "--tls-key",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=_existing_file,
     default=None,
     help="The private key of --tls-cert (PEM).",
 )
 @click.option(
     "--alerts",
     "alert_rules",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=_existing_file,
     default=None,
     help="Alert rules (JSON, see hub.alerts); default: no alerting.",
 )
