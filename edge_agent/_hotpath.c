@@ -19,7 +19,7 @@
  *      confidence and latency to a buffer of RING samples and counts it in the window's
  *      n. A full buffer (or the accumulator's close, through Runner.drain) is folded
  *      feature by feature: bins (underflow, interior bins with the last one closed,
- *      overflow, NaN), count/mean/M2/min/max of values of magnitude <= MOMENT_LIMIT
+ *      overflow, NaN), count/mean/M2/min/max of values of magnitude <= moment_limit
  *      merged by Chan's formula, range misses; then classes, confidence and latency.
  *      Folding a block keeps the window's arrays in cache, which the model's own
  *      invocation evicts between samples;
@@ -33,7 +33,6 @@
 #include <string.h>
 #include <time.h>
 
-#define MOMENT_LIMIT 1e100
 
 typedef struct {
     PyObject_HEAD
@@ -46,6 +45,7 @@ typedef struct {
     PyTypeObject *result_type; /* Prediction: a tuple (outputs, labels, model) */
     PyObject *labels, *version;
     int refuse_nan, refuse_range, count_range;
+    double moment_limit; /* monitor.MOMENT_LIMIT */
     Py_ssize_t n_features, n_classes;
     /* Views kept for the Runner's life: see the module comment. */
     Py_buffer b_staging, b_refuse_lo, b_refuse_hi, b_edges, b_edge_off, b_hist, b_hist_off;
@@ -151,20 +151,21 @@ static int runner_setup(Runner *self, PyObject *args, PyObject *kwds) {
                          "error_type", "range_problem", "result_type", "labels", "version",
                          "refuse_nan", "refuse_range", "refuse_lo", "refuse_hi", "edges",
                          "edge_off", "hist", "hist_off", "count", "mean", "m2", "vmin", "vmax",
-                         "count_range", "lo", "hi", "oor", "classes", "conf_edges", "conf",
-                         "lat_edges", "latency", "tally", NULL};
+                         "count_range", "moment_limit", "lo", "hi", "oor", "classes",
+                         "conf_edges", "conf", "lat_edges", "latency", "tally", NULL};
     PyObject *model, *staging, *serve_lock, *monitor_lock, *record_error, *error_type,
         *range_problem, *result_type, *labels, *version, *refuse_lo, *refuse_hi, *edges,
         *edge_off, *hist, *hist_off, *count, *mean, *m2, *vmin, *vmax, *lo, *hi, *oor,
         *classes, *conf_edges, *conf, *lat_edges, *latency, *tally;
     int refuse_nan, refuse_range, count_range;
+    double moment_limit;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$OOOOOOOOOOppOOOOOOOOOOOpOOOOOOOOO", kw, &model, &staging,
+            args, kwds, "$OOOOOOOOOOppOOOOOOOOOOOpdOOOOOOOOO", kw, &model, &staging,
             &serve_lock, &monitor_lock, &record_error, &error_type, &range_problem,
             &result_type, &labels, &version, &refuse_nan, &refuse_range, &refuse_lo,
             &refuse_hi, &edges, &edge_off, &hist, &hist_off, &count, &mean, &m2, &vmin, &vmax,
-            &count_range, &lo, &hi, &oor, &classes, &conf_edges, &conf, &lat_edges, &latency,
-            &tally))
+            &count_range, &moment_limit, &lo, &hi, &oor, &classes, &conf_edges, &conf,
+            &lat_edges, &latency, &tally))
         return -1;
     PyObject *interp = PyObject_GetAttrString(model, "interpreter");
     if (interp == NULL) return -1;
@@ -221,6 +222,7 @@ static int runner_setup(Runner *self, PyObject *args, PyObject *kwds) {
     self->refuse_nan = refuse_nan;
     self->refuse_range = refuse_range;
     self->count_range = count_range;
+    self->moment_limit = moment_limit;
     Py_ssize_t f = self->n_features, c = self->n_classes;
     if (view(self, staging, &self->b_staging, "f", f, 1, "staging") < 0 ||
         view(self, refuse_lo, &self->b_refuse_lo, "d", f, 0, "refuse_lo") < 0 ||
@@ -471,7 +473,7 @@ static void fold_ring(Runner *self) {
         for (Py_ssize_t s = 0; s < m; s++) {
             double v = ring[s * nf + j];
             h[bin_pairs(e, k, w, v)]++;
-            if (fabs(v) <= MOMENT_LIMIT) { /* false for NaN */
+            if (fabs(v) <= self->moment_limit) { /* false for NaN */
                 c++;
                 sum += v;
                 bmin = v < bmin ? v : bmin;
@@ -484,7 +486,7 @@ static void fold_ring(Runner *self) {
         double block_mean = sum / (double)c, block_m2 = 0.0;
         for (Py_ssize_t s = 0; s < m; s++) {
             double v = ring[s * nf + j];
-            if (fabs(v) <= MOMENT_LIMIT) block_m2 += (v - block_mean) * (v - block_mean);
+            if (fabs(v) <= self->moment_limit) block_m2 += (v - block_mean) * (v - block_mean);
         }
         long long n_a = count[j], total = n_a + c;
         double delta = block_mean - mean[j];

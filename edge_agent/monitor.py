@@ -692,7 +692,8 @@ class WindowAccumulator:
     def native_counters(self) -> dict[str, Any]:
         """The arrays the native one-sample path counts into, in place (keyword arguments
         of ``edge_agent._hotpath.Runner``), with the lock that guards them."""
-        lo, hi = self._ranges if self._ranges is not None else (self._k * 0.0, self._k * 0.0)
+        unbounded = np.zeros(self.n_features)  # not read: count_range is False
+        lo, hi = self._ranges if self._ranges is not None else (unbounded, unbounded)
         return {
             "monitor_lock": self._lock,
             "edges": np.ascontiguousarray(np.concatenate(self._edges), dtype=np.float64),
@@ -707,6 +708,7 @@ class WindowAccumulator:
             "vmin": self._min,
             "vmax": self._max,
             "count_range": self._ranges is not None,
+            "moment_limit": MOMENT_LIMIT,
             "lo": np.ascontiguousarray(lo, dtype=np.float64),
             "hi": np.ascontiguousarray(hi, dtype=np.float64),
             "oor": self._oor,

@@ -260,7 +260,7 @@ class Predictor:
             raise PredictionError("no model is active yet")
         native = active.native
         if native is not None:
-            result = native(inputs, self.probation)  # one float32 sample: the hot path
+            result = native(inputs, self.probation)  # one float sample: the hot path
             if result is not None:
                 if self.shadow is not None:
                     x = np.asarray(inputs, dtype=np.float32).reshape(1, -1)  # as served
