@@ -578,11 +578,7 @@ class Alerter:
     ) -> list[MetricsWindow]:
         devices: list[str] | None = None if scope.device is None else [scope.device]
         if scope.tag is not None:
-            devices = [
-                d.id
-                for d in self._devices(Scope(tag=scope.tag))
-                if scope.device is None or d.id == scope.device
-            ]
+            devices = self._store.cohort(scope.tag, scope.device)
         return self._store.merged_windows(
             model, version, scope.role, devices=devices, since=since
         )

@@ -500,7 +500,7 @@ def create_app(context: HubContext) -> FastAPI:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model {name!r} v{version}")
         devices: list[str] | None = None if device is None else [device]
         if tag is not None:
-            devices = [d.id for d in store.all_devices(tag) if device is None or d.id == device]
+            devices = store.cohort(tag, device)
         if since is not None and not exact and (devices is None or len(devices) > 1):
             since = float(hour_of(since) * HOUR_S)
         windows = store.merged_windows(name, version, role, devices=devices, since=since)

@@ -548,6 +548,15 @@ class Store(LockedDatabase):
             after = page[-1].id
         return out
 
+    def cohort(self, tag: str, device: str | None = None) -> list[str]:
+        """The ids of the devices carrying ``tag``; with ``device``, just that one if it
+        carries the tag (a drift or alert scope naming both).
+
+        Raises:
+            StoreError: SQLite failed, or closed.
+        """
+        return [d.id for d in self.all_devices(tag) if device is None or d.id == device]
+
     # --- events -----------------------------------------------------------------------
 
     def record_event(self, event: Event) -> int:
