@@ -88,6 +88,14 @@ def assert_same_windows(a: MetricsWindow | None, b: MetricsWindow | None) -> Non
         assert fa.m2 == pytest.approx(fb.m2, rel=1e-9, abs=1e-9)
 
 
+def assert_same_closed(native: Predictor, python: Predictor) -> list[MetricsWindow]:
+    """Close both active models' windows at the same time, compare them, return them."""
+    assert native.active is not None and python.active is not None
+    windows = [native.active.monitor.close(NOW + 60), python.active.monitor.close(NOW + 60)]
+    assert_same_windows(*windows)
+    return [w for w in windows if w is not None]
+
+
 def test_the_native_path_is_built_here() -> None:
     """The install step builds the extension; without it the targets in bench_predict
     are out of reach (the agent still serves, through the Python path)."""
@@ -132,12 +140,8 @@ def test_same_outputs_errors_and_windows_as_the_python_path(
             np.testing.assert_array_equal(native.predict(batch).outputs,
                                           python.predict(batch).outputs)
     assert native.active is not None and python.active is not None
-    if policy == "refuse":
-        assert native.active.monitor.close(NOW + 60).errors["invalid_input"] > 0
-        python.active.monitor.close(NOW + 60)
-        return
-    assert_same_windows(native.active.monitor.close(NOW + 60),
-                        python.active.monitor.close(NOW + 60))
+    window, _ = assert_same_closed(native, python)
+    assert (window.errors.get("invalid_input", 0) > 0) == (policy == "refuse")
 
 
 def test_lists_and_other_shapes_take_the_general_path(
@@ -174,9 +178,7 @@ def test_a_model_returning_nan_is_refused_and_counted(
             p.predict(row)
         assert p.predict(reference_x[0].astype(np.float32)).outputs.shape == (1, 3)
     assert (probation.ok, probation.errors) == (1, 1)
-    assert native.active is not None and python.active is not None
-    assert_same_windows(native.active.monitor.close(NOW + 60),
-                        python.active.monitor.close(NOW + 60))
+    assert_same_closed(native, python)
 
 
 def test_threads_predicting_while_windows_close_lose_no_count(
