@@ -464,6 +464,7 @@ static void fold_ring(Runner *self) {
     double *mean = self->b_mean.buf, *m2 = self->b_m2.buf;
     double *vmin = self->b_min.buf, *vmax = self->b_max.buf;
     const float *ring = self->ring;
+    const double limit = self->moment_limit;
     for (Py_ssize_t j = 0; j < nf; j++) {
         const double *e = padded + po[j];
         const Py_ssize_t k = last[j], w = po[j + 1] - po[j];
@@ -473,7 +474,7 @@ static void fold_ring(Runner *self) {
         for (Py_ssize_t s = 0; s < m; s++) {
             double v = ring[s * nf + j];
             h[bin_pairs(e, k, w, v)]++;
-            if (fabs(v) <= self->moment_limit) { /* false for NaN */
+            if (fabs(v) <= limit) { /* false for NaN */
                 c++;
                 sum += v;
                 bmin = v < bmin ? v : bmin;
@@ -486,7 +487,7 @@ static void fold_ring(Runner *self) {
         double block_mean = sum / (double)c, block_m2 = 0.0;
         for (Py_ssize_t s = 0; s < m; s++) {
             double v = ring[s * nf + j];
-            if (fabs(v) <= self->moment_limit) block_m2 += (v - block_mean) * (v - block_mean);
+            if (fabs(v) <= limit) block_m2 += (v - block_mean) * (v - block_mean);
         }
         long long n_a = count[j], total = n_a + c;
         double delta = block_mean - mean[j];
