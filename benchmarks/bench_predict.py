@@ -11,6 +11,7 @@ cannot make the figure look better than it is.
 from __future__ import annotations
 
 import itertools
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -61,17 +62,21 @@ def predictor_for(model: bytes, x: np.ndarray, tmp: Path, name: str) -> Predicto
     return predictor
 
 
-def per_call(fn, n: int) -> tuple[float, float]:
-    """Wall time and process CPU time (all threads) per call, in seconds."""
-    for _ in range(min(n // 10, 500)):
-        fn()
+ROUNDS = 20
+
+
+def timed_block(fn, n: int) -> tuple[float, float]:
+    """Wall time and process CPU time (all threads) of ``n`` calls, in seconds."""
     start, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
         fn()
-    return (time.perf_counter() - start) / n, (time.process_time() - cpu) / n
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def measure(label: str, predictor: Predictor, sample: np.ndarray, n: int, target: float) -> None:
+    """Bare and Agent.predict in ROUNDS interleaved blocks of n / ROUNDS calls each: the
+    ratio printed is the median of the rounds' ratios, so a slow spell of the machine
+    (a shared host) weighs on both sides of a round alike instead of on one side."""
     serving = predictor.active
     assert serving is not None
     interp = serving.model.interpreter
@@ -86,16 +91,26 @@ def measure(label: str, predictor: Predictor, sample: np.ndarray, n: int, target
         interp.get_tensor(outp)
 
     vector = sample.astype(np.float32)
-    bare_s, bare_cpu = per_call(bare, n)
-    predict_s, predict_cpu = per_call(lambda: predictor.predict(vector), n)
-    bare_s2, bare_cpu2 = per_call(bare, n)  # again, to show the noise between runs
-    base, base_cpu = min(bare_s, bare_s2), min(bare_cpu, bare_cpu2)
+
+    def predict() -> None:
+        predictor.predict(vector)
+
+    block = max(n // ROUNDS, 1)
+    timed_block(bare, block)  # warm both up
+    timed_block(predict, block)
+    rounds = [(timed_block(bare, block), timed_block(predict, block)) for _ in range(ROUNDS)]
+    ratios = [p[0] / b[0] for b, p in rounds]
+    bare_s = statistics.median(b[0] for b, _ in rounds) / block
+    predict_s = statistics.median(p[0] for _, p in rounds) / block
+    bare_cpu = sum(b[1] for b, _ in rounds)
+    predict_cpu = sum(p[1] for _, p in rounds)
     print(
-        f"   {label:<28} bare {base * 1e6:7.2f} us  Agent.predict {predict_s * 1e6:7.2f} us  "
-        f"ratio {predict_s / base:4.2f}x (target <= {target}x)  "
-        f"[bare runs {bare_s * 1e6:.2f}/{bare_s2 * 1e6:.2f} us]\n"
-        f"   {'':<28} CPU per call: bare {base_cpu * 1e6:7.2f} us  Agent.predict "
-        f"{predict_cpu * 1e6:7.2f} us  ratio {predict_cpu / base_cpu:4.2f}x"
+        f"   {label:<28} bare {bare_s * 1e6:7.2f} us  Agent.predict {predict_s * 1e6:7.2f} us  "
+        f"ratio {statistics.median(ratios):4.2f}x (target <= {target}x)  "
+        f"[median of {ROUNDS} interleaved rounds; rounds {min(ratios):.2f}-{max(ratios):.2f}x]\n"
+        f"   {'':<28} CPU per call: bare {bare_cpu / block / ROUNDS * 1e6:7.2f} us  "
+        f"Agent.predict {predict_cpu / block / ROUNDS * 1e6:7.2f} us  "
+        f"ratio {predict_cpu / bare_cpu:4.2f}x"
     )
 
 
