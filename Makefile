@@ -3,6 +3,8 @@
 #   make test    ruff + mypy + the whole test suite, in both TFLite runtimes
 #   make bench   the benchmarks (figures printed as ratios measured in one run; the agent
 #                daemon is measured on both TFLite runtimes)
+#   make flake-check  the integration tests FLAKE_RUNS times (default 5) with every core
+#                loaded by a busy loop; lists every test that failed in any run
 
 PYTHON        ?= python3
 # tflite-runtime has wheels only up to CPython 3.11: its environment uses 3.11.
@@ -14,7 +16,9 @@ PYTEST_FLAGS  ?=
 # Where the runtime-facing tests live (the hub API tests need the hub extra, absent there).
 RUNTIME_TESTS := tests/modelkit tests/test_bundle.py tests/test_cli.py tests/agent
 
-.PHONY: demo test lint typecheck pytest pytest-tflite bench clean
+.PHONY: demo test lint typecheck pytest pytest-tflite bench flake-check clean
+
+FLAKE_RUNS    ?= 5
 
 # setup.py and the C source: the agent's native hot path is built at install time.
 $(VENV)/.installed: pyproject.toml setup.py edge_agent/_hotpath.c Makefile
@@ -49,6 +53,9 @@ test: lint typecheck pytest pytest-tflite
 
 bench: $(VENV)/.installed $(VENV_TFLITE)/.installed
 	$(VENV)/bin/python -m benchmarks
+
+flake-check: $(VENV)/.installed
+	$(VENV)/bin/python -m tests.flake_check --runs $(FLAKE_RUNS)
 
 clean:
 	rm -rf $(VENV) $(VENV_TFLITE) .pytest_cache .mypy_cache .ruff_cache demo-work
