@@ -11,16 +11,27 @@ import asyncio
 import hashlib
 import hmac
 import json
+import pathlib
 import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import uvicorn
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile, status
+from fastapi import (
+    Depends,
+    FastAPI,
+    File,
+    Form,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    UploadFile,
+    status,
+)
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
@@ -30,6 +41,7 @@ from edge_agent.canonical import parse_json
 from edge_agent.directive import ModelRef, Probation
 from edge_agent.errors import EdgeFleetError
 from edge_agent.input_schema import InputSchema
+from hub.api_guard import BodyGuard, install_error_handlers
 from hub.audit import AuditLog
 from hub.bundler import load_reference
 from hub.directives import DirectivePublisher, DirectiveSigner
@@ -43,6 +55,15 @@ from hub.store import DeviceRecord, Store
 from hub.tokens import SCOPES, TokenError, TokenInfo, TokenStore
 
 _bearer = HTTPBearer(auto_error=False)
+
+# Path parameters, checked before a handler runs (a bad one is a 400, never a lookup).
+_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+DeviceId = Annotated[str, Path(pattern=_NAME_RE, description="A device id")]
+ModelName = Annotated[str, Path(pattern=_NAME_RE, description="A model name")]
+RolloutId = Annotated[str, Path(pattern=_NAME_RE, description="A rollout id")]
+TokenId = Annotated[str, Path(pattern=r"^[0-9a-f]{1,64}$", description="A token id")]
+Sha256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="64 lowercase hex digits")]
+Version = Annotated[int, Path(ge=1, le=2**53, description="A model version")]
 
 
 @dataclass
@@ -73,7 +94,7 @@ class DeployRequest(BaseModel):
     """Body of ``POST /v1/devices/{id}/deploy``."""
 
     name: str
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**53)
     mode: Literal["active", "shadow"] = "active"
     downgrade: bool = False
     probation: dict[str, Any] | None = None
@@ -164,6 +185,11 @@ def create_app(context: HubContext) -> FastAPI:
     """Build the FastAPI application serving ``context``."""
     app = FastAPI(title="EdgeFleet hub", version=__version__)
     app.dependency_overrides[_context] = lambda: context
+    install_error_handlers(app)
+    # Two files (model and reference) at their limit, plus the form's own bytes.
+    app.add_middleware(
+        BodyGuard, tokens=context.tokens, max_body_bytes=2 * context.max_upload_bytes + (1 << 20)
+    )
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -196,7 +222,7 @@ def create_app(context: HubContext) -> FastAPI:
 
     @app.get("/v1/devices/{device_id}", tags=["devices"])
     def get_device(
-        device_id: str, _: Annotated[TokenInfo, Depends(require("read"))]
+        device_id: DeviceId, _: Annotated[TokenInfo, Depends(require("read"))]
     ) -> dict[str, Any]:
         """One device's state, models, health and metric sequence."""
         store = need_store()
@@ -209,7 +235,7 @@ def create_app(context: HubContext) -> FastAPI:
     def list_events(
         _: Annotated[TokenInfo, Depends(require("read"))],
         device: str | None = None,
-        after_id: Annotated[int, Query(ge=0)] = 0,
+        after_id: Annotated[int, Query(ge=0, le=2**53)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         """Deployment events, oldest first; pass the last id as ``after_id`` for the next."""
@@ -221,7 +247,7 @@ def create_app(context: HubContext) -> FastAPI:
 
     @app.post("/v1/devices/{device_id}/deploy", status_code=201, tags=["devices"])
     def deploy(
-        device_id: str,
+        device_id: DeviceId,
         body: DeployRequest,
         caller: Annotated[TokenInfo, Depends(require("deploy"))],
     ) -> dict[str, Any]:
@@ -301,7 +327,7 @@ def create_app(context: HubContext) -> FastAPI:
 
     @app.get("/v1/rollouts/{rollout_id}", tags=["rollouts"])
     def get_rollout(
-        rollout_id: str, _: Annotated[TokenInfo, Depends(require("read"))]
+        rollout_id: RolloutId, _: Annotated[TokenInfo, Depends(require("read"))]
     ) -> dict[str, Any]:
         """One rollout: spec, state, stage, history, touched devices, gate values."""
         try:
@@ -311,7 +337,7 @@ def create_app(context: HubContext) -> FastAPI:
 
     @app.post("/v1/rollouts/{rollout_id}/{command}", tags=["rollouts"])
     def rollout_command(
-        rollout_id: str,
+        rollout_id: RolloutId,
         command: Literal["pause", "resume", "promote", "abort", "rollback"],
         caller: Annotated[TokenInfo, Depends(require("deploy"))],
     ) -> dict[str, Any]:
@@ -326,8 +352,8 @@ def create_app(context: HubContext) -> FastAPI:
     async def stream_events(
         _: Annotated[TokenInfo, Depends(require("read"))],
         device: str | None = None,
-        after_id: Annotated[int, Query(ge=0)] = 0,
-        max_events: Annotated[int | None, Query(ge=1)] = None,
+        after_id: Annotated[int, Query(ge=0, le=2**53)] = 0,
+        max_events: Annotated[int | None, Query(ge=1, le=2**53)] = None,
     ) -> StreamingResponse:
         """Server-sent events: every new deployment event as ``data: {json}`` with its id
         (resume with ``after_id``); ``max_events`` ends the stream after that many."""
@@ -357,7 +383,7 @@ def create_app(context: HubContext) -> FastAPI:
     @app.get("/v1/audit", tags=["audit"])
     def list_audit(
         _: Annotated[TokenInfo, Depends(require("admin"))],
-        after_id: Annotated[int, Query(ge=0)] = 0,
+        after_id: Annotated[int, Query(ge=0, le=2**53)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         """The hash-chained audit log, oldest first, and whether the chain verifies."""
@@ -408,7 +434,7 @@ def create_app(context: HubContext) -> FastAPI:
 
     @app.post("/v1/models/{name}/push", status_code=201, tags=["models"])
     async def push_model(
-        name: str,
+        name: ModelName,
         caller: Annotated[TokenInfo, Depends(require("deploy"))],
         model: Annotated[UploadFile, File(description="The .tflite model")],
         reference: Annotated[UploadFile, File(description="Reference data: .npz or .csv")],
@@ -416,7 +442,7 @@ def create_app(context: HubContext) -> FastAPI:
             UploadFile | None, File(alias="schema", description="Input schema JSON")
         ] = None,
         lineage: Annotated[str, Form()] = "{}",
-        version: Annotated[int | None, Form(ge=1)] = None,
+        version: Annotated[int | None, Form(ge=1, le=2**53)] = None,
     ) -> dict[str, Any]:
         """Build a bundle from a model and reference data, sign it with the hub's keys,
         and register it (the next version unless one is given)."""
@@ -425,7 +451,7 @@ def create_app(context: HubContext) -> FastAPI:
             model_bytes = await _read_limited(model, context.max_upload_bytes)
             suffix = ".csv" if (reference.filename or "").endswith(".csv") else ".npz"
             with tempfile.TemporaryDirectory() as tmp:
-                ref_path = Path(tmp) / f"reference{suffix}"
+                ref_path = pathlib.Path(tmp) / f"reference{suffix}"
                 ref_path.write_bytes(await _read_limited(reference, context.max_upload_bytes))
                 ref = load_reference(ref_path)
             input_schema = None
@@ -460,14 +486,14 @@ def create_app(context: HubContext) -> FastAPI:
 
     @app.get("/v1/models/{name}/versions", tags=["models"])
     def list_versions(
-        name: str, _: Annotated[TokenInfo, Depends(require("read"))]
+        name: ModelName, _: Annotated[TokenInfo, Depends(require("read"))]
     ) -> dict[str, Any]:
         """Every registered version of a model."""
         return {"versions": [_version_json(v) for v in need_registry().list_versions(name)]}
 
     @app.get("/v1/models/{name}/versions/{version}", tags=["models"])
     def get_version(
-        name: str, version: int, _: Annotated[TokenInfo, Depends(require("read"))]
+        name: ModelName, version: Version, _: Annotated[TokenInfo, Depends(require("read"))]
     ) -> dict[str, Any]:
         """One version: digest, size, status, tensors, quantization, lineage."""
         found = need_registry().get(name, version)
@@ -477,15 +503,15 @@ def create_app(context: HubContext) -> FastAPI:
 
     @app.get("/v1/models/{name}/versions/{version}/drift", tags=["drift"])
     def model_drift(
-        name: str,
-        version: int,
+        name: ModelName,
+        version: Version,
         _: Annotated[TokenInfo, Depends(require("read"))],
         device: str | None = None,
         tag: str | None = None,
-        since: float | None = None,
+        since: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
         exact: bool = False,
         role: str = "active",
-        min_count: Annotated[int, Query(ge=1)] = 200,
+        min_count: Annotated[int, Query(ge=1, le=2**53)] = 200,
     ) -> dict[str, Any]:
         """Drift of a version over the fleet, one device, or a tag cohort: the devices'
         counts are merged first, then scored (scores are never averaged).
@@ -512,7 +538,7 @@ def create_app(context: HubContext) -> FastAPI:
 
     @app.get("/v1/bundles/{sha256}", tags=["models"])
     def download_bundle(
-        sha256: str,
+        sha256: Sha256,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         expires: int | None = None,
         sig: str | None = None,
@@ -568,7 +594,7 @@ def create_app(context: HubContext) -> FastAPI:
 
     @app.delete("/v1/tokens/{token_id}", status_code=204, tags=["tokens"])
     def revoke_token(
-        token_id: str, caller: Annotated[TokenInfo, Depends(require("admin"))]
+        token_id: TokenId, caller: Annotated[TokenInfo, Depends(require("admin"))]
     ) -> None:
         """Revoke a token."""
         try:
@@ -589,8 +615,8 @@ class ApiServer:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        tls_cert: Path | None = None,
-        tls_key: Path | None = None,
+        tls_cert: pathlib.Path | None = None,
+        tls_key: pathlib.Path | None = None,
     ) -> None:
         """Configure; :meth:`start` binds and serves (HTTPS with ``tls_cert``/``tls_key``).
 

@@ -238,7 +238,7 @@ def _api_result(response: Any) -> dict[str, Any]:
     """The JSON body of a successful response; a one-line ClickException otherwise."""
     if response.status_code >= 400:
         try:
-            detail = response.json().get("detail", response.text)
+            detail = response.json().get("error", response.text)
         except ValueError:
             detail = response.text
         raise click.ClickException(f"hub answered {response.status_code}: {detail}")

@@ -158,7 +158,7 @@ def test_bundle_upload_listing_and_downloads(hub_service, demo_dir, reference_x,
     bad = httpx.post(
         f"{api}/v1/bundles", content=bytes(tampered), headers={"Authorization": f"Bearer {deploy}"}
     )
-    assert bad.status_code == 422 and "does not match" in bad.json()["detail"]
+    assert bad.status_code == 422 and "does not match" in bad.json()["error"]
     read = {"Authorization": f"Bearer {reader}"}
     assert httpx.get(f"{api}/v1/models", headers=read).json()["models"][0]["latest_version"] == 1
     got = httpx.get(f"{api}/v1/bundles/{sha}", headers=read)
