@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import random
 import shutil
 import sys
 import threading
@@ -126,6 +127,14 @@ class Plan:
     reason: str = ""
 
 
+def directive_retry_backoff(failures: int, base_s: float = 5.0) -> float:
+    """Seconds before the agent tries a directive whose download failed ``failures``
+    (>= 1) times in a row again: ``base_s`` doubling up to 5 minutes, with jitter so a
+    fleet that lost its hub does not come back in lockstep."""
+    step = min(300.0, base_s * 2.0 ** min(max(failures, 1) - 1, 16))
+    return step * (0.5 + 0.5 * random.random())  # noqa: S311  (jitter, not a secret)
+
+
 def plan(d: Directive, pointer: Pointer, failed_seq: int | None) -> Plan:
     """Decide what a directive asks of this device, given what is installed. Pure."""
     if failed_seq == d.seq:
@@ -197,6 +206,10 @@ class Agent:
         self._last_seq: int = int(saved.get("last_seq", 0))
         self._accepted_payload: bytes = str(saved.get("directive", "")).encode()
         self._failed_seq: int | None = saved.get("failed_seq")
+        # A download that failed (network, TLS, a full disk) is retried with back-off; a
+        # bundle that failed verification or its smoke test is not (``_failed_seq``).
+        self._download_failures = 0
+        self._retry_at: float | None = None
 
     # --- public API --------------------------------------------------------------------
 
@@ -229,6 +242,9 @@ class Agent:
         Raises:
             OSError: the outbox or the local API port cannot be opened.
         """
+        # httpx logs every request's full URL at INFO; a bundle URL carries its signature
+        # (a bearer credential). The agent logs its downloads itself, by bundle hash.
+        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
         self.outbox = Outbox(self.config.data_dir / "outbox.db", self.config.outbox_budget_bytes)
         self._epoch = self.outbox.epoch
         self._acked = self._acked_applied = 0
@@ -273,10 +289,13 @@ class Agent:
         self.stop()
 
     def health(self) -> dict[str, Any]:
-        """The state this agent reports, as JSON (also served at ``/v1/health``)."""
+        """The state this agent reports, as JSON (also served at ``/v1/health``), with
+        ``online`` saying whether the broker link is up right now."""
         import json
 
-        return dict(json.loads(self._state().to_bytes()))
+        doc = dict(json.loads(self._state().to_bytes()))
+        doc["online"] = self.link.connected.is_set()
+        return doc
 
     def model_info(self) -> dict[str, Any] | None:
         """The active model and its input schema (``/v1/model``), or None."""
@@ -630,6 +649,7 @@ class Agent:
 
     def _set_desired(self, directive: Directive) -> None:
         self._desired = directive
+        self._download_failures = 0
         self._cancel.set()  # abort a download for an older directive
         self._desired_changed.set()
 
@@ -638,9 +658,11 @@ class Agent:
             self._desired_changed.wait(1.0)
             if self._stop.is_set():
                 return
-            if not self._desired_changed.is_set():
+            retry_due = self._retry_at is not None and self.monotonic() >= self._retry_at
+            if not self._desired_changed.is_set() and not retry_due:
                 continue
             self._desired_changed.clear()
+            self._retry_at = None
             self._cancel.clear()
             directive = self._desired
             if directive is None:
@@ -673,12 +695,21 @@ class Agent:
             if self._cancel.is_set() and self._desired is not d:
                 return  # superseded by a newer directive
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if isinstance(exc, DownloadError | OSError) and not self._stop.is_set():
+                # Transient: try again later (and after a restart, which has no record).
+                self._download_failures += 1
+                failures, base = self._download_failures, self.config.download_retry_s
+                wait = directive_retry_backoff(failures, base)
+                self._retry_at = self.monotonic() + wait
+                reason = f"{reason} (retrying in {wait:.1f} s)"
+            else:
+                self._failed_seq = d.seq
+                self._save_state()
             log.error("agent: cannot deploy %s v%s: %s", m.name, m.version, reason)
             self._last_error = reason
-            self._failed_seq = d.seq
-            self._save_state()
             self._event(EventKind.FAILED, reason, version, d.seq)
             return
+        self._download_failures = 0
         with self._deploy_lock:
             if self._desired is not d:
                 return
@@ -727,6 +758,10 @@ class Agent:
         skip_httpx_cli()
         from edge_agent.download import download_bundle  # httpx is imported only when needed
 
+        # The URLs carry a signature (a bearer credential): name the bundle by its hash.
+        log.info("agent: downloading %s v%s (bundle %s, %d bytes)",
+                 m.name, m.version, m.sha256[:16], m.size)  # fmt: skip
+
         path = download_bundle(
             list(m.urls),
             dest,
@@ -735,5 +770,6 @@ class Agent:
             on_progress=progress,
             cancel=self._cancel,
             attempts=self.config.download_attempts,
+            ca_file=self.config.download_ca_file,
         )
         return self.slots.install(path)

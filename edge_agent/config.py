@@ -17,6 +17,11 @@ Example (``agent.toml``)::
     window_s = 60
     outbox_budget_bytes = 8388608
 
+    [download]
+    ca_file = "/etc/edgefleet/hub-ca.pem"   # trust for an https:// hub, optional
+    attempts = 5       # requests per try; a failed try is repeated after retry_s, doubling
+    retry_s = 5
+
     [local_api]
     port = 8765        # loopback HTTP for local apps; 0 disables
 
@@ -79,6 +84,10 @@ class AgentConfig:
     local_api_port: int = 8765
     state_interval_s: float = 30.0
     download_attempts: int = 5
+    #: CA certificate for bundle downloads from an https:// hub (None: the system's CAs).
+    download_ca_file: Path | None = None
+    #: First wait before a directive whose download failed is tried again (doubling).
+    download_retry_s: float = 5.0
     #: Send unacknowledged windows again when the hub acked nothing for this long.
     resend_after_s: float = 30.0
 
@@ -137,6 +146,8 @@ class AgentConfig:
             ca_file=base / ca_file if ca_file else None,
             keepalive=opt(broker_t, "keepalive", int, 30, "broker."),
         )
+        download_t = opt(doc, "download", dict, {}, "")
+        download_ca = opt(download_t, "ca_file", str, None, "download.")
         mon = opt(doc, "monitoring", dict, {}, "")
         api = opt(doc, "local_api", dict, {}, "")
         return cls(
@@ -150,7 +161,7 @@ class AgentConfig:
             local_api_port=opt(api, "port", int, 8765, "local_api."),
             state_interval_s=float(opt(mon, "state_interval_s", int | float, 30, "monitoring.")),  # type: ignore[arg-type]
             resend_after_s=float(opt(mon, "resend_after_s", int | float, 30, "monitoring.")),  # type: ignore[arg-type]
-            download_attempts=opt(
-                opt(doc, "download", dict, {}, ""), "attempts", int, 5, "download."
-            ),
+            download_attempts=opt(download_t, "attempts", int, 5, "download."),
+            download_ca_file=base / download_ca if download_ca else None,
+            download_retry_s=float(opt(download_t, "retry_s", int | float, 5, "download.")),  # type: ignore[arg-type]
         )

@@ -19,6 +19,7 @@ import errno
 import hashlib
 import os
 import random
+import ssl
 import sys
 import threading
 import time
@@ -81,6 +82,7 @@ def download_bundle(
     attempts: int = DEFAULT_ATTEMPTS,
     backoff: Callable[[int], float] | None = None,
     cancel: threading.Event | None = None,
+    ca_file: Path | None = None,
 ) -> Path:
     """Download a file of known size and SHA-256 to ``dest``, resuming where possible.
 
@@ -98,7 +100,8 @@ def download_bundle(
     range (200) restarts it from zero. ``on_progress(done, total)`` is called at most
     every 0.1 s or 5 %, and once at the end. Setting ``cancel`` aborts between reads,
     before each request and during back-off waits; a read that blocks is bounded by
-    ``timeout``.
+    ``timeout``. ``ca_file`` is the CA that signed an ``https://`` hub's certificate
+    (default: the system's CAs); it is not used with an injected ``client``.
 
     Returns:
         ``dest``, holding exactly ``size`` bytes with the given SHA-256, fsynced and
@@ -116,7 +119,16 @@ def download_bundle(
     stop = cancel if cancel is not None else threading.Event()
     if stop.is_set():
         raise DownloadError(f"download of {dest.name} cancelled")
-    http = client if client is not None else httpx.Client(timeout=timeout, follow_redirects=True)
+    if client is not None:
+        http = client
+    else:
+        verify: ssl.SSLContext | bool = True
+        if ca_file is not None:
+            try:
+                verify = ssl.create_default_context(cafile=str(ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise DownloadError(f"cannot use CA file {ca_file}: {exc}") from exc
+        http = httpx.Client(timeout=timeout, follow_redirects=True, verify=verify)
     try:
         part = _PartFile.open(part_path(dest), size)
         try:

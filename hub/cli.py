@@ -222,15 +222,43 @@ def model() -> None:
     """Produce models: a demo predictive-maintenance model, float32 and int8."""
 
 
-def _hub_client(hub_url: str, token_env: str) -> Any:
-    """An httpx client for the hub API with the token from ``token_env``."""
+def _hub_client(hub_url: str, token_env: str, hub_ca: Path | None = None) -> Any:
+    """An httpx client for the hub API with the token from ``token_env``, trusting
+    ``hub_ca`` (or ``EDGEFLEET_HUB_CA``) for an https:// hub.
+
+    Raises:
+        click.ClickException: no token, or an unusable CA file.
+    """
+    import ssl
+
     import httpx
 
     token = os.environ.get(token_env)
     if not token:
         raise click.ClickException(f"set {token_env} to an API token (edgefleet hub token create)")
+    ca = hub_ca or click.get_current_context().meta.get("hub_ca")
+    verify: ssl.SSLContext | bool = True
+    if ca is not None:
+        try:
+            verify = ssl.create_default_context(cafile=str(ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise click.ClickException(f"cannot use hub CA {ca}: {exc}") from exc
+
+    class OneLineTransport(httpx.HTTPTransport):
+        """Connection and TLS failures as one line, not a traceback."""
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            try:
+                return super().handle_request(request)
+            except httpx.TransportError as exc:
+                where = request.url.copy_with(query=None)
+                raise click.ClickException(f"cannot reach the hub at {where}: {exc}") from exc
+
     return httpx.Client(
-        base_url=hub_url, headers={"Authorization": f"Bearer {token}"}, timeout=120.0
+        base_url=hub_url,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=120.0,
+        transport=OneLineTransport(verify=verify),
     )
 
 
@@ -261,6 +289,14 @@ _hub_options = [
         show_default=True,
         help="Environment variable holding the API token.",
     ),
+    click.option(
+        "--hub-ca",
+        type=_existing_file,
+        envvar="EDGEFLEET_HUB_CA",
+        expose_value=False,
+        callback=lambda ctx, _, value: ctx.meta.__setitem__("hub_ca", value),
+        help="CA certificate of an https:// hub (env EDGEFLEET_HUB_CA; default: system CAs).",
+    ),
 ]
 
 
@@ -279,6 +315,7 @@ _hub_options = [
 )
 @_hub_options[0]
 @_hub_options[1]
+@_hub_options[2]
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def model_push(
     model_file: Path,
@@ -383,10 +420,45 @@ _data_option = click.option(
 )
 
 
+def _public_url(public_url: str | None, api_host: str, *, tls: bool) -> str | None:
+    """The checked ``--public-url`` (no trailing slash), or None to use where the API
+    listens.
+
+    Raises:
+        click.UsageError: a wildcard ``api_host`` without a public URL (devices would
+            be sent to ``http://0.0.0.0``), or a URL that is not http(s)://host[:port].
+    """
+    from urllib.parse import urlsplit
+
+    if public_url is None:
+        if api_host in ("0.0.0.0", "::", ""):  # noqa: S104  (detecting it, not binding)
+            scheme = "https" if tls else "http"
+            raise click.UsageError(
+                f"--api-host {api_host} needs --public-url (the address devices reach, "
+                f"e.g. {scheme}://hub.example.com:8700)"
+            )
+        return None
+    parts = urlsplit(public_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise click.UsageError(
+            f"--public-url must be http(s)://host[:port][/path], got {public_url!r}"
+        )
+    if parts.hostname in ("0.0.0.0", "::"):  # noqa: S104
+        raise click.UsageError(
+            "--public-url must name an address devices can reach, not a wildcard"
+        )
+    return public_url.rstrip("/")
+
+
 @hub.command("serve")
 @_data_option
 @click.option("--api-host", default="127.0.0.1", show_default=True)
 @click.option("--api-port", default=8700, show_default=True)
+@click.option(
+    "--public-url",
+    default=None,
+    help="The API's URL as devices reach it (bundle links); needed with a wildcard --api-host.",
+)
 @click.option(
     "--broker-url",
     default=None,
@@ -441,6 +513,7 @@ def hub_serve(
     data_dir: Path,
     api_host: str,
     api_port: int,
+    public_url: str | None,
     broker_url: str | None,
     broker_port: int,
     broker_username: str | None,
@@ -460,15 +533,19 @@ def hub_serve(
     from hub.service import HubService, HubSettings
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request's full URL at INFO (a webhook URL may hold its secret).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if broker_password_env and broker_password_file:
         raise click.UsageError("give --broker-password-env or --broker-password-file, not both")
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    public_url = _public_url(public_url, api_host, tls=tls_cert is not None)
     password = _passphrase(broker_password_env) or _secret_file(broker_password_file)
     settings = HubSettings(
         data_dir=data_dir,
         api_host=api_host,
         api_port=api_port,
+        public_url=public_url,
         broker_url=broker_url,
         embedded_broker_port=broker_port,
         broker_username=broker_username,
@@ -703,6 +780,7 @@ def _wait_rollout(client: Any, rollout_id: str, timeout: float) -> dict[str, Any
 )
 @_hub_options[0]
 @_hub_options[1]
+@_hub_options[2]
 @click.option("--json", "as_json", is_flag=True)
 def rollout_start(
     spec_path: Path | None,
@@ -765,6 +843,7 @@ def rollout_start(
 @click.option("--wait", "wait_s", type=float, default=None, metavar="SECONDS")
 @_hub_options[0]
 @_hub_options[1]
+@_hub_options[2]
 @click.option("--json", "as_json", is_flag=True)
 def rollout_status(
     rollout_id: str, wait_s: float | None, hub_url: str, token_env: str, as_json: bool
@@ -784,6 +863,7 @@ def rollout_status(
 @click.option("--active", is_flag=True)
 @_hub_options[0]
 @_hub_options[1]
+@_hub_options[2]
 @click.option("--json", "as_json", is_flag=True)
 def rollout_list(active: bool, hub_url: str, token_env: str, as_json: bool) -> None:
     """Every rollout (``--active``: running, waiting or paused)."""
@@ -801,6 +881,7 @@ def _rollout_command(name: str) -> click.Command:
     @click.argument("rollout_id")
     @_hub_options[0]
     @_hub_options[1]
+    @_hub_options[2]
     @click.option("--json", "as_json", is_flag=True)
     def command(rollout_id: str, hub_url: str, token_env: str, as_json: bool) -> None:
         with _hub_client(hub_url, token_env) as client:
