@@ -74,6 +74,7 @@ class HubContext:
     store: Store | None = None
     audit: AuditLog | None = None
     counters: Callable[[], dict[str, int]] | None = None
+    implausible: Callable[[], dict[str, int]] | None = None  # refused messages per device
     registry: Registry | None = None
     url_secret: bytes = b""  # signs short-lived bundle download URLs for devices
     max_upload_bytes: int = 512 << 20
@@ -404,6 +405,11 @@ def create_app(context: HubContext) -> FastAPI:
         for name, value in sorted(counts.items()):
             metric = f"edgefleet_ingest_{name}_total"
             lines += [f"# TYPE {metric} counter", f"{metric} {value}"]
+        per_device = context.implausible() if context.implausible else {}
+        if per_device:
+            metric = "edgefleet_ingest_implausible_by_device_total"
+            lines.append(f"# TYPE {metric} counter")
+            lines += [f'{metric}{{device="{d}"}} {n}' for d, n in sorted(per_device.items())]
         return "\n".join(lines) + "\n"
 
     def need_registry() -> Registry:

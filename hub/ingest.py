@@ -33,6 +33,7 @@ from edge_agent.messages import Ack, Event, MetricsMessage, State
 from edge_agent.topics import DEVICE_CHANNELS, Channel, fleet_filter, parse_topic, topic
 from hub.errors import HubError
 from hub.mqtt_relay import RelayConfig
+from hub.plausibility import Limits, message_problem
 from hub.store import Outcome, Store, StoreError
 
 log = logging.getLogger("edgefleet.hub.ingest")
@@ -46,6 +47,7 @@ COUNTER_NAMES: Final = (
     "rejected",
     "malformed",
     "refused_device_mismatch",
+    "implausible",
     "store_errors",
     "unknown_model",
     "acks_published",
@@ -120,12 +122,15 @@ class Ingest:
         tls: bool = False,
         ca_file: Path | None = None,
         known_version: Callable[[str, int], bool] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         """Configure (but do not start) the ingest. With ``tls``, the broker's certificate
         is verified against ``ca_file`` (or the system's CAs). ``known_version`` (the
         registry's) tells windows of unregistered model versions apart: they are stored
         (the device's data is not lost, and its acks keep flowing) but counted as
         ``unknown_model`` and logged once per version, since nothing can score them.
+        Metrics a device cannot have counted (see :mod:`hub.plausibility`, ``limits``)
+        are refused, logged in one line and counted per device (:meth:`implausible`).
 
         Raises:
             ValueError: ``batch_max`` < 1 or ``flush_interval_s`` < 0.
@@ -135,6 +140,8 @@ class Ingest:
         self.store = store
         self.host, self.port = host, port
         self._known_version = known_version
+        self._limits = limits or Limits()
+        self._implausible: dict[str, int] = {}
         self._known: set[tuple[str, int]] = set()
         self._warned: set[tuple[str, int]] = set()
         self._config = RelayConfig(
@@ -207,6 +214,11 @@ class Ingest:
         return self._connected.is_set()
 
     # --- observation ------------------------------------------------------------------
+
+    def implausible(self) -> dict[str, int]:
+        """How many implausible metrics messages each device sent (refused, not stored)."""
+        with self._cond:
+            return dict(self._implausible)
 
     def counters(self) -> dict[str, int]:
         """A snapshot of the counters (names in :data:`COUNTER_NAMES`)."""
@@ -385,6 +397,16 @@ class Ingest:
                 log.warning("ingest: malformed message on %r: %s", topic_name[:200], exc)
                 continue
             message = parsed.message
+            if isinstance(message, MetricsMessage):
+                problem = message_problem(message, self._limits, self._clock())
+                if problem is not None:
+                    counts["implausible"] += 1
+                    with self._cond:
+                        self._implausible[message.device_id] = (
+                            self._implausible.get(message.device_id, 0) + 1
+                        )
+                    log.warning("ingest: refused implausible metrics: %s", problem)
+                    continue
             try:
                 if isinstance(message, MetricsMessage):
                     metrics.append(message)

@@ -29,6 +29,7 @@ from hub.errors import HubError
 from hub.ingest import Ingest
 from hub.keys import init_keys, load_private_key
 from hub.mqtt_relay import tune_gc_for_ingest
+from hub.plausibility import DEFAULT_MAX_RATE_PER_S, Limits
 from hub.registry import Registry
 from hub.rollout import RolloutStore
 from hub.rollout_runner import RolloutRunner
@@ -58,6 +59,7 @@ class HubSettings:
     tls_key_file: Path | None = None  # ...and its key
     rollout_interval_s: float = 1.0
     rollup_interval_s: float = 30.0  # how often changed hour buckets are rolled up
+    max_prediction_rate: float = DEFAULT_MAX_RATE_PER_S  # per device; more is refused
 
 
 class HubService:
@@ -137,6 +139,7 @@ class HubService:
             tls=tls,
             ca_file=ca,
             known_version=lambda name, version: registry.get(name, version) is not None,
+            limits=Limits(max_rate_per_s=s.max_prediction_rate),
         ).start()
         self.signer = DirectiveSigner(db, keys)
         self.publisher = DirectivePublisher(
@@ -147,6 +150,7 @@ class HubService:
             store=self.store,
             audit=self.audit,
             counters=self.ingest.counters,
+            implausible=self.ingest.implausible,
             registry=self.registry,
             url_secret=url_secret,
             signer=self.signer,
