@@ -188,3 +188,12 @@ def test_a_newer_pin_wins_over_stored_rotations_it_already_includes(tmp_path, pi
     pin.write_text(json.dumps(chain[1].new_root.to_json()))
     again = PinnedTrust.load(pin, tmp_path)
     assert again.root.version == 3 and again.retired == ()
+
+
+def test_trust_is_one_fleet_topic_not_a_device_channel():
+    """A device may subscribe to the fleet's chain; nothing under a device id poses as it."""
+    from edge_agent.topics import TRUST_TOPIC, Channel, parse_topic, topic
+
+    assert topic("pump-1", Channel.TRUST) == TRUST_TOPIC == "edgefleet/v1/trust"
+    with pytest.raises(ValidationError, match="unknown channel 'trust'"):
+        parse_topic("edgefleet/v1/devices/pump-1/trust")
