@@ -180,6 +180,9 @@ class Agent:
         self._deploy_lock = threading.RLock()
         self._desired: Directive | None = None
         self._desired_changed = threading.Event()
+        # The last directive refused as untrusted: a rotation adopted later may make it
+        # trusted (its retained message can arrive before the rotation's).
+        self._untrusted_payload = b""
         self._cancel = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -201,9 +204,6 @@ class Agent:
         self._last_seq: int = int(saved.get("last_seq", 0))
         self._accepted_payload: bytes = str(saved.get("directive", "")).encode()
         self._failed_seq: int | None = saved.get("failed_seq")
-        # The last directive refused as untrusted: a rotation adopted later may make it
-        # trusted (its retained message can arrive before the rotation's).
-        self._untrusted_payload = b""
 
     # --- public API --------------------------------------------------------------------
 
