@@ -3,15 +3,15 @@
 Threads, and what each may touch:
 
 - the **agent thread** owns the outbox, publishes state/events/metrics, handles what
-  MQTT delivers (directives, acks, reconnects), closes monitoring windows on time and
-  decides probation;
+  MQTT delivers (directives, acks, trust rotations, reconnects), closes monitoring
+  windows on time and decides probation;
 - the **deploy thread** downloads, verifies, smoke-tests and activates bundles, one
   directive at a time (a newer directive cancels the download in progress);
 - paho's network thread only enqueues (see :mod:`edge_agent.link`);
 - callers of :meth:`Agent.predict` (local apps, the loopback HTTP API) run the model.
 
 What is on disk (``data_dir``, mode 0700) is enough to restart into the same state:
-the last accepted directive, the slot pointer, the outbox.
+the last accepted directive, the slot pointer, the outbox, the adopted trust rotations.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
-from edge_agent.directive import Directive, DirectiveRefusedError, accept_directive
+from edge_agent.directive import Directive, DirectiveRefusedError, Refusal, accept_directive
 from edge_agent.durable import read_json, write_json_atomic
 from edge_agent.errors import (
     ActivationError,
@@ -52,11 +52,12 @@ from edge_agent.messages import (
 )
 from edge_agent.monitor import MetricsWindow
 from edge_agent.outbox import Outbox
+from edge_agent.pinned import PinnedTrust
 from edge_agent.probation import ProbationMonitor, Verdict
 from edge_agent.serving import Prediction, Predictor, ServingModel
 from edge_agent.slots import Pointer, ProbationRecord, SlotRef, SlotStore
 from edge_agent.topics import Channel
-from edge_agent.trust import TrustRoot
+from edge_agent.trust import RotationChain, TrustRoot
 
 log = logging.getLogger("edgefleet.agent")
 
@@ -164,6 +165,9 @@ class Agent:
     ) -> None:
         """Prepare the agent (nothing runs before :meth:`start`).
 
+        The trust root is the pinned trust file with the rotations adopted since
+        (:class:`edge_agent.pinned.PinnedTrust`).
+
         Raises:
             ValidationError: the trust file is malformed.
             OSError: the data directory or trust file cannot be used.
@@ -173,8 +177,8 @@ class Agent:
         self.clock = clock
         self.monotonic = monotonic
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.trust = TrustRoot.load(config.trust_file)
-        self.slots = SlotStore(config.data_dir, self.trust)
+        self.pinned = PinnedTrust.load(config.trust_file, config.data_dir)
+        self.slots = SlotStore(config.data_dir, self.pinned.root, self.pinned.retired)
         self.downloads = config.data_dir / "downloads"
         self.downloads.mkdir(mode=0o700, exist_ok=True)
         self.state_path = config.data_dir / "agent-state.json"
@@ -185,6 +189,9 @@ class Agent:
         self._deploy_lock = threading.RLock()
         self._desired: Directive | None = None
         self._desired_changed = threading.Event()
+        # The last directive refused as untrusted: a rotation adopted later may make it
+        # trusted (its retained message can arrive before the rotation's).
+        self._untrusted_payload = b""
         self._cancel = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -229,6 +236,11 @@ class Agent:
         done = threading.Event()
         self.inbox.put(Incoming(None, b"close", done=done))
         return done.wait(timeout)
+
+    @property
+    def trust(self) -> TrustRoot:
+        """The trust root bundles and directives must be signed by now."""
+        return self.pinned.root
 
     @property
     def active_version(self) -> ModelVersion | None:
@@ -425,6 +437,8 @@ class Agent:
             self._on_directive(item.payload)
         elif item.channel is Channel.ACK:
             self._on_ack(item.payload)
+        elif item.channel is Channel.TRUST:
+            self._on_rotations(item.payload)
         elif item.channel is None and item.payload == b"windows":
             self._store_windows([])
             self._drain()
@@ -456,7 +470,9 @@ class Agent:
             log.warning("agent: %s", exc)
             self._last_error = str(exc)
             self._event(EventKind.REFUSED, str(exc), seq=exc.seq)
+            self._untrusted_payload = payload if exc.reason is Refusal.UNTRUSTED else b""
             return
+        self._untrusted_payload = b""
         self._last_seq = directive.seq
         self._accepted_payload = payload
         self._save_state()
@@ -468,6 +484,44 @@ class Agent:
             directive.seq,
         )
         self._set_desired(directive)
+
+    def _on_rotations(self, payload: bytes) -> None:
+        """Adopt the rotations of the hub's retained chain that follow the current root.
+
+        A record that does not verify is refused (a ``refused`` event) and changes
+        nothing; records at or below the current version are ignored.
+        """
+        if not payload:
+            return
+        before = self.pinned.root.version
+        try:
+            step = self.pinned.adopt(RotationChain.from_bytes(payload))
+        except ValidationError as exc:
+            self._refuse_rotation(f"rotation: {exc}")
+            return
+        except OSError as exc:  # not stored, so not adopted: the retained chain comes again
+            log.error("agent: cannot store the trust rotation: %s", exc)
+            self._last_error = f"cannot store the trust rotation: {exc}"
+            return
+        if step.adopted:
+            with self._deploy_lock:
+                self.slots.trust, self.slots.retired = self.pinned.root, self.pinned.retired
+            now = self.pinned.root
+            log.warning("agent: trust rotated from version %d to %d", before, now.version)
+            self._event(
+                EventKind.TRUST_ROTATED,
+                f"trust version {before} -> {now.version} ({now.threshold} of {len(now.keys)})",
+            )
+            if self._untrusted_payload:  # signed by the new keys, it arrived first
+                self._on_directive(self._untrusted_payload)
+        if step.refused:
+            self._refuse_rotation(step.refused)
+
+    def _refuse_rotation(self, reason: str) -> None:
+        line = reason.splitlines()[0] if reason else "rotation refused"
+        log.warning("agent: refused %s", line)
+        self._last_error = line
+        self._event(EventKind.REFUSED, line)
 
     def _on_ack(self, payload: bytes) -> None:
         try:

@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from edge_agent.config import BrokerConfig
 from edge_agent.errors import ValidationError
 from edge_agent.messages import offline_state
-from edge_agent.topics import Channel, parse_topic, topic
+from edge_agent.topics import TRUST_TOPIC, Channel, parse_topic, topic
 
 log = logging.getLogger("edgefleet.agent")
 
@@ -73,7 +73,8 @@ def configure_client(client: mqtt.Client, broker: BrokerConfig) -> None:
 
 
 class MqttLink:
-    """One device's connection: subscribes to ``desired`` and ``ack``, publishes the rest."""
+    """One device's connection: subscribes to ``trust``, ``desired`` and ``ack``, publishes
+    the rest."""
 
     def __init__(
         self,
@@ -152,8 +153,12 @@ class MqttLink:
                 "mqtt: connection to %s:%s refused (%s)", self.broker.host, self.broker.port, reason
             )
             return
-        client.subscribe(
-            [(topic(self.device_id, Channel.DESIRED), 1), (topic(self.device_id, Channel.ACK), 1)]
+        client.subscribe(  # trust first: retained rotations then usually precede directives
+            [
+                (TRUST_TOPIC, 1),
+                (topic(self.device_id, Channel.DESIRED), 1),
+                (topic(self.device_id, Channel.ACK), 1),
+            ]
         )
         self._failures = 0
         self.connected.set()
@@ -178,6 +183,9 @@ class MqttLink:
         self.connected.clear()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == TRUST_TOPIC:
+            self.inbox.put(Incoming(Channel.TRUST, bytes(message.payload), bool(message.retain)))
+            return
         try:
             device_id, channel = parse_topic(message.topic)
         except ValidationError as exc:

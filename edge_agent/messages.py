@@ -66,6 +66,7 @@ class EventKind(StrEnum):
     REFUSED = "refused"
     FAILED = "failed"
     COMPACTED = "compacted"
+    TRUST_ROTATED = "trust_rotated"
 
 
 @dataclass(frozen=True)

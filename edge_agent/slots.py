@@ -8,7 +8,10 @@ Layout under the agent's data directory::
 A bundle enters ``slots/`` by rename after it was verified, and the pointer is
 replaced atomically (:mod:`edge_agent.durable`), so a kill -9 at any instant leaves
 the old pointer or the new one, each naming complete, verified bundles. Every load
-verifies the bundle again against the pinned trust root.
+verifies the bundle again against the pinned trust root. A bundle installed before a
+key rotation was signed by keys since retired: a load (not an install) also accepts
+the roots rotated away from, so the models a device already holds keep loading and
+rolling back after it rotates.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 from edge_agent.bundle import Bundle, verify_bundle
 from edge_agent.durable import fsync_dir, read_json, write_json_atomic
-from edge_agent.errors import ActivationError, EdgeFleetError
+from edge_agent.errors import ActivationError, BundleError, EdgeFleetError, TrustError
 from edge_agent.messages import ModelVersion
 from edge_agent.schema import exact_fields
 from edge_agent.trust import TrustRoot
@@ -127,8 +130,13 @@ class Pointer:
 class SlotStore:
     """The slots directory and its pointer file."""
 
-    def __init__(self, data_dir: Path, trust: TrustRoot) -> None:
+    def __init__(
+        self, data_dir: Path, trust: TrustRoot, retired: tuple[TrustRoot, ...] = ()
+    ) -> None:
         """Open (creating with mode 0700) the store under ``data_dir``.
+
+        ``trust`` verifies what is installed; ``retired`` (roots rotated away from)
+        also verifies what is loaded, for bundles installed before a rotation.
 
         Raises:
             OSError: the directories cannot be created.
@@ -137,6 +145,7 @@ class SlotStore:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.pointer_path = data_dir / "slots.json"
         self.trust = trust
+        self.retired = retired
 
     def pointer(self) -> Pointer:
         """The current pointer (an empty one before the first activation).
@@ -192,11 +201,20 @@ class SlotStore:
     def load(self, ref: SlotRef) -> Bundle:
         """Verify a slot's bundle again (it may have been damaged on disk) and return it.
 
+        The current root is tried first, then the retired ones, newest first.
+
         Raises:
             ActivationError: the slot is missing or no longer verifies.
         """
         try:
             return verify_bundle(self.dir / ref.file, self.trust)
+        except BundleError as exc:
+            if not isinstance(exc.__cause__, TrustError):
+                raise ActivationError(f"slot {ref.file} cannot be used: {exc}") from exc
+            for root in reversed(self.retired):  # installed before a rotation?
+                with contextlib.suppress(BundleError, OSError):
+                    return verify_bundle(self.dir / ref.file, root)
+            raise ActivationError(f"slot {ref.file} cannot be used: {exc}") from exc
         except (EdgeFleetError, OSError) as exc:
             raise ActivationError(f"slot {ref.file} cannot be used: {exc}") from exc
 

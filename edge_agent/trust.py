@@ -7,7 +7,9 @@ string plus the document's canonical bytes, so a signature on one kind of docume
 
 Rotation replaces the trust root with a record signed by the threshold of the
 *current* keys (authority) and of the *new* keys (proof that they are held); its
-version is exactly one above the current root's.
+version is exactly one above the current root's. Records travel as a chain
+(:class:`RotationChain`), so a device that missed several rotations catches up by
+applying each in order (:func:`advance`).
 
 Only verification lives here; signing is the hub's (``hub.signing``).
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
 TRUST_FORMAT: Final = "edgefleet-trust/1"
 ROTATION_FORMAT: Final = "edgefleet-rotation/1"
+CHAIN_FORMAT: Final = "edgefleet-rotations/1"
 SCHEME: Final = "ed25519"
 MAX_TRUST_FILE_BYTES: Final = 1 << 20
 
@@ -297,6 +300,105 @@ class RotationRecord:
         current.verify(Context.ROTATION, payload, self.signatures, "rotation (current keys)")
         self.new_root.verify(Context.ROTATION, payload, self.signatures, "rotation (new keys)")
         return self.new_root
+
+
+@dataclass(frozen=True)
+class RotationChain:
+    """Rotation records in order: what the hub publishes and what a device keeps."""
+
+    records: tuple[RotationRecord, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the chain's JSON document."""
+        return {"format": CHAIN_FORMAT, "records": [r.to_json() for r in self.records]}
+
+    def to_bytes(self) -> bytes:
+        """The canonical bytes of :meth:`to_json`."""
+        return canonical_bytes(self.to_json())
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "rotations") -> RotationChain:
+        """Parse a chain document (signatures are checked by :func:`advance`, not here).
+
+        Raises:
+            ValidationError: malformed document or record.
+        """
+        obj = exact_fields(value, where, {"format", "records"})
+        if field(obj, "format", str, where) != CHAIN_FORMAT:
+            raise ValidationError(f"{where}.format: expected {CHAIN_FORMAT!r}")
+        items = list_of(obj, "records", dict, where)
+        return cls(
+            tuple(RotationRecord.from_json(r, f"{where}.records[{i}]") for i, r in enumerate(items))
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, what: str = "rotations") -> RotationChain:
+        """Parse a chain from JSON bytes of at most :data:`MAX_TRUST_FILE_BYTES`.
+
+        Raises:
+            ValidationError: too large, not JSON, or malformed.
+        """
+        if len(data) > MAX_TRUST_FILE_BYTES:
+            raise ValidationError(f"{what}: {len(data)} bytes is over {MAX_TRUST_FILE_BYTES}")
+        return cls.from_json(parse_json(data, what), what)
+
+    @classmethod
+    def load(cls, path: Path) -> RotationChain:
+        """Read a chain file; an absent file is the empty chain.
+
+        Raises:
+            ValidationError: the file is too large or malformed.
+            OSError: it exists but cannot be read.
+        """
+        try:
+            data = _read_small(path, MAX_TRUST_FILE_BYTES, "rotations file")
+        except FileNotFoundError:
+            return cls()
+        return cls.from_bytes(data, f"rotations file {path.name}")
+
+
+@dataclass(frozen=True)
+class Advance:
+    """What :func:`advance` did: the roots passed through, the records adopted, a refusal."""
+
+    roots: tuple[TrustRoot, ...]
+    """The starting root, then the root each adopted record installed, in order."""
+    adopted: tuple[RotationRecord, ...] = ()
+    refused: str = ""
+    """One line saying why a record was refused ("" if none was)."""
+
+    @property
+    def root(self) -> TrustRoot:
+        """The root reached: trust it from now on."""
+        return self.roots[-1]
+
+    @property
+    def retired(self) -> tuple[TrustRoot, ...]:
+        """The roots rotated away from (all but :attr:`root`)."""
+        return self.roots[:-1]
+
+
+def advance(current: TrustRoot, records: Sequence[RotationRecord]) -> Advance:
+    """Apply, in version order, each record that follows the root reached so far. Pure.
+
+    Records whose new root is not above the root reached (replays, rotations this
+    root already includes) are skipped without complaint. The first record that does
+    not validly rotate the root reached (wrong version, too few signatures by the
+    current or the new keys) is refused: it and every later record are left out, and
+    ``refused`` says why; the records adopted before it stand (each was verified by
+    the root it replaced).
+    """
+    roots = [current]
+    adopted: list[RotationRecord] = []
+    for record in sorted(records, key=lambda r: r.new_root.version):
+        if record.new_root.version <= roots[-1].version:
+            continue
+        try:
+            roots.append(record.apply(roots[-1]))
+        except TrustError as exc:
+            return Advance(tuple(roots), tuple(adopted), str(exc))
+        adopted.append(record)
+    return Advance(tuple(roots), tuple(adopted))
 
 
 def _read_small(path: Path, limit: int, what: str) -> bytes:

@@ -968,6 +968,45 @@ def token_create(data_dir: Path, name: str, scopes: tuple[str, ...], as_json: bo
         )
 
 
+@hub.group("keys", cls=EdgeFleetGroup)
+def hub_keys() -> None:
+    """The hub's signing keys: adopt a rotation made with `edgefleet keys rotate`."""
+
+
+@hub_keys.command("adopt-rotation")
+@click.argument("rotation", type=_existing_file)
+@click.option(
+    "--keys",
+    "new_keys",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The new keys' directory (`keys rotate --dir`).",
+)
+@_data_option
+def hub_keys_adopt_rotation(rotation: Path, new_keys: Path, data_dir: Path) -> None:
+    """Adopt ROTATION: its record joins the chain the hub publishes to devices, its new
+    keys replace the hub's (the old ones move to keys-retired/). Takes effect when
+    `hub serve` next starts: it publishes the chain, then signs with the new keys."""
+    from edge_agent.trust import RotationRecord
+    from hub.audit import AuditLog
+    from hub.keys import adopt_rotation
+
+    record = RotationRecord.load(rotation)
+    retired = adopt_rotation(data_dir, record, new_keys)
+    with AuditLog(data_dir / "hub.db") as log:
+        log.append(
+            "cli",
+            "keys.rotation.adopt",
+            f"trust v{record.new_root.version}",
+            {"keyids": sorted(record.new_root.keys), "retired": str(retired)},
+        )
+    click.echo(
+        f"trust version {record.previous_version} -> {record.new_root.version} adopted; "
+        f"retired keys in {retired}"
+    )
+    click.echo("restart `edgefleet hub serve` to publish it to devices and sign with the new keys")
+
+
 def register(root: click.Group) -> None:
     """Add the hub's commands to the ``edgefleet`` root command."""
     root.add_command(hub)

@@ -1,4 +1,5 @@
-"""Signing and publishing desired-state directives (the retained ``desired`` topic).
+"""Signing and publishing desired-state directives (the retained ``desired`` topic), and
+the fleet's trust rotations (the retained ``trust`` topic).
 
 Each device has its own monotonically increasing sequence, kept in the hub's SQLite
 file, so a restarted hub never reuses one (devices refuse a sequence at or below the
@@ -23,8 +24,8 @@ from edge_agent.config import BrokerConfig
 from edge_agent.directive import Directive, ModelRef, Probation, SignedDirective
 from edge_agent.link import configure_client
 from edge_agent.schema import safe_name
-from edge_agent.topics import Channel, topic
-from edge_agent.trust import Context
+from edge_agent.topics import TRUST_TOPIC, Channel, topic
+from edge_agent.trust import Context, RotationChain
 from hub.errors import HubError
 from hub.signing import sign
 
@@ -168,6 +169,21 @@ class DirectivePublisher:
             raise DirectiveError(f"directive for {device} not published: {exc}") from exc
         if not info.is_published():
             raise DirectiveError(f"directive for {device} not acknowledged by the broker")
+
+    def publish_trust(self, chain: RotationChain, timeout: float = 10.0) -> None:
+        """Publish the rotation chain retained on the fleet's ``trust`` topic; waits for
+        the broker's ack.
+
+        Raises:
+            DirectiveError: the broker did not take it in time.
+        """
+        info = self.client.publish(TRUST_TOPIC, chain.to_bytes(), qos=1, retain=True)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError) as exc:
+            raise DirectiveError(f"trust rotations not published: {exc}") from exc
+        if not info.is_published():
+            raise DirectiveError("trust rotations not acknowledged by the broker")
 
     def stop(self) -> None:
         """Disconnect."""

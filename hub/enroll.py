@@ -13,8 +13,9 @@ Enrolling a device
 
 Device access to topics comes from the ``pattern`` rules of the deploy ACL
 (``deploy/mosquitto/acl``: ``%u`` is the username, which is the device id), so no
-per-device ACL line is written; :func:`ensure_acl` only copies the deploy ACL into
-``broker_dir`` when none is there (an existing file is left alone).
+per-device ACL line is written; :func:`ensure_acl` copies the deploy ACL into
+``broker_dir`` when none is there, and otherwise only adds the devices' read rule for
+the trust rotations (``edgefleet/v1/trust``) to an ACL written before it existed.
 
 Mosquitto reads its password file at start and on SIGHUP: after enrolling or revoking,
 reload the broker (``systemctl reload mosquitto``, or :func:`reload_broker` with its pid
@@ -60,6 +61,8 @@ log = logging.getLogger("edgefleet.hub.enroll")
 HUB_USERNAME: Final = "edgefleet-hub"
 #: The deploy ACL copied into a broker directory that has none.
 DEPLOY_ACL: Final = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "acl"
+#: The rule that lets every device read the fleet's trust rotations.
+TRUST_ACL_RULE: Final = "pattern read edgefleet/v1/trust"
 #: PBKDF2 iterations, as ``mosquitto_passwd`` 2.x uses. Broker passwords are 256-bit
 #: random secrets, so the count is not what protects them; it is checked on every
 #: connection, so it is kept low.
@@ -198,13 +201,23 @@ def _locked(broker_dir: Path) -> Iterator[None]:
 def ensure_acl(broker_dir: Path) -> Path:
     """Copy the deploy ACL to ``broker_dir/acl`` when there is none; returns its path.
 
-    An existing ACL is left as it is (an operator may have extended it).
+    An existing ACL is kept (an operator may have extended it); only
+    :data:`TRUST_ACL_RULE` is appended when it lacks it, since devices that cannot read
+    the trust rotations refuse everything the hub signs after a key rotation.
 
     Raises:
-        EnrollError: the deploy ACL is missing or the copy fails.
+        EnrollError: the deploy ACL is missing, or the copy or the addition fails.
     """
     acl = broker_dir / "acl"
     if acl.exists():
+        try:
+            lines = acl.read_text().splitlines()
+            if TRUST_ACL_RULE not in (line.strip() for line in lines):
+                rule = ["# devices read the trust rotations", TRUST_ACL_RULE, ""]
+                _write_private(acl, "\n".join([*lines, *rule]))
+                log.info("enroll: added %r to %s; reload the broker", TRUST_ACL_RULE, acl)
+        except OSError as exc:
+            raise EnrollError(f"cannot update the ACL {acl} ({exc.strerror})") from exc
         return acl
     try:
         broker_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,8 @@ Everything lives under one data directory (mode 0700)::
     hub.db      store, API tokens (hashed), audit log, registry
     bundles/    content-addressed signed bundles
     keys/       the hub's signing keys and trust.json (created on first start)
+    rotations.json  the trust rotations adopted (``edgefleet hub keys adopt-rotation``),
+                published retained on ``edgefleet/v1/trust`` at every start
     url-secret  signs short-lived bundle download URLs for devices
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 from edge_agent.config import BrokerConfig
 from edge_agent.durable import write_atomic
 from edge_agent.errors import ValidationError
-from edge_agent.trust import TrustRoot
+from edge_agent.trust import RotationChain, TrustRoot
 from hub.alerts import Alerter, AlertRule, load_rules
 from hub.api import ApiServer, HubContext, create_app
 from hub.audit import AuditLog
@@ -27,7 +29,7 @@ from hub.broker import EmbeddedBroker
 from hub.directives import DirectivePublisher, DirectiveSigner
 from hub.errors import HubError
 from hub.ingest import Ingest
-from hub.keys import init_keys, load_private_key
+from hub.keys import ROTATIONS_FILE, check_chain, init_keys, load_private_key
 from hub.mqtt_relay import tune_gc_for_ingest
 from hub.plausibility import DEFAULT_MAX_RATE_PER_S, Limits
 from hub.registry import Registry
@@ -104,7 +106,13 @@ class HubService:
         self.store = Store(db)
         self.audit = AuditLog(db)
         key_dir = s.data_dir / "keys"
+        chain = RotationChain.load(s.data_dir / ROTATIONS_FILE)
         if not (key_dir / "trust.json").exists():
+            if chain.records:  # never replace rotated keys with fresh ones
+                raise HubError(
+                    f"{key_dir / 'trust.json'} is missing but {ROTATIONS_FILE} holds rotations: "
+                    "finish `edgefleet hub keys adopt-rotation`"
+                )
             init_keys(key_dir)
             log.info(
                 "hub: created signing keys in %s (pin %s on devices)",
@@ -112,6 +120,7 @@ class HubService:
                 key_dir / "trust.json",
             )
         trust = TrustRoot.load(key_dir / "trust.json")
+        check_chain(chain, trust)
         keys = [load_private_key(p).key for p in sorted(key_dir.glob("key-*.pem"))]
         self.registry = Registry(db, s.data_dir / "bundles", trust, keys)
         secret_path = s.data_dir / "url-secret"
@@ -145,6 +154,9 @@ class HubService:
         self.publisher = DirectivePublisher(
             host, port, user, password, tls=tls, ca_file=ca
         ).start()
+        if chain.records:  # before anything is signed with the new keys
+            self.publisher.publish_trust(chain)
+            log.info("hub: published trust rotations up to version %d", trust.version)
         context = HubContext(
             tokens=self.tokens,
             store=self.store,

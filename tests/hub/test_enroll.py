@@ -22,6 +22,7 @@ from edge_agent.config import AgentConfig
 from hub.enroll import (
     DEPLOY_ACL,
     HUB_USERNAME,
+    TRUST_ACL_RULE,
     EnrollError,
     check_password,
     enroll_device,
@@ -232,6 +233,21 @@ def test_bundle_loads_as_agent_config(enroll, store, tmp_path, trust_file):
     assert record is not None and record.tags == ("pumps", "site-a")
     assert record.enrolled_at is not None
     assert (tmp_path / "broker" / "acl").read_text() == DEPLOY_ACL.read_text()
+
+
+def test_acl_written_before_trust_rotations_gains_only_their_read_rule(enroll, tmp_path):
+    """Devices that cannot read the rotations would refuse all the hub signs after one."""
+    broker_dir = tmp_path / "broker"
+    broker_dir.mkdir()
+    before = [line for line in DEPLOY_ACL.read_text().splitlines() if "v1/trust" not in line]
+    old = "\n".join([*before, "user ops", "topic read edgefleet/v1/#", ""])
+    (broker_dir / "acl").write_text(old)
+    enroll("pump-1")
+    text = (broker_dir / "acl").read_text()
+    assert text.startswith(old)
+    assert text[len(old) :].splitlines() == ["# devices read the trust rotations", TRUST_ACL_RULE]
+    enroll("pump-2")
+    assert (broker_dir / "acl").read_text() == text  # added once
 
 
 def test_hub_account_is_stable(tmp_path):
