@@ -145,6 +145,7 @@ def _device_json(d: DeviceRecord) -> dict[str, Any]:
         "shadow": model(d.shadow),
         "health": d.health,
         "buffer_depth": d.buffer_depth,
+        "revoked_at": d.revoked_at,
     }
 
 
@@ -213,9 +214,19 @@ def create_app(context: HubContext) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         online: bool | None = None,
         tag: str | None = None,
+        revoked: bool | None = False,
+        include_revoked: bool = False,
     ) -> dict[str, Any]:
-        """A page of devices in id order; pass the last id as ``after`` for the next."""
-        page = need_store().list_devices(after=after, limit=limit, online=online, tag=tag)
+        """A page of devices in id order; pass the last id as ``after`` for the next.
+        Revoked devices are listed only with ``revoked=true`` (just them) or
+        ``include_revoked=true`` (everyone)."""
+        page = need_store().list_devices(
+            after=after,
+            limit=limit,
+            online=online,
+            tag=tag,
+            revoked=None if include_revoked else revoked,
+        )
         return {
             "devices": [_device_json(d) for d in page],
             "next": page[-1].id if len(page) == limit else None,
@@ -257,6 +268,8 @@ def create_app(context: HubContext) -> FastAPI:
         registry = need_registry()
         if context.signer is None or context.publisher is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "directives unavailable")
+        if context.store is not None and context.store.is_revoked(device_id):
+            raise HTTPException(status.HTTP_409_CONFLICT, f"device {device_id!r} is revoked")
         found = registry.get(body.name, body.version)
         if found is None:
             raise HTTPException(

@@ -185,6 +185,21 @@ class DirectivePublisher:
         if not info.is_published():
             raise DirectiveError("trust rotations not acknowledged by the broker")
 
+    def clear(self, device_id: str, timeout: float = 10.0) -> None:
+        """Remove the device's retained directive from the broker (an empty retained
+        message), as for a revoked device; waits for the broker's ack.
+
+        Raises:
+            DirectiveError: the broker did not take it in time.
+        """
+        info = self.client.publish(topic(device_id, Channel.DESIRED), b"", qos=1, retain=True)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError) as exc:
+            raise DirectiveError(f"directive of {device_id} not cleared: {exc}") from exc
+        if not info.is_published():
+            raise DirectiveError(f"clearing the directive of {device_id} was not acknowledged")
+
     def stop(self) -> None:
         """Disconnect."""
         self.client.disconnect()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,7 @@ class HubSettings:
     tls_key_file: Path | None = None  # ...and its key
     rollout_interval_s: float = 1.0
     rollup_interval_s: float = 30.0  # how often changed hour buckets are rolled up
+    revocation_interval_s: float = 2.0  # how often revoked devices' directives are cleared
     max_prediction_rate: float = DEFAULT_MAX_RATE_PER_S  # per device; more is refused
 
 
@@ -83,6 +85,7 @@ class HubService:
         self.publisher: DirectivePublisher | None = None
         self.api: ApiServer | None = None
         self._roller: threading.Thread | None = None
+        self._revoker: threading.Thread | None = None
         self._stopping = threading.Event()
 
     def start(self) -> HubService:
@@ -197,6 +200,11 @@ class HubService:
             name="hub-rollups", daemon=True,
         )  # fmt: skip
         self._roller.start()
+        self._revoker = threading.Thread(
+            target=self._clear_revoked_forever, args=(s.revocation_interval_s,),
+            name="hub-revocations", daemon=True,
+        )  # fmt: skip
+        self._revoker.start()
         self.audit.append("hub", "hub.start", str(s.data_dir), {"api": self.api.url})
         log.info("hub: API on %s, MQTT on %s:%s", self.api.url, host, port)
         return self
@@ -207,6 +215,32 @@ class HubService:
         if self.broker is not None:
             return self.broker.url
         return self.settings.broker_url or ""
+
+    def _clear_revoked(self) -> None:
+        """Remove the retained directives of devices revoked since the last look (the
+        revocation is written by ``device revoke``, possibly in another process)."""
+        store, publisher = self.store, self.publisher
+        if store is None or publisher is None:
+            return
+        for device_id in store.revoked_with_directive():
+            try:
+                publisher.clear(device_id)
+            except HubError as exc:
+                log.warning("hub: %s; trying again", exc)
+                return
+            store.mark_directive_cleared(device_id, time.time())
+            log.info("hub: %s is revoked: its retained directive is cleared", device_id)
+            if self.audit is not None:
+                self.audit.append("hub", "device.directive_cleared", device_id, {})
+
+    def _clear_revoked_forever(self, interval_s: float) -> None:
+        while True:
+            try:
+                self._clear_revoked()
+            except HubError as exc:
+                log.error("hub: clearing revoked devices' directives failed: %s", exc)
+            if self._stopping.wait(interval_s):
+                return
 
     def _roll_up_forever(self, store: Store, interval_s: float) -> None:
         """Keep the hourly roll-ups current, so drift queries only merge a few rows."""
@@ -223,6 +257,9 @@ class HubService:
         if self._roller is not None:
             self._roller.join(30)
             self._roller = None
+        if self._revoker is not None:
+            self._revoker.join(30)
+            self._revoker = None
         if self.runner is not None:
             self.runner.stop()
         if self.alerter is not None:

@@ -157,6 +157,19 @@ def _m0004(db: Database) -> None:
     db.execute("DROP INDEX IF EXISTS windows_device_lo")
 
 
+@MIGRATIONS(name="0005_enrollments")
+def _m0005(db: Database) -> None:
+    # Enrolment records (hub.enroll) live in the store's file; the store reads them to
+    # hide revoked devices. ``directive_cleared_at``: when the hub removed a revoked
+    # device's retained directive from the broker.
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS enrollments (device_id TEXT PRIMARY KEY,"
+        " enrolled_at REAL NOT NULL, rotated_at REAL, revoked_at REAL)"
+    )
+    if "directive_cleared_at" not in db["enrollments"].columns_dict:
+        db.execute("ALTER TABLE enrollments ADD COLUMN directive_cleared_at REAL")
+
+
 class Outcome(Enum):
     """What :meth:`Store.store_metrics_batch` did with one message."""
 
@@ -198,6 +211,7 @@ class DeviceRecord:
     health: dict[str, Any] = field(default_factory=dict)
     buffer_depth: int = 0
     state: dict[str, Any] | None = None
+    revoked_at: float | None = None  # when its enrolment was revoked (None: it is not)
 
 
 @dataclass(frozen=True)
@@ -512,10 +526,12 @@ class Store(LockedDatabase):
         limit: int = 100,
         online: bool | None = None,
         tag: str | None = None,
+        revoked: bool | None = False,
     ) -> list[DeviceRecord]:
         """A page of devices in id order: ids above ``after``, at most ``limit``.
 
         ``online`` and ``tag`` filter (a device matches ``tag`` when it carries it).
+        Revoked devices are left out unless ``revoked`` is True (only them) or None (all).
 
         Raises:
             StoreError: SQLite failed, or closed.
@@ -528,13 +544,17 @@ class Store(LockedDatabase):
             ("online = ?", None if online is None else int(online)),
             ("EXISTS (SELECT 1 FROM json_each(devices.tags) WHERE value = ?)", tag),
         )
+        if revoked is not None:
+            clause = _NOT_REVOKED if not revoked else f"NOT {_NOT_REVOKED}"
+            where = f"{where} AND {clause}" if where else f" WHERE {clause}"
         sql = f"{_SELECT_DEVICE}{where} ORDER BY id LIMIT ?"
         with self._read() as conn:
             rows = conn.execute(sql, (*params, limit)).fetchall()
         return [self._device_record(r) for r in rows]
 
     def all_devices(self, tag: str | None = None) -> list[DeviceRecord]:
-        """Every device (carrying ``tag``, if given) in id order, read page by page.
+        """Every device that is not revoked (carrying ``tag``, if given) in id order,
+        read page by page: what rollouts, cohorts and alerts may select.
 
         Raises:
             StoreError: SQLite failed, or closed.
@@ -556,6 +576,44 @@ class Store(LockedDatabase):
             StoreError: SQLite failed, or closed.
         """
         return [d.id for d in self.all_devices(tag) if device is None or d.id == device]
+
+    def is_revoked(self, device_id: str) -> bool:
+        """Whether the device's enrolment was revoked (seen by the hub or not).
+
+        Raises:
+            StoreError: SQLite failed, or closed.
+        """
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM enrollments WHERE device_id = ? AND revoked_at IS NOT NULL",
+                (device_id,),
+            ).fetchone()
+        return row is not None
+
+    def revoked_with_directive(self) -> list[str]:
+        """Revoked devices whose retained directive the hub has not cleared yet.
+
+        Raises:
+            StoreError: SQLite failed, or closed.
+        """
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT device_id FROM enrollments WHERE revoked_at IS NOT NULL"
+                " AND directive_cleared_at IS NULL ORDER BY device_id"
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def mark_directive_cleared(self, device_id: str, when: float) -> None:
+        """Record that the revoked device's retained directive was removed.
+
+        Raises:
+            StoreError: SQLite failed, or closed.
+        """
+        with self._write("mark directive cleared") as conn:
+            conn.execute(
+                "UPDATE enrollments SET directive_cleared_at = ? WHERE device_id = ?",
+                (when, device_id),
+            )
 
     # --- events -----------------------------------------------------------------------
 
@@ -615,7 +673,13 @@ class Store(LockedDatabase):
 _SELECT_DEVICE: Final = (
     "SELECT id, tags, enrolled_at, last_seen, online, offline_since, active_model,"
     " active_version, previous_model, previous_version, shadow_model, shadow_version,"
-    " health, buffer_depth, state FROM devices"
+    " health, buffer_depth, state,"
+    " (SELECT revoked_at FROM enrollments WHERE enrollments.device_id = devices.id)"
+    " FROM devices"
+)
+_NOT_REVOKED: Final = (
+    "NOT EXISTS (SELECT 1 FROM enrollments WHERE enrollments.device_id = devices.id"
+    " AND revoked_at IS NOT NULL)"
 )
 _SELECT_EVENT: Final = (
     "SELECT id, device_id, ts, kind, model, version, directive_seq, progress, detail FROM events"
@@ -995,6 +1059,7 @@ def _device_record(row: Sequence[Any]) -> DeviceRecord:
         health=json.loads(row[12]),
         buffer_depth=int(row[13]),
         state=None if row[14] is None else json.loads(row[14]),
+        revoked_at=row[15],
     )
 
 
