@@ -419,6 +419,14 @@ _data_option = click.option(
     help="The hub's data directory (database, bundles, keys).",
 )
 
+_broker_dir_option = click.option(
+    "--broker-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Mosquitto's password file and ACL (default: DATA/broker; production: "
+    "/etc/mosquitto/edgefleet, see the README).",
+)
+
 
 def _public_url(public_url: str | None, api_host: str, *, tls: bool) -> str | None:
     """The checked ``--public-url`` (no trailing slash), or None to use where the API
@@ -448,6 +456,66 @@ def _public_url(public_url: str | None, api_host: str, *, tls: bool) -> str | No
             "--public-url must name an address devices can reach, not a wildcard"
         )
     return public_url.rstrip("/")
+
+
+@hub.command("init")
+@_data_option
+@_broker_dir_option
+def hub_init(data_dir: Path, broker_dir: Path | None) -> None:
+    """Prepare a hub before its first start: signing keys, store, and the broker's files
+    (ACL, the hub's own account and its password file), so Mosquitto can start and
+    devices can be enrolled before `hub serve` runs. Keeps whatever already exists."""
+    from hub.enroll import ensure_acl, ensure_hub_account
+    from hub.keys import init_keys
+    from hub.store import Store
+
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_dir = data_dir / "keys"
+    if (key_dir / "trust.json").exists():
+        click.echo(f"keys     kept {key_dir}")
+    else:
+        init_keys(key_dir)
+        click.echo(f"keys     created in {key_dir} (devices pin {key_dir / 'trust.json'})")
+    with Store(data_dir / "hub.db"):
+        pass
+    broker = broker_dir or data_dir / "broker"
+    ensure_acl(broker)
+    ensure_hub_account(broker)
+    click.echo(f"broker   {broker / 'passwd'} and {broker / 'acl'} (point Mosquitto at them)")
+    click.echo(
+        f"next     edgefleet hub serve --data {data_dir} --broker-url mqtt(s)://HOST:PORT "
+        f"--broker-username edgefleet-hub --broker-password-file {broker / 'hub-password'}"
+    )
+
+
+@hub.command("tls")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for ca.crt/ca.key and server.crt/server.key (an existing CA is reused).",
+)
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    required=True,
+    help="A DNS name or IP address devices use for the broker and the hub (repeat).",
+)
+def hub_tls(out: Path, hosts: tuple[str, ...]) -> None:
+    """Create the fleet's private CA (once) and a server certificate for the broker and
+    the hub API."""
+    from hub.tls import TlsError, make_tls
+
+    try:
+        files = make_tls(out, hosts)
+    except TlsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"CA {files.ca} (pin on devices: device enroll --broker-ca/--hub-ca; keep "
+        f"{files.ca_key} offline); server certificate {files.cert} and key {files.key} "
+        f"for {', '.join(hosts)}"
+    )
 
 
 @hub.command("serve")
@@ -609,6 +677,32 @@ def device() -> None:
     default=None,
     help="Where the device's files go (default: DATA/enrolled).",
 )
+@_broker_dir_option
+@click.option(
+    "--broker-ca",
+    type=_existing_file,
+    default=None,
+    help="CA of an mqtts:// broker, copied into the device's files (default: system CAs).",
+)
+@click.option(
+    "--hub-ca",
+    type=_existing_file,
+    default=None,
+    help="CA of an https:// hub, for bundle downloads (default: system CAs).",
+)
+@click.option(
+    "--device-data-dir",
+    default="/var/lib/edgefleet",
+    show_default=True,
+    help="The agent's data directory on the device.",
+)
+@click.option(
+    "--local-api-port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="The agent's loopback API port (0: any free port).",
+)
 @click.option("--rotate", is_flag=True, help="Issue a new password to an enrolled device.")
 @_reload_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -620,6 +714,11 @@ def device_enroll(
     broker_url: str,
     trust_file: Path | None,
     out_dir: Path | None,
+    broker_dir: Path | None,
+    broker_ca: Path | None,
+    hub_ca: Path | None,
+    device_data_dir: str,
+    local_api_port: int,
     rotate: bool,
     reload_pid_file: Path | None,
     as_json: bool,
@@ -632,17 +731,27 @@ def device_enroll(
     from hub.enroll import enroll_device
     from hub.store import Store
 
+    trust = trust_file or data_dir / "keys" / "trust.json"
+    if not trust.is_file():
+        raise click.ClickException(
+            f"no trust file at {trust}: run `edgefleet hub init --data {data_dir}` first "
+            "(it creates the hub's keys), or give --trust"
+        )
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with Store(data_dir / "hub.db") as store:
         result = enroll_device(
             device_id,
             tags=[t.strip() for t in tags.split(",") if t.strip()],
             store=store,
-            broker_dir=data_dir / "broker",
+            broker_dir=broker_dir or data_dir / "broker",
             hub_url=hub_url,
             broker_url=broker_url,
-            trust_file=trust_file or data_dir / "keys" / "trust.json",
+            trust_file=trust,
             out_dir=out_dir or data_dir / "enrolled",
+            data_dir=device_data_dir,
+            local_api_port=local_api_port,
+            broker_ca=broker_ca,
+            hub_ca=hub_ca,
             rotate=rotate,
         )
     reloaded = _reload(reload_pid_file)
@@ -668,14 +777,17 @@ def device_enroll(
 @device.command("revoke")
 @click.argument("device_id")
 @_data_option
+@_broker_dir_option
 @_reload_option
-def device_revoke(device_id: str, data_dir: Path, reload_pid_file: Path | None) -> None:
+def device_revoke(
+    device_id: str, data_dir: Path, broker_dir: Path | None, reload_pid_file: Path | None
+) -> None:
     """Remove DEVICE_ID's broker account (refused at its next connection after a reload)."""
     from hub.enroll import revoke_device
     from hub.store import Store
 
     with Store(data_dir / "hub.db") as store:
-        revoke_device(device_id, store=store, broker_dir=data_dir / "broker")
+        revoke_device(device_id, store=store, broker_dir=broker_dir or data_dir / "broker")
     reloaded = _reload(reload_pid_file)
     done = "; broker reloaded" if reloaded else "; reload the broker"
     click.echo(f"revoked {device_id}{done}")

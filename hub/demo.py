@@ -16,23 +16,12 @@ import numpy as np
 from edge_agent.bundle import verify_bundle
 from edge_agent.canonical import canonical_bytes
 from edge_agent.errors import BundleError
-from edge_agent.input_schema import FeatureSpec, InputSchema
 from edge_agent.trust import TrustRoot
 from hub.bundler import ReferenceData, build_bundle
 from hub.errors import HubError
 from hub.keys import init_keys, load_private_key
-from hub.modelkit.dataset import CLASSES, FEATURE_RANGES, FEATURES
-from hub.modelkit.demo import build_demo
-
-
-def demo_schema() -> InputSchema:
-    """The input schema of the demo model (physical sensor ranges)."""
-    return InputSchema(
-        features=tuple(FeatureSpec(n, *FEATURE_RANGES[n]) for n in FEATURES),
-        labels=CLASSES,
-        out_of_range="accept",
-        nan="refuse",
-    )
+from hub.modelkit.dataset import FEATURES
+from hub.modelkit.demo import build_demo, demo_schema
 
 
 def run_demo(directory: Path) -> Iterator[str]:

@@ -38,7 +38,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import signal
 import sqlite3
 import tempfile
@@ -71,6 +70,10 @@ _SALT_BYTES: Final = 12
 _HASH_BYTES: Final = 64
 _PASSWORD_BYTES: Final = 32  # token_urlsafe(32): 43 characters
 _PRIVATE: Final = 0o600
+#: The broker's own files (password file, ACL): the hub writes them, Mosquitto's user
+#: reads them through the broker directory's group (see the README's real-fleet layout).
+_BROKER_READABLE: Final = 0o640
+_BROKER_DIR_MODE: Final = 0o2750
 _NO_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 
@@ -149,12 +152,14 @@ def _set_user(path: Path, user: str, encoded: str | None) -> bool:
         kept.append(f"{user}:{encoded}")
     elif len(kept) == len(lines):
         return False
-    _write_private(path, "".join(f"{line}\n" for line in kept))
+    _write_private(path, "".join(f"{line}\n" for line in kept), broker_readable=True)
     return True
 
 
-def _write_private(path: Path, data: str | bytes) -> None:
-    """Replace ``path`` atomically (temp file, fsync, rename) with mode 0600.
+def _write_private(path: Path, data: str | bytes, *, broker_readable: bool = False) -> None:
+    """Replace ``path`` atomically (temp file, fsync, rename) with mode 0600, or with
+    ``broker_readable`` 0640 and the group of its directory (Mosquitto's, in the
+    production layout), so the broker can read it and nobody else.
 
     Raises:
         EnrollError: the file cannot be written.
@@ -163,7 +168,9 @@ def _write_private(path: Path, data: str | bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
             with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), _PRIVATE)
+                if broker_readable:
+                    os.fchown(f.fileno(), -1, path.parent.stat().st_gid)
+                os.fchmod(f.fileno(), _BROKER_READABLE if broker_readable else _PRIVATE)
                 f.write(data.encode() if isinstance(data, str) else data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -184,7 +191,9 @@ def _write_private(path: Path, data: str | bytes) -> None:
 def _locked(broker_dir: Path) -> Iterator[None]:
     """Serialise changes to ``broker_dir`` across processes (a lock file)."""
     try:
-        broker_dir.mkdir(parents=True, exist_ok=True)
+        if not broker_dir.exists():
+            broker_dir.mkdir(parents=True)
+            broker_dir.chmod(_BROKER_DIR_MODE)
         fd = os.open(broker_dir / ".enroll.lock", os.O_RDWR | os.O_CREAT, _PRIVATE)
     except OSError as exc:
         raise EnrollError(f"cannot lock {broker_dir} ({exc.strerror})") from exc
@@ -214,18 +223,16 @@ def ensure_acl(broker_dir: Path) -> Path:
             lines = acl.read_text().splitlines()
             if TRUST_ACL_RULE not in (line.strip() for line in lines):
                 rule = ["# devices read the trust rotations", TRUST_ACL_RULE, ""]
-                _write_private(acl, "\n".join([*lines, *rule]))
+                _write_private(acl, "\n".join([*lines, *rule]), broker_readable=True)
                 log.info("enroll: added %r to %s; reload the broker", TRUST_ACL_RULE, acl)
         except OSError as exc:
             raise EnrollError(f"cannot update the ACL {acl} ({exc.strerror})") from exc
         return acl
     try:
-        broker_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(DEPLOY_ACL, acl)
-        acl.chmod(_PRIVATE)
-    except OSError as exc:
+        _write_private(acl, DEPLOY_ACL.read_bytes(), broker_readable=True)
+    except (OSError, EnrollError) as exc:
         raise EnrollError(
-            f"cannot install the ACL {acl} from {DEPLOY_ACL} ({exc.strerror}); "
+            f"cannot install the ACL {acl} from {DEPLOY_ACL} ({exc}); "
             "copy deploy/mosquitto/acl there by hand"
         ) from exc
     return acl
@@ -268,16 +275,13 @@ def _ensure_hub_account(broker_dir: Path) -> str:
 
 @contextlib.contextmanager
 def _records(store: Store) -> Iterator[sqlite3.Connection]:
-    """The ``enrollments`` table, in the store's SQLite file (created on first use)."""
+    """The ``enrollments`` table, in the store's SQLite file (the store's migrations
+    create it)."""
     try:
         conn = sqlite3.connect(store.path, isolation_level=None, timeout=10.0)
     except sqlite3.Error as exc:
         raise EnrollError(f"cannot open the store {store.path} ({exc})") from exc
     try:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS enrollments (device_id TEXT PRIMARY KEY,"
-            " enrolled_at REAL NOT NULL, rotated_at REAL, revoked_at REAL)"
-        )
         yield conn
     except sqlite3.Error as exc:
         raise EnrollError(f"cannot use enrolment records in {store.path} ({exc})") from exc
@@ -312,6 +316,22 @@ def _check_id(device_id: str) -> str:
 
 # --- enrol and revoke ------------------------------------------------------------------
 
+_NO_TRUST_HINT: Final = (
+    "; run `edgefleet hub init --data DIR` first (it creates the hub's keys) or give --trust"
+)
+
+
+def _read_input(path: Path, what: str, hint: str) -> bytes:
+    """The bytes of an input file, read before anything is written.
+
+    Raises:
+        EnrollError: it cannot be read (one line, with ``hint``).
+    """
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise EnrollError(f"cannot read the {what} {path} ({exc.strerror}){hint}") from exc
+
 
 def enroll_device(
     device_id: str,
@@ -325,13 +345,18 @@ def enroll_device(
     out_dir: Path,
     data_dir: str = "/var/lib/edgefleet",
     local_api_port: int = 8765,
+    broker_ca: Path | None = None,
+    hub_ca: Path | None = None,
     rotate: bool = False,
     now: float | None = None,
 ) -> Enrollment:
     """Enrol a device: broker account, hub record and agent bundle (see the module doc).
 
     With ``rotate=True`` an enrolled device gets a new password (and a new bundle);
-    a revoked device may be enrolled again without it.
+    a revoked device may be enrolled again without it. ``broker_ca`` (the CA of an
+    ``mqtts://`` broker) and ``hub_ca`` (of an ``https://`` hub) are copied into the
+    bundle as ``ca.pem`` and ``hub-ca.pem`` and named in its ``agent.toml``. Every input
+    file is read before anything is written, so a missing one leaves no trace.
 
     Raises:
         EnrollError: a bad id, tag or URL; the id is already enrolled (without
@@ -341,6 +366,13 @@ def enroll_device(
     _check_id(device_id)
     clean_tags = _check_tags(tags)
     _check_urls(hub_url, broker_url)
+    if not 0 <= local_api_port <= 65535:
+        raise EnrollError(f"local API port {local_api_port} is not in 0..65535")
+    inputs = {"trust.json": _read_input(trust_file, "trust file", _NO_TRUST_HINT)}
+    if broker_ca is not None:
+        inputs["ca.pem"] = _read_input(broker_ca, "broker CA", "")
+    if hub_ca is not None:
+        inputs["hub-ca.pem"] = _read_input(hub_ca, "hub CA", "")
     when = time.time() if now is None else now
     with _locked(broker_dir):
         enrolled = is_enrolled(device_id, store=store)
@@ -360,7 +392,7 @@ def enroll_device(
             tags=clean_tags,
             hub_url=hub_url,
             broker_url=broker_url,
-            trust_file=trust_file,
+            files=inputs,
             data_dir=data_dir,
             local_api_port=local_api_port,
         )
@@ -406,7 +438,9 @@ def revoke_device(
         _set_user(broker_dir / "passwd", device_id, None)
         with _records(store) as conn:
             conn.execute(
-                "UPDATE enrollments SET revoked_at = ? WHERE device_id = ?", (when, device_id)
+                "UPDATE enrollments SET revoked_at = ?, directive_cleared_at = NULL"
+                " WHERE device_id = ?",
+                (when, device_id),
             )
     log.info("enroll: %s revoked; reload the broker to refuse it", device_id)
 
@@ -485,45 +519,42 @@ def _write_bundle(
     tags: list[str],
     hub_url: str,
     broker_url: str,
-    trust_file: Path,
+    files: dict[str, bytes],
     data_dir: str,
     local_api_port: int,
 ) -> Path:
-    """Write ``agent.toml``, ``broker-password`` and ``trust.json``; returns the config.
+    """Write ``agent.toml``, ``broker-password`` and ``files`` (``trust.json``, and the
+    CAs when given); returns the config.
 
     Raises:
-        EnrollError: the trust file cannot be read or the bundle written.
+        EnrollError: the bundle cannot be written.
     """
-    try:
-        trust = trust_file.read_bytes()
-    except OSError as exc:
-        raise EnrollError(f"cannot read the trust file {trust_file} ({exc.strerror})") from exc
     try:
         bundle.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise EnrollError(f"cannot create the bundle directory {bundle} ({exc.strerror})") from exc
     config = bundle / "agent.toml"
-    toml = "\n".join(
-        [
-            f"# EdgeFleet agent config for {device_id}, written by `edgefleet device enroll`.",
-            f"# Hub: {hub_url}",
-            "# Install with broker-password (mode 0600) and trust.json beside this file.",
-            f"device_id = {_toml_str(device_id)}",
-            f"data_dir = {_toml_str(data_dir)}",
-            'trust_file = "trust.json"',
-            f"tags = [{', '.join(_toml_str(t) for t in tags)}]",
-            "",
-            "[broker]",
-            f"url = {_toml_str(broker_url)}",
-            f"username = {_toml_str(device_id)}",
-            'password_file = "broker-password"',
-            "",
-            "[local_api]",
-            f"port = {int(local_api_port)}",
-            "",
-        ]
-    )
+    lines = [
+        f"# EdgeFleet agent config for {device_id}, written by `edgefleet device enroll`.",
+        f"# Hub: {hub_url}",
+        "# Install with the files beside it (broker-password, trust.json, CAs), mode 0600.",
+        f"device_id = {_toml_str(device_id)}",
+        f"data_dir = {_toml_str(data_dir)}",
+        'trust_file = "trust.json"',
+        f"tags = [{', '.join(_toml_str(t) for t in tags)}]",
+        "",
+        "[broker]",
+        f"url = {_toml_str(broker_url)}",
+        f"username = {_toml_str(device_id)}",
+        'password_file = "broker-password"',
+    ]
+    if "ca.pem" in files:
+        lines.append('ca_file = "ca.pem"')
+    if "hub-ca.pem" in files:
+        lines += ["", "[download]", 'ca_file = "hub-ca.pem"']
+    lines += ["", "[local_api]", f"port = {int(local_api_port)}", ""]
     _write_private(bundle / "broker-password", password + "\n")
-    _write_private(bundle / "trust.json", trust)
-    _write_private(config, toml)
+    for name, data in files.items():
+        _write_private(bundle / name, data)
+    _write_private(config, "\n".join(lines))
     return config

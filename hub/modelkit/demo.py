@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_agent.canonical import canonical_bytes
+from edge_agent.input_schema import FeatureSpec, InputSchema
 from edge_agent.runtime import runtime_name
-from hub.modelkit.dataset import CLASSES, FEATURES, make_dataset
+from hub.modelkit.dataset import CLASSES, FEATURE_RANGES, FEATURES, make_dataset
 from hub.modelkit.errors import InvalidDataError
 from hub.modelkit.inference import run_tflite
 from hub.modelkit.quantize import RUNTIME_ROUNDING, quantize_input, quantize_net, reference_forward
@@ -25,6 +27,17 @@ FLOAT_MODEL = "model-float.tflite"
 INT8_MODEL = "model-int8.tflite"
 REFERENCE_DATA = "reference.npz"
 TEST_DATA = "test.npz"
+SCHEMA = "schema.json"
+
+
+def demo_schema() -> InputSchema:
+    """The input schema of the demo model: sensor names, physical ranges, class labels."""
+    return InputSchema(
+        features=tuple(FeatureSpec(n, *FEATURE_RANGES[n]) for n in FEATURES),
+        labels=CLASSES,
+        out_of_range="accept",
+        nan="refuse",
+    )
 
 _TEST_SEED_OFFSET = 1_000_003
 
@@ -90,7 +103,8 @@ def build_demo(
 
     Writes ``model-float.tflite``, ``model-int8.tflite`` (float32 in/out, int8 inside),
     ``reference.npz`` (``x``, ``y``, ``features``, ``classes``: a sample of the training data,
-    also the quantization calibration set) and ``test.npz`` (``x``, ``y``), creating
+    also the quantization calibration set), ``test.npz`` (``x``, ``y``) and ``schema.json``
+    (feature names and ranges, class labels: what ``model push --schema`` takes), creating
     ``out_dir`` if needed and overwriting those files.
 
     Raises:
@@ -128,6 +142,7 @@ def build_demo(
         classes=np.array(CLASSES),
     )
     np.savez(test_path, x=test.x, y=test.y)
+    (out_dir / SCHEMA).write_bytes(canonical_bytes(demo_schema().to_json()))
 
     float_probabilities = run_tflite(float_model, test.x)
     int8_probabilities = run_tflite(int8_model, test.x)

@@ -206,12 +206,18 @@ def test_path_tricks_in_device_id_refused(enroll, bad, tmp_path, store):
     assert not (tmp_path / "x").exists()
 
 
-def test_password_file_is_private(enroll, tmp_path):
+def test_password_file_is_readable_by_the_broker_group_only(enroll, tmp_path):
+    """The password file and ACL: 0640 with the broker directory's group (Mosquitto's,
+    in the production layout); the hub's and the device's passwords: 0600."""
     broker_dir = tmp_path / "broker"
     broker_dir.mkdir()
+    os.chown(broker_dir, -1, 1)  # a group other than the process's, as `mosquitto` is
     (broker_dir / "passwd").write_text("# kept\nother:$7$101$abc$def\n")
     e = enroll("dev-p", broker_dir=broker_dir)
-    for f in (broker_dir / "passwd", broker_dir / "hub-password", e.bundle_dir / "broker-password"):
+    for f in (broker_dir / "passwd", broker_dir / "acl"):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o640, f
+        assert f.stat().st_gid == 1, f
+    for f in (broker_dir / "hub-password", e.bundle_dir / "broker-password"):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     lines = (broker_dir / "passwd").read_text().splitlines()
     assert lines[:2] == ["# kept", "other:$7$101$abc$def"]  # other users' lines are kept

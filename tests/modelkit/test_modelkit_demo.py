@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edge_agent.input_schema import InputSchema
 from edge_agent.runtime import runtime_name
 from hub.modelkit import CLASSES, FEATURES, DemoReport, InvalidDataError, build_demo
 
@@ -26,6 +28,7 @@ def test_demo_writes_both_models_and_data(report: DemoReport) -> None:
         "model-float.tflite",
         "model-int8.tflite",
         "reference.npz",
+        "schema.json",
         "test.npz",
     ]
     assert report.float_bytes == report.float_path.stat().st_size
@@ -37,6 +40,9 @@ def test_demo_writes_both_models_and_data(report: DemoReport) -> None:
         assert tuple(reference["features"]) == FEATURES and tuple(reference["classes"]) == CLASSES
     with np.load(report.test_path) as test:
         assert test["x"].shape == (2000, len(FEATURES)) and test["y"].shape == (2000,)
+    schema = InputSchema.from_json(json.loads((out / "schema.json").read_bytes()))
+    assert schema.names == FEATURES and schema.labels == CLASSES  # not f0.../class_0
+    assert all(f.min is not None and f.max is not None for f in schema.features)
 
 
 def test_demo_accuracies_are_measured_in_the_runtime(report: DemoReport) -> None:
