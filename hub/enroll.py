@@ -187,13 +187,18 @@ def _write_private(path: Path, data: str | bytes, *, broker_readable: bool = Fal
         raise EnrollError(f"cannot write {path} ({exc.strerror})") from exc
 
 
+def _make_broker_dir(broker_dir: Path) -> None:
+    """Create ``broker_dir`` (group-readable for the broker, setgid) if it is missing."""
+    if not broker_dir.exists():
+        broker_dir.mkdir(parents=True)
+        broker_dir.chmod(_BROKER_DIR_MODE)
+
+
 @contextlib.contextmanager
 def _locked(broker_dir: Path) -> Iterator[None]:
     """Serialise changes to ``broker_dir`` across processes (a lock file)."""
     try:
-        if not broker_dir.exists():
-            broker_dir.mkdir(parents=True)
-            broker_dir.chmod(_BROKER_DIR_MODE)
+        _make_broker_dir(broker_dir)
         fd = os.open(broker_dir / ".enroll.lock", os.O_RDWR | os.O_CREAT, _PRIVATE)
     except OSError as exc:
         raise EnrollError(f"cannot lock {broker_dir} ({exc.strerror})") from exc
@@ -229,6 +234,7 @@ def ensure_acl(broker_dir: Path) -> Path:
             raise EnrollError(f"cannot update the ACL {acl} ({exc.strerror})") from exc
         return acl
     try:
+        _make_broker_dir(broker_dir)
         _write_private(acl, DEPLOY_ACL.read_bytes(), broker_readable=True)
     except (OSError, EnrollError) as exc:
         raise EnrollError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -26,7 +27,8 @@ def test_enroll_writes_a_loadable_private_agent_config_and_revoke_removes_the_ac
     config = AgentConfig.load(data / "enrolled" / "pump-1" / "agent.toml")
     assert config.device_id == "pump-1" and config.broker.username == "pump-1"
     assert config.broker.password and config.broker.password not in result.stdout
-    assert stat.S_IMODE((data / "broker" / "passwd").stat().st_mode) == 0o600
+    assert stat.S_IMODE((data / "broker" / "passwd").stat().st_mode) == 0o640  # broker's group
+    assert stat.S_IMODE((data / "broker").stat().st_mode) & 0o007 == 0  # nobody else
     assert info["username"] == "pump-1"
     assert "pump-1:" in (data / "broker" / "passwd").read_text()
     again = run("device", "enroll", "pump-1", "--data", str(data))
@@ -61,3 +63,44 @@ def test_token_create_prints_the_secret_once(tmp_path):
     token = json.loads(result.stdout)["token"]
     assert token.startswith("efb_")
     assert token.split("_", 2)[2].encode() not in (tmp_path / "hub.db").read_bytes()
+
+
+def test_enroll_before_the_hub_has_keys_says_what_to_run_and_writes_nothing(tmp_path):
+    data = tmp_path / "hub"
+    result = run("device", "enroll", "pump-1", "--data", str(data))
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and f"edgefleet hub init --data {data}" in result.stderr
+    assert not data.exists()
+
+
+def test_hub_init_then_enroll_with_tls_options_writes_a_working_agent_config(tmp_path):
+    data, broker, tls = tmp_path / "hub", tmp_path / "mosquitto", tmp_path / "tls"
+    made = run("hub", "tls", "--out", str(tls), "--host", "127.0.0.1", "--host", "hub.example")
+    assert made.exit_code == 0, made.stderr
+    init = run("hub", "init", "--data", str(data), "--broker-dir", str(broker))
+    assert init.exit_code == 0, init.stderr
+    assert (data / "keys" / "trust.json").exists() and (broker / "hub-password").exists()
+    assert "edgefleet-hub:" in (broker / "passwd").read_text()
+    again = run("hub", "init", "--data", str(data), "--broker-dir", str(broker))
+    assert "keys     kept" in again.stdout  # idempotent: the keys are not replaced
+    result = run(
+        "device", "enroll", "pump-2", "--data", str(data), "--broker-dir", str(broker),
+        "--broker-url", "mqtts://127.0.0.1:8883", "--hub-url", "https://hub.example:8700",
+        "--broker-ca", str(tls / "ca.crt"), "--hub-ca", str(tls / "ca.crt"),
+        "--device-data-dir", "/srv/edgefleet", "--local-api-port", "9000",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    config = AgentConfig.load(data / "enrolled" / "pump-2" / "agent.toml")
+    assert config.broker.tls and config.broker.ca_file is not None
+    assert config.broker.ca_file.read_bytes() == (tls / "ca.crt").read_bytes()
+    assert config.download_ca_file is not None
+    assert config.download_ca_file.read_bytes() == (tls / "ca.crt").read_bytes()
+    assert config.data_dir == Path("/srv/edgefleet") and config.local_api_port == 9000
+    assert "pump-2:" in (broker / "passwd").read_text()
+    assert not (data / "broker").exists()  # everything went to --broker-dir
+
+
+def test_hub_tls_refuses_a_bad_host_and_writes_nothing(tmp_path):
+    result = run("hub", "tls", "--out", str(tmp_path / "tls"), "--host", "bad host!")
+    assert result.exit_code == 1 and "neither an IP address nor a DNS name" in result.stderr
+    assert not (tmp_path / "tls").exists()
