@@ -37,10 +37,20 @@ def require_mosquitto() -> str:
 class Mosquitto:
     """A Mosquitto process on 127.0.0.1 with the deploy config, ACL and given accounts."""
 
-    def __init__(self, workdir: Path, users: dict[str, str], tls: TlsFiles | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        users: dict[str, str],
+        tls: TlsFiles | None = None,
+        broker_dir: Path | None = None,
+    ) -> None:
+        """``broker_dir``: use the password file and ACL the hub wrote there (as
+        ``/etc/mosquitto/edgefleet`` in production) instead of rendering ``users``."""
         self.binary = require_mosquitto()
         self.dir = workdir
         self.users = users
+        self.broker_dir = broker_dir
+        self.pid_file = workdir / "mosquitto.pid"
         self.host = "127.0.0.1"
         self.port = free_port()
         self.tls = tls
@@ -50,6 +60,8 @@ class Mosquitto:
 
     def render(self) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self.broker_dir is not None:
+            return self._write_conf(self.broker_dir)
         shutil.copy(DEPLOY / "acl", self.dir / "acl")
         passwd = self.dir / "passwd"
         passwd.write_text("")
@@ -59,13 +71,16 @@ class Mosquitto:
                            capture_output=True)
         for f in (passwd, self.dir / "acl"):
             f.chmod(0o600)
+        return self._write_conf(self.dir)
+
+    def _write_conf(self, files: Path) -> Path:
         lines = []
         for line in (DEPLOY / "mosquitto.conf").read_text().splitlines():
             if line.startswith("listener 1883"):
                 line = f"listener {self.port} {self.host}"
             if self.tls is not None:  # the deploy file's commented TLS listener, enabled
                 line = self._tls_line(line)
-            line = line.replace("/etc/mosquitto/edgefleet/", f"{self.dir}/")
+            line = line.replace("/etc/mosquitto/edgefleet/", f"{files}/")
             line = line.replace("/var/lib/mosquitto/", f"{self.dir}/")
             lines.append(line)
         lines.append(f"user {getpass.getuser()}")
@@ -103,6 +118,7 @@ class Mosquitto:
         threading.Thread(target=pump, daemon=True).start()
         if not ready.wait(15) or self.proc.poll() is not None:
             raise RuntimeError("mosquitto did not start:\n" + "\n".join(self.log))
+        self.pid_file.write_text(f"{self.proc.pid}\n")  # as Debian's service writes it
         return self
 
     def stop(self) -> None:
