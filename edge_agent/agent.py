@@ -598,8 +598,10 @@ class Agent:
     def _rollback(self, reason: str, directive_seq: int | None) -> None:
         """Switch back to the previous slot and report why (agent thread or start-up)."""
         with self._deploy_lock:
-            failed = self.predictor.active.version if self.predictor.active else None
             pointer = self.slots.pointer()
+            failed = (  # at start-up (crashes on probation) nothing is loaded yet
+                self.predictor.active.version if self.predictor.active else None
+            ) or (pointer.active.model if pointer.active else None)
             if pointer.previous is None:
                 log.error("agent: probation failed (%s) but there is no previous model", reason)
                 return
