@@ -685,17 +685,19 @@ class Agent:
             if self._desired is not d:
                 return
             if step.action == "activate":
-                old = self.predictor.active
+                old, promoted = self.predictor.active, self.predictor.shadow
+                if promoted is not None and promoted.version != version:
+                    promoted = None  # another challenger keeps running
                 self.slots.activate(ref, ProbationRecord(d.seq, self.clock()))
-                if old is not None:
-                    window = old.monitor.close()
-                    if window is not None:
-                        self._handoff.put([window])  # the agent thread stores it
-                        self.inbox.put(Incoming(None, b"windows"))
                 self.predictor.probation = ProbationMonitor(d.probation, self.monotonic())
                 self.predictor.active = serving
-                if self.predictor.shadow is not None and self.predictor.shadow.version == version:
+                if promoted is not None:
                     self.predictor.shadow = None
+                # The replaced model's window, and the promoted challenger's: closed together
+                closed = [w for s in (old, promoted) if s and (w := s.monitor.close())]
+                if closed:
+                    self._handoff.put(closed)  # the agent thread stores them
+                    self.inbox.put(Incoming(None, b"windows"))
                 log.info("agent: activated %s v%s", m.name, m.version)
                 self._event(EventKind.ACTIVATED, "on probation", version, d.seq)
             else:
