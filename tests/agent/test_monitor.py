@@ -220,7 +220,8 @@ def test_concurrent_record_and_close_lose_no_prediction():
         for _ in range(2000):
             acc.record(x[0], probs[0], 0.001)
 
-    windows = close_while_running(acc.close, [recorder] * 4)
+    windows, during = close_while_running(acc.close, [recorder] * 4)
+    assert during >= 1, "no window closed while the threads recorded"
     assert sum(w.n for w in windows) == 8000
     assert sum(sum(w.latency) for w in windows) == 8000
 
