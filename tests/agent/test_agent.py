@@ -137,11 +137,11 @@ def test_windows_are_sent_acked_and_removed_from_outbox(agent, agent_config, hub
     hub.wait_for(hub.event(dev, "activated", d1.seq))
     for row in reference_x[:50]:
         agent.predict(row)
-    agent.close_window()
+    assert agent.close_window(60)
     stored = hub.wait_for(lambda: hub.devices[dev].windows, what="a stored window")
     (window,) = next(iter(stored.values())).windows
     assert window.n == 50
-    assert agent.wait_for_drain(20), "outbox emptied by the hub's ack"
+    assert agent.wait_for_drain(60), "outbox emptied by the hub's ack"
 
 
 def test_shadow_challenger_sees_same_inputs_callers_get_champion(
@@ -154,7 +154,7 @@ def test_shadow_challenger_sees_same_inputs_callers_get_champion(
     hub.wait_for(hub.event(dev, "shadow_started", d2.seq))
     for row in reference_x[:40]:
         assert agent.predict(row).model.version == 1
-    agent.close_window()
+    assert agent.close_window(60)
     rows = hub.wait_for(lambda: list(hub.devices[dev].windows.values()))
     assert len(rows) == 1 and len(rows[0].windows) == 2  # closed together: one row
     windows = [w for w in rows[0].windows if w.role == "shadow"]

@@ -394,7 +394,7 @@ def test_cancel_during_backoff_aborts_without_waiting(
         except BaseException as exc:
             errors.append(exc)
 
-    worker = threading.Thread(target=download)
+    worker = threading.Thread(target=download, daemon=True)  # a failure must not hang pytest
     worker.start()
     worker.join(60)
     assert not worker.is_alive(), "the download still waits out its back-off after cancel"
@@ -488,7 +488,7 @@ def test_server_stops_promptly_and_leaks_no_threads(data: bytes, tmp_path: Path)
         except httpx.HTTPError:
             pass
 
-    clients = [threading.Thread(target=hold, args=(p,)) for p in ("/hang", "/endless")]
+    clients = [threading.Thread(target=hold, args=(p,), daemon=True) for p in ("/hang", "/endless")]
     for t in clients:
         t.start()
     poll(
@@ -497,7 +497,7 @@ def test_server_stops_promptly_and_leaks_no_threads(data: bytes, tmp_path: Path)
     )
     # /hang would hold its handler for an hour and /endless never ends: stop() returns
     # only because it wakes and cuts them.
-    stopping = threading.Thread(target=srv.stop)
+    stopping = threading.Thread(target=srv.stop, daemon=True)
     stopping.start()
     stopping.join(60)
     assert not stopping.is_alive(), "stop() waited for a hung or endless response"
