@@ -17,10 +17,14 @@ import pytest
 
 from edge_agent.agent import Agent
 from edge_agent.messages import EventKind
-from hub.ingest import Ingest
-from hub.store import Store
 from tests.support.bundles import model_ref
 from tests.support.hub_double import HubDouble
+
+# The tflite-runtime environment collects this module too (make pytest-tflite), without the
+# hub extra; its tests are not marked runtime, so nothing is lost there.
+pytest.importorskip("orjson", reason="the hub's ingest needs the hub extra")
+from hub.ingest import Ingest
+from hub.store import Store
 
 pytestmark = pytest.mark.timeout(180)
 WAIT = 60.0

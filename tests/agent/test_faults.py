@@ -20,7 +20,8 @@ from tests.support.bundle_server import refused_url
 from tests.support.bundles import model_ref
 from tests.support.hub_double import HubDouble
 
-pytestmark = pytest.mark.timeout(180)
+# runtime: the daemon runs on whichever TFLite runtime this environment has (make pytest-tflite)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.runtime]
 WAIT = 60.0  # generous: the machine may be busy
 
 
