@@ -689,10 +689,10 @@ class Agent:
                 if promoted is not None and promoted.version != version:
                     promoted = None  # another challenger keeps running
                 self.slots.activate(ref, ProbationRecord(d.seq, self.clock()))
+                if promoted is not None:  # (first: no state shows v2 active and in shadow)
+                    self.predictor.shadow = None
                 self.predictor.probation = ProbationMonitor(d.probation, self.monotonic())
                 self.predictor.active = serving
-                if promoted is not None:
-                    self.predictor.shadow = None
                 # The replaced model's window, and the promoted challenger's: closed together
                 closed = [w for s in (old, promoted) if s and (w := s.monitor.close())]
                 if closed:

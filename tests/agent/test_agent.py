@@ -18,7 +18,7 @@ from edge_agent.topics import Channel
 from tests.support.bundles import model_ref
 
 # runtime: also run against tflite-runtime in the second environment (make pytest-tflite)
-pytestmark = [pytest.mark.timeout(60), pytest.mark.runtime]
+pytestmark = [pytest.mark.timeout(180), pytest.mark.runtime]
 
 
 def serve(server, bundles, name: str, version: int, url_name: str | None = None):

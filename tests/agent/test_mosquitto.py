@@ -18,7 +18,7 @@ from tests.support.hub_double import HubDouble
 from tests.support.mosquitto import Mosquitto
 from tests.support.tls import make_tls
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)
 
 USERS = {"edgefleet-hub": "hub-secret", "dev-a": "a-secret", "dev-b": "b-secret"}
 

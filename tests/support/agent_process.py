@@ -22,6 +22,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,14 +50,17 @@ def poll(predicate: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
 
 
 class Daemon:
-    """`edgefleet agent run --config <toml>` in a child process (log in ``<toml>.log``)."""
+    """`edgefleet agent run --config <toml>` in a child process. A reader thread keeps what
+    it logs (also appended to ``<toml>.log``) and wakes whoever waits for a line."""
 
     def __init__(self, toml: Path, crash_at: tuple[str, str] | None = None) -> None:
         self.toml = toml
         self.crash_at = crash_at
         self.log = toml.with_suffix(".log")
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log_start = 0
+        self._lines: list[bytes] = []
+        self._ended = False
+        self._cond = threading.Condition()
         self._api: str | None = None
 
     def start(self, crash_at: tuple[str, str] | None = None) -> Daemon:
@@ -69,37 +73,48 @@ class Daemon:
             assert crash[0] in CRASH_POINTS, crash
             args = ["-m", "tests.support.agent_process", *crash]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self._log_start = self.log.stat().st_size if self.log.exists() else 0
-        self._api = None
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, *args, "agent", "run", "--config", str(self.toml)],
-                env=env,
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
+        with self._cond:
+            self._lines, self._ended, self._api = [], False, None
+        self.proc = subprocess.Popen(
+            [sys.executable, *args, "agent", "run", "--config", str(self.toml)],
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
         return self
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        with proc.stdout, self.log.open("ab") as log:
+            for line in proc.stdout:  # ends when the process is gone
+                log.write(line)
+                log.flush()
+                with self._cond:
+                    self._lines.append(line)
+                    self._cond.notify_all()
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
 
     def output(self) -> str:
         """What this run of the daemon logged so far."""
-        with self.log.open("rb") as f:
-            f.seek(self._log_start)
-            return f.read().decode(errors="replace")
+        with self._cond:
+            return b"".join(self._lines).decode(errors="replace")
 
     def api(self, timeout: float = 60.0) -> str:
         """The base URL of this run's loopback API (once it is listening)."""
-
-        def port() -> int | None:
-            assert self.proc is not None and self.proc.poll() is None, self.output()
-            with self.log.open("rb") as f:
-                f.seek(self._log_start)
-                found = _API.search(f.read())
-            return int(found.group(1)) if found else None
-
         if self._api is None:
-            self._api = f"http://127.0.0.1:{poll(port, 'the agent API to listen', timeout)}"
+            deadline = time.monotonic() + timeout
+            with self._cond:
+                while not (found := _API.search(b"".join(self._lines))):
+                    left = deadline - time.monotonic()
+                    assert not self._ended, f"the agent exited:\n{self.output()}"
+                    assert left > 0, f"the agent API never listened:\n{self.output()}"
+                    self._cond.wait(left)
+            self._api = f"http://127.0.0.1:{int(found.group(1))}"
         return self._api
 
     def predict(self, inputs: Any) -> dict[str, Any]:
