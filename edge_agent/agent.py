@@ -671,8 +671,10 @@ class Agent:
     def _rollback(self, reason: str, directive_seq: int | None) -> None:
         """Switch back to the previous slot and report why (agent thread or start-up)."""
         with self._deploy_lock:
-            failed = self.predictor.active.version if self.predictor.active else None
             pointer = self.slots.pointer()
+            failed = (  # at start-up (crashes on probation) nothing is loaded yet
+                self.predictor.active.version if self.predictor.active else None
+            ) or (pointer.active.model if pointer.active else None)
             if pointer.previous is None:
                 log.error("agent: probation failed (%s) but there is no previous model", reason)
                 return
@@ -768,17 +770,19 @@ class Agent:
             if self._desired is not d:
                 return
             if step.action == "activate":
-                old = self.predictor.active
+                old, promoted = self.predictor.active, self.predictor.shadow
+                if promoted is not None and promoted.version != version:
+                    promoted = None  # another challenger keeps running
                 self.slots.activate(ref, ProbationRecord(d.seq, self.clock()))
-                if old is not None:
-                    window = old.monitor.close()
-                    if window is not None:
-                        self._handoff.put([window])  # the agent thread stores it
-                        self.inbox.put(Incoming(None, b"windows"))
+                if promoted is not None:  # (first: no state shows v2 active and in shadow)
+                    self.predictor.shadow = None
                 self.predictor.probation = ProbationMonitor(d.probation, self.monotonic())
                 self.predictor.active = serving
-                if self.predictor.shadow is not None and self.predictor.shadow.version == version:
-                    self.predictor.shadow = None
+                # The replaced model's window, and the promoted challenger's: closed together
+                closed = [w for s in (old, promoted) if s and (w := s.monitor.close())]
+                if closed:
+                    self._handoff.put(closed)  # the agent thread stores them
+                    self.inbox.put(Incoming(None, b"windows"))
                 log.info("agent: activated %s v%s", m.name, m.version)
                 self._event(EventKind.ACTIVATED, "on probation", version, d.seq)
             else:

@@ -161,6 +161,56 @@ def test_symlink_member_rejected(tmp_path, good_bundle, trust_2of3):
     refused(write_zip(tmp_path / "link.efb", entries), trust_2of3, "symbolic link")
 
 
+def test_directory_member_rejected(tmp_path, good_bundle, trust_2of3):
+    """A member whose mode says directory, under a member's own name and with the member's
+    bytes (so every digest and signature still matches): refused, not half-extracted."""
+    members = members_of(good_bundle)
+    folder = zipfile.ZipInfo(MODEL)
+    folder.external_attr = (stat.S_IFDIR | 0o755) << 16
+    entries = [(n, d) for n, d in members.items() if n != MODEL] + [(folder, members[MODEL])]
+    path = write_zip(tmp_path / "dir.efb", entries)
+    refused(path, trust_2of3, f"member '{MODEL}' is a directory")
+    # and a plain directory entry (trailing slash), as zip tools write them
+    slash = [*members.items(), (zipfile.ZipInfo("slots/"), b"")]
+    refused(write_zip(tmp_path / "slash.efb", slash), trust_2of3, "'slots/' is a directory")
+
+
+def set_flag_bits(path: Path, member: str, bits: int) -> None:
+    """Set general-purpose flag ``bits`` of ``member`` in the archive's bytes, in both its
+    local header and its central directory entry (zipfile itself never writes the
+    encryption bit)."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        local = zf.getinfo(member).header_offset
+    assert data[local : local + 4] == b"PK\x03\x04"
+    data[local + 6] |= bits  # local header: flags at offset 6
+    end = data.rfind(b"PK\x05\x06")  # end of central directory: its offset at 16
+    central = int.from_bytes(data[end + 16 : end + 20], "little")
+    # central directory entries: flags at 8, name length at 28
+    while data[central : central + 4] == b"PK\x01\x02":
+        name_len = int.from_bytes(data[central + 28 : central + 30], "little")
+        if data[central + 46 : central + 46 + name_len] == member.encode():
+            data[central + 8] |= bits
+            break
+        extra_len = int.from_bytes(data[central + 30 : central + 32], "little")
+        comment_len = int.from_bytes(data[central + 32 : central + 34], "little")
+        central += 46 + name_len + extra_len + comment_len
+    else:
+        raise AssertionError(f"no central directory entry for {member}")
+    path.write_bytes(bytes(data))
+    with zipfile.ZipFile(path) as zf:
+        assert zf.getinfo(member).flag_bits & bits == bits
+
+
+def test_encrypted_member_rejected(tmp_path, good_bundle, trust_2of3):
+    """A member flagged as encrypted (its bytes left as they were, so the digests match):
+    refused, since an agent cannot know what such a member decrypts to."""
+    path = tmp_path / "encrypted.efb"
+    path.write_bytes(good_bundle.read_bytes())
+    set_flag_bits(path, MODEL, 0x1)
+    refused(path, trust_2of3, f"member '{MODEL}' is encrypted")
+
+
 def test_duplicate_member_names_rejected(tmp_path, good_bundle, trust_2of3):
     members = members_of(good_bundle)
     entries = [*list(members.items()), (MODEL, b"TFL3" * 10)]

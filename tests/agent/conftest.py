@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -53,9 +54,16 @@ def server() -> Iterator[BundleServer]:
         yield s
 
 
+class PatientHubDouble(HubDouble):
+    """The hub double, waiting up to 60 s by default (the machine may be busy)."""
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
+        return super().wait_for(predicate, timeout, what)
+
+
 @pytest.fixture
 def hub(broker, signing_keys) -> Iterator[HubDouble]:
-    h = HubDouble(broker.host, broker.port, signing_keys[:2])
+    h = PatientHubDouble(broker.host, broker.port, signing_keys[:2])
     yield h
     h.close()
 

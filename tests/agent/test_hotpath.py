@@ -194,7 +194,8 @@ def test_threads_predicting_while_windows_close_lose_no_count(
         for i in range(1000):
             p.predict(rows[i % 50])
 
-    windows = close_while_running(lambda: serving.monitor.close(NOW + 60), [caller] * 3)
+    windows, during = close_while_running(lambda: serving.monitor.close(NOW + 60), [caller] * 3)
+    assert during >= 1, "no window closed while the threads predicted"
     assert sum(w.n for w in windows) == 3000
     for w in windows:
         check_window(w)  # every histogram sums to its window's n

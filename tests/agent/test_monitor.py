@@ -220,7 +220,8 @@ def test_concurrent_record_and_close_lose_no_prediction():
         for _ in range(2000):
             acc.record(x[0], probs[0], 0.001)
 
-    windows = close_while_running(acc.close, [recorder] * 4)
+    windows, during = close_while_running(acc.close, [recorder] * 4)
+    assert during >= 1, "no window closed while the threads recorded"
     assert sum(w.n for w in windows) == 8000
     assert sum(sum(w.latency) for w in windows) == 8000
 
@@ -455,11 +456,9 @@ def test_merging_then_subtracting_gives_back_the_original(d1, d2):
 _CORRUPTIONS = [None, -1, True, 1.5, 0, 7, "x", 10**400, float("nan"), float("inf"), [], [1, 2]]
 
 
-@given(
-    column=st.sampled_from(["counts", "count", "mean", "m2", "min", "max", "out_of_range"]),
-    index=st.integers(0, 2),
-    value=st.sampled_from(_CORRUPTIONS),
-)
+@pytest.mark.parametrize("column", ["counts", "count", "mean", "m2", "min", "max", "out_of_range"])
+@pytest.mark.parametrize("index", [0, 1, 2])
+@pytest.mark.parametrize("value", _CORRUPTIONS, ids=repr)
 def test_whole_column_checks_agree_with_item_by_item_checks(column, index, value):
     """The hub's fast path (whole-column checks) accepts exactly what the item-by-item
     checks accept, and builds the same window."""
@@ -472,11 +471,13 @@ def test_whole_column_checks_agree_with_item_by_item_checks(column, index, value
     doc = acc.close(now=60.0).to_json()
     doc["features"][column][index] = value
 
-    def parse(fast: bool):
+    def parse(fast: bool, features_only: bool = False):
         saved = monitor._features_fast
         if not fast:
             monitor._features_fast = lambda cols: None
         try:
+            if features_only:
+                return monitor._features_from_json(doc["features"], "features")
             return MetricsWindow.from_json(doc)
         except ValidationError as exc:
             return str(exc)
@@ -484,6 +485,19 @@ def test_whole_column_checks_agree_with_item_by_item_checks(column, index, value
             monitor._features_fast = saved
 
     assert parse(fast=True) == parse(fast=False)
+    # Features the item-by-item checks accept must take the fast path (not merely agree
+    # because it declines everything), and give the same features.
+    checked = parse(fast=False, features_only=True)
+    if not isinstance(checked, str):
+        assert monitor._features_fast(doc["features"]) == checked, (column, index, value)
+
+
+def test_whole_column_checks_take_a_sound_window():
+    import edge_agent.monitor as monitor
+
+    doc = _valid_json()
+    fast = monitor._features_fast(doc["features"])
+    assert fast is not None and fast == MetricsWindow.from_json(doc).features
 
 
 _WINDOW_PATHS = [
@@ -501,13 +515,18 @@ _WINDOW_VALUES = [
 ]  # fmt: skip
 
 
-def _fast_and_checked(mutations, with_orjson: bool):
+def _fast_and_checked(mutations, with_orjson: bool, strict: bool = False):
+    """The fast path's and the field-by-field checks' window (None: declined or refused)
+    after ``mutations``, and the document. ``strict``: every mutation must apply (else an
+    earlier change may have removed its path, and it is skipped)."""
     import edge_agent.monitor as monitor
 
     doc = _valid_json()
     doc["errors"] = {"invoke_error": 1}
     for path, value in mutations:
-        # (an earlier change may have removed the path)
+        if strict:
+            _set(path, value)(doc)
+            continue
         with contextlib.suppress(KeyError, IndexError, TypeError, ValueError):
             _set(path, value)(doc)
     saved = monitor.orjson
@@ -521,20 +540,60 @@ def _fast_and_checked(mutations, with_orjson: bool):
         checked: MetricsWindow | None = monitor._window_checked(doc, "window")
     except ValidationError:
         checked = None
-    return fast, checked
+    return fast, checked, doc
+
+
+def _as_agents_write_it(doc, checked: MetricsWindow | None) -> bool:
+    """Whether ``doc`` is a valid window exactly as to_json() writes it (floats where
+    floats go, no zero error counts), with a finite value in every feature: what the fast
+    path exists for, so it must take it."""
+    return (
+        checked is not None
+        and canonical_bytes(doc) == canonical_bytes(checked.to_json())
+        and all(f.count > 0 for f in checked.features)
+    )
+
+
+def _refused_whatever_the_path(path: str, value) -> bool:
+    """Changes no window may carry: an unknown field, a missing one, and values no field
+    takes (null, a boolean, NaN, infinity, an integer beyond 64 bits)."""
+    return (
+        path in ("extra", "features.extra")
+        or value is _DELETE
+        or value is None
+        or type(value) is bool
+        or (type(value) is float and not math.isfinite(value))
+        or (type(value) is int and value > 2**64)
+    )
+
+
+def _check_fast_path(fast, checked, doc, where) -> None:
+    assert fast is None or fast == checked, where  # never accepts what refuses, same window
+    if _as_agents_write_it(doc, checked):
+        assert fast is not None, ("the fast path declined a window as agents write it", where)
 
 
 @pytest.mark.parametrize("with_orjson", [True, False])
 def test_window_fast_path_accepts_only_what_the_checked_path_accepts(with_orjson):
     """MetricsWindow.from_json's fast path (whole-window checks, for the hub's ingest)
-    either declines or builds exactly the window the field-by-field checks build, for
-    every single change of a field; with and without orjson (a device may lack it)."""
-    fast, checked = _fast_and_checked([], with_orjson)
+    builds exactly the window the field-by-field checks build, or declines; it takes every
+    valid window written as agents write it, and refuses what no window may carry; for
+    every single change of a field, with and without orjson (a device may lack it)."""
+    fast, checked, doc = _fast_and_checked([], with_orjson)
     assert fast is not None and fast == checked, "a window as agents write it is fast"
+    taken = refused = 0
     for path in _WINDOW_PATHS:
         for value in _WINDOW_VALUES:
-            fast, checked = _fast_and_checked([(path, value)], with_orjson)
-            assert fast is None or fast == checked, (path, value)
+            if value is _DELETE and path in ("extra", "features.extra"):
+                continue  # nothing to delete
+            fast, checked, doc = _fast_and_checked([(path, value)], with_orjson, strict=True)
+            _check_fast_path(fast, checked, doc, (path, value))
+            if _refused_whatever_the_path(path, value):
+                assert checked is None and fast is None, ("accepted", path, value)
+            taken += fast is not None
+            refused += checked is None
+    # (the sweep holds valid changes the fast path must take, e.g. n-preserving ones)
+    assert taken > 0 and refused > 0, (taken, refused)
 
 
 @settings(max_examples=300, deadline=None)
@@ -548,8 +607,8 @@ def test_window_fast_path_accepts_only_what_the_checked_path_accepts(with_orjson
 )
 def test_window_fast_path_agrees_under_several_changes(mutations, with_orjson):
     """As above, for a few changes at once."""
-    fast, checked = _fast_and_checked(mutations, with_orjson)
-    assert fast is None or fast == checked
+    fast, checked, doc = _fast_and_checked(mutations, with_orjson)
+    _check_fast_path(fast, checked, doc, mutations)
 
 
 @pytest.mark.parametrize("where", ["min", "max"])
