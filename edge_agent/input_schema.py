@@ -98,6 +98,15 @@ class InputSchema:
         )
 
 
+def nan_message(names: tuple[str, ...], x: np.ndarray) -> str:
+    """The one-line error for inputs ``x [batch, features]`` (or ``[features]``) holding
+    NaN the schema refuses, naming the features that do."""
+    rows = np.asarray(x, dtype=np.float64).reshape(-1, len(names))
+    bad = np.flatnonzero(np.isnan(rows).any(axis=0))
+    listed = ", ".join(names[i] for i in bad)
+    return f"inputs contain NaN, which this model's schema refuses: {listed}"
+
+
 def out_of_range_message(
     names: tuple[str, ...], lo: np.ndarray, hi: np.ndarray, x: np.ndarray
 ) -> str:
