@@ -1,18 +1,21 @@
-"""The confidence calibration map a bundle ships for label-free accuracy estimates.
+"""The calibration map a bundle ships for label-free accuracy estimates.
 
-The hub fits it when it builds the bundle, on labelled held-out data (CBPE-style
-histogram binning): over the bins of the reference's top-1 confidence histogram it
-records, per bin, how many held-out predictions fell in it, their mean top-1
-confidence and their accuracy. The calibrated confidence of a prediction with top-1
-confidence ``c`` in bin ``b`` is ``c + accuracy[b] - confidence[b]``, clipped to
-[0, 1]: the model's own confidence, moved by the bin's measured calibration error. It
-is linear inside each bin, so the sum of calibrated confidences over a bin follows
-exactly from the bin's count and its sum of top-1 confidences (which a monitoring
-window carries: ``confidence_sum``), and windows still merge by adding.
+The hub fits it when it builds the bundle, from labelled held-out data run through the
+model. Over the bins of the reference's top-1 confidence histogram it keeps:
 
-Bins with few held-out predictions are shrunk toward the overall calibration error
-(:data:`SHRINK`), and each bin carries the variance of its calibration error
-(``variance``), which the hub's estimate turns into part of its interval.
+- ``counts[b][k][y]``: held-out predictions with top-1 confidence in bin ``b``,
+  predicted class ``k`` and true class ``y`` (CBPE-style histogram binning of
+  correctness against confidence, split by class so the hub can re-weight it when the
+  class mix changes: label shift);
+- ``confidence[b]``: their mean top-1 confidence (the bin's midpoint when empty);
+- ``class_means`` / ``class_variances``: per true class, each feature's mean and
+  variance, and ``covariance`` (the pooled feature covariance; None above
+  :data:`MAX_COVARIANCE_FEATURES` features): what the hub compares a window's exact
+  moments with to decide whether the inputs are still close enough for the map to
+  hold.
+
+The device only parses it (it is part of the signed reference); the hub computes with
+it (:mod:`hub.accuracy`).
 """
 
 from __future__ import annotations
@@ -27,85 +30,108 @@ from edge_agent.errors import ValidationError
 from edge_agent.histogram import bin_indices, check_edges, n_counts
 from edge_agent.schema import exact_fields, field, list_of
 
-#: Pseudo-count pulling a bin's calibration error toward the overall one.
-SHRINK: Final = 10.0
-#: Prior variance of ``correct - confidence`` for bins with few held-out predictions.
-PRIOR_VARIANCE: Final = 0.25
-_FIELDS: Final = {"edges", "count", "confidence", "accuracy", "variance", "holdout_accuracy"}
+#: Features above this count get no covariance in the map (it grows as F**2).
+MAX_COVARIANCE_FEATURES: Final = 64
+_FIELDS: Final = {
+    "edges", "counts", "confidence", "holdout_accuracy",
+    "class_means", "class_variances", "covariance",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Per confidence bin (underflow, interior bins, overflow; no NaN bin): held-out
-    count, mean top-1 confidence, accuracy (shrunk), and the variance of the bin's
-    calibration error ``accuracy - confidence``."""
+    """The fitted map (see the module doc); arrays as nested tuples, JSON-ready."""
 
     edges: tuple[float, ...]
-    count: tuple[int, ...]
+    counts: tuple[tuple[tuple[int, ...], ...], ...]
     confidence: tuple[float, ...]
-    accuracy: tuple[float, ...]
-    variance: tuple[float, ...]
-    #: The plain accuracy on the held-out data (for comparison with live estimates).
     holdout_accuracy: float
+    class_means: tuple[tuple[float, ...], ...]
+    class_variances: tuple[tuple[float, ...], ...]
+    covariance: tuple[tuple[float, ...], ...] | None
 
     @property
     def n(self) -> int:
         """Held-out predictions the map was fitted on."""
-        return sum(self.count)
+        return int(self.count_array().sum())
 
-    def offsets(self) -> np.ndarray:
-        """``accuracy - confidence`` per bin (float64)."""
-        out: np.ndarray = np.asarray(self.accuracy) - np.asarray(self.confidence)
-        return out
+    @property
+    def n_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_means)
+
+    def count_array(self) -> np.ndarray:
+        """``counts`` as a float64 array ``[bins, C, C]`` (bin, predicted, true)."""
+        return np.asarray(self.counts, dtype=np.float64)
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form."""
         return {
             "edges": list(self.edges),
-            "count": list(self.count),
+            "counts": [[list(row) for row in b] for b in self.counts],
             "confidence": list(self.confidence),
-            "accuracy": list(self.accuracy),
-            "variance": list(self.variance),
             "holdout_accuracy": self.holdout_accuracy,
+            "class_means": [list(m) for m in self.class_means],
+            "class_variances": [list(v) for v in self.class_variances],
+            "covariance": None if self.covariance is None else [list(r) for r in self.covariance],
         }
 
     @classmethod
-    def fit(cls, edges: Sequence[float], top1: np.ndarray, correct: np.ndarray) -> Calibration:
-        """Fit the map on held-out top-1 confidences and whether each prediction was right.
+    def fit(
+        cls,
+        edges: Sequence[float],
+        probs: np.ndarray,
+        labels: np.ndarray,
+        x: np.ndarray,
+    ) -> Calibration:
+        """Fit the map on held-out model outputs ``probs [m, C]``, true class indices
+        ``labels [m]`` and the inputs ``x [m, F]`` they came from.
 
         Raises:
-            ValidationError: bad edges, lengths that differ, no finite confidence, or
-                confidences that are not all finite.
+            ValidationError: bad edges, shapes that do not fit, labels outside the
+                classes, a class with no held-out sample, or non-finite values.
         """
         e = check_edges(edges, "calibration.edges")
-        c = np.asarray(top1, dtype=np.float64)
-        ok = np.asarray(correct, dtype=np.float64)
-        if c.ndim != 1 or c.shape != ok.shape or c.size == 0:
-            raise ValidationError("calibration: need one correctness flag per confidence")
-        if not np.all(np.isfinite(c)):
-            raise ValidationError("calibration: held-out confidences must be finite")
-        idx = bin_indices(e, c)
+        p = np.asarray(probs, dtype=np.float64)
+        y = np.asarray(labels)
+        xs = np.asarray(x, dtype=np.float64)
+        if p.ndim != 2 or y.shape != (p.shape[0],) or xs.ndim != 2 or xs.shape[0] != p.shape[0]:
+            raise ValidationError("calibration: need outputs [m, C], labels [m] and inputs [m, F]")
+        c = p.shape[1]
+        if p.shape[0] == 0 or not (np.all(np.isfinite(p)) and np.all(np.isfinite(xs))):
+            raise ValidationError("calibration: held-out outputs and inputs must be finite")
+        if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= c:
+            raise ValidationError(f"calibration: labels must be class indices 0..{c - 1}")
+        present = np.bincount(y, minlength=c)
+        if np.any(present == 0):
+            raise ValidationError(
+                "calibration: every class needs held-out samples (missing: "
+                f"{', '.join(str(i) for i in np.flatnonzero(present == 0))})"
+            )
+        top = p.max(axis=1)
+        predicted = p.argmax(axis=1)
+        b = bin_indices(e, top)
         size = n_counts(e) - 1  # no NaN bin
-        m = np.bincount(idx, minlength=size).astype(np.float64)
-        sum_c = np.bincount(idx, weights=c, minlength=size)
-        diff = ok - c
-        sum_d = np.bincount(idx, weights=diff, minlength=size)
-        pooled = float(diff.mean())
-        occupied = m > 0
-        mean_c = np.where(occupied, sum_c / np.maximum(m, 1.0), 0.0)
-        offset = (sum_d + SHRINK * pooled) / (m + SHRINK)
-        mean_d = sum_d / np.maximum(m, 1.0)
-        ss = np.bincount(idx, weights=(diff - mean_d[idx]) ** 2, minlength=size)
-        s2 = (ss + SHRINK * PRIOR_VARIANCE) / (np.maximum(m - 1.0, 0.0) + SHRINK)
-        variance = s2 / (m + SHRINK)
-        accuracy = np.where(occupied, mean_c + offset, 0.0)
+        counts = np.zeros((size, c, c), dtype=np.int64)
+        np.add.at(counts, (b, predicted, y), 1)
+        m = np.bincount(b, minlength=size)
+        sums = np.bincount(b, weights=top, minlength=size)
+        mids = np.concatenate([[e[0]], (e[:-1] + e[1:]) / 2.0, [e[-1]]])
+        mean_c = np.where(m > 0, sums / np.maximum(m, 1), mids)
+        means = np.stack([xs[y == k].mean(axis=0) for k in range(c)])
+        variances = np.stack([xs[y == k].var(axis=0) for k in range(c)])
+        cov = None
+        if xs.shape[1] <= MAX_COVARIANCE_FEATURES and xs.shape[0] > 1:
+            centred = xs - means[y]  # within-class: the class mix is modelled apart
+            cov = centred.T @ centred / (xs.shape[0] - 1)
         return cls(
             edges=tuple(float(v) for v in e),
-            count=tuple(int(v) for v in m),
+            counts=tuple(tuple(tuple(int(v) for v in row) for row in blk) for blk in counts),
             confidence=tuple(float(v) for v in mean_c),
-            accuracy=tuple(float(v) for v in accuracy),
-            variance=tuple(float(v) for v in variance),
-            holdout_accuracy=float(ok.mean()),
+            holdout_accuracy=float(np.mean(predicted == y)),
+            class_means=tuple(tuple(float(v) for v in row) for row in means),
+            class_variances=tuple(tuple(float(v) for v in row) for row in variances),
+            covariance=None if cov is None else tuple(tuple(float(v) for v in r) for r in cov),
         )
 
     @classmethod
@@ -113,35 +139,79 @@ class Calibration:
         """Parse and check the document.
 
         Raises:
-            ValidationError: malformed (lengths, negative counts or variances,
-                confidences or accuracies outside the finite range).
+            ValidationError: malformed (shapes that do not fit the edges, the classes or
+                each other; negative counts or variances; non-finite numbers).
         """
         obj = exact_fields(value, where, _FIELDS)
         edges = check_edges(list_of(obj, "edges", float, where), f"{where}.edges")
         size = n_counts(edges) - 1
-        count = list_of(obj, "count", int, where)
-        columns = {k: list_of(obj, k, float, where) for k in ("confidence", "accuracy", "variance")}
-        lengths = {"count": len(count), **{k: len(v) for k, v in columns.items()}}
-        for key, length in lengths.items():
-            if length != size:
-                raise ValidationError(
-                    f"{where}.{key}: {len(edges)} edges need {size} values, got {length}"
-                )
-        if any(c < 0 for c in count) or sum(count) < 1:
-            raise ValidationError(f"{where}.count: counts must be >= 0 and not all 0")
-        for key, values in columns.items():
-            if not all(np.isfinite(values)):
-                raise ValidationError(f"{where}.{key}: values must be finite")
-        if any(v < 0 for v in columns["variance"]):
-            raise ValidationError(f"{where}.variance: cannot be negative")
+        means = _matrix(obj, "class_means", where)
+        c = len(means)
+        f = len(means[0]) if means else 0
+        if c < 1 or f < 1:
+            raise ValidationError(
+                f"{where}.class_means: need one row per class, one value per feature"
+            )
+        variances = _matrix(obj, "class_variances", where)
+        if (
+            any(len(r) != f for r in means)
+            or len(variances) != c
+            or any(len(r) != f for r in variances)
+        ):
+            raise ValidationError(f"{where}: class means and variances must be [classes, features]")
+        if any(v < 0 for r in variances for v in r):
+            raise ValidationError(f"{where}.class_variances: cannot be negative")
+        counts_value = field(obj, "counts", list, where)
+        if len(counts_value) != size:
+            raise ValidationError(f"{where}.counts: {len(edges)} edges need {size} bins")
+        counts = []
+        for i, blk in enumerate(counts_value):
+            at = f"{where}.counts[{i}]"
+            rows = blk if type(blk) is list else None
+            if rows is None or len(rows) != c:
+                raise ValidationError(f"{at}: expected {c} rows (one per predicted class)")
+            parsed = []
+            for j, row in enumerate(rows):
+                values = list_of({"r": row}, "r", int, f"{at}[{j}]")
+                if len(values) != c or any(v < 0 for v in values):
+                    raise ValidationError(f"{at}[{j}]: expected {c} counts >= 0")
+                parsed.append(tuple(values))
+            counts.append(tuple(parsed))
+        if sum(v for blk in counts for row in blk for v in row) < 1:
+            raise ValidationError(f"{where}.counts: no held-out prediction")
+        confidence = list_of(obj, "confidence", float, where)
+        if len(confidence) != size or not all(np.isfinite(confidence)):
+            raise ValidationError(f"{where}.confidence: expected {size} finite values")
         holdout = field(obj, "holdout_accuracy", float, where)
         if not 0.0 <= holdout <= 1.0:
             raise ValidationError(f"{where}.holdout_accuracy: must be in [0, 1]")
+        cov = None
+        if obj["covariance"] is not None:
+            cov = _matrix(obj, "covariance", where)
+            if len(cov) != f or any(len(r) != f for r in cov):
+                raise ValidationError(f"{where}.covariance: must be [features, features]")
         return cls(
             tuple(float(v) for v in edges),
-            tuple(count),
-            tuple(columns["confidence"]),
-            tuple(columns["accuracy"]),
-            tuple(columns["variance"]),
+            tuple(counts),
+            tuple(confidence),
             holdout,
+            means,
+            variances,
+            cov,
         )
+
+
+def _matrix(obj: dict[str, Any], key: str, where: str) -> tuple[tuple[float, ...], ...]:
+    """A list of lists of finite numbers.
+
+    Raises:
+        ValidationError: anything else.
+    """
+    rows = field(obj, key, list, where)
+    out = []
+    for i, row in enumerate(rows):
+        values = list_of({"r": row}, "r", float, f"{where}.{key}[{i}]")
+        if not all(np.isfinite(values)):
+            raise ValidationError(f"{where}.{key}[{i}]: values must be finite")
+        out.append(tuple(float(v) for v in values))
+    return tuple(out)

@@ -139,14 +139,14 @@ def fit_calibration(
         )
     if hx.shape[0] == 0 or hy.min() < 0 or hy.max() >= model.n_outputs:
         raise BuildError(f"held-out labels must be class indices 0..{model.n_outputs - 1}")
-    probs = model.predict(hx.astype(np.float32)).astype(np.float64)
+    x32 = hx.astype(np.float32)
+    probs = model.predict(x32).astype(np.float64)
     if not np.all(np.isfinite(probs)):
         raise BuildError("the model returned NaN or infinity on the held-out data")
-    correct = np.argmax(probs, axis=1) == hy
     try:
-        return Calibration.fit(edges, probs.max(axis=1), correct)
+        return Calibration.fit(edges, probs, hy, x32.astype(np.float64))
     except EdgeFleetError as exc:
-        raise BuildError(f"calibration: {exc}") from exc
+        raise BuildError(str(exc)) from exc
 
 
 def compute_reference(

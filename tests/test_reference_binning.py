@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from edge_agent.bundle import verify_bundle
+from edge_agent.calibration import Calibration
 from edge_agent.errors import ValidationError
 from edge_agent.histogram import count, quantile_edges, reference_edges
 from edge_agent.input_schema import FeatureSpec, InputSchema
@@ -175,7 +176,8 @@ def test_a_bundle_built_before_format_2_still_verifies_and_is_scored(
     assert window is not None and window.n == 300
     report = drift_report(ref, [window], min_count=100)
     assert all(f.verdict != "not_reported" for f in report.features)
-    # (accuracy status checked once the estimate exists)
+    assert report.accuracy is not None and report.accuracy.status == "no_calibration"
+    assert report.accuracy_estimate is None and report.reference_accuracy_estimate is None
 
 
 def test_reference_documents_of_unknown_format_or_misplaced_calibration_are_refused() -> None:
@@ -187,17 +189,12 @@ def test_reference_documents_of_unknown_format_or_misplaced_calibration_are_refu
     assert ReferenceStats.from_json(doc).to_json() == doc
     with pytest.raises(ValidationError, match="format: 3"):
         ReferenceStats.from_json({**doc, "format": 3})
-    calibration = {"edges": doc["confidence"]["edges"], "count": [1] + [0] * 11,
-                   "confidence": [0.0] * 12, "accuracy": [0.0] * 12, "variance": [0.0] * 12,
-                   "holdout_accuracy": 0.5}
-    assert ReferenceStats.from_json({**doc, "calibration": calibration}).calibration is not None
+    fitted = Calibration.fit(doc["confidence"]["edges"], probs, np.arange(200) % 2, x)
+    calibration = fitted.to_json()
+    assert ReferenceStats.from_json({**doc, "calibration": calibration}).calibration == fitted
     old = {k: v for k, v in doc.items() if k != "format"}
     with pytest.raises(ValidationError, match="needs format 2"):
         ReferenceStats.from_json({**old, "calibration": calibration})
+    other = Calibration.fit([0.0, 0.5, 1.0], probs, np.arange(200) % 2, x).to_json()
     with pytest.raises(ValidationError, match="not the confidence histogram"):
-        ReferenceStats.from_json({**doc, "calibration": {**calibration,
-                                                          "edges": [0.0, 0.5, 1.0],
-                                                          "count": [1, 0, 0, 0],
-                                                          "confidence": [0.0] * 4,
-                                                          "accuracy": [0.0] * 4,
-                                                          "variance": [0.0] * 4}})
+        ReferenceStats.from_json({**doc, "calibration": other})
