@@ -135,7 +135,7 @@ def test_refused_nan_names_the_feature_and_a_bad_row_is_refused_alone(
     p = predictor(bundle, trust_1of1, monkeypatch, native)
     row = reference_x[0].astype(np.float32).copy()
     row[4] = np.nan
-    with pytest.raises(PredictionError, match="schema refuses: f4$"):
+    with pytest.raises(PredictionError, match=r"schema refuses: f4$"):
         p.predict(row)
     x = reference_x[:6].astype(np.float32).copy()
     x[1, 7] = np.nan

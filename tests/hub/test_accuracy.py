@@ -4,7 +4,6 @@ moved too far. Seeded model-kit data through the real serving path and runtime."
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -166,7 +165,7 @@ def test_a_malformed_calibration_map_is_refused_in_one_line(calibrated) -> None:
     cal = reference.calibration
     assert cal is not None
     doc = cal.to_json()
-    bad_counts = [[[-1] * 3] * 3] + doc["counts"][1:]
+    bad_counts = [[[-1] * 3] * 3, *doc["counts"][1:]]
     cases = {
         "negative counts": {**doc, "counts": bad_counts},
         "a bin missing": {**doc, "counts": doc["counts"][:-1]},
@@ -193,4 +192,3 @@ def test_held_out_data_without_every_class_is_refused_at_build(demo_dir, signing
         build_bundle((demo_dir / "model-float.tflite").read_bytes(), name="demo", version=1,
                      reference=ReferenceData(x, FEATURES, h.x[keep], h.y[keep]),
                      keys=signing_keys[:1], out=tmp_path / "b.efb")
-    assert dataclasses.is_dataclass(Calibration)
