@@ -192,3 +192,29 @@ def test_held_out_data_without_every_class_is_refused_at_build(demo_dir, signing
         build_bundle((demo_dir / "model-float.tflite").read_bytes(), name="demo", version=1,
                      reference=ReferenceData(x, FEATURES, h.x[keep], h.y[keep]),
                      keys=signing_keys[:1], out=tmp_path / "b.efb")
+
+
+def test_inside_a_confidence_bin_the_estimate_follows_the_exact_confidences() -> None:
+    """Bin midpoints (the old estimate) or the held-out mean of a bin would give these
+    two windows one number; the windows' exact sums tell 0.905 from 0.995."""
+    from edge_agent.monitor import WindowAccumulator
+
+    rng = np.random.default_rng(100)
+    m = 40_000
+    top = rng.uniform(0.5, 1.0, m)
+    predicted = rng.integers(0, 2, m)
+    probs = np.where(predicted[:, None] == np.arange(2), top[:, None], 1.0 - top[:, None])
+    truth = np.where(rng.random(m) < top, predicted, 1 - predicted)  # perfectly calibrated
+    x = rng.normal(size=(m, 2))
+    ref = ReferenceStats.from_data(x, probs, ["a", "b"], ["p", "q"])
+    ref = ref.with_calibration(Calibration.fit(ref.confidence.edges, probs, truth, x))
+    for confidence in (0.905, 0.995):
+        acc = WindowAccumulator(ref, "m", 1, clock=lambda: NOW)
+        live_pred = rng.integers(0, 2, 4000)
+        live = np.where(live_pred[:, None] == np.arange(2), confidence, 1.0 - confidence)
+        acc.record(rng.normal(size=(4000, 2)), live, 0.001)
+        window = acc.close(NOW + 60)
+        assert window is not None
+        est = drift_report(ref, [window]).accuracy
+        assert est is not None and est.status == "estimated" and est.value is not None
+        assert est.value == pytest.approx(confidence, abs=0.01)
