@@ -90,7 +90,8 @@ def build_demo(
 
     Writes ``model-float.tflite``, ``model-int8.tflite`` (float32 in/out, int8 inside),
     ``reference.npz`` (``x``, ``y``, ``features``, ``classes``: a sample of the training data,
-    also the quantization calibration set) and ``test.npz`` (``x``, ``y``), creating
+    also the quantization calibration set; and ``holdout_x``/``holdout_y``, the test data,
+    from which the bundler fits the accuracy calibration map) and ``test.npz`` (``x``, ``y``), creating
     ``out_dir`` if needed and overwriting those files.
 
     Raises:
@@ -126,6 +127,8 @@ def build_demo(
         y=reference_y,
         features=np.array(FEATURES),
         classes=np.array(CLASSES),
+        holdout_x=test.x,
+        holdout_y=test.y,
     )
     np.savez(test_path, x=test.x, y=test.y)
 
