@@ -394,6 +394,12 @@ class Predictor:
                 if probation is not None:
                     probation.observe(0, int(rows.size))
                 raise
+            if not refused and bad is None:  # the usual batch: served whole, no copy
+                if probation is not None:
+                    probation.observe(b, 0, latency)
+                if self.shadow is not None:
+                    self._run_shadow(self.shadow, xs, out)
+                return Prediction(out, active.labels, active.version)
             outputs[rows] = out
             n_bad = 0 if bad is None else int(np.count_nonzero(bad))
             if bad is not None:
