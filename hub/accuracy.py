@@ -26,8 +26,10 @@ under a point (``benchmarks/bench_accuracy.py``).
 **The interval** (95 %) adds two variances: sampling, ``sum_b n_b p_b (1 - p_b) / n**2``
 (the bin mean bounds the mean of ``p (1 - p)`` from above, so it never claims too
 much), and calibration, ``sum_b (n_b / n)**2 * a_b (1 - a_b) / (m_b + 1)`` with ``m_b``
-the bin's effective held-out count. It does not cover the error of the class-mix
-estimate or of calibration under input drift; that is what the next rule is for.
+the bin's effective held-out count; and a term for calibration under input drift,
+``(SHIFT_SD_PER_DISTANCE * d)**2`` with ``d`` the Mahalanobis distance below (an
+empirical allowance: on the demo model an offset of 0.5 sd, ``d`` = 1.8, puts the
+estimate ~2 points high). It does not cover the error of the class-mix estimate.
 
 **"cannot estimate (input drift)"**: CBPE assumes the model's calibration carries over
 to the live inputs. Far from the held-out data, models grow overconfident and the
@@ -71,6 +73,8 @@ MAX_MEAN_DISTANCE: Final = 2.0
 MAX_VARIANCE_RATIO: Final = 1.15
 #: One feature's variance ratio may not leave [1/x, x].
 MAX_FEATURE_VARIANCE_RATIO: Final = 1.5
+#: Standard deviation added to the estimate per unit of the inputs' mean distance.
+SHIFT_SD_PER_DISTANCE: Final = 0.0075
 #: Pseudo-weight pulling a bin's calibration error toward the overall one.
 SHRINK: Final = 10.0
 #: Two-sided 95 % normal quantile for the interval.
@@ -154,17 +158,18 @@ def class_mix(cal: Calibration, class_counts: tuple[int, ...]) -> np.ndarray:
 
 def input_drift_problem(
     cal: Calibration, merged: MetricsWindow, q: np.ndarray, names: tuple[str, ...]
-) -> str | None:
+) -> tuple[str | None, float]:
     """Why the inputs are too far from what the held-out data and the class mix ``q``
-    predict for calibration to hold (one line), or None. See the module doc."""
+    predict for calibration to hold (one line), or None; and the Mahalanobis distance
+    of the input mean from that prediction. See the module doc."""
     means = np.asarray(cal.class_means)
     variances = np.asarray(cal.class_variances)
     live = merged.features
     if len(live) != means.shape[1]:
-        return "cannot estimate (input drift): the map's features do not fit the window"
+        return "cannot estimate (input drift): the map's features do not fit the window", 0.0
     usable = np.array([f.count >= 2 for f in live])
     if not usable.any():
-        return None
+        return None, 0.0
     expected_mean = q @ means
     expected_var = q @ (variances + means**2) - expected_mean**2
     live_mean = np.array([f.mean for f in live])
@@ -197,8 +202,8 @@ def input_drift_problem(
             f"limit x{MAX_FEATURE_VARIANCE_RATIO:g}"
         )
     if not problems:
-        return None
-    return "cannot estimate (input drift): " + "; ".join(problems)
+        return None, distance
+    return "cannot estimate (input drift): " + "; ".join(problems), distance
 
 
 def estimate_accuracy(
@@ -228,14 +233,14 @@ def estimate_accuracy(
         return without("not_reported", f"{n} predictions with an output, fewer than {min_count}")
     q = class_mix(cal, merged.class_counts)
     names = tuple(f.name for f in reference.features)
-    problem = input_drift_problem(cal, merged, q, names)
+    problem, distance = input_drift_problem(cal, merged, q, names)
     if problem is not None:
         return without("cannot_estimate", problem, q)
     if sums is not None:
         bin_sums = np.asarray(sums[:-1], dtype=np.float64)
     else:  # no sums from these agents: each bin at the held-out mean confidence
         bin_sums = counts * np.asarray(cal.confidence)
-    value, low, high = calibrated(cal, q, counts, bin_sums)
+    value, low, high = calibrated(cal, q, counts, bin_sums, distance)
     return AccuracyEstimate(
         "estimated",
         value,
@@ -251,11 +256,16 @@ def estimate_accuracy(
 
 
 def calibrated(
-    cal: Calibration, q: np.ndarray, counts: np.ndarray, bin_sums: np.ndarray
+    cal: Calibration,
+    q: np.ndarray,
+    counts: np.ndarray,
+    bin_sums: np.ndarray,
+    distance: float = 0.0,
 ) -> tuple[float, float, float]:
     """Estimate and 95 % interval from per-bin counts and confidence sums (finite bins:
-    underflow, interior, overflow) under ``cal`` re-weighted to class mix ``q``;
-    ``counts`` must not all be 0."""
+    underflow, interior, overflow) under ``cal`` re-weighted to class mix ``q``, the
+    inputs' mean ``distance`` from the held-out data's widening the interval (see the
+    module doc); ``counts`` must not all be 0."""
     held = cal.count_array()  # [bins, predicted, true]
     per_class = held.sum(axis=(0, 1))
     w = q / np.where(per_class > 0, per_class / per_class.sum(), 1.0)
@@ -277,7 +287,8 @@ def calibrated(
     calibration = float(
         np.dot((counts / n) ** 2, (a * (1.0 - a) + 0.25 / (1.0 + effective)) / (effective + 1.0))
     )
-    half = Z95 * math.sqrt(sampling + calibration)
+    shift = (SHIFT_SD_PER_DISTANCE * distance) ** 2
+    half = Z95 * math.sqrt(sampling + calibration + shift)
     return value, max(0.0, value - half), min(1.0, value + half)
 
 

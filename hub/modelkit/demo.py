@@ -91,8 +91,8 @@ def build_demo(
     Writes ``model-float.tflite``, ``model-int8.tflite`` (float32 in/out, int8 inside),
     ``reference.npz`` (``x``, ``y``, ``features``, ``classes``: a sample of the training data,
     also the quantization calibration set; and ``holdout_x``/``holdout_y``, the test data,
-    from which the bundler fits the accuracy calibration map) and ``test.npz`` (``x``, ``y``), creating
-    ``out_dir`` if needed and overwriting those files.
+    from which the bundler fits the accuracy calibration map) and ``test.npz`` (``x``,
+    ``y``), creating ``out_dir`` if needed and overwriting those files.
 
     Raises:
         InvalidDataError: sizes are not positive or ``n_reference`` exceeds ``n_train``.
