@@ -29,6 +29,11 @@ SCENARIOS: Final[tuple[tuple[str, dict[str, Any]], ...]] = (
     ("offset 1 sd", {"offset": 1.0}),
     ("offset 1 sd, one feature", {"offset": 1.0, "features": ("current_a",)}),
     ("offset 3 sd", {"offset": 3.0}),
+    (
+        "offset 0.5 sd, three features",
+        {"offset": 0.5, "features": ("vibration_rms_g", "vibration_peak_g", "bearing_temp_c")},
+    ),
+    ("noise 0.1 sd", {"noise": 0.1}),
     ("noise 0.25 sd", {"noise": 0.25}),
     ("noise 1 sd", {"noise": 1.0}),
     ("noise 2 sd", {"noise": 2.0}),
@@ -47,6 +52,8 @@ class ScenarioResult:
     estimate: float | None
     low: float | None
     high: float | None
+    input_distance: float | None
+    typicality_ratio: float | None
 
     @property
     def error_points(self) -> float | None:
@@ -116,7 +123,18 @@ def accuracy_errors(
             acc = drift_report(reference, [window]).accuracy
             assert acc is not None
             rows.append(
-                ScenarioResult(model, name, n_live, truth, acc.status, acc.value, acc.low, acc.high)
+                ScenarioResult(
+                    model,
+                    name,
+                    n_live,
+                    truth,
+                    acc.status,
+                    acc.value,
+                    acc.low,
+                    acc.high,
+                    acc.input_distance,
+                    acc.typicality_ratio,
+                )
             )
     return rows
 
@@ -130,4 +148,9 @@ def run() -> None:
         else:
             shown = f"{r.estimate:.3f} ({r.low:.3f}-{r.high:.3f}){'':12s}"
             error = f"error {r.error_points:+5.1f} pt{'' if r.covered else '  (truth outside)'}"
-        print(f"   {r.model:5s} {r.scenario:26s} truth {r.truth:.3f}  estimate {shown} {error}")
+        d = "-" if r.input_distance is None else f"{r.input_distance:.2f}"
+        t = "-" if r.typicality_ratio is None else f"{r.typicality_ratio:.2f}"
+        print(
+            f"   {r.model:5s} {r.scenario:30s} truth {r.truth:.3f}  estimate {shown} "
+            f"[distance {d}, typicality x{t}] {error}"
+        )

@@ -22,8 +22,10 @@
  *      the accumulator's close, through Runner.drain) is folded feature by feature:
  *      bins (underflow, interior bins with the last one closed, overflow, NaN),
  *      count/mean/M2/min/max of values of magnitude <= moment_limit merged by Chan's
- *      formula, range misses; then classes, confidence (counts and the per-bin sums of
- *      finite top-1 confidences) and latency. Then a NaN / infinite output is refused
+ *      formula, range misses; the typicality energy of samples with finite inputs
+ *      (squared projections on typ_dirs, centred on typ_mean; see
+ *      edge_agent/calibration.py); then classes, confidence (counts and the per-bin
+ *      sums of finite top-1 confidences) and latency. Then a NaN / infinite output is refused
  *      (nan_output);
  *      Folding a block keeps the window's arrays in cache, which the model's own
  *      invocation evicts between samples;
@@ -55,6 +57,8 @@ typedef struct {
     Py_buffer b_staging, b_refuse_lo, b_refuse_hi, b_edges, b_edge_off, b_hist, b_hist_off;
     Py_buffer b_count, b_mean, b_m2, b_min, b_max, b_lo, b_hi, b_oor;
     Py_buffer b_classes, b_conf_edges, b_conf, b_conf_sum, b_lat_edges, b_latency, b_tally;
+    Py_buffer b_typ_dirs, b_typ_mean, b_typ_n, b_typ_sum;
+    Py_ssize_t typ_k; /* typicality directions (rows of typ_dirs); 0: none counted */
     int n_views;
     /* Each feature's edges padded with +inf to an even length, for bin_pairs. */
     double *padded;
@@ -140,7 +144,8 @@ static void release_views(Runner *self) {
                         &self->b_max, &self->b_lo, &self->b_hi, &self->b_oor,
                         &self->b_classes, &self->b_conf_edges, &self->b_conf,
                         &self->b_conf_sum, &self->b_lat_edges, &self->b_latency,
-                        &self->b_tally};
+                        &self->b_tally, &self->b_typ_dirs, &self->b_typ_mean,
+                        &self->b_typ_n, &self->b_typ_sum};
     for (int i = 0; i < self->n_views && i < (int)(sizeof all / sizeof all[0]); i++)
         PyBuffer_Release(all[i]);
     self->n_views = 0;
@@ -158,20 +163,22 @@ static int runner_setup(Runner *self, PyObject *args, PyObject *kwds) {
                          "edges", "edge_off", "hist", "hist_off", "count", "mean", "m2", "vmin",
                          "vmax", "count_range", "moment_limit", "lo", "hi", "oor", "classes",
                          "conf_edges", "conf", "conf_sum", "lat_edges", "latency", "tally",
-                         NULL};
+                         "typ_dirs", "typ_mean", "typ_n", "typ_sum", NULL};
     PyObject *model, *staging, *serve_lock, *monitor_lock, *record_error, *error_type,
         *range_problem, *nan_problem, *result_type, *labels, *version, *refuse_lo,
         *refuse_hi, *edges, *edge_off, *hist, *hist_off, *count, *mean, *m2, *vmin, *vmax,
-        *lo, *hi, *oor, *classes, *conf_edges, *conf, *conf_sum, *lat_edges, *latency, *tally;
+        *lo, *hi, *oor, *classes, *conf_edges, *conf, *conf_sum, *lat_edges, *latency, *tally,
+        *typ_dirs, *typ_mean, *typ_n, *typ_sum;
     int refuse_nan, refuse_range, count_range;
     double moment_limit;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$OOOOOOOOOOOppOOOOOOOOOOOpdOOOOOOOOOO", kw, &model, &staging,
+            args, kwds, "$OOOOOOOOOOOppOOOOOOOOOOOpdOOOOOOOOOOOOOO", kw, &model, &staging,
             &serve_lock, &monitor_lock, &record_error, &error_type, &range_problem,
             &nan_problem, &result_type, &labels, &version, &refuse_nan, &refuse_range,
             &refuse_lo, &refuse_hi, &edges, &edge_off, &hist, &hist_off, &count, &mean, &m2,
             &vmin, &vmax, &count_range, &moment_limit, &lo, &hi, &oor, &classes, &conf_edges,
-            &conf, &conf_sum, &lat_edges, &latency, &tally))
+            &conf, &conf_sum, &lat_edges, &latency, &tally, &typ_dirs, &typ_mean, &typ_n,
+            &typ_sum))
         return -1;
     PyObject *interp = PyObject_GetAttrString(model, "interpreter");
     if (interp == NULL) return -1;
@@ -252,8 +259,17 @@ static int runner_setup(Runner *self, PyObject *args, PyObject *kwds) {
         view(self, conf_sum, &self->b_conf_sum, "d", -1, 1, "conf_sum") < 0 ||
         view(self, lat_edges, &self->b_lat_edges, "d", -1, 0, "lat_edges") < 0 ||
         view(self, latency, &self->b_latency, "q", -1, 1, "latency") < 0 ||
-        view(self, tally, &self->b_tally, "q", 1, 1, "tally") < 0)
+        view(self, tally, &self->b_tally, "q", 1, 1, "tally") < 0 ||
+        view(self, typ_dirs, &self->b_typ_dirs, "d", -1, 0, "typ_dirs") < 0 ||
+        view(self, typ_mean, &self->b_typ_mean, "d", f, 0, "typ_mean") < 0 ||
+        view(self, typ_n, &self->b_typ_n, "q", 1, 1, "typ_n") < 0 ||
+        view(self, typ_sum, &self->b_typ_sum, "d", 1, 1, "typ_sum") < 0)
         return -1;
+    if ((self->b_typ_dirs.len / 8) % f != 0) {
+        PyErr_SetString(PyExc_ValueError, "Runner: typ_dirs must be [k, features]");
+        return -1;
+    }
+    self->typ_k = (self->b_typ_dirs.len / 8) / f;
     /* Every offset must stay inside the arrays it indexes. */
     const long long *eo = self->b_edge_off.buf, *ho = self->b_hist_off.buf;
     Py_ssize_t n_edges = self->b_edges.len / 8, n_hist = self->b_hist.len / 8;
@@ -507,6 +523,30 @@ static void fold_ring(Runner *self) {
         count[j] = total;
         if (bmin < vmin[j]) vmin[j] = bmin;
         if (bmax > vmax[j]) vmax[j] = bmax;
+    }
+    if (self->typ_k > 0) { /* as WindowAccumulator._fold_typicality */
+        const double *dirs = self->b_typ_dirs.buf, *centre = self->b_typ_mean.buf;
+        long long tn = 0;
+        double ts = 0.0;
+        for (Py_ssize_t s = 0; s < m; s++) {
+            const float *row = ring + s * nf;
+            int finite = 1;
+            for (Py_ssize_t j = 0; j < nf; j++) finite &= isfinite(row[j]) != 0;
+            if (!finite) continue;
+            double energy = 0.0;
+            for (Py_ssize_t i = 0; i < self->typ_k; i++) {
+                const double *d = dirs + i * nf;
+                double z = 0.0;
+                for (Py_ssize_t j = 0; j < nf; j++) z += d[j] * ((double)row[j] - centre[j]);
+                energy += z * z;
+            }
+            if (isfinite(energy)) {
+                tn++;
+                ts += energy;
+            }
+        }
+        ((long long *)self->b_typ_n.buf)[0] += tn;
+        ((double *)self->b_typ_sum.buf)[0] += ts;
     }
     long long *classes = self->b_classes.buf, *conf = self->b_conf.buf;
     long long *latency = self->b_latency.buf;

@@ -12,7 +12,14 @@ model. Over the bins of the reference's top-1 confidence histogram it keeps:
   variance, and ``covariance`` (the pooled feature covariance; None above
   :data:`MAX_COVARIANCE_FEATURES` features): what the hub compares a window's exact
   moments with to decide whether the inputs are still close enough for the map to
-  hold.
+  hold;
+- ``typicality``: the held-out inputs' mean and their :data:`TYPICAL_DIRECTIONS`
+  weakest principal directions, whitened (``v / sqrt(eigenvalue)``), with the mean
+  energy ``sum_i (d_i . (x - mean))**2`` per true class. Devices sum that energy over
+  their inputs (see :mod:`edge_agent.monitor`): the weak directions are where the
+  features' correlations live (one sensor tracking another), so added noise or a
+  sensor moving alone inflates the energy long before it shows in any one feature's
+  spread.
 
 The device only parses it (it is part of the signed reference); the hub computes with
 it (:mod:`hub.accuracy`).
@@ -32,10 +39,76 @@ from edge_agent.schema import exact_fields, field, list_of
 
 #: Features above this count get no covariance in the map (it grows as F**2).
 MAX_COVARIANCE_FEATURES: Final = 64
+#: Weakest principal directions whose energy devices sum (fewer with fewer features).
+TYPICAL_DIRECTIONS: Final = 2
+#: Directions with less variance than this share of the largest are left out
+#: (exact linear relations: no spread to whiten by).
+_MIN_EIGEN_SHARE: Final = 1e-9
 _FIELDS: Final = {
     "edges", "counts", "confidence", "holdout_accuracy",
-    "class_means", "class_variances", "covariance",
+    "class_means", "class_variances", "covariance", "typicality",
 }  # fmt: skip
+_TYPICAL_FIELDS: Final = {"mean", "directions", "expected"}
+
+
+@dataclass(frozen=True)
+class Typicality:
+    """Whitened weak principal directions of the held-out inputs (see the module doc):
+    ``mean [F]``, ``directions [k, F]`` (k may be 0), ``expected [C]`` the mean energy
+    per true class."""
+
+    mean: tuple[float, ...]
+    directions: tuple[tuple[float, ...], ...]
+    expected: tuple[float, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {
+            "mean": list(self.mean),
+            "directions": [list(d) for d in self.directions],
+            "expected": list(self.expected),
+        }
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, n_classes: int) -> Typicality:
+        """From held-out inputs ``x [m, F]`` and their classes ``y [m]`` (every class
+        present)."""
+        mean = x.mean(axis=0)
+        k = min(TYPICAL_DIRECTIONS, x.shape[1] - 1)
+        directions = np.zeros((0, x.shape[1]))
+        if k > 0 and x.shape[0] > 1:
+            lam, vec = np.linalg.eigh(np.cov(x.T))
+            keep = np.flatnonzero(lam > _MIN_EIGEN_SHARE * max(float(lam[-1]), 0.0))[:k]
+            directions = (vec[:, keep] / np.sqrt(lam[keep])).T
+        energy = ((x - mean) @ directions.T) ** 2
+        per_sample = energy.sum(axis=1)
+        expected = [float(per_sample[y == c].mean()) for c in range(n_classes)]
+        return cls(
+            tuple(float(v) for v in mean),
+            tuple(tuple(float(v) for v in d) for d in directions),
+            tuple(expected),
+        )
+
+    @classmethod
+    def from_json(cls, value: Any, where: str, n_features: int, n_classes: int) -> Typicality:
+        """Parse and check the document.
+
+        Raises:
+            ValidationError: malformed, or shapes that do not fit the features/classes.
+        """
+        obj = exact_fields(value, where, _TYPICAL_FIELDS)
+        mean = list_of(obj, "mean", float, where)
+        directions = _matrix(obj, "directions", where)
+        expected = list_of(obj, "expected", float, where)
+        if len(mean) != n_features or any(len(d) != n_features for d in directions):
+            raise ValidationError(f"{where}: mean and directions need {n_features} values")
+        if len(directions) > TYPICAL_DIRECTIONS:
+            raise ValidationError(f"{where}.directions: at most {TYPICAL_DIRECTIONS}")
+        if len(expected) != n_classes or not all(np.isfinite(expected + mean)):
+            raise ValidationError(f"{where}: expected needs {n_classes} finite values")
+        if any(e < 0 for e in expected):
+            raise ValidationError(f"{where}.expected: cannot be negative")
+        return cls(tuple(float(v) for v in mean), directions, tuple(float(v) for v in expected))
 
 
 @dataclass(frozen=True)
@@ -49,6 +122,7 @@ class Calibration:
     class_means: tuple[tuple[float, ...], ...]
     class_variances: tuple[tuple[float, ...], ...]
     covariance: tuple[tuple[float, ...], ...] | None
+    typicality: Typicality
 
     @property
     def n(self) -> int:
@@ -74,6 +148,7 @@ class Calibration:
             "class_means": [list(m) for m in self.class_means],
             "class_variances": [list(v) for v in self.class_variances],
             "covariance": None if self.covariance is None else [list(r) for r in self.covariance],
+            "typicality": self.typicality.to_json(),
         }
 
     @classmethod
@@ -132,6 +207,7 @@ class Calibration:
             class_means=tuple(tuple(float(v) for v in row) for row in means),
             class_variances=tuple(tuple(float(v) for v in row) for row in variances),
             covariance=None if cov is None else tuple(tuple(float(v) for v in r) for r in cov),
+            typicality=Typicality.fit(xs, y, c),
         )
 
     @classmethod
@@ -190,6 +266,7 @@ class Calibration:
             cov = _matrix(obj, "covariance", where)
             if len(cov) != f or any(len(r) != f for r in cov):
                 raise ValidationError(f"{where}.covariance: must be [features, features]")
+        typicality = Typicality.from_json(obj["typicality"], f"{where}.typicality", f, c)
         return cls(
             tuple(float(v) for v in edges),
             tuple(counts),
@@ -198,6 +275,7 @@ class Calibration:
             means,
             variances,
             cov,
+            typicality,
         )
 
 

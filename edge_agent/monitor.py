@@ -23,6 +23,11 @@ Invariants of a window with ``n`` predictions (checked by :meth:`MetricsWindow.f
 - ``confidence_sum`` (optional: windows of agents before it lack it) has one finite sum
   per confidence bin: the sum of the finite top-1 confidences counted there, so 0 for
   an empty bin and for the NaN bin;
+- ``typicality_n`` / ``typicality_sum`` (optional, together; only for bundles whose
+  reference has a calibration map): how many predictions had all inputs finite and a
+  finite *typicality energy* (the squared whitened projections of the input on the
+  map's weak principal directions, see :mod:`edge_agent.calibration`), and the sum of
+  those energies: ``typicality_n <= n``, the sum finite, >= 0, and 0 when the count is;
 - the latency histogram counts *invocations* (one per :meth:`WindowAccumulator.record`
   call), so it sums to at most ``n``;
 - ``agreed <= compared``.
@@ -34,7 +39,7 @@ Wire form (compact: features as columns, counts as plain integer lists)::
                   "min": [... | null], "max": [... | null], "out_of_range": [...]},
      "classes": [...], "confidence": [...], "latency": [...],
      "errors": {"invoke_error": 2}, "compared": 0, "agreed": 0,
-     "confidence_sum": [0.0, ..., 101.7, 0.0]}
+     "confidence_sum": [0.0, ..., 101.7, 0.0], "typicality_n": 120, "typicality_sum": 251.3}
 
 Which predictions a window counts: every input row the schema accepted and the model
 ran on, also when its output was NaN or infinite (that row has no predicted class and
@@ -95,8 +100,14 @@ _WINDOW_FIELDS: Final = {
     "model", "version", "role", "start", "end", "n", "features",
     "classes", "confidence", "latency", "errors", "compared", "agreed",
 }  # fmt: skip
-_WINDOW_FIELDS_SUMS: Final = _WINDOW_FIELDS | {"confidence_sum"}
-_OPTIONAL_WINDOW_FIELDS: Final = frozenset({"confidence_sum"})
+_TYPICALITY_FIELDS: Final = frozenset({"typicality_n", "typicality_sum"})
+_OPTIONAL_WINDOW_FIELDS: Final = frozenset({"confidence_sum"}) | _TYPICALITY_FIELDS
+#: The key sets the fast path takes (anything else: the checked path).
+_FAST_KEY_SETS: Final = (
+    _WINDOW_FIELDS,
+    _WINDOW_FIELDS | {"confidence_sum"},
+    _WINDOW_FIELDS | {"confidence_sum"} | _TYPICALITY_FIELDS,
+)
 _FEATURE_FIELDS: Final = {"counts", "count", "mean", "m2", "min", "max", "out_of_range"}
 _NUMERIC_KINDS: Final = "biuf"
 _INT_ONLY: Final = frozenset({int})
@@ -162,6 +173,10 @@ class MetricsWindow:
     #: Per confidence bin, the sum of the finite top-1 confidences counted there; None
     #: for windows of agents that did not send it (then merges drop it).
     confidence_sum: tuple[float, ...] | None = None
+    #: Predictions with a finite typicality energy, and the sum of their energies
+    #: (see the module doc); None for windows without them (then merges drop them).
+    typicality_n: int | None = None
+    typicality_sum: float | None = None
     #: The document :meth:`from_wire` parsed, when it is exactly this window's JSON form
     #: (set on the instance; not a field: not compared, copied or shown).
     _wire: ClassVar[dict[str, Any] | None] = None
@@ -239,6 +254,11 @@ class MetricsWindow:
             **(
                 {} if self.confidence_sum is None else {"confidence_sum": list(self.confidence_sum)}
             ),
+            **(
+                {}
+                if self.typicality_n is None
+                else {"typicality_n": self.typicality_n, "typicality_sum": self.typicality_sum}
+            ),
         }
 
     @classmethod
@@ -309,9 +329,22 @@ def _window_checked(value: Any, where: str) -> MetricsWindow:
             if "confidence_sum" in obj
             else None
         ),
+        **_typicality_from_json(obj, where),
     )
     check_window(window, where)
     return window
+
+
+def _typicality_from_json(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    present = _TYPICALITY_FIELDS & obj.keys()
+    if not present:
+        return {}
+    if present != _TYPICALITY_FIELDS:
+        raise ValidationError(f"{where}: typicality_n and typicality_sum come together")
+    return {
+        "typicality_n": _count(obj["typicality_n"], f"{where}.typicality_n"),
+        "typicality_sum": _finite(obj["typicality_sum"], f"{where}.typicality_sum"),
+    }
 
 
 def check_window(w: MetricsWindow, where: str = "window") -> None:
@@ -350,6 +383,20 @@ def check_window(w: MetricsWindow, where: str = "window") -> None:
         problem = _sums_problem(w.confidence_sum, w.confidence)
         if problem is not None:
             raise ValidationError(f"{where}.confidence_sum: {problem}")
+    problem = _typicality_problem(w.typicality_n, w.typicality_sum, w.n)
+    if problem is not None:
+        raise ValidationError(f"{where}.typicality: {problem}")
+
+
+def _typicality_problem(count: int | None, total: float | None, n: int) -> str | None:
+    """What is wrong with a window's typicality count and sum, or None."""
+    if count is None or total is None:
+        return None if count is None and total is None else "count and sum come together"
+    if not 0 <= count <= n:
+        return f"count {count} is not from 0 to n = {n}"
+    if not math.isfinite(total) or total < 0.0 or (count == 0 and total != 0.0):
+        return "the sum must be finite, >= 0, and 0 when the count is"
+    return None
 
 
 def _sums_problem(sums: tuple[float, ...], counts: tuple[int, ...]) -> str | None:
@@ -412,7 +459,18 @@ def merge_windows(a: MetricsWindow, b: MetricsWindow) -> MetricsWindow:
             if a.confidence_sum is None or b.confidence_sum is None
             else tuple(map(operator.add, a.confidence_sum, b.confidence_sum))
         ),
+        **_combine_typicality(a, b, 1),
     )
+
+
+def _combine_typicality(a: MetricsWindow, b: MetricsWindow, sign: int) -> dict[str, Any]:
+    """``typicality_n``/``typicality_sum`` of a merge (sign 1) or subtraction (-1):
+    kept only when both windows have them."""
+    if a.typicality_n is None or b.typicality_n is None:
+        return {}
+    count = _nonneg(a.typicality_n + sign * b.typicality_n)
+    total = (a.typicality_sum or 0.0) + sign * (b.typicality_sum or 0.0)
+    return {"typicality_n": count, "typicality_sum": max(0.0, total) if count else 0.0}
 
 
 def subtract_windows(total: MetricsWindow, part: MetricsWindow) -> MetricsWindow:
@@ -455,6 +513,7 @@ def subtract_windows(total: MetricsWindow, part: MetricsWindow) -> MetricsWindow
             compared=_nonneg(total.compared - part.compared),
             agreed=_nonneg(total.agreed - part.agreed),
             confidence_sum=sums,
+            **_combine_typicality(total, part, -1),
         )
         check_window(rest, "subtract")
     except ValidationError as exc:
@@ -554,6 +613,16 @@ class WindowAccumulator:
         self._classes = np.zeros(n_classes, dtype=np.int64)
         self._conf = np.zeros(n_counts(self._conf_edges), dtype=np.int64)
         self._conf_sum = np.zeros(n_counts(self._conf_edges), dtype=np.float64)
+        typicality = None if reference.calibration is None else reference.calibration.typicality
+        self._typ_dirs = np.zeros((0, n_features))
+        self._typ_mean = np.zeros(n_features)
+        if typicality is not None and typicality.directions:
+            self._typ_dirs = np.asarray(typicality.directions, dtype=np.float64)
+            self._typ_mean = np.asarray(typicality.mean, dtype=np.float64)
+        #: Whether windows carry typicality (the reference's map has directions).
+        self._typ_active = self._typ_dirs.shape[0] > 0
+        self._typ_n = np.zeros(1, dtype=np.int64)
+        self._typ_sum = np.zeros(1, dtype=np.float64)
         self._latency = np.zeros(n_counts(_LATENCY_EDGES), dtype=np.int64)
         self._errors: dict[str, int] = {}
         self._n = 0
@@ -726,7 +795,22 @@ class WindowAccumulator:
             weights=top1 if finite.all() else np.where(finite, top1, 0.0),
             minlength=self._conf_sum.size,
         )
+        if self._typ_active:
+            self._fold_typicality(x)
         self._n += m
+
+    def _fold_typicality(self, x: np.ndarray) -> None:
+        """Count rows with all inputs finite and a finite energy, and sum the energies."""
+        finite = np.isfinite(x).all(axis=1)
+        rows = x if finite.all() else x[finite]
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (rows - self._typ_mean) @ self._typ_dirs.T
+            energy = np.einsum("ij,ij->i", z, z)
+        ok = np.isfinite(energy)
+        if not ok.all():
+            energy = energy[ok]
+        self._typ_n[0] += energy.shape[0]
+        self._typ_sum[0] += float(energy.sum())
 
     def _bin_block(self, x: np.ndarray) -> np.ndarray:
         """``bin_indices`` for every feature of ``x [m, F]`` at once (same layout).
@@ -793,6 +877,10 @@ class WindowAccumulator:
             "lat_edges": _LATENCY_EDGES,
             "latency": self._latency,
             "tally": self._tally,
+            "typ_dirs": np.ascontiguousarray(self._typ_dirs, dtype=np.float64).ravel(),
+            "typ_mean": np.ascontiguousarray(self._typ_mean, dtype=np.float64),
+            "typ_n": self._typ_n,
+            "typ_sum": self._typ_sum,
         }
 
     def _fold_moments(self, x: np.ndarray) -> None:
@@ -854,6 +942,8 @@ class WindowAccumulator:
             compared=self._compared,
             agreed=self._agreed,
             confidence_sum=tuple(self._conf_sum.tolist()),
+            typicality_n=int(self._typ_n[0]) if self._typ_active else None,
+            typicality_sum=float(self._typ_sum[0]) if self._typ_active else None,
         )
 
     def _reset(self, start: float) -> None:
@@ -862,6 +952,8 @@ class WindowAccumulator:
         self._mean.fill(0.0)
         self._m2.fill(0.0)
         self._conf_sum.fill(0.0)
+        self._typ_n.fill(0)
+        self._typ_sum.fill(0.0)
         self._min.fill(np.inf)
         self._max.fill(-np.inf)
         self._tally.fill(0)
@@ -1040,9 +1132,19 @@ def _window_fast(obj: Any) -> MetricsWindow | None:
     if type(obj) is not dict:
         return None
     keys = obj.keys()
+    if keys not in _FAST_KEY_SETS:
+        return None
+    typ_n, typ_sum = obj.get("typicality_n"), obj.get("typicality_sum")
+    if "typicality_n" in keys and (
+        type(typ_n) is not int
+        or type(typ_sum) is not float
+        or type(obj["n"]) is not int
+        or _typicality_problem(typ_n, typ_sum, obj["n"]) is not None
+    ):
+        return None
     if keys == _WINDOW_FIELDS:
         sums = None
-    elif keys == _WINDOW_FIELDS_SUMS:
+    else:
         sums = obj["confidence_sum"]
         if (
             type(sums) is not list
@@ -1050,8 +1152,6 @@ def _window_fast(obj: Any) -> MetricsWindow | None:
             or not all(map(math.isfinite, sums))
         ):
             return None  # (lengths and zeros: with the invariants below)
-    else:
-        return None
     f = obj["features"]
     if type(f) is not dict or f.keys() != _FEATURE_FIELDS:
         return None
@@ -1146,6 +1246,8 @@ def _window_fast(obj: Any) -> MetricsWindow | None:
             "compared": compared,
             "agreed": agreed,
             "confidence_sum": None if sums is None else tuple(sums),
+            "typicality_n": typ_n,
+            "typicality_sum": typ_sum,
         },
     )
     return window

@@ -211,6 +211,12 @@ class ReferenceStats:
                 raise ValidationError(
                     f"{where}.calibration.edges: not the confidence histogram's edges"
                 )
+            if len(calibration.class_means) != len(labels) or len(
+                calibration.class_means[0]
+            ) != len(features):
+                raise ValidationError(
+                    f"{where}.calibration: its classes and features do not fit the reference"
+                )
         return cls(n, tuple(features), labels, class_counts, confidence, version, calibration)
 
 

@@ -41,18 +41,25 @@ the held-out per-class moments:
   covariance (diagonal above 64 features): above :data:`MAX_MEAN_DISTANCE`; or
 - the *spread*: the mean over features of live variance / predicted variance above
   :data:`MAX_VARIANCE_RATIO`, or one feature's ratio outside
-  [1 / :data:`MAX_FEATURE_VARIANCE_RATIO`, :data:`MAX_FEATURE_VARIANCE_RATIO`].
+  [1 / :data:`MAX_FEATURE_VARIANCE_RATIO`, :data:`MAX_FEATURE_VARIANCE_RATIO`]; or
+- the *joint structure*: the window's mean typicality energy (devices sum the squared
+  whitened projections of their inputs on the held-out data's weakest principal
+  directions, where the features' correlations live) over what the class mix predicts,
+  above :data:`MAX_TYPICALITY_RATIO`. Noise of 0.25 sd on every feature breaks the
+  correlations the demo model relies on (accuracy -8 points) while moving no feature's
+  mean or variance by more than sampling does; the energy grows x1.8. (Windows of
+  agents without typicality skip this test.)
 
-Thresholds measured on the demo model (``benchmarks/bench_accuracy.py``): the estimate
-stays within 3 points through label shift, offsets of all features up to 0.5 sd and
-one feature up to 1 sd; at an offset of all features by 0.75 sd or more the error grows
-past 5 points (the model kit's offset moves the inputs but not the labels: a concept
-shift no confidence-based estimate can see), and the mean distance crosses its bound
-there. Known blind spot: noise of 0.25 sd added to every feature breaks the features'
-correlations (accuracy falls ~8 points) while changing each feature's variance by only
-~6 %; marginal moments cannot tell that from sampling noise, so the estimate is given
-and is ~7 points high. A joint (per-sample) typicality measure on the device would
-catch it.
+All are effect sizes, not significance tests: a small, significant shift (which the
+drift verdicts flag) leaves calibration usable, a large one does not. Measured on the
+demo model (``python -m benchmarks bench_accuracy``): within 3 points (interval
+covering the truth) in distribution, under label shift and an offset of all features
+by 0.5 sd; "cannot estimate" at offsets of 1 sd (one feature or all: the estimate
+would be 3-9 points high), 3 sd, noise from 0.25 sd. Blind spots: an offset of 0.5 sd
+on three correlated fault indicators together keeps the joint structure and looks
+like more wear to the class-mix estimate (estimate ~4 points high), and noise of 0.1 sd
+(~2.5 points high). Both move the inputs but not the labels: a concept shift, which
+no estimate from confidences and input moments can see.
 """
 
 from __future__ import annotations
@@ -69,6 +76,8 @@ from edge_agent.reference import ReferenceStats
 
 #: Mahalanobis distance of the live input mean from the class-mix prediction.
 MAX_MEAN_DISTANCE: Final = 2.0
+#: Live typicality energy over the class-mix prediction.
+MAX_TYPICALITY_RATIO: Final = 1.4
 #: Mean over features of live variance / predicted variance.
 MAX_VARIANCE_RATIO: Final = 1.15
 #: One feature's variance ratio may not leave [1/x, x].
@@ -98,6 +107,8 @@ class AccuracyEstimate:
     - ``class_mix``: the estimated live class shares (None when not estimated).
     - ``holdout_accuracy``: the accuracy measured on the held-out data at build time.
     - ``exact_sums``: whether the windows carried per-bin confidence sums.
+    - ``input_distance`` / ``typicality_ratio``: how far the inputs are from the
+      held-out data (see the module doc; None when not computed).
     """
 
     status: Status
@@ -110,6 +121,8 @@ class AccuracyEstimate:
     class_mix: tuple[float, ...] | None
     holdout_accuracy: float | None
     exact_sums: bool
+    input_distance: float | None = None
+    typicality_ratio: float | None = None
 
     @property
     def label(self) -> str:
@@ -136,6 +149,8 @@ class AccuracyEstimate:
             "class_mix": None if self.class_mix is None else list(self.class_mix),
             "holdout_accuracy": self.holdout_accuracy,
             "exact_sums": self.exact_sums,
+            "input_distance": self.input_distance,
+            "typicality_ratio": self.typicality_ratio,
         }
 
 
@@ -201,9 +216,27 @@ def input_drift_problem(
             f"{names[idx[worst]]} variance x{ratio[worst]:.2f}, "
             f"limit x{MAX_FEATURE_VARIANCE_RATIO:g}"
         )
+    ratio_t = typicality_ratio(cal, merged, q)
+    if ratio_t is not None and ratio_t > MAX_TYPICALITY_RATIO:
+        problems.append(
+            f"input typicality x{ratio_t:.2f} (the features' correlations changed), "
+            f"limit x{MAX_TYPICALITY_RATIO:g}"
+        )
     if not problems:
         return None, distance
     return "cannot estimate (input drift): " + "; ".join(problems), distance
+
+
+def typicality_ratio(cal: Calibration, merged: MetricsWindow, q: np.ndarray) -> float | None:
+    """The window's mean typicality energy over what the held-out data predicts for the
+    class mix ``q``; None when the window has no typicality (older agents) or no
+    finite sample."""
+    if merged.typicality_n is None or not merged.typicality_n or merged.typicality_sum is None:
+        return None
+    expected = float(q @ np.asarray(cal.typicality.expected))
+    if expected <= 0.0:
+        return None
+    return merged.typicality_sum / merged.typicality_n / expected
 
 
 def estimate_accuracy(
@@ -221,10 +254,24 @@ def estimate_accuracy(
     cal = reference.calibration
     holdout = None if cal is None else cal.holdout_accuracy
 
-    def without(status: Status, reason: str, mix: np.ndarray | None = None) -> AccuracyEstimate:
+    def without(
+        status: Status, reason: str, mix: np.ndarray | None = None, distance: float | None = None
+    ) -> AccuracyEstimate:
         shares = None if mix is None else tuple(float(v) for v in mix)
+        ratio = None if cal is None or mix is None else typicality_ratio(cal, merged, mix)
         return AccuracyEstimate(
-            status, None, None, None, n, reason, mean_conf, shares, holdout, sums is not None
+            status,
+            None,
+            None,
+            None,
+            n,
+            reason,
+            mean_conf,
+            shares,
+            holdout,
+            sums is not None,
+            distance,
+            ratio,
         )
 
     if cal is None:
@@ -235,7 +282,7 @@ def estimate_accuracy(
     names = tuple(f.name for f in reference.features)
     problem, distance = input_drift_problem(cal, merged, q, names)
     if problem is not None:
-        return without("cannot_estimate", problem, q)
+        return without("cannot_estimate", problem, q, distance)
     if sums is not None:
         bin_sums = np.asarray(sums[:-1], dtype=np.float64)
     else:  # no sums from these agents: each bin at the held-out mean confidence
@@ -252,6 +299,8 @@ def estimate_accuracy(
         tuple(float(v) for v in q),
         holdout,
         sums is not None,
+        distance,
+        typicality_ratio(cal, merged, q),
     )
 
 

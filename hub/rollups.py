@@ -66,9 +66,13 @@ def merge_documents(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "compared": sum(d["compared"] for d in docs),
             "agreed": sum(d["agreed"] for d in docs),
         }
-        # Per-bin confidence sums (optional): kept only when every part has them.
+        # Per-bin confidence sums and typicality (optional): kept only when every part
+        # has them.
         if all("confidence_sum" in d for d in docs):
             merged["confidence_sum"] = _sum_floats([d["confidence_sum"] for d in docs])
+        if all("typicality_n" in d for d in docs):
+            merged["typicality_n"] = sum(d["typicality_n"] for d in docs)
+            merged["typicality_sum"] = _sum_floats([[d["typicality_sum"]] for d in docs])[0]
         return merged
     except (ValueError, KeyError, TypeError) as exc:
         raise ValidationError(f"merge: windows of {key} do not fit together ({exc})") from exc
@@ -140,13 +144,12 @@ def _merge_features(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
     spread = (m2 + count * (mean - grand) ** 2).sum(axis=0)
     present = total > 0
     with np.errstate(all="ignore"):  # all-NaN columns are the features with no value
-        lo_all, hi_all = np.nanmin(np.where(count > 0, lo, np.nan), axis=0), np.nanmax(
-            np.where(count > 0, hi, np.nan), axis=0
+        lo_all, hi_all = (
+            np.nanmin(np.where(count > 0, lo, np.nan), axis=0),
+            np.nanmax(np.where(count > 0, hi, np.nan), axis=0),
         )
     return {
-        "counts": [
-            _sum_columns([p["counts"][j] for p in parts]) for j in range(n_features)
-        ],
+        "counts": [_sum_columns([p["counts"][j] for p in parts]) for j in range(n_features)],
         "count": [int(c) for c in total],
         "mean": [float(g) if ok else 0.0 for g, ok in zip(grand, present, strict=True)],
         "m2": [float(s) if ok else 0.0 for s, ok in zip(spread, present, strict=True)],

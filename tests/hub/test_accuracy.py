@@ -108,6 +108,7 @@ def test_label_shift_is_estimated_from_the_predicted_classes(calibrated) -> None
     [
         ("offset 3 sd", {"offset": 3.0}),
         ("offset 1 sd", {"offset": 1.0}),  # the estimate would be ~9 points high here
+        ("noise that breaks the features' correlations", {"noise": 0.25}),
         ("heavy noise", {"noise": 1.0}),
         ("heavy noise", {"noise": 2.0}),
         ("spread doubled", {"scale": 2.0}),
