@@ -12,19 +12,25 @@
  *      None so the caller falls back to the general path (also when the interpreter's
  *      batch is not 1);
  *   2. under the serving lock: refuses NaN / out-of-range inputs the schema refuses
- *      (counted as invalid_input); SetTensor / Invoke / GetTensor on the runtime's
- *      wrapped interpreter, timed (a runtime error is counted as invoke_error); refuses
- *      NaN / infinite outputs (nan_output);
+ *      (counted as invalid_input, the message from nan_problem / range_problem naming
+ *      the features); SetTensor / Invoke / GetTensor on the runtime's wrapped
+ *      interpreter, timed (a runtime error is counted as invoke_error);
  *   3. under the monitor lock: appends the sample, its predicted class, top-1
  *      confidence and latency to a buffer of RING samples and counts it in the window's
- *      n. A full buffer (or the accumulator's close, through Runner.drain) is folded
- *      feature by feature: bins (underflow, interior bins with the last one closed,
- *      overflow, NaN), count/mean/M2/min/max of values of magnitude <= moment_limit
- *      merged by Chan's formula, range misses; then classes, confidence and latency.
+ *      n, whatever the output (an accepted NaN input is counted in its feature's NaN
+ *      bin; an output holding NaN has no class and a NaN confidence). A full buffer (or
+ *      the accumulator's close, through Runner.drain) is folded feature by feature:
+ *      bins (underflow, interior bins with the last one closed, overflow, NaN),
+ *      count/mean/M2/min/max of values of magnitude <= moment_limit merged by Chan's
+ *      formula, range misses; the typicality energy of samples with finite inputs
+ *      (squared projections on typ_dirs, centred on typ_mean; see
+ *      edge_agent/calibration.py); then classes, confidence (counts and the per-bin
+ *      sums of finite top-1 confidences) and latency. Then a NaN / infinite output is refused
+ *      (nan_output);
  *      Folding a block keeps the window's arrays in cache, which the model's own
  *      invocation evicts between samples;
  *   4. tells the probation monitor, if any; returns Prediction(outputs [1, C], labels,
- *      version).
+ *      version, errors=()).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -41,8 +47,8 @@ typedef struct {
     PyObject *in_index, *out_index, *subgraph;
     PyObject *staging;      /* float32 [1, F] handed to SetTensor */
     PyObject *serve_acquire, *serve_release, *monitor_acquire, *monitor_release;
-    PyObject *record_error, *error_type, *range_problem;
-    PyTypeObject *result_type; /* Prediction: a tuple (outputs, labels, model) */
+    PyObject *record_error, *error_type, *range_problem, *nan_problem;
+    PyTypeObject *result_type; /* Prediction: a tuple (outputs, labels, model, errors) */
     PyObject *labels, *version;
     int refuse_nan, refuse_range, count_range;
     double moment_limit; /* monitor.MOMENT_LIMIT */
@@ -50,7 +56,9 @@ typedef struct {
     /* Views kept for the Runner's life: see the module comment. */
     Py_buffer b_staging, b_refuse_lo, b_refuse_hi, b_edges, b_edge_off, b_hist, b_hist_off;
     Py_buffer b_count, b_mean, b_m2, b_min, b_max, b_lo, b_hi, b_oor;
-    Py_buffer b_classes, b_conf_edges, b_conf, b_lat_edges, b_latency, b_tally;
+    Py_buffer b_classes, b_conf_edges, b_conf, b_conf_sum, b_lat_edges, b_latency, b_tally;
+    Py_buffer b_typ_dirs, b_typ_mean, b_typ_n, b_typ_sum;
+    Py_ssize_t typ_k; /* typicality directions (rows of typ_dirs); 0: none counted */
     int n_views;
     /* Each feature's edges padded with +inf to an even length, for bin_pairs. */
     double *padded;
@@ -135,7 +143,9 @@ static void release_views(Runner *self) {
                         &self->b_count, &self->b_mean, &self->b_m2, &self->b_min,
                         &self->b_max, &self->b_lo, &self->b_hi, &self->b_oor,
                         &self->b_classes, &self->b_conf_edges, &self->b_conf,
-                        &self->b_lat_edges, &self->b_latency, &self->b_tally};
+                        &self->b_conf_sum, &self->b_lat_edges, &self->b_latency,
+                        &self->b_tally, &self->b_typ_dirs, &self->b_typ_mean,
+                        &self->b_typ_n, &self->b_typ_sum};
     for (int i = 0; i < self->n_views && i < (int)(sizeof all / sizeof all[0]); i++)
         PyBuffer_Release(all[i]);
     self->n_views = 0;
@@ -148,24 +158,27 @@ static void put_exception(PyObject *exc);
 /* __init__'s work; on failure the caller clears whatever was set up. */
 static int runner_setup(Runner *self, PyObject *args, PyObject *kwds) {
     static char *kw[] = {"model", "staging", "serve_lock", "monitor_lock", "record_error",
-                         "error_type", "range_problem", "result_type", "labels", "version",
-                         "refuse_nan", "refuse_range", "refuse_lo", "refuse_hi", "edges",
-                         "edge_off", "hist", "hist_off", "count", "mean", "m2", "vmin", "vmax",
-                         "count_range", "moment_limit", "lo", "hi", "oor", "classes",
-                         "conf_edges", "conf", "lat_edges", "latency", "tally", NULL};
+                         "error_type", "range_problem", "nan_problem", "result_type", "labels",
+                         "version", "refuse_nan", "refuse_range", "refuse_lo", "refuse_hi",
+                         "edges", "edge_off", "hist", "hist_off", "count", "mean", "m2", "vmin",
+                         "vmax", "count_range", "moment_limit", "lo", "hi", "oor", "classes",
+                         "conf_edges", "conf", "conf_sum", "lat_edges", "latency", "tally",
+                         "typ_dirs", "typ_mean", "typ_n", "typ_sum", NULL};
     PyObject *model, *staging, *serve_lock, *monitor_lock, *record_error, *error_type,
-        *range_problem, *result_type, *labels, *version, *refuse_lo, *refuse_hi, *edges,
-        *edge_off, *hist, *hist_off, *count, *mean, *m2, *vmin, *vmax, *lo, *hi, *oor,
-        *classes, *conf_edges, *conf, *lat_edges, *latency, *tally;
+        *range_problem, *nan_problem, *result_type, *labels, *version, *refuse_lo,
+        *refuse_hi, *edges, *edge_off, *hist, *hist_off, *count, *mean, *m2, *vmin, *vmax,
+        *lo, *hi, *oor, *classes, *conf_edges, *conf, *conf_sum, *lat_edges, *latency, *tally,
+        *typ_dirs, *typ_mean, *typ_n, *typ_sum;
     int refuse_nan, refuse_range, count_range;
     double moment_limit;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$OOOOOOOOOOppOOOOOOOOOOOpdOOOOOOOOO", kw, &model, &staging,
+            args, kwds, "$OOOOOOOOOOOppOOOOOOOOOOOpdOOOOOOOOOOOOOO", kw, &model, &staging,
             &serve_lock, &monitor_lock, &record_error, &error_type, &range_problem,
-            &result_type, &labels, &version, &refuse_nan, &refuse_range, &refuse_lo,
-            &refuse_hi, &edges, &edge_off, &hist, &hist_off, &count, &mean, &m2, &vmin, &vmax,
-            &count_range, &moment_limit, &lo, &hi, &oor, &classes, &conf_edges, &conf,
-            &lat_edges, &latency, &tally))
+            &nan_problem, &result_type, &labels, &version, &refuse_nan, &refuse_range,
+            &refuse_lo, &refuse_hi, &edges, &edge_off, &hist, &hist_off, &count, &mean, &m2,
+            &vmin, &vmax, &count_range, &moment_limit, &lo, &hi, &oor, &classes, &conf_edges,
+            &conf, &conf_sum, &lat_edges, &latency, &tally, &typ_dirs, &typ_mean, &typ_n,
+            &typ_sum))
         return -1;
     PyObject *interp = PyObject_GetAttrString(model, "interpreter");
     if (interp == NULL) return -1;
@@ -217,6 +230,7 @@ static int runner_setup(Runner *self, PyObject *args, PyObject *kwds) {
     self->error_type = error_type;
     Py_INCREF(range_problem);
     self->range_problem = range_problem;
+    self->nan_problem = Py_NewRef(nan_problem);
     Py_INCREF(s_zero);
     self->subgraph = s_zero;
     self->refuse_nan = refuse_nan;
@@ -242,10 +256,20 @@ static int runner_setup(Runner *self, PyObject *args, PyObject *kwds) {
         view(self, classes, &self->b_classes, "q", c, 1, "classes") < 0 ||
         view(self, conf_edges, &self->b_conf_edges, "d", -1, 0, "conf_edges") < 0 ||
         view(self, conf, &self->b_conf, "q", -1, 1, "conf") < 0 ||
+        view(self, conf_sum, &self->b_conf_sum, "d", -1, 1, "conf_sum") < 0 ||
         view(self, lat_edges, &self->b_lat_edges, "d", -1, 0, "lat_edges") < 0 ||
         view(self, latency, &self->b_latency, "q", -1, 1, "latency") < 0 ||
-        view(self, tally, &self->b_tally, "q", 1, 1, "tally") < 0)
+        view(self, tally, &self->b_tally, "q", 1, 1, "tally") < 0 ||
+        view(self, typ_dirs, &self->b_typ_dirs, "d", -1, 0, "typ_dirs") < 0 ||
+        view(self, typ_mean, &self->b_typ_mean, "d", f, 0, "typ_mean") < 0 ||
+        view(self, typ_n, &self->b_typ_n, "q", 1, 1, "typ_n") < 0 ||
+        view(self, typ_sum, &self->b_typ_sum, "d", 1, 1, "typ_sum") < 0)
         return -1;
+    if ((self->b_typ_dirs.len / 8) % f != 0) {
+        PyErr_SetString(PyExc_ValueError, "Runner: typ_dirs must be [k, features]");
+        return -1;
+    }
+    self->typ_k = (self->b_typ_dirs.len / 8) / f;
     /* Every offset must stay inside the arrays it indexes. */
     const long long *eo = self->b_edge_off.buf, *ho = self->b_hist_off.buf;
     Py_ssize_t n_edges = self->b_edges.len / 8, n_hist = self->b_hist.len / 8;
@@ -286,6 +310,7 @@ static int runner_setup(Runner *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     if (self->b_conf_edges.len / 8 < 2 || self->b_conf.len != self->b_conf_edges.len + 16 ||
+        self->b_conf_sum.len != self->b_conf.len ||
         self->b_lat_edges.len / 8 < 2 || self->b_latency.len != self->b_lat_edges.len + 16) {
         PyErr_SetString(PyExc_ValueError, "Runner: confidence/latency counts do not fit edges");
         return -1;
@@ -323,6 +348,7 @@ static int Runner_traverse(Runner *self, visitproc visit, void *arg) {
     Py_VISIT(self->record_error);
     Py_VISIT(self->error_type);
     Py_VISIT(self->range_problem);
+    Py_VISIT(self->nan_problem);
     return 0;
 }
 
@@ -358,6 +384,7 @@ static int Runner_clear(Runner *self) {
     Py_CLEAR(self->record_error);
     Py_CLEAR(self->error_type);
     Py_CLEAR(self->range_problem);
+    Py_CLEAR(self->nan_problem);
     return 0;
 }
 
@@ -497,13 +524,41 @@ static void fold_ring(Runner *self) {
         if (bmin < vmin[j]) vmin[j] = bmin;
         if (bmax > vmax[j]) vmax[j] = bmax;
     }
+    if (self->typ_k > 0) { /* as WindowAccumulator._fold_typicality */
+        const double *dirs = self->b_typ_dirs.buf, *centre = self->b_typ_mean.buf;
+        long long tn = 0;
+        double ts = 0.0;
+        for (Py_ssize_t s = 0; s < m; s++) {
+            const float *row = ring + s * nf;
+            int finite = 1;
+            for (Py_ssize_t j = 0; j < nf; j++) finite &= isfinite(row[j]) != 0;
+            if (!finite) continue;
+            double energy = 0.0;
+            for (Py_ssize_t i = 0; i < self->typ_k; i++) {
+                const double *d = dirs + i * nf;
+                double z = 0.0;
+                for (Py_ssize_t j = 0; j < nf; j++) z += d[j] * ((double)row[j] - centre[j]);
+                energy += z * z;
+            }
+            if (isfinite(energy)) {
+                tn++;
+                ts += energy;
+            }
+        }
+        ((long long *)self->b_typ_n.buf)[0] += tn;
+        ((double *)self->b_typ_sum.buf)[0] += ts;
+    }
     long long *classes = self->b_classes.buf, *conf = self->b_conf.buf;
     long long *latency = self->b_latency.buf;
+    double *conf_sum = self->b_conf_sum.buf;
     const double *conf_edges = self->b_conf_edges.buf, *lat_edges = self->b_lat_edges.buf;
     const Py_ssize_t n_conf = self->b_conf_edges.len / 8, n_lat = self->b_lat_edges.len / 8;
     for (Py_ssize_t s = 0; s < m; s++) {
-        classes[self->ring_best[s]]++;
-        conf[bin_of(conf_edges, n_conf, self->ring_top[s])]++;
+        const double top = self->ring_top[s];
+        const Py_ssize_t cb = bin_of(conf_edges, n_conf, top);
+        if (self->ring_best[s] >= 0) classes[self->ring_best[s]]++; /* none for a NaN row */
+        conf[cb]++;
+        if (isfinite(top)) conf_sum[cb] += top;
         latency[bin_of(lat_edges, n_lat, self->ring_latency[s] * 1000.0)]++;
     }
     self->pending = 0;
@@ -529,9 +584,7 @@ static PyObject *predict_locked(Runner *self, Py_buffer *in, PyObject *probation
         for (Py_ssize_t j = 0; j < nf; j++)
             if (isnan(x[j]))
                 return fail(self, s_invalid, Py_None,
-                            PyUnicode_FromString(
-                                "inputs contain NaN, which this model's schema refuses"),
-                            NULL);
+                            PyObject_CallOneArg(self->nan_problem, self->staging), NULL);
     }
     if (self->refuse_range) {
         const double *lo = self->b_refuse_lo.buf, *hi = self->b_refuse_hi.buf;
@@ -563,20 +616,22 @@ static PyObject *predict_locked(Runner *self, Py_buffer *in, PyObject *probation
         PyErr_SetString(PyExc_RuntimeError, "Runner: the output is not float32 [1, C]");
         return NULL;
     }
+    /* As the Python fold: the top-1 confidence is the row's maximum (NaN if any value
+     * is NaN, then no predicted class), the class the first index holding it. */
     const float *p = ob.buf;
     Py_ssize_t best = 0;
     double top = p[0];
-    int finite = 1;
+    int finite = 1, any_nan = 0;
     for (Py_ssize_t c = 0; c < nc; c++) {
         double v = p[c];
         if (!isfinite(v)) finite = 0;
-        else if (v > top) { top = v; best = c; }
+        if (isnan(v)) any_nan = 1;
+        else if (v > top || isnan(top)) { top = v; best = c; }
     }
     PyBuffer_Release(&ob);
-    if (!finite) {
-        Py_DECREF(out);
-        return fail(self, s_nan_output, probation,
-                    PyUnicode_FromString("the model returned NaN or infinity"), NULL);
+    if (any_nan) {
+        best = -1;
+        top = Py_NAN;
     }
     if (call_lock(self->monitor_acquire) < 0) {
         Py_DECREF(out);
@@ -593,6 +648,11 @@ static PyObject *predict_locked(Runner *self, Py_buffer *in, PyObject *probation
     if (call_lock(self->monitor_release) < 0) {
         Py_DECREF(out);
         return NULL;
+    }
+    if (!finite) { /* counted above (inputs, NaN confidence); the caller gets an error */
+        Py_DECREF(out);
+        return fail(self, s_nan_output, probation,
+                    PyUnicode_FromString("the model returned NaN or infinity"), NULL);
     }
     if (probation != Py_None) {
         PyObject *lat = PyFloat_FromDouble(latency);
@@ -661,14 +721,17 @@ static PyObject *Runner_call(Runner *self, PyObject *args, PyObject *kwds) {
         return NULL;
     }
     if (out == NULL) Py_RETURN_NONE; /* batch not 1: the general path resizes it first */
-    PyObject *result = self->result_type->tp_alloc(self->result_type, 3);
-    if (result == NULL) {
+    PyObject *result = self->result_type->tp_alloc(self->result_type, 4);
+    PyObject *no_errors = result ? PyTuple_New(0) : NULL;
+    if (no_errors == NULL) {
+        Py_XDECREF(result);
         Py_DECREF(out);
         return NULL;
     }
     PyTuple_SET_ITEM(result, 0, out); /* steals out */
     PyTuple_SET_ITEM(result, 1, Py_NewRef(self->labels));
     PyTuple_SET_ITEM(result, 2, Py_NewRef(self->version));
+    PyTuple_SET_ITEM(result, 3, no_errors);
     return result;
 }
 

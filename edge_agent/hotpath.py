@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_agent.errors import PredictionError
-from edge_agent.input_schema import out_of_range_message
+from edge_agent.input_schema import nan_message, out_of_range_message
 
 if TYPE_CHECKING:
     from edge_agent.serving import Prediction, ServingModel
@@ -74,6 +74,7 @@ def native_runner(serving: ServingModel, result_type: type[Prediction]) -> Nativ
         record_error=serving.monitor.record_error,
         error_type=PredictionError,
         range_problem=partial(out_of_range_message, serving.schema.names, serving._lo, serving._hi),
+        nan_problem=partial(nan_message, serving.schema.names),
         result_type=result_type,
         labels=serving.labels,
         version=serving.version,

@@ -21,15 +21,21 @@ _POLICIES: Final = ("accept", "refuse")
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """One input feature: its name and its valid range (``None`` = unbounded)."""
+    """One input feature: its name, its valid range (``None`` = unbounded) and whether
+    it is discrete (a code or a count: the hub then bins it one bin per value)."""
 
     name: str
     min: float | None = None
     max: float | None = None
+    discrete: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        """Return the JSON form."""
-        return {"name": self.name, "min": self.min, "max": self.max}
+        """Return the JSON form (``discrete`` only when set, so schemas written before
+        the field existed keep their bytes)."""
+        doc: dict[str, Any] = {"name": self.name, "min": self.min, "max": self.max}
+        if self.discrete:
+            doc["discrete"] = True
+        return doc
 
 
 @dataclass(frozen=True)
@@ -66,12 +72,13 @@ class InputSchema:
         features = []
         for i, item in enumerate(list_of(obj, "features", dict, where)):
             at = f"{where}.features[{i}]"
-            f = exact_fields(item, at, {"name", "min", "max"})
+            f = exact_fields(item, at, {"name", "min", "max"}, frozenset({"discrete"}))
             lo = None if f["min"] is None else field(f, "min", float, at)
             hi = None if f["max"] is None else field(f, "max", float, at)
             if lo is not None and hi is not None and lo > hi:
                 raise ValidationError(f"{at}: min {lo} is above max {hi}")
-            features.append(FeatureSpec(safe_name(f["name"], f"{at}.name"), lo, hi))
+            discrete = field(f, "discrete", bool, at) if "discrete" in f else False
+            features.append(FeatureSpec(safe_name(f["name"], f"{at}.name"), lo, hi, discrete))
         names = [f.name for f in features]
         if len(set(names)) != len(names):
             raise ValidationError(f"{where}.features: names must be unique")
@@ -89,6 +96,15 @@ class InputSchema:
             out_of_range=policies["out_of_range"],  # type: ignore[arg-type]
             nan=policies["nan"],  # type: ignore[arg-type]
         )
+
+
+def nan_message(names: tuple[str, ...], x: np.ndarray) -> str:
+    """The one-line error for inputs ``x [batch, features]`` (or ``[features]``) holding
+    NaN the schema refuses, naming the features that do."""
+    rows = np.asarray(x, dtype=np.float64).reshape(-1, len(names))
+    bad = np.flatnonzero(np.isnan(rows).any(axis=0))
+    listed = ", ".join(names[i] for i in bad)
+    return f"inputs contain NaN, which this model's schema refuses: {listed}"
 
 
 def out_of_range_message(

@@ -8,7 +8,10 @@ Any language can call it::
 
 ``inputs`` is one sample (a list of numbers) or a batch (a list of lists). Errors
 answer 400 (bad input), 503 (no model active) or 413 (body over 1 MiB), with
-``{"error": "<one line>"}``. ``GET /v1/health`` reports the agent's state, and
+``{"error": "<one line>"}``. In a batch, a row the schema refuses or whose output is
+NaN does not fail the others: its output and class are ``null`` and ``"errors"`` lists
+``{"row": i, "kind": "invalid_input" | "nan_output", "error": "<one line>"}``; only a
+batch with no servable row answers 400. ``GET /v1/health`` reports the agent's state, and
 ``GET /v1/model`` the active model's input schema.
 
 It binds 127.0.0.1 only: it has no authentication, so it must not face a network.

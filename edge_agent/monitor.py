@@ -3,9 +3,10 @@
 A :class:`WindowAccumulator` counts every prediction of one model into the bins the
 bundle's reference statistics fix (layout of :mod:`edge_agent.histogram`), keeps
 count/mean/M2/min/max of each feature, predicted-class counts, a top-1 confidence
-histogram, an invocation-latency histogram, error counters and, for a shadow model,
-how often it agrees with the champion. :meth:`WindowAccumulator.close` returns it all
-as a :class:`MetricsWindow`.
+histogram with the exact sum of the confidences in each of its bins (for the hub's
+label-free accuracy estimate), an invocation-latency histogram, error counters and,
+for a shadow model, how often it agrees with the champion.
+:meth:`WindowAccumulator.close` returns it all as a :class:`MetricsWindow`.
 
 Everything in a window is a count or a moment, so :func:`merge_windows` is exact
 (counts add; mean and M2 combine with Chan's parallel formula) and
@@ -19,6 +20,14 @@ Invariants of a window with ``n`` predictions (checked by :meth:`MetricsWindow.f
   only, so it is at most ``n`` minus the NaN bin;
 - the confidence histogram sums to ``n``; ``sum(class_counts)`` plus the confidence NaN
   bin is ``n`` (a probability row holding NaN has no predicted class);
+- ``confidence_sum`` (optional: windows of agents before it lack it) has one finite sum
+  per confidence bin: the sum of the finite top-1 confidences counted there, so 0 for
+  an empty bin and for the NaN bin;
+- ``typicality_n`` / ``typicality_sum`` (optional, together; only for bundles whose
+  reference has a calibration map): how many predictions had all inputs finite and a
+  finite *typicality energy* (the squared whitened projections of the input on the
+  map's weak principal directions, see :mod:`edge_agent.calibration`), and the sum of
+  those energies: ``typicality_n <= n``, the sum finite, >= 0, and 0 when the count is;
 - the latency histogram counts *invocations* (one per :meth:`WindowAccumulator.record`
   call), so it sums to at most ``n``;
 - ``agreed <= compared``.
@@ -29,7 +38,14 @@ Wire form (compact: features as columns, counts as plain integer lists)::
      "features": {"counts": [[...], ...], "count": [...], "mean": [...], "m2": [...],
                   "min": [... | null], "max": [... | null], "out_of_range": [...]},
      "classes": [...], "confidence": [...], "latency": [...],
-     "errors": {"invoke_error": 2}, "compared": 0, "agreed": 0}
+     "errors": {"invoke_error": 2}, "compared": 0, "agreed": 0,
+     "confidence_sum": [0.0, ..., 101.7, 0.0], "typicality_n": 120, "typicality_sum": 251.3}
+
+Which predictions a window counts: every input row the schema accepted and the model
+ran on, also when its output was NaN or infinite (that row has no predicted class and
+a NaN confidence, and is an error ``nan_output`` too), so accepted NaN inputs show in
+their features' NaN bins. Rows the schema refused (``invalid_input``) and invocations
+the runtime failed (``invoke_error``) are errors only.
 """
 
 from __future__ import annotations
@@ -84,6 +100,14 @@ _WINDOW_FIELDS: Final = {
     "model", "version", "role", "start", "end", "n", "features",
     "classes", "confidence", "latency", "errors", "compared", "agreed",
 }  # fmt: skip
+_TYPICALITY_FIELDS: Final = frozenset({"typicality_n", "typicality_sum"})
+_OPTIONAL_WINDOW_FIELDS: Final = frozenset({"confidence_sum"}) | _TYPICALITY_FIELDS
+#: The key sets the fast path takes (anything else: the checked path).
+_FAST_KEY_SETS: Final = (
+    _WINDOW_FIELDS,
+    _WINDOW_FIELDS | {"confidence_sum"},
+    _WINDOW_FIELDS | {"confidence_sum"} | _TYPICALITY_FIELDS,
+)
 _FEATURE_FIELDS: Final = {"counts", "count", "mean", "m2", "min", "max", "out_of_range"}
 _NUMERIC_KINDS: Final = "biuf"
 _INT_ONLY: Final = frozenset({int})
@@ -146,6 +170,13 @@ class MetricsWindow:
     errors: dict[str, int] = field(default_factory=dict)
     compared: int = 0
     agreed: int = 0
+    #: Per confidence bin, the sum of the finite top-1 confidences counted there; None
+    #: for windows of agents that did not send it (then merges drop it).
+    confidence_sum: tuple[float, ...] | None = None
+    #: Predictions with a finite typicality energy, and the sum of their energies
+    #: (see the module doc); None for windows without them (then merges drop them).
+    typicality_n: int | None = None
+    typicality_sum: float | None = None
     #: The document :meth:`from_wire` parsed, when it is exactly this window's JSON form
     #: (set on the instance; not a field: not compared, copied or shown).
     _wire: ClassVar[dict[str, Any] | None] = None
@@ -169,7 +200,8 @@ class MetricsWindow:
         """Check that this window was counted over ``reference``'s bins.
 
         Raises:
-            ValidationError: a count vector's length does not fit the reference.
+            ValidationError: a count vector's length does not fit the reference, or a
+                confidence sum lies outside what its bin's edges allow.
         """
         expected = (
             tuple(n_counts(f.edges) for f in reference.features),
@@ -182,6 +214,17 @@ class MetricsWindow:
                 f"window {self.model_name} v{self.model_version}: count lengths "
                 f"{self.shape} do not fit the reference {expected}"
             )
+        sums = self.confidence_sum
+        if sums is not None:
+            e = reference.confidence.edges
+            for b in range(1, len(e)):  # interior bins: [e[b-1], e[b]]
+                n_b, s_b = self.confidence[b], sums[b]
+                slack = 1e-9 * max(1.0, abs(s_b))
+                if not n_b * e[b - 1] - slack <= s_b <= n_b * e[b] + slack:
+                    raise ValidationError(
+                        f"window {self.model_name} v{self.model_version}: confidence sum "
+                        f"{s_b} of bin {b} does not fit {n_b} values in [{e[b - 1]}, {e[b]}]"
+                    )
 
     def to_json(self) -> dict[str, Any]:
         """Return the compact JSON form (see the module doc)."""
@@ -208,6 +251,14 @@ class MetricsWindow:
             "errors": {k: v for k, v in sorted(self.errors.items()) if v},
             "compared": self.compared,
             "agreed": self.agreed,
+            **(
+                {} if self.confidence_sum is None else {"confidence_sum": list(self.confidence_sum)}
+            ),
+            **(
+                {}
+                if self.typicality_n is None
+                else {"typicality_n": self.typicality_n, "typicality_sum": self.typicality_sum}
+            ),
         }
 
     @classmethod
@@ -252,7 +303,7 @@ def _window_checked(value: Any, where: str) -> MetricsWindow:
     Raises:
         ValidationError: malformed or inconsistent (one line naming the field).
     """
-    obj = exact_fields(value, where, _WINDOW_FIELDS)
+    obj = exact_fields(value, where, _WINDOW_FIELDS, _OPTIONAL_WINDOW_FIELDS)
     role = get(obj, "role", str, where)
     if role not in ROLES:
         raise ValidationError(f"{where}.role: {role!r} is not one of {ROLES}")
@@ -273,9 +324,27 @@ def _window_checked(value: Any, where: str) -> MetricsWindow:
         errors=_errors_from_json(obj["errors"], f"{where}.errors"),
         compared=_count(obj["compared"], f"{where}.compared"),
         agreed=_count(obj["agreed"], f"{where}.agreed"),
+        confidence_sum=(
+            _sums(obj["confidence_sum"], f"{where}.confidence_sum")
+            if "confidence_sum" in obj
+            else None
+        ),
+        **_typicality_from_json(obj, where),
     )
     check_window(window, where)
     return window
+
+
+def _typicality_from_json(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    present = _TYPICALITY_FIELDS & obj.keys()
+    if not present:
+        return {}
+    if present != _TYPICALITY_FIELDS:
+        raise ValidationError(f"{where}: typicality_n and typicality_sum come together")
+    return {
+        "typicality_n": _count(obj["typicality_n"], f"{where}.typicality_n"),
+        "typicality_sum": _finite(obj["typicality_sum"], f"{where}.typicality_sum"),
+    }
 
 
 def check_window(w: MetricsWindow, where: str = "window") -> None:
@@ -310,6 +379,35 @@ def check_window(w: MetricsWindow, where: str = "window") -> None:
         raise ValidationError(f"{where}.errors: more than {MAX_ERROR_KINDS} kinds")
     if any(v < 0 for v in w.errors.values()):
         raise ValidationError(f"{where}.errors: counts cannot be negative")
+    if w.confidence_sum is not None:
+        problem = _sums_problem(w.confidence_sum, w.confidence)
+        if problem is not None:
+            raise ValidationError(f"{where}.confidence_sum: {problem}")
+    problem = _typicality_problem(w.typicality_n, w.typicality_sum, w.n)
+    if problem is not None:
+        raise ValidationError(f"{where}.typicality: {problem}")
+
+
+def _typicality_problem(count: int | None, total: float | None, n: int) -> str | None:
+    """What is wrong with a window's typicality count and sum, or None."""
+    if count is None or total is None:
+        return None if count is None and total is None else "count and sum come together"
+    if not 0 <= count <= n:
+        return f"count {count} is not from 0 to n = {n}"
+    if not math.isfinite(total) or total < 0.0 or (count == 0 and total != 0.0):
+        return "the sum must be finite, >= 0, and 0 when the count is"
+    return None
+
+
+def _sums_problem(sums: tuple[float, ...], counts: tuple[int, ...]) -> str | None:
+    """What is wrong with per-bin confidence sums for these counts, or None."""
+    if len(sums) != len(counts):
+        return f"expected {len(counts)} sums (one per confidence bin), got {len(sums)}"
+    if not all(map(math.isfinite, sums)):
+        return "sums must be finite"
+    if sums[-1] != 0.0 or any(s != 0.0 for s, c in zip(sums, counts, strict=True) if c == 0):
+        return "an empty bin and the NaN bin sum to 0"
+    return None
 
 
 def _feature_problem(f: FeatureWindow, n: int) -> str | None:
@@ -356,7 +454,23 @@ def merge_windows(a: MetricsWindow, b: MetricsWindow) -> MetricsWindow:
         errors=_combine_errors(a.errors, b.errors, 1),
         compared=a.compared + b.compared,
         agreed=a.agreed + b.agreed,
+        confidence_sum=(
+            None
+            if a.confidence_sum is None or b.confidence_sum is None
+            else tuple(map(operator.add, a.confidence_sum, b.confidence_sum))
+        ),
+        **_combine_typicality(a, b, 1),
     )
+
+
+def _combine_typicality(a: MetricsWindow, b: MetricsWindow, sign: int) -> dict[str, Any]:
+    """``typicality_n``/``typicality_sum`` of a merge (sign 1) or subtraction (-1):
+    kept only when both windows have them."""
+    if a.typicality_n is None or b.typicality_n is None:
+        return {}
+    count = _nonneg(a.typicality_n + sign * b.typicality_n)
+    total = (a.typicality_sum or 0.0) + sign * (b.typicality_sum or 0.0)
+    return {"typicality_n": count, "typicality_sum": max(0.0, total) if count else 0.0}
 
 
 def subtract_windows(total: MetricsWindow, part: MetricsWindow) -> MetricsWindow:
@@ -372,6 +486,15 @@ def subtract_windows(total: MetricsWindow, part: MetricsWindow) -> MetricsWindow
     """
     _check_mergeable(total, part, "subtract")
     try:
+        confidence = _sub(total.confidence, part.confidence)
+        sums = None
+        if total.confidence_sum is not None and part.confidence_sum is not None:
+            sums = tuple(
+                t - p if c else 0.0
+                for t, p, c in zip(
+                    total.confidence_sum, part.confidence_sum, confidence, strict=True
+                )
+            )
         rest = MetricsWindow(
             model_name=total.model_name,
             model_version=total.model_version,
@@ -384,11 +507,13 @@ def subtract_windows(total: MetricsWindow, part: MetricsWindow) -> MetricsWindow
                 for ft, fp in zip(total.features, part.features, strict=True)
             ),
             class_counts=_sub(total.class_counts, part.class_counts),
-            confidence=_sub(total.confidence, part.confidence),
+            confidence=confidence,
             latency=_sub(total.latency, part.latency),
             errors=_combine_errors(total.errors, part.errors, -1),
             compared=_nonneg(total.compared - part.compared),
             agreed=_nonneg(total.agreed - part.agreed),
+            confidence_sum=sums,
+            **_combine_typicality(total, part, -1),
         )
         check_window(rest, "subtract")
     except ValidationError as exc:
@@ -487,6 +612,17 @@ class WindowAccumulator:
         self._oor = np.zeros(n_features, dtype=np.int64)
         self._classes = np.zeros(n_classes, dtype=np.int64)
         self._conf = np.zeros(n_counts(self._conf_edges), dtype=np.int64)
+        self._conf_sum = np.zeros(n_counts(self._conf_edges), dtype=np.float64)
+        typicality = None if reference.calibration is None else reference.calibration.typicality
+        self._typ_dirs = np.zeros((0, n_features))
+        self._typ_mean = np.zeros(n_features)
+        if typicality is not None and typicality.directions:
+            self._typ_dirs = np.asarray(typicality.directions, dtype=np.float64)
+            self._typ_mean = np.asarray(typicality.mean, dtype=np.float64)
+        #: Whether windows carry typicality (the reference's map has directions).
+        self._typ_active = self._typ_dirs.shape[0] > 0
+        self._typ_n = np.zeros(1, dtype=np.int64)
+        self._typ_sum = np.zeros(1, dtype=np.float64)
         self._latency = np.zeros(n_counts(_LATENCY_EDGES), dtype=np.int64)
         self._errors: dict[str, int] = {}
         self._n = 0
@@ -651,8 +787,30 @@ class WindowAccumulator:
         valid = ~np.isnan(top1)
         winners = p.argmax(axis=1) if valid.all() else p[valid].argmax(axis=1)
         self._classes += np.bincount(winners, minlength=self.n_classes)
-        self._conf += np.bincount(bin_indices(self._conf_edges, top1), minlength=self._conf.size)
+        conf_idx = bin_indices(self._conf_edges, top1)
+        self._conf += np.bincount(conf_idx, minlength=self._conf.size)
+        finite = np.isfinite(top1)
+        self._conf_sum += np.bincount(
+            conf_idx,
+            weights=top1 if finite.all() else np.where(finite, top1, 0.0),
+            minlength=self._conf_sum.size,
+        )
+        if self._typ_active:
+            self._fold_typicality(x)
         self._n += m
+
+    def _fold_typicality(self, x: np.ndarray) -> None:
+        """Count rows with all inputs finite and a finite energy, and sum the energies."""
+        finite = np.isfinite(x).all(axis=1)
+        rows = x if finite.all() else x[finite]
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (rows - self._typ_mean) @ self._typ_dirs.T
+            energy = np.einsum("ij,ij->i", z, z)
+        ok = np.isfinite(energy)
+        if not ok.all():
+            energy = energy[ok]
+        self._typ_n[0] += energy.shape[0]
+        self._typ_sum[0] += float(energy.sum())
 
     def _bin_block(self, x: np.ndarray) -> np.ndarray:
         """``bin_indices`` for every feature of ``x [m, F]`` at once (same layout).
@@ -715,9 +873,14 @@ class WindowAccumulator:
             "classes": self._classes,
             "conf_edges": np.ascontiguousarray(self._conf_edges, dtype=np.float64),
             "conf": self._conf,
+            "conf_sum": self._conf_sum,
             "lat_edges": _LATENCY_EDGES,
             "latency": self._latency,
             "tally": self._tally,
+            "typ_dirs": np.ascontiguousarray(self._typ_dirs, dtype=np.float64).ravel(),
+            "typ_mean": np.ascontiguousarray(self._typ_mean, dtype=np.float64),
+            "typ_n": self._typ_n,
+            "typ_sum": self._typ_sum,
         }
 
     def _fold_moments(self, x: np.ndarray) -> None:
@@ -778,6 +941,9 @@ class WindowAccumulator:
             errors=dict(sorted(self._errors.items())),
             compared=self._compared,
             agreed=self._agreed,
+            confidence_sum=tuple(self._conf_sum.tolist()),
+            typicality_n=int(self._typ_n[0]) if self._typ_active else None,
+            typicality_sum=float(self._typ_sum[0]) if self._typ_active else None,
         )
 
     def _reset(self, start: float) -> None:
@@ -785,6 +951,9 @@ class WindowAccumulator:
             arr.fill(0)
         self._mean.fill(0.0)
         self._m2.fill(0.0)
+        self._conf_sum.fill(0.0)
+        self._typ_n.fill(0)
+        self._typ_sum.fill(0.0)
         self._min.fill(np.inf)
         self._max.fill(-np.inf)
         self._tally.fill(0)
@@ -940,6 +1109,12 @@ def _counts(value: Any, where: str, min_len: int = 0) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _sums(value: Any, where: str) -> tuple[float, ...]:
+    if type(value) is not list:
+        raise ValidationError(f"{where}: expected a list of numbers")
+    return tuple(_finite(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+
 def _column(obj: Mapping[str, Any], key: str, where: str, n: int) -> list[Any]:
     value = obj[key]
     if type(value) is not list or len(value) != n:
@@ -954,8 +1129,29 @@ def _window_fast(obj: Any) -> MetricsWindow | None:
     that :func:`_window_checked` names the problem or accepts it. Accepts nothing that
     refuses, and builds the same window: every type and every invariant of
     :func:`check_window` is checked here too."""
-    if type(obj) is not dict or obj.keys() != _WINDOW_FIELDS:
+    if type(obj) is not dict:
         return None
+    keys = obj.keys()
+    if keys not in _FAST_KEY_SETS:
+        return None
+    typ_n, typ_sum = obj.get("typicality_n"), obj.get("typicality_sum")
+    if "typicality_n" in keys and (
+        type(typ_n) is not int
+        or type(typ_sum) is not float
+        or type(obj["n"]) is not int
+        or _typicality_problem(typ_n, typ_sum, obj["n"]) is not None
+    ):
+        return None
+    if keys == _WINDOW_FIELDS:
+        sums = None
+    else:
+        sums = obj["confidence_sum"]
+        if (
+            type(sums) is not list
+            or set(map(type, sums)) != _FLOAT_ONLY
+            or not all(map(math.isfinite, sums))
+        ):
+            return None  # (lengths and zeros: with the invariants below)
     f = obj["features"]
     if type(f) is not dict or f.keys() != _FEATURE_FIELDS:
         return None
@@ -1008,6 +1204,7 @@ def _window_fast(obj: Any) -> MetricsWindow | None:
         or sum(classes) + confidence[-1] != n
         or sum(latency) > n
         or agreed > compared
+        or (sums is not None and _sums_problem(tuple(sums), tuple(confidence)) is not None)
     ):
         return None
     role, model = obj["role"], obj["model"]
@@ -1048,6 +1245,9 @@ def _window_fast(obj: Any) -> MetricsWindow | None:
             "errors": errors,
             "compared": compared,
             "agreed": agreed,
+            "confidence_sum": None if sums is None else tuple(sums),
+            "typicality_n": typ_n,
+            "typicality_sum": typ_sum,
         },
     )
     return window

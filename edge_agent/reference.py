@@ -4,22 +4,36 @@ Per numeric feature: bin edges from reference quantiles and the reference counts
 them (see :mod:`edge_agent.histogram` for the layout); the reference class
 distribution; and the top-1 confidence histogram. Devices count live data into the
 same bins, so the hub can compare merged counts with these exactly.
+
+Format versions (the document's ``format`` field; absent means 1):
+
+- **1**: edges at plain reference quantiles (:func:`~edge_agent.histogram.quantile_edges`:
+  underflow/overflow always empty in the reference, tied quantiles merged).
+- **2**: edges by :func:`~edge_agent.histogram.reference_edges` (tails with reference
+  mass, one bin per value of discrete features, heavy values in their own bin), and
+  optionally a ``calibration`` map (:mod:`edge_agent.calibration`) for label-free
+  accuracy estimates. The layout of the counts is the same, so devices count both
+  formats with the same code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import numpy as np
 
+from edge_agent.calibration import Calibration
 from edge_agent.errors import ValidationError
-from edge_agent.histogram import check_edges, count, n_counts, quantile_edges
+from edge_agent.histogram import check_edges, count, n_counts, reference_edges
 from edge_agent.schema import exact_fields, field, list_of, positive_int, safe_name
 
 #: Top-1 confidence bins: ten of width 0.1.
 DEFAULT_CONFIDENCE_EDGES: Final = tuple(float(e) for e in np.linspace(0.0, 1.0, 11))
+#: The format :meth:`ReferenceStats.from_data` writes; :data:`FORMATS` are read.
+FORMAT: Final = 2
+FORMATS: Final = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -64,15 +78,33 @@ class ReferenceStats:
     labels: tuple[str, ...]
     class_counts: tuple[int, ...]
     confidence: Histogram
+    format: int = 1
+    calibration: Calibration | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """Return the JSON document."""
-        return {
+        """Return the JSON document (a format-1 document has no ``format`` field, so an
+        old bundle's reference serialises to the bytes it was read from)."""
+        doc: dict[str, Any] = {
             "n": self.n,
             "features": [f.to_json() for f in self.features],
             "classes": {"labels": list(self.labels), "counts": list(self.class_counts)},
             "confidence": self.confidence.to_json(),
         }
+        if self.format != 1:
+            doc["format"] = self.format
+        if self.calibration is not None:
+            doc["calibration"] = self.calibration.to_json()
+        return doc
+
+    def with_calibration(self, calibration: Calibration) -> ReferenceStats:
+        """This reference with ``calibration`` attached (format 2).
+
+        Raises:
+            ValidationError: the map's bins are not this reference's confidence bins.
+        """
+        if calibration.edges != self.confidence.edges:
+            raise ValidationError("calibration: its bins are not the confidence histogram's")
+        return replace(self, format=max(self.format, 2), calibration=calibration)
 
     def edges(self) -> list[np.ndarray]:
         """Bin edges of every feature, in input order, as float64 arrays."""
@@ -87,17 +119,27 @@ class ReferenceStats:
         labels: Sequence[str],
         n_bins: int = 10,
         confidence_edges: Sequence[float] = DEFAULT_CONFIDENCE_EDGES,
+        discrete: Sequence[bool] | None = None,
     ) -> ReferenceStats:
         """Statistics of reference inputs ``x [n, F]`` and the model's outputs ``probs [n, C]``:
-        quantile bins per feature, predicted-class counts and a top-1 confidence histogram.
+        bins per feature (:func:`~edge_agent.histogram.reference_edges`; ``discrete``
+        flags features declared discrete), predicted-class counts and a top-1
+        confidence histogram. Writes format :data:`FORMAT`.
 
         Raises:
-            ValidationError: a feature has no finite value, or ``n_bins`` < 1.
+            ValidationError: a feature has no finite value, ``n_bins`` < 1, or a declared
+                discrete feature has too many distinct values.
         """
+        flags = [False] * len(names) if discrete is None else list(discrete)
+        if len(flags) != len(names):
+            raise ValidationError("reference: one discrete flag per feature is needed")
         features = []
         for j, name in enumerate(names):
             column = x[:, j]
-            edges = quantile_edges(column, n_bins)
+            try:
+                edges = reference_edges(column, n_bins, flags[j])
+            except ValidationError as exc:
+                raise ValidationError(f"reference feature {name}: {exc}") from exc
             finite = column[np.isfinite(column)]
             features.append(
                 FeatureReference(
@@ -119,6 +161,7 @@ class ReferenceStats:
             confidence=Histogram(
                 tuple(float(e) for e in conf_edges), tuple(int(c) for c in confidence)
             ),
+            format=FORMAT,
         )
 
     @classmethod
@@ -128,7 +171,17 @@ class ReferenceStats:
         Raises:
             ValidationError: malformed.
         """
-        obj = exact_fields(value, where, {"n", "features", "classes", "confidence"})
+        obj = exact_fields(
+            value,
+            where,
+            {"n", "features", "classes", "confidence"},
+            frozenset({"format", "calibration"}),
+        )
+        version = field(obj, "format", int, where) if "format" in obj else 1
+        if version not in FORMATS:
+            raise ValidationError(f"{where}.format: {version} is not one of {FORMATS}")
+        if version == 1 and "calibration" in obj:
+            raise ValidationError(f"{where}.calibration: needs format 2")
         n = positive_int(obj, "n", where)
         features = []
         for i, item in enumerate(list_of(obj, "features", dict, where)):
@@ -151,7 +204,20 @@ class ReferenceStats:
             raise ValidationError(f"{where}.classes: labels and counts differ in length")
         conf = exact_fields(obj["confidence"], f"{where}.confidence", {"edges", "counts"})
         confidence = Histogram(*_histogram(conf, f"{where}.confidence"))
-        return cls(n, tuple(features), labels, class_counts, confidence)
+        calibration = None
+        if "calibration" in obj:
+            calibration = Calibration.from_json(obj["calibration"], f"{where}.calibration")
+            if calibration.edges != confidence.edges:
+                raise ValidationError(
+                    f"{where}.calibration.edges: not the confidence histogram's edges"
+                )
+            if len(calibration.class_means) != len(labels) or len(
+                calibration.class_means[0]
+            ) != len(features):
+                raise ValidationError(
+                    f"{where}.calibration: its classes and features do not fit the reference"
+                )
+        return cls(n, tuple(features), labels, class_counts, confidence, version, calibration)
 
 
 def _histogram(obj: dict[str, Any], where: str) -> tuple[tuple[float, ...], tuple[int, ...]]:

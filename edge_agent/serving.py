@@ -7,7 +7,6 @@ inputs; callers always get the active model's outputs.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ import numpy as np
 from edge_agent.bundle import Bundle
 from edge_agent.errors import ActivationError, EdgeFleetError, PredictionError
 from edge_agent.hotpath import NativeRunner, native_runner
-from edge_agent.input_schema import InputSchema, out_of_range_message
+from edge_agent.input_schema import InputSchema, nan_message, out_of_range_message
 from edge_agent.manifest import MODEL
 from edge_agent.messages import ModelVersion
 from edge_agent.model import LoadedModel
@@ -30,24 +29,48 @@ from edge_agent.probation import ProbationMonitor
 _FLOAT32 = np.dtype(np.float32)
 
 
+class RowError(NamedTuple):
+    """Why one row of a batch got no output: ``kind`` is the error counted in the
+    window (``invalid_input`` or ``nan_output``), ``message`` the one-line reason."""
+
+    row: int
+    kind: str
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON for the local API."""
+        return {"row": self.row, "kind": self.kind, "error": self.message}
+
+
 class Prediction(NamedTuple):
     """Outputs for a batch, with the labels and the model that produced them.
 
-    (A NamedTuple: built on every prediction, and cheaper than a frozen dataclass.)
+    ``errors`` lists the rows of a batch that were refused (``invalid_input``) or whose
+    output was NaN or infinite (``nan_output``); their rows of ``outputs`` are NaN. The
+    other rows were served. (A NamedTuple: built on every prediction, and cheaper than a
+    frozen dataclass; the native path builds it too, with no errors.)
     """
 
     outputs: np.ndarray
     labels: tuple[str, ...]
     model: ModelVersion
+    errors: tuple[RowError, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """JSON for the local API: outputs, top-1 class per row and the model version."""
+        """JSON for the local API: outputs, top-1 class per row and the model version;
+        a row with an error has null output and class, and ``errors`` says why."""
         top = np.argmax(self.outputs, axis=1)
-        return {
+        doc: dict[str, Any] = {
             "outputs": self.outputs.tolist(),
             "classes": [self.labels[i] if i < len(self.labels) else int(i) for i in top],
             "model": self.model.to_json(),
         }
+        if self.errors:
+            for e in self.errors:
+                doc["outputs"][e.row] = None
+                doc["classes"][e.row] = None
+            doc["errors"] = [e.to_json() for e in self.errors]
+        return doc
 
 
 class ServingModel:
@@ -128,28 +151,33 @@ class ServingModel:
 
         Raises:
             PredictionError: not numbers, wrong shape, or NaN / out-of-range values the
-                schema refuses.
+                schema refuses (naming the features).
+        """
+        x, _ = self.parse(inputs)
+        for problem in self.refused_rows(x).values():
+            raise PredictionError(problem)
+        return x
+
+    def parse(self, inputs: Any) -> tuple[np.ndarray, bool]:
+        """``inputs`` (one sample ``[F]`` or a batch ``[B, F]``) as float32 ``[B, F]``,
+        without the schema's NaN and range checks (see :meth:`refused_rows`), and
+        whether it was one sample.
+
+        Raises:
+            PredictionError: not numbers, or the wrong shape.
         """
         if (
             type(inputs) is np.ndarray
             and inputs.dtype == np.float32
             and inputs.shape == self._row_shape
         ):
-            x = inputs.reshape(1, -1)  # the hot path: one float32 sample, no copy
-            if self._refuse_nan and math.isnan(float(np.dot(inputs, inputs))):
-                raise PredictionError("inputs contain NaN, which this model's schema refuses")
-        else:
-            x = self._validate_any(inputs)
-        if self._refuse_range:
-            self._check_range(x)
-        return x
-
-    def _validate_any(self, inputs: Any) -> np.ndarray:
+            return inputs.reshape(1, -1), True  # one float32 sample, no copy
         try:
             x = np.asarray(inputs, dtype=np.float32)
         except (TypeError, ValueError) as exc:
             raise PredictionError(f"inputs must be numbers: {exc}") from exc
-        if x.ndim == 1:
+        single = x.ndim == 1
+        if single:
             x = x.reshape(1, -1)
         n = self.model.n_features
         if x.ndim != 2 or x.shape[1] != n or x.shape[0] == 0:
@@ -157,16 +185,35 @@ class ServingModel:
                 f"inputs have shape {list(np.shape(inputs))}; expected [{n}] or [batch, {n}] "
                 f"({', '.join(self.schema.names)})"
             )
-        if self._refuse_nan and np.isnan(x).any():
-            raise PredictionError("inputs contain NaN, which this model's schema refuses")
-        return x
+        return x, single
+
+    def refused_rows(self, x: np.ndarray) -> dict[int, str]:
+        """The rows of ``x [B, F]`` the schema refuses (NaN or out of range, per its
+        policies), each with its one-line reason naming the features; usually empty."""
+        bad = np.zeros(x.shape[0], dtype=np.bool_)
+        if self._refuse_nan:
+            bad |= np.isnan(x).any(axis=1)
+        if self._refuse_range:
+            bad |= ((x < self._lo) | (x > self._hi)).any(axis=1)
+        if not bad.any():
+            return {}
+        out = {}
+        for i in np.flatnonzero(bad).tolist():
+            row = x[i : i + 1]
+            if self._refuse_nan and np.isnan(row).any():
+                out[i] = nan_message(self.schema.names, row)
+            else:
+                out[i] = self.range_problem(row)
+        return out
 
     def predict_one(self, inputs: np.ndarray, probation: ProbationMonitor | None) -> np.ndarray:
         """Validate, run and record one float32 sample ``[features]``: the serving hot path.
 
         :meth:`validate` then :meth:`run` for one row, inlined, with the same errors and
         counts (``invalid_input``, ``invoke_error``, ``nan_output``); ``probation``, if
-        any, observes the outcome as :meth:`Predictor.predict` does. Returns ``[1, C]``.
+        any, observes the outcome as :meth:`Predictor.predict` does. An accepted sample
+        is counted in the window (NaN inputs in their features' NaN bins) even when the
+        model's output is then refused as NaN. Returns ``[1, C]``.
 
         Raises:
             PredictionError: NaN / out-of-range inputs the schema refuses, or the model
@@ -175,7 +222,7 @@ class ServingModel:
         x = inputs.reshape(1, -1)
         if self._refuse_nan and isnan(float(inputs.dot(inputs))):  # NaN iff one is NaN
             self.monitor.record_error("invalid_input")
-            raise PredictionError("inputs contain NaN, which this model's schema refuses")
+            raise PredictionError(nan_message(self.schema.names, x))
         if self._refuse_range:
             try:
                 self._check_range(x)
@@ -193,12 +240,12 @@ class ServingModel:
                 raise PredictionError(f"the model failed: {exc}") from exc
             latency = perf_counter() - start
         row = out[0]
+        self.monitor.record_one(inputs, row, latency)
         if not isfinite(sum(row.tolist())):
             self.monitor.record_error("nan_output")
             if probation is not None:
                 probation.observe(0, 1)
             raise PredictionError("the model returned NaN or infinity")
-        self.monitor.record_one(inputs, row, latency)
         if probation is not None:
             probation.observe(1, 0, latency)
         return out
@@ -212,10 +259,27 @@ class ServingModel:
         return out_of_range_message(self.schema.names, self._lo, self._hi, x)
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, float]:
-        """Run a validated batch; returns float outputs and the latency in seconds.
+        """Run a validated batch and count it; returns float outputs and the latency in
+        seconds. Every row is counted in the window, also rows whose output is NaN or
+        infinite (those are counted as ``nan_output`` errors too; see
+        :meth:`run_rows`). For one row, such an output raises.
 
         Raises:
-            PredictionError: the runtime failed or returned NaN (counted as errors).
+            PredictionError: the runtime failed (``invoke_error``, nothing counted in the
+                window), or the output of a one-row batch is NaN or infinite.
+        """
+        out, latency, bad = self.run_rows(x)
+        if bad is not None and x.shape[0] == 1:
+            raise PredictionError("the model returned NaN or infinity")
+        return out, latency
+
+    def run_rows(self, x: np.ndarray) -> tuple[np.ndarray, float, np.ndarray | None]:
+        """Run a validated batch ``[B, F]`` and count every row; returns the outputs, the
+        latency, and a mask of rows whose output is NaN or infinite (None when all are
+        finite), which are counted as ``nan_output`` errors.
+
+        Raises:
+            PredictionError: the runtime failed (counted as ``invoke_error`` per row).
         """
         model = self.model
         with self._lock:
@@ -228,16 +292,17 @@ class ServingModel:
             latency = perf_counter() - start
         if x.shape[0] == 1:
             row = out[0]
-            if not isfinite(sum(row.tolist())):
-                self.monitor.record_error("nan_output")
-                raise PredictionError("the model returned NaN or infinity")
             self.monitor.record_one(x[0], row, latency)
-        else:
-            if not np.isfinite(out).all():
-                self.monitor.record_error("nan_output", x.shape[0])
-                raise PredictionError("the model returned NaN or infinity")
-            self.monitor.record(x, out, latency)
-        return out, latency
+            if isfinite(sum(row.tolist())):
+                return out, latency, None
+            self.monitor.record_error("nan_output")
+            return out, latency, np.ones(1, dtype=np.bool_)
+        self.monitor.record(x, out, latency)
+        if np.isfinite(out).all():
+            return out, latency, None
+        bad = ~np.isfinite(out).all(axis=1)
+        self.monitor.record_error("nan_output", int(np.count_nonzero(bad)))
+        return out, latency, bad
 
 
 class Predictor:
@@ -276,10 +341,20 @@ class Predictor:
                 self._run_shadow(self.shadow, inputs.reshape(1, -1), out)
             return Prediction(out, active.labels, active.version)
         try:
-            x = active.validate(inputs)
+            x, single = active.parse(inputs)
         except PredictionError:
             active.monitor.record_error("invalid_input")
             raise
+        refused = active.refused_rows(x)
+        if single or (refused and x.shape[0] == 1):
+            if refused:  # one sample: its error is the call's
+                active.monitor.record_error("invalid_input")
+                raise PredictionError(refused[0])
+            return self._predict_rows(active, x)
+        return self._predict_batch(active, x, refused)
+
+    def _predict_rows(self, active: ServingModel, x: np.ndarray) -> Prediction:
+        """Run rows the schema accepted; any failure fails the call (one sample)."""
         probation = self.probation
         try:
             out, latency = active.run(x)
@@ -292,6 +367,60 @@ class Predictor:
         if self.shadow is not None:
             self._run_shadow(self.shadow, x, out)
         return Prediction(out, active.labels, active.version)
+
+    def _predict_batch(
+        self, active: ServingModel, x: np.ndarray, refused: dict[int, str]
+    ) -> Prediction:
+        """A batch: refused rows and rows with NaN outputs get per-row errors, the others
+        are served. When no row is served, the call fails with the first row's error.
+
+        Raises:
+            PredictionError: the runtime failed, or no row could be served.
+        """
+        probation = self.probation
+        b = x.shape[0]
+        errors = [RowError(i, "invalid_input", m) for i, m in sorted(refused.items())]
+        if refused:
+            active.monitor.record_error("invalid_input", len(refused))
+        keep = np.ones(b, dtype=np.bool_)
+        keep[list(refused)] = False
+        rows = np.flatnonzero(keep)
+        outputs = np.full((b, active.model.n_outputs), np.nan, dtype=np.float32)
+        if rows.size:
+            xs = x if rows.size == b else np.ascontiguousarray(x[rows])
+            try:
+                out, latency, bad = active.run_rows(xs)
+            except PredictionError:
+                if probation is not None:
+                    probation.observe(0, int(rows.size))
+                raise
+            if not refused and bad is None:  # the usual batch: served whole, no copy
+                if probation is not None:
+                    probation.observe(b, 0, latency)
+                if self.shadow is not None:
+                    self._run_shadow(self.shadow, xs, out)
+                return Prediction(out, active.labels, active.version)
+            outputs[rows] = out
+            n_bad = 0 if bad is None else int(np.count_nonzero(bad))
+            if bad is not None:
+                errors += [
+                    RowError(int(i), "nan_output", "the model returned NaN or infinity")
+                    for i in rows[bad]
+                ]
+                errors.sort()
+                outputs[rows[bad]] = np.nan
+            if probation is not None:
+                probation.observe(int(rows.size) - n_bad, n_bad, latency)
+            if self.shadow is not None:
+                self._run_shadow(self.shadow, xs, out)
+        if len(errors) == b:
+            first = errors[0]
+            raise PredictionError(
+                first.message
+                if b == 1
+                else f"no row could be served; row {first.row}: {first.message} ({b - 1} more)"
+            )
+        return Prediction(outputs, active.labels, active.version, tuple(errors))
 
     @staticmethod
     def _run_shadow(shadow: ServingModel, x: np.ndarray, out: np.ndarray) -> None:

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent import __version__ as agent_version
 from edge_agent.bundle import is_tflite
+from edge_agent.calibration import Calibration
 from edge_agent.canonical import canonical_bytes
 from edge_agent.errors import EdgeFleetError
 from edge_agent.input_schema import FeatureSpec, InputSchema
@@ -50,14 +51,21 @@ _ZIP_EPOCH: Final = (1980, 1, 1, 0, 0, 0)
 
 @dataclass(frozen=True)
 class ReferenceData:
-    """Reference inputs (``[n, features]`` float) and the feature names."""
+    """Reference inputs (``[n, features]`` float) and the feature names; optionally
+    labelled held-out data (``holdout_x [m, features]``, ``holdout_y [m]`` class
+    indices) to fit the confidence calibration map on (see
+    :mod:`edge_agent.calibration`). Without held-out data the bundle has no map and
+    the hub reports no label-free accuracy estimate for it."""
 
     x: np.ndarray
     names: tuple[str, ...]
+    holdout_x: np.ndarray | None = None
+    holdout_y: np.ndarray | None = None
 
 
 def load_reference(path: Path) -> ReferenceData:
-    """Load reference inputs from ``.npz`` (array ``x``, optional ``feature_names``) or CSV.
+    """Load reference inputs from ``.npz`` (array ``x``, optional ``feature_names``, and
+    optional labelled held-out data ``holdout_x``/``holdout_y`` for calibration) or CSV.
 
     A CSV file has a header row of feature names and one numeric row per sample.
 
@@ -75,6 +83,7 @@ def load_reference(path: Path) -> ReferenceData:
                     if "feature_names" in data
                     else tuple(f"f{i}" for i in range(x.shape[1] if x.ndim == 2 else 0))
                 )
+                holdout = _holdout(path, data)
         elif path.suffix == ".csv":
             with path.open(newline="") as f:
                 rows = list(csv.reader(f))
@@ -82,21 +91,80 @@ def load_reference(path: Path) -> ReferenceData:
                 raise BuildError(f"{path}: need a header row and at least one data row")
             names = tuple(rows[0])
             x = np.asarray([[float(v) for v in row] for row in rows[1:]], dtype=np.float64)
+            holdout = None
         else:
             raise BuildError(f"{path}: reference data must be .npz or .csv")
     except (OSError, ValueError) as exc:
         raise BuildError(f"{path}: cannot read reference data ({exc})") from exc
     if x.ndim != 2 or x.shape[0] == 0 or len(names) != x.shape[1]:
         raise BuildError(f"{path}: reference data must be [samples, features] with one name each")
-    return ReferenceData(x, names)
+    if holdout is None:
+        return ReferenceData(x, names)
+    return ReferenceData(x, names, holdout[0], holdout[1])
+
+
+def _holdout(path: Path, data: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """``holdout_x``/``holdout_y`` of an ``.npz``, both or neither.
+
+    Raises:
+        BuildError: only one of them, or labels that are not integers.
+    """
+    present = [k in data for k in ("holdout_x", "holdout_y")]
+    if not any(present):
+        return None
+    if not all(present):
+        raise BuildError(f"{path}: holdout_x and holdout_y come together")
+    y = np.asarray(data["holdout_y"])
+    if y.dtype.kind not in "iu":
+        raise BuildError(f"{path}: holdout_y must hold integer class indices")
+    return np.asarray(data["holdout_x"], dtype=np.float64), y.astype(np.int64)
+
+
+def fit_calibration(
+    model: LoadedModel, reference: ReferenceData, edges: Sequence[float]
+) -> Calibration | None:
+    """The confidence calibration map from the reference's held-out data (None without).
+
+    Raises:
+        BuildError: the held-out data does not fit the model (width, length, labels
+            outside the model's outputs) or the model returns NaN on it.
+    """
+    hx, hy = reference.holdout_x, reference.holdout_y
+    if hx is None or hy is None:
+        return None
+    if hx.ndim != 2 or hx.shape[1] != model.n_features or hy.shape != (hx.shape[0],):
+        raise BuildError(
+            f"held-out data must be [samples, {model.n_features}] with one label each, got "
+            f"{list(hx.shape)} and {list(hy.shape)}"
+        )
+    if hx.shape[0] == 0 or hy.min() < 0 or hy.max() >= model.n_outputs:
+        raise BuildError(f"held-out labels must be class indices 0..{model.n_outputs - 1}")
+    x32 = hx.astype(np.float32)
+    probs = model.predict(x32).astype(np.float64)
+    if not np.all(np.isfinite(probs)):
+        raise BuildError("the model returned NaN or infinity on the held-out data")
+    try:
+        return Calibration.fit(edges, probs, hy, x32.astype(np.float64))
+    except EdgeFleetError as exc:
+        raise BuildError(str(exc)) from exc
 
 
 def compute_reference(
-    model: LoadedModel, x: np.ndarray, names: Sequence[str], labels: Sequence[str], n_bins: int
+    model: LoadedModel,
+    x: np.ndarray,
+    names: Sequence[str],
+    labels: Sequence[str],
+    n_bins: int,
+    discrete: Sequence[bool] | None = None,
 ) -> ReferenceStats:
     """Reference statistics of ``x`` and the model's outputs on it (see
-    :meth:`ReferenceStats.from_data`)."""
-    return ReferenceStats.from_data(x, model.predict(x), names, labels, n_bins, CONFIDENCE_EDGES)
+    :meth:`ReferenceStats.from_data`). ``x`` is rounded to float32 first, as every
+    device's inputs are before they are counted, so a reference value and the same
+    value on a device land in the same bin."""
+    x32 = np.asarray(x, dtype=np.float32).astype(np.float64)
+    return ReferenceStats.from_data(
+        x32, model.predict(x32), names, labels, n_bins, CONFIDENCE_EDGES, discrete
+    )
 
 
 def smoke_samples(model: LoadedModel, x: np.ndarray, n: int) -> SmokeSamples:
@@ -136,7 +204,8 @@ def build_bundle(
     Raises:
         BuildError: the model is not a loadable TFLite model, or the reference
             data or schema do not fit the model's input.
-        ValidationError: ``name`` or ``version`` are invalid.
+        ValidationError: ``name`` or ``version`` are invalid, or a feature the schema
+            declares discrete has too many distinct reference values.
         OSError: ``out`` cannot be written.
     """
     if not keys:
@@ -166,7 +235,11 @@ def build_bundle(
         raise BuildError(
             f"schema has {len(labels)} labels, the model has {model.n_outputs} outputs"
         )
-    stats = compute_reference(model, reference.x, schema.names, labels, n_bins)
+    discrete = [f.discrete for f in schema.features]
+    stats = compute_reference(model, reference.x, schema.names, labels, n_bins, discrete)
+    calibration = fit_calibration(model, reference, CONFIDENCE_EDGES)
+    if calibration is not None:
+        stats = stats.with_calibration(calibration)
     members = {
         MODEL: model_bytes,
         REFERENCE: canonical_bytes(stats.to_json()),

@@ -42,6 +42,7 @@ import numpy.typing as npt
 
 from edge_agent.monitor import LATENCY_EDGES_MS, MetricsWindow, merge_windows
 from edge_agent.reference import ReferenceStats
+from hub.accuracy import AccuracyEstimate, estimate_accuracy, reference_estimate
 from hub.errors import HubError
 
 Method = Literal["psi", "js", "hellinger"]
@@ -232,9 +233,11 @@ class DriftReport:
       plus errors (a failed invocation is not counted as a prediction).
     - ``latency_ms``: p50/p95/p99 estimated from the latency histogram (see
       :func:`histogram_quantile`); None when no invocation was timed.
-    - ``accuracy_estimate``: label-free, the mean top-1 confidence from the histogram's
-      bin midpoints (off by at most half the widest bin); ``reference_accuracy_estimate``
-      is the same on the reference confidences, for comparison.
+    - ``accuracy``: the label-free accuracy estimate with its interval, or why there is
+      none (see :mod:`hub.accuracy`: calibrated on held-out data at build time, "cannot
+      estimate (input drift)" when the inputs moved too far); ``accuracy_estimate`` is
+      its value (None when there is none) and ``reference_accuracy_estimate`` the same
+      estimate on the reference's confidences, for comparison.
     - ``agreement``: shadow agreement rate, None unless ``compared > 0``.
     """
 
@@ -257,6 +260,7 @@ class DriftReport:
     reference_accuracy_estimate: float | None
     agreement: float | None
     compared: int
+    accuracy: AccuracyEstimate | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON document (None for what was not reported)."""
@@ -280,6 +284,7 @@ class DriftReport:
             "reference_accuracy_estimate": self.reference_accuracy_estimate,
             "agreement": self.agreement,
             "compared": self.compared,
+            "accuracy": None if self.accuracy is None else self.accuracy.to_json(),
         }
 
 
@@ -426,7 +431,7 @@ def drift_report(
         label: histogram_quantile(LATENCY_EDGES_MS, merged.latency, q) for label, q in _PERCENTILES
     }
     latency = {k: v for k, v in estimates.items() if v is not None}
-    conf_edges = reference.confidence.edges
+    accuracy = estimate_accuracy(reference, merged, min_count=min_count)
     return DriftReport(
         model=merged.model_name,
         version=merged.model_version,
@@ -445,8 +450,9 @@ def drift_report(
         data_quality=quality,
         error_rates=errors,
         latency_ms=latency or None,
-        accuracy_estimate=mean_from_histogram(conf_edges, merged.confidence),
-        reference_accuracy_estimate=mean_from_histogram(conf_edges, reference.confidence.counts),
+        accuracy_estimate=accuracy.value,
+        reference_accuracy_estimate=reference_estimate(reference),
         agreement=merged.agreed / merged.compared if merged.compared else None,
         compared=merged.compared,
+        accuracy=accuracy,
     )

@@ -7,7 +7,8 @@ and merging pairwise costs ~80 µs a window. The store instead keeps hourly roll
 documents (their JSON form) column by column with NumPy — counts add, moments combine
 with the parallel formula of Chan et al. over all parts at once — which is what
 repeated :func:`~edge_agent.monitor.merge_windows` computes, up to floating-point
-rounding of the means and M2.
+rounding of the means and M2 (per-bin confidence sums are added in order, exactly
+as the pairwise merges add them).
 
 Pure functions: no I/O.
 """
@@ -50,7 +51,7 @@ def merge_documents(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         return dict(first)
     try:
         features = _merge_features([d["features"] for d in docs])
-        return {
+        merged = {
             "model": key[0],
             "version": key[1],
             "role": key[2],
@@ -65,6 +66,14 @@ def merge_documents(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "compared": sum(d["compared"] for d in docs),
             "agreed": sum(d["agreed"] for d in docs),
         }
+        # Per-bin confidence sums and typicality (optional): kept only when every part
+        # has them.
+        if all("confidence_sum" in d for d in docs):
+            merged["confidence_sum"] = _sum_floats([d["confidence_sum"] for d in docs])
+        if all("typicality_n" in d for d in docs):
+            merged["typicality_n"] = sum(d["typicality_n"] for d in docs)
+            merged["typicality_sum"] = _sum_floats([[d["typicality_sum"]] for d in docs])[0]
+        return merged
     except (ValueError, KeyError, TypeError) as exc:
         raise ValidationError(f"merge: windows of {key} do not fit together ({exc})") from exc
 
@@ -105,6 +114,21 @@ def _sum_columns(rows: list[list[int]]) -> list[int]:
     return [int(v) for v in np.asarray(rows, dtype=np.int64).sum(axis=0)]
 
 
+def _sum_floats(rows: list[list[float]]) -> list[float]:
+    """Element-wise sum of equally long float vectors, added in document order (as
+    pairwise merges add them).
+
+    Raises:
+        ValueError: the lengths differ.
+    """
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError("sum vectors of different lengths")
+    out = list(rows[0])
+    for r in rows[1:]:
+        out = [a + b for a, b in zip(out, r, strict=True)]
+    return [float(v) for v in out]
+
+
 def _merge_features(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
     n_features = len(parts[0]["count"])
     if any(len(p["count"]) != n_features for p in parts):
@@ -120,13 +144,12 @@ def _merge_features(parts: list[Mapping[str, Any]]) -> dict[str, Any]:
     spread = (m2 + count * (mean - grand) ** 2).sum(axis=0)
     present = total > 0
     with np.errstate(all="ignore"):  # all-NaN columns are the features with no value
-        lo_all, hi_all = np.nanmin(np.where(count > 0, lo, np.nan), axis=0), np.nanmax(
-            np.where(count > 0, hi, np.nan), axis=0
+        lo_all, hi_all = (
+            np.nanmin(np.where(count > 0, lo, np.nan), axis=0),
+            np.nanmax(np.where(count > 0, hi, np.nan), axis=0),
         )
     return {
-        "counts": [
-            _sum_columns([p["counts"][j] for p in parts]) for j in range(n_features)
-        ],
+        "counts": [_sum_columns([p["counts"][j] for p in parts]) for j in range(n_features)],
         "count": [int(c) for c in total],
         "mean": [float(g) if ok else 0.0 for g, ok in zip(grand, present, strict=True)],
         "m2": [float(s) if ok else 0.0 for s, ok in zip(spread, present, strict=True)],

@@ -103,9 +103,10 @@ def build_demo(
 
     Writes ``model-float.tflite``, ``model-int8.tflite`` (float32 in/out, int8 inside),
     ``reference.npz`` (``x``, ``y``, ``features``, ``classes``: a sample of the training data,
-    also the quantization calibration set), ``test.npz`` (``x``, ``y``) and ``schema.json``
-    (feature names and ranges, class labels: what ``model push --schema`` takes), creating
-    ``out_dir`` if needed and overwriting those files.
+    also the quantization calibration set; and ``holdout_x``/``holdout_y``, the test data,
+    from which the bundler fits the accuracy calibration map), ``test.npz`` (``x``, ``y``)
+    and ``schema.json`` (feature names and ranges, class labels: what ``model push
+    --schema`` takes), creating ``out_dir`` if needed and overwriting those files.
 
     Raises:
         InvalidDataError: sizes are not positive or ``n_reference`` exceeds ``n_train``.
@@ -140,6 +141,8 @@ def build_demo(
         y=reference_y,
         features=np.array(FEATURES),
         classes=np.array(CLASSES),
+        holdout_x=test.x,
+        holdout_y=test.y,
     )
     np.savez(test_path, x=test.x, y=test.y)
     (out_dir / SCHEMA).write_bytes(canonical_bytes(demo_schema().to_json()))

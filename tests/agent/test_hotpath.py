@@ -40,8 +40,8 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def integer_reference(reference_x: np.ndarray) -> np.ndarray:
-    """Reference data of small integers: every bin edge (a quantile of them) is a
-    dyadic fraction, exactly representable in float32, so samples can hit edges."""
+    """Reference data of small integers: one bin per value, every bin edge a midpoint
+    k + 0.5, exactly representable in float32, so samples can hit edges."""
     rng = np.random.default_rng(11)
     return rng.integers(0, 10, size=(400, reference_x.shape[1])).astype(np.float64)
 
@@ -81,6 +81,9 @@ def assert_same_windows(a: MetricsWindow | None, b: MetricsWindow | None) -> Non
     assert (a.n, a.class_counts, a.confidence, a.errors) == (b.n, b.class_counts,
                                                               b.confidence, b.errors)
     assert sum(a.latency) == sum(b.latency)  # timings differ; the invocations do not
+    assert a.confidence_sum is not None and b.confidence_sum is not None
+    # the same confidences, summed in another order
+    np.testing.assert_allclose(a.confidence_sum, b.confidence_sum, rtol=1e-12, atol=0.0)
     for fa, fb in zip(a.features, b.features, strict=True):
         assert (fa.counts, fa.count, fa.min, fa.max, fa.out_of_range) == (
             fb.counts, fb.count, fb.min, fb.max, fb.out_of_range)
@@ -113,7 +116,8 @@ def test_same_outputs_errors_and_windows_as_the_python_path(
     native = predictor(bundle, trust_1of1, monkeypatch, native=True)
     python = predictor(bundle, trust_1of1, monkeypatch, native=False)
     rng = np.random.default_rng(5)
-    rows = [integer_reference[i] for i in range(150)]  # on the edges, the last one too
+    rows = [integer_reference[i] for i in range(150)]  # in the bins
+    rows += [integer_reference[i] + 0.5 for i in range(40)]  # on the edges, the last one too
     rows += list(rng.normal(4.5, 4.0, size=(150, f)))  # in, under and over the range
     odd = rng.normal(4.5, 1.0, size=(6, f))
     odd[0, 0], odd[1, 1], odd[2, 2] = np.nan, np.inf, -np.inf

@@ -23,6 +23,10 @@ def assert_same(a: MetricsWindow, b: MetricsWindow) -> None:
     """Counts equal exactly; means and M2 up to rounding (merge order differs)."""
     ja, jb = a.to_json(), b.to_json()
     fa, fb = ja.pop("features"), jb.pop("features")
+    sa, sb = ja.pop("confidence_sum", None), jb.pop("confidence_sum", None)
+    assert (sa is None) == (sb is None)
+    if sa is not None:  # float sums: equal up to the rounding of another merge order
+        np.testing.assert_allclose(sa, sb, rtol=1e-12, atol=1e-12)
     assert ja == jb
     for k in ("counts", "count", "min", "max", "out_of_range"):
         assert fa[k] == fb[k], k
