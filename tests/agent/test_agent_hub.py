@@ -23,11 +23,21 @@ from tests.support.hub_double import HubDouble
 # The tflite-runtime environment collects this module too (make pytest-tflite), without the
 # hub extra; its tests are not marked runtime, so nothing is lost there.
 pytest.importorskip("orjson", reason="the hub's ingest needs the hub extra")
+from hub.broker import EmbeddedBroker
 from hub.ingest import Ingest
 from hub.store import Store
 
 pytestmark = pytest.mark.timeout(180)
 WAIT = 60.0
+
+
+@pytest.fixture
+def broker() -> Iterator[EmbeddedBroker]:
+    """A broker of this test's own: the session's shared one holds retained messages of
+    every earlier test, which the ingest would count (amqtt even delivers some on topics
+    no one subscribed to)."""
+    with EmbeddedBroker() as b:
+        yield b
 
 
 @pytest.fixture
