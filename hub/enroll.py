@@ -268,11 +268,13 @@ def _ensure_hub_account(broker_dir: Path) -> str:
         password = secrets.token_urlsafe(_PASSWORD_BYTES)
         _write_private(secret_file, password + "\n")
         log.info("enroll: created the hub's broker password in %s", secret_file)
-    passwd = broker_dir / "passwd"
-    current = _hash_of(passwd, HUB_USERNAME)
-    if current is None or not check_password(current, password):
-        _set_user(passwd, HUB_USERNAME, hash_password(password))
-        log.info("enroll: wrote the %s account to %s", HUB_USERNAME, passwd)
+    # passwd: every account (the loopback and device listeners); hub-passwd: the hub's
+    # alone (the listener for a hub on another machine, where devices cannot log in).
+    for passwd in (broker_dir / "passwd", broker_dir / "hub-passwd"):
+        current = _hash_of(passwd, HUB_USERNAME)
+        if current is None or not check_password(current, password):
+            _set_user(passwd, HUB_USERNAME, hash_password(password))
+            log.info("enroll: wrote the %s account to %s", HUB_USERNAME, passwd)
     return password
 
 

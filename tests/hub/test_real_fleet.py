@@ -94,12 +94,12 @@ def test_the_readme_real_fleet_walkthrough(tmp_path, demo_dir):
     # 4. Broker: the deploy configuration with its TLS listener, reading the hub's files.
     with Mosquitto(tmp_path / "mosquitto", {}, tls=tls, broker_dir=broker_dir) as mosquitto:
         assert not [line for line in mosquitto.log if "deprecated" in line.lower()]
-        broker = f"mqtts://127.0.0.1:{mosquitto.tls_port}"
+        broker = f"mqtts://127.0.0.1:{mosquitto.tls_port}"  # the devices' TLS listener
         api_port = free_port()
         # 5. Hub.
         hub = Process(
             "hub", "serve", "--data", str(data), "--api-port", str(api_port),
-            "--broker-url", broker, "--broker-ca", str(tls.ca),
+            "--broker-url", f"mqtt://127.0.0.1:{mosquitto.port}",  # the hub's loopback listener
             "--broker-username", "edgefleet-hub", "--broker-password-file", str(hub_password),
             "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
         )  # fmt: skip

@@ -401,7 +401,7 @@ def test_hub_serve_over_tls_to_a_tls_broker_with_a_password_file(tmp_path, signi
         password_file.chmod(0o600)
         proc, lines = _serve(
             "--data", str(tmp_path / "hub"), "--api-port", str(free_port()),
-            "--broker-url", f"mqtts://{m.host}:{m.tls_port}", "--broker-ca", str(tls.ca),
+            "--broker-url", f"mqtts://{m.host}:{m.hub_tls_port}", "--broker-ca", str(tls.ca),
             "--broker-username", "edgefleet-hub", "--broker-password-file", str(password_file),
             "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
         )  # fmt: skip

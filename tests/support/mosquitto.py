@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -54,23 +55,28 @@ class Mosquitto:
         self.host = "127.0.0.1"
         self.port = free_port()
         self.tls = tls
-        self.tls_port = free_port() if tls else None
+        self.tls_port = free_port() if tls else None  # devices (client id = username)
+        self.hub_tls_port = free_port() if tls else None  # a remote hub (hub account only)
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
+        self._log_changed = threading.Condition()
 
     def render(self) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.broker_dir is not None:
             return self._write_conf(self.broker_dir)
         shutil.copy(DEPLOY / "acl", self.dir / "acl")
-        passwd = self.dir / "passwd"
-        passwd.write_text("")
         tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-        for user, password in self.users.items():
-            subprocess.run([tool, "-b", str(passwd), user, password], check=True,
-                           capture_output=True)
-        for f in (passwd, self.dir / "acl"):
-            f.chmod(0o600)
+        files = {"passwd": self.users, "hub-passwd": {
+            u: p for u, p in self.users.items() if u == "edgefleet-hub"}}  # fmt: skip
+        for name, users in files.items():
+            path = self.dir / name
+            path.write_text("")
+            for user, password in users.items():
+                subprocess.run([tool, "-b", str(path), user, password], check=True,
+                               capture_output=True)  # fmt: skip
+            path.chmod(0o600)
+        (self.dir / "acl").chmod(0o600)
         return self._write_conf(self.dir)
 
     def _write_conf(self, files: Path) -> Path:
@@ -90,15 +96,16 @@ class Mosquitto:
         return conf
 
     def _tls_line(self, line: str) -> str:
+        """The deploy file's commented TLS listeners, enabled on free ports."""
         assert self.tls is not None
-        files = {"certfile": self.tls.cert, "keyfile": self.tls.key, "cafile": self.tls.ca}
-        if line.startswith("# listener 8883"):
-            return f"listener {self.tls_port} {self.host}"
-        for word, path in files.items():
-            if line.startswith(f"# {word}"):
-                return f"{word} {path}"
-        if line.startswith("# tls_version"):
-            return line[2:]
+        for prefix, port in (("#tls ", self.tls_port), ("#hubtls ", self.hub_tls_port)):
+            if line.startswith(prefix):
+                line = line[len(prefix):]
+                if line.startswith("listener "):
+                    return f"listener {port} {self.host}"
+                files = {"certfile": self.tls.cert, "keyfile": self.tls.key, "cafile": self.tls.ca}
+                word = line.split()[0]
+                return f"{word} {files[word]}" if word in files else line
         return line
 
     def start(self) -> Mosquitto:
@@ -110,7 +117,9 @@ class Mosquitto:
         def pump() -> None:
             assert self.proc is not None and self.proc.stderr is not None
             for line in self.proc.stderr:
-                self.log.append(line.rstrip())
+                with self._log_changed:
+                    self.log.append(line.rstrip())
+                    self._log_changed.notify_all()
                 if " running" in line:
                     ready.set()
             ready.set()
@@ -120,6 +129,16 @@ class Mosquitto:
             raise RuntimeError("mosquitto did not start:\n" + "\n".join(self.log))
         self.pid_file.write_text(f"{self.proc.pid}\n")  # as Debian's service writes it
         return self
+
+    def wait_for_log(self, predicate: Callable[[list[str]], bool], timeout: float = 60.0) -> None:
+        """Block until ``predicate(lines)`` holds for the broker's log so far.
+
+        Raises:
+            AssertionError: it did not within ``timeout``.
+        """
+        with self._log_changed:
+            ok = self._log_changed.wait_for(lambda: predicate(self.log), timeout)
+        assert ok, "broker log never matched:\n" + "\n".join(self.log[-30:])
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
