@@ -258,6 +258,12 @@ class Agent:
         # (a bearer credential). The agent logs its downloads itself, by bundle hash.
         logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
         self.outbox = Outbox(self.config.data_dir / "outbox.db", self.config.outbox_budget_bytes)
+        restored = self.outbox.restore_checkpoint()
+        if restored:
+            log.warning(
+                "agent: the last run did not stop cleanly; %d group(s) of windows "
+                "recovered from its checkpoint", restored,
+            )  # fmt: skip
         self._epoch = self.outbox.epoch
         self._acked = self._acked_applied = 0
         self._restore_models()
@@ -399,6 +405,8 @@ class Agent:
 
     def _agent_loop(self) -> None:
         next_window = self.monotonic() + self.config.window_s
+        every = self.config.checkpoint_s
+        next_checkpoint = self.monotonic() + every if every > 0 else float("inf")
         while not self._stop.is_set():
             timeout = max(0.0, min(next_window - self.monotonic(), 1.0))
             try:
@@ -415,6 +423,10 @@ class Agent:
                     next_window = now + self.config.window_s
                     self._store_windows(self.predictor.close_windows(self.clock()))
                     self._drain()
+                elif now >= next_checkpoint:
+                    self._checkpoint()
+                if now >= next_checkpoint:
+                    next_checkpoint = now + every
                 self._check_probation()
                 if now - self._last_state >= self.config.state_interval_s:
                     self._publish_state()
@@ -558,6 +570,19 @@ class Agent:
                     return False
                 self._drained.wait(min(left, 1.0))
         return True
+
+    def _checkpoint(self) -> None:
+        """Save what a kill -9 would lose: closed windows not stored yet and the open
+        ones as they are now (agent thread; every append deletes the checkpoint)."""
+        if self.outbox is None:
+            return
+        self._store_windows([])  # windows closed meanwhile (an activation) go in first
+        open_now = self.predictor.peek_windows(self.clock())
+        groups = [*self._pending_windows, *([open_now] if open_now else [])]
+        try:
+            self.outbox.checkpoint(groups)
+        except (OutboxError, ValidationError) as exc:
+            log.warning("agent: checkpoint not saved: %s", exc)
 
     def _store_windows(self, windows: list[MetricsWindow]) -> None:
         """Append windows closed together as one outbox row; keep them in memory if it cannot."""

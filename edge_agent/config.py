@@ -15,6 +15,7 @@ Example (``agent.toml``)::
 
     [monitoring]
     window_s = 60
+    checkpoint_s = 5   # open windows saved this often: a kill -9 loses at most this
     outbox_budget_bytes = 8388608
 
     [download]
@@ -88,6 +89,8 @@ class AgentConfig:
     download_ca_file: Path | None = None
     #: First wait before a directive whose download failed is tried again (doubling).
     download_retry_s: float = 5.0
+    #: Save the open windows this often (0: never), so a kill -9 loses at most that long.
+    checkpoint_s: float = 5.0
     #: Send unacknowledged windows again when the hub acked nothing for this long.
     resend_after_s: float = 30.0
 
@@ -161,6 +164,7 @@ class AgentConfig:
             local_api_port=opt(api, "port", int, 8765, "local_api."),
             state_interval_s=float(opt(mon, "state_interval_s", int | float, 30, "monitoring.")),  # type: ignore[arg-type]
             resend_after_s=float(opt(mon, "resend_after_s", int | float, 30, "monitoring.")),  # type: ignore[arg-type]
+            checkpoint_s=float(opt(mon, "checkpoint_s", int | float, 5, "monitoring.")),  # type: ignore[arg-type]
             download_attempts=opt(download_t, "attempts", int, 5, "download."),
             download_ca_file=base / download_ca if download_ca else None,
             download_retry_s=float(opt(download_t, "retry_s", int | float, 5, "download.")),  # type: ignore[arg-type]

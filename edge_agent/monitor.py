@@ -752,6 +752,16 @@ class WindowAccumulator:
             self._reset(end)
         return window
 
+    def peek(self, now: float | None = None) -> MetricsWindow | None:
+        """The current window as it would close at ``now``, without closing it (None
+        when nothing was recorded): what the agent checkpoints."""
+        with self._lock:
+            self._flush()
+            end = max(float(self._clock() if now is None else now), self._start)
+            if self._n or self._tally[0] or self._errors or self._compared:
+                return self._snapshot(end)
+            return None
+
     def attach_native(self, runner: Any) -> None:
         """Have :meth:`close` (and every fold) first call ``runner.drain()``, which folds
         the samples the native path buffered (under this accumulator's lock). Held

@@ -102,6 +102,18 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             "UPDATE outbox_state SET epoch = lower(hex(randomblob(8))) WHERE last_seq = 0",
         ),
     ),
+    (
+        # The open windows (and closed ones not stored yet), saved every few seconds so
+        # a kill -9 loses at most that interval; every append deletes it in the same
+        # transaction, so nothing it holds is ever stored twice.
+        "0004_checkpoint",
+        (
+            "CREATE TABLE checkpoint ("
+            " id INTEGER PRIMARY KEY CHECK (id = 1),"
+            " created REAL NOT NULL,"
+            " payload BLOB NOT NULL)",
+        ),
+    ),
 )
 
 
@@ -250,6 +262,81 @@ class Outbox:
                 log.warning("outbox %s: compaction failed (%s)", self.path, exc)
         return seq
 
+    def checkpoint(self, groups: Sequence[Sequence[MetricsWindow]]) -> None:
+        """Replace the checkpoint with ``groups`` (each a group of windows that would go
+        in one row: the closed windows not stored yet, then the open ones as they are
+        now); no groups deletes it. :meth:`restore_checkpoint` turns it into rows after
+        a crash; the next :meth:`append` deletes it.
+
+        Raises:
+            OutboxError: SQLite failed (a full disk, too), or closed.
+            ValidationError: a window cannot be serialised (NaN or infinity).
+        """
+        kept = [tuple(g) for g in groups if g]
+        payload = canonical_bytes([[w.to_json() for w in g] for g in kept]) if kept else b""
+        with self._lock:
+            conn = self._open_conn()
+            try:
+                with _transaction(conn):
+                    conn.execute("DELETE FROM checkpoint")
+                    if kept:
+                        conn.execute(
+                            "INSERT INTO checkpoint (id, created, payload) VALUES (1, ?, ?)",
+                            (self._clock(), payload),
+                        )
+            except sqlite3.Error as exc:
+                raise OutboxError(
+                    f"outbox {self.path}: cannot save the checkpoint ({exc})"
+                ) from exc
+
+    def checkpointed(self) -> list[tuple[MetricsWindow, ...]]:
+        """The groups of windows in the checkpoint (none when there is no checkpoint).
+
+        Raises:
+            OutboxError: SQLite failed, closed, or the checkpoint is unreadable.
+        """
+        rows = self._query("SELECT payload FROM checkpoint", ())
+        if not rows:
+            return []
+        try:
+            doc = parse_json(bytes(rows[0][0]), "outbox checkpoint")
+            if not isinstance(doc, list):
+                raise ValidationError("outbox checkpoint: not a list of groups")
+            return [
+                tuple(MetricsWindow.from_json(w) for w in group)
+                for group in doc
+                if isinstance(group, list) and group
+            ]
+        except (ValidationError, TypeError) as exc:
+            raise OutboxError(f"outbox {self.path}: unreadable checkpoint ({exc})") from exc
+
+    def restore_checkpoint(self) -> int:
+        """Store what a checkpoint left behind (a process that did not stop cleanly) as
+        rows, and delete it, in one transaction; returns the number of rows added. An
+        unreadable checkpoint is dropped with a warning (it cannot be counted).
+
+        Raises:
+            OutboxError: SQLite failed, or closed.
+        """
+        try:
+            groups = self.checkpointed()
+        except OutboxError as exc:
+            log.warning("%s; dropped", exc)
+            groups = []
+        with self._lock:
+            conn = self._open_conn()
+            try:
+                with _transaction(conn):
+                    for group in groups:
+                        payload = canonical_bytes([w.to_json() for w in group])
+                        self._insert_row(conn, group, payload)
+                    conn.execute("DELETE FROM checkpoint")
+            except sqlite3.Error as exc:
+                raise OutboxError(
+                    f"outbox {self.path}: cannot restore the checkpoint ({exc})"
+                ) from exc
+        return len(groups)
+
     def pending(self, limit: int = 500, after: int | None = None) -> list[OutboxRow]:
         """Rows waiting for the hub, oldest first: at most ``limit``, each holding a sequence
         above ``after`` (``seq_hi > after``).
@@ -375,24 +462,32 @@ class Outbox:
     def _insert(
         self, conn: sqlite3.Connection, windows: Sequence[MetricsWindow], payload: bytes
     ) -> int:
-        window = windows[0]
         with _transaction(conn):
-            conn.execute("UPDATE outbox_state SET last_seq = last_seq + 1")
-            seq = int(conn.execute("SELECT last_seq FROM outbox_state").fetchone()[0])
-            conn.execute(
-                _INSERT,
-                (
-                    seq,
-                    seq,
-                    self._clock(),
-                    window.model_name,
-                    window.model_version,
-                    window.role,
-                    payload,
-                    len(payload),
-                    group_key(windows),
-                ),
-            )
+            seq = self._insert_row(conn, windows, payload)
+            conn.execute("DELETE FROM checkpoint")  # what it held is now stored or newer
+        return seq
+
+    def _insert_row(
+        self, conn: sqlite3.Connection, windows: Sequence[MetricsWindow], payload: bytes
+    ) -> int:
+        """Insert one row under the next sequence (inside the caller's transaction)."""
+        window = windows[0]
+        conn.execute("UPDATE outbox_state SET last_seq = last_seq + 1")
+        seq = int(conn.execute("SELECT last_seq FROM outbox_state").fetchone()[0])
+        conn.execute(
+            _INSERT,
+            (
+                seq,
+                seq,
+                self._clock(),
+                window.model_name,
+                window.model_version,
+                window.role,
+                payload,
+                len(payload),
+                group_key(windows),
+            ),
+        )
         return seq
 
     def _compact(self, conn: sqlite3.Connection, target: int) -> int:

@@ -430,6 +430,14 @@ class Predictor:
         except PredictionError:
             pass  # counted in the shadow's own window; callers never see it
 
+    def peek_windows(self, now: float | None = None) -> list[MetricsWindow]:
+        """The current monitoring windows of the active and shadow models, left open."""
+        return [
+            w
+            for serving in (self.active, self.shadow)
+            if serving is not None and (w := serving.monitor.peek(now)) is not None
+        ]
+
     def close_windows(self, now: float | None = None) -> list[MetricsWindow]:
         """Close the current monitoring windows of the active and shadow models."""
         windows = []

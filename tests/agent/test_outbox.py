@@ -129,6 +129,7 @@ def test_outbox_file_is_private_and_in_wal_mode(tmp_path):
             ("0001_outbox",),
             ("0002_window_groups",),
             ("0003_epoch",),
+            ("0004_checkpoint",),
         ]
         other.close()
 

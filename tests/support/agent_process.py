@@ -166,7 +166,8 @@ class Daemon:
 
 def write_toml(path: Path, **settings: Any) -> Path:
     """An agent TOML: ``device_id``, ``data_dir``, ``trust_file``, ``broker`` (host, port),
-    then optional ``window_s``, ``outbox_budget_bytes``, ``resend_after_s``, ``attempts``."""
+    then optional ``window_s``, ``outbox_budget_bytes``, ``resend_after_s``, ``checkpoint_s``,
+    ``attempts``."""
     host, port = settings["broker"]
     lines = [
         f'device_id = "{settings["device_id"]}"',
@@ -179,6 +180,7 @@ def write_toml(path: Path, **settings: Any) -> Path:
         "state_interval_s = 3600",
         f"resend_after_s = {settings.get('resend_after_s', 30)}",
         f"outbox_budget_bytes = {settings.get('outbox_budget_bytes', 8 << 20)}",
+        f"checkpoint_s = {settings.get('checkpoint_s', 5)}",
         "[download]",
         f"attempts = {settings.get('attempts', 5)}",
         "[local_api]",
