@@ -462,8 +462,9 @@ class DriftSummary:
     ``drift``/``major`` when one drifted (``major`` when one is major); otherwise
     ``insufficient`` when one lacks evidence; otherwise ``minor`` when one is
     significant but small; otherwise ``none``. ``n`` is the smallest count among the
-    distributions, ``n_needed`` the largest evidence still needed (None: unreachable
-    or not needed), ``drifted`` the drifted names, ``worst`` the deciding one.
+    distributions, ``n_needed`` the largest evidence any of them needs (None: the
+    reference is too small for one of them), ``drifted`` the drifted names, ``worst``
+    the deciding one.
     """
 
     verdict: Verdict
@@ -476,6 +477,16 @@ class DriftSummary:
     def decided(self) -> bool:
         """Whether the verdict is more than ``insufficient``."""
         return self.verdict != "insufficient"
+
+    @property
+    def enough(self) -> bool:
+        """Whether every distribution reached the evidence needed to be decided."""
+        return self.n_needed is not None and self.n >= self.n_needed
+
+    @property
+    def drifted_any(self) -> bool:
+        """Whether the verdict is ``drift`` or ``major``."""
+        return self.verdict in ("drift", "major")
 
     def describe(self) -> str:
         """One line for a status: the verdict and its evidence."""
@@ -506,9 +517,9 @@ def summarize(items: Sequence[FeatureDrift]) -> DriftSummary:
         return DriftSummary("insufficient", 0, None, (), None)
     drifted = tuple(f.name for f in items if f.drifted)
     n = min(f.n for f in items)
+    needed = [f.n_needed for f in items]
+    n_needed = None if None in needed else max(x for x in needed if x is not None)
     lacking = [f for f in items if f.verdict == "insufficient"]
-    needed = [f.n_needed for f in lacking]
-    n_needed = None if not needed or None in needed else max(x for x in needed if x)
     if drifted:
         hits = [f for f in items if f.drifted]
         worst = min(hits, key=lambda f: (f.p_adjusted or 0.0, -(f.psi or 0.0)))
@@ -520,9 +531,9 @@ def summarize(items: Sequence[FeatureDrift]) -> DriftSummary:
     minor = [f for f in items if f.verdict == "minor"]
     if minor:
         worst = min(minor, key=lambda f: f.p_adjusted or 0.0)
-        return DriftSummary("minor", n, None, (), worst)
+        return DriftSummary("minor", n, n_needed, (), worst)
     worst = max(items, key=lambda f: f.psi or 0.0)
-    return DriftSummary("none", n, None, (), worst)
+    return DriftSummary("none", n, n_needed, (), worst)
 
 
 @dataclass(frozen=True)
