@@ -16,7 +16,8 @@ import pytest
 from edge_agent.directive import Probation
 from edge_agent.errors import ValidationError
 from edge_agent.messages import Event, EventKind, ModelVersion, State
-from hub.drift import DriftSummary, FeatureDrift, Verdict as DriftVerdict
+from hub.drift import DriftSummary, FeatureDrift
+from hub.drift import Verdict as DriftVerdict
 from hub.rollout import (
     Action,
     DeviceProgress,
