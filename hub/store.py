@@ -157,6 +157,22 @@ def _m0004(db: Database) -> None:
     db.execute("DROP INDEX IF EXISTS windows_device_lo")
 
 
+#: Windows longer than this (coarsened by a device's outbox) are found by their end in
+#: a small partial index; shorter ones by their start, from ``since - LONG_WINDOW_S``.
+LONG_WINDOW_S: Final = 3600
+
+
+@MIGRATIONS(name="0005_windows_long_span")
+def _m0005(db: Database) -> None:
+    # Exact `since` queries need the windows that start before `since`'s hour and end
+    # after `since`: short ones start at most LONG_WINDOW_S before it (start index),
+    # long ones (rare: coarsened by an outbox) are in this partial index by their end.
+    db.execute(
+        'CREATE INDEX IF NOT EXISTS windows_long_span ON windows (model, version, role, "end")'
+        f' WHERE "end" - start > {LONG_WINDOW_S}'
+    )
+
+
 class Outcome(Enum):
     """What :meth:`Store.store_metrics_batch` did with one message."""
 
@@ -384,8 +400,9 @@ class Store(LockedDatabase):
         """What :meth:`windows_for` returns for the fleet (``devices`` None) or the given
         devices, merged into a few windows whose merge is the same (up to floating-point
         rounding of means and M2): hourly roll-ups for whole hours, and the stored
-        windows of the hour ``since`` falls in. Changed buckets are rolled up first, so
-        nothing is stale.
+        windows that start before the first whole hour and end at or after ``since``
+        (exact: ``since`` is never rounded; see :func:`_edge_rows`). Changed buckets are
+        rolled up first, so nothing is stale.
 
         Raises:
             StoreError: SQLite failed, a stored payload is invalid, or closed.
@@ -405,18 +422,7 @@ class Store(LockedDatabase):
                 lowest = -(2**62) if first_hour is None else first_hour
                 rows += conn.execute(sql, (model, version, role, device_id, lowest)).fetchall()
             if since is not None and first_hour is not None:
-                edge = (
-                    "SELECT payload FROM windows WHERE model = ? AND version = ? AND role = ?"
-                    ' AND "end" >= ? AND start < ?'
-                )
-                params: tuple[Any, ...] = (model, version, role, since, first_hour * HOUR_S)
-                if devices is None:
-                    rows += conn.execute(edge, params).fetchall()
-                else:
-                    for device_id in devices:
-                        rows += conn.execute(
-                            edge + " AND device_id = ?", (*params, device_id)
-                        ).fetchall()
+                rows += _edge_rows(conn, model, version, role, devices, since, first_hour * HOUR_S)
         if not rows:
             return out
         try:
@@ -844,6 +850,38 @@ class _Epochs:
     def ack(self, device_id: str, contiguous: int) -> tuple[str, int]:
         epoch, base = self._known(device_id)[-1]
         return epoch, max(0, contiguous - base)
+
+
+def _edge_rows(
+    conn: sqlite3.Connection,
+    model: str,
+    version: int,
+    role: str,
+    devices: Sequence[str] | None,
+    since: float,
+    before: float,
+) -> list[Any]:
+    """Payloads of the windows that start before ``before`` (the first whole hour) and
+    end at or after ``since``: short windows by the start index (they start at most
+    :data:`LONG_WINDOW_S` before ``since``), long ones by the partial end index."""
+    # The span bound is a literal (an int constant), not a parameter: SQLite uses a
+    # partial index only when the query's WHERE visibly implies the index's.
+    short = (
+        "SELECT payload FROM windows WHERE model = ? AND version = ? AND role = ?"  # noqa: S608
+        f' AND start >= ? AND start < ? AND "end" >= ? AND "end" - start <= {LONG_WINDOW_S}'
+    )
+    long = (
+        "SELECT payload FROM windows WHERE model = ? AND version = ? AND role = ?"  # noqa: S608
+        f' AND "end" >= ? AND start < ? AND "end" - start > {LONG_WINDOW_S}'
+    )
+    short_args = (model, version, role, since - LONG_WINDOW_S, before, since)
+    long_args = (model, version, role, since, before)
+    rows: list[Any] = []
+    for device_id in [None] if devices is None else devices:
+        extra, more = ("", ()) if device_id is None else (" AND device_id = ?", (device_id,))
+        rows += conn.execute(short + extra, (*short_args, *more)).fetchall()
+        rows += conn.execute(long + extra, (*long_args, *more)).fetchall()
+    return rows
 
 
 def _roll_bucket(

@@ -164,3 +164,55 @@ def test_windows_right_at_an_hour_boundary_are_rolled_up_exactly(tmp_path):
         for since in (None, boundary - 1e-7, boundary):
             raw = s.windows_for(device="a", since=since)
             assert_same(one(s.merged_windows("demo", 1, since=since)), merged(raw))
+
+
+@pytest.mark.parametrize("since", [3000.0, 5400.5, 7199.0, 9000.0, 10_799.0])
+def test_exact_since_counts_windows_that_started_hours_before_it(tmp_path, since):
+    """A device's outbox coarsened 150 minutes into one window (60 s .. 9,060 s): a query
+    from any second inside it counts it whole, as windows_for does; short windows are
+    counted from the second asked for, not from the start of its hour."""
+    with Store(tmp_path / "hub.db") as s:
+        s.store_metrics_batch([row("long", 1, 150)])
+        s.store_metrics_batch([row(d, q) for d in ("a", "b") for q in range(1, 181)])
+        for devices in (None, ["long"], ["a", "long"]):
+            got = s.merged_windows("demo", 1, devices=devices, since=since)
+            raw = [
+                w
+                for d in (devices or ["long", "a", "b"])
+                for w in s.windows_for(device=d, model="demo", version=1, since=since)
+            ]
+            if raw:
+                assert_same(one(got), merged(raw))
+            else:
+                assert got == []
+        if since <= 9060.0:
+            assert one(s.merged_windows("demo", 1, devices=["long"], since=since)).n == sum(
+                window(q).n for q in range(1, 151)
+            )
+
+
+def test_edge_queries_use_an_index_not_a_scan_of_every_window(store):
+    """The partial-hour part of an exact query reads a bounded range of an index, never
+    every stored window (the fleet's whole history)."""
+    conn = sqlite3.connect(store.path)
+    since, before = 5400.5, 7200.0
+    short = (
+        "EXPLAIN QUERY PLAN SELECT payload FROM windows WHERE model = ? AND version = ?"
+        ' AND role = ? AND start >= ? AND start < ? AND "end" >= ? AND "end" - start <= 3600'
+    )
+    long = (
+        "EXPLAIN QUERY PLAN SELECT payload FROM windows WHERE model = ? AND version = ?"
+        ' AND role = ? AND "end" >= ? AND start < ? AND "end" - start > 3600'
+    )
+    plans = [
+        " ".join(str(r[-1]) for r in conn.execute(q, args).fetchall())
+        for q, args in (
+            (short, ("demo", 1, "active", since - 3600, before, since)),
+            (long, ("demo", 1, "active", since, before)),
+        )
+    ]
+    assert "USING INDEX windows_model_start (model=? AND version=? AND start>? AND start<?)" in (
+        plans[0]
+    ), plans[0]
+    assert "windows_long_span" in plans[1], plans[1]
+    assert all("SCAN" not in p for p in plans), plans

@@ -92,6 +92,7 @@ def test_migrations_are_recorded_and_not_reapplied(tmp_path):
         "0002_device_epochs",
         "0003_hourly_rollups",
         "0004_drop_windows_device_lo",
+        "0005_windows_long_span",
     ]
     with Store(path) as s:
         assert s.migrations() == names
