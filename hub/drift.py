@@ -223,6 +223,10 @@ def psi(ref: npt.ArrayLike, cur: npt.ArrayLike, eps: float = PSI_EPS) -> float:
     if not 0.0 < eps < 1.0:
         raise DriftError(f"psi: eps must be in (0, 1), got {eps}")
     p, q = _proportions(ref, cur, "psi")
+    return _psi(p, q, eps)
+
+
+def _psi(p: np.ndarray, q: np.ndarray, eps: float) -> float:
     p = np.where(p > 0, p, eps)
     q = np.where(q > 0, q, eps)
     return max(0.0, float(np.sum((q - p) * np.log(q / p))))
@@ -240,6 +244,10 @@ def js_distance(ref: npt.ArrayLike, cur: npt.ArrayLike) -> float:
         DriftError: mismatched, negative or all-zero counts.
     """
     p, q = _proportions(ref, cur, "js_distance")
+    return _js(p, q)
+
+
+def _js(p: np.ndarray, q: np.ndarray) -> float:
     m = (p + q) / 2.0
     jsd = (_kl2(p, m) + _kl2(q, m)) / 2.0
     return min(1.0, math.sqrt(max(0.0, jsd)))
@@ -252,6 +260,10 @@ def hellinger(ref: npt.ArrayLike, cur: npt.ArrayLike) -> float:
         DriftError: mismatched, negative or all-zero counts.
     """
     p, q = _proportions(ref, cur, "hellinger")
+    return _hellinger(p, q)
+
+
+def _hellinger(p: np.ndarray, q: np.ndarray) -> float:
     # Same value as sqrt(1 - sum(sqrt(p q))), but exactly 0 for identical inputs.
     h = float(np.linalg.norm(np.sqrt(p) - np.sqrt(q))) / math.sqrt(2.0)
     return min(1.0, h)
@@ -321,14 +333,24 @@ def homogeneity_test(
     if any(v < 0 for v in ref) or any(v < 0 for v in cur):
         raise DriftError("counts cannot be negative")
     n, m = int(sum(cur)), int(sum(ref))
-    groups = pool_bins(ref, n, min_expected)
-    if n <= 0 or m <= 0 or len(groups) < 2:
+    if n <= 0 or m <= 0:
         return None
-    r = np.asarray([sum(ref[b] for b in g) for g in groups], dtype=np.float64)
-    c = np.asarray([sum(cur[b] for b in g) for g in groups], dtype=np.float64)
+    starts = _group_starts(tuple(int(v) for v in ref), n, min_expected)
+    if starts.shape[0] < 2:
+        return None
+    r = np.add.reduceat(np.asarray(ref, dtype=np.float64), starts)
+    c = np.add.reduceat(np.asarray(cur, dtype=np.float64), starts)
     stat = float(np.sum((m * c - n * r) ** 2 / (c + r)) / (float(n) * float(m)))
-    df = len(groups) - 1
-    return Homogeneity(stat, df, chi2_sf(stat, df), len(groups))
+    df = starts.shape[0] - 1
+    return Homogeneity(stat, df, chi2_sf(stat, df), starts.shape[0])
+
+
+@lru_cache(maxsize=8192)
+def _group_starts(ref: tuple[int, ...], n: int, min_expected: float) -> np.ndarray:
+    """First bin of each :func:`pool_bins` group (groups are runs of adjacent bins)."""
+    starts = np.asarray([g[0] for g in pool_bins(ref, n, min_expected)], dtype=np.intp)
+    starts.flags.writeable = False
+    return starts
 
 
 @lru_cache(maxsize=1024)
@@ -563,7 +585,8 @@ def _examine(
     n, m = int(sum(cur)), sum(ref_t)
     effects = None
     if n > 0 and m > 0:
-        effects = (psi(ref_t, cur, eps), js_distance(ref_t, cur), hellinger(ref_t, cur))
+        p, q = _proportions(ref_t, cur, name)
+        effects = (_psi(p, q, eps), _js(p, q), _hellinger(p, q))
     test = homogeneity_test(ref_t, cur, thresholds.min_expected) if n >= min_count else None
     level = thresholds.alpha / max(1, family)
     d = thresholds.divergence
@@ -827,6 +850,42 @@ def mean_from_histogram(edges: Sequence[float], counts: Sequence[int]) -> float 
     return float(np.dot(c, mids) / total)
 
 
+def decide_counts(
+    reference: ReferenceStats,
+    features: Sequence[Sequence[int]],
+    classes: Sequence[int],
+    confidence: Sequence[int],
+    *,
+    thresholds: DriftThresholds = DEFAULT_THRESHOLDS,
+    min_count: int = 1,
+    eps: float = PSI_EPS,
+) -> tuple[FeatureDrift, ...]:
+    """The one rule on live counts (NaN bins removed) against ``reference``: one
+    :class:`FeatureDrift` per feature, then the predicted classes and the confidences,
+    decided together (Holm across all of them). What :func:`drift_report` uses.
+
+    Raises:
+        DriftError: a count vector does not fit the reference, or holds negative counts.
+    """
+    if len(features) != len(reference.features):
+        raise DriftError(
+            f"{len(features)} feature count vectors for {len(reference.features)} features"
+        )
+    opts: dict[str, Any] = {
+        "thresholds": thresholds,
+        "family": len(reference.features) + EXTRA_DISTRIBUTIONS,
+        "min_count": max(1, min_count),
+        "eps": eps,
+    }
+    examined = [
+        _examine(fr.name, fr.counts[:-1], cur, **opts)
+        for fr, cur in zip(reference.features, features, strict=True)
+    ]
+    examined.append(_examine("prediction", reference.class_counts, classes, **opts))
+    examined.append(_examine("confidence", reference.confidence.counts[:-1], confidence, **opts))
+    return _decide(examined, thresholds)
+
+
 def drift_report(
     reference: ReferenceStats,
     windows: Iterable[MetricsWindow],
@@ -850,22 +909,15 @@ def drift_report(
     if merged is None:
         raise DriftError("no windows to report on")
     merged.check_reference(reference)
-    family = len(reference.features) + EXTRA_DISTRIBUTIONS
-    opts: dict[str, Any] = {
-        "thresholds": thresholds,
-        "family": family,
-        "min_count": min_count,
-        "eps": eps,
-    }
-    examined = [
-        _examine(fr.name, fr.counts[:-1], fw.counts[:-1], **opts)
-        for fr, fw in zip(reference.features, merged.features, strict=True)
-    ]
-    examined.append(_examine("prediction", reference.class_counts, merged.class_counts, **opts))
-    examined.append(
-        _examine("confidence", reference.confidence.counts[:-1], merged.confidence[:-1], **opts)
+    decided = decide_counts(
+        reference,
+        [fw.counts[:-1] for fw in merged.features],
+        merged.class_counts,
+        merged.confidence[:-1],
+        thresholds=thresholds,
+        min_count=min_count,
+        eps=eps,
     )
-    decided = _decide(examined, thresholds)
     features, prediction, confidence = decided[:-2], decided[-2], decided[-1]
     known = [f for f in features if f.verdict != "insufficient"]
     share = sum(f.drifted for f in known) / len(known) if known else None
@@ -925,15 +977,12 @@ def drift_decision(
     """
     if windows:
         return drift_report(reference, windows, min_count=min_count, thresholds=thresholds).decision
-    family = len(reference.features) + EXTRA_DISTRIBUTIONS
-    opts: dict[str, Any] = {
-        "thresholds": thresholds,
-        "family": family,
-        "min_count": max(1, min_count),
-        "eps": PSI_EPS,
-    }
-    refs = [fr.counts[:-1] for fr in reference.features]
-    refs += [reference.class_counts, reference.confidence.counts[:-1]]
-    names = [fr.name for fr in reference.features] + ["prediction", "confidence"]
-    empty = [_examine(nm, r, [0] * len(r), **opts) for nm, r in zip(names, refs, strict=True)]
-    return summarize(_decide(empty, thresholds))
+    empty = decide_counts(
+        reference,
+        [[0] * (len(fr.counts) - 1) for fr in reference.features],
+        [0] * len(reference.class_counts),
+        [0] * (len(reference.confidence.counts) - 1),
+        thresholds=thresholds,
+        min_count=min_count,
+    )
+    return summarize(empty)
