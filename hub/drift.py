@@ -229,12 +229,13 @@ def psi(ref: npt.ArrayLike, cur: npt.ArrayLike, eps: float = PSI_EPS) -> float:
 def _psi(p: np.ndarray, q: np.ndarray, eps: float) -> float:
     p = np.where(p > 0, p, eps)
     q = np.where(q > 0, q, eps)
-    return max(0.0, float(np.sum((q - p) * np.log(q / p))))
+    return max(0.0, float(((q - p) * np.log(q / p)).sum()))
 
 
 def _kl2(a: np.ndarray, m: np.ndarray) -> float:
     mask = a > 0  # where a > 0, m >= a / 2 > 0
-    return float(np.sum(a[mask] * np.log2(a[mask] / m[mask])))
+    b = a[mask]
+    return float((b * np.log2(b / m[mask])).sum())
 
 
 def js_distance(ref: npt.ArrayLike, cur: npt.ArrayLike) -> float:
@@ -330,17 +331,25 @@ def homogeneity_test(
     """
     if len(ref) != len(cur):
         raise DriftError(f"reference has {len(ref)} bins, current {len(cur)}")
-    if any(v < 0 for v in ref) or any(v < 0 for v in cur):
+    r = np.asarray(ref, dtype=np.float64)
+    c = np.asarray(cur, dtype=np.float64)
+    if np.any(r < 0) or np.any(c < 0):
         raise DriftError("counts cannot be negative")
-    n, m = int(sum(cur)), int(sum(ref))
+    return _homogeneity(tuple(int(v) for v in ref), r, c, min_expected)
+
+
+def _homogeneity(
+    ref: tuple[int, ...], r: np.ndarray, c: np.ndarray, min_expected: float
+) -> Homogeneity | None:
+    n, m = int(c.sum()), int(r.sum())
     if n <= 0 or m <= 0:
         return None
-    starts = _group_starts(tuple(int(v) for v in ref), n, min_expected)
+    starts = _group_starts(ref, n, min_expected)
     if starts.shape[0] < 2:
         return None
-    r = np.add.reduceat(np.asarray(ref, dtype=np.float64), starts)
-    c = np.add.reduceat(np.asarray(cur, dtype=np.float64), starts)
-    stat = float(np.sum((m * c - n * r) ** 2 / (c + r)) / (float(n) * float(m)))
+    rg = np.add.reduceat(r, starts)
+    cg = np.add.reduceat(c, starts)
+    stat = float(((m * cg - n * rg) ** 2 / (cg + rg)).sum() / (float(n) * float(m)))
     df = starts.shape[0] - 1
     return Homogeneity(stat, df, chi2_sf(stat, df), starts.shape[0])
 
@@ -581,13 +590,22 @@ def _examine(
 ) -> _Examined:
     if len(ref) != len(cur):
         raise DriftError(f"{name}: reference has {len(ref)} bins, current {len(cur)}")
-    ref_t = tuple(int(v) for v in ref)
-    n, m = int(sum(cur)), sum(ref_t)
+    ref_t = ref if type(ref) is tuple else tuple(int(v) for v in ref)
+    r = np.asarray(ref_t, dtype=np.float64)
+    c = np.asarray(cur, dtype=np.float64)
+    cs, rs = float(c.sum()), float(r.sum())
+    if r.ndim != 1 or r.size == 0 or not (math.isfinite(cs) and math.isfinite(rs)):
+        raise DriftError(f"{name}: counts must be finite, in a 1-D vector")
+    if c.min() < 0 or r.min() < 0:
+        raise DriftError(f"{name}: counts cannot be negative")
+    n, m = int(cs), int(rs)
     effects = None
     if n > 0 and m > 0:
-        p, q = _proportions(ref_t, cur, name)
+        p, q = r / m, c / n
         effects = (_psi(p, q, eps), _js(p, q), _hellinger(p, q))
-    test = homogeneity_test(ref_t, cur, thresholds.min_expected) if n >= min_count else None
+    test = None
+    if n >= min_count:
+        test = _homogeneity(ref_t, r, c, thresholds.min_expected)
     level = thresholds.alpha / max(1, family)
     d = thresholds.divergence
     needed = evidence_needed(ref_t, d, level, thresholds.power, thresholds.min_expected)

@@ -242,8 +242,23 @@ def test_verdict_carries_its_evidence() -> None:
     assert f0.n_needed is not None and f0.n >= f0.n_needed
     assert f0.verdict in ("drift", "major") and "chi2" in f0.reason and "Holm" in f0.reason
     doc = f0.to_json()
-    for key in ("n", "m", "statistic", "df", "p_value", "p_adjusted", "threshold", "alpha",
-                "n_needed", "psi", "js", "hellinger", "effect_reached", "verdict", "reason"):
+    for key in (
+        "n",
+        "m",
+        "statistic",
+        "df",
+        "p_value",
+        "p_adjusted",
+        "threshold",
+        "alpha",
+        "n_needed",
+        "psi",
+        "js",
+        "hellinger",
+        "effect_reached",
+        "verdict",
+        "reason",
+    ):
         assert key in doc
     assert report.to_json()["decision"]["verdict"] == report.decision.verdict
 
@@ -364,3 +379,25 @@ def test_no_windows_or_mismatched_reference_refused() -> None:
 def test_compare_refuses_mismatched_layouts() -> None:
     with pytest.raises(DriftError):
         compare("x", [1, 2], [1, 2, 3])
+
+
+@pytest.mark.parametrize("bad", [[1, 2, -1], [1.0, float("nan"), 2.0], [1.0, float("inf"), 2.0]])
+def test_compare_refuses_negative_or_non_finite_counts(bad: list[float]) -> None:
+    with pytest.raises(DriftError, match="counts"):
+        compare("x", [5, 5, 5], bad)  # type: ignore[arg-type]
+
+
+def test_homogeneity_statistic_is_pearsons_on_the_pooled_table() -> None:
+    from hub.drift import homogeneity_test, pool_bins
+
+    ref, cur = [50, 30, 20], [10, 20, 30]
+    t = homogeneity_test(ref, cur, min_expected=1.0)
+    assert t is not None and t.df == 2
+    table = np.array([ref, cur], dtype=float)
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0) / table.sum()
+    assert t.statistic == pytest.approx(float(((table - expected) ** 2 / expected).sum()))
+    # pooling: groups close once min(n, m) * share >= min_expected; zero-mass bins join
+    assert pool_bins([0, 10, 10, 0, 10, 10, 0], 40, 15.0) == [[0, 1, 2], [3, 4, 5, 6]]
+    assert pool_bins([0, 10, 10, 0, 10, 10, 0], 40, 8.0) == [[0, 1], [2], [3, 4], [5, 6]]
+    assert pool_bins([10, 10], 5, 8.0) == [[0, 1]]  # nothing to test: one group
+    assert homogeneity_test([10, 10], [2, 3], 8.0) is None

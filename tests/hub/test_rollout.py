@@ -89,7 +89,15 @@ def summary(
     """What hub.drift decides on a cohort's windows (its one verdict and evidence)."""
     drifted = verdict in ("drift", "major")
     worst = FeatureDrift(
-        "f0", n, psi, psi / 2, psi / 3, drifted, verdict, m=1000, p_adjusted=p_adjusted,
+        "f0",
+        n,
+        psi,
+        psi / 2,
+        psi / 3,
+        drifted,
+        verdict,
+        m=1000,
+        p_adjusted=p_adjusted,
         n_needed=n_needed,
     )
     return DriftSummary(verdict, n, n_needed, ("f0",) if drifted else (), worst)

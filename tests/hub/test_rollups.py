@@ -211,8 +211,9 @@ def test_edge_queries_use_an_index_not_a_scan_of_every_window(store):
             (long, ("demo", 1, "active", since, before)),
         )
     ]
-    assert "USING INDEX windows_model_start (model=? AND version=? AND start>? AND start<?)" in (
-        plans[0]
+    assert (
+        "USING INDEX windows_model_start (model=? AND version=? AND start>? AND start<?)"
+        in (plans[0])
     ), plans[0]
     assert "windows_long_span" in plans[1], plans[1]
     assert all("SCAN" not in p for p in plans), plans

@@ -1,0 +1,247 @@
+"""Drift verdicts an operator can trust: false-alarm rate at every n, detection power,
+and rollout gates on healthy and drifting canaries, on the real demo model's windows.
+
+Windows are simulated by drawing rows of a large binned sample (tests/support/fidelity.py);
+``test_simulated_windows_are_what_the_real_serving_path_counts`` shows the counts equal
+those of the same rows fed one at a time through the real ``ServingModel``.
+
+Tolerance: a rule with a false-alarm rate of at most 1 % flags a Binomial(1000, 0.01)
+number of 1,000 stable windows; the tests allow up to ``binomial_upper(1000, 0.01)`` (20:
+exceeded with probability <= 0.1 % at exactly 1 %). Every test is seeded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_agent.serving import Predictor
+from edge_agent.trust import TrustRoot
+from hub.drift import DriftThresholds
+from hub.modelkit.dataset import Drift
+from hub.rollout import (
+    DeviceProgress,
+    DeviceStatus,
+    Gates,
+    RolloutSpec,
+    RolloutState,
+    Stage,
+    StageMetrics,
+    drift_gate_thresholds,
+    evaluate,
+    new_rollout,
+    start,
+)
+from tests.support.fidelity import (
+    Counts,
+    DemoBundle,
+    Population,
+    add,
+    binomial_upper,
+    build_demo_bundle,
+    decide,
+    population,
+)
+
+STABLE_TOLERANCE = binomial_upper(1000, 0.01)  # 20 of 1,000
+DRIFTED_FEATURE = "bearing_temp_c"
+
+
+@pytest.fixture(scope="module")
+def demo(
+    tmp_path_factory: pytest.TempPathFactory,
+    demo_dir: Path,
+    signing_keys: list[Ed25519PrivateKey],
+    trust_1of1: TrustRoot,
+) -> DemoBundle:
+    out = tmp_path_factory.mktemp("fidelity") / "pump-1.efb"
+    return build_demo_bundle(demo_dir, out, signing_keys[:1], trust_1of1)
+
+
+@pytest.fixture(scope="module")
+def clean(demo: DemoBundle) -> Population:
+    return population(demo, seed=101)
+
+
+@pytest.fixture(scope="module")
+def offset_1sd(demo: DemoBundle) -> Population:
+    return population(demo, Drift(offset=1.0, features=(DRIFTED_FEATURE,)), seed=202)
+
+
+def fleet_window(
+    clean: Population, drifted: Population | None, devices: int, bad: int, n: int, rng
+) -> Counts:
+    """One window of a fleet: ``bad`` devices from ``drifted``, the rest from ``clean``."""
+    total = clean.window((devices - bad) * n, rng)
+    if bad and drifted is not None:
+        total = add(total, drifted.window(bad * n, rng))
+    return total
+
+
+def test_simulated_windows_are_what_the_real_serving_path_counts(
+    demo: DemoBundle, clean: Population
+) -> None:
+    """The same rows, fed one sample at a time through the real ServingModel (native hot
+    path), close into a window with exactly the counts the simulation computes."""
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, clean.x.shape[0], size=300)
+    predictor = Predictor()
+    predictor.active = demo.serving()
+    for i in rows:
+        predictor.predict(clean.x[i])
+    (window,) = predictor.close_windows(now=60.0)
+    features, classes, confidence = clean.counts_of(rows)
+    assert window.n == 300
+    for got, want in zip(window.features, features, strict=True):
+        assert list(got.counts[:-1]) == want.tolist() and got.counts[-1] == 0
+    assert list(window.class_counts) == classes.tolist()
+    assert list(window.confidence[:-1]) == confidence.tolist()
+
+
+@pytest.mark.parametrize("n", [30, 60, 200, 1000, 10_000])
+@pytest.mark.parametrize(("level", "devices"), [("device", 1), ("cohort", 10), ("fleet", 40)])
+def test_stable_data_is_flagged_in_at_most_one_percent_of_windows_at_every_n(
+    demo: DemoBundle, clean: Population, n: int, level: str, devices: int
+) -> None:
+    """1,000 stable windows of n predictions per device, decided at device level (one
+    device), for a 10-device cohort and a 40-device fleet (their merged counts)."""
+    rng = np.random.default_rng(n * 100 + devices)
+    windows = 1000 if n * devices <= 40_000 else 300  # the largest: 300 windows of 400,000
+    flagged = 0
+    for _ in range(windows):
+        _, summary = decide(demo, clean.window(n * devices, rng))
+        flagged += summary.drifted_any
+    limit = STABLE_TOLERANCE if windows == 1000 else binomial_upper(windows, 0.01)
+    assert flagged <= limit, f"{level} n={n}: {flagged} of {windows} stable windows flagged"
+
+
+@pytest.mark.parametrize("n", [30, 60, 200])
+def test_the_test_itself_holds_its_false_alarm_rate_below_the_evidence_needed(
+    demo: DemoBundle, clean: Population, n: int
+) -> None:
+    """Below the evidence needed the verdict is insufficient whatever the test says; the
+    test's Holm-corrected rejections alone stay within the 1 % family-wise rate too."""
+    rng = np.random.default_rng(7 + n)
+    rejected = 0
+    for _ in range(1000):
+        items, _ = decide(demo, clean.window(n, rng))
+        rejected += any(f.p_adjusted is not None and f.p_adjusted <= f.alpha for f in items)
+    assert rejected <= STABLE_TOLERANCE, f"n={n}: {rejected} of 1,000 rejected"
+
+
+def test_one_sd_offset_in_a_quarter_of_the_fleet_is_flagged_within_three_windows(
+    demo: DemoBundle, clean: Population, offset_1sd: Population
+) -> None:
+    """40 devices, 10 with a 1 sd offset on one feature, 60 predictions per device per
+    window: the fleet report over the windows so far flags that feature by the third."""
+    rng = np.random.default_rng(3)
+    late = []
+    for trial in range(100):
+        total: Counts | None = None
+        for _ in range(3):
+            w = fleet_window(clean, offset_1sd, devices=40, bad=10, n=60, rng=rng)
+            total = w if total is None else add(total, w)
+            _, summary = decide(demo, total)
+            if DRIFTED_FEATURE in summary.drifted:
+                break
+        else:
+            late.append(trial)
+    assert not late, f"{len(late)} of 100 fleets not flagged within 3 windows"
+
+
+def test_per_device_report_flags_the_drifted_devices_and_at_most_one_percent_of_clean(
+    demo: DemoBundle, clean: Population, offset_1sd: Population
+) -> None:
+    """Each device's report over 30 windows of 60 predictions (1,800): in 34 fleets of 40
+    devices (10 drifting), every drifting device is flagged and <= 1 % of the 1,020
+    clean device reports are."""
+    rng = np.random.default_rng(4)
+    missed = clean_flagged = clean_total = 0
+    for _ in range(34):
+        for device in range(40):
+            drifting = device < 10
+            counts = (offset_1sd if drifting else clean).window(1800, rng)
+            _, summary = decide(demo, counts)
+            if drifting:
+                missed += DRIFTED_FEATURE not in summary.drifted
+            else:
+                clean_total += 1
+                clean_flagged += summary.drifted_any
+    assert missed == 0
+    assert clean_flagged <= binomial_upper(clean_total, 0.01), (clean_flagged, clean_total)
+
+
+CANARY_SPEC = RolloutSpec(
+    id="canary",
+    model="pump",
+    target_version=2,
+    previous_version=1,
+    stages=(
+        Stage(count=1, bake_s=600.0, gates=Gates(max_latency_ratio=None, min_count=1)),
+        Stage(share=1.0),
+    ),
+)
+
+
+def run_canary(demo: DemoBundle, pop: Population, rng, window_s: float = 60.0) -> RolloutState:
+    """One canary device, 60 predictions per window, through its stage: the pure state
+    machine looks after each window (as the runner's ticks see new data) until the stage
+    is decided. Returns the state it ends in (RUNNING means it moved on to stage 2)."""
+    fleet = {"dev-0": ("site",)}
+    r, _ = start(new_rollout(CANARY_SPEC), 0.0, devices=fleet)
+    gates = CANARY_SPEC.stages[0].gates
+    rules = drift_gate_thresholds(gates)
+    progress = {"dev-0": DeviceProgress(DeviceStatus.PASSED)}
+    total: Counts | None = None
+    now = 0.0
+    while r.state == RolloutState.RUNNING and r.stage == 0:
+        now += window_s
+        w = pop.window(60, rng)
+        total = w if total is None else add(total, w)
+        drift = {name: decide(demo, total, rule)[1] for name, rule in rules.items()}
+        metrics = StageMetrics.from_progress(progress, drift=drift)
+        r, _ = evaluate(r, now, progress, metrics, devices=fleet)
+        assert now <= 600.0 + gates.max_evidence_wait_s + window_s, "the stage never ended"
+    return r.state
+
+
+def test_healthy_canaries_rarely_fail_the_drift_gate_and_a_drifting_one_is_caught(
+    demo: DemoBundle, clean: Population, offset_1sd: Population
+) -> None:
+    rng = np.random.default_rng(5)
+    outcomes = [run_canary(demo, clean, rng) for _ in range(1000)]
+    failed = sum(s == RolloutState.PAUSED for s in outcomes)
+    assert failed <= STABLE_TOLERANCE, f"{failed} of 1,000 healthy canaries failed"
+    assert all(s in (RolloutState.RUNNING, RolloutState.PAUSED) for s in outcomes)
+    caught = [run_canary(demo, offset_1sd, rng) for _ in range(100)]
+    assert all(s == RolloutState.PAUSED for s in caught), caught.count(RolloutState.RUNNING)
+
+
+def test_evidence_needed_is_what_the_power_promises(demo: DemoBundle, clean: Population) -> None:
+    """At the evidence needed for a feature, a shift of exactly the threshold's size (as
+    chi-square divergence over its bins) is found at least ~80 % of the time."""
+    rule = DriftThresholds()
+    rng = np.random.default_rng(6)
+    items, _ = decide(demo, clean.window(2000, rng))
+    f = items[0]
+    assert f.n_needed is not None
+    ref = np.asarray(demo.reference.features[0].counts[:-1], dtype=np.float64)
+    p = ref / ref.sum()
+    # A tilt of the reference proportions with chi-square divergence = rule.divergence.
+    tilt = np.linspace(-1.0, 1.0, p.size) * (p > 0)
+    tilt -= p * tilt.sum() / p[p > 0].sum() * (p > 0)
+    scale = np.sqrt(rule.divergence / np.sum(np.where(p > 0, tilt**2 / np.where(p > 0, p, 1), 0)))
+    q = np.clip(p + scale * tilt, 0, None)
+    q /= q.sum()
+    found = 0
+    for _ in range(300):
+        counts = rng.multinomial(f.n_needed, q)
+        items, _ = decide(
+            demo,
+            ([counts, *clean.window(f.n_needed, rng)[0][1:]], *clean.window(f.n_needed, rng)[1:]),
+        )
+        found += items[0].p_adjusted is not None and items[0].p_adjusted <= rule.alpha
+    assert found >= 0.7 * 300, found
