@@ -12,6 +12,7 @@ BENCHMARKS = [
     "bench_agent",
     "bench_hub",
     "bench_drift",
+    "bench_fidelity",
     "bench_rollout",
 ]
 

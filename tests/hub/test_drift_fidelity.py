@@ -22,19 +22,7 @@ from edge_agent.serving import Predictor
 from edge_agent.trust import TrustRoot
 from hub.drift import DriftThresholds
 from hub.modelkit.dataset import Drift
-from hub.rollout import (
-    DeviceProgress,
-    DeviceStatus,
-    Gates,
-    RolloutSpec,
-    RolloutState,
-    Stage,
-    StageMetrics,
-    drift_gate_thresholds,
-    evaluate,
-    new_rollout,
-    start,
-)
+from hub.rollout import RolloutState
 from tests.support.fidelity import (
     Counts,
     DemoBundle,
@@ -44,6 +32,7 @@ from tests.support.fidelity import (
     build_demo_bundle,
     decide,
     population,
+    run_canary,
 )
 
 STABLE_TOLERANCE = binomial_upper(1000, 0.01)  # 20 of 1,000
@@ -172,40 +161,6 @@ def test_per_device_report_flags_the_drifted_devices_and_at_most_one_percent_of_
                 clean_flagged += summary.drifted_any
     assert missed == 0
     assert clean_flagged <= binomial_upper(clean_total, 0.01), (clean_flagged, clean_total)
-
-
-CANARY_SPEC = RolloutSpec(
-    id="canary",
-    model="pump",
-    target_version=2,
-    previous_version=1,
-    stages=(
-        Stage(count=1, bake_s=600.0, gates=Gates(max_latency_ratio=None, min_count=1)),
-        Stage(share=1.0),
-    ),
-)
-
-
-def run_canary(demo: DemoBundle, pop: Population, rng, window_s: float = 60.0) -> RolloutState:
-    """One canary device, 60 predictions per window, through its stage: the pure state
-    machine looks after each window (as the runner's ticks see new data) until the stage
-    is decided. Returns the state it ends in (RUNNING means it moved on to stage 2)."""
-    fleet = {"dev-0": ("site",)}
-    r, _ = start(new_rollout(CANARY_SPEC), 0.0, devices=fleet)
-    gates = CANARY_SPEC.stages[0].gates
-    rules = drift_gate_thresholds(gates)
-    progress = {"dev-0": DeviceProgress(DeviceStatus.PASSED)}
-    total: Counts | None = None
-    now = 0.0
-    while r.state == RolloutState.RUNNING and r.stage == 0:
-        now += window_s
-        w = pop.window(60, rng)
-        total = w if total is None else add(total, w)
-        drift = {name: decide(demo, total, rule)[1] for name, rule in rules.items()}
-        metrics = StageMetrics.from_progress(progress, drift=drift)
-        r, _ = evaluate(r, now, progress, metrics, devices=fleet)
-        assert now <= 600.0 + gates.max_evidence_wait_s + window_s, "the stage never ended"
-    return r.state
 
 
 def test_healthy_canaries_rarely_fail_the_drift_gate_and_a_drifting_one_is_caught(

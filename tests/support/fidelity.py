@@ -46,6 +46,19 @@ from hub.drift import (
     summarize,
 )
 from hub.modelkit.dataset import FEATURES, Drift, make_dataset
+from hub.rollout import (
+    DeviceProgress,
+    DeviceStatus,
+    Gates,
+    RolloutSpec,
+    RolloutState,
+    Stage,
+    StageMetrics,
+    drift_gate_thresholds,
+    evaluate,
+    new_rollout,
+    start,
+)
 
 #: Counts of one window: per feature (NaN bin removed), classes, confidence (NaN removed).
 Counts = tuple[list[np.ndarray], np.ndarray, np.ndarray]
@@ -184,3 +197,40 @@ def binomial_upper(n: int, p: float, tail: float = 1e-3) -> int:
         k += 1
         cdf += term
     return k
+
+
+CANARY_SPEC = RolloutSpec(
+    id="canary",
+    model="pump",
+    target_version=2,
+    previous_version=1,
+    stages=(
+        Stage(count=1, bake_s=600.0, gates=Gates(max_latency_ratio=None, min_count=1)),
+        Stage(share=1.0),
+    ),
+)
+
+
+def run_canary(
+    demo: DemoBundle, pop: Population, rng: np.random.Generator, window_s: float = 60.0
+) -> RolloutState:
+    """One canary device, 60 predictions per window, through its stage: the pure state
+    machine looks after each window (as the runner's ticks see new data) until the stage
+    is decided. Returns the state it ends in (RUNNING means it moved on to stage 2)."""
+    fleet = {"dev-0": ("site",)}
+    r, _ = start(new_rollout(CANARY_SPEC), 0.0, devices=fleet)
+    gates = CANARY_SPEC.stages[0].gates
+    rules = drift_gate_thresholds(gates)
+    progress = {"dev-0": DeviceProgress(DeviceStatus.PASSED)}
+    total: Counts | None = None
+    now = 0.0
+    while r.state == RolloutState.RUNNING and r.stage == 0:
+        now += window_s
+        w = pop.window(60, rng)
+        total = w if total is None else add(total, w)
+        drift = {name: decide(demo, total, rule)[1] for name, rule in rules.items()}
+        metrics = StageMetrics.from_progress(progress, drift=drift)
+        r, _ = evaluate(r, now, progress, metrics, devices=fleet)
+        if now > 600.0 + gates.max_evidence_wait_s + window_s:
+            raise AssertionError("the canary's stage never ended")
+    return r.state
