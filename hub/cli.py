@@ -755,9 +755,24 @@ def _wait_rollout(client: Any, rollout_id: str, timeout: float) -> dict[str, Any
     type=float,
     default=0.25,
     show_default=True,
-    help="Drift gate on the cohort (needs traffic to measure).",
+    help="Drift gate on the cohort: fails on significant drift (1% family-wise) with PSI "
+    "at or above this, decided once after the bake with enough predictions.",
 )
 @click.option("--no-drift-gate", is_flag=True, help="Do not gate on drift.")
+@click.option(
+    "--evidence-wait",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="Seconds past the bake a drift gate waits for the predictions it needs.",
+)
+@click.option(
+    "--on-insufficient",
+    type=click.Choice(["pause", "rollback", "proceed"]),
+    default="pause",
+    show_default=True,
+    help="What to do when a drift gate still lacks evidence after --evidence-wait.",
+)
 @click.option(
     "--probation",
     "probation_s",
@@ -790,6 +805,8 @@ def rollout_start(
     manual: bool,
     max_psi: float,
     no_drift_gate: bool,
+    evidence_wait: float,
+    on_insufficient: str,
     probation_s: float,
     wait_s: float | None,
     hub_url: str,
@@ -812,6 +829,7 @@ def rollout_start(
         gates = Gates(
             max_psi=None if no_drift_gate else max_psi,
             max_latency_ratio=None if previous is None else 1.5,
+            max_evidence_wait_s=evidence_wait,
         )
         spec = RolloutSpec(
             id=rollout_id,
@@ -820,6 +838,7 @@ def rollout_start(
             previous_version=previous,
             selector=Selector(tags=tags),
             on_failure=on_failure,  # type: ignore[arg-type]
+            on_insufficient=on_insufficient,  # type: ignore[arg-type]
             promotion="manual" if manual else "auto",
             stages=tuple(Stage(share=s, bake_s=bake, gates=gates) for s in shares),
             probation=Probation(window_s=probation_s),
