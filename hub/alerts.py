@@ -20,7 +20,8 @@ Three layers, pure logic apart from I/O:
 - :class:`Alerter` computes every rule's value from the store (windows merged over
   the last ``window_s`` seconds), evaluates, and on a transition records a row in the
   ``alerts`` table of the hub's SQLite file and POSTs a JSON document to the webhook
-  (``timeout`` 5 s, up to ``retries`` retries with exponential backoff). Webhook
+  (``timeout`` 5 s, up to ``retries`` retries with exponential backoff; its ``drift``
+  field is the drift decision behind a report metric's value, with its evidence). Webhook
   failures are logged in one line and recorded on the row; they never reach the caller.
   The webhook URL is logged without its credentials, query or fragment.
 
@@ -451,6 +452,8 @@ class Alerter:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Per rule, the drift decision behind its last value (the webhook sends it).
+        self._evidence: dict[str, dict[str, Any]] = {}
         try:
             self._conn = sqlite3.connect(
                 store.path, isolation_level=None, check_same_thread=False, timeout=10.0
@@ -555,6 +558,7 @@ class Alerter:
         }
 
     def _value(self, rule: AlertRule, now: float) -> float | None:
+        self._evidence.pop(rule.name, None)
         try:
             if rule.metric in DEVICE_METRICS:
                 return metric_value(rule, None, self._devices(rule.scope))
@@ -571,6 +575,7 @@ class Alerter:
                 min_count=self._min_count,
                 thresholds=self._thresholds,
             )
+            self._evidence[rule.name] = report.decision.to_json()
             return metric_value(rule, report)
         except (EdgeFleetError, LookupError, OSError, ValueError) as exc:
             log.warning("alerts: rule %s: no value (%s)", rule.name, _one_line(exc))
@@ -634,6 +639,7 @@ class Alerter:
                 "sustained_s": rule.sustained_s,
                 "scope": rule.scope.to_json(),
                 "ts": now,
+                "drift": self._evidence.get(rule.name),
             }
             delivery = self._post(self._url, doc, rule.name)
             if alert_id is not None:

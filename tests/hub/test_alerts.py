@@ -278,6 +278,8 @@ def test_sustained_drift_fires_one_webhook_then_resolves(store: Store, hook: Hoo
     assert body["value"] > 0.25
     assert body["scope"]["model"] == "m"
     assert body["scope"]["version"] == 1
+    assert body["drift"]["verdict"] in ("drift", "major")  # the evidence behind the value
+    assert "chi2" in body["drift"]["detail"]
 
     # The drifted window falls out of the last 600 s; an undrifted one remains, too
     # small to say "no drift" (500 of 532 predictions): the alert neither resolves nor
@@ -291,6 +293,7 @@ def test_sustained_drift_fires_one_webhook_then_resolves(store: Store, hook: Hoo
     assert resolved.state == "resolved"
     assert [b["state"] for b in hook.bodies] == ["firing", "resolved"]
     assert hook.bodies[1]["value"] < 0.25
+    assert hook.bodies[1]["drift"]["verdict"] in ("none", "minor")
 
     rows = (
         sqlite3.connect(store.path)
