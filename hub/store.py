@@ -165,8 +165,8 @@ LONG_WINDOW_S: Final = 300
 MINUTE_S: Final = 60
 
 
-@MIGRATIONS(name="0005_windows_long_span")
-def _m0005(db: Database) -> None:
+@MIGRATIONS(name="0006_windows_long_span")
+def _m0006(db: Database) -> None:
     # Exact `since` queries need the windows that start before `since`'s hour and end
     # after `since`: short ones start at most LONG_WINDOW_S before it (start index),
     # long ones (rare: coarsened by an outbox) are in this partial index by their end.
@@ -176,8 +176,8 @@ def _m0005(db: Database) -> None:
     )
 
 
-@MIGRATIONS(name="0006_fleet_minute_rollups")
-def _m0006(db: Database) -> None:
+@MIGRATIONS(name="0007_fleet_minute_rollups")
+def _m0007(db: Database) -> None:
     # Per (model, version, role, minute): the fleet-wide merge of the windows that start
     # in that minute, so an exact `since` inside an hour reads at most a minute of
     # stored windows. Minutes whose windows changed are marked at ingest.
