@@ -14,8 +14,9 @@ one rule of hub/drift.py (alpha 0.01 family-wise, effect PSI >= 0.1 or JS >= 0.1
 - Gate: 1,000 healthy one-device canaries (60 predictions a window, 600 s bake, the
   default PSI 0.25 drift gate) through the rollout state machine; target <= 1 % fail;
   and the share of 100 drifting canaries (each offset) caught.
-- Accuracy-estimate error per scenario: a hook (:func:`accuracy_estimate_error`) for the
-  label-free accuracy estimate; "n/a" until it is filled in.
+- Accuracy-estimate error per scenario: a hook (:func:`accuracy`) that prints the
+  label-free accuracy estimate's error from ``bench_accuracy.accuracy_errors`` when that
+  benchmark is there ("n/a" otherwise).
 
 EDGEFLEET_BENCH_FIDELITY_WINDOWS=N runs N stable windows per cell (default 1,000).
 """
@@ -51,15 +52,6 @@ LEVELS = (("device", 1), ("cohort", 10), ("fleet", 40))
 OFFSETS = (0.5, 1.0, 1.5)
 FEATURE = "bearing_temp_c"
 MAX_WINDOWS = 30
-
-
-def accuracy_estimate_error(demo: DemoBundle, pop: Population, scenario: str) -> float | None:
-    """HOOK (issue 10, label-free accuracy estimate): the absolute error of the hub's
-    accuracy estimate against the true accuracy on ``pop``'s rows, for ``scenario``
-    (``stable`` or ``offset <k> sd``). Filled in by the calibration work; None prints
-    ``n/a``."""
-    del demo, pop, scenario
-    return None
 
 
 def false_alarms(demo: DemoBundle, clean: Population) -> None:
@@ -129,12 +121,21 @@ def gates(demo: DemoBundle, clean: Population, drifted: dict[float, Population])
         print(f"   gate: {caught} of 100 canaries drifting {off} sd caught")
 
 
-def accuracy(demo: DemoBundle, clean: Population, drifted: dict[float, Population]) -> None:
-    scenarios = [("stable", clean)] + [(f"offset {k} sd", p) for k, p in drifted.items()]
-    for name, pop in scenarios:
-        err = accuracy_estimate_error(demo, pop, name)
-        shown = "n/a (hook: accuracy_estimate_error)" if err is None else f"{err:.3f}"
-        print(f"   accuracy-estimate error, {name:<13} {shown}")
+def accuracy() -> None:
+    """HOOK (issue 10, label-free accuracy estimate): the estimate's error per scenario,
+    from ``benchmarks.bench_accuracy.accuracy_errors`` (the calibration work) when it
+    is there; ``n/a`` otherwise."""
+    try:
+        from benchmarks.bench_accuracy import accuracy_errors  # type: ignore[import-not-found]
+    except ImportError:
+        print("   accuracy-estimate error per scenario: n/a (hook: bench_accuracy.accuracy_errors)")
+        return
+    for row in accuracy_errors():
+        if row.model != "int8":
+            continue
+        err = row.error_points
+        shown = f"n/a ({row.status})" if err is None else f"{err:+.1f} points"
+        print(f"   accuracy-estimate error, {row.scenario:<30} {shown}")
 
 
 def run() -> None:
@@ -155,4 +156,4 @@ def run() -> None:
         false_alarms(demo, clean)
         detection(demo, clean, drifted)
         gates(demo, clean, drifted)
-        accuracy(demo, clean, drifted)
+    accuracy()
