@@ -32,6 +32,7 @@ derives it; gates and alerts use the same code):
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -223,19 +224,7 @@ def psi(ref: npt.ArrayLike, cur: npt.ArrayLike, eps: float = PSI_EPS) -> float:
     if not 0.0 < eps < 1.0:
         raise DriftError(f"psi: eps must be in (0, 1), got {eps}")
     p, q = _proportions(ref, cur, "psi")
-    return _psi(p, q, eps)
-
-
-def _psi(p: np.ndarray, q: np.ndarray, eps: float) -> float:
-    p = np.where(p > 0, p, eps)
-    q = np.where(q > 0, q, eps)
-    return max(0.0, float(((q - p) * np.log(q / p)).sum()))
-
-
-def _kl2(a: np.ndarray, m: np.ndarray) -> float:
-    mask = a > 0  # where a > 0, m >= a / 2 > 0
-    b = a[mask]
-    return float((b * np.log2(b / m[mask])).sum())
+    return _effects(p.tolist(), q.tolist(), eps)[0]
 
 
 def js_distance(ref: npt.ArrayLike, cur: npt.ArrayLike) -> float:
@@ -245,13 +234,7 @@ def js_distance(ref: npt.ArrayLike, cur: npt.ArrayLike) -> float:
         DriftError: mismatched, negative or all-zero counts.
     """
     p, q = _proportions(ref, cur, "js_distance")
-    return _js(p, q)
-
-
-def _js(p: np.ndarray, q: np.ndarray) -> float:
-    m = (p + q) / 2.0
-    jsd = (_kl2(p, m) + _kl2(q, m)) / 2.0
-    return min(1.0, math.sqrt(max(0.0, jsd)))
+    return _effects(p.tolist(), q.tolist(), PSI_EPS)[1]
 
 
 def hellinger(ref: npt.ArrayLike, cur: npt.ArrayLike) -> float:
@@ -261,13 +244,32 @@ def hellinger(ref: npt.ArrayLike, cur: npt.ArrayLike) -> float:
         DriftError: mismatched, negative or all-zero counts.
     """
     p, q = _proportions(ref, cur, "hellinger")
-    return _hellinger(p, q)
+    return _effects(p.tolist(), q.tolist(), PSI_EPS)[2]
 
 
-def _hellinger(p: np.ndarray, q: np.ndarray) -> float:
-    # Same value as sqrt(1 - sum(sqrt(p q))), but exactly 0 for identical inputs.
-    h = float(np.linalg.norm(np.sqrt(p) - np.sqrt(q))) / math.sqrt(2.0)
-    return min(1.0, h)
+def _effects(p: list[float], q: list[float], eps: float) -> tuple[float, float, float]:
+    """PSI, JS distance and Hellinger distance of proportions ``q`` against ``p``, in one
+    pass (plain floats: a report's vectors have a dozen bins, where NumPy's per-call
+    overhead is most of the cost). Hellinger is computed as ``||sqrt p - sqrt q|| /
+    sqrt 2``: the same value as ``sqrt(1 - sum(sqrt(p q)))``, but exactly 0 for
+    identical inputs."""
+    log, log2, sqrt = math.log, math.log2, math.sqrt
+    psi_sum = js_sum = h_sum = 0.0
+    for a, b in zip(p, q, strict=True):
+        ae = a if a > 0.0 else eps
+        be = b if b > 0.0 else eps
+        psi_sum += (be - ae) * log(be / ae)
+        m = (a + b) / 2.0
+        if a > 0.0:
+            js_sum += a * log2(a / m)  # where a > 0, m >= a / 2 > 0
+        if b > 0.0:
+            js_sum += b * log2(b / m)
+        h_sum += (sqrt(a) - sqrt(b)) ** 2
+    return (
+        max(0.0, psi_sum),
+        min(1.0, sqrt(max(0.0, js_sum / 2.0))),
+        min(1.0, sqrt(h_sum / 2.0)),
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -327,39 +329,55 @@ def homogeneity_test(
     test (an empty sample, or fewer than two groups).
 
     Raises:
-        DriftError: the vectors differ in length or hold negative counts.
+        DriftError: the vectors differ in length or hold negative or non-finite counts.
     """
-    if len(ref) != len(cur):
-        raise DriftError(f"reference has {len(ref)} bins, current {len(cur)}")
-    r = np.asarray(ref, dtype=np.float64)
-    c = np.asarray(cur, dtype=np.float64)
-    if np.any(r < 0) or np.any(c < 0):
-        raise DriftError("counts cannot be negative")
-    return _homogeneity(tuple(int(v) for v in ref), r, c, min_expected)
+    ref_t, cur_l, n, m = _counts("homogeneity_test", ref, cur)
+    return _homogeneity(ref_t, cur_l, n, m, min_expected)
+
+
+def _counts(
+    name: str, ref: Sequence[int], cur: Sequence[int] | Sequence[float]
+) -> tuple[tuple[int, ...], list[float], int, int]:
+    """Checked plain-number copies of two count vectors and their totals.
+
+    Raises:
+        DriftError: different lengths, no bins, negative or non-finite counts.
+    """
+    if len(ref) != len(cur) or len(ref) == 0:
+        raise DriftError(f"{name}: reference has {len(ref)} bins, current {len(cur)}")
+    ref_t = ref if type(ref) is tuple else tuple(int(v) for v in ref)
+    cur_l = [float(v) for v in cur]
+    total = math.fsum(cur_l)
+    if not math.isfinite(total):
+        raise DriftError(f"{name}: counts must be finite")
+    if min(cur_l) < 0 or min(ref_t) < 0:
+        raise DriftError(f"{name}: counts cannot be negative")
+    return ref_t, cur_l, int(total), sum(ref_t)
 
 
 def _homogeneity(
-    ref: tuple[int, ...], r: np.ndarray, c: np.ndarray, min_expected: float
+    ref: tuple[int, ...], cur: list[float], n: int, m: int, min_expected: float
 ) -> Homogeneity | None:
-    n, m = int(c.sum()), int(r.sum())
     if n <= 0 or m <= 0:
         return None
-    starts = _group_starts(ref, n, min_expected)
-    if starts.shape[0] < 2:
+    bounds = _group_bounds(ref, n, min_expected)
+    if len(bounds) < 3:
         return None
-    rg = np.add.reduceat(r, starts)
-    cg = np.add.reduceat(c, starts)
-    stat = float(((m * cg - n * rg) ** 2 / (cg + rg)).sum() / (float(n) * float(m)))
-    df = starts.shape[0] - 1
-    return Homogeneity(stat, df, chi2_sf(stat, df), starts.shape[0])
+    stat = 0.0
+    for lo, hi in itertools.pairwise(bounds):
+        r = float(sum(ref[lo:hi]))
+        c = math.fsum(cur[lo:hi])
+        stat += (m * c - n * r) ** 2 / (c + r)
+    stat /= float(n) * float(m)
+    groups = len(bounds) - 1
+    return Homogeneity(stat, groups - 1, chi2_sf(stat, groups - 1), groups)
 
 
 @lru_cache(maxsize=8192)
-def _group_starts(ref: tuple[int, ...], n: int, min_expected: float) -> np.ndarray:
-    """First bin of each :func:`pool_bins` group (groups are runs of adjacent bins)."""
-    starts = np.asarray([g[0] for g in pool_bins(ref, n, min_expected)], dtype=np.intp)
-    starts.flags.writeable = False
-    return starts
+def _group_bounds(ref: tuple[int, ...], n: int, min_expected: float) -> tuple[int, ...]:
+    """First bin of each :func:`pool_bins` group, then the number of bins (groups are
+    runs of adjacent bins)."""
+    return (*(g[0] for g in pool_bins(ref, n, min_expected)), len(ref))
 
 
 @lru_cache(maxsize=1024)
@@ -588,24 +606,13 @@ def _examine(
     min_count: int,
     eps: float,
 ) -> _Examined:
-    if len(ref) != len(cur):
-        raise DriftError(f"{name}: reference has {len(ref)} bins, current {len(cur)}")
-    ref_t = ref if type(ref) is tuple else tuple(int(v) for v in ref)
-    r = np.asarray(ref_t, dtype=np.float64)
-    c = np.asarray(cur, dtype=np.float64)
-    cs, rs = float(c.sum()), float(r.sum())
-    if r.ndim != 1 or r.size == 0 or not (math.isfinite(cs) and math.isfinite(rs)):
-        raise DriftError(f"{name}: counts must be finite, in a 1-D vector")
-    if c.min() < 0 or r.min() < 0:
-        raise DriftError(f"{name}: counts cannot be negative")
-    n, m = int(cs), int(rs)
+    ref_t, cur_l, n, m = _counts(name, ref, cur)
     effects = None
     if n > 0 and m > 0:
-        p, q = r / m, c / n
-        effects = (_psi(p, q, eps), _js(p, q), _hellinger(p, q))
+        effects = _effects([v / m for v in ref_t], [v / n for v in cur_l], eps)
     test = None
     if n >= min_count:
-        test = _homogeneity(ref_t, r, c, thresholds.min_expected)
+        test = _homogeneity(ref_t, cur_l, n, m, thresholds.min_expected)
     level = thresholds.alpha / max(1, family)
     d = thresholds.divergence
     needed = evidence_needed(ref_t, d, level, thresholds.power, thresholds.min_expected)
