@@ -109,7 +109,8 @@ def test_a_rule_that_cannot_decide_is_refused(
 ) -> None:
     _, url, token = hub
     r = get(url, token, **params)
-    assert r.status_code == 422
+    assert r.status_code in (400, 422), r.text  # query validation, or the rule's own check
+    assert "\n" not in r.text
 
 
 def test_model_drift_command_prints_the_verdicts(hub: tuple[HubService, str, str]) -> None:
