@@ -13,6 +13,7 @@ BENCHMARKS = [
     "bench_hub",
     "bench_drift",
     "bench_accuracy",
+    "bench_fidelity",
     "bench_rollout",
 ]
 

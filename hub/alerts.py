@@ -20,17 +20,23 @@ Three layers, pure logic apart from I/O:
 - :class:`Alerter` computes every rule's value from the store (windows merged over
   the last ``window_s`` seconds), evaluates, and on a transition records a row in the
   ``alerts`` table of the hub's SQLite file and POSTs a JSON document to the webhook
-  (``timeout`` 5 s, up to ``retries`` retries with exponential backoff). Webhook
+  (``timeout`` 5 s, up to ``retries`` retries with exponential backoff; its ``drift``
+  field is the drift decision behind a report metric's value, with its evidence). Webhook
   failures are logged in one line and recorded on the row; they never reach the caller.
   The webhook URL is logged without its credentials, query or fragment.
 
-Metrics (``None`` when there is not enough data):
+Metrics (``None`` when there is not enough data; drift metrics use the one decision
+rule of :mod:`hub.drift`, the same code as reports and rollout gates, and are None
+while the rule says ``insufficient``, so no alert fires or resolves on a guess):
 
 ======================== ==============================================================
-``psi_max``              highest PSI over the reported features
-``js_max``               highest Jensen-Shannon distance over the reported features
-``drifted_share``        drifted / reported features
-``prediction_psi``       PSI of the predicted-class distribution
+``drift``                1 when the rule says drift (or major) on any distribution of
+                         the scope, 0 when it says none or minor (fire with ``> 0.5``)
+``drifted_features``     how many distributions the rule says drifted
+``psi_max``              highest PSI over the decided features (an effect size)
+``js_max``               highest Jensen-Shannon distance over the decided features
+``drifted_share``        drifted / decided features
+``prediction_psi``       PSI of the predicted-class distribution, once decided
 ``error_rate``           errors of every kind / attempts (predictions plus errors)
 ``latency_p95_ms``       estimated p95 latency
 ``nan_rate_max``         highest per-feature NaN rate
@@ -70,6 +76,8 @@ from hub.store import DeviceRecord, Store
 log = logging.getLogger("edgefleet.hub.alerts")
 
 Metric = Literal[
+    "drift",
+    "drifted_features",
     "psi_max",
     "js_max",
     "drifted_share",
@@ -327,14 +335,22 @@ def metric_value(
     if report is None:
         return None
     m = rule.metric
+    decision = report.decision
+    if m == "drift":
+        if decision.drifted_any:
+            return 1.0
+        return 0.0 if decision.decided else None
+    if m == "drifted_features":
+        return float(len(decision.drifted)) if decision.drifted or decision.decided else None
     if m in ("psi_max", "js_max"):
-        scores = [f.psi if m == "psi_max" else f.js for f in report.features]
+        decided = [f for f in report.features if f.verdict != "insufficient"]
+        scores = [f.psi if m == "psi_max" else f.js for f in decided]
         known = [s for s in scores if s is not None]
         return max(known) if known else None
     if m == "drifted_share":
         return report.drifted_share
     if m == "prediction_psi":
-        return report.prediction.psi
+        return None if report.prediction.verdict == "insufficient" else report.prediction.psi
     if m == "error_rate":
         if report.n == 0 and not report.error_rates:
             return None
@@ -394,7 +410,7 @@ class Alerter:
         *,
         clock: Callable[[], float] = time.time,
         window_s: float = 3600.0,
-        min_count: int = 200,
+        min_count: int = 1,
         thresholds: DriftThresholds = DEFAULT_THRESHOLDS,
         timeout_s: float = 5.0,
         retries: int = 3,
@@ -404,7 +420,11 @@ class Alerter:
         """Open the ``alerts`` table in the store's SQLite file (creating it if needed).
 
         ``retries`` is how many times a failed POST is retried after the first try,
-        waiting ``backoff_s * 2**k`` before retry ``k``.
+        waiting ``backoff_s * 2**k`` before retry ``k``. ``thresholds`` is the drift
+        decision rule (:mod:`hub.drift`); ``min_count`` an extra floor on the
+        predictions a distribution needs before it is tested. Each evaluation is one
+        look at the last ``window_s`` seconds at the rule's alpha; ``sustained_s``
+        spanning several windows keeps repeated looks from firing on one unlucky one.
 
         Raises:
             AlertError: the table cannot be created or read.
@@ -432,6 +452,8 @@ class Alerter:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Per rule, the drift decision behind its last value (the webhook sends it).
+        self._evidence: dict[str, dict[str, Any]] = {}
         try:
             self._conn = sqlite3.connect(
                 store.path, isolation_level=None, check_same_thread=False, timeout=10.0
@@ -536,6 +558,7 @@ class Alerter:
         }
 
     def _value(self, rule: AlertRule, now: float) -> float | None:
+        self._evidence.pop(rule.name, None)
         try:
             if rule.metric in DEVICE_METRICS:
                 return metric_value(rule, None, self._devices(rule.scope))
@@ -552,6 +575,7 @@ class Alerter:
                 min_count=self._min_count,
                 thresholds=self._thresholds,
             )
+            self._evidence[rule.name] = report.decision.to_json()
             return metric_value(rule, report)
         except (EdgeFleetError, LookupError, OSError, ValueError) as exc:
             log.warning("alerts: rule %s: no value (%s)", rule.name, _one_line(exc))
@@ -615,6 +639,7 @@ class Alerter:
                 "sustained_s": rule.sustained_s,
                 "scope": rule.scope.to_json(),
                 "ts": now,
+                "drift": self._evidence.get(rule.name),
             }
             delivery = self._post(self._url, doc, rule.name)
             if alert_id is not None:

@@ -45,7 +45,7 @@ from hub.api_guard import BodyGuard, install_error_handlers
 from hub.audit import AuditLog
 from hub.bundler import load_reference
 from hub.directives import DirectivePublisher, DirectiveSigner
-from hub.drift import drift_report
+from hub.drift import DEFAULT_THRESHOLDS, DriftError, DriftThresholds, drift_decision, drift_report
 from hub.registry import ModelVersion as RegistryVersion
 from hub.registry import Registry
 from hub.rollout import RolloutSpec
@@ -528,21 +528,32 @@ def create_app(context: HubContext) -> FastAPI:
         device: str | None = None,
         tag: str | None = None,
         since: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
-        exact: bool = False,
+        exact: bool = True,
         role: str = "active",
-        min_count: Annotated[int, Query(ge=1, le=2**53)] = 200,
+        min_count: Annotated[int, Query(ge=1, le=2**53)] = 1,
+        alpha: Annotated[float, Query(gt=0.0, lt=1.0)] = DEFAULT_THRESHOLDS.alpha,
+        psi: Annotated[float, Query(ge=0.0)] = DEFAULT_THRESHOLDS.psi or 0.0,
+        js: Annotated[float, Query(ge=0.0, lt=1.0)] = DEFAULT_THRESHOLDS.js or 0.0,
     ) -> dict[str, Any]:
         """Drift of a version over the fleet, one device, or a tag cohort: the devices'
-        counts are merged first, then scored (scores are never averaged).
+        counts are merged first, then decided with the one rule (``docs/drift.md``):
+        every feature, the predictions and the confidences get a verdict
+        (``insufficient`` / ``none`` / ``minor`` / ``drift`` / ``major``) with its
+        evidence (n, m, chi-square statistic and df, p-value, Holm threshold, effect
+        sizes, evidence needed); ``decision`` is the report's one verdict.
 
-        Windows ending at or after ``since`` count. For the fleet and tag cohorts,
-        ``since`` is moved back to the start of its hour unless ``exact`` is true: whole
-        hours come from the hourly roll-ups, while a partial hour is merged from every
-        device's stored windows (seconds over a large fleet). ``since`` in the answer
-        is the bound used."""
+        Windows ending at or after ``since`` count, exactly: whole hours come from the
+        hourly roll-ups, the partial hour from the stored windows. ``exact=false`` moves
+        ``since`` back to the start of its hour (roll-ups only). ``alpha`` is the
+        family-wise false-alarm rate of the report; ``psi`` / ``js`` the effect worth
+        acting on (0 turns one off); ``min_count`` an extra floor on predictions."""
         registry, store = need_registry(), need_store()
         if registry.get(name, version) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model {name!r} v{version}")
+        try:
+            rule = DriftThresholds(alpha=alpha, psi=psi or None, js=js or None)
+        except DriftError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
         devices: list[str] | None = None if device is None else [device]
         if tag is not None:
             devices = store.cohort(tag, device)
@@ -550,10 +561,17 @@ def create_app(context: HubContext) -> FastAPI:
             since = float(hour_of(since) * HOUR_S)
         windows = store.merged_windows(name, version, role, devices=devices, since=since)
         head = {"model": name, "version": version, "since": since}
+        reference = registry.reference(name, version)
         if not windows:
-            return {**head, "n": 0, "report": None}
-        report = drift_report(registry.reference(name, version), windows, min_count=min_count)
-        return {**head, "n": report.n, "report": report.to_json()}
+            decision = drift_decision(reference, [], thresholds=rule, min_count=min_count)
+            return {**head, "n": 0, "decision": decision.to_json(), "report": None}
+        report = drift_report(reference, windows, min_count=min_count, thresholds=rule)
+        return {
+            **head,
+            "n": report.n,
+            "decision": report.decision.to_json(),
+            "report": report.to_json(),
+        }
 
     @app.get("/v1/bundles/{sha256}", tags=["models"])
     def download_bundle(

@@ -353,6 +353,76 @@ def model_push(
         )
 
 
+def drift_lines(answer: dict[str, Any]) -> list[str]:
+    """What ``model drift`` prints: the decision, then each distribution's verdict with
+    its evidence (n of N, effect sizes, chi-square, df, p against its Holm threshold)."""
+    decision = answer["decision"]
+    since = answer.get("since")
+    window = "" if since is None else f" since {since:.0f}"
+    lines = [
+        f"drift    {answer['model']} v{answer['version']}: {answer['n']} predictions"
+        f"{window}; {decision['detail']}"
+    ]
+    report = answer.get("report")
+    if report is None:
+        return lines
+    rule = report["rule"]
+    lines.append(
+        f"rule     alpha {rule['alpha']:g} family-wise (Holm); acting on "
+        + " or ".join(f"{k.upper()} >= {rule[k]:g}" for k in ("psi", "js", "hellinger") if rule[k])
+    )
+    for f in [*report["features"], report["prediction"], report["confidence"]]:
+        needed = "?" if f["n_needed"] is None else f["n_needed"]
+        effect = "" if f["psi"] is None else f" PSI {f['psi']:.3f} JS {f['js']:.3f}"
+        test = ""
+        if f["statistic"] is not None:
+            test = (
+                f" chi2 {f['statistic']:.1f} df {f['df']} p {f['p_value']:.2g}"
+                f" (<= {f['threshold']:.2g}?)"
+            )
+        lines.append(f"{f['verdict']:<12} {f['name']:<18} n {f['n']} of {needed}{effect}{test}")
+    return lines
+
+
+@model.command("drift")
+@click.argument("name")
+@click.option("--version", "version", type=click.IntRange(min=1), required=True)
+@click.option("--device", default=None, help="One device.")
+@click.option("--tag", default=None, help="A tag cohort.")
+@click.option("--since", type=float, default=None, help="Unix time; windows ending after it.")
+@click.option("--alpha", type=float, default=None, help="Family-wise false-alarm rate.")
+@_hub_options[0]
+@_hub_options[1]
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
+def model_drift(
+    name: str,
+    version: int,
+    device: str | None,
+    tag: str | None,
+    since: float | None,
+    alpha: float | None,
+    hub_url: str,
+    token_env: str,
+    as_json: bool,
+) -> None:
+    """Drift verdicts of a model version (fleet, one device or a tag cohort), each with
+    its evidence; exit 0 whatever the verdict (the JSON has it for scripts)."""
+    params: dict[str, Any] = {
+        k: v
+        for k, v in (("device", device), ("tag", tag), ("since", since), ("alpha", alpha))
+        if v is not None
+    }
+    with _hub_client(hub_url, token_env) as client:
+        answer = _api_result(
+            client.get(f"/v1/models/{name}/versions/{version}/drift", params=params)
+        )
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    for line in drift_lines(answer):
+        click.echo(line)
+
+
 @model.command("demo")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option(
@@ -827,7 +897,10 @@ def _print_rollout(r: dict[str, Any], as_json: bool) -> None:
     )
     for g in r.get("gates", []):
         value = "-" if g["value"] is None else f"{g['value']:.4g}"
-        click.echo(f"gate     {g['name']:<16} {value:>8} (limit {g['limit']}) {g['verdict']}")
+        detail = f"  {g['detail']}" if g.get("detail") else ""
+        click.echo(
+            f"gate     {g['name']:<16} {value:>8} (limit {g['limit']}) {g['verdict']}{detail}"
+        )
 
 
 _FINAL = {"completed", "aborted", "rolled_back"}
@@ -871,9 +944,24 @@ def _wait_rollout(client: Any, rollout_id: str, timeout: float) -> dict[str, Any
     type=float,
     default=0.25,
     show_default=True,
-    help="Drift gate on the cohort (needs traffic to measure).",
+    help="Drift gate on the cohort: fails on significant drift (1% family-wise) with PSI "
+    "at or above this, decided once after the bake with enough predictions.",
 )
 @click.option("--no-drift-gate", is_flag=True, help="Do not gate on drift.")
+@click.option(
+    "--evidence-wait",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="Seconds past the bake a drift gate waits for the predictions it needs.",
+)
+@click.option(
+    "--on-insufficient",
+    type=click.Choice(["pause", "rollback", "proceed"]),
+    default="pause",
+    show_default=True,
+    help="What to do when a drift gate still lacks evidence after --evidence-wait.",
+)
 @click.option(
     "--probation",
     "probation_s",
@@ -907,6 +995,8 @@ def rollout_start(
     manual: bool,
     max_psi: float,
     no_drift_gate: bool,
+    evidence_wait: float,
+    on_insufficient: str,
     probation_s: float,
     wait_s: float | None,
     hub_url: str,
@@ -929,6 +1019,7 @@ def rollout_start(
         gates = Gates(
             max_psi=None if no_drift_gate else max_psi,
             max_latency_ratio=None if previous is None else 1.5,
+            max_evidence_wait_s=evidence_wait,
         )
         spec = RolloutSpec(
             id=rollout_id,
@@ -937,6 +1028,7 @@ def rollout_start(
             previous_version=previous,
             selector=Selector(tags=tags),
             on_failure=on_failure,  # type: ignore[arg-type]
+            on_insufficient=on_insufficient,  # type: ignore[arg-type]
             promotion="manual" if manual else "auto",
             stages=tuple(Stage(share=s, bake_s=bake, gates=gates) for s in shares),
             probation=Probation(window_s=probation_s),

@@ -187,11 +187,11 @@ def run_fleet_demo(directory: Path, n_agents: int = 3) -> Iterator[str]:
             for device in devices:
                 one = api.get(
                     "/v1/models/pump-health/versions/1/drift", params={"device": device}
-                ).json()["report"]
-                worst = max(one["features"], key=lambda f: f["psi"] or 0.0)
+                ).json()
+                worst = max(one["report"]["features"], key=lambda f: f["psi"] or 0.0)
                 yield (
                     f"drift    {device}: worst feature {worst['name']} PSI "
-                    f"{worst['psi']:.3f} ({worst['verdict']})"
+                    f"{worst['psi']:.3f}; {one['decision']['detail']}"
                 )
         finally:
             for agent in agents:

@@ -1,40 +1,42 @@
 """Fleet-wide drift and health from merged monitoring windows (pure functions, NumPy).
 
 The hub never averages scores across devices or windows: it merges the windows'
-counts first (:func:`merge_all`, exact) and computes every score once, on the merged
+counts first (:func:`merge_all`, exact) and computes everything once, on the merged
 counts against the bundle's reference counts (see ``drift.md``). Averaging per-device
 scores weights a device with 10 predictions like one with 10 000, and a distance of
 an average is not the average of distances.
 
-Choices (all binned definitions, so they are exact on merged counts):
+Every distribution a report looks at (each feature's finite bins, the predicted
+classes, the top-1 confidences) gets a verdict from **one rule** (``docs/drift.md``
+derives it; gates and alerts use the same code):
 
-- **Bins compared.** Feature drift is computed over the finite bins: underflow,
-  interior bins and overflow. The NaN bin is left out of the distances and reported
-  separately as a data-quality rate (``nan_rate``), so a burst of missing values
-  shows up as a data problem, not as a shift of the distribution. The confidence
-  histogram drops its NaN bin likewise.
-- **Proportions.** ``p = counts / sum(counts)``. PSI replaces every empty bin's
-  proportion by ``eps`` (default ``1e-4``, as Evidently) so it stays finite; JS and
-  Hellinger need no smoothing (``0 * log 0 = 0``) and use the raw proportions.
-- **PSI** ``= sum((q - p) * ln(q / p))`` (natural log, ``p`` reference, ``q`` current);
-  drift at >= 0.1, major at >= 0.25.
-- **Jensen-Shannon distance** ``= sqrt(JSD)`` with ``JSD = (KL(p||m) + KL(q||m)) / 2``,
-  ``m = (p + q) / 2``, logs base 2, so it lies in [0, 1]; drift at >= 0.1.
-- **Hellinger** ``= sqrt(1 - sum(sqrt(p * q)))`` in [0, 1]; possible drift at >= 0.15,
-  drift at >= 0.4 (whylogs' bands).
-- **Minimum count.** A score is reported (not None) only when the counts it is
-  computed from (finite values of the feature, predicted classes, confidences) reach
-  ``min_count``; below it, small-sample noise would raise false alarms.
-- **Which score decides.** ``DriftThresholds.method`` (default ``"psi"``) picks the
-  score whose bands give each feature's verdict; all three are reported.
+- **Effect sizes** (what users know, on the raw bins): PSI (natural log, empty bins
+  at ``eps``), Jensen-Shannon distance (base 2, in [0, 1]) and Hellinger distance.
+- **Test**: Pearson's chi-square test of homogeneity on the 2 x K table of reference
+  counts (``m``) against live counts (``n``), after pooling adjacent bins until every
+  pooled bin expects ``min_expected`` (8) counts in the smaller sample (the pooling is
+  fixed by the reference and ``n``, not by the live counts). Its null distribution is
+  chi-square with ``K - 1`` degrees of freedom at every ``n`` and ``m``.
+- **Correction**: Holm's step-down over the distributions of one report, so a report
+  on stable data flags anything with probability at most ``alpha`` (default 0.01).
+- **Verdict**: ``drift`` when the test rejects *and* an effect size reaches the
+  "worth acting on" threshold (default PSI >= 0.1 or JS >= 0.1; ``major`` when PSI >=
+  0.25 too); ``minor`` when it rejects below that threshold; ``none`` when it does not
+  reject and ``n`` reached the evidence needed (the ``n`` at which an effect of the
+  threshold's size is found with probability ``power``, 0.8); ``insufficient`` (with
+  "n of N needed") otherwise. ``insufficient`` is never a guess and never silent.
+- **NaN** values are left out of the feature's distribution and reported separately as
+  a data-quality rate (``nan_rate``), so a burst of missing values shows up as a data
+  problem, not as a shift of the distribution.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import reduce
+from functools import lru_cache, reduce
 from typing import Any, Final, Literal
 
 import numpy as np
@@ -44,16 +46,21 @@ from edge_agent.monitor import LATENCY_EDGES_MS, MetricsWindow, merge_windows
 from edge_agent.reference import ReferenceStats
 from hub.accuracy import AccuracyEstimate, estimate_accuracy, reference_estimate
 from hub.errors import HubError
+from hub.stats import chi2_isf, chi2_sf, holm, ncx2_sf
 
-Method = Literal["psi", "js", "hellinger"]
-#: ``not_reported`` below the minimum count; otherwise the band the deciding score is in.
-Verdict = Literal["not_reported", "none", "possible", "drift", "major"]
+#: ``insufficient``: not enough evidence either way (the report says how much is needed);
+#: ``none``: no drift found with enough evidence; ``minor``: significant but below the
+#: effect worth acting on; ``drift`` / ``major``: significant and worth acting on.
+Verdict = Literal["insufficient", "none", "minor", "drift", "major"]
+VERDICTS: Final[tuple[str, ...]] = ("insufficient", "none", "minor", "drift", "major")
 WindowKey = tuple[str, int, str]
 
 #: Default smoothing for empty bins in PSI.
 PSI_EPS: Final = 1e-4
 _LATENCY_EDGES: Final = np.asarray(LATENCY_EDGES_MS, dtype=np.float64)
 _PERCENTILES: Final = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+#: Distributions a report tests besides the features (prediction and confidence).
+EXTRA_DISTRIBUTIONS: Final = 2
 
 
 class DriftError(HubError):
@@ -62,15 +69,96 @@ class DriftError(HubError):
 
 @dataclass(frozen=True)
 class DriftThresholds:
-    """Bands for the verdicts and the dataset-level rule (defaults from ``drift.md``)."""
+    """The decision rule's settings (``docs/drift.md`` justifies the defaults).
 
-    method: Method = "psi"
-    psi: float = 0.1
+    - ``alpha``: family-wise false-alarm rate of one report (Holm over its distributions).
+    - ``psi`` / ``js`` / ``hellinger``: the effect worth acting on; a significant
+      distribution is ``drift`` when *any* set one is reached (None: not used; at
+      least one must be set). ``psi_major``: ``major`` from this PSI on.
+    - ``power``: the probability of finding an effect of the threshold's size that
+      defines the evidence needed before ``none`` can be said.
+    - ``min_expected``: expected count every pooled bin needs in the smaller sample.
+    - ``dataset_share``: ``dataset_drift`` when this share of decided features drifted.
+    """
+
+    alpha: float = 0.01
+    psi: float | None = 0.1
+    js: float | None = 0.1
+    hellinger: float | None = None
     psi_major: float = 0.25
-    js: float = 0.1
-    hellinger_possible: float = 0.15
-    hellinger: float = 0.4
+    power: float = 0.8
+    min_expected: float = 8.0
     dataset_share: float = 0.5
+
+    def __post_init__(self) -> None:
+        """Check ranges.
+
+        Raises:
+            DriftError: ``alpha`` or ``power`` not in (0, 1), no effect threshold set, a
+                threshold not positive, ``min_expected`` below 1.
+        """
+        if not 0.0 < self.alpha < 1.0:
+            raise DriftError(f"alpha must be in (0, 1), got {self.alpha}")
+        if not 0.0 < self.power < 1.0:
+            raise DriftError(f"power must be in (0, 1), got {self.power}")
+        effects = (self.psi, self.js, self.hellinger)
+        if all(t is None for t in effects):
+            raise DriftError("set at least one effect threshold (psi, js or hellinger)")
+        for t in (*effects, self.psi_major):
+            if t is not None and not (math.isfinite(t) and t > 0):
+                raise DriftError(f"effect thresholds must be positive, got {t}")
+        if self.hellinger is not None and self.hellinger >= 1.0:
+            raise DriftError(f"hellinger threshold must be below 1, got {self.hellinger}")
+        if self.js is not None and self.js >= 1.0:
+            raise DriftError(f"js threshold must be below 1, got {self.js}")
+        if not (math.isfinite(self.min_expected) and self.min_expected >= 1.0):
+            raise DriftError(f"min_expected must be >= 1, got {self.min_expected}")
+        if not 0.0 < self.dataset_share <= 1.0:
+            raise DriftError(f"dataset_share must be in (0, 1], got {self.dataset_share}")
+
+    def effect_reached(self, psi_value: float, js_value: float, hellinger_value: float) -> bool:
+        """Whether any set effect threshold is reached."""
+        return (
+            (self.psi is not None and psi_value >= self.psi)
+            or (self.js is not None and js_value >= self.js)
+            or (self.hellinger is not None and hellinger_value >= self.hellinger)
+        )
+
+    @property
+    def divergence(self) -> float:
+        """The smallest chi-square divergence ``D = sum((q - p)^2 / p)`` of a shift that
+        reaches a set threshold, to second order: PSI ~ D, JS^2 ~ D / (8 ln 2) (base 2),
+        Hellinger^2 ~ D / 8. Sizes the evidence needed."""
+        candidates = []
+        if self.psi is not None:
+            candidates.append(self.psi)
+        if self.js is not None:
+            candidates.append(8.0 * math.log(2.0) * self.js**2)
+        if self.hellinger is not None:
+            candidates.append(8.0 * self.hellinger**2)
+        return min(candidates)
+
+    def describe(self) -> str:
+        """The effect rule in words, e.g. ``PSI >= 0.1 or JS >= 0.1``."""
+        parts = [
+            f"{label} >= {t:g}"
+            for label, t in (("PSI", self.psi), ("JS", self.js), ("Hellinger", self.hellinger))
+            if t is not None
+        ]
+        return " or ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form (what a report says it was decided with)."""
+        return {
+            "alpha": self.alpha,
+            "psi": self.psi,
+            "js": self.js,
+            "hellinger": self.hellinger,
+            "psi_major": self.psi_major,
+            "power": self.power,
+            "min_expected": self.min_expected,
+            "dataset_share": self.dataset_share,
+        }
 
 
 DEFAULT_THRESHOLDS: Final = DriftThresholds()
@@ -137,14 +225,7 @@ def psi(ref: npt.ArrayLike, cur: npt.ArrayLike, eps: float = PSI_EPS) -> float:
     if not 0.0 < eps < 1.0:
         raise DriftError(f"psi: eps must be in (0, 1), got {eps}")
     p, q = _proportions(ref, cur, "psi")
-    p = np.where(p > 0, p, eps)
-    q = np.where(q > 0, q, eps)
-    return max(0.0, float(np.sum((q - p) * np.log(q / p))))
-
-
-def _kl2(a: np.ndarray, m: np.ndarray) -> float:
-    mask = a > 0  # where a > 0, m >= a / 2 > 0
-    return float(np.sum(a[mask] * np.log2(a[mask] / m[mask])))
+    return _effects(p.tolist(), q.tolist(), eps)[0]
 
 
 def js_distance(ref: npt.ArrayLike, cur: npt.ArrayLike) -> float:
@@ -154,9 +235,7 @@ def js_distance(ref: npt.ArrayLike, cur: npt.ArrayLike) -> float:
         DriftError: mismatched, negative or all-zero counts.
     """
     p, q = _proportions(ref, cur, "js_distance")
-    m = (p + q) / 2.0
-    jsd = (_kl2(p, m) + _kl2(q, m)) / 2.0
-    return min(1.0, math.sqrt(max(0.0, jsd)))
+    return _effects(p.tolist(), q.tolist(), PSI_EPS)[1]
 
 
 def hellinger(ref: npt.ArrayLike, cur: npt.ArrayLike) -> float:
@@ -166,9 +245,204 @@ def hellinger(ref: npt.ArrayLike, cur: npt.ArrayLike) -> float:
         DriftError: mismatched, negative or all-zero counts.
     """
     p, q = _proportions(ref, cur, "hellinger")
-    # Same value as sqrt(1 - sum(sqrt(p q))), but exactly 0 for identical inputs.
-    h = float(np.linalg.norm(np.sqrt(p) - np.sqrt(q))) / math.sqrt(2.0)
-    return min(1.0, h)
+    return _effects(p.tolist(), q.tolist(), PSI_EPS)[2]
+
+
+def _effects(p: list[float], q: list[float], eps: float) -> tuple[float, float, float]:
+    """PSI, JS distance and Hellinger distance of proportions ``q`` against ``p``, in one
+    pass (plain floats: a report's vectors have a dozen bins, where NumPy's per-call
+    overhead is most of the cost). Hellinger is computed as ``||sqrt p - sqrt q|| /
+    sqrt 2``: the same value as ``sqrt(1 - sum(sqrt(p q)))``, but exactly 0 for
+    identical inputs."""
+    log, log2, sqrt = math.log, math.log2, math.sqrt
+    psi_sum = js_sum = h_sum = 0.0
+    for a, b in zip(p, q, strict=True):
+        ae = a if a > 0.0 else eps
+        be = b if b > 0.0 else eps
+        psi_sum += (be - ae) * log(be / ae)
+        m = (a + b) / 2.0
+        if a > 0.0:
+            js_sum += a * log2(a / m)  # where a > 0, m >= a / 2 > 0
+        if b > 0.0:
+            js_sum += b * log2(b / m)
+        h_sum += (sqrt(a) - sqrt(b)) ** 2
+    return (
+        max(0.0, psi_sum),
+        min(1.0, sqrt(max(0.0, js_sum / 2.0))),
+        min(1.0, sqrt(h_sum / 2.0)),
+    )
+
+
+# ---------------------------------------------------------------------------
+# The test: pooled bins, chi-square of homogeneity, evidence needed
+
+
+def pool_bins(ref: Sequence[int], n: int, min_expected: float = 8.0) -> list[list[int]]:
+    """Groups of adjacent bins (indices into ``ref``) such that every group expects at
+    least ``min_expected`` counts in the smaller of the two samples (``n`` live values
+    against ``m = sum(ref)`` reference values) under the reference proportions.
+
+    Walks the bins in order, closing a group once its reference share times
+    ``min(n, m)`` reaches ``min_expected``; a short tail joins the last group. Bins with
+    no reference mass join their neighbours. The grouping depends only on the reference
+    and ``n``, never on the live counts, so the test's null distribution stays
+    chi-square. Fewer than two groups: nothing to test. Never raises.
+    """
+    m = sum(ref)
+    scale = min(n, m)
+    if scale <= 0:
+        return []
+    groups: list[list[int]] = []
+    current: list[int] = []
+    mass = 0
+    for b, r in enumerate(ref):
+        current.append(b)
+        mass += r
+        if mass * scale >= min_expected * m:
+            groups.append(current)
+            current, mass = [], 0
+    if current:
+        if groups:
+            groups[-1].extend(current)
+        else:
+            groups.append(current)
+    return groups
+
+
+@dataclass(frozen=True)
+class Homogeneity:
+    """Pearson's chi-square test of homogeneity of two count vectors over pooled bins."""
+
+    statistic: float
+    df: int
+    p_value: float
+    groups: int
+
+
+def homogeneity_test(
+    ref: Sequence[int], cur: Sequence[int], min_expected: float = 8.0
+) -> Homogeneity | None:
+    """Test whether ``cur`` and ``ref`` come from one distribution over their bins.
+
+    ``X^2 = sum_k (m c_k - n r_k)^2 / (n m (c_k + r_k))`` over the groups of
+    :func:`pool_bins` (``n = sum(cur)``, ``m = sum(ref)``); under the null it is
+    chi-square with ``groups - 1`` degrees of freedom. None when there is nothing to
+    test (an empty sample, or fewer than two groups).
+
+    Raises:
+        DriftError: the vectors differ in length or hold negative or non-finite counts.
+    """
+    ref_t, cur_l, n, m = _counts("homogeneity_test", ref, cur)
+    return _homogeneity(ref_t, cur_l, n, m, min_expected)
+
+
+def _counts(
+    name: str, ref: Sequence[int], cur: Sequence[int] | Sequence[float]
+) -> tuple[tuple[int, ...], list[float], int, int]:
+    """Checked plain-number copies of two count vectors and their totals.
+
+    Raises:
+        DriftError: different lengths, no bins, negative or non-finite counts.
+    """
+    if len(ref) != len(cur) or len(ref) == 0:
+        raise DriftError(f"{name}: reference has {len(ref)} bins, current {len(cur)}")
+    ref_t = ref if type(ref) is tuple else tuple(int(v) for v in ref)
+    cur_l = [float(v) for v in cur]
+    total = math.fsum(cur_l)
+    if not math.isfinite(total):
+        raise DriftError(f"{name}: counts must be finite")
+    if min(cur_l) < 0 or min(ref_t) < 0:
+        raise DriftError(f"{name}: counts cannot be negative")
+    return ref_t, cur_l, int(total), sum(ref_t)
+
+
+def _homogeneity(
+    ref: tuple[int, ...], cur: list[float], n: int, m: int, min_expected: float
+) -> Homogeneity | None:
+    if n <= 0 or m <= 0:
+        return None
+    bounds = _group_bounds(ref, n, min_expected)
+    if len(bounds) < 3:
+        return None
+    stat = 0.0
+    for lo, hi in itertools.pairwise(bounds):
+        r = float(sum(ref[lo:hi]))
+        c = math.fsum(cur[lo:hi])
+        stat += (m * c - n * r) ** 2 / (c + r)
+    stat /= float(n) * float(m)
+    groups = len(bounds) - 1
+    return Homogeneity(stat, groups - 1, chi2_sf(stat, groups - 1), groups)
+
+
+@lru_cache(maxsize=8192)
+def _group_bounds(ref: tuple[int, ...], n: int, min_expected: float) -> tuple[int, ...]:
+    """First bin of each :func:`pool_bins` group, then the number of bins (groups are
+    runs of adjacent bins)."""
+    return (*(g[0] for g in pool_bins(ref, n, min_expected)), len(ref))
+
+
+@lru_cache(maxsize=1024)
+def evidence_needed(
+    ref: tuple[int, ...],
+    divergence: float,
+    level: float,
+    power: float = 0.8,
+    min_expected: float = 8.0,
+) -> int | None:
+    """The least live count ``n`` at which the test (at ``level``) finds a shift of
+    chi-square divergence ``divergence`` from ``ref`` with probability ``power``.
+
+    The test's noncentrality for such a shift is ``divergence * n m / (n + m)``
+    (:func:`hub.stats.ncx2_sf` gives the power). None when even unlimited live data
+    cannot reach ``power``: the reference itself (``m``) is too small.
+
+    Raises:
+        DriftError: ``divergence`` not positive, or ``level``/``power`` not in (0, 1).
+    """
+    if not divergence > 0 or not 0.0 < level < 1.0 or not 0.0 < power < 1.0:
+        raise DriftError(f"evidence_needed: divergence {divergence}, level {level}, power {power}")
+    m = sum(ref)
+    if m <= 0:
+        return None
+
+    def power_at(n: int) -> float:
+        groups = len(pool_bins(ref, n, min_expected))
+        if groups < 2:
+            return 0.0
+        df = groups - 1
+        return ncx2_sf(chi2_isf(level, df), df, divergence * n * m / (n + m))
+
+    hi = 1
+    while power_at(hi) < power:
+        if hi > 1000 * m:
+            return None
+        hi *= 2
+    lo = hi // 2  # power_at(lo) < power (or lo == 0)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if power_at(mid) >= power:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def reference_needed(divergence: float, level: float, power: float, df: int) -> int:
+    """The least reference count ``m`` for which unlimited live data reaches ``power``
+    (noncentrality tends to ``divergence * m``): what to rebuild a bundle with when
+    :func:`evidence_needed` is None. Never raises for valid arguments."""
+    crit = chi2_isf(level, max(1, df))
+    m = 1
+    while ncx2_sf(crit, max(1, df), divergence * m) < power:
+        m *= 2
+    lo = m // 2
+    while m - lo > 1:
+        mid = (lo + m) // 2
+        if ncx2_sf(crit, max(1, df), divergence * mid) >= power:
+            m = mid
+        else:
+            lo = mid
+    return m
 
 
 # ---------------------------------------------------------------------------
@@ -177,10 +451,15 @@ def hellinger(ref: npt.ArrayLike, cur: npt.ArrayLike) -> float:
 
 @dataclass(frozen=True)
 class FeatureDrift:
-    """Scores of one distribution (a feature, the predicted classes or the confidences).
+    """The verdict on one distribution (a feature, the predicted classes or the
+    confidences) with its evidence.
 
-    ``n`` is the count the scores rest on (finite values for a feature). The scores are
-    None and ``verdict`` is ``not_reported`` when ``n`` is below the minimum count.
+    ``n`` live and ``m`` reference counts (finite values for a feature); effect sizes
+    (None only when a sample is empty); the test (``statistic`` with ``df`` degrees of
+    freedom, ``p_value``, Holm-adjusted ``p_adjusted`` and the ``threshold`` the raw
+    p-value met or missed at its rank; None when untested); ``n_needed`` (None when the
+    reference is too small for any ``n``; then ``m_needed`` says what would do);
+    ``effect_reached``; the ``verdict`` and ``reason``, one line.
     """
 
     name: str
@@ -190,18 +469,239 @@ class FeatureDrift:
     hellinger: float | None
     drifted: bool
     verdict: Verdict
+    m: int = 0
+    statistic: float | None = None
+    df: int | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    threshold: float | None = None
+    alpha: float = DEFAULT_THRESHOLDS.alpha
+    n_needed: int | None = None
+    m_needed: int | None = None
+    effect_reached: bool = False
+    reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form."""
         return {
             "name": self.name,
             "n": self.n,
+            "m": self.m,
             "psi": self.psi,
             "js": self.js,
             "hellinger": self.hellinger,
+            "statistic": self.statistic,
+            "df": self.df,
+            "p_value": self.p_value,
+            "p_adjusted": self.p_adjusted,
+            "threshold": self.threshold,
+            "alpha": self.alpha,
+            "n_needed": self.n_needed,
+            "m_needed": self.m_needed,
+            "effect_reached": self.effect_reached,
             "drifted": self.drifted,
             "verdict": self.verdict,
+            "reason": self.reason,
         }
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    """One verdict for a set of distributions (a report, a gate, an alert).
+
+    ``drift``/``major`` when one drifted (``major`` when one is major); otherwise
+    ``insufficient`` when one lacks evidence; otherwise ``minor`` when one is
+    significant but small; otherwise ``none``. ``n`` is the smallest count among the
+    distributions, ``n_needed`` the largest evidence any of them needs (None: the
+    reference is too small for one of them), ``drifted`` the drifted names, ``worst``
+    the deciding one.
+    """
+
+    verdict: Verdict
+    n: int
+    n_needed: int | None
+    drifted: tuple[str, ...]
+    worst: FeatureDrift | None
+
+    @property
+    def decided(self) -> bool:
+        """Whether the verdict is more than ``insufficient``."""
+        return self.verdict != "insufficient"
+
+    @property
+    def enough(self) -> bool:
+        """Whether every distribution reached the evidence needed to be decided."""
+        return self.n_needed is not None and self.n >= self.n_needed
+
+    @property
+    def drifted_any(self) -> bool:
+        """Whether the verdict is ``drift`` or ``major``."""
+        return self.verdict in ("drift", "major")
+
+    def describe(self) -> str:
+        """One line for a status: the verdict and its evidence."""
+        w = self.worst
+        if self.verdict == "insufficient":
+            if w is not None and w.n_needed is None:
+                return f"insufficient: {w.reason}"
+            return f"waiting for evidence: {self.n} of {self.n_needed} predictions"
+        if w is None:
+            return self.verdict
+        return f"{self.verdict}: {w.name} {w.reason}"
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {
+            "verdict": self.verdict,
+            "n": self.n,
+            "n_needed": self.n_needed,
+            "drifted": list(self.drifted),
+            "worst": None if self.worst is None else self.worst.name,
+            "detail": self.describe(),
+        }
+
+
+def summarize(items: Sequence[FeatureDrift]) -> DriftSummary:
+    """The one verdict of ``items`` (see :class:`DriftSummary`). Never raises."""
+    if not items:
+        return DriftSummary("insufficient", 0, None, (), None)
+    drifted = tuple(f.name for f in items if f.drifted)
+    n = min(f.n for f in items)
+    needed = [f.n_needed for f in items]
+    n_needed = None if None in needed else max(x for x in needed if x is not None)
+    lacking = [f for f in items if f.verdict == "insufficient"]
+    if drifted:
+        hits = [f for f in items if f.drifted]
+        worst = min(hits, key=lambda f: (f.p_adjusted or 0.0, -(f.psi or 0.0)))
+        major = any(f.verdict == "major" for f in hits)
+        return DriftSummary("major" if major else "drift", n, n_needed, drifted, worst)
+    if lacking:
+        worst = max(lacking, key=lambda f: (f.n_needed is None, (f.n_needed or 0) - f.n))
+        return DriftSummary("insufficient", n, n_needed, (), worst)
+    minor = [f for f in items if f.verdict == "minor"]
+    if minor:
+        worst = min(minor, key=lambda f: f.p_adjusted or 0.0)
+        return DriftSummary("minor", n, n_needed, (), worst)
+    worst = max(items, key=lambda f: f.psi or 0.0)
+    return DriftSummary("none", n, n_needed, (), worst)
+
+
+@dataclass(frozen=True)
+class _Examined:
+    name: str
+    n: int
+    m: int
+    effects: tuple[float, float, float] | None
+    test: Homogeneity | None
+    n_needed: int | None
+    m_needed: int | None
+
+
+def _examine(
+    name: str,
+    ref: Sequence[int],
+    cur: Sequence[int],
+    *,
+    thresholds: DriftThresholds,
+    family: int,
+    min_count: int,
+    eps: float,
+) -> _Examined:
+    ref_t, cur_l, n, m = _counts(name, ref, cur)
+    effects = None
+    if n > 0 and m > 0:
+        effects = _effects([v / m for v in ref_t], [v / n for v in cur_l], eps)
+    test = None
+    if n >= min_count:
+        test = _homogeneity(ref_t, cur_l, n, m, thresholds.min_expected)
+    level = thresholds.alpha / max(1, family)
+    d = thresholds.divergence
+    needed = evidence_needed(ref_t, d, level, thresholds.power, thresholds.min_expected)
+    m_needed = None
+    if needed is None:
+        df = max(1, len(pool_bins(ref_t, m, thresholds.min_expected)) - 1)
+        m_needed = reference_needed(d, level, thresholds.power, df)
+    else:
+        needed = max(needed, min_count)
+    return _Examined(name, n, m, effects, test, needed, m_needed)
+
+
+def _decide(items: Sequence[_Examined], thresholds: DriftThresholds) -> tuple[FeatureDrift, ...]:
+    tested = [i for i, e in enumerate(items) if e.test is not None]
+    adjusted, steps = holm([items[i].test.p_value for i in tested], thresholds.alpha)  # type: ignore[union-attr]
+    adj = dict(zip(tested, adjusted, strict=True))
+    step = dict(zip(tested, steps, strict=True))
+    out = []
+    for i, e in enumerate(items):
+        ps, js, hl = e.effects if e.effects is not None else (None, None, None)
+        reached = e.effects is not None and thresholds.effect_reached(*e.effects)
+        t = e.test
+        verdict: Verdict
+        if t is None:
+            verdict = "insufficient"
+        else:
+            rejected = adj[i] <= thresholds.alpha
+            if rejected and reached:
+                major = ps is not None and ps >= thresholds.psi_major
+                verdict = "major" if major else "drift"
+            elif e.n_needed is None or e.n < e.n_needed:
+                verdict = "insufficient"
+            else:
+                verdict = "minor" if rejected else "none"
+        reason = _reason(e, verdict, adj.get(i), step.get(i), thresholds)
+        out.append(
+            FeatureDrift(
+                name=e.name,
+                n=e.n,
+                psi=ps,
+                js=js,
+                hellinger=hl,
+                drifted=verdict in ("drift", "major"),
+                verdict=verdict,
+                m=e.m,
+                statistic=None if t is None else t.statistic,
+                df=None if t is None else t.df,
+                p_value=None if t is None else t.p_value,
+                p_adjusted=adj.get(i),
+                threshold=step.get(i),
+                alpha=thresholds.alpha,
+                n_needed=e.n_needed,
+                m_needed=e.m_needed,
+                effect_reached=reached,
+                reason=reason,
+            )
+        )
+    return tuple(out)
+
+
+def _reason(
+    e: _Examined,
+    verdict: Verdict,
+    p_adj: float | None,
+    step: float | None,
+    thresholds: DriftThresholds,
+) -> str:
+    if verdict == "insufficient":
+        if e.n_needed is None:
+            return (
+                f"reference of {e.m} values too small to find {thresholds.describe()} "
+                f"with power {thresholds.power:g} at any n; rebuild with >= {e.m_needed}"
+            )
+        head = f"n {e.n} of {e.n_needed} needed"
+        if e.test is not None:
+            head += f" (chi2 {e.test.statistic:.1f}, df {e.test.df}, p {e.test.p_value:.2g})"
+        return head
+    t = e.test
+    if t is None or e.effects is None or p_adj is None or step is None:
+        return verdict  # not reached: a decided verdict always has a test and effects
+    ps, js, _ = e.effects
+    test = f"chi2 {t.statistic:.1f}, df {t.df}, p {t.p_value:.2g} vs {step:.2g} (Holm)"
+    effect = f"PSI {ps:.3f}, JS {js:.3f}"
+    if verdict in ("drift", "major"):
+        return f"{test}; {effect} reaches {thresholds.describe()}"
+    if verdict == "minor":
+        return f"{test}; {effect} below {thresholds.describe()}"
+    return f"{test}: no drift at n {e.n} (>= {e.n_needed} needed)"
 
 
 @dataclass(frozen=True)
@@ -225,10 +725,11 @@ class DataQuality:
 class DriftReport:
     """Fleet-wide drift and health of one model version, from merged windows.
 
-    - ``drifted_share``: drifted / reported features (None when none is reported);
+    - ``features``, ``prediction`` (predicted classes), ``confidence`` (top-1
+      confidence histogram): one :class:`FeatureDrift` each, decided together (Holm
+      over all of them at ``thresholds.alpha``); ``decision`` their one verdict.
+    - ``drifted_share``: drifted / decided features (None when none is decided);
       ``dataset_drift``: ``drifted_share >= thresholds.dataset_share`` (None likewise).
-    - ``prediction``: the predicted-class distribution against the reference's;
-      ``confidence``: the top-1 confidence histogram against the reference's.
     - ``error_rates``: per error kind, errors / attempts, attempts being predictions
       plus errors (a failed invocation is not counted as a prediction).
     - ``latency_ms``: p50/p95/p99 estimated from the latency histogram (see
@@ -261,9 +762,20 @@ class DriftReport:
     agreement: float | None
     compared: int
     accuracy: AccuracyEstimate | None = None
+    thresholds: DriftThresholds = DEFAULT_THRESHOLDS
+
+    @property
+    def distributions(self) -> tuple[FeatureDrift, ...]:
+        """Every tested distribution: the features, then prediction and confidence."""
+        return (*self.features, self.prediction, self.confidence)
+
+    @property
+    def decision(self) -> DriftSummary:
+        """The report's one verdict over all its distributions."""
+        return summarize(self.distributions)
 
     def to_json(self) -> dict[str, Any]:
-        """Return the JSON document (None for what was not reported)."""
+        """Return the JSON document (None for what was not measured)."""
         return {
             "model": self.model,
             "version": self.version,
@@ -272,6 +784,8 @@ class DriftReport:
             "end": self.end,
             "n": self.n,
             "min_count": self.min_count,
+            "rule": self.thresholds.to_json(),
+            "decision": self.decision.to_json(),
             "features": [f.to_json() for f in self.features],
             "drifted_share": self.drifted_share,
             "dataset_drift": self.dataset_drift,
@@ -288,49 +802,26 @@ class DriftReport:
         }
 
 
-def verdict_for(score: float, thresholds: DriftThresholds = DEFAULT_THRESHOLDS) -> Verdict:
-    """The band ``score`` (of ``thresholds.method``) falls in."""
-    t = thresholds
-    if t.method == "psi":
-        if score >= t.psi_major:
-            return "major"
-        return "drift" if score >= t.psi else "none"
-    if t.method == "js":
-        return "drift" if score >= t.js else "none"
-    if score >= t.hellinger:
-        return "drift"
-    return "possible" if score >= t.hellinger_possible else "none"
-
-
 def compare(
     name: str,
     ref: Sequence[int],
     cur: Sequence[int],
     *,
-    min_count: int = 200,
+    min_count: int = 1,
     thresholds: DriftThresholds = DEFAULT_THRESHOLDS,
     eps: float = PSI_EPS,
 ) -> FeatureDrift:
-    """Score ``cur`` against ``ref`` (same layout, NaN bins already removed).
-
-    Not reported when ``sum(cur) < min_count`` or the reference is empty.
+    """The verdict on one distribution ``cur`` against ``ref`` (same layout, NaN bins
+    already removed), as a family of one (no correction). ``min_count`` is a floor on
+    ``n`` below which nothing is tested.
 
     Raises:
         DriftError: the vectors differ in length or hold negative counts.
     """
-    if len(ref) != len(cur):
-        raise DriftError(f"{name}: reference has {len(ref)} bins, current {len(cur)}")
-    n = int(sum(cur))
-    if n < max(min_count, 1) or sum(ref) <= 0:
-        return FeatureDrift(name, n, None, None, None, False, "not_reported")
-    scores = {
-        "psi": psi(ref, cur, eps),
-        "js": js_distance(ref, cur),
-        "hellinger": hellinger(ref, cur),
-    }
-    verdict = verdict_for(scores[thresholds.method], thresholds)
-    drifted = verdict in ("drift", "major")
-    return FeatureDrift(name, n, scores["psi"], scores["js"], scores["hellinger"], drifted, verdict)
+    item = _examine(
+        name, ref, cur, thresholds=thresholds, family=1, min_count=max(1, min_count), eps=eps
+    )
+    return _decide([item], thresholds)[0]
 
 
 def histogram_quantile(edges: Sequence[float], counts: Sequence[int], q: float) -> float | None:
@@ -389,15 +880,54 @@ def mean_from_histogram(edges: Sequence[float], counts: Sequence[int]) -> float 
     return float(np.dot(c, mids) / total)
 
 
+def decide_counts(
+    reference: ReferenceStats,
+    features: Sequence[Sequence[int]],
+    classes: Sequence[int],
+    confidence: Sequence[int],
+    *,
+    thresholds: DriftThresholds = DEFAULT_THRESHOLDS,
+    min_count: int = 1,
+    eps: float = PSI_EPS,
+) -> tuple[FeatureDrift, ...]:
+    """The one rule on live counts (NaN bins removed) against ``reference``: one
+    :class:`FeatureDrift` per feature, then the predicted classes and the confidences,
+    decided together (Holm across all of them). What :func:`drift_report` uses.
+
+    Raises:
+        DriftError: a count vector does not fit the reference, or holds negative counts.
+    """
+    if len(features) != len(reference.features):
+        raise DriftError(
+            f"{len(features)} feature count vectors for {len(reference.features)} features"
+        )
+    opts: dict[str, Any] = {
+        "thresholds": thresholds,
+        "family": len(reference.features) + EXTRA_DISTRIBUTIONS,
+        "min_count": max(1, min_count),
+        "eps": eps,
+    }
+    examined = [
+        _examine(fr.name, fr.counts[:-1], cur, **opts)
+        for fr, cur in zip(reference.features, features, strict=True)
+    ]
+    examined.append(_examine("prediction", reference.class_counts, classes, **opts))
+    examined.append(_examine("confidence", reference.confidence.counts[:-1], confidence, **opts))
+    return _decide(examined, thresholds)
+
+
 def drift_report(
     reference: ReferenceStats,
     windows: Iterable[MetricsWindow],
     *,
-    min_count: int = 200,
+    min_count: int = 1,
     thresholds: DriftThresholds = DEFAULT_THRESHOLDS,
     eps: float = PSI_EPS,
 ) -> DriftReport:
-    """Merge ``windows`` (one model, version and role) and score them against ``reference``.
+    """Merge ``windows`` (one model, version and role) and decide on them against
+    ``reference`` with the one rule (see the module doc). ``min_count`` is an extra
+    floor on the predictions a distribution needs before it is tested at all (the
+    evidence needed is computed; the floor only ever raises it).
 
     Raises:
         DriftError: no windows, or ``min_count`` < 1.
@@ -409,13 +939,18 @@ def drift_report(
     if merged is None:
         raise DriftError("no windows to report on")
     merged.check_reference(reference)
-    opts: dict[str, Any] = {"min_count": min_count, "thresholds": thresholds, "eps": eps}
-    features = tuple(
-        compare(fr.name, fr.counts[:-1], fw.counts[:-1], **opts)
-        for fr, fw in zip(reference.features, merged.features, strict=True)
+    decided = decide_counts(
+        reference,
+        [fw.counts[:-1] for fw in merged.features],
+        merged.class_counts,
+        merged.confidence[:-1],
+        thresholds=thresholds,
+        min_count=min_count,
+        eps=eps,
     )
-    reported = [f for f in features if f.verdict != "not_reported"]
-    share = sum(f.drifted for f in reported) / len(reported) if reported else None
+    features, prediction, confidence = decided[:-2], decided[-2], decided[-1]
+    known = [f for f in features if f.verdict != "insufficient"]
+    share = sum(f.drifted for f in known) / len(known) if known else None
     n = merged.n
     quality = tuple(
         DataQuality(
@@ -443,10 +978,8 @@ def drift_report(
         features=features,
         drifted_share=share,
         dataset_drift=None if share is None else share >= thresholds.dataset_share,
-        prediction=compare("prediction", reference.class_counts, merged.class_counts, **opts),
-        confidence=compare(
-            "confidence", reference.confidence.counts[:-1], merged.confidence[:-1], **opts
-        ),
+        prediction=prediction,
+        confidence=confidence,
         data_quality=quality,
         error_rates=errors,
         latency_ms=latency or None,
@@ -455,4 +988,32 @@ def drift_report(
         agreement=merged.agreed / merged.compared if merged.compared else None,
         compared=merged.compared,
         accuracy=accuracy,
+        thresholds=thresholds,
     )
+
+
+def drift_decision(
+    reference: ReferenceStats,
+    windows: Sequence[MetricsWindow],
+    *,
+    thresholds: DriftThresholds = DEFAULT_THRESHOLDS,
+    min_count: int = 1,
+) -> DriftSummary:
+    """The one verdict of a scope's windows, ``insufficient`` (with the evidence
+    needed) when there are none: what gates and alerts decide with.
+
+    Raises:
+        DriftError: ``min_count`` < 1.
+        ValidationError: the windows do not merge, or do not fit the reference's bins.
+    """
+    if windows:
+        return drift_report(reference, windows, min_count=min_count, thresholds=thresholds).decision
+    empty = decide_counts(
+        reference,
+        [[0] * (len(fr.counts) - 1) for fr in reference.features],
+        [0] * len(reference.class_counts),
+        [0] * (len(reference.confidence.counts) - 1),
+        thresholds=thresholds,
+        min_count=min_count,
+    )
+    return summarize(empty)

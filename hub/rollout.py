@@ -34,6 +34,7 @@ from edge_agent.errors import ValidationError
 from edge_agent.messages import Event, EventKind, State
 from edge_agent.schema import exact_fields, list_of, positive_int, safe_name
 from edge_agent.schema import field as get
+from hub.drift import DriftSummary, DriftThresholds
 from hub.errors import HubError
 
 SPEC_FORMAT: Final = "edgefleet-rollout-spec/1"
@@ -42,6 +43,8 @@ ROLLOUT_FORMAT: Final = "edgefleet-rollout/1"
 Mode = Literal["active", "shadow"]
 Promotion = Literal["auto", "manual"]
 OnFailure = Literal["pause", "rollback"]
+#: What a rollout does when a drift gate still lacks evidence after its wait.
+OnInsufficient = Literal["pause", "rollback", "proceed"]
 
 #: Device id → its tags: the fleet as the rollout functions see it.
 Fleet = Mapping[str, Collection[str]]
@@ -83,9 +86,17 @@ class Gates:
     """What a stage must show before it passes (None disables a limit).
 
     Shares are over the stage's cohort minus stale devices; ``min_count`` is the least
-    number of cohort devices with a verdict (passed or failed) before the stage passes.
-    ``max_latency_ratio`` is challenger p95 / champion p95; ``min_shadow_agreement`` only
-    applies to shadow stages.
+    number of cohort **devices** with a verdict (passed or failed) before the stage
+    passes. ``max_latency_ratio`` is challenger p95 / champion p95;
+    ``min_shadow_agreement`` only applies to shadow stages.
+
+    Drift gates decide with the one rule of :mod:`hub.drift` on the cohort's merged
+    windows since the stage started: ``max_psi`` / ``max_js`` are the effect worth
+    acting on (a distribution fails the gate when the test rejects at the report's
+    family-wise alpha *and* its PSI / JS reaches the limit). ``min_predictions`` is a
+    floor on the **predictions** a drift gate needs on top of the evidence the rule
+    computes; ``max_evidence_wait_s`` how long past the bake a drift gate waits for that
+    evidence before the rollout's ``on_insufficient`` applies.
     """
 
     min_success_share: float = 0.95
@@ -95,6 +106,8 @@ class Gates:
     max_latency_ratio: float | None = 1.5
     min_shadow_agreement: float | None = None
     min_count: int = 1
+    min_predictions: int = 0
+    max_evidence_wait_s: float = 3600.0
 
     def __post_init__(self) -> None:
         """Check ranges.
@@ -112,6 +125,17 @@ class Gates:
             _finite(self.min_shadow_agreement, "gates.min_shadow_agreement", 0.0, 1.0)
         if self.min_count < 0:
             raise ValidationError(f"gates.min_count: must be >= 0, got {self.min_count}")
+        if self.min_predictions < 0:
+            raise ValidationError(
+                f"gates.min_predictions: must be >= 0, got {self.min_predictions}"
+            )
+        _finite(self.max_evidence_wait_s, "gates.max_evidence_wait_s", 0.0)
+        if self.max_js is not None and self.max_js >= 1.0:
+            raise ValidationError(f"gates.max_js: {self.max_js!r} must be below 1 (JS <= 1)")
+        if (self.max_psi is not None and self.max_psi <= 0) or (
+            self.max_js is not None and self.max_js <= 0
+        ):
+            raise ValidationError("gates.max_psi/max_js: an effect limit must be positive")
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form."""
@@ -123,16 +147,21 @@ class Gates:
             "max_latency_ratio": self.max_latency_ratio,
             "min_shadow_agreement": self.min_shadow_agreement,
             "min_count": self.min_count,
+            "min_predictions": self.min_predictions,
+            "max_evidence_wait_s": self.max_evidence_wait_s,
         }
 
     @classmethod
     def from_json(cls, value: Any, where: str) -> Gates:
-        """Parse the JSON form strictly.
+        """Parse the JSON form strictly (``min_predictions`` and ``max_evidence_wait_s``
+        may be missing: specs stored before they existed get the defaults).
 
         Raises:
             ValidationError: malformed or out of range.
         """
-        obj = exact_fields(value, where, set(cls().to_json()))
+        later = frozenset({"min_predictions", "max_evidence_wait_s"})
+        obj = exact_fields(value, where, set(cls().to_json()) - later, later)
+        defaults = cls()
         return cls(
             min_success_share=get(obj, "min_success_share", float, where),
             max_failure_share=get(obj, "max_failure_share", float, where),
@@ -141,6 +170,16 @@ class Gates:
             max_latency_ratio=_opt_float(obj, "max_latency_ratio", where),
             min_shadow_agreement=_opt_float(obj, "min_shadow_agreement", where),
             min_count=positive_int(obj, "min_count", where, minimum=0),
+            min_predictions=(
+                positive_int(obj, "min_predictions", where, minimum=0)
+                if "min_predictions" in obj
+                else defaults.min_predictions
+            ),
+            max_evidence_wait_s=(
+                get(obj, "max_evidence_wait_s", float, where)
+                if "max_evidence_wait_s" in obj
+                else defaults.max_evidence_wait_s
+            ),
         )
 
 
@@ -248,6 +287,7 @@ class RolloutSpec:
     on_failure: OnFailure = "pause"
     stale_after_s: float = 3600.0
     probation: Probation = field(default_factory=Probation)
+    on_insufficient: OnInsufficient = "pause"
 
     def __post_init__(self) -> None:
         """Check the spec.
@@ -281,6 +321,11 @@ class RolloutSpec:
                 f"rollout.on_failure: {self.on_failure!r} is not pause or rollback"
             )
         _finite(self.stale_after_s, "rollout.stale_after_s", 0.0)
+        if self.on_insufficient not in ("pause", "rollback", "proceed"):
+            raise ValidationError(
+                f"rollout.on_insufficient: {self.on_insufficient!r} is not pause, rollback "
+                "or proceed"
+            )
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form."""
@@ -296,11 +341,13 @@ class RolloutSpec:
             "on_failure": self.on_failure,
             "stale_after_s": self.stale_after_s,
             "probation": self.probation.to_json(),
+            "on_insufficient": self.on_insufficient,
         }
 
     @classmethod
     def from_json(cls, value: Any, where: str = "rollout") -> RolloutSpec:
-        """Parse the JSON form strictly (a missing, extra or mistyped field is refused).
+        """Parse the JSON form strictly (a missing, extra or mistyped field is refused;
+        ``on_insufficient`` may be missing in specs stored before it existed).
 
         Raises:
             ValidationError: malformed, in one line naming the field.
@@ -309,7 +356,7 @@ class RolloutSpec:
             "format", "id", "model", "target_version", "previous_version", "selector",
             "stages", "promotion", "on_failure", "stale_after_s", "probation",
         }  # fmt: skip
-        obj = exact_fields(value, where, keys)
+        obj = exact_fields(value, where, keys, frozenset({"on_insufficient"}))
         if get(obj, "format", str, where) != SPEC_FORMAT:
             raise ValidationError(f"{where}.format: expected {SPEC_FORMAT!r}")
         stages = get(obj, "stages", list, where)
@@ -325,6 +372,9 @@ class RolloutSpec:
             on_failure=get(obj, "on_failure", str, where),  # type: ignore[arg-type]
             stale_after_s=get(obj, "stale_after_s", float, where),
             probation=Probation.from_json(obj["probation"], f"{where}.probation"),
+            on_insufficient=get(obj, "on_insufficient", str, where)  # type: ignore[arg-type]
+            if "on_insufficient" in obj
+            else "pause",
         )
 
 
@@ -480,8 +530,10 @@ def progress(
 class StageMetrics:
     """Current values for a stage's gates: device counts and fleet measurements.
 
-    ``psi_max``/``js_max`` are the worst feature drift of the challenger,
-    ``latency_ratio`` challenger p95 / champion p95, ``shadow_agreement`` the shadow
+    ``drift`` holds, per drift gate (``"psi"``, ``"js"``), the one verdict of
+    :mod:`hub.drift` on the cohort's windows since the stage started, decided with that
+    gate's limit as the effect worth acting on (absent: not measured yet);
+    ``latency_ratio`` is challenger p95 / champion p95, ``shadow_agreement`` the shadow
     agreement rate; None when not measured yet.
     """
 
@@ -489,8 +541,7 @@ class StageMetrics:
     passed: int = 0
     failed: int = 0
     stale: int = 0
-    psi_max: float | None = None
-    js_max: float | None = None
+    drift: Mapping[str, DriftSummary] = field(default_factory=dict)
     latency_ratio: float | None = None
     shadow_agreement: float | None = None
 
@@ -519,8 +570,7 @@ class StageMetrics:
         cls,
         cohort_progress: Mapping[str, DeviceProgress],
         *,
-        psi_max: float | None = None,
-        js_max: float | None = None,
+        drift: Mapping[str, DriftSummary] | None = None,
         latency_ratio: float | None = None,
         shadow_agreement: float | None = None,
     ) -> StageMetrics:
@@ -531,11 +581,21 @@ class StageMetrics:
             passed=statuses.count(DeviceStatus.PASSED),
             failed=statuses.count(DeviceStatus.FAILED) + statuses.count(DeviceStatus.ROLLED_BACK),
             stale=statuses.count(DeviceStatus.STALE),
-            psi_max=psi_max,
-            js_max=js_max,
+            drift=dict(drift or {}),
             latency_ratio=latency_ratio,
             shadow_agreement=shadow_agreement,
         )
+
+
+def drift_gate_thresholds(gates: Gates) -> dict[str, DriftThresholds]:
+    """The decision rule's settings of each enabled drift gate: the report's alpha and
+    power, with the gate's limit as the only effect worth acting on."""
+    out = {}
+    if gates.max_psi is not None:
+        out["psi"] = DriftThresholds(psi=gates.max_psi, js=None)
+    if gates.max_js is not None:
+        out["js"] = DriftThresholds(psi=None, js=gates.max_js)
+    return out
 
 
 # ---------------------------------------------------------------------------- gates
@@ -547,16 +607,22 @@ class Verdict(StrEnum):
     PASS = "pass"  # noqa: S105  (a verdict, not a password)
     FAIL = "fail"
     WAITING = "waiting"
+    #: A drift gate still lacked evidence when its wait ran out: the rollout's
+    #: ``on_insufficient`` applies (never a failure for lack of evidence).
+    INSUFFICIENT = "insufficient"
 
 
 @dataclass(frozen=True)
 class GateResult:
-    """One gate's current value, its limit and its verdict."""
+    """One gate's current value, its limit, its verdict and, in one line, why
+    (``detail``: for a drift gate the evidence, e.g. ``waiting for evidence: 120 of
+    340 predictions``)."""
 
     name: str
     value: float | None
     limit: float | None
     verdict: Verdict
+    detail: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form."""
@@ -565,16 +631,17 @@ class GateResult:
             "value": self.value,
             "limit": self.limit,
             "verdict": self.verdict.value,
+            "detail": self.detail,
         }
 
     @classmethod
     def from_json(cls, value: Any, where: str) -> GateResult:
-        """Parse the JSON form.
+        """Parse the JSON form (``detail`` may be missing in rollouts stored before it).
 
         Raises:
             ValidationError: malformed.
         """
-        obj = exact_fields(value, where, {"name", "value", "limit", "verdict"})
+        obj = exact_fields(value, where, {"name", "value", "limit", "verdict"}, _DETAIL)
         try:
             verdict = Verdict(get(obj, "verdict", str, where))
         except ValueError as exc:
@@ -584,7 +651,14 @@ class GateResult:
             _opt_float(obj, "value", where),
             _opt_float(obj, "limit", where),
             verdict,
+            get(obj, "detail", str, where) if "detail" in obj else "",
         )
+
+
+_DETAIL: Final = frozenset({"detail"})
+#: A drift gate fails during the bake only on evidence this many times stronger than
+#: the report's alpha (Haybittle-Peto-style early stopping; see docs/drift.md).
+EARLY_ALPHA_FACTOR: Final = 1e-3
 
 
 def _upper(name: str, value: float | None, limit: float) -> GateResult:
@@ -593,11 +667,68 @@ def _upper(name: str, value: float | None, limit: float) -> GateResult:
     return GateResult(name, value, limit, Verdict.FAIL if value > limit else Verdict.PASS)
 
 
-def check_gates(stage: Stage, metrics: StageMetrics, baked_s: float) -> list[GateResult]:
+def drift_gate(
+    name: str,
+    limit: float,
+    summary: DriftSummary | None,
+    *,
+    baked_s: float,
+    bake_s: float,
+    max_wait_s: float,
+    on_insufficient: OnInsufficient = "pause",
+    previous: GateResult | None = None,
+) -> GateResult:
+    """A drift gate's verdict from the one rule's ``summary`` (decided with ``limit``).
+
+    - A pass is kept for the rest of the stage (``previous``): the gate looks once.
+    - During the bake it waits, unless the drift is significant at
+      ``alpha * EARLY_ALPHA_FACTOR`` (fails at once).
+    - After the bake, at the first look with the evidence needed it fails on drift and
+      passes otherwise; without that evidence it waits (``waiting for evidence: n of
+      N``) up to ``max_wait_s`` past the bake, then gives ``insufficient`` (or passes,
+      noting it, when ``on_insufficient`` is ``proceed``). It never fails for lack of
+      evidence.
+    """
+    if previous is not None and previous.verdict == Verdict.PASS:
+        return previous
+    if summary is None:
+        return GateResult(name, None, limit, Verdict.WAITING, "not measured yet")
+    worst = summary.worst
+    value = None
+    if worst is not None:
+        value = worst.psi if name == "psi" else worst.js
+    detail = summary.describe()
+    p_adj = None if worst is None else worst.p_adjusted
+    early_level = DriftThresholds().alpha if worst is None else worst.alpha
+    if summary.drifted_any and p_adj is not None and p_adj <= early_level * EARLY_ALPHA_FACTOR:
+        return GateResult(name, value, limit, Verdict.FAIL, f"early: {detail}")
+    if baked_s < bake_s:
+        return GateResult(name, value, limit, Verdict.WAITING, f"baking; {detail}")
+    if summary.enough:
+        verdict = Verdict.FAIL if summary.drifted_any else Verdict.PASS
+        return GateResult(name, value, limit, verdict, detail)
+    needed = "reference too small" if summary.n_needed is None else f"{summary.n_needed}"
+    waiting = f"waiting for evidence: {summary.n} of {needed} predictions"
+    if summary.n_needed is not None and baked_s - bake_s < max_wait_s:
+        return GateResult(name, value, limit, Verdict.WAITING, waiting)
+    if on_insufficient == "proceed":
+        return GateResult(name, value, limit, Verdict.PASS, f"proceeded without evidence: {detail}")
+    return GateResult(name, value, limit, Verdict.INSUFFICIENT, f"no evidence: {detail}")
+
+
+def check_gates(
+    stage: Stage,
+    metrics: StageMetrics,
+    baked_s: float,
+    *,
+    on_insufficient: OnInsufficient = "pause",
+    previous: Sequence[GateResult] = (),
+) -> list[GateResult]:
     """Evaluate a stage's gates (and its bake time) against ``metrics``.
 
-    Failure share and drift fail as soon as they are over their limit; the success share
-    passes once reached and fails only when every device has a verdict and it is short.
+    The failure share fails as soon as it is over its limit; the success share passes
+    once reached and fails only when every device has a verdict and it is short; drift
+    gates follow :func:`drift_gate` (``previous``: this stage's last results).
     """
     g = stage.gates
     m = metrics
@@ -629,10 +760,21 @@ def check_gates(stage: Stage, metrics: StageMetrics, baked_s: float) -> list[Gat
             Verdict.PASS if decided >= g.min_count else Verdict.WAITING,
         )
     )
-    if g.max_psi is not None:
-        out.append(_upper("psi", m.psi_max, g.max_psi))
-    if g.max_js is not None:
-        out.append(_upper("js", m.js_max, g.max_js))
+    before = {r.name: r for r in previous}
+    for name, limit in (("psi", g.max_psi), ("js", g.max_js)):
+        if limit is not None:
+            out.append(
+                drift_gate(
+                    name,
+                    limit,
+                    m.drift.get(name),
+                    baked_s=baked_s,
+                    bake_s=stage.bake_s,
+                    max_wait_s=g.max_evidence_wait_s,
+                    on_insufficient=on_insufficient,
+                    previous=before.get(name),
+                )
+            )
     if g.max_latency_ratio is not None:
         out.append(_upper("latency_ratio", m.latency_ratio, g.max_latency_ratio))
     if g.min_shadow_agreement is not None and stage.mode == "shadow":
@@ -924,13 +1066,27 @@ def evaluate(
     if r.state != RolloutState.RUNNING:
         return r, []
     started = r.stage_started_at if r.stage_started_at is not None else now
-    results = check_gates(r.current_stage, metrics, max(0.0, now - started))
+    results = check_gates(
+        r.current_stage,
+        metrics,
+        max(0.0, now - started),
+        on_insufficient=r.spec.on_insufficient,
+        previous=r.gates,
+    )
     r = replace(r, gates=tuple(results))
     failing = [g for g in results if g.verdict == Verdict.FAIL]
+    lacking = [g for g in results if g.verdict == Verdict.INSUFFICIENT]
+    if lacking and not failing:
+        reason = "not enough evidence: " + "; ".join(f"{g.name} {g.detail}" for g in lacking)
+        if r.spec.on_insufficient == "rollback" and r.spec.previous_version is not None:
+            return _rollback(r, now, reason)
+        moved = _move(r, now, RolloutState.PAUSED, reason)
+        return moved, [Notify(f"rollout {r.spec.id}: paused, {reason}")]
     if failing:
         reasons = [p.reason for p in cohort_progress.values() if p.reason][:3]
         reason = "gate failed: " + ", ".join(
-            f"{g.name}={g.value} (limit {g.limit})" for g in failing
+            f"{g.name}={g.value} (limit {g.limit})" + (f" [{g.detail}]" if g.detail else "")
+            for g in failing
         )
         if reasons:
             reason += "; e.g. " + "; ".join(reasons)
@@ -970,7 +1126,7 @@ def resume(r: Rollout, now: float, reason: str = "operator") -> tuple[Rollout, l
         RolloutError: the rollout is not paused.
     """
     _require(r, "resume", {RolloutState.PAUSED})
-    moved = _move(r, now, RolloutState.RUNNING, reason, stage_started_at=now)
+    moved = _move(r, now, RolloutState.RUNNING, reason, stage_started_at=now, gates=())
     return moved, [Notify(f"rollout {r.spec.id}: resumed at stage {r.stage + 1} ({reason})")]
 
 

@@ -21,7 +21,7 @@ from edge_agent.errors import EdgeFleetError
 from edge_agent.messages import State
 from hub.audit import AuditLog
 from hub.directives import DirectivePublisher, DirectiveSigner
-from hub.drift import drift_report
+from hub.drift import drift_decision, drift_report
 from hub.registry import Registry
 from hub.rollout import (
     Action,
@@ -35,6 +35,7 @@ from hub.rollout import (
     StageMetrics,
     abort,
     cohort,
+    drift_gate_thresholds,
     ensure_no_conflicts,
     evaluate,
     new_rollout,
@@ -209,23 +210,24 @@ class RolloutRunner:
         windows = self.store.merged_windows(
             spec.model, spec.target_version, role, devices=list(members), since=since
         )
-        psi = js = ratio = agreement = None
+        ratio = agreement = None
+        drift = {}
+        gate_rules = drift_gate_thresholds(stage.gates)
+        if gate_rules:
+            reference = self.registry.reference(spec.model, spec.target_version)
+            floor = max(1, stage.gates.min_predictions)  # predictions, not devices
+            drift = {
+                name: drift_decision(reference, windows, thresholds=rule, min_count=floor)
+                for name, rule in gate_rules.items()
+            }
         if windows:
-            report = drift_report(
-                self.registry.reference(spec.model, spec.target_version),
-                windows,
-                min_count=stage.gates.min_count,
-            )
-            scores = [f for f in report.features if f.psi is not None]
-            if scores:
-                psi = max(f.psi for f in scores if f.psi is not None)
-                js = max((f.js for f in scores if f.js is not None), default=None)
+            report = drift_report(self.registry.reference(spec.model, spec.target_version), windows)
             agreement = report.agreement
             if spec.previous_version is not None:
                 p95 = report.latency_ms.get("p95") if report.latency_ms else None
                 ratio = self._latency_ratio(p95, spec, since)
         return StageMetrics.from_progress(
-            progress_map, psi_max=psi, js_max=js, latency_ratio=ratio, shadow_agreement=agreement
+            progress_map, drift=drift, latency_ratio=ratio, shadow_agreement=agreement
         )
 
     def _latency_ratio(

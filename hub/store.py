@@ -170,6 +170,54 @@ def _m0005(db: Database) -> None:
         db.execute("ALTER TABLE enrollments ADD COLUMN directive_cleared_at REAL")
 
 
+#: Windows longer than this (coarsened by a device's outbox; a device closes one every
+#: 60 s by default) are found by their end in a small partial index; shorter ones by
+#: their start, from ``since - LONG_WINDOW_S``.
+LONG_WINDOW_S: Final = 300
+#: Length of a fleet minute bucket (seconds).
+MINUTE_S: Final = 60
+
+
+@MIGRATIONS(name="0006_windows_long_span")
+def _m0006(db: Database) -> None:
+    # Exact `since` queries need the windows that start before `since`'s hour and end
+    # after `since`: short ones start at most LONG_WINDOW_S before it (start index),
+    # long ones (rare: coarsened by an outbox) are in this partial index by their end.
+    db.execute(
+        'CREATE INDEX IF NOT EXISTS windows_long_span ON windows (model, version, role, "end")'
+        f' WHERE "end" - start > {LONG_WINDOW_S}'
+    )
+
+
+@MIGRATIONS(name="0007_fleet_minute_rollups")
+def _m0007(db: Database) -> None:
+    # Per (model, version, role, minute): the fleet-wide merge of the windows that start
+    # in that minute, so an exact `since` inside an hour reads at most a minute of
+    # stored windows. Minutes whose windows changed are marked at ingest.
+    db.execute(
+        "CREATE TABLE rollups_minute ("
+        " model TEXT NOT NULL, version INTEGER NOT NULL, role TEXT NOT NULL,"
+        " minute INTEGER NOT NULL, n INTEGER NOT NULL, windows INTEGER NOT NULL,"
+        " payload TEXT NOT NULL, PRIMARY KEY (model, version, role, minute))"
+    )
+    db.execute(
+        "CREATE TABLE rollup_minute_dirty ("
+        " model TEXT NOT NULL, version INTEGER NOT NULL, role TEXT NOT NULL,"
+        " minute INTEGER NOT NULL, PRIMARY KEY (model, version, role, minute))"
+    )
+    for shift in (0, 1):  # as in 0003: SQL's division may round across a boundary
+        db.execute(
+            "INSERT OR IGNORE INTO rollup_minute_dirty SELECT DISTINCT model, version, role,"
+            " CAST(start / ? AS INTEGER) - ? FROM windows",
+            [MINUTE_S, shift],
+        )
+
+
+def minute_of(start: float) -> int:
+    """The fleet minute bucket of a window that starts at ``start`` (floor, as hour_of)."""
+    return int(start // MINUTE_S)
+
+
 class Outcome(Enum):
     """What :meth:`Store.store_metrics_batch` did with one message."""
 
@@ -309,6 +357,7 @@ class Store(LockedDatabase):
                 outcomes = tuple(_store_message(batch, epochs.to_hub(m)) for m in messages)
                 batch.flush()
                 conn.executemany(_MARK_DIRTY, batch.dirty)
+                conn.executemany(_MARK_MINUTE_DIRTY, batch.minutes)
                 touched = dict.fromkeys(m.device_id for m in messages)
                 contiguous = {d: batch.advance(d, self._contiguous.get(d)) for d in touched}
                 conn.executemany(_SET_CONTIGUOUS, batch.marks)
@@ -362,9 +411,10 @@ class Store(LockedDatabase):
 
     def roll_up(self, max_buckets: int = 500) -> int:
         """Recompute up to ``max_buckets`` changed hour buckets from the stored windows,
-        then the fleet-wide buckets they belong to; returns how many device buckets
-        were done (0: all roll-ups are current). Each call is one short transaction, so
-        the ingest is never held up for long: call it until it returns 0.
+        then the fleet-wide buckets they belong to, and, within the same budget of
+        ``max_buckets``, changed fleet minute buckets; returns how many device-hour and
+        minute buckets were done (0: all roll-ups are current). Each call is one short
+        transaction, so the ingest is never held up for long: call it until it returns 0.
 
         Raises:
             StoreError: SQLite failed, a stored payload is invalid, or closed.
@@ -385,7 +435,18 @@ class Store(LockedDatabase):
                 " AND device_id = ? AND hour = ?",
                 keys,
             )
-        return len(keys)
+            minutes = conn.execute(
+                "SELECT model, version, role, minute FROM rollup_minute_dirty LIMIT ?",
+                (max(0, max_buckets - len(keys)),),
+            ).fetchall()
+            for key in minutes:
+                _roll_minute(conn, *key)
+            conn.executemany(
+                "DELETE FROM rollup_minute_dirty WHERE model = ? AND version = ? AND role = ?"
+                " AND minute = ?",
+                minutes,
+            )
+        return len(keys) + len(minutes)
 
     def merged_windows(
         self,
@@ -397,9 +458,11 @@ class Store(LockedDatabase):
     ) -> list[MetricsWindow]:
         """What :meth:`windows_for` returns for the fleet (``devices`` None) or the given
         devices, merged into a few windows whose merge is the same (up to floating-point
-        rounding of means and M2): hourly roll-ups for whole hours, and the stored
-        windows of the hour ``since`` falls in. Changed buckets are rolled up first, so
-        nothing is stale.
+        rounding of means and M2): hourly roll-ups for whole hours, for the fleet the
+        minute roll-ups for the whole minutes before the first whole hour, and the
+        stored windows that start before those and end at or after ``since`` (exact:
+        ``since`` is never rounded; see :func:`_edge_rows`). Changed buckets are rolled
+        up first, so nothing is stale.
 
         Raises:
             StoreError: SQLite failed, a stored payload is invalid, or closed.
@@ -419,18 +482,16 @@ class Store(LockedDatabase):
                 lowest = -(2**62) if first_hour is None else first_hour
                 rows += conn.execute(sql, (model, version, role, device_id, lowest)).fetchall()
             if since is not None and first_hour is not None:
-                edge = (
-                    "SELECT payload FROM windows WHERE model = ? AND version = ? AND role = ?"
-                    ' AND "end" >= ? AND start < ?'
-                )
-                params: tuple[Any, ...] = (model, version, role, since, first_hour * HOUR_S)
-                if devices is None:
-                    rows += conn.execute(edge, params).fetchall()
-                else:
-                    for device_id in devices:
-                        rows += conn.execute(
-                            edge + " AND device_id = ?", (*params, device_id)
-                        ).fetchall()
+                before = first_hour * HOUR_S
+                if devices is None:  # the fleet: whole minutes from the minute roll-ups
+                    first_minute = minute_of(since) + (since % MINUTE_S > 0)
+                    before = min(before, first_minute * MINUTE_S)
+                    rows += conn.execute(
+                        "SELECT payload FROM rollups_minute WHERE model = ? AND version = ?"
+                        " AND role = ? AND minute >= ? AND minute < ?",
+                        (model, version, role, first_minute, first_hour * (HOUR_S // MINUTE_S)),
+                    ).fetchall()
+                rows += _edge_rows(conn, model, version, role, devices, since, before)
         if not rows:
             return out
         try:
@@ -688,6 +749,9 @@ _MARK_DIRTY: Final = (
     "INSERT OR IGNORE INTO rollup_dirty (model, version, role, device_id, hour)"
     " VALUES (?, ?, ?, ?, ?)"
 )
+_MARK_MINUTE_DIRTY: Final = (
+    "INSERT OR IGNORE INTO rollup_minute_dirty (model, version, role, minute) VALUES (?, ?, ?, ?)"
+)
 _SET_CONTIGUOUS: Final = (
     "INSERT INTO device_seqs (device_id, contiguous) VALUES (?, ?)"
     " ON CONFLICT (device_id) DO UPDATE SET contiguous = excluded.contiguous"
@@ -713,6 +777,7 @@ class _Batch:
     tops: dict[str, int] = field(default_factory=dict)
     before: dict[str, int] = field(default_factory=dict)
     dirty: set[tuple[str, int, str, str, int]] = field(default_factory=set)
+    minutes: set[tuple[str, int, str, int]] = field(default_factory=set)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     appended: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     irregular: set[str] = field(default_factory=set)
@@ -816,13 +881,18 @@ def _store_message(batch: _Batch, m: MetricsMessage) -> Outcome:
         except (ValueError, ValidationError) as exc:
             log.warning("store: %s [%d, %d] rejected: %s", dev, lo, hi, exc)
             return Outcome.REJECTED
+        replaced = conn.execute(
+            "SELECT model, version, role, start FROM windows"
+            " WHERE device_id = ? AND seq_lo BETWEEN ? AND ?",
+            (dev, lo, hi),
+        ).fetchall()
         batch.dirty.update(
             (str(model), int(version), str(role), dev, hour_of(float(start)))
-            for model, version, role, start in conn.execute(
-                "SELECT model, version, role, start FROM windows"
-                " WHERE device_id = ? AND seq_lo BETWEEN ? AND ?",
-                (dev, lo, hi),
-            )
+            for model, version, role, start in replaced
+        )
+        batch.minutes.update(
+            (str(model), int(version), str(role), minute_of(float(start)))
+            for model, version, role, start in replaced
         )
         conn.execute(
             "DELETE FROM windows WHERE device_id = ? AND seq_lo BETWEEN ? AND ?", (dev, lo, hi)
@@ -836,6 +906,9 @@ def _insert(batch: _Batch, m: MetricsMessage) -> Outcome:
     batch.rows += [_window_row(dev, lo, hi, w) for w in m.windows]
     batch.dirty.update(
         (w.model_name, w.model_version, w.role, dev, hour_of(w.start)) for w in m.windows
+    )
+    batch.minutes.update(
+        (w.model_name, w.model_version, w.role, minute_of(w.start)) for w in m.windows
     )
     batch.tops[dev] = max(batch.tops.get(dev, 0), hi)
     return Outcome.STORED
@@ -910,6 +983,38 @@ class _Epochs:
         return epoch, max(0, contiguous - base)
 
 
+def _edge_rows(
+    conn: sqlite3.Connection,
+    model: str,
+    version: int,
+    role: str,
+    devices: Sequence[str] | None,
+    since: float,
+    before: float,
+) -> list[Any]:
+    """Payloads of the windows that start before ``before`` (the first whole hour) and
+    end at or after ``since``: short windows by the start index (they start at most
+    :data:`LONG_WINDOW_S` before ``since``), long ones by the partial end index."""
+    # The span bound is a literal (an int constant), not a parameter: SQLite uses a
+    # partial index only when the query's WHERE visibly implies the index's.
+    short = (
+        "SELECT payload FROM windows WHERE model = ? AND version = ? AND role = ?"  # noqa: S608
+        f' AND start >= ? AND start < ? AND "end" >= ? AND "end" - start <= {LONG_WINDOW_S}'
+    )
+    long = (
+        "SELECT payload FROM windows WHERE model = ? AND version = ? AND role = ?"  # noqa: S608
+        f' AND "end" >= ? AND start < ? AND "end" - start > {LONG_WINDOW_S}'
+    )
+    short_args = (model, version, role, since - LONG_WINDOW_S, before, since)
+    long_args = (model, version, role, since, before)
+    rows: list[Any] = []
+    for device_id in [None] if devices is None else devices:
+        extra, more = ("", ()) if device_id is None else (" AND device_id = ?", (device_id,))
+        rows += conn.execute(short + extra, (*short_args, *more)).fetchall()
+        rows += conn.execute(long + extra, (*long_args, *more)).fetchall()
+    return rows
+
+
 def _roll_bucket(
     conn: sqlite3.Connection, model: str, version: int, role: str, device_id: str, hour: int
 ) -> None:
@@ -920,6 +1025,31 @@ def _roll_bucket(
         (device_id, model, version, role, hour * HOUR_S, (hour + 1) * HOUR_S),
     ).fetchall()
     _put_rollup(conn, (model, version, role, device_id, hour), [r[0] for r in rows])
+
+
+def _roll_minute(
+    conn: sqlite3.Connection, model: str, version: int, role: str, minute: int
+) -> None:
+    """Recompute one fleet minute bucket from the stored windows starting in it."""
+    rows = conn.execute(
+        "SELECT payload FROM windows WHERE model = ? AND version = ? AND role = ?"
+        " AND start >= ? AND start < ?",
+        (model, version, role, minute * MINUTE_S, (minute + 1) * MINUTE_S),
+    ).fetchall()
+    key = (model, version, role, minute)
+    if not rows:
+        conn.execute(
+            "DELETE FROM rollups_minute WHERE model = ? AND version = ? AND role = ?"
+            " AND minute = ?",
+            key,
+        )
+        return
+    merged = merge_documents(largest_mergeable([orjson.loads(r[0]) for r in rows]))
+    conn.execute(
+        "INSERT OR REPLACE INTO rollups_minute (model, version, role, minute, n, windows,"
+        " payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (*key, merged["n"], len(rows), orjson.dumps(merged).decode()),
+    )
 
 
 def _roll_fleet_bucket(

@@ -186,8 +186,20 @@ def test_metric_value_from_report() -> None:
     assert metric_value(rule(metric="nan_rate_max"), report) == 0.0
     assert metric_value(rule(metric="latency_p95_ms"), report) is not None
     assert metric_value(rule(), None) is None
+    assert metric_value(rule(metric="drift"), report) == 1.0
+    assert metric_value(rule(metric="drifted_features"), report) == len(report.decision.drifted)
     small = drift_report(REF, [window(0, 60)], min_count=10_000)
-    assert metric_value(rule(), small) is None  # below the minimum count: not reported
+    for metric in ("psi_max", "js_max", "drift", "drifted_features", "drifted_share"):
+        # below the evidence needed: no value, so nothing fires (or resolves) on a guess
+        assert metric_value(rule(metric=metric), small) is None, metric
+
+
+def test_drift_metric_is_zero_on_stable_data_with_enough_evidence() -> None:
+    windows = [window(60.0 * i, 60.0 * i + 60, seed=i) for i in range(8)]  # 4,000 stable
+    report = drift_report(REF, windows)
+    assert report.decision.verdict in ("none", "minor"), report.decision.describe()
+    assert metric_value(rule(metric="drift"), report) == 0.0
+    assert metric_value(rule(metric="drifted_features"), report) == 0.0
 
 
 # --- the alerter, against a real store and a real webhook ------------------------------
@@ -266,15 +278,22 @@ def test_sustained_drift_fires_one_webhook_then_resolves(store: Store, hook: Hoo
     assert body["value"] > 0.25
     assert body["scope"]["model"] == "m"
     assert body["scope"]["version"] == 1
+    assert body["drift"]["verdict"] in ("drift", "major")  # the evidence behind the value
+    assert "chi2" in body["drift"]["detail"]
 
-    # The drifted window falls out of the last 600 s; an undrifted one remains.
+    # The drifted window falls out of the last 600 s; an undrifted one remains, too
+    # small to say "no drift" (500 of 532 predictions): the alert neither resolves nor
+    # fires on a guess. A second one gives the evidence.
     hook.delivered.clear()
     store_window(store, "d1", 2, window(1800, 1860))
-    [resolved] = alerter.tick(1900)
+    assert alerter.tick(1900) == [] and alerter.state("psi-high").firing
+    store_window(store, "d2", 1, window(1840, 1900, seed=2))
+    [resolved] = alerter.tick(1960)
     assert hook.delivered.wait(5)
     assert resolved.state == "resolved"
     assert [b["state"] for b in hook.bodies] == ["firing", "resolved"]
     assert hook.bodies[1]["value"] < 0.25
+    assert hook.bodies[1]["drift"]["verdict"] in ("none", "minor")
 
     rows = (
         sqlite3.connect(store.path)
@@ -283,7 +302,7 @@ def test_sustained_drift_fires_one_webhook_then_resolves(store: Store, hook: Hoo
     )
     assert [(r[1], r[2], r[4], r[5]) for r in rows] == [
         ("psi-high", "firing", 1200.0, "delivered"),
-        ("psi-high", "resolved", 1900.0, "delivered"),
+        ("psi-high", "resolved", 1960.0, "delivered"),
     ]
     assert [a.state for a in alerter.alerts()] == ["resolved", "firing"]
     alerter.close()

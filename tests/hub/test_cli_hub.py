@@ -104,3 +104,40 @@ def test_hub_tls_refuses_a_bad_host_and_writes_nothing(tmp_path):
     result = run("hub", "tls", "--out", str(tmp_path / "tls"), "--host", "bad host!")
     assert result.exit_code == 1 and "neither an IP address nor a DNS name" in result.stderr
     assert not (tmp_path / "tls").exists()
+
+
+def test_model_drift_prints_each_verdict_with_its_evidence():
+    import numpy as np
+
+    from hub.cli import drift_lines
+    from hub.drift import drift_decision, drift_report
+    from tests.hub.test_drift import REF, device_window
+
+    x = np.random.default_rng(1).normal(size=(3000, 3))
+    x[:, 0] += 1.0
+    report = drift_report(REF, [device_window(x)])
+    answer = {
+        "model": "m",
+        "version": 1,
+        "since": None,
+        "n": report.n,
+        "decision": report.decision.to_json(),
+        "report": report.to_json(),
+    }
+    lines = drift_lines(answer)
+    assert lines[0].startswith("drift    m v1: 3000 predictions; major: f0 chi2")
+    assert "alpha 0.01 family-wise (Holm)" in lines[1] and "PSI >= 0.1 or JS >= 0.1" in lines[1]
+    f0 = next(line for line in lines[2:] if " f0 " in line)
+    assert f0.startswith("major") and "n 3000 of" in f0 and "chi2" in f0 and " df " in f0
+    f2 = next(line for line in lines[2:] if " f2 " in line)
+    assert f2.split()[0] in ("none", "minor")
+    empty = {
+        "model": "m",
+        "version": 1,
+        "since": 5.0,
+        "n": 0,
+        "decision": drift_decision(REF, []).to_json(),
+        "report": None,
+    }
+    (line,) = drift_lines(empty)
+    assert "since 5" in line and "waiting for evidence: 0 of " in line

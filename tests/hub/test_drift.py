@@ -25,6 +25,7 @@ from hub.drift import (
     mean_from_histogram,
     merge_all,
     merge_by_key,
+    pool_bins,
     psi,
 )
 
@@ -218,21 +219,78 @@ def test_shift_of_one_feature_is_flagged_on_that_feature_only() -> None:
         assert not by_name[name].drifted and by_name[name].verdict == "none"
     assert report.drifted_share == pytest.approx(1 / 3)
     assert report.dataset_drift is False
-    js_report = drift_report(REF, windows, thresholds=DriftThresholds(method="js"))
+    js_report = drift_report(REF, windows, thresholds=DriftThresholds(psi=None, js=0.1))
     assert [f.drifted for f in js_report.features] == [False, True, False]
+    # Significant but below an effect worth acting on: minor, not drift.
+    strict = drift_report(REF, windows, thresholds=DriftThresholds(psi=5.0, js=None))
+    f1 = {f.name: f for f in strict.features}["f1"]
+    assert f1.verdict == "minor" and not f1.drifted and not f1.effect_reached
+    assert f1.p_adjusted is not None and f1.p_adjusted <= strict.thresholds.alpha
+    assert report.decision.verdict == "major"
+    assert report.decision.drifted[0] == "f1" and "f0" not in report.decision.drifted
 
 
-def test_below_min_count_nothing_is_reported() -> None:
+def test_verdict_carries_its_evidence() -> None:
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(3000, F))
+    x[:, 0] += 0.5
+    report = drift_report(REF, [device_window(x)])
+    f0 = report.features[0]
+    assert (f0.n, f0.m) == (3000, REF.n)
+    groups = len(pool_bins(REF.features[0].counts[:-1], 3000, DriftThresholds().min_expected))
+    assert f0.statistic is not None and f0.statistic > 0 and f0.df == groups - 1 >= 1
+    assert f0.p_value is not None and f0.p_adjusted is not None and f0.threshold is not None
+    assert f0.p_value <= f0.threshold and f0.p_adjusted <= f0.alpha == 0.01
+    assert f0.n_needed is not None and f0.n >= f0.n_needed
+    assert f0.verdict in ("drift", "major") and "chi2" in f0.reason and "Holm" in f0.reason
+    doc = f0.to_json()
+    for key in (
+        "n",
+        "m",
+        "statistic",
+        "df",
+        "p_value",
+        "p_adjusted",
+        "threshold",
+        "alpha",
+        "n_needed",
+        "psi",
+        "js",
+        "hellinger",
+        "effect_reached",
+        "verdict",
+        "reason",
+    ):
+        assert key in doc
+    assert report.to_json()["decision"]["verdict"] == report.decision.verdict
+
+
+def test_below_the_evidence_needed_the_verdict_is_insufficient_never_none() -> None:
     rng = np.random.default_rng(3)
-    windows = [device_window(rng.normal(size=(50, F)) + 3.0) for _ in range(3)]  # 150 < 200
-    report = drift_report(REF, windows, min_count=200)
+    windows = [device_window(rng.normal(size=(50, F))) for _ in range(3)]  # 150, stable
+    report = drift_report(REF, windows)
     for f in (*report.features, report.prediction, report.confidence):
-        assert (f.psi, f.js, f.hellinger) == (None, None, None)
-        assert f.verdict == "not_reported" and not f.drifted
+        assert f.verdict == "insufficient" and not f.drifted
+        assert f.n_needed is not None and f.n < f.n_needed
+        assert f"n {f.n} of {f.n_needed} needed" in f.reason
+        assert f.psi is not None  # the effect sizes are still shown, as evidence
     assert report.drifted_share is None and report.dataset_drift is None
+    assert report.decision.verdict == "insufficient"
+    assert report.decision.describe().startswith("waiting for evidence: ")
     assert report.n == 150
-    again = drift_report(REF, windows, min_count=150)
-    assert all(f.verdict != "not_reported" for f in again.features)
+
+
+def test_min_count_floor_keeps_even_strong_drift_untested() -> None:
+    rng = np.random.default_rng(3)
+    windows = [device_window(rng.normal(size=(50, F)) + 3.0) for _ in range(3)]  # 150
+    floored = drift_report(REF, windows, min_count=200)
+    assert all(f.statistic is None and f.verdict == "insufficient" for f in floored.features)
+    assert all(f.n_needed is not None and f.n_needed >= 200 for f in floored.features)
+    # Without the floor the test runs: a 3 sd shift is drift long before the evidence
+    # needed to say "none".
+    again = drift_report(REF, windows)
+    assert all(f.verdict == "major" for f in again.features)
+    assert all(f.n_needed is not None and f.n < f.n_needed for f in again.features)
 
 
 def test_nan_is_data_quality_not_drift() -> None:
@@ -329,3 +387,25 @@ def test_no_windows_or_mismatched_reference_refused() -> None:
 def test_compare_refuses_mismatched_layouts() -> None:
     with pytest.raises(DriftError):
         compare("x", [1, 2], [1, 2, 3])
+
+
+@pytest.mark.parametrize("bad", [[1, 2, -1], [1.0, float("nan"), 2.0], [1.0, float("inf"), 2.0]])
+def test_compare_refuses_negative_or_non_finite_counts(bad: list[float]) -> None:
+    with pytest.raises(DriftError, match="counts"):
+        compare("x", [5, 5, 5], bad)  # type: ignore[arg-type]
+
+
+def test_homogeneity_statistic_is_pearsons_on_the_pooled_table() -> None:
+    from hub.drift import homogeneity_test, pool_bins
+
+    ref, cur = [50, 30, 20], [10, 20, 30]
+    t = homogeneity_test(ref, cur, min_expected=1.0)
+    assert t is not None and t.df == 2
+    table = np.array([ref, cur], dtype=float)
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0) / table.sum()
+    assert t.statistic == pytest.approx(float(((table - expected) ** 2 / expected).sum()))
+    # pooling: groups close once min(n, m) * share >= min_expected; zero-mass bins join
+    assert pool_bins([0, 10, 10, 0, 10, 10, 0], 40, 15.0) == [[0, 1, 2], [3, 4, 5, 6]]
+    assert pool_bins([0, 10, 10, 0, 10, 10, 0], 40, 8.0) == [[0, 1], [2], [3, 4], [5, 6]]
+    assert pool_bins([10, 10], 5, 8.0) == [[0, 1]]  # nothing to test: one group
+    assert homogeneity_test([10, 10], [2, 3], 8.0) is None

@@ -16,6 +16,8 @@ import pytest
 from edge_agent.directive import Probation
 from edge_agent.errors import ValidationError
 from edge_agent.messages import Event, EventKind, ModelVersion, State
+from hub.drift import DriftSummary, FeatureDrift
+from hub.drift import Verdict as DriftVerdict
 from hub.rollout import (
     Action,
     DeviceProgress,
@@ -76,9 +78,38 @@ def make_spec(**kw: Any) -> RolloutSpec:
     return RolloutSpec(**args)
 
 
+def summary(
+    verdict: DriftVerdict = "none",
+    *,
+    psi: float = 0.05,
+    n: int = 1000,
+    n_needed: int | None = 500,
+    p_adjusted: float = 0.5,
+) -> DriftSummary:
+    """What hub.drift decides on a cohort's windows (its one verdict and evidence)."""
+    drifted = verdict in ("drift", "major")
+    worst = FeatureDrift(
+        "f0",
+        n,
+        psi,
+        psi / 2,
+        psi / 3,
+        drifted,
+        verdict,
+        m=1000,
+        p_adjusted=p_adjusted,
+        n_needed=n_needed,
+    )
+    return DriftSummary(verdict, n, n_needed, ("f0",) if drifted else (), worst)
+
+
+def drift_of(verdict: DriftVerdict = "none", **kw: Any) -> dict[str, DriftSummary]:
+    return {"psi": summary(verdict, **kw), "js": summary(verdict, **kw)}
+
+
 def healthy(members: Collection[str], **kw: Any) -> tuple[dict[str, DeviceProgress], StageMetrics]:
     prog = {d: DeviceProgress(DeviceStatus.PASSED) for d in members}
-    values: dict[str, Any] = {"psi_max": 0.05, "js_max": 0.01, "latency_ratio": 1.0}
+    values: dict[str, Any] = {"drift": drift_of("none"), "latency_ratio": 1.0}
     values.update(kw)
     return prog, StageMetrics.from_progress(prog, **values)
 
@@ -210,10 +241,13 @@ def test_offline_device_is_pending_then_stale_never_failed() -> None:
 def test_gate_results_report_value_limit_and_verdict() -> None:
     stage = Stage(share=0.1, bake_s=BAKE, gates=Gates(max_psi=0.2, max_js=0.1))
     prog = {"a": DeviceProgress(DeviceStatus.PASSED), "b": DeviceProgress(DeviceStatus.PENDING)}
-    m = StageMetrics.from_progress(prog, psi_max=0.1, latency_ratio=1.0)
+    m = StageMetrics.from_progress(prog, drift={"psi": summary(psi=0.1)}, latency_ratio=1.0)
     results = {g.name: g for g in check_gates(stage, m, 10.0)}
-    assert results["psi"].value == 0.1 and results["psi"].verdict == Verdict.PASS
-    assert results["js"].verdict == Verdict.WAITING
+    assert results["psi"].value == 0.1 and results["psi"].verdict == Verdict.WAITING
+    assert results["psi"].detail.startswith("baking")  # a drift gate decides after the bake
+    assert results["js"].verdict == Verdict.WAITING and results["js"].detail == "not measured yet"
+    after = {g.name: g for g in check_gates(stage, m, BAKE)}
+    assert after["psi"].verdict == Verdict.PASS and after["psi"].limit == 0.2
     assert results["success_share"].verdict == Verdict.WAITING
     assert results["failure_share"].verdict == Verdict.WAITING
     assert results["bake_s"].verdict == Verdict.WAITING
@@ -258,7 +292,7 @@ def test_failing_canary_pauses_under_pause_policy() -> None:
     members = cohort(r.spec, 0, devices)
     prog = {d: DeviceProgress(DeviceStatus.PASSED) for d in members}
     prog[members[0]] = DeviceProgress(DeviceStatus.FAILED, "failed: bad model")
-    m = StageMetrics.from_progress(prog, psi_max=0.0, latency_ratio=1.0)
+    m = StageMetrics.from_progress(prog, drift=drift_of("none"), latency_ratio=1.0)
     r2, actions = evaluate(r, T0 + 5, prog, m, devices=devices)
     assert r2.state == RolloutState.PAUSED
     assert not publishes(actions)
@@ -275,7 +309,7 @@ def test_failing_stage_rolls_back_every_touched_device_under_rollback_policy() -
     touched = cohort(r.spec, 1, devices)
     assert list(r.touched) == touched
     prog = {d: DeviceProgress(DeviceStatus.ROLLED_BACK, "probation") for d in touched[:20]}
-    m = StageMetrics(cohort=len(touched), failed=20, psi_max=0.0, latency_ratio=1.0)
+    m = StageMetrics(cohort=len(touched), failed=20, drift=drift_of("none"), latency_ratio=1.0)
     r2, actions = evaluate(r, T0 + BAKE + 5, prog, m, devices=devices)
     assert r2.state == RolloutState.ROLLED_BACK
     assert publishes(actions) == [PublishDirectives(tuple(touched), 2, "active", True)]
@@ -284,24 +318,90 @@ def test_failing_stage_rolls_back_every_touched_device_under_rollback_policy() -
 def test_rollback_policy_without_previous_version_pauses() -> None:
     devices = fleet(50)
     r, _ = started(make_spec(on_failure="rollback", previous_version=None), devices)
-    r2, actions = step(r, T0 + 1, devices, psi_max=0.9)
+    r2, actions = step(r, T0 + 1, devices, drift=drift_of("major", psi=0.9, p_adjusted=1e-30))
     assert r2.state == RolloutState.PAUSED and not publishes(actions)
 
 
-def test_drift_over_max_psi_in_canary_fails_the_gate() -> None:
+def test_overwhelming_drift_in_canary_fails_the_gate_during_the_bake() -> None:
     devices = fleet(400)
     r, _ = started(make_spec(), devices)
-    r2, _ = step(r, T0 + 1, devices, psi_max=0.35)
+    r2, _ = step(r, T0 + 1, devices, drift=drift_of("major", psi=0.35, p_adjusted=1e-12))
     assert r2.state == RolloutState.PAUSED
     psi = {g.name: g for g in r2.gates}["psi"]
     assert psi.verdict == Verdict.FAIL and psi.value == 0.35 and psi.limit == 0.2
-    assert "psi=0.35" in r2.history[-1].reason
+    assert "psi=0.35" in r2.history[-1].reason and "early" in psi.detail
+
+
+def test_significant_drift_fails_the_gate_at_the_end_of_the_bake_not_before() -> None:
+    devices = fleet(400)
+    r, _ = started(make_spec(), devices)
+    drifting = drift_of("drift", psi=0.3, p_adjusted=0.001)  # > alpha * 1e-3: not early
+    during, _ = step(r, T0 + BAKE - 1, devices, drift=drifting)
+    assert during.state == RolloutState.RUNNING
+    assert {g.name: g.verdict for g in during.gates}["psi"] == Verdict.WAITING
+    after, _ = step(during, T0 + BAKE, devices, drift=drifting)
+    assert after.state == RolloutState.PAUSED
+    assert {g.name: g.verdict for g in after.gates}["psi"] == Verdict.FAIL
+
+
+def test_drift_gate_never_fails_for_lack_of_evidence() -> None:
+    devices = fleet(400)
+    thin = drift_of("insufficient", n=100, n_needed=500)
+    for policy, end in (
+        ("pause", RolloutState.PAUSED),
+        ("rollback", RolloutState.ROLLED_BACK),
+        ("proceed", RolloutState.RUNNING),
+    ):
+        r, _ = started(make_spec(on_insufficient=policy), devices)
+        wait_s = r.current_stage.gates.max_evidence_wait_s
+        waiting, _ = step(r, T0 + BAKE + wait_s - 1, devices, drift=thin)
+        assert waiting.state == RolloutState.RUNNING and waiting.stage == 0
+        psi = {g.name: g for g in waiting.gates}["psi"]
+        assert psi.verdict == Verdict.WAITING
+        assert psi.detail == "waiting for evidence: 100 of 500 predictions"
+        done, _ = step(waiting, T0 + BAKE + wait_s, devices, drift=thin)
+        assert done.state == end, policy
+        assert all(g.verdict != Verdict.FAIL for g in done.gates)
+        if policy == "proceed":
+            assert done.stage == 1  # passed on, noting it
+        else:
+            assert "not enough evidence" in done.history[-1].reason
+            assert "100 of 500" in done.history[-1].reason
+
+
+def test_drift_gate_waits_for_evidence_even_when_drift_is_suspected() -> None:
+    devices = fleet(400)
+    r, _ = started(make_spec(), devices)
+    suspected = drift_of("drift", psi=0.3, n=100, n_needed=500, p_adjusted=0.001)
+    r2, _ = step(r, T0 + BAKE + 10, devices, drift=suspected)
+    assert r2.state == RolloutState.RUNNING
+    psi = {g.name: g for g in r2.gates}["psi"]
+    assert psi.verdict == Verdict.WAITING and "100 of 500" in psi.detail
+
+
+def test_drift_gate_looks_once_a_pass_is_kept_for_the_stage() -> None:
+    devices = fleet(400)
+    r, _ = started(make_spec(), devices)
+    members = cohort(r.spec, 0, devices)
+    prog = {d: DeviceProgress(DeviceStatus.PASSED) for d in members}
+    prog[members[0]] = DeviceProgress(DeviceStatus.ACTIVATED)  # success share still waiting
+    m = StageMetrics.from_progress(prog, drift=drift_of("none"), latency_ratio=1.0)
+    first, _ = evaluate(r, T0 + BAKE, prog, m, devices=devices)
+    assert {g.name: g.verdict for g in first.gates}["psi"] == Verdict.PASS
+    later = replace(m, drift=drift_of("drift", psi=0.3, p_adjusted=0.001))
+    second, _ = evaluate(first, T0 + BAKE + 5, prog, later, devices=devices)
+    assert second.state == RolloutState.RUNNING
+    assert {g.name: g.verdict for g in second.gates}["psi"] == Verdict.PASS
+    # a resumed stage bakes, and looks, again
+    paused, _ = pause(second, T0 + BAKE + 6)
+    resumed, _ = resume(paused, T0 + BAKE + 7)
+    assert resumed.gates == ()
 
 
 def test_missing_drift_measurement_waits() -> None:
     devices = fleet(400)
     r, _ = started(make_spec(), devices)
-    r2, _ = step(r, T0 + BAKE * 10, devices, psi_max=None)
+    r2, _ = step(r, T0 + BAKE * 10, devices, drift={})
     assert r2.state == RolloutState.RUNNING and r2.stage == 0
     assert {g.name: g.verdict for g in r2.gates}["psi"] == Verdict.WAITING
 
@@ -377,7 +477,7 @@ def test_late_enrolled_device_joins_by_the_same_rule() -> None:
     more.update(fleet(200, prefix="late"))
     joiners = sorted(set(cohort(spec, 0, more)) - set(cohort(spec, 0, devices)))
     assert joiners and all(d.startswith("late-") for d in joiners)
-    prog, m = healthy(cohort(spec, 0, devices), psi_max=0.0)
+    prog, m = healthy(cohort(spec, 0, devices))
     m = replace(m, cohort=m.cohort + len(joiners))  # joiners still pending
     r2, actions = evaluate(r, T0 + 1, prog, m, devices=more)
     assert publishes(actions) == [PublishDirectives(tuple(joiners), 3, "active", False)]
@@ -527,6 +627,10 @@ def _mutated(path: list[str | int], value: Any, delete: bool = False) -> dict[st
         (["selector", "device_ids"], ["ok", "a/b"], False, "not a valid name"),
         (["previous_version"], 3, False, "previous_version"),
         (["probation", "window_s"], "x", False, "expected float"),
+        (["on_insufficient"], "fail", False, "on_insufficient"),
+        (["stages", 0, "gates", "min_predictions"], -1, False, "min_predictions"),
+        (["stages", 0, "gates", "max_evidence_wait_s"], -5.0, False, "max_evidence_wait_s"),
+        (["stages", 0, "gates", "max_js"], 1.5, False, "max_js"),
     ],
 )
 def test_malformed_spec_refused(
@@ -535,6 +639,24 @@ def test_malformed_spec_refused(
     with pytest.raises(ValidationError, match=match) as info:
         RolloutSpec.from_json(_mutated(path, value, delete))
     assert "\n" not in str(info.value)
+
+
+def test_specs_and_rollouts_stored_before_the_evidence_fields_still_load() -> None:
+    doc = make_spec(on_insufficient="proceed").to_json()
+    del doc["on_insufficient"]
+    for stage in doc["stages"]:
+        del stage["gates"]["min_predictions"]
+        del stage["gates"]["max_evidence_wait_s"]
+    old = RolloutSpec.from_json(doc)
+    assert old.on_insufficient == "pause"
+    assert old.stages[0].gates == Gates(max_psi=0.2, max_latency_ratio=1.5)
+    devices = fleet(100)
+    r, _ = started(make_spec(), devices)
+    r, _ = step(r, T0 + 5, devices)
+    stored = r.to_json()
+    for g in stored["gates"]:
+        del g["detail"]
+    assert Rollout.from_json(stored).gates[0].detail == ""
 
 
 def test_rollout_json_round_trip() -> None:

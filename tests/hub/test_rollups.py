@@ -15,7 +15,7 @@ from edge_agent.errors import ValidationError
 from edge_agent.messages import MetricsMessage
 from edge_agent.monitor import MetricsWindow, merge_windows
 from hub.rollups import HOUR_S, hour_of, merge_documents
-from hub.store import Store
+from hub.store import LONG_WINDOW_S, Store
 from tests.hub.test_store import row, window
 
 
@@ -168,3 +168,79 @@ def test_windows_right_at_an_hour_boundary_are_rolled_up_exactly(tmp_path):
         for since in (None, boundary - 1e-7, boundary):
             raw = s.windows_for(device="a", since=since)
             assert_same(one(s.merged_windows("demo", 1, since=since)), merged(raw))
+
+
+@pytest.mark.parametrize("since", [3000.0, 5400.5, 7199.0, 9000.0, 10_799.0])
+def test_exact_since_counts_windows_that_started_hours_before_it(tmp_path, since):
+    """A device's outbox coarsened 150 minutes into one window (60 s .. 9,060 s): a query
+    from any second inside it counts it whole, as windows_for does; short windows are
+    counted from the second asked for, not from the start of its hour."""
+    with Store(tmp_path / "hub.db") as s:
+        s.store_metrics_batch([row("long", 1, 150)])
+        s.store_metrics_batch([row(d, q) for d in ("a", "b") for q in range(1, 181)])
+        for devices in (None, ["long"], ["a", "long"]):
+            got = s.merged_windows("demo", 1, devices=devices, since=since)
+            raw = [
+                w
+                for d in (devices or ["long", "a", "b"])
+                for w in s.windows_for(device=d, model="demo", version=1, since=since)
+            ]
+            if raw:
+                assert_same(one(got), merged(raw))
+            else:
+                assert got == []
+        if since <= 9060.0:
+            assert one(s.merged_windows("demo", 1, devices=["long"], since=since)).n == sum(
+                window(q).n for q in range(1, 151)
+            )
+
+
+def test_edge_queries_use_an_index_not_a_scan_of_every_window(store):
+    """The partial-hour part of an exact query reads a bounded range of an index, never
+    every stored window (the fleet's whole history)."""
+    conn = sqlite3.connect(store.path)
+    since, before = 5400.5, 5460.0
+    short = (
+        "EXPLAIN QUERY PLAN SELECT payload FROM windows WHERE model = ? AND version = ?"
+        ' AND role = ? AND start >= ? AND start < ? AND "end" >= ? AND "end" - start <= '
+        f"{LONG_WINDOW_S}"
+    )
+    long = (
+        "EXPLAIN QUERY PLAN SELECT payload FROM windows WHERE model = ? AND version = ?"
+        f' AND role = ? AND "end" >= ? AND start < ? AND "end" - start > {LONG_WINDOW_S}'
+    )
+    plans = [
+        " ".join(str(r[-1]) for r in conn.execute(q, args).fetchall())
+        for q, args in (
+            (short, ("demo", 1, "active", since - LONG_WINDOW_S, before, since)),
+            (long, ("demo", 1, "active", since, before)),
+        )
+    ]
+    assert (
+        "USING INDEX windows_model_start (model=? AND version=? AND start>? AND start<?)"
+        in (plans[0])
+    ), plans[0]
+    assert "windows_long_span" in plans[1], plans[1]
+    assert all("SCAN" not in p for p in plans), plans
+
+
+def test_fleet_minute_buckets_stay_exact_after_late_and_compacted_windows(tmp_path):
+    """A fleet query from inside an hour reads whole minutes from the minute roll-ups; a
+    late window, a new device and a compacted range replacing stored windows (their
+    minutes change) are all counted exactly once."""
+    with Store(tmp_path / "hub.db") as s:
+        # device a sent windows 67 and 68 but not 69 and 70 before compacting 67..70
+        s.store_metrics_batch([row("b", q) for q in range(1, 121)])
+        s.store_metrics_batch([row("a", q) for q in (*range(1, 69), *range(71, 121))])
+        since = 4000.5  # minute 66 and a half
+        assert_same(
+            one(s.merged_windows("demo", 1, since=since)),
+            merged([w for d in "ab" for w in s.windows_for(device=d, since=since)]),
+        )
+        (stored,) = s.store_metrics_batch([row("a", 67, 70)]).outcomes  # replaces 67, 68
+        assert stored.value == "stored"
+        s.store_metrics_batch([row("a", 121), row("c", 80)])  # late, and a new device
+        raw = [w for d in "abc" for w in s.windows_for(device=d, since=since)]
+        assert_same(one(s.merged_windows("demo", 1, since=since)), merged(raw))
+        minutes = sqlite3.connect(s.path).execute("SELECT COUNT(*) FROM rollups_minute")
+        assert minutes.fetchone()[0] > 0

@@ -237,16 +237,17 @@ def test_fleet_drift_of_a_version_from_agent_windows(
             f"{api}/v1/models/pump/versions/1/drift", headers=auth, params={"tag": "site-b"}
         ).json()
         assert other["n"] == 0 and other["report"] is None
-        # 'since' after the window: a fleet query starts at the hour's roll-up (and says
-        # so), unless asked to be exact; one device's query is always exact.
+        # 'since' after the window: queries answer the window asked for (exact by
+        # default); exact=false starts a fleet query at the hour's roll-up (and says so).
         now = time.time()
         end = hub_service.store.merged_windows("pump", 1)[0].end
         drift = f"{api}/v1/models/pump/versions/1/drift"
         fleet = httpx.get(drift, headers=auth, params={"since": now}).json()
-        assert fleet["since"] == hour_of(now) * HOUR_S
-        assert fleet["n"] == (300 if end >= fleet["since"] else 0)
-        exact = httpx.get(drift, headers=auth, params={"since": now, "exact": True}).json()
-        assert (exact["since"], exact["n"]) == (now, 0)
+        assert (fleet["since"], fleet["n"]) == (now, 0)
+        assert fleet["decision"]["verdict"] == "insufficient"  # no data: said, not silent
+        aligned = httpx.get(drift, headers=auth, params={"since": now, "exact": False}).json()
+        assert aligned["since"] == hour_of(now) * HOUR_S
+        assert aligned["n"] == (300 if end >= aligned["since"] else 0)
         device = httpx.get(drift, headers=auth, params={"since": now, "device": config.device_id})
         assert (device.json()["since"], device.json()["n"]) == (now, 0)
     finally:

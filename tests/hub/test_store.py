@@ -93,6 +93,8 @@ def test_migrations_are_recorded_and_not_reapplied(tmp_path):
         "0003_hourly_rollups",
         "0004_drop_windows_device_lo",
         "0005_enrollments",
+        "0006_windows_long_span",
+        "0007_fleet_minute_rollups",
     ]
     with Store(path) as s:
         assert s.migrations() == names
