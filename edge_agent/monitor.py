@@ -94,6 +94,9 @@ LATENCY_EDGES_MS: Final[tuple[float, ...]] = (
 MOMENT_LIMIT: Final = 1e100
 #: At most this many distinct error kinds in one window.
 MAX_ERROR_KINDS: Final = 64
+#: Error kinds whose rows are also predictions (counted in ``n``): a rate over
+#: attempts adds only the other kinds to ``n``.
+ERRORS_IN_N: Final = frozenset({"nan_output"})
 
 _LATENCY_EDGES: Final = np.asarray(LATENCY_EDGES_MS, dtype=np.float64)
 _WINDOW_FIELDS: Final = {

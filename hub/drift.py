@@ -42,7 +42,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.monitor import LATENCY_EDGES_MS, MetricsWindow, merge_windows
+from edge_agent.monitor import ERRORS_IN_N, LATENCY_EDGES_MS, MetricsWindow, merge_windows
 from edge_agent.reference import ReferenceStats
 from hub.accuracy import AccuracyEstimate, estimate_accuracy, reference_estimate
 from hub.errors import HubError
@@ -731,7 +731,8 @@ class DriftReport:
     - ``drifted_share``: drifted / decided features (None when none is decided);
       ``dataset_drift``: ``drifted_share >= thresholds.dataset_share`` (None likewise).
     - ``error_rates``: per error kind, errors / attempts, attempts being predictions
-      plus errors (a failed invocation is not counted as a prediction).
+      plus the errors that are not predictions (a failed invocation or a refused row;
+      a NaN output is in ``n`` already, see ``ERRORS_IN_N``).
     - ``latency_ms``: p50/p95/p99 estimated from the latency histogram (see
       :func:`histogram_quantile`); None when no invocation was timed.
     - ``accuracy``: the label-free accuracy estimate with its interval, or why there is
@@ -960,7 +961,8 @@ def drift_report(
         )
         for fr, fw in zip(reference.features, merged.features, strict=True)
     )
-    attempts = n + sum(merged.errors.values())
+    # A NaN output is a prediction too (in n): only the other errors add attempts.
+    attempts = n + sum(v for k, v in merged.errors.items() if k not in ERRORS_IN_N)
     errors = {k: v / attempts for k, v in merged.errors.items()} if attempts else {}
     estimates = {
         label: histogram_quantile(LATENCY_EDGES_MS, merged.latency, q) for label, q in _PERCENTILES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -409,3 +410,14 @@ def test_homogeneity_statistic_is_pearsons_on_the_pooled_table() -> None:
     assert pool_bins([0, 10, 10, 0, 10, 10, 0], 40, 8.0) == [[0, 1], [2], [3, 4], [5, 6]]
     assert pool_bins([10, 10], 5, 8.0) == [[0, 1]]  # nothing to test: one group
     assert homogeneity_test([10, 10], [2, 3], 8.0) is None
+
+
+def test_nan_outputs_are_not_counted_twice_in_error_rates():
+    """A NaN output is a prediction (in n) and an error: the rate's denominator is the
+    predictions plus only the errors that are not predictions."""
+    x = np.random.default_rng(4).normal(size=(100, 3))
+    w = device_window(x)
+    w = dataclasses.replace(w, errors={"nan_output": 10, "invoke_error": 5})
+    report = drift_report(REF, [w])
+    assert report.error_rates["nan_output"] == pytest.approx(10 / 105)
+    assert report.error_rates["invoke_error"] == pytest.approx(5 / 105)
