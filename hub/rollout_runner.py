@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from edge_agent.directive import ModelRef
@@ -26,6 +27,7 @@ from hub.registry import Registry
 from hub.rollout import (
     Action,
     DeviceProgress,
+    GateResult,
     Notify,
     PublishDirectives,
     Rollout,
@@ -33,6 +35,8 @@ from hub.rollout import (
     RolloutSpec,
     RolloutStore,
     StageMetrics,
+    StoredRollout,
+    Verdict,
     abort,
     cohort,
     drift_gate_thresholds,
@@ -134,8 +138,23 @@ class RolloutRunner:
                     if new != r:
                         self._carry_out(new, actions)
                         self.rollouts.save(new, stored.version)
-                except (EdgeFleetError, OSError) as exc:
-                    log.error("rollout %s: %s", stored.rollout.spec.id, exc)
+                except Exception as exc:  # one rollout's failure must not stop the others
+                    self._cannot_evaluate(stored, exc)
+
+    def _cannot_evaluate(self, stored: StoredRollout, exc: Exception) -> None:
+        """Say in the rollout's gate status why it could not be evaluated (logged once
+        per distinct reason); the rollout waits, and the next tick tries again."""
+        r = stored.rollout
+        reason = " ".join(f"cannot evaluate: {exc}".split()) or type(exc).__name__
+        status = (GateResult("evaluation", None, None, Verdict.WAITING, reason),)
+        if r.gates == status:
+            return
+        unexpected = not isinstance(exc, EdgeFleetError | OSError)
+        log.error("rollout %s: %s", r.spec.id, reason, exc_info=unexpected)
+        try:
+            self.rollouts.save(replace(r, gates=status), stored.version)
+        except (EdgeFleetError, OSError) as save_exc:
+            log.error("rollout %s: status not saved: %s", r.spec.id, save_exc)
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block until ``predicate()`` holds, re-checked after every tick; False on timeout."""

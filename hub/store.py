@@ -54,7 +54,7 @@ from sqlite_utils.migrations import Migrations
 from edge_agent.canonical import canonical_bytes
 from edge_agent.errors import ValidationError
 from edge_agent.messages import Event, EventKind, MetricsMessage, ModelVersion, State
-from edge_agent.monitor import MetricsWindow, subtract_windows
+from edge_agent.monitor import MetricsWindow, merge_windows, subtract_windows
 from hub.errors import HubError
 from hub.rollups import HOUR_S, hour_of, largest_mergeable, merge_documents
 from hub.sqlite import LockedDatabase
@@ -287,6 +287,8 @@ class Store(LockedDatabase):
         self._clock = clock
         # device -> [(epoch, base)], newest (current) last; a cache of device_epochs
         self._epochs: dict[str, list[tuple[str, int]]] = {}
+        #: Stored window rows a query had to skip (unreadable or unmergeable).
+        self.skipped_rows = 0
         # device -> highest hub sequence stored (a cache: this Store is the only writer)
         self._tops: dict[str, int] = {}
         # device -> its device_seqs.contiguous (a cache, likewise)
@@ -494,11 +496,9 @@ class Store(LockedDatabase):
                 rows += _edge_rows(conn, model, version, role, devices, since, before)
         if not rows:
             return out
-        try:
-            merged = merge_documents(largest_mergeable([orjson.loads(r[0]) for r in rows]))
-            out.append(MetricsWindow.from_json(merged))
-        except (ValueError, ValidationError) as exc:
-            raise StoreError(f"store {self.path}: cannot merge stored windows ({exc})") from exc
+        merged_window = self._merge_rows([r[0] for r in rows])
+        if merged_window is not None:
+            out.append(merged_window)
         return out
 
     def stored_ranges(self, device_id: str) -> list[tuple[int, int]]:
@@ -675,6 +675,16 @@ class Store(LockedDatabase):
                 "UPDATE enrollments SET directive_cleared_at = ? WHERE device_id = ?",
                 (when, device_id),
             )
+
+    def _merge_rows(self, payloads: Sequence[Any]) -> MetricsWindow | None:
+        """Merge stored window documents; rows that cannot be merged are skipped and
+        reported (:func:`merge_stored`), never break the query."""
+        merged, skipped, why = merge_stored(payloads)
+        if skipped:
+            with self._lock:
+                self.skipped_rows += skipped
+            log.error("store %s: %d stored window row(s) skipped: %s", self.path, skipped, why)
+        return None if merged is None else MetricsWindow.from_json(merged)
 
     # --- events -----------------------------------------------------------------------
 
@@ -1044,7 +1054,16 @@ def _roll_minute(
             key,
         )
         return
-    merged = merge_documents(largest_mergeable([orjson.loads(r[0]) for r in rows]))
+    merged, skipped, why = merge_stored([r[0] for r in rows])
+    if skipped:
+        log.warning("store: minute roll-up %s leaves out %d window(s): %s", key, skipped, why)
+    if merged is None:
+        conn.execute(
+            "DELETE FROM rollups_minute WHERE model = ? AND version = ? AND role = ?"
+            " AND minute = ?",
+            key,
+        )
+        return
     conn.execute(
         "INSERT OR REPLACE INTO rollups_minute (model, version, role, minute, n, windows,"
         " payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -1064,6 +1083,45 @@ def _roll_fleet_bucket(
     _put_rollup(conn, (model, version, role, "", hour), [r[0] for r in rows])
 
 
+def merge_stored(payloads: Sequence[Any]) -> tuple[dict[str, Any] | None, int, str]:
+    """Merge stored window documents (JSON) of one model, version and role.
+
+    Returns the merged document (None when nothing could be merged), how many rows were
+    left out, and why. The fast path merges the documents of the most common shape (see
+    :func:`~hub.rollups.largest_mergeable`) and checks the result against the wire
+    contract; when that fails (an unreadable row, or counts past the contract's 2**53,
+    as absurd rows stored before the plausibility check could give), it merges row by
+    row, smallest first, and keeps every row that merges within the contract's bounds.
+    """
+    try:
+        docs = [orjson.loads(p) for p in payloads]
+        fitting = largest_mergeable(docs)
+        merged = merge_documents(fitting)
+        MetricsWindow.from_json(merged)
+        left_out = len(docs) - len(fitting)
+        return merged, left_out, "their count lengths differ from the others'"
+    except (ValueError, TypeError, OverflowError, ValidationError) as exc:
+        first = f"they cannot be merged ({exc})"
+    window: MetricsWindow | None = None
+    skipped = 0
+    parsed: list[MetricsWindow] = []
+    for payload in payloads:
+        try:
+            parsed.append(MetricsWindow.from_json(orjson.loads(payload)))
+        except (ValueError, TypeError, OverflowError, ValidationError):
+            skipped += 1
+    # smallest first: when the sum outgrows the contract, the absurd rows are left out
+    for one in sorted(parsed, key=lambda w: w.n):
+        try:
+            candidate = one if window is None else merge_windows(window, one)
+            MetricsWindow.from_json(candidate.to_json())  # still within the contract
+        except (ValueError, OverflowError, ValidationError):
+            skipped += 1
+            continue
+        window = candidate
+    return (None if window is None else window.to_json()), skipped, first
+
+
 def _put_rollup(conn: sqlite3.Connection, key: tuple[Any, ...], payloads: list[str]) -> None:
     if not payloads:
         conn.execute(
@@ -1072,14 +1130,16 @@ def _put_rollup(conn: sqlite3.Connection, key: tuple[Any, ...], payloads: list[s
             key,
         )
         return
-    docs = [orjson.loads(p) for p in payloads]
-    fitting = largest_mergeable(docs)
-    if len(fitting) < len(docs):
-        log.warning(
-            "store: roll-up %s leaves out %d window(s) whose count lengths differ from"
-            " the other %d", key, len(docs) - len(fitting), len(fitting),
-        )  # fmt: skip
-    merged = merge_documents(fitting)
+    merged, skipped, why = merge_stored(payloads)
+    if skipped:
+        log.warning("store: roll-up %s leaves out %d window(s): %s", key, skipped, why)
+    if merged is None:
+        conn.execute(
+            "DELETE FROM rollups WHERE model = ? AND version = ? AND role = ?"
+            " AND device_id = ? AND hour = ?",
+            key,
+        )
+        return
     conn.execute(
         "INSERT OR REPLACE INTO rollups (model, version, role, device_id, hour, n, windows,"
         " payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

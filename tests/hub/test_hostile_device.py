@@ -13,9 +13,11 @@ from dataclasses import replace
 
 import pytest
 
-from edge_agent.messages import MetricsMessage
+from edge_agent.messages import MetricsMessage, State
 from edge_agent.monitor import FeatureWindow, MetricsWindow
 from edge_agent.topics import Channel
+from hub.broker import free_port
+from hub.bundler import ReferenceData
 from hub.ingest import Ingest
 from hub.plausibility import Limits, message_problem, window_problem
 from hub.store import Store
@@ -99,3 +101,63 @@ def test_implausible_metrics_refused_at_ingest_counted_per_device(tmp_path, brok
         assert store.contiguous(dev) == 1  # not acknowledged past the refused window
     lines = [r.getMessage() for r in caplog.records if "implausible" in r.getMessage()]
     assert len(lines) == 1 and dev in lines[0] and "[2, 2]" in lines[0]
+
+
+def test_stored_absurd_rows_never_break_a_query(tmp_path, caplog):
+    """Rows stored before the plausibility check (or by an older release) whose counts
+    cannot be merged are skipped and reported; the query answers with the rest."""
+    w1, w2, w3 = window(1), window(2), window(3)
+    with Store(tmp_path / "hub.db") as store:
+        store.store_metrics_batch(
+            [
+                MetricsMessage("dev-x", 1, 1, (scaled(w1, 2**53 // w1.n),)),
+                MetricsMessage("dev-x", 2, 2, (scaled(w2, 2**53 // w2.n),)),
+                MetricsMessage("dev-x", 3, 3, (w3,)),
+            ]
+        )
+        (merged,) = store.merged_windows("demo", 1, "active", devices=["dev-x"])
+        assert merged.n == w3.n  # the sound row; the two absurd ones cannot be added to it
+    # left out of the roll-up, and said so
+    assert "leaves out 2 window(s): they cannot be merged" in caplog.text
+
+
+def test_a_rollout_whose_evaluation_fails_says_so_and_the_others_go_on(
+    tmp_path, demo_dir, reference_x, monkeypatch
+):
+    from hub.rollout import Gates, RolloutSpec, Stage
+    from hub.service import HubService, HubSettings
+
+    settings = HubSettings(
+        data_dir=tmp_path / "hub",
+        api_port=0,
+        embedded_broker_port=free_port(),
+        rollout_interval_s=3600,  # only this test's ticks
+    )
+    with HubService(settings) as service:
+        ref = ReferenceData(reference_x, tuple(f"f{i}" for i in range(10)))
+        for name in ("pump", "fan"):
+            service.registry.push_model(
+                (demo_dir / "model-int8.tflite").read_bytes(), name=name, reference=ref
+            )
+        service.store.record_state(State("dev-1", True, 1.0))
+        gates = Gates(max_psi=None, max_latency_ratio=None)
+        for rid, model in (("broken", "pump"), ("fine", "fan")):
+            service.runner.create(
+                RolloutSpec(id=rid, model=model, target_version=1, previous_version=None,
+                            stages=(Stage(share=1.0, bake_s=3600, gates=gates),))
+            )  # fmt: skip
+        real = service.runner._metrics
+
+        def metrics(r, members, progress_map):
+            if r.spec.id == "broken":
+                raise OverflowError("Python int too large to convert to C long")
+            return real(r, members, progress_map)
+
+        monkeypatch.setattr(service.runner, "_metrics", metrics)
+        service.runner.tick()
+        broken = service.runner.rollouts.get("broken").rollout
+        fine = service.runner.rollouts.get("fine").rollout
+        (status,) = broken.gates
+        assert status.verdict == "waiting" and status.detail.startswith("cannot evaluate:")
+        assert "too large" in status.detail
+        assert fine.gates and all(g.name != "evaluation" for g in fine.gates)
