@@ -509,8 +509,10 @@ def test_hub_serve_refuses_a_readable_password_file_in_one_line(tmp_path):
     password_file = tmp_path / "broker-password"
     password_file.write_text(secret + "\n")
     password_file.chmod(0o644)
-    hub = Served("--data", str(tmp_path / "hub"), "--broker-url", "mqtt://127.0.0.1:1",
-                 "--broker-password-file", str(password_file))
+    hub = Served(
+        "--data", str(tmp_path / "hub"), "--broker-url", "mqtt://127.0.0.1:1",
+        "--broker-password-file", str(password_file),
+    )  # fmt: skip
     assert hub.wait_exit() == 1, hub.output
     assert hub.lines == [
         f"Error: {password_file} is readable by others: chmod 600 {password_file}"
@@ -579,8 +581,10 @@ def test_hub_serve_connects_with_the_broker_password_from_an_environment_variabl
 
 def test_hub_serve_refuses_an_unset_password_variable_in_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "NO_SUCH_PW"}
-    hub = Served("--data", str(tmp_path / "hub"), "--broker-url", "mqtt://127.0.0.1:1",
-                 "--broker-password-env", "NO_SUCH_PW", env=env)
+    hub = Served(
+        "--data", str(tmp_path / "hub"), "--broker-url", "mqtt://127.0.0.1:1",
+        "--broker-password-env", "NO_SUCH_PW", env=env,
+    )  # fmt: skip
     assert hub.wait_exit() == 1, hub.output
     assert hub.lines == ["Error: environment variable NO_SUCH_PW is not set"], hub.output
 
