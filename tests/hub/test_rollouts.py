@@ -374,7 +374,7 @@ def test_drifting_version_fails_its_canary_drift_gate(fleet, reference_x):
     for agent in canary:
         agent.predict(shifted)
         agent.close_window()
-        assert agent.wait_for_drain(20)
+        assert agent.wait_for_drain(60)
     wait(hub, lambda: state_of(client, "drifty")["state"] == "paused", 60, "paused on drift")
     gates_now = {g["name"]: g for g in state_of(client, "drifty")["gates"]}
     assert gates_now["psi"]["verdict"] == "fail" and gates_now["psi"]["value"] > 0.25
@@ -496,7 +496,7 @@ def test_shadow_stage_reports_agreement_before_any_device_switches(fleet, refere
         for row in reference_x[:50]:
             assert agent.predict(row).model.version == 2  # callers keep the champion
         agent.close_window()
-        assert agent.wait_for_drain(20)
+        assert agent.wait_for_drain(60)
     wait(
         hub,
         lambda: any(

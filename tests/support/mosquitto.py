@@ -101,14 +101,14 @@ class Mosquitto:
             ready.set()
 
         threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(15) or self.proc.poll() is not None:
+        if not ready.wait(60) or self.proc.poll() is not None:
             raise RuntimeError("mosquitto did not start:\n" + "\n".join(self.log))
         return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(10)
+            self.proc.wait(30)
 
     def __enter__(self) -> Mosquitto:
         return self.start()
