@@ -549,7 +549,10 @@ def test_hub_serve_connects_with_the_broker_password_from_an_environment_variabl
             api = hub.wait_ready()
             assert httpx.get(f"{api}/healthz").status_code == 200
             # the hub's account logged in (Mosquitto names the user of each connection)...
-            assert any("u'edgefleet-hub'" in line for line in m.log), "\n".join(m.log)
+            eventually(
+                lambda: any("u'edgefleet-hub'" in line for line in m.log),
+                "Mosquitto logging the hub account's login",
+            )
             # ...and its ingest reads what a device reports through that broker
             device = HubDouble(m.host, m.port, signing_keys[:2], username="dev-e", password="e")
             try:
