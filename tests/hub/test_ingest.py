@@ -231,11 +231,11 @@ def test_parse_message_is_pure_and_strict():
     assert parsed.device_id == dev and isinstance(parsed.message, MetricsMessage)
     from hub.ingest import DeviceMismatchError
 
-    with pytest.raises(DeviceMismatchError):
+    with pytest.raises(DeviceMismatchError, match="'d2''s topic claims device 'd1'"):
         parse_message(topic("d2", Channel.METRICS), m.to_bytes())
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="devices do not publish on ack"):
         parse_message(topic(dev, Channel.ACK), m.to_bytes())
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="is not under edgefleet/v1/devices/"):
         parse_message("other/tree/d1/metrics", m.to_bytes())
 
 

@@ -470,7 +470,7 @@ def test_a_failed_batch_teaches_the_store_no_epoch(tmp_path):
         s.store_metrics_batch([in_epoch(row("d", 1), E1)])
         pages = s._conn.execute("PRAGMA page_count").fetchone()[0]
         s._conn.execute(f"PRAGMA max_page_count={pages}")  # the disk is full
-        with pytest.raises(StoreError):
+        with pytest.raises(StoreError, match=r"cannot store metrics .*full"):
             s.store_metrics_batch([in_epoch(row("d", q), e3) for q in range(1, 40)])
         s._conn.execute("PRAGMA max_page_count=1073741823")
         assert s.store_metrics_batch([in_epoch(row("d", 1), e3)]).acks == {"d": (e3, 1)}
