@@ -445,6 +445,12 @@ class Served:
         assert self.ready_line is not None, f"hub serve exited:\n{self.output}"
         return self.ready_line.split("API ", 1)[1].split(",", 1)[0]
 
+    @property
+    def mqtt_url(self) -> str:
+        """The broker's URL from the ready line (after :meth:`wait_ready`)."""
+        assert self.ready_line is not None
+        return self.ready_line.split("MQTT ", 1)[1].strip()
+
     def wait_exit(self, timeout: float = 60.0) -> int:
         """The exit code, once the process ended and all its output was read."""
         code = self.proc.wait(timeout)
@@ -470,7 +476,7 @@ def test_hub_serve_over_tls_to_a_tls_broker_with_a_password_file(tmp_path, signi
         password_file.write_text(secret + "\n")
         password_file.chmod(0o600)
         hub = Served(
-            "--data", str(tmp_path / "hub"), "--api-port", str(free_port()),
+            "--data", str(tmp_path / "hub"), "--api-port", "0",
             "--broker-url", f"mqtts://{m.host}:{m.tls_port}", "--broker-ca", str(tls.ca),
             "--broker-username", "edgefleet-hub", "--broker-password-file", str(password_file),
             "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
@@ -541,7 +547,7 @@ def test_hub_serve_connects_with_the_broker_password_from_an_environment_variabl
     with Mosquitto(tmp_path / "mosquitto", users) as m:  # allow_anonymous false
         env = {**os.environ, "HUB_BROKER_PW": secret}
         hub = Served(
-            "--data", str(tmp_path / "hub"), "--api-port", str(free_port()),
+            "--data", str(tmp_path / "hub"), "--api-port", "0",
             "--broker-url", f"mqtt://{m.host}:{m.port}", "--broker-username", "edgefleet-hub",
             "--broker-password-env", "HUB_BROKER_PW", env=env,
         )  # fmt: skip
@@ -572,7 +578,7 @@ def test_hub_serve_connects_with_the_broker_password_from_an_environment_variabl
         # a wrong password: the broker refuses the hub, which says so in one line and exits
         wrong = f"wrong-{uuid.uuid4().hex}"
         refused = Served(
-            "--data", str(tmp_path / "hub"), "--api-port", str(free_port()),
+            "--data", str(tmp_path / "hub"), "--api-port", "0",
             "--broker-url", f"mqtt://{m.host}:{m.port}", "--broker-username", "edgefleet-hub",
             "--broker-password-env", "HUB_BROKER_PW", env={**os.environ, "HUB_BROKER_PW": wrong},
         )  # fmt: skip
@@ -609,13 +615,13 @@ def test_hub_serve_posts_a_firing_alert_to_the_webhook(tmp_path, signing_keys):
     }
     rules.write_text(json.dumps({"rules": [rule]}))
     hook = Hook()
-    port = free_port()
     hub = Served(
-        "--data", str(tmp_path / "hub"), "--api-port", str(free_port()),
-        "--broker-port", str(port), "--alerts", str(rules), "--webhook-url", hook.url,
-    )  # fmt: skip
+        "--data", str(tmp_path / "hub"), "--api-port", "0", "--broker-port", "0",
+        "--alerts", str(rules), "--webhook-url", hook.url,
+    )  # fmt: skip  (port 0: the hub picks free ports and names them in its ready line)
     try:
         hub.wait_ready()
+        port = int(hub.mqtt_url.rsplit(":", 1)[1])
         device = HubDouble("127.0.0.1", port, signing_keys[:2], ack=False)
         try:  # online first: whenever the alerter ticks, the share is 0 or 1/2
             device.publish_raw("wh-a", Channel.STATE, State("wh-a", online=True).to_bytes())
