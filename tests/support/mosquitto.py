@@ -87,52 +87,54 @@ class Mosquitto:
         return line
 
     def start(self) -> Mosquitto:
-        # free_port() is free only a moment: on a shared machine another process may
-        # bind it before Mosquitto does. Then pick new ports and start again.
-        for _ in range(3):
-            if self._start_once():
-                return self
-            self.port = free_port()
-            self.tls_port = free_port() if self.tls else None
-        raise RuntimeError("mosquitto did not start:\n" + "\n".join(self.log))
-
-    def _start_once(self) -> bool:
-        """Start on the current ports; False if they were taken meanwhile.
-
-        Raises:
-            RuntimeError: Mosquitto did not start for another reason.
-        """
         conf = self.render()
-        self.log = []
         self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stderr=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, text=True)
         ready = threading.Event()
-        proc, log = self.proc, self.log
 
         def pump() -> None:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                log.append(line.rstrip())
+            assert self.proc is not None and self.proc.stderr is not None
+            for line in self.proc.stderr:
+                self.log.append(line.rstrip())
                 if " running" in line:
                     ready.set()
             ready.set()
 
         threading.Thread(target=pump, daemon=True).start()
-        if ready.wait(60) and proc.poll() is None:
-            return True
-        self.stop()
-        if any("Address already in use" in line for line in log):
-            return False
-        raise RuntimeError("mosquitto did not start:\n" + "\n".join(log))
+        if not ready.wait(60) or self.proc.poll() is not None:
+            raise RuntimeError("mosquitto did not start:\n" + "\n".join(self.log))
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(30)
+            self.proc.wait(10)
 
     def __enter__(self) -> Mosquitto:
-        return self.start()
+        return self.start_on_free_ports()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+    def start_on_free_ports(self, attempts: int = 3) -> Mosquitto:
+        """:meth:`start`; if another process took a port picked by ``free_port()``
+        before Mosquitto bound it (a shared machine), pick new ports and start again.
+
+        Raises:
+            RuntimeError: Mosquitto did not start for another reason, or never got ports.
+        """
+        for attempt in range(attempts):
+            try:
+                return self.start()
+            except RuntimeError:
+                self.stop()
+                taken = any("Address already in use" in line for line in self.log)
+                if not taken or attempt == attempts - 1:
+                    raise
+            self.log = []
+            self.port = free_port()
+            for name in ("tls_port", "hub_tls_port"):  # the TLS listeners it has
+                if getattr(self, name, None) is not None:
+                    setattr(self, name, free_port())
+        raise AssertionError("unreachable")
