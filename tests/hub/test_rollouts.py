@@ -316,13 +316,13 @@ def test_rollback_route_needs_a_deploy_token_and_a_previous_version(fleet):
     assert hub.rollouts.get("first").rollout.state.value == "running"
     no_previous = client.post("/v1/rollouts/first/rollback")  # a first install
     assert no_previous.status_code == 409
-    assert no_previous.json()["detail"] == (
+    assert (
         "rollout first: a first install has no previous version to roll back to; abort it instead"
+        in no_previous.text
     )
     assert hub.rollouts.get("first").rollout.state.value == "running"
     unknown = client.post("/v1/rollouts/nope/rollback")
-    assert unknown.status_code == 404
-    assert unknown.json()["detail"] == "rollout 'nope': not found"
+    assert unknown.status_code == 404 and "rollout 'nope': not found" in unknown.text
     assert client.post("/v1/rollouts/first/explode").status_code == 422
 
 
