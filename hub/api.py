@@ -355,9 +355,15 @@ def create_app(context: HubContext) -> FastAPI:
         command: Literal["pause", "resume", "promote", "abort", "rollback"],
         caller: Annotated[TokenInfo, Depends(require("deploy"))],
     ) -> dict[str, Any]:
-        """Pause, resume, promote (approve), abort or roll back a rollout."""
+        """Pause, resume, promote (approve), abort or roll back a rollout: 404 for an
+        unknown rollout, 409 for a command its state forbids."""
+        runner = need_runner()
         try:
-            r = need_runner().command(rollout_id, command, actor=f"token:{caller.id}")
+            runner.rollouts.get(rollout_id)
+        except EdgeFleetError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+        try:
+            r = runner.command(rollout_id, command, actor=f"token:{caller.id}")
         except EdgeFleetError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
         return r.to_json()

@@ -187,12 +187,12 @@ def test_given_connection_is_used_and_not_closed() -> None:
 
 def test_bad_arguments_refused(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "a.db")
-    with pytest.raises(AuditError):
+    with pytest.raises(AuditError, match="actor must be a non-empty string"):
         log.append("", "act", "t")
-    with pytest.raises(AuditError):
+    with pytest.raises(AuditError, match="details are not canonical JSON"):
         log.append("a", "act", "t", {"x": float("nan")})
-    with pytest.raises(AuditError):
+    with pytest.raises(AuditError, match=r"limit must be in \[1, 1000\], got 0"):
         log.entries(limit=0)
-    with pytest.raises(AuditError):
+    with pytest.raises(AuditError, match="anchor id must be >= 1, got 0"):
         log.verify(anchor=(0, "x"))
     assert log.verify().checked == 0  # nothing was written

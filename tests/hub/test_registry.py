@@ -207,7 +207,7 @@ def test_downgrade_refused(registry, built):
 
 def test_same_version_with_other_bytes_refused(registry, built):
     original = registry.add_bundle(built["v2"])
-    with pytest.raises(DowngradeError):
+    with pytest.raises(DowngradeError, match="pump v2 refused: versions must rise, and v2"):
         registry.add_bundle(built["v2-other"])
     assert registry.get("pump", 2) == original
     assert stored_files(registry) == [original.file_name]
@@ -215,11 +215,11 @@ def test_same_version_with_other_bytes_refused(registry, built):
 
 def test_explicit_push_version_not_above_refused(registry, model, reference):
     registry.push_model(model, name="pump", version=3, reference=reference)
-    with pytest.raises(DowngradeError):
+    with pytest.raises(DowngradeError, match="pump v3 refused: versions must rise, and v3"):
         registry.push_model(
             model, name="pump", version=3, reference=reference, lineage={"run": "another"}
         )
-    with pytest.raises(DowngradeError):
+    with pytest.raises(DowngradeError, match="pump v2 refused: versions must rise, and v3"):
         registry.push_model(model, name="pump", version=2, reference=reference)
     assert len(stored_files(registry)) == 1
 

@@ -33,6 +33,18 @@ def relay():
     child.close()
 
 
+class _WaitProbe(threading.Event):
+    """The relay's ``drained`` event, which also says when someone waits on it."""
+
+    def __init__(self, waiting: threading.Event) -> None:
+        super().__init__()
+        self.waiting = waiting
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waiting.set()
+        return super().wait(timeout)
+
+
 def message(i: int) -> SimpleNamespace:
     return SimpleNamespace(topic=f"t/{i}", payload=b"%d" % i)
 
@@ -40,7 +52,7 @@ def message(i: int) -> SimpleNamespace:
 def receive(parent: Connection, n: int) -> list[list[tuple[str, bytes]]]:
     batches = []
     while sum(map(len, batches)) < n:
-        assert parent.poll(10), "the forwarder sent nothing"
+        assert parent.poll(60), "the forwarder sent nothing for 60 s"
         kind, batch = parent.recv()
         assert kind == "batch"
         batches.append(batch)
@@ -62,11 +74,14 @@ def test_every_message_is_forwarded_once_in_order_in_bounded_batches(relay):
     producer = threading.Thread(target=produce)
     producer.start()
     batches = receive(parent, n)
-    producer.join()
+    producer.join(60)
+    r.stopping.set()
+    forwarder.join(60)
+    assert not producer.is_alive() and not forwarder.is_alive()
     got = [item for b in batches for item in b]
     assert got == [(f"t/{i}", b"%d" % i) for i in range(n)]
     assert max(map(len, batches)) <= 50
-    assert not parent.poll(0.1)
+    assert not parent.poll(0)  # the forwarder ended: whatever it sent is here already
 
 
 def test_a_full_inbox_holds_paho_back_until_the_forwarder_takes_a_batch(relay, monkeypatch):
@@ -74,12 +89,21 @@ def test_a_full_inbox_holds_paho_back_until_the_forwarder_takes_a_batch(relay, m
     monkeypatch.setattr(mqtt_relay, "QUEUE_MAX", 10)
     for i in range(10):
         r._on_message(None, None, message(i))
-    blocked = threading.Thread(target=r._on_message, args=(None, None, message(10)))
+    stopped = threading.Event()  # paho's thread waits for a drain, or it returned
+    r.drained = _WaitProbe(stopped)
+
+    def on_message() -> None:
+        try:
+            r._on_message(None, None, message(10))
+        finally:
+            stopped.set()
+
+    blocked = threading.Thread(target=on_message)
     blocked.start()
-    blocked.join(0.3)
+    assert stopped.wait(60), "paho's thread neither waited nor returned"
     assert blocked.is_alive() and len(r.inbox) == 10  # paho's thread waits
     threading.Thread(target=r._forward, daemon=True).start()
-    blocked.join(5)
+    blocked.join(60)
     assert not blocked.is_alive()
     got = [item for b in receive(parent, 11) for item in b]
     assert got == [(f"t/{i}", b"%d" % i) for i in range(11)]

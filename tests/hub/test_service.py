@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import ssl
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import pytest
@@ -68,7 +71,7 @@ def test_agent_reports_to_the_hub_and_the_api_shows_it(
             for row in reference_x[:25]:
                 agent.predict(row)
             agent.close_window()
-            assert agent.wait_for_drain(20), "the hub's ingest stored and acked the window"
+            assert agent.wait_for_drain(60), "the hub's ingest stored and acked the window"
             api = hub_service.api.url
             devices = httpx.get(f"{api}/v1/devices", headers=headers).json()["devices"]
             assert [d["id"] for d in devices] == [config.device_id]
@@ -220,7 +223,7 @@ def test_fleet_drift_of_a_version_from_agent_windows(
             shifted[:, 0] += 3 * reference_x[:, 0].std()  # sensor 0 drifts
             agent.predict(shifted)
             agent.close_window()
-            assert agent.wait_for_drain(20)
+            assert agent.wait_for_drain(60)
         report = httpx.get(
             f"{api}/v1/models/pump/versions/1/drift", headers={"Authorization": f"Bearer {reader}"}
         ).json()["report"]
@@ -237,19 +240,27 @@ def test_fleet_drift_of_a_version_from_agent_windows(
             f"{api}/v1/models/pump/versions/1/drift", headers=auth, params={"tag": "site-b"}
         ).json()
         assert other["n"] == 0 and other["report"] is None
-        # 'since' after the window: queries answer the window asked for (exact by
-        # default); exact=false starts a fleet query at the hour's roll-up (and says so).
-        now = time.time()
-        end = hub_service.store.merged_windows("pump", 1)[0].end
+        # 'since' between the window's end and the next hour: queries answer the window
+        # asked for (exact by default); exact=false starts a fleet query at the hour's
+        # roll-up (and says so); one device's query is always exact.
+        (window,) = hub_service.store.merged_windows("pump", 1)
+        hour_start = hour_of(window.end) * HOUR_S
+        next_hour = hour_start + HOUR_S
+        since = window.end + (next_hour - window.end) / 2
         drift = f"{api}/v1/models/pump/versions/1/drift"
-        fleet = httpx.get(drift, headers=auth, params={"since": now}).json()
-        assert (fleet["since"], fleet["n"]) == (now, 0)
+        fleet = httpx.get(drift, headers=auth, params={"since": since}).json()
+        assert (fleet["since"], fleet["n"]) == (since, 0)
         assert fleet["decision"]["verdict"] == "insufficient"  # no data: said, not silent
-        aligned = httpx.get(drift, headers=auth, params={"since": now, "exact": False}).json()
-        assert aligned["since"] == hour_of(now) * HOUR_S
-        assert aligned["n"] == (300 if end >= aligned["since"] else 0)
-        device = httpx.get(drift, headers=auth, params={"since": now, "device": config.device_id})
-        assert (device.json()["since"], device.json()["n"]) == (now, 0)
+        aligned = httpx.get(drift, headers=auth, params={"since": since, "exact": False})
+        assert (aligned.json()["since"], aligned.json()["n"]) == (hour_start, 300)
+        later = httpx.get(drift, headers=auth, params={"since": next_hour, "exact": False})
+        assert (later.json()["since"], later.json()["n"]) == (next_hour, 0)
+        device = httpx.get(drift, headers=auth, params={"since": since, "device": config.device_id})
+        assert (device.json()["since"], device.json()["n"]) == (since, 0)
+        whole = httpx.get(
+            drift, headers=auth, params={"since": window.end, "device": config.device_id}
+        )
+        assert (whole.json()["since"], whole.json()["n"]) == (window.end, 300)
     finally:
         publisher.close()
 
@@ -313,7 +324,7 @@ def test_live_event_stream_delivers_new_events(hub_service):
         f"{hub_service.api.url}/v1/events/stream",
         headers={"Authorization": f"Bearer {reader}"},
         params={"after_id": 1, "max_events": 2},
-        timeout=20,
+        timeout=60,
     ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         store.record_event(Event("dev-x", 2.0, EventKind.ACTIVATED, "new", ModelVersion("m", 1), 1))
@@ -328,69 +339,134 @@ def test_live_event_stream_delivers_new_events(hub_service):
     assert httpx.get(f"{hub_service.api.url}/v1/events/stream").status_code == 401
 
 
-def test_hub_serve_runs_alert_rules_from_a_file(tmp_path):
+def _pump_window(service: HubService, x, start: float, end: float):
+    """A window of pump v1 (as an agent would close it) over the inputs ``x``."""
+    import numpy as np
+
+    from edge_agent.monitor import WindowAccumulator
+
+    reference = service.registry.reference("pump", 1)
+    acc = WindowAccumulator(reference, "pump", 1, "active", clock=lambda: start)
+    probs = np.full((len(x), len(reference.labels)), 1.0 / len(reference.labels))
+    acc.record(x, probs, 0.002)
+    window = acc.close(end)
+    assert window is not None
+    return window
+
+
+def test_hub_serve_runs_alert_rules_from_a_file(tmp_path, demo_dir, reference_x):
+    from edge_agent.errors import ValidationError
+    from edge_agent.messages import MetricsMessage
+    from hub.drift import drift_report
+
+    rule = {
+        "name": "pump-drift",
+        "metric": "psi_max",
+        "comparison": ">",
+        "threshold": 0.25,
+        "sustained_s": 600,
+        "cooldown_s": 3600,
+        "scope": {"model": "pump", "version": 1, "device": None, "tag": None, "role": "active"},
+    }
     rules = tmp_path / "rules.json"
-    rules.write_text(
-        json.dumps(
-            {
-                "rules": [
-                    {
-                        "name": "pump-drift",
-                        "metric": "psi_max",
-                        "comparison": ">",
-                        "threshold": 0.25,
-                        "sustained_s": 600,
-                        "cooldown_s": 3600,
-                        "scope": {
-                            "model": "pump",
-                            "version": 1,
-                            "device": None,
-                            "tag": None,
-                            "role": "active",
-                        },
-                    }
-                ]
-            }
-        )
-    )
+    rules.write_text(json.dumps({"rules": [rule]}))
     settings = HubSettings(
         data_dir=tmp_path / "hub",
         api_port=0,
         embedded_broker_port=free_port(),
         alert_rules=rules,
-        alert_interval_s=3600,
+        alert_interval_s=3600,  # the test ticks the alerter itself
     )
     with HubService(settings) as service:
-        assert service.alerter is not None
-        assert service.alerter.tick() == []  # no data yet: nothing fires
+        assert service.alerter is not None and service.registry is not None
+        assert [r.name for r in service.alerter.rules] == ["pump-drift"]
+        service.registry.add_bundle(hub_bundle(service, demo_dir, reference_x, tmp_path))
+        t = 1_800_000_000.0
+        calm = _pump_window(service, reference_x[:400], t, t + 60)
+        shifted = reference_x[:400].copy()
+        shifted[:, 0] += 3 * reference_x[:, 0].std()
+        drifted = _pump_window(service, shifted, t + 60, t + 120)
+        store = service.store
+        assert store is not None
+        report = drift_report(service.registry.reference("pump", 1), [calm])
+        calm_psi = max(f.psi for f in report.features if f.psi is not None)
+        assert calm_psi < 0.25  # a value the rule judges, under its limit
+        store.store_metrics([MetricsMessage("pump-1", 1, 1, (calm,))])
+        assert service.alerter.tick(t + 60) == []
+        assert service.alerter.state("pump-drift").since is None
+        store.store_metrics([MetricsMessage("pump-1", 2, 2, (drifted,))])
+        assert service.alerter.tick(t + 120) == []  # over the limit, not yet for 600 s
+        assert service.alerter.state("pump-drift").since == t + 120
+        [fired] = service.alerter.tick(t + 720)  # held for the file's 600 s
+        assert (fired.rule, fired.state) == ("pump-drift", "firing")
+        assert fired.value is not None and fired.value > 0.25
     bad = tmp_path / "bad.json"
     bad.write_text('[{"name": "x", "metric": "nope"}]')
-    with pytest.raises(Exception, match="missing field"):
+    with pytest.raises(ValidationError, match=r"^rules\[0\]: missing field\(s\) comparison"):
         HubService(replace(settings, alert_rules=bad, data_dir=tmp_path / "hub2")).start()
 
 
-def _serve(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
-    """Start `edgefleet hub serve ARGS`; returns once it says it runs (or exits)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent.cli", "hub", "serve", *args],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    lines: list[str] = []
-    ready = threading.Event()
+class Served:
+    """`edgefleet hub serve` in a child process, its output read line by line.
 
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line.rstrip())
-            if line.startswith("hub running"):
-                ready.set()
-        ready.set()  # exited
+    ``ready_line`` is the line that says the hub runs (it carries the API URL); other
+    lines (the "no API tokens yet" hint, log lines) may come before or after it.
+    """
 
-    threading.Thread(target=pump, daemon=True).start()
-    ready.wait(60)
-    return proc, lines
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.cli", "hub", "serve", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+        self.ready_line: str | None = None
+        self._ready = threading.Event()  # the ready line came, or the process exited
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
+            if line.startswith("hub running: ") and self.ready_line is None:
+                self.ready_line = line.rstrip()
+                self._ready.set()
+        self._ready.set()  # exited without saying it runs
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_ready(self, timeout: float = 60.0) -> str:
+        """The API URL from the ready line; fails if the hub exited or never said it runs."""
+        assert self._ready.wait(timeout), f"hub serve said nothing in {timeout}s:\n{self.output}"
+        assert self.ready_line is not None, f"hub serve exited:\n{self.output}"
+        return self.ready_line.split("API ", 1)[1].split(",", 1)[0]
+
+    @property
+    def mqtt_url(self) -> str:
+        """The broker's URL from the ready line (after :meth:`wait_ready`)."""
+        assert self.ready_line is not None
+        return self.ready_line.split("MQTT ", 1)[1].strip()
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        """The exit code, once the process ended and all its output was read."""
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return code
+
+    def stop(self) -> int:
+        """SIGTERM (a clean stop), then the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.wait_exit(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
 
 
 def test_hub_serve_over_tls_to_a_tls_broker_with_a_password_file(tmp_path, signing_keys):
@@ -400,16 +476,15 @@ def test_hub_serve_over_tls_to_a_tls_broker_with_a_password_file(tmp_path, signi
         password_file = tmp_path / "broker-password"
         password_file.write_text(secret + "\n")
         password_file.chmod(0o600)
-        proc, lines = _serve(
-            "--data", str(tmp_path / "hub"), "--api-port", str(free_port()),
+        hub = Served(
+            "--data", str(tmp_path / "hub"), "--api-port", "0",
             "--broker-url", f"mqtts://{m.host}:{m.hub_tls_port}", "--broker-ca", str(tls.ca),
             "--broker-username", "edgefleet-hub", "--broker-password-file", str(password_file),
             "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
         )  # fmt: skip
         try:
-            assert proc.poll() is None, "\n".join(lines)
-            api = lines[-1].split("API ")[1].split(",")[0]
-            assert api.startswith("https://")
+            api = hub.wait_ready()
+            assert api.startswith("https://"), hub.ready_line
             pinned = ssl.create_default_context(cafile=str(tls.ca))
             assert httpx.get(f"{api}/healthz", verify=pinned).status_code == 200
             with pytest.raises(httpx.ConnectError):  # an unpinned client refuses the cert
@@ -420,34 +495,149 @@ def test_hub_serve_over_tls_to_a_tls_broker_with_a_password_file(tmp_path, signi
                 device.publish_raw("dev-t", Channel.STATE, State("dev-t", online=True).to_bytes())
             finally:
                 device.close()
-            store = Store(tmp_path / "hub" / "hub.db")
-            try:
-                assert _eventually(lambda: store.device("dev-t") is not None)
-            finally:
-                store.close()
+            with Store(tmp_path / "hub" / "hub.db") as store:
+                eventually(lambda: store.device("dev-t") is not None, "dev-t's state stored")
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-        assert proc.returncode == 0, "\n".join(lines)
-        assert not any(secret in line for line in lines)
+            code = hub.stop()
+        assert code == 0, hub.output
+        assert secret not in hub.output
 
 
-def _eventually(check: Callable[[], bool], timeout: float = 20.0) -> bool:
+def eventually(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     """Poll a SQLite file another process writes (no event crosses the process boundary)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
+    while not check():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
         time.sleep(0.05)
-    return False
 
 
 def test_hub_serve_refuses_a_readable_password_file_in_one_line(tmp_path):
+    secret = "pw-" + "q" * 12
     password_file = tmp_path / "broker-password"
-    password_file.write_text("secret\n")
+    password_file.write_text(secret + "\n")
     password_file.chmod(0o644)
-    proc, lines = _serve("--data", str(tmp_path / "hub"), "--broker-url", "mqtt://127.0.0.1:1",
-                         "--broker-password-file", str(password_file))
-    assert proc.wait(30) != 0
-    assert any("readable by others" in line for line in lines), lines
-    assert not any("secret" in line and "Traceback" in line for line in lines)
+    hub = Served(
+        "--data", str(tmp_path / "hub"), "--broker-url", "mqtt://127.0.0.1:1",
+        "--broker-password-file", str(password_file),
+    )  # fmt: skip
+    assert hub.wait_exit() == 1, hub.output
+    assert hub.lines == [
+        f"Error: {password_file} is readable by others: chmod 600 {password_file}"
+    ], hub.output
+    assert secret not in hub.output
+    assert "Traceback" not in hub.output
+
+
+def _command_lines(pid: int) -> list[str]:
+    """The command lines of a process and all its descendants (the ingest's relay)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    return [" ".join(p.cmdline()) for p in (proc, *proc.children(recursive=True))]
+
+
+def _files_containing(root: Path, needle: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_hub_serve_connects_with_the_broker_password_from_an_environment_variable(
+    tmp_path, signing_keys
+):
+    secret = f"env-secret-{uuid.uuid4().hex}"
+    users = {"edgefleet-hub": secret, "dev-e": "e"}
+    with Mosquitto(tmp_path / "mosquitto", users) as m:  # allow_anonymous false
+        env = {**os.environ, "HUB_BROKER_PW": secret}
+        hub = Served(
+            "--data", str(tmp_path / "hub"), "--api-port", "0",
+            "--broker-url", f"mqtt://{m.host}:{m.port}", "--broker-username", "edgefleet-hub",
+            "--broker-password-env", "HUB_BROKER_PW", env=env,
+        )  # fmt: skip
+        try:
+            api = hub.wait_ready()
+            assert httpx.get(f"{api}/healthz").status_code == 200
+            # the hub's account logged in (Mosquitto names the user of each connection)...
+            eventually(
+                lambda: any("u'edgefleet-hub'" in line for line in m.log),
+                "Mosquitto logging the hub account's login",
+            )
+            # ...and its ingest reads what a device reports through that broker
+            device = HubDouble(m.host, m.port, signing_keys[:2], username="dev-e", password="e")
+            try:
+                device.publish_raw("dev-e", Channel.STATE, State("dev-e", online=True).to_bytes())
+            finally:
+                device.close()
+            with Store(tmp_path / "hub" / "hub.db") as store:
+                eventually(lambda: store.device("dev-e") is not None, "dev-e's state stored")
+            commands = _command_lines(hub.proc.pid)
+            assert len(commands) >= 2, commands  # the hub and its MQTT relay
+            assert not [c for c in commands if secret in c]
+        finally:
+            code = hub.stop()
+        assert code == 0, hub.output
+        assert secret not in hub.output
+        assert not _files_containing(tmp_path / "hub", secret.encode())
+        # a wrong password: the broker refuses the hub, which says so in one line and exits
+        wrong = f"wrong-{uuid.uuid4().hex}"
+        refused = Served(
+            "--data", str(tmp_path / "hub"), "--api-port", "0",
+            "--broker-url", f"mqtt://{m.host}:{m.port}", "--broker-username", "edgefleet-hub",
+            "--broker-password-env", "HUB_BROKER_PW", env={**os.environ, "HUB_BROKER_PW": wrong},
+        )  # fmt: skip
+        assert refused.wait_exit() == 1, refused.output
+        errors = [line for line in refused.lines if line.startswith("Error: ")]
+        assert len(errors) == 1 and "no MQTT connection" in errors[0], refused.output
+        assert wrong not in refused.output and "Traceback" not in refused.output
+
+
+def test_hub_serve_refuses_an_unset_password_variable_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "NO_SUCH_PW"}
+    hub = Served(
+        "--data", str(tmp_path / "hub"), "--broker-url", "mqtt://127.0.0.1:1",
+        "--broker-password-env", "NO_SUCH_PW", env=env,
+    )  # fmt: skip
+    assert hub.wait_exit() == 1, hub.output
+    assert hub.lines == ["Error: environment variable NO_SUCH_PW is not set"], hub.output
+
+
+@pytest.mark.timeout(240)
+def test_hub_serve_posts_a_firing_alert_to_the_webhook(tmp_path, signing_keys):
+    """`hub serve --alerts --webhook-url`: device states reach the running hub over MQTT,
+    its alerter (ticking every 30 s) finds half the fleet offline and POSTs the alert."""
+    from tests.hub.test_alerts import Hook
+
+    rules = tmp_path / "rules.json"
+    rule = {
+        "name": "fleet-offline",
+        "metric": "offline_devices_share",
+        "comparison": ">",
+        "threshold": 0.4,
+        "sustained_s": 0,
+        "scope": {},
+    }
+    rules.write_text(json.dumps({"rules": [rule]}))
+    hook = Hook()
+    hub = Served(
+        "--data", str(tmp_path / "hub"), "--api-port", "0", "--broker-port", "0",
+        "--alerts", str(rules), "--webhook-url", hook.url,
+    )  # fmt: skip  (port 0: the hub picks free ports and names them in its ready line)
+    try:
+        hub.wait_ready()
+        port = int(hub.mqtt_url.rsplit(":", 1)[1])
+        device = HubDouble("127.0.0.1", port, signing_keys[:2], ack=False)
+        try:  # online first: whenever the alerter ticks, the share is 0 or 1/2
+            device.publish_raw("wh-a", Channel.STATE, State("wh-a", online=True).to_bytes())
+            device.publish_raw("wh-b", Channel.STATE, State("wh-b", online=False).to_bytes())
+        finally:
+            device.close()
+        assert hook.delivered.wait(150), f"no webhook POST:\n{hub.output}"
+    finally:
+        code = hub.stop()
+        hook.close()
+    assert code == 0, hub.output
+    [body] = hook.bodies
+    assert (body["rule"], body["state"], body["metric"]) == (
+        "fleet-offline",
+        "firing",
+        "offline_devices_share",
+    )
+    assert body["value"] == 0.5 and body["threshold"] == 0.4

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import threading
 from functools import reduce
 
 import numpy as np
@@ -161,11 +162,39 @@ def test_a_compared_message_keeps_the_devices_top_for_the_next_in_its_batch(stor
     assert store.contiguous("d") == 6
 
 
+class _BlockingProbe:
+    """Wraps the store's lock: sets ``b_blocked`` when the thread named ``B`` finds it
+    held by another thread (B is about to block)."""
+
+    def __init__(self, lock, b_blocked: threading.Event) -> None:
+        self.lock = lock
+        self.b_blocked = b_blocked
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self.lock.acquire(blocking=False):
+            return True
+        if threading.current_thread().name == "B":
+            self.b_blocked.set()
+        return self.lock.acquire(blocking, timeout) if blocking else False
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 def test_a_second_writer_never_sees_the_caches_of_an_uncounted_commit(store, monkeypatch):
     """Writer A commits [2, 5]; writer B, a replay of 3, must not run between A's
-    commit and A's cache update (it would take 3 for new and store it twice)."""
+    commit and A's cache update (it would take 3 for new and store it twice).
+
+    A is parked right after its commit; the test then waits until B either finished
+    (the lock did not hold it: the race is lost for sure) or is blocked on the store's
+    lock, so the outcome does not depend on how fast either thread runs."""
     import contextlib
-    import threading
 
     store.store_metrics_batch([row("d", 1)])
     real_write = Store._write
@@ -177,21 +206,33 @@ def test_a_second_writer_never_sees_the_caches_of_an_uncounted_commit(store, mon
             yield conn
         if threading.current_thread().name == "A":  # committed; caches not updated yet
             parked.set()
-            gate.wait()
+            assert gate.wait(60), "the test never released writer A"
 
     monkeypatch.setattr(Store, "_write", write_then_park)
+    b_stopped = threading.Event()  # B blocked on the lock, or B finished
+    monkeypatch.setattr(store, "_lock", _BlockingProbe(store._lock, b_stopped))
     outcomes = {}
+
+    def writer_b() -> None:
+        try:
+            outcomes["b"] = store.store_metrics_batch([row("d", 3)]).outcomes
+        finally:
+            b_stopped.set()
+
     a = threading.Thread(target=lambda: store.store_metrics_batch([row("d", 2, 5)]), name="A")
-    b = threading.Thread(
-        target=lambda: outcomes.update(b=store.store_metrics_batch([row("d", 3)]).outcomes)
-    )
+    b = threading.Thread(target=writer_b, name="B")
     a.start()
-    parked.wait()
-    b.start()
-    b.join(timeout=0.5)  # B must wait for A's lock; without it B finishes here
-    gate.set()
-    a.join()
-    b.join()
+    try:
+        assert parked.wait(60), "writer A never committed"
+        b.start()
+        assert b_stopped.wait(60), "writer B neither finished nor blocked on the lock"
+        assert "b" not in outcomes, f"B ran while A's caches were stale: {outcomes}"
+    finally:
+        gate.set()
+        a.join(60)
+        if b.ident is not None:
+            b.join(60)
+    assert not a.is_alive() and not b.is_alive()
     assert outcomes["b"] == (Outcome.DUPLICATE,)
     assert store.stored_ranges("d") == [(1, 1), (2, 5)]
 
@@ -432,7 +473,7 @@ def test_a_failed_batch_teaches_the_store_no_epoch(tmp_path):
         s.store_metrics_batch([in_epoch(row("d", 1), E1)])
         pages = s._conn.execute("PRAGMA page_count").fetchone()[0]
         s._conn.execute(f"PRAGMA max_page_count={pages}")  # the disk is full
-        with pytest.raises(StoreError):
+        with pytest.raises(StoreError, match=r"cannot store metrics .*full"):
             s.store_metrics_batch([in_epoch(row("d", q), e3) for q in range(1, 40)])
         s._conn.execute("PRAGMA max_page_count=1073741823")
         assert s.store_metrics_batch([in_epoch(row("d", 1), e3)]).acks == {"d": (e3, 1)}

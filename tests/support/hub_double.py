@@ -58,7 +58,7 @@ class HubDouble:
         self._connected = threading.Event()
         self.client.connect(host, port)
         self.client.loop_start()
-        assert self._connected.wait(10), "hub double could not connect"
+        assert self._connected.wait(60), "hub double could not connect in 60 s"
 
     def _on_disconnect(self, client, userdata, flags, reason, properties):
         self._connected.clear()
@@ -89,21 +89,24 @@ class HubDouble:
         return SignedDirective(d, tuple(sigs)).to_bytes()
 
     def publish_raw(self, device_id: str, channel: Channel, payload: bytes,
-                    retain: bool = True) -> None:
+                    retain: bool = True, timeout: float = 60.0) -> None:
         # amqtt 0.12.1 sometimes drops a client when others connect at the same moment
         # ("dictionary changed size during iteration" in the broker): wait for paho to
         # reconnect and publish again, as the real hub will.
-        for _ in range(5):
-            self._connected.wait(15)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not self._connected.wait(left):
+                break
             info = self.client.publish(topic(device_id, channel), payload, qos=1, retain=retain)
             try:
-                info.wait_for_publish(10)
+                info.wait_for_publish(max(0.0, min(10.0, deadline - time.monotonic())))
             except RuntimeError:  # not connected: paho reconnects; wait for on_connect
-                self._connected.clear()
+                if not self.client.is_connected():
+                    self._connected.clear()
                 continue
             if info.is_published():
                 return
-        raise AssertionError("hub double could not publish")
+        raise AssertionError(f"hub double could not publish on {channel} in {timeout}s")
 
     def publish_directive(self, d: Directive, **kw: Any) -> Directive:
         self.publish_raw(d.device_id, Channel.DESIRED, self.signed(d, **kw))
@@ -150,7 +153,7 @@ class HubDouble:
 
     # --- waiting ------------------------------------------------------------------------
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:

@@ -125,7 +125,7 @@ class Mosquitto:
             ready.set()
 
         threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(15) or self.proc.poll() is not None:
+        if not ready.wait(60) or self.proc.poll() is not None:
             raise RuntimeError("mosquitto did not start:\n" + "\n".join(self.log))
         self.pid_file.write_text(f"{self.proc.pid}\n")  # as Debian's service writes it
         return self
@@ -146,8 +146,30 @@ class Mosquitto:
             self.proc.wait(10)
 
     def __enter__(self) -> Mosquitto:
-        return self.start()
+        return self.start_on_free_ports()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+    def start_on_free_ports(self, attempts: int = 3) -> Mosquitto:
+        """:meth:`start`; if another process took a port picked by ``free_port()``
+        before Mosquitto bound it (a shared machine), pick new ports and start again.
+
+        Raises:
+            RuntimeError: Mosquitto did not start for another reason, or never got ports.
+        """
+        for attempt in range(attempts):
+            try:
+                return self.start()
+            except RuntimeError:
+                self.stop()
+                taken = any("Address already in use" in line for line in self.log)
+                if not taken or attempt == attempts - 1:
+                    raise
+            self.log = []
+            self.port = free_port()
+            for name in ("tls_port", "hub_tls_port"):  # the TLS listeners it has
+                if getattr(self, name, None) is not None:
+                    setattr(self, name, free_port())
+        raise AssertionError("unreachable")
