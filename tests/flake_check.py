@@ -30,10 +30,14 @@ from pathlib import Path
 #: The tests that start real processes, brokers and servers: where timing matters.
 INTEGRATION = (
     "tests/agent/test_agent.py",
-    "tests/agent/test_faults.py",
+    "tests/agent/test_agent_hub.py",
+    "tests/agent/test_checkpoint.py",
     "tests/agent/test_download.py",
-    "tests/agent/test_mosquitto.py",
+    "tests/agent/test_faults.py",
     "tests/agent/test_hotpath.py",
+    "tests/agent/test_mosquitto.py",
+    "tests/agent/test_network_faults.py",
+    "tests/agent/test_rotation.py",
     "tests/hub",
     "tests/test_cli.py",
 )
