@@ -906,17 +906,50 @@ def _print_rollout(r: dict[str, Any], as_json: bool) -> None:
 _FINAL = {"completed", "aborted", "rolled_back"}
 
 
+def waiting_for(r: dict[str, Any]) -> str:
+    """One line saying what a running rollout waits for: its stage and every gate that
+    has not passed, with its evidence (e.g. ``drift: waiting for evidence: 40 of 133``)."""
+    spec = r["spec"]
+    stages = spec["stages"]
+    index = min(r["stage"], len(stages) - 1)
+    stage = stages[index]
+    size = (
+        f"{stage['share'] * 100:g} %"
+        if stage.get("share") is not None
+        else (f"{stage.get('count')} devices")
+    )
+    parts = [f"stage {index + 1}/{len(stages)} ({size}) {r['state']}"]
+    for g in r.get("gates", []):
+        if g["verdict"] == "pass":
+            continue
+        what = g.get("detail") or (
+            f"{g['value'] if g['value'] is not None else '-'} of {g['limit']}"
+        )
+        parts.append(f"{g['name']}: {g['verdict']} ({what})")
+    if len(parts) == 1 and r["state"] == "running":
+        parts.append("devices activating and on probation")
+    return "; ".join(parts)
+
+
 def _wait_rollout(client: Any, rollout_id: str, timeout: float) -> dict[str, Any]:
-    """Poll until the rollout leaves `running` for good or needs a human (timeout: exit 1)."""
+    """Poll until the rollout leaves `running` for good or needs a human (timeout: exit 1),
+    saying on stderr what it waits for whenever that changes."""
     import time
 
     deadline = time.monotonic() + timeout
+    said = ""
     while True:
         r = _api_result(client.get(f"/v1/rollouts/{rollout_id}"))
         if r["state"] in _FINAL | {"paused", "waiting_approval"}:
             return r
+        line = waiting_for(r)
+        if line != said:
+            click.echo(f"waiting  {rollout_id}: {line}", err=True)
+            said = line
         if time.monotonic() > deadline:
-            raise click.ClickException(f"rollout {rollout_id} still {r['state']} after {timeout}s")
+            raise click.ClickException(
+                f"rollout {rollout_id} still {r['state']} after {timeout:g} s: {line}"
+            )
         time.sleep(1.0)  # a remote API: nothing to subscribe to from the CLI yet
 
 
@@ -935,8 +968,8 @@ def _wait_rollout(client: Any, rollout_id: str, timeout: float) -> dict[str, Any
     "--previous", type=click.IntRange(min=1), default=None, help="Version to roll back to."
 )
 @click.option("--tag", "tags", multiple=True, help="Only devices with this tag (repeat).")
-@click.option("--stages", default="1,10,50,100", show_default=True, help="Cumulative percentages.")
-@click.option("--bake", default=600.0, show_default=True, help="Seconds per stage.")
+@click.option("--stages", default="10,50,100", show_default=True, help="Cumulative percentages.")
+@click.option("--bake", default=300.0, show_default=True, help="Seconds per stage.")
 @click.option("--on-failure", type=click.Choice(["pause", "rollback"]), default="pause")
 @click.option("--manual", is_flag=True, help="Wait for `rollout promote` between stages.")
 @click.option(
@@ -951,22 +984,23 @@ def _wait_rollout(client: Any, rollout_id: str, timeout: float) -> dict[str, Any
 @click.option(
     "--evidence-wait",
     type=float,
-    default=3600.0,
+    default=300.0,
     show_default=True,
     help="Seconds past the bake a drift gate waits for the predictions it needs.",
 )
 @click.option(
     "--on-insufficient",
     type=click.Choice(["pause", "rollback", "proceed"]),
-    default="pause",
+    default="proceed",
     show_default=True,
-    help="What to do when a drift gate still lacks evidence after --evidence-wait.",
+    help="What to do when a drift gate still lacks evidence after --evidence-wait "
+    "(proceed: a quiet fleet completes; the gate's status says it had too little).",
 )
 @click.option(
     "--probation",
     "probation_s",
     type=float,
-    default=300.0,
+    default=120.0,
     show_default=True,
     help="Seconds each device watches the new model before keeping it.",
 )

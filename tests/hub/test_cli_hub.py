@@ -141,3 +141,31 @@ def test_model_drift_prints_each_verdict_with_its_evidence():
     }
     (line,) = drift_lines(empty)
     assert "since 5" in line and "waiting for evidence: 0 of " in line
+
+
+def test_rollout_wait_says_what_it_waits_for():
+    from hub.cli import waiting_for
+    from hub.rollout import Gates, RolloutSpec, Stage
+
+    spec = RolloutSpec(
+        id="r1", model="pump", target_version=2, previous_version=1,
+        stages=(Stage(share=0.1, bake_s=300, gates=Gates()), Stage(share=1.0, bake_s=300,
+                                                                    gates=Gates())),
+    ).to_json()  # fmt: skip
+    r = {
+        "spec": spec,
+        "stage": 0,
+        "state": "running",
+        "gates": [
+            {"name": "success_share", "value": 1.0, "limit": 0.95, "verdict": "pass"},
+            {"name": "bake", "value": 40.0, "limit": 300.0, "verdict": "waiting", "detail": ""},
+            {"name": "drift", "value": None, "limit": None, "verdict": "waiting",
+             "detail": "waiting for evidence: 40 of 133 predictions"},
+        ],
+    }  # fmt: skip
+    line = waiting_for(r)
+    assert line.startswith("stage 1/2 (10 %) running")
+    assert "bake: waiting (40.0 of 300.0)" in line
+    assert "drift: waiting (waiting for evidence: 40 of 133 predictions)" in line
+    assert "success_share" not in line  # passed gates are not what it waits for
+    assert "activating" in waiting_for({**r, "gates": []})
