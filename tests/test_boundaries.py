@@ -99,3 +99,10 @@ def test_the_agent_verifies_signatures_without_importing_cryptography():
     key = Ed25519PrivateKey.generate()
     raw = PublicKey.of(key.public_key()).raw
     assert run_child(code, raw.hex(), key.sign(b"m").hex()) == "False"
+
+
+def test_the_hub_client_imports_neither_hub_nor_agent():
+    """edgefleet_client installs with the console extra alone (httpx, no FastAPI)."""
+    names = imported_top_levels(ROOT / "edgefleet_client")
+    assert not names & {"hub", "edge_agent", "tui", "fastapi", "starlette", "pydantic"}
+
