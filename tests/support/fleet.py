@@ -45,44 +45,49 @@ class Fleet:
         return self.service.api.url
 
 
-def seed(service: HubService, model_bytes: bytes, reference: np.ndarray) -> None:
-    """Register ``pump`` v1 and v2 and write the fixed devices and their events."""
+def seed(service: HubService, model_bytes: bytes, reference: np.ndarray, now: float = T0) -> None:
+    """Register ``pump`` v1 and v2 and write the fixed devices and their events, with
+    times relative to ``now``."""
     assert service.registry is not None and service.store is not None
     ref = ReferenceData(reference, tuple(f"f{i}" for i in range(reference.shape[1])))
     for _ in (1, 2):
         service.registry.push_model(model_bytes, name="pump", reference=ref)
     store = service.store
     for i, (dev, tags, online, active, shadow, depth) in enumerate(DEVICES):
-        store.set_tags(dev, tags, now=T0 - 86_400)
+        store.set_tags(dev, tags, now=now - 86_400)
         if active is not None or online:
             store.record_state(
                 State(
                     dev,
                     True,
-                    ts=T0 - 60 * i,
+                    ts=now - 60 * i,
                     active=ModelVersion("pump", active) if active else None,
                     previous=ModelVersion("pump", 1) if active == 2 else None,
                     shadow=ModelVersion("pump", shadow) if shadow else None,
                     health=Health(12.5 + i, (40 + i) << 20, (2 + i) << 30, 3600.0 * (i + 1)),
                     buffer_depth=depth,
                 ),
-                now=T0 - 60 * i,
+                now=now - 60 * i,
             )
         if not online:
-            store.record_state(State(dev, False), now=T0 - 30 * 60 * (i + 1))
+            store.record_state(State(dev, False), now=now - 30 * 60 * (i + 1))
     for i, (dev, _, _, active, _, _) in enumerate(DEVICES):
         if active is None:
             continue
         model = ModelVersion("pump", active)
-        store.record_event(Event(dev, T0 - 600 + i, EventKind.RECEIVED, "", model, 1))
-        store.record_event(Event(dev, T0 - 590 + i, EventKind.ACTIVATED, "", model, 1))
+        store.record_event(Event(dev, now - 600 + i, EventKind.RECEIVED, "", model, 1))
+        store.record_event(Event(dev, now - 590 + i, EventKind.ACTIVATED, "", model, 1))
     v2 = ModelVersion("pump", 2)
-    store.record_event(Event("pump-03", T0 - 100, EventKind.FAILED, "smoke test failed", v2, 2))
+    store.record_event(Event("pump-03", now - 100, EventKind.FAILED, "smoke test failed", v2, 2))
 
 
 @contextmanager
 def running_fleet(
-    data_dir: Path, model_bytes: bytes, reference: np.ndarray, **settings: object
+    data_dir: Path,
+    model_bytes: bytes,
+    reference: np.ndarray,
+    now: float = T0,
+    **settings: object,
 ) -> Iterator[Fleet]:
     """A started hub with the seeded fleet and one token per scope; stopped on exit."""
     hub_settings = HubSettings(
@@ -92,7 +97,7 @@ def running_fleet(
         **settings,  # type: ignore[arg-type]
     )
     with HubService(hub_settings) as service:
-        seed(service, model_bytes, reference)
+        seed(service, model_bytes, reference, now)
         assert service.tokens is not None
         tokens = {
             scope: service.tokens.create(f"{scope}-token", [scope])[0]

@@ -1,0 +1,29 @@
+"""``edgefleet`` as installed from this checkout: the agent's CLI with every command
+group of ``pyproject.toml``'s ``edgefleet.commands`` entry points registered (the
+installed package's metadata may predate the ``console`` entry point).
+
+    python -m tests.support.edgefleet_cli console --hub ...
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import import_module
+from pathlib import Path
+
+from edge_agent import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def main() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    groups = project["project"]["entry-points"]["edgefleet.commands"]
+    for target in groups.values():
+        module, _, func = target.partition(":")
+        getattr(import_module(module), func)(cli.cli)
+    cli.cli.main(prog_name="edgefleet")
+
+
+if __name__ == "__main__":
+    main()

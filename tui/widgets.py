@@ -1,0 +1,37 @@
+"""Small widgets every view shares: breadcrumbs, the lost-hub banner, the filter box."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.markup import escape
+from textual.binding import Binding, BindingType
+from textual.widgets import DataTable, Input, Static
+
+
+class Breadcrumbs(Static):
+    """``EdgeFleet > Fleet > pump-01`` on the left of the top line."""
+
+
+class HubBanner(Static):
+    """Shown only while the hub is unreachable; says why and that it is retrying."""
+
+    def show_state(self, error: str | None) -> None:
+        """Show ``error`` (hub lost) or hide (hub back)."""
+        self.display = error is not None
+        if error is not None:
+            self.update(f"hub lost — {escape(error)} — reconnecting with back-off…")
+
+
+class FilterInput(Input):
+    """The ``/`` filter box: hidden until asked for; Esc hides it again (keeping the
+    filter applied) and gives the keys back to the table."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "hide", "Close filter")]
+
+    def on_mount(self) -> None:
+        self.display = False
+
+    def action_hide(self) -> None:
+        self.display = bool(self.value)
+        self.screen.focus_next(DataTable)
