@@ -12,12 +12,16 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 
+_BY_TEXT: Any = "\x00by-text"  # the default sort value: the cell's text
+
+
 @dataclass(frozen=True)
 class Cell:
-    """A table cell: what it shows and what it sorts by."""
+    """A table cell: what it shows and what it sorts by (its text unless ``sort`` is
+    given; ``sort=None`` means no value, sorted last)."""
 
     text: str
-    sort: Any = None
+    sort: Any = _BY_TEXT
     style: str = ""
 
     def __rich__(self) -> Text:
@@ -25,7 +29,7 @@ class Cell:
 
     def sort_key(self) -> tuple[int, Any]:
         """Sortable: values first, None last."""
-        value = self.text if self.sort is None else self.sort
+        value = self.text if self.sort is _BY_TEXT else self.sort
         return (0, value) if value is not None else (1, "")
 
 

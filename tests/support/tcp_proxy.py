@@ -9,7 +9,7 @@ import threading
 
 class TcpProxy:
     """Forwards ``127.0.0.1:<port>`` to ``target``; :meth:`drop` cuts every open
-    connection (new ones are still accepted)."""
+    connection (new ones are still accepted unless ``refusing``)."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -18,6 +18,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         self.accepted = 0
+        self.refusing = False  # True: accept and close at once (a hub that is down)
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -31,6 +32,9 @@ class TcpProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self.refusing:
+                client.close()
+                continue
             upstream = socket.create_connection(self.target)
             with self._lock:
                 self._open += [client, upstream]
