@@ -11,7 +11,6 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import DataTable
 
-
 _BY_TEXT: Any = "\x00by-text"  # the default sort value: the cell's text
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from textual.widgets import Button, DataTable, Input, Select, Static
+from textual.widgets import Button, DataTable, Select, Static
 
 from edge_agent.messages import Event as WireEvent
 from edge_agent.messages import EventKind, ModelVersion
