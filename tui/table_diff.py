@@ -47,10 +47,13 @@ def sync_table(
     """Make ``table`` show ``rows`` (by row key, cells in ``columns`` order).
 
     Rows whose key left are removed, new keys are appended, and in the others only
-    the cells that differ are updated.
+    the cells that differ are updated; a row cursor stays on its row.
     """
     present = {str(k.value) for k in table.rows}
     removed = present - rows.keys()
+    cursor_key: str | None = None
+    if table.row_count and table.cursor_type == "row":
+        cursor_key = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
     for key in removed:
         table.remove_row(key)
     added = changed = 0
@@ -64,6 +67,8 @@ def sync_table(
             if before != after:
                 table.update_cell(key, column, after)
                 changed += 1
+    if cursor_key is not None and cursor_key in rows and removed:
+        table.move_cursor(row=table.get_row_index(cursor_key), animate=False)
     return DiffStats(added, len(removed), changed)
 
 
