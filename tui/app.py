@@ -147,6 +147,8 @@ class ConsoleApp(App[None]):
                 if self.identity is None and not self.identity_error:
                     await self._learn_identity()
                 self.hub_reachable()
+                if isinstance(self.screen, View):
+                    self.screen.hub_status_changed()
                 backoff.reset()
                 await asyncio.sleep(self.health_s)
             except HubError as exc:
@@ -195,6 +197,8 @@ class ConsoleApp(App[None]):
 
     def _stream_status(self, up: bool, error: HubError | None) -> None:
         self.stream_state = "live" if up else "reconnecting"
+        if isinstance(self.screen, View):
+            self.screen.hub_status_changed()
         if error is not None:
             self.report(error)
         elif up:

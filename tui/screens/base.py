@@ -77,6 +77,7 @@ class View(Screen[None]):
 
     def on_hub_state_changed(self, message: HubStateChanged) -> None:
         self.query_one(HubBanner).show_state(message.error)
+        self.hub_status_changed()
 
     def on_events_arrived(self, message: EventsArrived) -> None:
         """New events from the stream (views that show events override)."""
@@ -106,6 +107,9 @@ class View(Screen[None]):
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:  # the default screen and the landing view stay
             self.app.pop_screen()
+
+    def hub_status_changed(self) -> None:
+        """The hub answered or was lost (views that show the hub's state override)."""
 
     def identity_known(self) -> None:
         """The hub confirmed (or refused) the token: update who and what is allowed."""

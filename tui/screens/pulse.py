@@ -100,10 +100,10 @@ class PulseView(View):
     def show_summary(self, s: FleetSummary) -> None:
         """Device counts and the versions table."""
         self.query_one("#pulse-devices", Static).update(
-            f"[b]{s.total}[/b] devices\n"
-            f"[green]● {s.online} online[/green]   [red]○ {s.offline} offline[/red]   "
-            f"[dim]· {s.never_seen} never seen[/dim]\n"
-            f"{s.without_model} without a model · {s.buffered_windows} windows buffered"
+            f"[b]{s.total}[/b] devices   [green]● {s.online} online[/green]   "
+            f"[red]○ {s.offline} offline[/red]\n"
+            f"[dim]{s.never_seen} never seen · {s.without_model} without a model[/dim]\n"
+            f"{s.buffered_windows} metric windows buffered on devices"
         )
         rows = {
             v.label: [
@@ -153,3 +153,6 @@ class PulseView(View):
 
     def on_events_arrived(self, message: EventsArrived) -> None:
         self.show_events()
+
+    def hub_status_changed(self) -> None:
+        self.show_hub()
