@@ -21,6 +21,7 @@ from textual import work
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.dom import DOMNode
 
 from edgefleet_client import AsyncHubClient, Event, HubError, WhoAmI
 from edgefleet_client.sse import Backoff
@@ -41,6 +42,17 @@ VIEW_CLASSES: dict[str, type[View]] = {
     "events": EventsView,
 }
 THEMES = ("textual-dark", "textual-light")
+
+
+def _own_keys(node: DOMNode) -> set[str]:
+    """The keys the console's own classes bind on ``node`` (not Textual's defaults)."""
+    keys: set[str] = set()
+    for cls in type(node).__mro__:
+        if cls.__module__.startswith("tui."):
+            for b in cls.__dict__.get("BINDINGS", ()):
+                if isinstance(b, Binding):
+                    keys.update(k.strip() for k in b.key.split(","))
+    return keys
 
 
 class ViewCommands(Provider):
@@ -298,11 +310,16 @@ class ConsoleApp(App[None]):
         seen: set[str] = set()
         for active in screen.active_bindings.values():
             b = active.binding
+            if b.key not in _own_keys(active.node):
+                continue  # Textual's defaults and widgets' own keys (table cursor, editing)
             if not b.description or b.description in seen:
                 continue
             seen.add(b.description)
             display = b.key_display or self.get_key_display(b)
             rows.append((display, b.description, "" if active.enabled else reason or "disabled"))
+        rows.append(("↑ ↓ pgup pgdn", "Move in a table", ""))
+        rows.append(("^p", "Command palette", ""))
+        rows.append(("^t", "Dark / light theme", ""))
         title = screen.crumb if isinstance(screen, View) else "Console"
         self.push_screen(HelpScreen(title, rows))
 

@@ -144,8 +144,8 @@ class HelpScreen(ModalScreen[None]):
         self.title_text, self.rows = title, rows
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="help"):
-            yield Label(f"[b]{self.title_text}[/b] — keys (Esc closes)")
+        with Vertical(id="help") as box:
+            box.border_title = f"{self.title_text}: keys (Esc closes)"
             table: DataTable[str] = DataTable(id="help-table", cursor_type="none")
             table.add_columns("key", "action", "note")
             for row in self.rows:
