@@ -27,7 +27,8 @@ class Terminal:
 
     def __init__(self, command: str, width: int = 120, height: int = 40) -> None:
         self.socket = f"edgefleet-test-{uuid.uuid4().hex[:8]}"
-        self.tmux("new-session", "-d", "-s", "console", "-x", str(width), "-y", str(height), command)
+        size = ["-x", str(width), "-y", str(height)]
+        self.tmux("new-session", "-d", "-s", "console", *size, command)
 
     def tmux(self, *args: str) -> str:
         done = subprocess.run(
@@ -93,7 +94,7 @@ def test_the_console_command_in_a_terminal(fleet, tmp_path):
         term.wait_for(lambda s: ":device <id>" in s, "the command prompt")
         term.type("device valve-01")
         term.keys("Enter")
-        screen = term.wait_for(lambda s: "Fleet › valve-01" in s, "the Device view")
+        screen = term.wait_for(lambda s: "Fleet \u203a valve-01" in s, "the Device view")
         screen = term.wait_for(lambda s: "pump:v2" in s and "previous  pump:v1" in s, "versions")
         assert "need the 'deploy' scope" in screen  # a read token: actions disabled, and why
         term.keys("?")
