@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 from rich.markup import escape
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Input, Static
+from textual.widgets.data_table import RowKey
 
 
 class Breadcrumbs(Static):
@@ -35,3 +37,20 @@ class FilterInput(Input):
     def action_hide(self) -> None:
         self.display = bool(self.value)
         self.screen.focus_next(DataTable)
+
+
+class LiveTable(DataTable[Any]):
+    """A DataTable for live data.
+
+    DataTable measures added rows when idle, but caches rendered cells by an update
+    counter that measuring does not advance: a frame drawn between ``add_row`` and the
+    next idle (e.g. a sort right after adding) keeps its too-narrow cells until some
+    other change. After measuring, the caches are dropped (Textual 8.2 internals; the
+    snapshot tests show it if that changes)."""
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        rows = list(new_rows)
+        super()._update_dimensions(rows)
+        if rows:
+            self._clear_caches()
+            self.refresh()

@@ -172,6 +172,9 @@ async def test_an_event_arrives_live_and_pause_holds_it(own_fleet):
         await until(pilot, lambda: str(held) in row_ids(table), "the held event shown")
         await pilot.press("slash", *"kind:failed", "enter")
         await until(pilot, lambda: row_ids(table) == ["11", str(held)], "the kind filter")
+        await pilot.press("1")
+        recent = app.screen.query_one("#pulse-events", DataTable)
+        await until(pilot, lambda: row_ids(recent)[:2] == [str(held), str(new)], "newest first")
 
 
 async def test_a_read_only_token_sees_actions_disabled_with_the_reason(fleet):

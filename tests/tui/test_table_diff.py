@@ -7,6 +7,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import DataTable
 
 from tui.table_diff import Cell, sort_table, sync_table
+from tui.widgets import LiveTable
 
 pytestmark = pytest.mark.anyio
 
@@ -15,7 +16,7 @@ COLUMNS = ("id", "n")
 
 class TableApp(App[None]):
     def compose(self) -> ComposeResult:
-        table: DataTable[Cell] = DataTable(cursor_type="row")
+        table = LiveTable(cursor_type="row")
         for c in COLUMNS:
             table.add_column(c, key=c)
         yield table
@@ -50,3 +51,4 @@ async def test_sort_by_value_with_missing_values_last():
         sort_table(table, "n", reverse=False)
         order = [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(4)]
         assert order == ["c", "a", "d", "b"]  # numbers as numbers (not "10" < "9"), None last
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from textual import work
 from textual.app import ComposeResult
@@ -18,7 +18,8 @@ from tui.filters import device_state
 from tui.format import ago, ref, size
 from tui.screens.base import View
 from tui.screens.modals import DeployChoice, DeployDialog, TypedConfirm
-from tui.table_diff import Cell, sync_table
+from tui.table_diff import Cell, sort_table, sync_table
+from tui.widgets import LiveTable
 
 EVENT_COLUMNS = ("time", "kind", "model", "detail")
 KIND_STYLE = {"failed": "red", "refused": "red", "rolled_back": "yellow", "activated": "green",
@@ -33,7 +34,7 @@ def clock_time(ts: float) -> str:
 def event_cells(e: Event) -> list[Cell]:
     """One event's row in a device's event list."""
     return [
-        Cell(clock_time(e.ts), sort=e.ts),
+        Cell(clock_time(e.ts), sort=(e.ts, e.id)),
         Cell(e.kind, style=KIND_STYLE.get(e.kind, "")),
         Cell(ref(e.model)),
         Cell(e.detail),
@@ -60,7 +61,7 @@ class DeviceView(View):
         with Horizontal(id="device-top"):
             yield Static("loading…", id="device-state", classes="panel")
             yield Static("", id="device-versions", classes="panel")
-        table: DataTable[Any] = DataTable(id="device-events", cursor_type="row")
+        table = LiveTable(id="device-events", cursor_type="row")
         for column in EVENT_COLUMNS:
             table.add_column(column, key=column)
         yield table
@@ -105,7 +106,9 @@ class DeviceView(View):
             f"revoked   {'yes' if d.revoked_at else 'no'}"
         )
         rows = {str(e.id): event_cells(e) for e in reversed(events)}
-        sync_table(self.query_one("#device-events", DataTable), rows, EVENT_COLUMNS)
+        table = self.query_one("#device-events", DataTable)
+        if sync_table(table, rows, EVENT_COLUMNS).added:
+            sort_table(table, "time", reverse=True)  # newest first
 
     def action_deploy(self) -> None:
         self.open_deploy()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from textual import on
 from textual.app import ComposeResult
@@ -15,8 +15,8 @@ from tui.format import ref
 from tui.messages import EventsArrived
 from tui.screens.base import View
 from tui.screens.device import KIND_STYLE, clock_time
-from tui.table_diff import Cell, sync_table
-from tui.widgets import FilterInput
+from tui.table_diff import Cell, sort_table, sync_table
+from tui.widgets import FilterInput, LiveTable
 
 COLUMNS = ("id", "time", "device", "kind", "model", "detail")
 MAX_ROWS = 500
@@ -55,7 +55,7 @@ class EventsView(View):
         yield FilterInput(
             placeholder="text  device:pump-01  kind:failed  model:pump:v2  !term", id="filter"
         )
-        table: DataTable[Any] = DataTable(id="events", cursor_type="row", zebra_stripes=True)
+        table = LiveTable(id="events", cursor_type="row", zebra_stripes=True)
         for column in COLUMNS:
             table.add_column(column, key=column)
         yield table
@@ -70,6 +70,8 @@ class EventsView(View):
         table = self.query_one("#events", DataTable)
         with self.app.batch_update():
             stats = sync_table(table, {str(e.id): tail_cells(e) for e in shown}, COLUMNS)
+            if stats.added:
+                sort_table(table, "id", reverse=False)  # oldest first, the tail at the bottom
             if stats.added and self.following and table.row_count:
                 table.move_cursor(row=table.row_count - 1)
         self.missed = 0

@@ -25,7 +25,7 @@ from tui.filters import (
 from tui.format import ago, ref, size
 from tui.screens.base import View
 from tui.table_diff import Cell, sort_table, sync_table
-from tui.widgets import FilterInput
+from tui.widgets import FilterInput, LiveTable
 
 COLUMNS = (
     "id",
@@ -92,7 +92,7 @@ class FleetView(View):
         yield FilterInput(
             placeholder="text  tag:site-a  version:2  state:offline  !term", id="filter"
         )
-        table: DataTable[Any] = DataTable(id="fleet", cursor_type="row", zebra_stripes=True)
+        table = LiveTable(id="fleet", cursor_type="row", zebra_stripes=True)
         for column in COLUMNS:
             table.add_column(column, key=column)
         yield table

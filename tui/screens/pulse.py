@@ -3,8 +3,6 @@ rollouts with a progress bar each, the newest events and the hub's health."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
@@ -17,7 +15,8 @@ from tui.messages import EventsArrived
 from tui.screens.base import View
 from tui.screens.events import tail_cells
 from tui.screens.rollouts import STATE_STYLE
-from tui.table_diff import Cell, sync_table
+from tui.table_diff import Cell, sort_table, sync_table
+from tui.widgets import LiveTable
 
 VERSION_COLUMNS = ("version", "active", "shadow")
 EVENT_COLUMNS = ("id", "time", "device", "kind", "model", "detail")
@@ -64,12 +63,12 @@ class PulseView(View):
             yield Static("loading…", id="pulse-devices", classes="panel")
             with Vertical(id="pulse-rollouts", classes="panel"):
                 yield Static("none", id="no-rollouts")
-            versions: DataTable[Any] = DataTable(id="pulse-versions", cursor_type="none")
+            versions = LiveTable(id="pulse-versions", cursor_type="none")
             for column in VERSION_COLUMNS:
                 versions.add_column(column, key=column)
             yield versions
             yield Static("", id="pulse-hub", classes="panel")
-            events: DataTable[Any] = DataTable(id="pulse-events", cursor_type="none")
+            events = LiveTable(id="pulse-events", cursor_type="none")
             for column in EVENT_COLUMNS:
                 events.add_column(column, key=column)
             yield events
@@ -134,7 +133,9 @@ class PulseView(View):
         """The newest events from the app's stream."""
         recent = list(self.console.recent_events)[-8:]
         rows = {str(e.id): tail_cells(e) for e in reversed(recent)}
-        sync_table(self.query_one("#pulse-events", DataTable), rows, EVENT_COLUMNS)
+        table = self.query_one("#pulse-events", DataTable)
+        if sync_table(table, rows, EVENT_COLUMNS).added:
+            sort_table(table, "id", reverse=True)  # newest first
 
     def show_hub(self) -> None:
         """Where the console is connected, as whom, and the stream's state."""

@@ -4,7 +4,7 @@ confirmation — abort and roll back."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -18,6 +18,7 @@ from tui.screens.base import View
 from tui.screens.device import clock_time
 from tui.screens.modals import TypedConfirm
 from tui.table_diff import Cell, sync_table
+from tui.widgets import LiveTable
 
 STATE_STYLE = {
     "running": "green",
@@ -53,7 +54,7 @@ class RolloutsView(View):
 
     def compose_body(self) -> ComposeResult:
         yield Static("loading…", id="rollouts-status", classes="status")
-        table: DataTable[Any] = DataTable(id="rollouts", cursor_type="row", zebra_stripes=True)
+        table = LiveTable(id="rollouts", cursor_type="row", zebra_stripes=True)
         for column in LIST_COLUMNS:
             table.add_column(column, key=column)
         yield table
@@ -108,14 +109,14 @@ class RolloutView(View):
     def compose_body(self) -> ComposeResult:
         yield Static("", id="rollout-reason", classes="reason")
         yield Static("loading…", id="rollout-summary", classes="panel")
-        stages: DataTable[Any] = DataTable(id="stages", cursor_type="none")
+        stages = LiveTable(id="stages", cursor_type="none")
         stages.add_columns("#", "size", "mode", "bake", "gates (limits)", "")
         yield stages
-        gates: DataTable[Any] = DataTable(id="gates", cursor_type="none")
+        gates = LiveTable(id="gates", cursor_type="none")
         for column in ("gate", "value", "limit", "verdict"):
             gates.add_column(column, key=column)
         yield gates
-        history: DataTable[Any] = DataTable(id="history", cursor_type="none")
+        history = LiveTable(id="history", cursor_type="none")
         for column in ("at", "change", "stage", "reason"):
             history.add_column(column, key=column)
         yield history
