@@ -27,11 +27,14 @@ from edgefleet_client import AsyncHubClient, Event, HubError, WhoAmI
 from edgefleet_client.sse import Backoff
 from tui.commands import VIEWS, Command
 from tui.messages import EventsArrived, HubStateChanged
+from tui.screens.audit import AuditView
 from tui.screens.base import View
 from tui.screens.device import DeviceView
+from tui.screens.drift import DriftView
 from tui.screens.events import EventsView
 from tui.screens.fleet import FleetView
 from tui.screens.modals import CommandPrompt, HelpScreen
+from tui.screens.models import ModelsView
 from tui.screens.pulse import PulseView
 from tui.screens.rollouts import RolloutsView, RolloutView
 
@@ -40,6 +43,8 @@ VIEW_CLASSES: dict[str, type[View]] = {
     "fleet": FleetView,
     "rollouts": RolloutsView,
     "events": EventsView,
+    "models": ModelsView,
+    "audit": AuditView,
 }
 THEMES = ("textual-dark", "textual-light")
 
@@ -90,6 +95,8 @@ class ConsoleApp(App[None]):
         Binding("2", "view('fleet')", "Fleet"),
         Binding("3", "view('rollouts')", "Rollouts"),
         Binding("4", "view('events')", "Events"),
+        Binding("5", "view('models')", "Models"),
+        Binding("6", "view('audit')", "Audit", show=False),
         Binding("colon", "command_mode", "Cmd", key_display=":"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("ctrl+t", "toggle_theme", "Theme", show=False),
@@ -288,6 +295,10 @@ class ConsoleApp(App[None]):
         """Push the Rollout detail view."""
         self.push_screen(RolloutView(rollout_id))
 
+    def open_drift(self, model: str, version: int) -> None:
+        """Push the Drift view of one model version."""
+        self.push_screen(DriftView(model, version))
+
     def action_command_mode(self) -> None:
         self.push_screen(CommandPrompt(), callback=self._run_command)
 
@@ -300,6 +311,12 @@ class ConsoleApp(App[None]):
             self.open_device(command.arg)
         elif command.view == "rollout":
             self.open_rollout(command.arg)
+        elif command.view == "drift":
+            name, _, version = command.arg.rpartition(":v")
+            if not name or not version.isdigit():
+                self.notify("drift: give a version as model:vN, e.g. pump:v2", severity="warning")
+            else:
+                self.open_drift(name, int(version))
         else:
             self.action_view(command.view)
 

@@ -20,6 +20,8 @@ VIEWS: tuple[ViewName, ...] = (
     ViewName("fleet", ("f", "devices", "dev", "dp"), "2", "Devices: filter, sort, open one"),
     ViewName("rollouts", ("ro", "r", "rollout"), "3", "Rollouts with state and progress"),
     ViewName("events", ("ev", "e", "log"), "4", "Live event tail from the hub"),
+    ViewName("models", ("m", "mo", "versions"), "5", "Model versions and where they run"),
+    ViewName("audit", ("au", "a"), "6", "The hash-chained audit log (admin)"),
 )
 
 
@@ -51,8 +53,12 @@ def parse_command(text: str) -> Command:
         return Command("device", arg)
     if name in ("rollout", "ro", "r") and arg:
         return Command("rollout", arg)
+    if name == "drift" and arg:
+        return Command("drift", arg)
     for v in VIEWS:
         if name == v.name or name in v.aliases:
             return Command(v.name)
     known = ", ".join(v.name for v in VIEWS)
-    raise CommandError(f"unknown command {name!r}: {known}, device <id>, rollout <id>, quit")
+    raise CommandError(
+        f"unknown command {name!r}: {known}, device <id>, rollout <id>, drift <model:vN>, quit"
+    )

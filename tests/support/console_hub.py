@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -24,6 +25,28 @@ from edge_agent.agent import Agent
 from edge_agent.config import AgentConfig, BrokerConfig
 from hub.modelkit.demo import build_demo
 from tests.support.fleet import running_fleet
+
+
+def _predict_forever(fleet, agents, reference: np.ndarray, stop: threading.Event) -> None:
+    """Deploy pump v2 to the agents, then predict on reference rows (the last agent's
+    first feature shifted, so the fleet drifts), so windows and drift reach the hub."""
+    from edgefleet_client import HubClient, HubError
+
+    with HubClient(fleet.url, fleet.tokens["admin"]) as hub:
+        for a in agents:
+            hub.deploy(a.config.device_id, "pump", 2)
+    rng = np.random.default_rng(1)
+    while not stop.wait(0.05):
+        for i, a in enumerate(agents):
+            row = reference[rng.integers(len(reference))].copy()
+            if i == len(agents) - 1:
+                row[0] += 3 * reference[:, 0].std()
+            try:
+                a.predict(row)
+            except HubError:
+                pass
+            except Exception:  # no model active yet: keep feeding
+                continue
 
 
 def main() -> None:
@@ -42,10 +65,8 @@ def main() -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     hub_dir = out / "hub"
-    if hub_dir.exists():
-        import shutil
-
-        shutil.rmtree(hub_dir)
+    for old in [hub_dir, *out.glob("agent-*")]:  # a fresh hub: agents start fresh too
+        shutil.rmtree(old, ignore_errors=True)
     with running_fleet(
         hub_dir, (demo / "model-int8.tflite").read_bytes(), reference, time.time()
     ) as fleet:
@@ -67,6 +88,11 @@ def main() -> None:
                 state_interval_s=5,
             )
             agents.append(Agent(replace(config)).start())
+        if agents:
+            feed = threading.Thread(
+                target=_predict_forever, args=(fleet, agents, reference, stop), daemon=True
+            )
+            feed.start()
         info = {"hub": fleet.url, "tokens": {s: str(out / f"{s}.token") for s in fleet.tokens}}
         print(json.dumps(info), flush=True)
         print(f"edgefleet console --hub {fleet.url} --token-file {out / 'admin.token'}", flush=True)

@@ -213,3 +213,33 @@ async def test_a_lost_hub_shows_a_banner_and_reconnects(fleet):
             assert app.hub_lost is None
     finally:
         proxy.close()
+
+
+async def test_models_drift_and_audit_views(fleet):
+    app = console(fleet, "admin", stream=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("5")
+        table = app.screen.query_one("#models", DataTable)
+        await until(pilot, lambda: table.row_count == 2, "the model versions")
+        v2 = [c.text for c in table.get_row("pump:2")]
+        assert v2[0] == "pump:v2" and (v2[6], v2[7]) == ("2", "1")  # active on 2, shadow on 1
+        await pilot.press("down", "enter")
+        await until(pilot, lambda: app.screen.crumb == "pump:v2 drift", "the drift view")
+        summary = app.screen.query_one("#drift-summary", Static)
+        await until(pilot, lambda: "no metric windows stored yet" in text(summary), "no windows")
+        await pilot.press("6")
+        audit = app.screen.query_one("#audit", DataTable)
+        await until(pilot, lambda: audit.row_count >= 1, "the audit log")
+        assert "hash chain verifies" in text(app.screen.query_one("#audit-status", Static))
+        actions = [audit.get_row_at(i)[3].text for i in range(audit.row_count)]
+        assert actions[-1] == "hub.start"  # newest first: the first entry is last
+
+
+async def test_the_audit_view_says_which_scope_a_token_lacks(fleet):
+    app = console(fleet, "read", stream=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.identity is not None, "the token's identity")
+        await pilot.press("colon", *"audit", "enter")
+        status = app.screen.query_one("#audit-status", Static)
+        await until(pilot, lambda: "needs the 'admin' scope" in text(status), "the refusal")
+        assert app.screen.query_one("#audit", DataTable).row_count == 0

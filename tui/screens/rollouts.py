@@ -110,7 +110,8 @@ class RolloutView(View):
         yield Static("", id="rollout-reason", classes="reason")
         yield Static("loading…", id="rollout-summary", classes="panel")
         stages = LiveTable(id="stages", cursor_type="none")
-        stages.add_columns("#", "size", "mode", "bake", "gates (limits)", "")
+        for column in ("stage", "size", "mode", "bake", "gates (limits)"):
+            stages.add_column(column, key=column)
         yield stages
         gates = LiveTable(id="gates", cursor_type="none")
         for column in ("gate", "value", "limit", "verdict"):
@@ -147,16 +148,16 @@ class RolloutView(View):
         for i, s in enumerate(r.stages):
             limits = ", ".join(f"{k}={v:g}" for k, v in s.gates.items() if v is not None)
             done = i < r.stage or r.state == "completed"
-            mark = "done" if done else ("◀ now" if i == r.stage else "")
+            now = i == r.stage and not done
+            mark = "✓" if done else ("▶" if now else " ")
             rows[str(i)] = [
-                Cell(str(i + 1)),
+                Cell(f"{mark} {i + 1}", style="b" if now else ("dim" if done else "")),
                 Cell(s.label),
                 Cell(s.mode),
                 Cell(f"{s.bake_s:g}s"),
                 Cell(limits),
-                Cell(mark, style="b" if mark == "◀ now" else "dim"),
             ]
-        sync_table(stages, rows, [str(c.value) for c in stages.columns])
+        sync_table(stages, rows, ("stage", "size", "mode", "bake", "gates (limits)"))
         gates = {
             g.name: [
                 Cell(g.name),
