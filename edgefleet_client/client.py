@@ -164,6 +164,11 @@ class _Calls:
         return _Call("GET", "/v1/events", EventPage.from_json, params)
 
     @staticmethod
+    def latest_events(limit: int, device: str | None) -> _Call:
+        parse = _list_of("events", Event.from_json)
+        return _Call("GET", "/v1/fleet/events/latest", parse, _params(limit=limit, device=device))
+
+    @staticmethod
     def deploy(device_id: str, name: str, version: int, mode: str, downgrade: bool) -> _Call:
         body = {"name": name, "version": version, "mode": mode, "downgrade": downgrade}
         return _Call("POST", f"/v1/devices/{device_id}/deploy", DeployResult.from_json, body=body)
@@ -315,6 +320,11 @@ class HubClient:
             if page.next is None:
                 return
             after_id = page.next
+
+    def latest_events(self, *, limit: int = 100, device: str | None = None) -> tuple[Event, ...]:
+        """The newest ``limit`` events (of ``device``), oldest first."""
+        result: tuple[Event, ...] = self._send(_Calls.latest_events(limit, device))
+        return result
 
     def deploy(
         self,
@@ -561,6 +571,13 @@ class AsyncHubClient:
             if page.next is None:
                 return
             after_id = page.next
+
+    async def latest_events(
+        self, *, limit: int = 100, device: str | None = None
+    ) -> tuple[Event, ...]:
+        """The newest ``limit`` events (of ``device``), oldest first."""
+        result: tuple[Event, ...] = await self._send(_Calls.latest_events(limit, device))
+        return result
 
     async def deploy(
         self,

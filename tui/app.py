@@ -188,15 +188,11 @@ class ConsoleApp(App[None]):
 
     @work(exclusive=True, group="stream", exit_on_error=False)
     async def follow_stream(self) -> None:
-        """The stored backlog (newest kept), then the live stream, resumed by id."""
+        """The newest stored events, then the live stream from the last one's id."""
         backoff = Backoff(initial_s=1.0, max_s=30.0)
         while True:
             try:
-                async for e in self.client.iter_events(after_id=self.last_event_id, page_size=1000):
-                    self._pending.append(e)
-                    self.last_event_id = e.id
-                    if len(self._pending) > self.recent_events.maxlen:  # type: ignore[operator]
-                        del self._pending[: len(self._pending) // 2]
+                backlog = await self.client.latest_events(limit=500)
                 break
             except HubError as exc:
                 self.report(exc)
@@ -204,6 +200,9 @@ class ConsoleApp(App[None]):
                     self.stream_state = "refused"
                     return
                 await asyncio.sleep(backoff.next_delay())
+        self._pending.extend(backlog)
+        if backlog:
+            self.last_event_id = backlog[-1].id
         try:
             async for e in self.client.stream_events(
                 after_id=self.last_event_id, on_status=self._stream_status

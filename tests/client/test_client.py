@@ -235,3 +235,20 @@ def test_backoff_grows_to_its_ceiling_and_resets():
     assert all(0.5 <= d <= 8.0 for d in delays) and delays[-1] >= 4.0
     b.reset()
     assert b.next_delay() <= 1.0
+
+
+def test_latest_events_are_the_newest_ones_without_reading_them_all(
+    tmp_path, demo_dir, reference_x
+):
+    """/v1/fleet/events/latest finds the newest events by a binary search over ids: the
+    answer is exactly the newest N (of a device, too), oldest first."""
+    model = (demo_dir / "model-int8.tflite").read_bytes()
+    with running_fleet(tmp_path / "hub", model, reference_x) as f, client(f, "read") as hub:
+        assert [e.id for e in hub.latest_events(limit=3)] == [9, 10, 11]
+        assert len(hub.latest_events(limit=100)) == 11
+        ids = [record(f, f"dev-{i % 7}", EventKind.RECEIVED, float(i)) for i in range(2500)]
+        assert [e.id for e in hub.latest_events(limit=100)] == ids[-100:]
+        mine = [i for i, n in zip(ids, range(2500), strict=True) if n % 7 == 3]
+        latest = hub.latest_events(limit=50, device="dev-3")
+        assert [e.id for e in latest] == mine[-50:] and {e.device_id for e in latest} == {"dev-3"}
+        assert hub.latest_events(limit=5, device="nobody") == ()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import ClassVar, Literal
 
 from textual import work
@@ -75,14 +74,8 @@ class DeviceView(View):
         detail = await self.fetch(client.device(self.device_id))
         if detail is None:
             return
-        recent: deque[Event] = deque(maxlen=30)
-
-        async def collect() -> None:
-            async for e in client.iter_events(device=self.device_id, page_size=1000):
-                recent.append(e)
-
-        await self.fetch(collect())
-        self.show(detail, list(recent))
+        recent = await self.fetch(client.latest_events(limit=30, device=self.device_id))
+        self.show(detail, list(recent or ()))
 
     def show(self, d: DeviceDetail, events: list[Event]) -> None:
         """Render the device and its recent events (newest first)."""
