@@ -10,7 +10,12 @@ import pytest
 from textual.pilot import Pilot
 
 from edgefleet_client import AsyncHubClient
-from tests.agent.conftest import reference_x  # noqa: F401  (fixture, registered by import)
+from tests.agent.conftest import (  # noqa: F401  (fixtures, registered by import)
+    agent_config,
+    broker,
+    reference_x,
+    trust_file,
+)
 from tests.support.fleet import T0, Fleet, running_fleet
 from tui.app import ConsoleApp
 
