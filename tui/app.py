@@ -192,7 +192,7 @@ class ConsoleApp(App[None]):
         backoff = Backoff(initial_s=1.0, max_s=30.0)
         while True:
             try:
-                backlog = await self.client.latest_events(limit=500)
+                backlog = await self._backlog()
                 break
             except HubError as exc:
                 self.report(exc)
@@ -212,6 +212,18 @@ class ConsoleApp(App[None]):
         except HubError as exc:
             self.stream_state = "refused"
             self.report(exc)
+
+    async def _backlog(self) -> tuple[Event, ...]:
+        """The newest stored events (a hub without /v1/fleet/events/latest: page them)."""
+        try:
+            return await self.client.latest_events(limit=500)
+        except HubError as exc:
+            if exc.status != 404:
+                raise
+        kept: deque[Event] = deque(maxlen=500)
+        async for e in self.client.iter_events(page_size=1000):
+            kept.append(e)
+        return tuple(kept)
 
     def _stream_status(self, up: bool, error: HubError | None) -> None:
         self.stream_state = "live" if up else "reconnecting"

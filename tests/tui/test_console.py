@@ -243,3 +243,16 @@ async def test_the_audit_view_says_which_scope_a_token_lacks(fleet):
         status = app.screen.query_one("#audit-status", Static)
         await until(pilot, lambda: "needs the 'admin' scope" in text(status), "the refusal")
         assert app.screen.query_one("#audit", DataTable).row_count == 0
+
+
+async def test_an_unknown_device_or_rollout_says_so_in_the_view(fleet):
+    app = console(fleet, "read", stream=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("colon", *"device nope", "enter")
+        await until(pilot, lambda: isinstance(app.screen, DeviceView), "the Device view")
+        state = app.screen.query_one("#device-state", Static)
+        await until(pilot, lambda: text(state) == "no device 'nope'", "the hub's message")
+        await pilot.press("escape", "colon", *"rollout r-none", "enter")
+        await until(pilot, lambda: isinstance(app.screen, RolloutView), "the Rollout view")
+        summary = app.screen.query_one("#rollout-summary", Static)
+        await until(pilot, lambda: "not found" in text(summary), "the hub's message")

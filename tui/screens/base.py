@@ -31,6 +31,7 @@ class View(Screen[None]):
         Binding("escape", "back", "Back", show=True),
     ]
     crumb = "View"
+    last_error = ""  # the hub's message for the last failed call ('' after a success)
     AUTO_FOCUS = "DataTable"
     #: Actions that need the deploy scope (disabled, with the reason, for read tokens).
     DEPLOY_ACTIONS: ClassVar[frozenset[str]] = frozenset()
@@ -88,8 +89,10 @@ class View(Screen[None]):
         try:
             result = await call
         except HubError as exc:
+            self.last_error = exc.message
             self.console.report(exc)
             return None
+        self.last_error = ""
         self.console.hub_reachable()
         return result
 

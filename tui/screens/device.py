@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import ClassVar, Literal
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -73,6 +74,8 @@ class DeviceView(View):
         client = self.console.client
         detail = await self.fetch(client.device(self.device_id))
         if detail is None:
+            if self.detail is None and self.last_error:
+                self.query_one("#device-state", Static).update(escape(self.last_error))
             return
         recent = await self.fetch(client.latest_events(limit=30, device=self.device_id))
         self.show(detail, list(recent or ()))

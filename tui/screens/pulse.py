@@ -102,7 +102,7 @@ class PulseView(View):
             f"[b]{s.total}[/b] devices   [green]● {s.online} online[/green]   "
             f"[red]○ {s.offline} offline[/red]\n"
             f"[dim]{s.never_seen} never seen · {s.without_model} without a model[/dim]\n"
-            f"{s.buffered_windows} metric windows buffered on devices"
+            f"{s.buffered_windows} windows buffered"
         )
         rows = {
             v.label: [
@@ -148,7 +148,7 @@ class PulseView(View):
         self.query_one("#pulse-hub", Static).update(
             f"{c.hub_url} · hub v{c.hub_version or '?'}\n"
             f"{lost} · last answer {checked} ago\n"
-            f"token {escape(me.name) if me else '?'} ({', '.join(me.scopes) if me else ''}) · "
+            f"{escape(me.name) if me else '?'} ({', '.join(me.scopes) if me else ''}) · "
             f"stream {c.stream_state}"
         )
 

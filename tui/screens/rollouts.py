@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -130,6 +131,8 @@ class RolloutView(View):
         rollout = await self.fetch(self.console.client.rollout(self.rollout_id))
         if rollout is not None:
             self.show(rollout)
+        elif self.rollout is None and self.last_error:
+            self.query_one("#rollout-summary", Static).update(escape(self.last_error))
 
     def show(self, r: Rollout) -> None:
         """Render the rollout (stages, gates and history by keyed diffs)."""
