@@ -13,6 +13,7 @@ BENCHMARKS = [
     "bench_hub",
     "bench_drift",
     "bench_rollout",
+    "bench_console",
 ]
 
 
