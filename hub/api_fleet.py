@@ -99,41 +99,60 @@ def latest_events(store: Store, limit: int, device: str | None = None) -> list[E
     return store.events(device, lo, limit)
 
 
+#: How long one summary serves every caller (each console's Pulse asks every few
+#: seconds, and a summary reads every device).
+SUMMARY_TTL_S = 2.0
+
+
+def summarise(store: Store, now: float) -> FleetSummary:
+    """Count the store's non-revoked devices by connection state and model version.
+
+    Raises:
+        StoreError: SQLite failed.
+    """
+    devices = store.all_devices()
+    active: Counter[tuple[str, int]] = Counter()
+    shadow: Counter[tuple[str, int]] = Counter()
+    for d in devices:
+        if d.active is not None:
+            active[(d.active.name, d.active.version)] += 1
+        if d.shadow is not None:
+            shadow[(d.shadow.name, d.shadow.version)] += 1
+    online = sum(1 for d in devices if d.online)
+    never = sum(1 for d in devices if d.last_seen is None and not d.online)
+    return FleetSummary(
+        total=len(devices),
+        online=online,
+        offline=len(devices) - online - never,
+        never_seen=never,
+        without_model=sum(1 for d in devices if d.active is None),
+        buffered_windows=sum(d.buffer_depth for d in devices),
+        versions=[
+            VersionCount(model=m, version=v, active=active[(m, v)], shadow=shadow[(m, v)])
+            for m, v in sorted(set(active) | set(shadow))
+        ],
+        generated_at=now,
+    )
+
+
 def fleet_router(context: HubContext, require: Callable[[str], Callable[..., Any]]) -> APIRouter:
     """The fleet routes, served from ``context`` and guarded by ``require(scope)``."""
     router = APIRouter(tags=["fleet"])
+    cache: list[FleetSummary] = []  # the last summary, served for SUMMARY_TTL_S
 
     @router.get(
         "/v1/fleet/summary", response_model=FleetSummary, dependencies=[Depends(require("read"))]
     )
     def fleet_summary() -> FleetSummary:
         """Devices online, offline and never seen, and how many run each model version
-        (revoked devices are not counted)."""
+        (revoked devices are not counted); at most ``SUMMARY_TTL_S`` old
+        (``generated_at`` says when it was counted)."""
         if context.store is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the store is not running")
-        devices = context.store.all_devices()
-        active: Counter[tuple[str, int]] = Counter()
-        shadow: Counter[tuple[str, int]] = Counter()
-        for d in devices:
-            if d.active is not None:
-                active[(d.active.name, d.active.version)] += 1
-            if d.shadow is not None:
-                shadow[(d.shadow.name, d.shadow.version)] += 1
-        online = sum(1 for d in devices if d.online)
-        never = sum(1 for d in devices if d.last_seen is None and not d.online)
-        return FleetSummary(
-            total=len(devices),
-            online=online,
-            offline=len(devices) - online - never,
-            never_seen=never,
-            without_model=sum(1 for d in devices if d.active is None),
-            buffered_windows=sum(d.buffer_depth for d in devices),
-            versions=[
-                VersionCount(model=m, version=v, active=active[(m, v)], shadow=shadow[(m, v)])
-                for m, v in sorted(set(active) | set(shadow))
-            ],
-            generated_at=time.time(),
-        )
+        now = time.time()
+        if not cache or not 0 <= now - cache[0].generated_at < SUMMARY_TTL_S:
+            cache[:] = [summarise(context.store, now)]
+        return cache[0]
 
     @router.get(
         "/v1/fleet/events/latest",

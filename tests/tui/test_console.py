@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from textual.command import CommandList
 from textual.widgets import Button, DataTable, Select, Static
 
 from edge_agent.messages import Event as WireEvent
@@ -24,6 +25,11 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 def row_ids(table: DataTable) -> list[str]:
     return [str(table.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(table.row_count)]
+
+
+def palette_options(app) -> int:
+    lists = app.screen.query(CommandList)
+    return lists.first().option_count if lists else 0
 
 
 def text(widget: Static) -> str:
@@ -256,3 +262,23 @@ async def test_an_unknown_device_or_rollout_says_so_in_the_view(fleet):
         await until(pilot, lambda: isinstance(app.screen, RolloutView), "the Rollout view")
         summary = app.screen.query_one("#rollout-summary", Static)
         await until(pilot, lambda: "not found" in text(summary), "the hub's message")
+
+
+async def test_views_open_from_the_command_palette_and_the_theme_toggles(fleet):
+    app = console(fleet, "read", stream=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, PulseView), "the Pulse view")
+        await pilot.press("ctrl+p")
+        await pilot.press(*"open rollouts")
+        await until(pilot, lambda: palette_options(app) > 0, "the palette's match")
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen.crumb == "Rollouts", "the Rollouts view")
+        assert app.theme == "textual-dark"
+        await pilot.press("ctrl+t")
+        assert app.theme == "textual-light"
+        await pilot.press("colon", *"nonsense", "enter")
+        await until(
+            pilot,
+            lambda: any("unknown command 'nonsense'" in n.message for n in app._notifications),
+            "the command error",
+        )

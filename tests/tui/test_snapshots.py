@@ -87,3 +87,13 @@ def test_view_snapshot(snap_compare, snap_fleet, view, size):
 
     app = console(snap_fleet, "read", refresh_s=3600.0, health_s=3600.0)
     assert snap_compare(app, terminal_size=SIZES[size], run_before=run_before)
+
+
+def test_light_theme_snapshot(snap_compare, snap_fleet):
+    async def run_before(pilot: Pilot[object]) -> None:
+        await until(pilot, lambda: pilot.app.identity is not None, "the token's identity")
+        await pilot.press("2")
+        await rows_loaded(pilot, "#fleet", len(DEVICES))
+
+    app = console(snap_fleet, "read", refresh_s=3600.0, health_s=3600.0, light=True)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
