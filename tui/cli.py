@@ -29,7 +29,13 @@ from tui.settings import SettingsError, environment, resolve
 @click.option("--light", is_flag=True, help="Start in the light theme (Ctrl+T toggles).")
 def console(hub_url: str | None, hub_ca: Path | None, token_file: Path | None, light: bool) -> None:
     """The operator console: fleet, rollouts and events, live."""
-    from tui.app import ConsoleApp  # textual loads only for this command
+    try:
+        from tui.app import ConsoleApp  # textual loads only for this command
+    except ImportError as exc:  # a device install: the console extra is not there
+        raise click.ClickException(
+            f"the console needs the console extra ({exc.name or exc} is missing): "
+            "pip install 'edgefleet[console]'"
+        ) from exc
 
     try:
         settings = resolve(environment(), hub=hub_url, hub_ca=hub_ca, token_file=token_file)

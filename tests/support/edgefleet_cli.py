@@ -19,9 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def main() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     groups = project["project"]["entry-points"]["edgefleet.commands"]
-    for target in groups.values():
+    for name, target in groups.items():
         module, _, func = target.partition(":")
-        getattr(import_module(module), func)(cli.cli)
+        try:
+            register = getattr(import_module(module), func)
+        except ImportError as exc:  # that part's extra is not installed (as _load_plugins)
+            cli.cli.add_command(cli._missing(name, str(exc)))
+            continue
+        register(cli.cli)
     cli.cli.main(prog_name="edgefleet")
 
 

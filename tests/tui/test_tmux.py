@@ -125,3 +125,25 @@ def test_without_a_token_the_console_says_where_to_put_one(tmp_path):
         f"Error: no API token: set EDGEFLEET_TOKEN, pass --token-file, or put token = \"...\" "
         f"in {tmp_path / 'cfg' / 'edgefleet' / 'console.toml'} (mode 600)"
     ]
+
+
+TFLITE_PYTHON = Path("/work/main/.venv-tflite/bin/python")
+
+
+@pytest.mark.skipif(not TFLITE_PYTHON.exists(), reason="no agent-only environment here")
+def test_on_a_device_install_the_console_names_its_extra(tmp_path):
+    """The agent-only environment (no textual) lists `console` but running it says which
+    extra to install, in one line, instead of a traceback."""
+    token = tmp_path / "token"
+    token.write_text("efb_x")
+    token.chmod(0o600)
+    done = subprocess.run(
+        [str(TFLITE_PYTHON), "-m", "tests.support.edgefleet_cli", "console",
+         "--hub", "http://127.0.0.1:9", "--token-file", str(token)],
+        capture_output=True, text=True, cwd=ROOT, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "Error: the console needs the console extra (textual is missing): "
+        "pip install 'edgefleet[console]'"
+    ]
