@@ -282,3 +282,27 @@ async def test_views_open_from_the_command_palette_and_the_theme_toggles(fleet):
             lambda: any("unknown command 'nonsense'" in n.message for n in app._notifications),
             "the command error",
         )
+
+
+async def test_the_fleet_follows_device_changes_in_place(own_fleet):
+    """A device that reports new state changes its row's cells; the cursor stays on the
+    device the operator is on; a device that comes or goes adds or removes its row."""
+    from edge_agent.messages import State
+
+    store = own_fleet.service.store
+    app = console(own_fleet, "read", stream=False, refresh_s=0.2)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("2")
+        await until(pilot, lambda: isinstance(app.screen, FleetView), "the Fleet view")
+        table = app.screen.query_one("#fleet", DataTable)
+        await until(pilot, lambda: table.row_count == len(DEVICES), "every device")
+        await pilot.press("down", "down", "down")  # on pump-04
+        store.record_state(State("pump-04", True, buffer_depth=7, active=ModelVersion("pump", 2)))
+        store.record_state(State("pump-01", False))
+        await until(pilot, lambda: table.get_row("pump-04")[7].text == "7", "the buffer cell")
+        await until(pilot, lambda: table.get_row("pump-01")[2].text == "offline", "the state")
+        store.set_tags("pump-00", ["site-a"])
+        await until(pilot, lambda: table.row_count == len(DEVICES) + 1, "the new device's row")
+        assert row_ids(table)[-1] == "pump-00"  # appended, not a rebuilt table
+        cursor = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        assert cursor == "pump-04"
