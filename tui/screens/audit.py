@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections import deque
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from edgefleet_client import AuditEntry
+from tui.messages import AuditLoaded
 from tui.screens.base import View
 from tui.screens.device import clock_time
 from tui.table_diff import Cell, sort_table, sync_table
@@ -53,6 +54,12 @@ class AuditView(View):
             if len(page.entries) < 1000:
                 break
             after = page.entries[-1].id
+        self.post_message(AuditLoaded(tuple(entries), verified, problem))
+
+    @on(AuditLoaded)
+    def _loaded(self, message: AuditLoaded) -> None:
+        verified, problem, entries = message.verified, message.problem, message.entries
+        status = self.query_one("#audit-status", Static)
         rows = {
             str(e.id): [
                 Cell(str(e.id), sort=e.id),

@@ -7,7 +7,7 @@ import time
 from typing import ClassVar, Literal
 
 from rich.markup import escape
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Static
 from edgefleet_client import DeviceDetail, Event
 from tui.filters import device_state
 from tui.format import ago, ref, size
+from tui.messages import DeviceLoaded
 from tui.screens.base import View
 from tui.screens.modals import DeployChoice, DeployDialog, TypedConfirm
 from tui.table_diff import Cell, sort_table, sync_table
@@ -78,7 +79,11 @@ class DeviceView(View):
                 self.query_one("#device-state", Static).update(escape(self.last_error))
             return
         recent = await self.fetch(client.latest_events(limit=30, device=self.device_id))
-        self.show(detail, list(recent or ()))
+        self.post_message(DeviceLoaded(detail, recent or ()))
+
+    @on(DeviceLoaded)
+    def _loaded(self, message: DeviceLoaded) -> None:
+        self.show(message.detail, list(message.events))
 
     def show(self, d: DeviceDetail, events: list[Event]) -> None:
         """Render the device and its recent events (newest first)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 from textual_hires_canvas import HiResMode
@@ -13,6 +13,7 @@ from textual_plot import PlotWidget
 
 from edgefleet_client import DriftResult
 from tui.format import number
+from tui.messages import DriftLoaded
 from tui.screens.base import View
 from tui.table_diff import Cell, sync_table
 from tui.widgets import LiveTable
@@ -63,7 +64,11 @@ class DriftView(View):
     async def load(self) -> None:
         result = await self.fetch(self.console.client.drift(self.model, self.version))
         if result is not None and result != self.result:
-            self.show(result)
+            self.post_message(DriftLoaded(result))
+
+    @on(DriftLoaded)
+    def _loaded(self, message: DriftLoaded) -> None:
+        self.show(message.result)
 
     def show(self, d: DriftResult) -> None:
         """The summary line, the features table and the PSI bars."""

@@ -23,6 +23,7 @@ from tui.filters import (
     server_params,
 )
 from tui.format import ago, ref, size
+from tui.messages import FleetPageLoaded
 from tui.screens.base import View
 from tui.table_diff import Cell, sort_table, sync_table
 from tui.widgets import FilterInput, LiveTable
@@ -107,7 +108,11 @@ class FleetView(View):
             self.console.client.devices(after=self.page_starts[-1], limit=self.PAGE_SIZE, **params)
         )
         if page is not None:
-            self.show_page(page)
+            self.post_message(FleetPageLoaded(page))
+
+    @on(FleetPageLoaded)
+    def _page_loaded(self, message: FleetPageLoaded) -> None:
+        self.show_page(message.page)
 
     def show_page(self, page: DevicePage) -> None:
         """Apply a fetched page to the table (keyed diff, then the chosen sort)."""

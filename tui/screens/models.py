@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Static
 
 from edgefleet_client import ModelVersionInfo
 from tui.format import size
+from tui.messages import ModelsLoaded
 from tui.screens.base import View
 from tui.table_diff import Cell, sync_table
 from tui.widgets import LiveTable
@@ -62,14 +63,18 @@ class ModelsView(View):
             (c.model, c.version): (c.active, c.shadow)
             for c in (summary.versions if summary else ())
         }
-        rows: dict[str, list[Cell]] = {}
+        found: list[tuple[ModelVersionInfo, int, int]] = []
         for m in models:
             for v in await self.fetch(client.versions(m.name)) or ():
-                active, shadow = counts.get((v.name, v.version), (0, 0))
-                rows[f"{v.name}:{v.version}"] = version_cells(v, active, shadow)
+                found.append((v, *counts.get((v.name, v.version), (0, 0))))
+        self.post_message(ModelsLoaded(tuple(found), len(models)))
+
+    @on(ModelsLoaded)
+    def _loaded(self, message: ModelsLoaded) -> None:
+        rows = {f"{v.name}:{v.version}": version_cells(v, a, s) for v, a, s in message.versions}
         sync_table(self.query_one("#models", DataTable), rows, COLUMNS)
         self.query_one("#models-status", Static).update(
-            f"{len(models)} models · {len(rows)} versions · Enter shows a version's fleet drift"
+            f"{message.models} models · {len(rows)} versions · Enter shows a version's fleet drift"
         )
 
     @on(DataTable.RowSelected, "#models")

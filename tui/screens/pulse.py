@@ -4,14 +4,14 @@ rollouts with a progress bar each, the newest events and the hub's health."""
 from __future__ import annotations
 
 from rich.markup import escape
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Grid, Vertical
 from textual.widgets import DataTable, Label, ProgressBar, Static
 
 from edgefleet_client import FleetSummary, Rollout
 from tui.format import ago
-from tui.messages import EventsArrived
+from tui.messages import EventsArrived, RolloutsLoaded, SummaryLoaded
 from tui.screens.base import View
 from tui.screens.events import tail_cells
 from tui.screens.rollouts import STATE_STYLE
@@ -91,10 +91,18 @@ class PulseView(View):
         client = self.console.client
         summary = await self.fetch(client.fleet_summary())
         if summary is not None:
-            self.show_summary(summary)
+            self.post_message(SummaryLoaded(summary))
         rollouts = await self.fetch(client.rollouts(active=True))
         if rollouts is not None:
-            await self.show_rollouts(rollouts)
+            self.post_message(RolloutsLoaded(rollouts))
+
+    @on(SummaryLoaded)
+    def _summary(self, message: SummaryLoaded) -> None:
+        self.show_summary(message.summary)
+
+    @on(RolloutsLoaded)
+    async def _rollouts(self, message: RolloutsLoaded) -> None:
+        await self.show_rollouts(message.rollouts)
 
     def show_summary(self, s: FleetSummary) -> None:
         """Device counts and the versions table."""

@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Static
 from edgefleet_client import Rollout
 from edgefleet_client.client import RolloutCommand
 from tui.format import bar, number
+from tui.messages import RolloutLoaded, RolloutsLoaded
 from tui.screens.base import View
 from tui.screens.device import clock_time
 from tui.screens.modals import TypedConfirm
@@ -66,8 +67,12 @@ class RolloutsView(View):
     @work(exclusive=True, group="rollouts", exit_on_error=False)
     async def load(self) -> None:
         rollouts = await self.fetch(self.console.client.rollouts())
-        if rollouts is None:
-            return
+        if rollouts is not None:
+            self.post_message(RolloutsLoaded(rollouts))
+
+    @on(RolloutsLoaded)
+    def _loaded(self, message: RolloutsLoaded) -> None:
+        rollouts = message.rollouts
         table = self.query_one("#rollouts", DataTable)
         sync_table(table, {r.id: rollout_cells(r) for r in rollouts}, LIST_COLUMNS)
         active = sum(1 for r in rollouts if r.active)
@@ -130,9 +135,13 @@ class RolloutView(View):
     async def load(self) -> None:
         rollout = await self.fetch(self.console.client.rollout(self.rollout_id))
         if rollout is not None:
-            self.show(rollout)
+            self.post_message(RolloutLoaded(rollout))
         elif self.rollout is None and self.last_error:
             self.query_one("#rollout-summary", Static).update(escape(self.last_error))
+
+    @on(RolloutLoaded)
+    def _loaded(self, message: RolloutLoaded) -> None:
+        self.show(message.rollout)
 
     def show(self, r: Rollout) -> None:
         """Render the rollout (stages, gates and history by keyed diffs)."""
@@ -201,4 +210,4 @@ class RolloutView(View):
         result = await self.fetch(self.console.client.rollout_command(self.rollout_id, verb))
         if result is not None:
             self.notify(f"rollout {result.id}: {command} → {result.state}")
-            self.show(result)
+            self.post_message(RolloutLoaded(result))
