@@ -306,3 +306,30 @@ async def test_the_fleet_follows_device_changes_in_place(own_fleet):
         assert row_ids(table)[-1] == "pump-00"  # appended, not a rebuilt table
         cursor = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         assert cursor == "pump-04"
+
+
+async def test_the_tail_resumes_after_the_hub_comes_back(own_fleet):
+    """The link to the hub drops: the Events view says the stream is reconnecting, and
+    an event stored meanwhile arrives once the hub is reachable again."""
+    store = own_fleet.service.store
+    proxy = TcpProxy("127.0.0.1", int(own_fleet.url.rsplit(":", 1)[1]))
+    try:
+        app = console(own_fleet, "read", url=proxy.url)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("4")
+            await until(pilot, lambda: isinstance(app.screen, EventsView), "the Events view")
+            status = app.screen.query_one("#events-status", Static)
+            table = app.screen.query_one("#events", DataTable)
+            await until(pilot, lambda: "stream live" in text(status), "the stream live")
+            proxy.refusing = True
+            proxy.drop()
+            await until(pilot, lambda: "stream reconnecting" in text(status), "reconnecting")
+            missed = store.record_event(
+                WireEvent("pump-02", 7.0, EventKind.ACTIVATED, "", ModelVersion("pump", 2))
+            )
+            proxy.refusing = False
+            await until(pilot, lambda: "stream live" in text(status), "the stream back")
+            await until(pilot, lambda: str(missed) in row_ids(table), "the missed event")
+            assert row_ids(table).count(str(missed)) == 1
+    finally:
+        proxy.close()

@@ -86,6 +86,9 @@ class EventsView(View):
             f"{mode}{new}{filt} · stream {stream} · space follow/pause · / filter"
         )
 
+    def hub_status_changed(self) -> None:
+        self._status()  # the stream's state is on the status line
+
     def on_events_arrived(self, message: EventsArrived) -> None:
         if self.following:
             self.render_tail()
