@@ -67,9 +67,8 @@ class Mosquitto:
         passwd.write_text("")
         tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
         for user, password in self.users.items():
-            subprocess.run(
-                [tool, "-b", str(passwd), user, password], check=True, capture_output=True
-            )
+            subprocess.run([tool, "-b", str(passwd), user, password], check=True,
+                           capture_output=True)
         for f in (passwd, self.dir / "acl"):
             f.chmod(0o600)
         return self._write_conf(self.dir)
@@ -104,12 +103,8 @@ class Mosquitto:
 
     def start(self) -> Mosquitto:
         conf = self.render()
-        self.proc = subprocess.Popen(
-            [self.binary, "-c", str(conf)],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-        )
+        self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stderr=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, text=True)
         ready = threading.Event()
 
         def pump() -> None:
@@ -134,10 +129,6 @@ class Mosquitto:
     def __enter__(self) -> Mosquitto:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.stop()
