@@ -15,6 +15,7 @@ BENCHMARKS = [
     "bench_accuracy",
     "bench_fidelity",
     "bench_rollout",
+    "bench_console",
 ]
 
 

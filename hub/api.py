@@ -41,6 +41,7 @@ from edge_agent.canonical import parse_json
 from edge_agent.directive import ModelRef, Probation
 from edge_agent.errors import EdgeFleetError
 from edge_agent.input_schema import InputSchema
+from hub.api_fleet import fleet_router
 from hub.api_guard import BodyGuard, install_error_handlers
 from hub.audit import AuditLog
 from hub.bundler import load_reference
@@ -188,6 +189,7 @@ def create_app(context: HubContext) -> FastAPI:
     app = FastAPI(title="EdgeFleet hub", version=__version__)
     app.dependency_overrides[_context] = lambda: context
     install_error_handlers(app)
+    app.include_router(fleet_router(context, require))
     # Two files (model and reference) at their limit, plus the form's own bytes.
     app.add_middleware(
         BodyGuard, tokens=context.tokens, max_body_bytes=2 * context.max_upload_bytes + (1 << 20)

@@ -99,3 +99,29 @@ def test_the_agent_verifies_signatures_without_importing_cryptography():
     key = Ed25519PrivateKey.generate()
     raw = PublicKey.of(key.public_key()).raw
     assert run_child(code, raw.hex(), key.sign(b"m").hex()) == "False"
+
+
+def test_the_hub_client_imports_neither_hub_nor_agent():
+    """edgefleet_client installs with the console extra alone (httpx, no FastAPI)."""
+    names = imported_top_levels(ROOT / "edgefleet_client")
+    assert not names & {"hub", "edge_agent", "tui", "fastapi", "starlette", "pydantic"}
+
+
+def test_the_console_imports_only_the_client_textual_and_the_stdlib():
+    """tui talks to the hub only through edgefleet_client (never hub or edge_agent)."""
+    allowed = {"edgefleet_client", "tui", "textual", "textual_plot", "textual_hires_canvas", "rich"}
+    allowed |= {"click"}  # the command's registration (a core dependency)
+    names = imported_top_levels(ROOT / "tui")
+    assert names, "tui has no source"
+    outside = {n for n in names - allowed if n not in sys.stdlib_module_names}
+    assert not outside, f"tui imports {sorted(outside)}"
+
+
+def test_the_console_loads_without_hub_or_agent_internals():
+    """Importing the console app (with hub and edge_agent unimportable) works."""
+    code = (
+        "import sys; sys.modules['hub'] = None; sys.modules['edge_agent'] = None\n"
+        "import tui.app, tui.cli, edgefleet_client\n"
+        "print('ok')\n"
+    )
+    assert run_child(code) == "ok"

@@ -1,4 +1,5 @@
-"""EdgeFleet operator console (Textual). Talks to the hub only through its HTTP API.
+"""EdgeFleet operator console (Textual): ``edgefleet console``.
 
-Not built yet: this package only reserves the name (see the README's status).
+Talks to the hub only through :mod:`edgefleet_client` (never imports ``hub`` or
+``edge_agent``). Views: Pulse, Fleet, Device, Rollouts (list and detail), Events.
 """

@@ -1,0 +1,64 @@
+"""A typed client for the EdgeFleet hub's HTTP API (httpx only; never imports the hub).
+
+``HubClient`` (blocking) and ``AsyncHubClient`` (asyncio) send the same requests and
+return the same frozen dataclasses (:mod:`edgefleet_client.models`), parsed strictly
+from the API's JSON. Every failure is a :class:`HubError` carrying the HTTP status and
+the hub's one-line message.
+"""
+
+from __future__ import annotations
+
+from edgefleet_client.client import AsyncHubClient, HubClient
+from edgefleet_client.errors import HubError
+from edgefleet_client.models import (
+    AuditEntry,
+    AuditPage,
+    DeployResult,
+    Device,
+    DeviceDetail,
+    DevicePage,
+    DriftFeature,
+    DriftResult,
+    Event,
+    EventPage,
+    FleetSummary,
+    GateResult,
+    Health,
+    HubHealth,
+    ModelRef,
+    ModelSummary,
+    ModelVersionInfo,
+    Rollout,
+    RolloutStage,
+    Transition,
+    VersionCount,
+    WhoAmI,
+)
+
+__all__ = [
+    "AsyncHubClient",
+    "AuditEntry",
+    "AuditPage",
+    "DeployResult",
+    "Device",
+    "DeviceDetail",
+    "DevicePage",
+    "DriftFeature",
+    "DriftResult",
+    "Event",
+    "EventPage",
+    "FleetSummary",
+    "GateResult",
+    "Health",
+    "HubClient",
+    "HubError",
+    "HubHealth",
+    "ModelRef",
+    "ModelSummary",
+    "ModelVersionInfo",
+    "Rollout",
+    "RolloutStage",
+    "Transition",
+    "VersionCount",
+    "WhoAmI",
+]

@@ -1,0 +1,715 @@
+"""``HubClient`` and ``AsyncHubClient``: the hub's HTTP API over httpx, typed.
+
+Both build the same requests (:class:`_Call`) and parse the same answers; only the
+sending differs. Every method that talks to the hub raises :class:`HubError`: with the
+HTTP status and the hub's one-line ``{"error": ...}`` message when it answered with a
+failure, with status 0 when no answer came (unreachable, TLS refused, connection lost,
+timeout), and with the status and a line naming the field when an answer does not have
+the documented shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import httpx
+
+from edgefleet_client.errors import HubError
+from edgefleet_client.models import (
+    AuditPage,
+    DeployResult,
+    Device,
+    DeviceDetail,
+    DevicePage,
+    DriftResult,
+    Event,
+    EventPage,
+    FleetSummary,
+    HubHealth,
+    ModelSummary,
+    ModelVersionInfo,
+    ResponseError,
+    Rollout,
+    WhoAmI,
+    _Obj,
+)
+from edgefleet_client.sse import Backoff, SseParser
+
+T = TypeVar("T")
+RolloutCommand = Literal["pause", "resume", "promote", "abort", "rollback"]
+#: Called by the event stream when it connects (True, None) or loses the hub (False, error).
+StatusCallback = Callable[[bool, "HubError | None"], None]
+
+_RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One request and how to parse its answer."""
+
+    method: str
+    path: str
+    parse: Callable[[Any], Any]
+    params: dict[str, Any] = field(default_factory=dict)
+    body: Any = None
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    """Query parameters without the ones left at None (booleans as ``true``/``false``)."""
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        if v is None:
+            continue
+        out[k] = ("true" if v else "false") if isinstance(v, bool) else v
+    return out
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The hub's one-line error, or a line made from what came instead."""
+    try:
+        doc = response.json()
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        return str(doc["error"])
+    if isinstance(doc, dict) and isinstance(doc.get("detail"), str):
+        return str(doc["detail"])
+    text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
+    return text or (response.reason_phrase or f"HTTP {response.status_code}")
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    raise HubError(response.status_code, _error_message(response))
+
+
+def _parse(call: _Call, response: httpx.Response) -> Any:
+    _raise_for(response)
+    if response.status_code == 204:
+        return None
+    try:
+        doc = response.json()
+    except ValueError as exc:
+        raise HubError(response.status_code, f"{call.path}: the answer is not JSON") from exc
+    try:
+        return call.parse(doc)
+    except ResponseError as exc:
+        raise HubError(response.status_code, f"unexpected answer from the hub: {exc}") from exc
+
+
+def _transport_error(base_url: str, exc: httpx.HTTPError) -> HubError:
+    if isinstance(exc, httpx.TimeoutException):
+        return HubError(0, f"hub {base_url}: no answer in time ({type(exc).__name__})")
+    reason = str(exc) or type(exc).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in reason:
+        reason = "its TLS certificate is not trusted (give the hub's CA with --hub-ca)"
+    return HubError(0, f"hub {base_url} unreachable: {reason}")
+
+
+def _verify(ca_file: Path | None) -> ssl.SSLContext | bool:
+    if ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise HubError(0, f"hub CA {ca_file}: cannot be read ({exc})") from exc
+
+
+def _list_of(key: str, parse: Callable[[Any, str], T]) -> Callable[[Any], tuple[T, ...]]:
+    def run(doc: Any) -> tuple[T, ...]:
+        o = _Obj(doc, "answer")
+        return tuple(parse(v, f"{key}[{i}]") for i, v in enumerate(o.array(key)))
+
+    return run
+
+
+def _event_from_sse(data: str) -> Event:
+    try:
+        return Event.from_json(json.loads(data), "stream event")
+    except (ValueError, ResponseError) as exc:
+        raise HubError(200, f"unexpected event from the hub's stream: {exc}") from exc
+
+
+class _Calls:
+    """The API's requests (shared by the sync and async clients)."""
+
+    @staticmethod
+    def health() -> _Call:
+        return _Call("GET", "/healthz", HubHealth.from_json)
+
+    @staticmethod
+    def whoami() -> _Call:
+        return _Call("GET", "/v1/whoami", WhoAmI.from_json)
+
+    @staticmethod
+    def devices(after: str | None, limit: int, online: bool | None, tag: str | None) -> _Call:
+        params = _params(after=after, limit=limit, online=online, tag=tag)
+        return _Call("GET", "/v1/devices", DevicePage.from_json, params)
+
+    @staticmethod
+    def device(device_id: str) -> _Call:
+        return _Call("GET", f"/v1/devices/{device_id}", DeviceDetail.from_json)
+
+    @staticmethod
+    def events(device: str | None, after_id: int, limit: int) -> _Call:
+        params = _params(device=device, after_id=after_id, limit=limit)
+        return _Call("GET", "/v1/events", EventPage.from_json, params)
+
+    @staticmethod
+    def latest_events(limit: int, device: str | None) -> _Call:
+        parse = _list_of("events", Event.from_json)
+        return _Call("GET", "/v1/fleet/events/latest", parse, _params(limit=limit, device=device))
+
+    @staticmethod
+    def deploy(device_id: str, name: str, version: int, mode: str, downgrade: bool) -> _Call:
+        body = {"name": name, "version": version, "mode": mode, "downgrade": downgrade}
+        return _Call("POST", f"/v1/devices/{device_id}/deploy", DeployResult.from_json, body=body)
+
+    @staticmethod
+    def models() -> _Call:
+        return _Call("GET", "/v1/models", _list_of("models", ModelSummary.from_json))
+
+    @staticmethod
+    def versions(name: str) -> _Call:
+        parse = _list_of("versions", ModelVersionInfo.from_json)
+        return _Call("GET", f"/v1/models/{name}/versions", parse)
+
+    @staticmethod
+    def rollouts(active: bool) -> _Call:
+        parse = _list_of("rollouts", Rollout.from_json)
+        return _Call("GET", "/v1/rollouts", parse, _params(active=active))
+
+    @staticmethod
+    def rollout(rollout_id: str) -> _Call:
+        return _Call("GET", f"/v1/rollouts/{rollout_id}", Rollout.from_json)
+
+    @staticmethod
+    def start_rollout(spec: dict[str, Any]) -> _Call:
+        return _Call("POST", "/v1/rollouts", Rollout.from_json, body=spec)
+
+    @staticmethod
+    def rollout_command(rollout_id: str, command: RolloutCommand) -> _Call:
+        return _Call("POST", f"/v1/rollouts/{rollout_id}/{command}", Rollout.from_json)
+
+    @staticmethod
+    def drift(
+        name: str, version: int, device: str | None, tag: str | None, since: float | None
+    ) -> _Call:
+        params = _params(device=device, tag=tag, since=since)
+        return _Call(
+            "GET", f"/v1/models/{name}/versions/{version}/drift", DriftResult.from_json, params
+        )
+
+    @staticmethod
+    def audit(after_id: int, limit: int) -> _Call:
+        params = _params(after_id=after_id, limit=limit)
+        return _Call("GET", "/v1/audit", AuditPage.from_json, params)
+
+    @staticmethod
+    def fleet_summary() -> _Call:
+        return _Call("GET", "/v1/fleet/summary", FleetSummary.from_json)
+
+    @staticmethod
+    def stream_params(device: str | None, after_id: int, max_events: int | None) -> dict[str, Any]:
+        return _params(device=device, after_id=after_id, max_events=max_events)
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+class HubClient:
+    """The hub's API, blocking. Use as a context manager or call :meth:`close`.
+
+    Raises (every method that sends a request): HubError.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        ca_file: Path | None = None,
+        timeout_s: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """Prepare a connection pool (nothing is sent yet).
+
+        Raises:
+            HubError: ``ca_file`` cannot be read.
+        """
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=_headers(token),
+            verify=_verify(ca_file),
+            timeout=timeout_s,
+            transport=transport,
+        )
+
+    def _send(self, call: _Call) -> Any:
+        try:
+            response = self._http.request(
+                call.method, call.path, params=call.params or None, json=call.body
+            )
+        except httpx.HTTPError as exc:
+            raise _transport_error(self.base_url, exc) from exc
+        return _parse(call, response)
+
+    def health(self) -> HubHealth:
+        """``/healthz`` (no token needed)."""
+        result: HubHealth = self._send(_Calls.health())
+        return result
+
+    def whoami(self) -> WhoAmI:
+        """The calling token's id, name and scopes."""
+        result: WhoAmI = self._send(_Calls.whoami())
+        return result
+
+    def devices(
+        self,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        online: bool | None = None,
+        tag: str | None = None,
+    ) -> DevicePage:
+        """One page of devices in id order (ids above ``after``)."""
+        result: DevicePage = self._send(_Calls.devices(after, limit, online, tag))
+        return result
+
+    def iter_devices(
+        self, *, page_size: int = 500, online: bool | None = None, tag: str | None = None
+    ) -> Iterator[Device]:
+        """Every device, fetched a page at a time as the iteration goes."""
+        after: str | None = None
+        while True:
+            page = self.devices(after=after, limit=page_size, online=online, tag=tag)
+            yield from page.devices
+            if page.next is None:
+                return
+            after = page.next
+
+    def device(self, device_id: str) -> DeviceDetail:
+        """One device (404 when unknown)."""
+        result: DeviceDetail = self._send(_Calls.device(device_id))
+        return result
+
+    def events(
+        self, *, device: str | None = None, after_id: int = 0, limit: int = 100
+    ) -> EventPage:
+        """One page of events, oldest first, ids above ``after_id``."""
+        result: EventPage = self._send(_Calls.events(device, after_id, limit))
+        return result
+
+    def iter_events(
+        self, *, device: str | None = None, after_id: int = 0, page_size: int = 500
+    ) -> Iterator[Event]:
+        """Every stored event above ``after_id``, a page at a time."""
+        while True:
+            page = self.events(device=device, after_id=after_id, limit=page_size)
+            yield from page.events
+            if page.next is None:
+                return
+            after_id = page.next
+
+    def latest_events(self, *, limit: int = 100, device: str | None = None) -> tuple[Event, ...]:
+        """The newest ``limit`` events (of ``device``), oldest first."""
+        result: tuple[Event, ...] = self._send(_Calls.latest_events(limit, device))
+        return result
+
+    def deploy(
+        self,
+        device_id: str,
+        name: str,
+        version: int,
+        *,
+        mode: Literal["active", "shadow"] = "active",
+        downgrade: bool = False,
+    ) -> DeployResult:
+        """Sign and publish a device's desired state (needs the ``deploy`` scope)."""
+        result: DeployResult = self._send(_Calls.deploy(device_id, name, version, mode, downgrade))
+        return result
+
+    def models(self) -> tuple[ModelSummary, ...]:
+        """Every model with its latest version."""
+        result: tuple[ModelSummary, ...] = self._send(_Calls.models())
+        return result
+
+    def versions(self, name: str) -> tuple[ModelVersionInfo, ...]:
+        """Every version of a model."""
+        result: tuple[ModelVersionInfo, ...] = self._send(_Calls.versions(name))
+        return result
+
+    def rollouts(self, *, active: bool = False) -> tuple[Rollout, ...]:
+        """Rollouts, newest last (only running/waiting/paused ones with ``active``)."""
+        result: tuple[Rollout, ...] = self._send(_Calls.rollouts(active))
+        return result
+
+    def rollout(self, rollout_id: str) -> Rollout:
+        """One rollout."""
+        result: Rollout = self._send(_Calls.rollout(rollout_id))
+        return result
+
+    def start_rollout(self, spec: dict[str, Any]) -> Rollout:
+        """Start a rollout from its spec's JSON (needs ``deploy``)."""
+        result: Rollout = self._send(_Calls.start_rollout(spec))
+        return result
+
+    def rollout_command(self, rollout_id: str, command: RolloutCommand) -> Rollout:
+        """Pause, resume, promote, abort or roll back a rollout (needs ``deploy``)."""
+        result: Rollout = self._send(_Calls.rollout_command(rollout_id, command))
+        return result
+
+    def drift(
+        self,
+        name: str,
+        version: int,
+        *,
+        device: str | None = None,
+        tag: str | None = None,
+        since: float | None = None,
+    ) -> DriftResult:
+        """A version's drift over the fleet, one device or a tag cohort."""
+        result: DriftResult = self._send(_Calls.drift(name, version, device, tag, since))
+        return result
+
+    def audit(self, *, after_id: int = 0, limit: int = 100) -> AuditPage:
+        """A page of the audit log (needs ``admin``)."""
+        result: AuditPage = self._send(_Calls.audit(after_id, limit))
+        return result
+
+    def fleet_summary(self) -> FleetSummary:
+        """Device counts by state and version."""
+        result: FleetSummary = self._send(_Calls.fleet_summary())
+        return result
+
+    def stream_events(
+        self,
+        *,
+        after_id: int = 0,
+        device: str | None = None,
+        reconnect: bool = True,
+        max_events: int | None = None,
+        backoff: Backoff | None = None,
+        on_status: StatusCallback | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Iterator[Event]:
+        """New events as the hub stores them (``/v1/events/stream``), from ids above
+        ``after_id``. A dropped connection or a hub that is down is retried with
+        back-off, resuming after the last event received (never a duplicate, never a
+        gap); ``on_status`` hears each connect and loss. Without ``reconnect`` the first
+        loss raises and the server ending the stream ends the iteration.
+
+        Raises:
+            HubError: the hub refused the stream (401/403/4xx, never retried), or a loss
+                without ``reconnect``, or an event that does not parse.
+        """
+        backoff = backoff or Backoff()
+        last = after_id
+        sent = 0
+        while max_events is None or sent < max_events:
+            remaining = None if max_events is None else max_events - sent
+            try:
+                with self._http.stream(
+                    "GET",
+                    "/v1/events/stream",
+                    params=_Calls.stream_params(device, last, remaining),
+                    timeout=httpx.Timeout(10.0, read=60.0),
+                ) as response:
+                    if not response.is_success:
+                        response.read()
+                        error = HubError(response.status_code, _error_message(response))
+                        if response.status_code not in _RETRYABLE or not reconnect:
+                            raise error
+                        raise _RetryError(error)
+                    backoff.reset()
+                    if on_status:
+                        on_status(True, None)
+                    parser = SseParser()
+                    for line in response.iter_lines():
+                        msg = parser.feed(line)
+                        if msg is None or msg.event != "deployment":
+                            continue
+                        event = _event_from_sse(msg.data)
+                        last, sent = event.id, sent + 1
+                        yield event
+                if not reconnect:
+                    return
+            except (httpx.HTTPError, _RetryError) as exc:
+                error = (
+                    exc.error
+                    if isinstance(exc, _RetryError)
+                    else _transport_error(self.base_url, exc)
+                )
+                if on_status:
+                    on_status(False, error)
+                if not reconnect:
+                    raise error from exc
+                sleep(backoff.next_delay())
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _RetryError(Exception):
+    """A retryable refusal of the event stream (5xx, 429)."""
+
+    def __init__(self, error: HubError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class AsyncHubClient:
+    """The hub's API for asyncio; the same methods as :class:`HubClient`, awaited.
+
+    Raises (every method that sends a request): HubError.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        ca_file: Path | None = None,
+        timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """Prepare a connection pool (nothing is sent yet).
+
+        Raises:
+            HubError: ``ca_file`` cannot be read.
+        """
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=_headers(token),
+            verify=_verify(ca_file),
+            timeout=timeout_s,
+            transport=transport,
+        )
+
+    async def _send(self, call: _Call) -> Any:
+        try:
+            response = await self._http.request(
+                call.method, call.path, params=call.params or None, json=call.body
+            )
+        except httpx.HTTPError as exc:
+            raise _transport_error(self.base_url, exc) from exc
+        return _parse(call, response)
+
+    async def health(self) -> HubHealth:
+        """``/healthz`` (no token needed)."""
+        result: HubHealth = await self._send(_Calls.health())
+        return result
+
+    async def whoami(self) -> WhoAmI:
+        """The calling token's id, name and scopes."""
+        result: WhoAmI = await self._send(_Calls.whoami())
+        return result
+
+    async def devices(
+        self,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        online: bool | None = None,
+        tag: str | None = None,
+    ) -> DevicePage:
+        """One page of devices in id order (ids above ``after``)."""
+        result: DevicePage = await self._send(_Calls.devices(after, limit, online, tag))
+        return result
+
+    async def iter_devices(
+        self, *, page_size: int = 500, online: bool | None = None, tag: str | None = None
+    ) -> AsyncIterator[Device]:
+        """Every device, fetched a page at a time as the iteration goes."""
+        after: str | None = None
+        while True:
+            page = await self.devices(after=after, limit=page_size, online=online, tag=tag)
+            for d in page.devices:
+                yield d
+            if page.next is None:
+                return
+            after = page.next
+
+    async def device(self, device_id: str) -> DeviceDetail:
+        """One device (404 when unknown)."""
+        result: DeviceDetail = await self._send(_Calls.device(device_id))
+        return result
+
+    async def events(
+        self, *, device: str | None = None, after_id: int = 0, limit: int = 100
+    ) -> EventPage:
+        """One page of events, oldest first, ids above ``after_id``."""
+        result: EventPage = await self._send(_Calls.events(device, after_id, limit))
+        return result
+
+    async def iter_events(
+        self, *, device: str | None = None, after_id: int = 0, page_size: int = 500
+    ) -> AsyncIterator[Event]:
+        """Every stored event above ``after_id``, a page at a time."""
+        while True:
+            page = await self.events(device=device, after_id=after_id, limit=page_size)
+            for e in page.events:
+                yield e
+            if page.next is None:
+                return
+            after_id = page.next
+
+    async def latest_events(
+        self, *, limit: int = 100, device: str | None = None
+    ) -> tuple[Event, ...]:
+        """The newest ``limit`` events (of ``device``), oldest first."""
+        result: tuple[Event, ...] = await self._send(_Calls.latest_events(limit, device))
+        return result
+
+    async def deploy(
+        self,
+        device_id: str,
+        name: str,
+        version: int,
+        *,
+        mode: Literal["active", "shadow"] = "active",
+        downgrade: bool = False,
+    ) -> DeployResult:
+        """Sign and publish a device's desired state (needs the ``deploy`` scope)."""
+        call = _Calls.deploy(device_id, name, version, mode, downgrade)
+        result: DeployResult = await self._send(call)
+        return result
+
+    async def models(self) -> tuple[ModelSummary, ...]:
+        """Every model with its latest version."""
+        result: tuple[ModelSummary, ...] = await self._send(_Calls.models())
+        return result
+
+    async def versions(self, name: str) -> tuple[ModelVersionInfo, ...]:
+        """Every version of a model."""
+        result: tuple[ModelVersionInfo, ...] = await self._send(_Calls.versions(name))
+        return result
+
+    async def rollouts(self, *, active: bool = False) -> tuple[Rollout, ...]:
+        """Rollouts, newest last (only running/waiting/paused ones with ``active``)."""
+        result: tuple[Rollout, ...] = await self._send(_Calls.rollouts(active))
+        return result
+
+    async def rollout(self, rollout_id: str) -> Rollout:
+        """One rollout."""
+        result: Rollout = await self._send(_Calls.rollout(rollout_id))
+        return result
+
+    async def start_rollout(self, spec: dict[str, Any]) -> Rollout:
+        """Start a rollout from its spec's JSON (needs ``deploy``)."""
+        result: Rollout = await self._send(_Calls.start_rollout(spec))
+        return result
+
+    async def rollout_command(self, rollout_id: str, command: RolloutCommand) -> Rollout:
+        """Pause, resume, promote, abort or roll back a rollout (needs ``deploy``)."""
+        result: Rollout = await self._send(_Calls.rollout_command(rollout_id, command))
+        return result
+
+    async def drift(
+        self,
+        name: str,
+        version: int,
+        *,
+        device: str | None = None,
+        tag: str | None = None,
+        since: float | None = None,
+    ) -> DriftResult:
+        """A version's drift over the fleet, one device or a tag cohort."""
+        result: DriftResult = await self._send(_Calls.drift(name, version, device, tag, since))
+        return result
+
+    async def audit(self, *, after_id: int = 0, limit: int = 100) -> AuditPage:
+        """A page of the audit log (needs ``admin``)."""
+        result: AuditPage = await self._send(_Calls.audit(after_id, limit))
+        return result
+
+    async def fleet_summary(self) -> FleetSummary:
+        """Device counts by state and version."""
+        result: FleetSummary = await self._send(_Calls.fleet_summary())
+        return result
+
+    async def stream_events(
+        self,
+        *,
+        after_id: int = 0,
+        device: str | None = None,
+        reconnect: bool = True,
+        max_events: int | None = None,
+        backoff: Backoff | None = None,
+        on_status: StatusCallback | None = None,
+    ) -> AsyncIterator[Event]:
+        """As :meth:`HubClient.stream_events`, for asyncio (cancel the task to stop).
+
+        Raises:
+            HubError: as :meth:`HubClient.stream_events`.
+        """
+        backoff = backoff or Backoff()
+        last = after_id
+        sent = 0
+        while max_events is None or sent < max_events:
+            remaining = None if max_events is None else max_events - sent
+            try:
+                async with self._http.stream(
+                    "GET",
+                    "/v1/events/stream",
+                    params=_Calls.stream_params(device, last, remaining),
+                    timeout=httpx.Timeout(10.0, read=60.0),
+                ) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        error = HubError(response.status_code, _error_message(response))
+                        if response.status_code not in _RETRYABLE or not reconnect:
+                            raise error
+                        raise _RetryError(error)
+                    backoff.reset()
+                    if on_status:
+                        on_status(True, None)
+                    parser = SseParser()
+                    async for line in response.aiter_lines():
+                        msg = parser.feed(line)
+                        if msg is None or msg.event != "deployment":
+                            continue
+                        event = _event_from_sse(msg.data)
+                        last, sent = event.id, sent + 1
+                        yield event
+                if not reconnect:
+                    return
+            except (httpx.HTTPError, _RetryError) as exc:
+                error = (
+                    exc.error
+                    if isinstance(exc, _RetryError)
+                    else _transport_error(self.base_url, exc)
+                )
+                if on_status:
+                    on_status(False, error)
+                if not reconnect:
+                    raise error from exc
+                await asyncio.sleep(backoff.next_delay())
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncHubClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,106 @@
+"""A real hub (``HubService`` with its embedded broker, on free loopback ports) holding a
+small deterministic fleet: devices with fixed tags, states, times and events, and a
+model with two registered versions. Used by the client and console tests and by
+``tests/support/console_hub.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_agent.messages import Event, EventKind, Health, ModelVersion, State
+from hub.broker import free_port
+from hub.bundler import ReferenceData
+from hub.service import HubService, HubSettings
+
+#: The fleet's clock: every time the seeded state shows is relative to this.
+T0 = 1_790_000_000.0
+
+#: id, tags, online, active version (None: no model), shadow version, buffer depth
+DEVICES: tuple[tuple[str, tuple[str, ...], bool, int | None, int | None, int], ...] = (
+    ("pump-01", ("site-a", "line-1"), True, 1, None, 0),
+    ("pump-02", ("site-a", "line-2"), True, 1, 2, 3),
+    ("pump-03", ("site-a",), False, 1, None, 12),
+    ("pump-04", ("site-b",), True, 2, None, 0),
+    ("pump-05", ("site-b", "line-1"), False, None, None, 0),
+    ("valve-01", ("site-b",), True, 2, None, 1),
+)
+
+
+@dataclass
+class Fleet:
+    """A running hub with its tokens (``admin``, ``deploy``, ``read``)."""
+
+    service: HubService
+    tokens: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        assert self.service.api is not None
+        return self.service.api.url
+
+
+def seed(service: HubService, model_bytes: bytes, reference: np.ndarray, now: float = T0) -> None:
+    """Register ``pump`` v1 and v2 and write the fixed devices and their events, with
+    times relative to ``now``."""
+    assert service.registry is not None and service.store is not None
+    ref = ReferenceData(reference, tuple(f"f{i}" for i in range(reference.shape[1])))
+    for _ in (1, 2):
+        service.registry.push_model(model_bytes, name="pump", reference=ref)
+    store = service.store
+    for i, (dev, tags, online, active, shadow, depth) in enumerate(DEVICES):
+        store.set_tags(dev, tags, now=now - 86_400)
+        if active is not None or online:
+            store.record_state(
+                State(
+                    dev,
+                    True,
+                    ts=now - 60 * i,
+                    active=ModelVersion("pump", active) if active else None,
+                    previous=ModelVersion("pump", 1) if active == 2 else None,
+                    shadow=ModelVersion("pump", shadow) if shadow else None,
+                    health=Health(12.5 + i, (40 + i) << 20, (2 + i) << 30, 3600.0 * (i + 1)),
+                    buffer_depth=depth,
+                ),
+                now=now - 60 * i,
+            )
+        if not online:
+            store.record_state(State(dev, False), now=now - 30 * 60 * (i + 1))
+    for i, (dev, _, _, active, _, _) in enumerate(DEVICES):
+        if active is None:
+            continue
+        model = ModelVersion("pump", active)
+        store.record_event(Event(dev, now - 600 + i, EventKind.RECEIVED, "", model, 1))
+        store.record_event(Event(dev, now - 590 + i, EventKind.ACTIVATED, "", model, 1))
+    v2 = ModelVersion("pump", 2)
+    store.record_event(Event("pump-03", now - 100, EventKind.FAILED, "smoke test failed", v2, 2))
+
+
+@contextmanager
+def running_fleet(
+    data_dir: Path,
+    model_bytes: bytes,
+    reference: np.ndarray,
+    now: float = T0,
+    **settings: object,
+) -> Iterator[Fleet]:
+    """A started hub with the seeded fleet and one token per scope; stopped on exit."""
+    hub_settings = HubSettings(
+        data_dir=data_dir,
+        api_port=0,
+        embedded_broker_port=free_port(),
+        **settings,  # type: ignore[arg-type]
+    )
+    with HubService(hub_settings) as service:
+        seed(service, model_bytes, reference, now)
+        assert service.tokens is not None
+        tokens = {
+            scope: service.tokens.create(f"{scope}-token", [scope])[0]
+            for scope in ("admin", "deploy", "read")
+        }
+        yield Fleet(service, tokens)

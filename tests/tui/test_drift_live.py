@@ -1,0 +1,55 @@
+"""The Drift view on real windows: a real agent runs the version the hub deployed,
+predicts on inputs whose first sensor drifted, and its window reaches the hub."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from textual.widgets import DataTable, Static
+from textual_plot import PlotWidget
+
+from edge_agent.agent import Agent
+from edge_agent.config import BrokerConfig
+from edgefleet_client import HubClient
+from tests.tui.conftest import console, until
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+
+async def test_drift_view_shows_the_drifted_feature(own_fleet, agent_config, reference_x):
+    service = own_fleet.service
+    config = replace(
+        agent_config,
+        trust_file=service.settings.data_dir / "keys" / "trust.json",
+        broker=BrokerConfig(host=service.broker.host, port=service.broker.port),
+    )
+    with Agent(config) as agent:
+        with HubClient(own_fleet.url, own_fleet.tokens["deploy"]) as hub:
+            hub.deploy(config.device_id, "pump", 2)
+        ok = service.ingest.wait_until(
+            lambda _: any(
+                r.event.kind.value == "activated"
+                for r in service.store.events(device=config.device_id, limit=100)
+            ),
+            30,
+        )
+        assert ok, "the agent never activated pump v2"
+        shifted = reference_x[:300].copy()
+        shifted[:, 0] += 3 * reference_x[:, 0].std()  # sensor 0 drifts
+        agent.predict(shifted)
+        agent.close_window()
+        assert agent.wait_for_drain(30), "the hub never stored and acked the window"
+
+    app = console(own_fleet, "read", stream=False)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.press("colon", *"drift pump:v2", "enter")
+        await until(pilot, lambda: app.screen.crumb == "pump:v2 drift", "the Drift view")
+        table = app.screen.query_one("#drift", DataTable)
+        await until(pilot, lambda: table.row_count == 10, "ten features")
+        f0 = [c.text for c in table.get_row("f0")]
+        assert f0[1] == "300" and f0[5] == "major"
+        others = {table.get_row(f"f{i}")[5].text for i in range(1, 10)}
+        assert "major" not in others
+        assert "300 predictions" in str(app.screen.query_one("#drift-summary", Static).render())
+        assert app.screen.query_one(PlotWidget).display

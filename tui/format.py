@@ -1,0 +1,47 @@
+"""Pure formatting for the views (times, sizes, bars); tested without a terminal."""
+
+from __future__ import annotations
+
+from edgefleet_client import ModelRef
+
+
+def ago(ts: float | None, now: float) -> str:
+    """``12s``, ``5m``, ``3h``, ``2d`` since ``ts`` (``-`` when never)."""
+    if ts is None:
+        return "-"
+    s = max(0.0, now - ts)
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if s >= size:
+            return f"{int(s // size)}{unit}"
+    return f"{int(s)}s"
+
+
+def size(n: int | None) -> str:
+    """A byte count in KiB/MiB/GiB (``-`` when unknown)."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024 or unit == "G":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}T"  # pragma: no cover (unreachable)
+
+
+def ref(m: ModelRef | None) -> str:
+    """``pump:v2`` (``-`` when none)."""
+    return m.label if m is not None else "-"
+
+
+def bar(fraction: float, width: int = 10) -> str:
+    """A text progress bar, ``███░░ 60%``."""
+    f = min(1.0, max(0.0, fraction))
+    full = round(f * width)
+    return "█" * full + "░" * (width - full) + f" {f * 100:3.0f}%"
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    """A gate value or limit (``-`` when not measured / not set)."""
+    if value is None:
+        return "-"
+    return f"{value:.{digits}g}"

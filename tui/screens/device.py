@@ -1,0 +1,160 @@
+"""Device: state, versions, health and recent events of one device; deploy a version
+(active or shadow) or roll back to the previous one."""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar, Literal
+
+from rich.markup import escape
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Static
+
+from edgefleet_client import DeviceDetail, Event
+from tui.filters import device_state
+from tui.format import ago, ref, size
+from tui.messages import DeviceLoaded
+from tui.screens.base import View
+from tui.screens.modals import DeployChoice, DeployDialog, TypedConfirm
+from tui.table_diff import Cell, sort_table, sync_table
+from tui.widgets import LiveTable
+
+EVENT_COLUMNS = ("time", "kind", "model", "detail")
+KIND_STYLE = {"failed": "red", "refused": "red", "rolled_back": "yellow", "activated": "green",
+              "probation_passed": "green", "shadow_started": "cyan"}  # fmt: skip
+
+
+def clock_time(ts: float) -> str:
+    """``HH:MM:SS`` in UTC (the console shows hub times in UTC)."""
+    return time.strftime("%H:%M:%S", time.gmtime(ts))
+
+
+def event_cells(e: Event) -> list[Cell]:
+    """One event's row in a device's event list."""
+    return [
+        Cell(clock_time(e.ts), sort=(e.ts, e.id)),
+        Cell(e.kind, style=KIND_STYLE.get(e.kind, "")),
+        Cell(ref(e.model)),
+        Cell(e.detail),
+    ]
+
+
+class DeviceView(View):
+    """One device."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("d", "deploy", "Deploy"),
+        Binding("b", "rollback", "Roll back"),
+    ]
+    DEPLOY_ACTIONS = frozenset({"deploy", "rollback"})
+
+    def __init__(self, device_id: str) -> None:
+        super().__init__()
+        self.device_id = device_id
+        self.crumb = device_id
+        self.detail: DeviceDetail | None = None
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("", id="device-reason", classes="reason")
+        with Horizontal(id="device-top"):
+            yield Static("loading…", id="device-state", classes="panel")
+            yield Static("", id="device-versions", classes="panel")
+        table = LiveTable(id="device-events", cursor_type="row")
+        for column in EVENT_COLUMNS:
+            table.add_column(column, key=column)
+        yield table
+
+    def reload(self) -> None:
+        self.load()
+
+    @work(exclusive=True, group="device", exit_on_error=False)
+    async def load(self) -> None:
+        client = self.console.client
+        detail = await self.fetch(client.device(self.device_id))
+        if detail is None:
+            if self.detail is None and self.last_error:
+                self.query_one("#device-state", Static).update(escape(self.last_error))
+            return
+        recent = await self.fetch(client.latest_events(limit=30, device=self.device_id))
+        self.post_message(DeviceLoaded(detail, recent or ()))
+
+    @on(DeviceLoaded)
+    def _loaded(self, message: DeviceLoaded) -> None:
+        self.show(message.detail, list(message.events))
+
+    def show(self, d: DeviceDetail, events: list[Event]) -> None:
+        """Render the device and its recent events (newest first)."""
+        self.detail = d
+        now = self.console.clock()
+        h = d.health
+        state = device_state(d)
+        colour = {"online": "green", "offline": "red", "never": "dim"}[state]
+        self.query_one("#device-state", Static).update(
+            f"[b]{d.id}[/b]  [{colour}]{state}[/{colour}]\n"
+            f"tags      {', '.join(d.tags) or '-'}\n"
+            f"last seen {ago(d.last_seen, now)} ago\n"
+            f"cpu {'-' if h.cpu_percent is None else f'{h.cpu_percent:.0f}%'}  "
+            f"rss {size(h.rss_bytes)}  disk free {size(h.disk_free_bytes)}\n"
+            f"buffer    {d.buffer_depth} windows · metrics seq {d.metrics_seq}"
+        )
+        self.query_one("#device-versions", Static).update(
+            f"active    [b]{ref(d.active)}[/b]\n"
+            f"previous  {ref(d.previous)}\n"
+            f"shadow    {ref(d.shadow)}\n"
+            f"revoked   {'yes' if d.revoked_at else 'no'}"
+        )
+        rows = {str(e.id): event_cells(e) for e in reversed(events)}
+        table = self.query_one("#device-events", DataTable)
+        if sync_table(table, rows, EVENT_COLUMNS).added:
+            sort_table(table, "time", reverse=True)  # newest first
+
+    def action_deploy(self) -> None:
+        self.open_deploy()
+
+    @work(exclusive=True, group="device-action", exit_on_error=False)
+    async def open_deploy(self) -> None:
+        client = self.console.client
+        models = await self.fetch(client.models())
+        if models is None:
+            return
+        versions: list[tuple[str, int]] = []
+        for m in models:
+            found = await self.fetch(client.versions(m.name))
+            versions += [(v.name, v.version) for v in found or ()]
+        current = self.detail.active.version if self.detail and self.detail.active else None
+        choice = await self.app.push_screen_wait(DeployDialog(self.device_id, versions, current))
+        if choice is not None:
+            await self.deploy(choice)
+
+    async def deploy(self, choice: DeployChoice) -> None:
+        """Ask the hub to sign and publish the directive; say what happened."""
+        mode: Literal["active", "shadow"] = "shadow" if choice.mode == "shadow" else "active"
+        result = await self.fetch(
+            self.console.client.deploy(
+                self.device_id, choice.name, choice.version, mode=mode, downgrade=choice.downgrade
+            )
+        )
+        if result is not None:
+            self.notify(
+                f"{result.model}:v{result.version} ({result.mode}) sent to {result.device_id} "
+                f"(directive #{result.seq})"
+            )
+            self.reload()
+
+    def action_rollback(self) -> None:
+        self.rollback()
+
+    @work(exclusive=True, group="device-action", exit_on_error=False)
+    async def rollback(self) -> None:
+        d = self.detail
+        if d is None or d.previous is None:
+            self.notify(
+                f"{self.device_id} has no previous version to roll back to", severity="warning"
+            )
+            return
+        prompt = f"Roll {self.device_id} back from {ref(d.active)} to {ref(d.previous)}?"
+        if await self.app.push_screen_wait(TypedConfirm(prompt, self.device_id)):
+            await self.deploy(DeployChoice(d.previous.name, d.previous.version, "active", True))

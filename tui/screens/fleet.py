@@ -1,0 +1,208 @@
+"""Fleet: a page of devices from the hub, filtered, sorted, updated by keyed diffs.
+
+A large fleet is paged on the hub (``]``/``[``), never loaded whole: ``tag:`` and an
+online/offline ``state:`` go to the API, the other terms filter the page shown."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import DataTable, Input, Static
+
+from edgefleet_client import Device, DevicePage
+from tui.filters import (
+    FLEET_KEYS,
+    FilterError,
+    Term,
+    device_state,
+    match_device,
+    parse,
+    server_params,
+)
+from tui.format import ago, ref, size
+from tui.messages import FleetPageLoaded
+from tui.screens.base import View
+from tui.table_diff import Cell, sort_table, sync_table
+from tui.widgets import FilterInput, LiveTable
+
+COLUMNS = (
+    "id",
+    "tags",
+    "state",
+    "seen",
+    "active",
+    "previous",
+    "shadow",
+    "buffer",
+    "cpu",
+    "rss",
+    "disk",
+)
+STATE_STYLE = {"online": "green", "offline": "red", "never": "dim"}
+
+
+def device_cells(d: Device, now: float) -> list[Cell]:
+    """One device's row."""
+    state = device_state(d)
+    h = d.health
+    return [
+        Cell(d.id),
+        Cell(",".join(d.tags)),
+        Cell(state, style=STATE_STYLE[state]),
+        Cell(ago(d.last_seen, now), sort=-(d.last_seen or 0.0)),
+        Cell(ref(d.active), sort=(d.active.name, d.active.version) if d.active else None),
+        Cell(ref(d.previous)),
+        Cell(ref(d.shadow)),
+        Cell(
+            str(d.buffer_depth), sort=d.buffer_depth, style="yellow" if d.buffer_depth > 10 else ""
+        ),
+        Cell("-" if h.cpu_percent is None else f"{h.cpu_percent:.0f}%", sort=h.cpu_percent),
+        Cell(size(h.rss_bytes), sort=h.rss_bytes),
+        Cell(size(h.disk_free_bytes), sort=h.disk_free_bytes),
+    ]
+
+
+class FleetView(View):
+    """Devices, one page at a time."""
+
+    crumb = "Fleet"
+    PAGE_SIZE = 200
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("enter", "open", "Open", show=False),
+        Binding("s", "sort", "Sort"),
+        Binding("S", "reverse", "Reverse", show=False),
+        Binding("right_square_bracket", "next_page", "Next page", key_display="]"),
+        Binding("left_square_bracket", "prev_page", "Prev page", key_display="["),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.terms: tuple[Term, ...] = ()
+        self.page_starts: list[str | None] = [None]
+        self.page: DevicePage | None = None
+        self.sort_column: str | None = None
+        self.sort_reverse = False
+        self.shown: list[Device] = []
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("loading…", id="fleet-status", classes="status")
+        yield FilterInput(
+            placeholder="text  tag:site-a  version:2  state:offline  !term", id="filter"
+        )
+        table = LiveTable(id="fleet", cursor_type="row", zebra_stripes=True)
+        for column in COLUMNS:
+            table.add_column(column, key=column)
+        yield table
+
+    def reload(self) -> None:
+        self.load_page()
+
+    @work(exclusive=True, group="fleet", exit_on_error=False)
+    async def load_page(self) -> None:
+        params: dict[str, Any] = server_params(self.terms)
+        page = await self.fetch(
+            self.console.client.devices(after=self.page_starts[-1], limit=self.PAGE_SIZE, **params)
+        )
+        if page is not None:
+            self.post_message(FleetPageLoaded(page))
+
+    @on(FleetPageLoaded)
+    def _page_loaded(self, message: FleetPageLoaded) -> None:
+        self.show_page(message.page)
+
+    def show_page(self, page: DevicePage) -> None:
+        """Apply a fetched page to the table (keyed diff, then the chosen sort)."""
+        self.page = page
+        now = self.console.clock()
+        self.shown = [d for d in page.devices if match_device(d, self.terms)]
+        table = self.query_one("#fleet", DataTable)
+        with self.app.batch_update():
+            stats = sync_table(table, {d.id: device_cells(d, now) for d in self.shown}, COLUMNS)
+            if self.sort_column and (stats.added or stats.changed_cells):
+                sort_table(table, self.sort_column, self.sort_reverse)
+        first = (len(self.page_starts) - 1) * self.PAGE_SIZE
+        more = " · ] next page" if page.next else ""
+        filt = (
+            f" · filter: {' '.join(self._term_text(t) for t in self.terms)}" if self.terms else ""
+        )
+        sort = (
+            f" · sorted by {self.sort_column}{' ↓' if self.sort_reverse else ''}"
+            if self.sort_column
+            else ""
+        )
+        self.query_one("#fleet-status", Static).update(
+            f"page {len(self.page_starts)}: {len(self.shown)} of {len(page.devices)} devices "
+            f"(from #{first + 1}){filt}{sort}{more}"
+        )
+
+    @staticmethod
+    def _term_text(t: Term) -> str:
+        return ("!" if t.negated else "") + (f"{t.key}:" if t.key else "") + t.value
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", FilterInput)
+        box.display = True
+        box.focus()
+
+    @on(Input.Submitted, "#filter")
+    def _apply_filter(self, event: Input.Submitted) -> None:
+        try:
+            self.terms = parse(event.value, FLEET_KEYS)
+        except FilterError as exc:
+            self.notify(str(exc), severity="warning", markup=False)
+            return
+        box = self.query_one("#filter", FilterInput)
+        box.display = bool(event.value)
+        self.page_starts = [None]
+        self.query_one("#fleet", DataTable).focus()
+        self.reload()
+
+    def action_sort(self) -> None:
+        """Sort by the next column (id, tags, state, seen, ...)."""
+        i = -1 if self.sort_column is None else COLUMNS.index(self.sort_column)
+        self.sort_column, self.sort_reverse = None, False
+        self.sort_by(COLUMNS[(i + 1) % len(COLUMNS)])
+
+    def action_reverse(self) -> None:
+        """Reverse the current sort."""
+        self.sort_by(self.sort_column or COLUMNS[0])
+
+    def sort_by(self, column: str) -> None:
+        """Sort by ``column``; the same column again reverses."""
+        if column == self.sort_column:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_column, self.sort_reverse = column, False
+        sort_table(self.query_one("#fleet", DataTable), column, self.sort_reverse)
+        if self.page is not None:
+            self.show_page(self.page)
+
+    @on(DataTable.HeaderSelected, "#fleet")
+    def _header(self, event: DataTable.HeaderSelected) -> None:
+        self.sort_by(str(event.column_key.value))
+
+    @on(DataTable.RowSelected, "#fleet")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.console.open_device(str(event.row_key.value))
+
+    def action_open(self) -> None:
+        table = self.query_one("#fleet", DataTable)
+        if table.row_count:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            if key is not None:
+                self.console.open_device(str(key))
+
+    def action_next_page(self) -> None:
+        if self.page is not None and self.page.next is not None:
+            self.page_starts.append(self.page.next)
+            self.reload()
+
+    def action_prev_page(self) -> None:
+        if len(self.page_starts) > 1:
+            self.page_starts.pop()
+            self.reload()
