@@ -187,6 +187,8 @@ def _context() -> HubContext:  # replaced per app through dependency_overrides
 def create_app(context: HubContext) -> FastAPI:
     """Build the FastAPI application serving ``context``."""
     app = FastAPI(title="EdgeFleet hub", version=__version__)
+    stopping = threading.Event()  # set by ApiServer.stop: open event streams end
+    app.state.stopping = stopping
     app.dependency_overrides[_context] = lambda: context
     install_error_handlers(app)
     app.include_router(fleet_router(context, require))
@@ -383,7 +385,7 @@ def create_app(context: HubContext) -> FastAPI:
 
         async def generate() -> AsyncIterator[str]:
             last, sent, idle = after_id, 0, 0.0
-            while max_events is None or sent < max_events:
+            while (max_events is None or sent < max_events) and not stopping.is_set():
                 page = await asyncio.to_thread(store.events, device, last, 100)
                 for record in page:
                     body = json.dumps({"id": record.id, **json.loads(record.event.to_bytes())})
@@ -677,6 +679,9 @@ class ApiServer:
             port=port,
             log_level="warning",
             access_log=False,
+            # An open event stream never ends by itself: at shutdown, connections get
+            # 2 s to finish, then their tasks are cancelled (stop() used to hang 10 s).
+            timeout_graceful_shutdown=2,
             ssl_certfile=str(tls_cert) if tls_cert else None,
             ssl_keyfile=str(tls_key) if tls_key else None,
         )
@@ -711,7 +716,10 @@ class ApiServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and wait for the thread."""
+        """Stop serving (open event streams end first) and wait for the thread."""
+        stopping = getattr(getattr(self.config.app, "state", None), "stopping", None)
+        if isinstance(stopping, threading.Event):
+            stopping.set()
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(10)

@@ -238,3 +238,35 @@ def test_errors_have_one_shape(hub):
     r = httpx.post(f"{url}/v1/tokens", json={"name": ""},
                    headers={"Authorization": f"Bearer {admin}"})
     assert r.status_code == 422 and r.json()["error"].startswith("body.")
+
+
+def test_hub_stops_with_an_event_stream_open(tmp_path):
+    """An open server-sent event stream (a console) ends when the hub stops: the API
+    thread is gone once stop() returns (it used to outlive a 10 s join) and the client
+    sees the stream end, not a broken connection."""
+    import threading
+
+    settings = HubSettings(data_dir=tmp_path / "hub", api_port=0, embedded_broker_port=free_port())
+    service = HubService(settings).start()
+    token, _ = service.tokens.create("console", ["read"])
+    opened, ended = threading.Event(), []
+
+    def watch() -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            with httpx.stream("GET", f"{service.api.url}/v1/events/stream", headers=headers,
+                              timeout=60) as r:  # fmt: skip
+                opened.set()
+                for _ in r.iter_lines():
+                    pass
+            ended.append("clean")
+        except httpx.HTTPError as exc:
+            ended.append(type(exc).__name__)
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    assert opened.wait(30), "the stream never opened"
+    service.stop()
+    assert service.api._thread is not None and not service.api._thread.is_alive()
+    reader.join(30)
+    assert ended == ["clean"]
