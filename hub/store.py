@@ -1047,14 +1047,7 @@ def _roll_minute(
         (model, version, role, minute * MINUTE_S, (minute + 1) * MINUTE_S),
     ).fetchall()
     key = (model, version, role, minute)
-    if not rows:
-        conn.execute(
-            "DELETE FROM rollups_minute WHERE model = ? AND version = ? AND role = ?"
-            " AND minute = ?",
-            key,
-        )
-        return
-    merged, skipped, why = merge_stored([r[0] for r in rows])
+    merged, skipped, why = merge_stored([r[0] for r in rows]) if rows else (None, 0, "")
     if skipped:
         log.warning("store: minute roll-up %s leaves out %d window(s): %s", key, skipped, why)
     if merged is None:
@@ -1123,14 +1116,7 @@ def merge_stored(payloads: Sequence[Any]) -> tuple[dict[str, Any] | None, int, s
 
 
 def _put_rollup(conn: sqlite3.Connection, key: tuple[Any, ...], payloads: list[str]) -> None:
-    if not payloads:
-        conn.execute(
-            "DELETE FROM rollups WHERE model = ? AND version = ? AND role = ?"
-            " AND device_id = ? AND hour = ?",
-            key,
-        )
-        return
-    merged, skipped, why = merge_stored(payloads)
+    merged, skipped, why = merge_stored(payloads) if payloads else (None, 0, "")
     if skipped:
         log.warning("store: roll-up %s leaves out %d window(s): %s", key, skipped, why)
     if merged is None:
