@@ -217,6 +217,9 @@ class Agent:
         # bundle that failed verification or its smoke test is not (``_failed_seq``).
         self._download_failures = 0
         self._retry_at: float | None = None
+        # What the outbox's checkpoint holds (model key and counts per window; () for
+        # none), so an unchanged checkpoint is not written again.
+        self._checkpointed: tuple[tuple[Any, ...], ...] = ()
 
     # --- public API --------------------------------------------------------------------
 
@@ -579,10 +582,17 @@ class Agent:
         self._store_windows([])  # windows closed meanwhile (an activation) go in first
         open_now = self.predictor.peek_windows(self.clock())
         groups = [*self._pending_windows, *([open_now] if open_now else [])]
+        signature = tuple(
+            (w.key, w.n, sum(w.errors.values()), w.compared) for g in groups for w in g
+        )
+        if signature == self._checkpointed:
+            return  # nothing counted since the last one: no write (an SD card's wear)
         try:
             self.outbox.checkpoint(groups)
         except (OutboxError, ValidationError) as exc:
             log.warning("agent: checkpoint not saved: %s", exc)
+            return
+        self._checkpointed = signature
 
     def _store_windows(self, windows: list[MetricsWindow]) -> None:
         """Append windows closed together as one outbox row; keep them in memory if it cannot."""
@@ -594,6 +604,8 @@ class Agent:
             return
         backlog = self._pending_windows
         self._pending_windows = []
+        if backlog:
+            self._checkpointed = ()  # an append deletes the stored checkpoint
         for i, group in enumerate(backlog):
             try:
                 self.outbox.append(group)
