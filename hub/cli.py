@@ -647,6 +647,13 @@ def hub_tls(out: Path, hosts: tuple[str, ...]) -> None:
     help="Alert rules (JSON, see hub.alerts); default: no alerting.",
 )
 @click.option("--webhook-url", default=None, help="Called on every alert transition.")
+@click.option(
+    "--alert-interval",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between evaluations of the alert rules.",
+)
 def hub_serve(
     data_dir: Path,
     api_host: str,
@@ -662,6 +669,7 @@ def hub_serve(
     tls_key: Path | None,
     alert_rules: Path | None,
     webhook_url: str | None,
+    alert_interval: float,
 ) -> None:
     """Run the hub until SIGTERM/SIGINT: broker, ingest, store, HTTP API and alerts."""
     import logging
@@ -690,6 +698,7 @@ def hub_serve(
         broker_password=password.decode() if password else None,
         alert_rules=alert_rules,
         webhook_url=webhook_url,
+        alert_interval_s=alert_interval,
         broker_ca_file=broker_ca,
         tls_cert_file=tls_cert,
         tls_key_file=tls_key,
