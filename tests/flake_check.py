@@ -39,6 +39,8 @@ INTEGRATION = (
     "tests/agent/test_network_faults.py",
     "tests/agent/test_rotation.py",
     "tests/hub",
+    "tests/client",
+    "tests/tui",
     "tests/test_cli.py",
 )
 
