@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 from sqlite_utils import Database
@@ -287,8 +287,6 @@ class Store(LockedDatabase):
         self._clock = clock
         # device -> [(epoch, base)], newest (current) last; a cache of device_epochs
         self._epochs: dict[str, list[tuple[str, int]]] = {}
-        #: Stored window rows a query had to skip (unreadable or unmergeable).
-        self.skipped_rows = 0
         # device -> highest hub sequence stored (a cache: this Store is the only writer)
         self._tops: dict[str, int] = {}
         # device -> its device_seqs.contiguous (a cache, likewise)
@@ -679,12 +677,13 @@ class Store(LockedDatabase):
     def _merge_rows(self, payloads: Sequence[Any]) -> MetricsWindow | None:
         """Merge stored window documents; rows that cannot be merged are skipped and
         reported (:func:`merge_stored`), never break the query."""
-        merged, skipped, why = merge_stored(payloads)
-        if skipped:
-            with self._lock:
-                self.skipped_rows += skipped
-            log.error("store %s: %d stored window row(s) skipped: %s", self.path, skipped, why)
-        return None if merged is None else MetricsWindow.from_json(merged)
+        merged = merge_stored(payloads)
+        if merged.skipped:
+            log.error(
+                "store %s: %d stored window row(s) skipped: %s",
+                self.path, merged.skipped, merged.why,
+            )  # fmt: skip
+        return merged.window
 
     # --- events -----------------------------------------------------------------------
 
@@ -1047,9 +1046,7 @@ def _roll_minute(
         (model, version, role, minute * MINUTE_S, (minute + 1) * MINUTE_S),
     ).fetchall()
     key = (model, version, role, minute)
-    merged, skipped, why = merge_stored([r[0] for r in rows]) if rows else (None, 0, "")
-    if skipped:
-        log.warning("store: minute roll-up %s leaves out %d window(s): %s", key, skipped, why)
+    merged = _rollup_document("minute roll-up", key, [r[0] for r in rows])
     if merged is None:
         conn.execute(
             "DELETE FROM rollups_minute WHERE model = ? AND version = ? AND role = ?"
@@ -1076,11 +1073,19 @@ def _roll_fleet_bucket(
     _put_rollup(conn, (model, version, role, "", hour), [r[0] for r in rows])
 
 
-def merge_stored(payloads: Sequence[Any]) -> tuple[dict[str, Any] | None, int, str]:
+class StoredMerge(NamedTuple):
+    """What :func:`merge_stored` made of some stored rows."""
+
+    window: MetricsWindow | None  # checked against the wire contract; None: nothing merged
+    document: dict[str, Any] | None  # the same as a document (what roll-ups store)
+    skipped: int  # rows left out
+    why: str  # why they were left out
+
+
+def merge_stored(payloads: Sequence[Any]) -> StoredMerge:
     """Merge stored window documents (JSON) of one model, version and role.
 
-    Returns the merged document (None when nothing could be merged), how many rows were
-    left out, and why. The fast path merges the documents of the most common shape (see
+    The fast path merges the documents of the most common shape (see
     :func:`~hub.rollups.largest_mergeable`) and checks the result against the wire
     contract; when that fails (an unreadable row, or counts past the contract's 2**53,
     as absurd rows stored before the plausibility check could give), it merges row by
@@ -1090,9 +1095,9 @@ def merge_stored(payloads: Sequence[Any]) -> tuple[dict[str, Any] | None, int, s
         docs = [orjson.loads(p) for p in payloads]
         fitting = largest_mergeable(docs)
         merged = merge_documents(fitting)
-        MetricsWindow.from_json(merged)
+        checked = MetricsWindow.from_json(merged)
         left_out = len(docs) - len(fitting)
-        return merged, left_out, "their count lengths differ from the others'"
+        return StoredMerge(checked, merged, left_out, "their count lengths differ from others'")
     except (ValueError, TypeError, OverflowError, ValidationError) as exc:
         first = f"they cannot be merged ({exc})"
     window: MetricsWindow | None = None
@@ -1112,13 +1117,26 @@ def merge_stored(payloads: Sequence[Any]) -> tuple[dict[str, Any] | None, int, s
             skipped += 1
             continue
         window = candidate
-    return (None if window is None else window.to_json()), skipped, first
+    return StoredMerge(window, None if window is None else window.to_json(), skipped, first)
+
+
+def _rollup_document(
+    what: str, key: tuple[Any, ...], payloads: Sequence[Any]
+) -> dict[str, Any] | None:
+    """The merged document a roll-up bucket stores (None: delete the bucket); rows left
+    out are logged in one line."""
+    if not payloads:
+        return None
+    merged = merge_stored(payloads)
+    if merged.skipped:
+        log.warning(
+            "store: %s %s leaves out %d window(s): %s", what, key, merged.skipped, merged.why
+        )
+    return merged.document
 
 
 def _put_rollup(conn: sqlite3.Connection, key: tuple[Any, ...], payloads: list[str]) -> None:
-    merged, skipped, why = merge_stored(payloads) if payloads else (None, 0, "")
-    if skipped:
-        log.warning("store: roll-up %s leaves out %d window(s): %s", key, skipped, why)
+    merged = _rollup_document("roll-up", key, payloads)
     if merged is None:
         conn.execute(
             "DELETE FROM rollups WHERE model = ? AND version = ? AND role = ?"
