@@ -67,6 +67,8 @@ class EventKind(StrEnum):
     FAILED = "failed"
     COMPACTED = "compacted"
     TRUST_ROTATED = "trust_rotated"
+    #: Recorded by the hub (not sent by agents): two devices write under one device id.
+    IDENTITY_CONFLICT = "identity_conflict"
 
 
 @dataclass(frozen=True)

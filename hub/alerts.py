@@ -41,10 +41,14 @@ while the rule says ``insufficient``, so no alert fires or resolves on a guess):
 ``latency_p95_ms``       estimated p95 latency
 ``nan_rate_max``         highest per-feature NaN rate
 ``offline_devices_share`` offline / all devices in scope (from device records)
+``identity_conflicts``   devices in scope with an ``identity_conflict`` event (two
+                         devices writing under one id, :mod:`hub.store`) in the window
 ======================== ==============================================================
 
-Every metric but ``offline_devices_share`` comes from a drift report and needs the
-scope's model and version.
+Every metric but the two device metrics comes from a drift report and needs the
+scope's model and version. The hub always evaluates :data:`BUILTIN_RULES` (today one:
+``identity-conflict``, firing while any device had an identity conflict in the last
+window) before the operator's rules.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ import httpx
 
 from edge_agent.canonical import canonical_bytes, parse_json
 from edge_agent.errors import EdgeFleetError, ValidationError
+from edge_agent.messages import EventKind
 from edge_agent.monitor import MetricsWindow
 from edge_agent.reference import ReferenceStats
 from edge_agent.schema import exact_fields, positive_int, safe_name
@@ -86,13 +91,14 @@ Metric = Literal[
     "latency_p95_ms",
     "nan_rate_max",
     "offline_devices_share",
+    "identity_conflicts",
 ]
 Comparison = Literal[">", "<"]
 Transition = Literal["firing", "resolved"]
 
 METRICS: Final[tuple[str, ...]] = get_args(Metric)
 #: Metrics computed from device records rather than from a drift report.
-DEVICE_METRICS: Final = frozenset({"offline_devices_share"})
+DEVICE_METRICS: Final = frozenset({"offline_devices_share", "identity_conflicts"})
 ALERT_FORMAT: Final = "edgefleet-alert/1"
 #: Largest rule file :func:`load_rules` accepts.
 MAX_RULES_BYTES: Final = 1 << 20
@@ -332,6 +338,8 @@ def metric_value(
     if rule.metric == "offline_devices_share":
         recs = list(devices)
         return sum(not d.online for d in recs) / len(recs) if recs else None
+    if rule.metric == "identity_conflicts":  # the caller passes the conflicted devices
+        return float(len(list(devices)))
     if report is None:
         return None
     m = rule.metric
@@ -361,6 +369,17 @@ def metric_value(
     if report.n == 0 or not report.data_quality:
         return None
     return max(d.nan_rate for d in report.data_quality)
+
+
+#: Rules the hub always evaluates, before any from the operator's rule file.
+BUILTIN_RULES: Final[tuple[AlertRule, ...]] = (
+    AlertRule(
+        name="identity-conflict",
+        metric="identity_conflicts",
+        comparison=">",
+        threshold=0.0,
+    ),
+)
 
 
 # ---------------------------------------------------------------------------
@@ -560,6 +579,12 @@ class Alerter:
     def _value(self, rule: AlertRule, now: float) -> float | None:
         self._evidence.pop(rule.name, None)
         try:
+            if rule.metric == "identity_conflicts":
+                conflicted = self._store.devices_with_event(
+                    EventKind.IDENTITY_CONFLICT, now - self._window_s
+                )
+                in_scope = [d for d in self._devices(rule.scope) if d.id in conflicted]
+                return metric_value(rule, None, in_scope)
             if rule.metric in DEVICE_METRICS:
                 return metric_value(rule, None, self._devices(rule.scope))
             s = rule.scope

@@ -58,8 +58,9 @@ log = logging.getLogger("edgefleet.hub.enroll")
 
 #: The hub's broker account (granted ``edgefleet/v1/#`` by the deploy ACL).
 HUB_USERNAME: Final = "edgefleet-hub"
-#: The deploy ACL copied into a broker directory that has none.
-DEPLOY_ACL: Final = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "acl"
+#: The topic ACL, shipped inside the package (so a wheel install has it too) and linked
+#: from ``deploy/mosquitto/acl``; copied into a broker directory that has none.
+DEPLOY_ACL: Final = Path(__file__).resolve().parent / "mosquitto.acl"
 #: The rule that lets every device read the fleet's trust rotations.
 TRUST_ACL_RULE: Final = "pattern read edgefleet/v1/trust"
 #: PBKDF2 iterations, as ``mosquitto_passwd`` 2.x uses. Broker passwords are 256-bit

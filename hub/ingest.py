@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from edge_agent.config import BrokerConfig
 from edge_agent.errors import ValidationError
-from edge_agent.messages import Ack, Event, MetricsMessage, State
+from edge_agent.messages import Ack, Event, EventKind, MetricsMessage, State
 from edge_agent.topics import DEVICE_CHANNELS, Channel, fleet_filter, parse_topic, topic
 from hub.errors import HubError
 from hub.mqtt_relay import RelayConfig
@@ -48,11 +48,19 @@ COUNTER_NAMES: Final = (
     "malformed",
     "refused_device_mismatch",
     "implausible",
+    "identity_conflicts",
     "store_errors",
     "unknown_model",
     "acks_published",
     "connects",
 )
+
+
+#: At most one ``identity_conflict`` event per device in this many seconds (every sign
+#: is still logged and counted).
+CONFLICT_EVENT_INTERVAL_S: Final = 300.0
+#: Longest event detail the ingest writes.
+MAX_DETAIL: Final = 500
 
 
 class IngestError(HubError):
@@ -161,7 +169,9 @@ class Ingest:
         self._clock = clock
         self._cond = threading.Condition()
         self._counts = dict.fromkeys(COUNTER_NAMES, 0)
-        self._acked: dict[str, tuple[str, int]] = {}  # device -> (epoch, seq)
+        self._acked: dict[tuple[str, str], int] = {}  # (device, epoch) -> seq
+        self._current: dict[str, str] = {}  # device -> its current epoch
+        self._conflict_at: dict[str, float] = {}  # device -> last identity_conflict event
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._worker: threading.Thread | None = None
@@ -229,12 +239,13 @@ class Ingest:
         """The last sequence acknowledged to the device by this ingest (0: none yet), in
         the numbering of the device's current epoch."""
         with self._cond:
-            return self._acked.get(device_id, ("", 0))[1]
+            return self._acked.get((device_id, self._current.get(device_id, "")), 0)
 
-    def _advances(self, device_id: str, ack: tuple[str, int]) -> bool:
-        """Whether ``ack`` says more than the last one published (caller holds the lock)."""
-        last = self._acked.get(device_id)
-        return last is None or last[0] != ack[0] or ack[1] > last[1]
+    def _advances(self, key: tuple[str, str], seq: int) -> bool:
+        """Whether ``seq`` says more than the last ack published for the (device, epoch)
+        ``key`` (caller holds the lock)."""
+        last = self._acked.get(key)
+        return last is None or seq > last
 
     def wait_until(self, predicate: Callable[[dict[str, int]], bool], timeout: float) -> bool:
         """Block until ``predicate(counters)`` holds (checked after every batch, connect
@@ -251,13 +262,13 @@ class Ingest:
     def wait_until_acked(
         self, device_id: str, seq: int, timeout: float, epoch: str | None = None
     ) -> bool:
-        """Block until the device was acknowledged up to ``seq`` (in ``epoch``, when
-        given); False on timeout."""
+        """Block until the device was acknowledged up to ``seq`` (in ``epoch``; default:
+        its current one); False on timeout."""
         deadline = time.monotonic() + timeout
 
         def done() -> bool:
-            acked_epoch, acked = self._acked.get(device_id, ("", 0))
-            return acked >= seq and (epoch is None or acked_epoch == epoch)
+            e = self._current.get(device_id, "") if epoch is None else epoch
+            return self._acked.get((device_id, e), 0) >= seq
 
         with self._cond:
             while not done():
@@ -418,7 +429,8 @@ class Ingest:
             except StoreError as exc:
                 counts["store_errors"] += 1
                 log.error("ingest: %s", exc)
-        acks: dict[str, tuple[str, int]] = {}
+        acks: dict[tuple[str, str], int] = {}
+        conflicts: tuple[tuple[str, str], ...] = ()
         if metrics:
             try:
                 result = self.store.store_metrics_batch(metrics)
@@ -429,11 +441,14 @@ class Ingest:
                 counts["stored"] += result.count(Outcome.STORED)
                 counts["duplicates"] += result.count(Outcome.DUPLICATE)
                 counts["rejected"] += result.count(Outcome.REJECTED)
+                conflicts = result.conflicts
                 with self._cond:
-                    acks = {d: a for d, a in result.acks.items() if self._advances(d, a)}
+                    acks = {k: a for k, a in result.acks.items() if self._advances(k, a)}
+                    self._current.update(result.current)
+        counts["identity_conflicts"] += self._report_conflicts(conflicts)
         out = [
             (topic(d, Channel.ACK), Ack(d, seq, epoch).to_bytes())
-            for d, (epoch, seq) in acks.items()
+            for (d, epoch), seq in acks.items()
         ]
         published = acks if acks and self._publish_acks(out) else {}
         counts["acks_published"] = len(published)
@@ -442,3 +457,22 @@ class Ingest:
                 self._counts[name] += n
             self._acked.update(published)
             self._cond.notify_all()
+
+    def _report_conflicts(self, conflicts: Sequence[tuple[str, str]]) -> int:
+        """Log every sign of two devices under one id, and record an ``identity_conflict``
+        event per device at most once per :data:`CONFLICT_EVENT_INTERVAL_S`; returns how
+        many signs there were."""
+        now = self._clock()
+        for device_id, line in conflicts:
+            log.warning("ingest: identity conflict on %s: %s", device_id, line)
+            last = self._conflict_at.get(device_id)
+            if last is not None and 0 <= now - last < CONFLICT_EVENT_INTERVAL_S:
+                continue
+            self._conflict_at[device_id] = now
+            try:
+                self.store.record_event(
+                    Event(device_id, now, EventKind.IDENTITY_CONFLICT, line[:MAX_DETAIL])
+                )
+            except StoreError as exc:
+                log.error("ingest: %s", exc)
+        return len(conflicts)

@@ -23,7 +23,7 @@ from edge_agent.config import BrokerConfig
 from edge_agent.durable import write_atomic
 from edge_agent.errors import ValidationError
 from edge_agent.trust import RotationChain, TrustRoot
-from hub.alerts import Alerter, AlertRule, load_rules
+from hub.alerts import BUILTIN_RULES, Alerter, AlertRule, load_rules
 from hub.api import ApiServer, HubContext, create_app
 from hub.audit import AuditLog
 from hub.broker import EmbeddedBroker
@@ -53,7 +53,7 @@ class HubSettings:
     embedded_broker_port: int = 1883
     broker_username: str | None = None
     broker_password: str | None = None
-    alert_rules: Path | None = None  # JSON rules (see hub.alerts); none: no alerting
+    alert_rules: Path | None = None  # JSON rules (see hub.alerts), besides the built-in ones
     webhook_url: str | None = None  # called on every alert transition
     alert_interval_s: float = 30.0
     public_url: str | None = None  # the API as devices reach it; default: where it listens
@@ -96,6 +96,9 @@ class HubService:
         """
         s = self.settings
         rules = load_rules(s.alert_rules.read_bytes()) if s.alert_rules is not None else None
+        reserved = {r.name for r in BUILTIN_RULES} & {r.name for r in rules or ()}
+        if reserved:
+            raise HubError(f"alert rules: {', '.join(sorted(reserved))} is a built-in rule's name")
         try:
             return self._start(s, rules)
         except BaseException:
@@ -191,9 +194,10 @@ class HubService:
         )
         context.runner = self.runner
         self.runner.start_thread(s.rollout_interval_s)
-        if rules is not None:
-            self.alerter = Alerter(self.store, self.registry.reference, rules, s.webhook_url)
-            self.alerter.start(s.alert_interval_s)
+        self.alerter = Alerter(
+            self.store, self.registry.reference, (*BUILTIN_RULES, *(rules or ())), s.webhook_url
+        )
+        self.alerter.start(s.alert_interval_s)
         self._stopping.clear()
         self._roller = threading.Thread(
             target=self._roll_up_forever, args=(self.store, s.rollup_interval_s),

@@ -25,13 +25,24 @@ pairwise disjoint:
 
 Epochs. A device whose outbox is wiped starts its sequences at 1 again, under a new
 random epoch (``edge_agent/outbox.py``). The store keeps one sequence line per device
-("hub sequences") and maps each epoch onto it: the first epoch starts at base 0; a new
-epoch starts after the highest sequence stored so far (its base), the device's
-contiguous mark jumps to that base (the earlier life's gaps can never be filled), and
-the new epoch becomes the device's current one. Messages are stored at ``seq + base``,
-so the rules above hold unchanged, and acks are given back in the current epoch's own
-numbering (:attr:`MetricsResult.acks`). Windows of an earlier epoch that arrive late
-are still stored, in their own range, and never acknowledged.
+("hub sequences") and gives each epoch its own block of it: the first epoch starts at
+base 0; a later one at the next multiple of :data:`EPOCH_BLOCK` above everything stored
+(its base), so two epochs' ranges can never meet, even while both are live (a cloned
+device, a forgery). Messages are stored at ``seq + base``, so the rules above hold
+unchanged within each epoch, and sequences past the block (``seq >= EPOCH_BLOCK``) are
+rejected. The newest epoch is the device's current one: ``device_seqs`` holds its mark
+(which jumps to the base when the epoch starts: the earlier life's gaps can never be
+filled); every other epoch keeps its own mark in ``device_epochs.contiguous``. Every
+epoch a batch touched is acknowledged in its own numbering (:attr:`MetricsResult.acks`),
+so the agent of an older epoch that is still alive is never left unacknowledged.
+
+Identity conflicts. Two devices writing under one device id show in three ways, each
+reported in :attr:`MetricsResult.conflicts` (the ingest turns them into
+``identity_conflict`` events): an older epoch stores windows that start after the current
+epoch's first window (two live epochs: a wiped outbox's late windows were made before
+the new life began, so they never qualify); a range that is already stored arrives with
+different windows (two devices sharing one epoch: a cloned outbox); a range partially
+overlapping a stored one.
 """
 
 from __future__ import annotations
@@ -213,6 +224,18 @@ def _m0007(db: Database) -> None:
         )
 
 
+@MIGRATIONS(name="0008_epoch_marks")
+def _m0008(db: Database) -> None:
+    # Each epoch's own contiguous mark (its numbering), for the epochs that are not the
+    # device's current one: an older epoch still alive is acknowledged too.
+    if "contiguous" not in db["device_epochs"].columns_dict:
+        db.execute("ALTER TABLE device_epochs ADD COLUMN contiguous INTEGER NOT NULL DEFAULT 0")
+
+
+#: Each epoch after a device's first gets its own block of this many hub sequences.
+EPOCH_BLOCK: Final = 1 << 40
+
+
 def minute_of(start: float) -> int:
     """The fleet minute bucket of a window that starts at ``start`` (floor, as hour_of)."""
     return int(start // MINUTE_S)
@@ -234,9 +257,13 @@ class MetricsResult:
     """Highest contiguous hub sequence stored, per device the batch touched."""
     outcomes: tuple[Outcome, ...]
     """One per message, in order."""
-    acks: dict[str, tuple[str, int]] = field(default_factory=dict)
-    """What to acknowledge per device: its current epoch and the highest contiguous
+    acks: dict[tuple[str, str], int] = field(default_factory=dict)
+    """What to acknowledge per (device, epoch) the batch touched: the highest contiguous
     sequence stored in that epoch's own numbering."""
+    current: dict[str, str] = field(default_factory=dict)
+    """The current (newest) epoch of each device the batch touched."""
+    conflicts: tuple[tuple[str, str], ...] = ()
+    """(device, one line) per sign that two devices write under one device id."""
 
     def count(self, outcome: Outcome) -> int:
         """How many messages had ``outcome``."""
@@ -354,19 +381,20 @@ class Store(LockedDatabase):
             with self._write("store metrics") as conn:
                 batch = _Batch(conn, self._tops)
                 epochs = _Epochs(conn, self._epochs, self._clock(), batch)
-                outcomes = tuple(_store_message(batch, epochs.to_hub(m)) for m in messages)
+                outcomes = tuple(epochs.store(m) for m in messages)
                 batch.flush()
                 conn.executemany(_MARK_DIRTY, batch.dirty)
                 conn.executemany(_MARK_MINUTE_DIRTY, batch.minutes)
                 touched = dict.fromkeys(m.device_id for m in messages)
                 contiguous = {d: batch.advance(d, self._contiguous.get(d)) for d in touched}
                 conn.executemany(_SET_CONTIGUOUS, batch.marks)
-                acks = {d: epochs.ack(d, contiguous[d]) for d in touched}
+                acks = epochs.acks(contiguous)
+                current = {d: epochs.current(d) for d in touched}
             # Committed, and still under the lock: no other writer sees stale caches.
             self._epochs.update(epochs.learned)
             self._tops.update(batch.tops)
             self._contiguous.update(contiguous)
-        return MetricsResult(contiguous, outcomes, acks)
+        return MetricsResult(contiguous, outcomes, acks, current, tuple(batch.conflicts))
 
     def contiguous(self, device_id: str) -> int:
         """The highest ``n`` such that every sequence ``1..n`` of the device is stored.
@@ -711,6 +739,19 @@ class Store(LockedDatabase):
             )
             return int(cur.lastrowid or 0)
 
+    def devices_with_event(self, kind: EventKind, since: float) -> set[str]:
+        """The devices that have an event of ``kind`` stamped at or after ``since``.
+
+        Raises:
+            StoreError: SQLite failed, or closed.
+        """
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT device_id FROM events WHERE kind = ? AND ts >= ?",
+                (kind.value, since),
+            ).fetchall()
+        return {str(r[0]) for r in rows}
+
     def events(
         self, device: str | None = None, after_id: int = 0, limit: int = 100
     ) -> list[EventRecord]:
@@ -791,6 +832,7 @@ class _Batch:
     appended: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     irregular: set[str] = field(default_factory=set)
     marks: list[tuple[str, int]] = field(default_factory=list)  # for _SET_CONTIGUOUS
+    conflicts: list[tuple[str, str]] = field(default_factory=list)  # (device, one line)
 
     def flush(self) -> None:
         """Insert the pending window rows.
@@ -863,7 +905,7 @@ def _store_message(batch: _Batch, m: MetricsMessage) -> Outcome:
     if below is not None and below[1] >= lo:
         if below[1] >= hi:
             return Outcome.DUPLICATE
-        return _reject(m, (int(below[0]), int(below[1])))
+        return _reject(batch, m, (int(below[0]), int(below[1])))
     inner = [
         (int(a), int(b))
         for a, b in conn.execute(
@@ -873,8 +915,10 @@ def _store_message(batch: _Batch, m: MetricsMessage) -> Outcome:
         )
     ]
     if inner and inner[-1][1] > hi:
-        return _reject(m, inner[-1])
+        return _reject(batch, m, inner[-1])
     if sum(b - a + 1 for a, b in inner) == hi - lo + 1:
+        if inner == [(lo, hi)]:
+            _check_same_windows(batch, m)
         return Outcome.DUPLICATE
     if inner:
         # The message already counts the stored windows: check that it contains them
@@ -939,6 +983,7 @@ class _Epochs:
         far, and moves the device's contiguous mark)."""
         self.conn, self.cache, self.now, self.batch = conn, cache, now, batch
         self.learned: dict[str, list[tuple[str, int]]] = {}
+        self.touched: dict[tuple[str, str], None] = {}  # (device, epoch), in order
 
     def _known(self, device_id: str) -> list[tuple[str, int]]:
         known = self.learned.get(device_id) or self.cache.get(device_id)
@@ -951,7 +996,16 @@ class _Epochs:
             self.cache[device_id] = known
         return known
 
+    def current(self, device_id: str) -> str:
+        """The device's newest epoch."""
+        return self._known(device_id)[-1][0]
+
     def base(self, device_id: str, epoch: str) -> int:
+        """The epoch's base, a new block's when the epoch is new (recorded).
+
+        Raises:
+            sqlite3.Error: SQLite failed.
+        """
         known = self._known(device_id)
         for e, b in known:
             if e == epoch:
@@ -961,10 +1015,12 @@ class _Epochs:
         row = self.conn.execute(
             "SELECT MAX(seq_hi) FROM windows WHERE device_id = ?", (device_id,)
         ).fetchone()
-        base = int(row[0] or 0) if known or epoch else 0  # legacy data stays at base 0
+        top = max([int(row[0] or 0), *(b for _, b in known)])
+        # Legacy data (no epochs yet, empty epoch) stays at base 0.
+        base = (top // EPOCH_BLOCK + 1) * EPOCH_BLOCK if known or (epoch and top) else 0
         if known:
             log.info(
-                "store: %s started a new sequence space (epoch %r after hub sequence %d)",
+                "store: %s started a new sequence space (epoch %r at hub sequence %d)",
                 device_id, epoch, base,
             )  # fmt: skip
         self.conn.execute(
@@ -981,15 +1037,77 @@ class _Epochs:
         self.learned[device_id] = [*known, (epoch, base)]
         return base
 
-    def to_hub(self, m: MetricsMessage) -> MetricsMessage:
-        base = self.base(m.device_id, m.epoch)
-        if base == 0:
-            return m
-        return MetricsMessage(m.device_id, m.seq_lo + base, m.seq_hi + base, m.windows, m.epoch)
+    def store(self, m: MetricsMessage) -> Outcome:
+        """Store one message in its epoch's block (see :func:`_store_message`).
 
-    def ack(self, device_id: str, contiguous: int) -> tuple[str, int]:
-        epoch, base = self._known(device_id)[-1]
-        return epoch, max(0, contiguous - base)
+        Raises:
+            sqlite3.Error: SQLite failed.
+        """
+        if m.seq_hi >= EPOCH_BLOCK:
+            log.warning(
+                "store: %s [%d, %d] rejected: sequences stop at %d",
+                m.device_id, m.seq_lo, m.seq_hi, EPOCH_BLOCK - 1,
+            )  # fmt: skip
+            return Outcome.REJECTED
+        base = self.base(m.device_id, m.epoch)
+        self.touched[(m.device_id, m.epoch)] = None
+        hub = m
+        if base:
+            hub = MetricsMessage(m.device_id, m.seq_lo + base, m.seq_hi + base, m.windows, m.epoch)
+        outcome = _store_message(self.batch, hub)
+        if outcome is Outcome.STORED and m.epoch != self.current(m.device_id):
+            self._check_live(m, base)
+        return outcome
+
+    def _check_live(self, m: MetricsMessage, base: int) -> None:
+        """An older epoch stored windows: a conflict if they were made after the current
+        epoch's first window (both alive), not if they are a wiped outbox's late ones."""
+        current_base = self._known(m.device_id)[-1][1]
+        self.batch.flush()
+        row = self.conn.execute(
+            "SELECT MIN(start) FROM windows WHERE device_id = ? AND seq_lo > ?",
+            (m.device_id, current_base),
+        ).fetchone()
+        first = None if row is None or row[0] is None else float(row[0])
+        latest = max(w.start for w in m.windows) if m.windows else None
+        if first is not None and latest is not None and latest >= first:
+            self.batch.conflicts.append(
+                (
+                    m.device_id,
+                    f"two live sequence spaces: epoch {m.epoch!r} sent windows [{m.seq_lo},"
+                    f" {m.seq_hi}] made after epoch {self.current(m.device_id)!r} began",
+                )
+            )
+
+    def acks(self, contiguous: dict[str, int]) -> dict[tuple[str, str], int]:
+        """The mark to acknowledge per (device, epoch) touched, in the epoch's numbering;
+        ``contiguous``: each touched device's current mark (hub sequences).
+
+        Raises:
+            sqlite3.Error: SQLite failed.
+        """
+        out: dict[tuple[str, str], int] = {}
+        for device_id, epoch in self.touched:
+            known = self._known(device_id)
+            base = next(b for e, b in known if e == epoch)
+            if epoch == known[-1][0]:
+                out[(device_id, epoch)] = max(0, contiguous[device_id] - base)
+                continue
+            # An older epoch: its own mark, up to the next epoch's base.
+            limit = min((b for _, b in known if b > base), default=EPOCH_BLOCK + base)
+            row = self.conn.execute(
+                "SELECT contiguous FROM device_epochs WHERE device_id = ? AND epoch = ?",
+                (device_id, epoch),
+            ).fetchone()
+            start = int(row[0]) if row is not None else 0
+            mark = _advance_from(self.conn, device_id, base + start, limit) - base
+            if mark != start:
+                self.conn.execute(
+                    "UPDATE device_epochs SET contiguous = ? WHERE device_id = ? AND epoch = ?",
+                    (mark, device_id, epoch),
+                )
+            out[(device_id, epoch)] = mark
+        return out
 
 
 def _edge_rows(
@@ -1169,12 +1287,35 @@ def _subtract_all(
     return tuple(rest[w.key] for w in incoming)
 
 
-def _reject(m: MetricsMessage, stored: tuple[int, int]) -> Outcome:
-    log.warning(
-        "store: %s [%d, %d] rejected: partially overlaps the stored range [%d, %d]",
-        m.device_id, m.seq_lo, m.seq_hi, *stored,
-    )  # fmt: skip
+def _reject(batch: _Batch, m: MetricsMessage, stored: tuple[int, int]) -> Outcome:
+    line = (
+        f"metrics range [{m.seq_lo}, {m.seq_hi}] partially overlaps the stored range"
+        f" [{stored[0]}, {stored[1]}]: two devices may share this id and sequence space"
+    )
+    log.warning("store: %s rejected: %s", m.device_id, line)
+    batch.conflicts.append((m.device_id, line))
     return Outcome.REJECTED
+
+
+def _check_same_windows(batch: _Batch, m: MetricsMessage) -> None:
+    """A resent range must carry the windows stored for it; other windows under the same
+    range mean two devices share the id and its sequence space (a cloned outbox)."""
+    stored = sorted(
+        str(r[0])
+        for r in batch.conn.execute(
+            "SELECT payload FROM windows WHERE device_id = ? AND seq_lo = ? AND seq_hi = ?",
+            (m.device_id, m.seq_lo, m.seq_hi),
+        )
+    )
+    sent = sorted(str(_window_row(m.device_id, m.seq_lo, m.seq_hi, w)[-1]) for w in m.windows)
+    if stored != sent:
+        batch.conflicts.append(
+            (
+                m.device_id,
+                f"metrics range [{m.seq_lo}, {m.seq_hi}] arrived again with other windows:"
+                " two devices share this id and sequence space (a cloned outbox?)",
+            )
+        )
 
 
 def _window_row(dev: str, lo: int, hi: int, w: MetricsWindow) -> tuple[Any, ...]:
@@ -1210,6 +1351,21 @@ def _advance_contiguous(conn: sqlite3.Connection, device_id: str) -> int:
     if c != start:
         _set_contiguous(conn, device_id, c)
     return c
+
+
+def _advance_from(conn: sqlite3.Connection, device_id: str, c: int, limit: int) -> int:
+    """The highest ``n >= c`` such that every hub sequence in ``c+1..n`` is stored, over
+    ranges that end below ``limit`` (an older epoch's mark, which stops at the next
+    epoch's base)."""
+    while True:
+        row = conn.execute(
+            "SELECT seq_hi FROM windows WHERE device_id = ? AND seq_lo <= ?"
+            " ORDER BY seq_lo DESC LIMIT 1",
+            (device_id, c + 1),
+        ).fetchone()
+        if row is None or int(row[0]) <= c or int(row[0]) >= limit:
+            return c
+        c = int(row[0])
 
 
 def _set_contiguous(conn: sqlite3.Connection, device_id: str, contiguous: int) -> None:

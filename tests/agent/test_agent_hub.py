@@ -12,20 +12,25 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from edge_agent.agent import Agent
-from edge_agent.messages import EventKind
+from edge_agent.messages import EventKind, MetricsMessage
+from edge_agent.topics import Channel, topic
 from tests.support.bundles import model_ref
 from tests.support.hub_double import HubDouble
 
 # The tflite-runtime environment collects this module too (make pytest-tflite), without the
 # hub extra; its tests are not marked runtime, so nothing is lost there.
 pytest.importorskip("orjson", reason="the hub's ingest needs the hub extra")
+from hub.alerts import BUILTIN_RULES, Alerter
 from hub.broker import EmbeddedBroker
 from hub.ingest import Ingest
-from hub.store import Store
+from hub.store import EPOCH_BLOCK, Store
+
+REFERENCE_UNUSED: Any = None  # the built-in rule reads no reference
 
 pytestmark = pytest.mark.timeout(180)
 WAIT = 60.0
@@ -127,9 +132,58 @@ def test_wiped_outbox_ignores_the_old_lifes_retained_ack_and_loses_no_window(
     finally:
         second.stop()
     assert [w.n for w in store.windows_for(device=dev)] == [1, 1, 1, 7, 2, 5]
-    assert store.stored_ranges(dev) == [(i, i) for i in range(1, 7)]  # after the old ones
-    assert store.contiguous(dev) == 6
+    # the new life's block starts after the old one's, on the hub's sequence line
+    b = EPOCH_BLOCK
+    assert store.stored_ranges(dev) == [
+        (1, 1),
+        (2, 2),
+        (3, 3),
+        (b + 1, b + 1),
+        (b + 2, b + 2),
+        (b + 3, b + 3),
+    ]
+    assert store.contiguous(dev) == b + 3
+    assert ingest.counters()["identity_conflicts"] == 0
     assert ingest.counters()["malformed"] == 0
+
+
+def test_forged_new_epoch_on_a_devices_topic_raises_an_identity_conflict_and_the_agent_stays_acked(
+    agent_config, directives, ingest, store, server, bundles, reference_x, tmp_path
+):
+    """Someone with the device's credentials (or a cloned image with a fresh outbox)
+    publishes seq 1 of a new epoch on its metrics topic. The real agent's next windows
+    are stored (not taken for duplicates), acknowledged in its own epoch so its outbox
+    drains, and the hub records an ``identity_conflict`` event that fires the built-in
+    alert."""
+    dev = agent_config.device_id
+    with Agent(agent_config) as agent:
+        activate_v1(agent_config, directives, ingest, store, server, bundles)
+        agent.predict(reference_x[0])
+        assert agent.close_window(WAIT)
+        assert agent.wait_for_drain(WAIT), "the first window acked"
+        [stolen] = store.windows_for(device=dev)
+        forged = MetricsMessage(dev, 1, 1, (stolen,), epoch="feedfacefeedface")
+        directives.client.publish(topic(dev, Channel.METRICS), forged.to_bytes(), qos=1)
+        assert ingest.wait_until_acked(dev, 1, WAIT, epoch="feedfacefeedface")
+        own = agent.outbox.epoch
+        for n in (3, 4):
+            for x in reference_x[:n]:
+                agent.predict(x)
+            assert agent.close_window(WAIT)
+        assert ingest.wait_until_acked(dev, 3, WAIT, epoch=own), "the real agent acked"
+        assert agent.wait_for_drain(WAIT), "the real agent's outbox drained"
+    assert sorted(w.n for w in store.windows_for(device=dev)) == [1, 1, 3, 4]
+    conflicts = [
+        r.event for r in store.events(device=dev) if r.event.kind is EventKind.IDENTITY_CONFLICT
+    ]
+    assert len(conflicts) == 1 and "two live sequence spaces" in conflicts[0].detail
+    assert ingest.counters()["identity_conflicts"] >= 1
+    alerter = Alerter(store, lambda m, v: REFERENCE_UNUSED, BUILTIN_RULES)
+    try:
+        [fired] = alerter.tick()
+        assert (fired.rule, fired.state, fired.value) == ("identity-conflict", "firing", 1.0)
+    finally:
+        alerter.close()
 
 
 def test_compaction_keeps_every_count_end_to_end(

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -335,3 +336,16 @@ def test_cli_says_in_one_line_that_the_change_is_saved_but_not_live(tmp_path):
     assert "saved, but the broker was not reloaded" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert (data / "enrolled" / "cli-dev2" / "agent.toml").exists()
+
+
+def test_the_acl_ships_inside_the_package_and_deploy_links_to_it():
+    """A wheel install (no repository checkout) must still find the ACL enrolment copies;
+    ``deploy/mosquitto/acl`` is the same file, not a second copy that could drift."""
+    import hub
+
+    package = Path(hub.__file__).resolve().parent
+    assert DEPLOY_ACL.parent == package and DEPLOY_ACL.is_file()
+    repo = package.parent
+    assert (repo / "deploy" / "mosquitto" / "acl").resolve() == DEPLOY_ACL
+    pyproject = (repo / "pyproject.toml").read_text()
+    assert '"mosquitto.acl"' in pyproject.split("[tool.setuptools.package-data]")[1]

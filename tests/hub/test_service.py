@@ -379,7 +379,7 @@ def test_hub_serve_runs_alert_rules_from_a_file(tmp_path, demo_dir, reference_x)
     )
     with HubService(settings) as service:
         assert service.alerter is not None and service.registry is not None
-        assert [r.name for r in service.alerter.rules] == ["pump-drift"]
+        assert [r.name for r in service.alerter.rules] == ["identity-conflict", "pump-drift"]
         service.registry.add_bundle(hub_bundle(service, demo_dir, reference_x, tmp_path))
         t = 1_800_000_000.0
         calm = _pump_window(service, reference_x[:400], t, t + 60)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from edge_agent.messages import Event, EventKind, Health, MetricsMessage, ModelVersion, State
 from edge_agent.monitor import MetricsWindow, WindowAccumulator, merge_windows
 from edge_agent.reference import ReferenceStats
-from hub.store import Outcome, Store, StoreError
+from hub.store import EPOCH_BLOCK, Outcome, Store, StoreError
 
 F, C = 3, 3
 
@@ -40,11 +40,12 @@ def make_reference(seed: int = 0) -> ReferenceStats:
 REF = make_reference()
 
 
-def window(seq: int, role: str = "active", n: int | None = None) -> MetricsWindow:
-    """Window ``seq`` of a stream: one minute, counts varying with ``seq``."""
+def window(seq: int, role: str = "active", n: int | None = None, at: float = 0.0) -> MetricsWindow:
+    """Window ``seq`` of a stream: one minute from ``at + 60 seq``, counts varying with
+    ``seq``."""
     rng = np.random.default_rng(seq + (1000 if role == "shadow" else 0))
     n = n if n is not None else 10 + seq % 7
-    start = 60.0 * seq
+    start = at + 60.0 * seq
     acc = WindowAccumulator(REF, "demo", 1, role, clock=lambda: start)
     acc.record(rng.normal(size=(n, F)), rng.dirichlet(np.ones(C), size=n), 0.001)
     acc.record_error("invoke_error", seq % 2 + 1)
@@ -53,12 +54,14 @@ def window(seq: int, role: str = "active", n: int | None = None) -> MetricsWindo
     return w
 
 
-def row(dev: str, lo: int, hi: int | None = None, shadow: bool = False) -> MetricsMessage:
+def row(
+    dev: str, lo: int, hi: int | None = None, shadow: bool = False, at: float = 0.0
+) -> MetricsMessage:
     """The message an outbox row [lo, hi] produces: its windows merged, as compaction does."""
     hi = hi or lo
     roles = ("active", "shadow") if shadow else ("active",)
     windows = tuple(
-        reduce(merge_windows, [window(s, role) for s in range(lo, hi + 1)]) for role in roles
+        reduce(merge_windows, [window(s, role, at=at) for s in range(lo, hi + 1)]) for role in roles
     )
     return MetricsMessage(dev, lo, hi, windows)
 
@@ -96,6 +99,7 @@ def test_migrations_are_recorded_and_not_reapplied(tmp_path):
         "0005_enrollments",
         "0006_windows_long_span",
         "0007_fleet_minute_rollups",
+        "0008_epoch_marks",
     ]
     with Store(path) as s:
         assert s.migrations() == names
@@ -416,53 +420,120 @@ def in_epoch(m: MetricsMessage, epoch: str) -> MetricsMessage:
     return dataclasses.replace(m, epoch=epoch)
 
 
+B = EPOCH_BLOCK  # where a device's second epoch starts on the hub's sequence line
+LATER = 100_000.0  # a new life's windows start this much later than the old life's
+
+
 def test_a_wiped_device_new_windows_are_stored_not_taken_for_replays(tmp_path):
     with Store(tmp_path / "hub.db") as s:
         first = s.store_metrics_batch([in_epoch(row("d", q), E1) for q in (1, 2, 3)])
-        assert first.acks == {"d": (E1, 3)}
-        again = s.store_metrics_batch([in_epoch(row("d", q), E2) for q in (1, 2)])
+        assert first.acks == {("d", E1): 3} and first.current == {"d": E1}
+        again = s.store_metrics_batch([in_epoch(row("d", q, at=LATER), E2) for q in (1, 2)])
         assert again.outcomes == (Outcome.STORED, Outcome.STORED)  # not duplicates
-        assert again.acks == {"d": (E2, 2)}
-        assert len(s.windows_for(device="d")) == 5 and s.stored_ranges("d")[-1] == (5, 5)
-        replay = s.store_metrics_batch([in_epoch(row("d", 1), E2)])
-        assert replay.outcomes == (Outcome.DUPLICATE,) and replay.acks == {"d": (E2, 2)}
+        assert again.acks == {("d", E2): 2} and again.current == {"d": E2}
+        assert len(s.windows_for(device="d")) == 5 and s.stored_ranges("d")[-1] == (B + 2, B + 2)
+        replay = s.store_metrics_batch([in_epoch(row("d", 1, at=LATER), E2)])
+        assert replay.outcomes == (Outcome.DUPLICATE,) and replay.acks == {("d", E2): 2}
+        assert not first.conflicts and not again.conflicts and not replay.conflicts
 
 
-def test_the_earlier_lifes_gaps_do_not_hold_the_new_epochs_ack(tmp_path):
+def test_the_earlier_lifes_late_windows_are_acked_in_their_epoch_without_a_conflict(tmp_path):
+    """A wiped outbox's last windows, delivered late, were made before the new life
+    began: stored, acknowledged in their own epoch, and not taken for a second device."""
     with Store(tmp_path / "hub.db") as s:
         assert s.store_metrics_batch([in_epoch(row("d", q), E1) for q in (1, 3)]).acks == {
-            "d": (E1, 1)
+            ("d", E1): 1
         }
-        assert s.store_metrics_batch([in_epoch(row("d", 1), E2)]).acks == {"d": (E2, 1)}
+        new = s.store_metrics_batch([in_epoch(row("d", 1, at=LATER), E2)])
+        assert new.acks == {("d", E2): 1}  # the earlier life's gap does not hold it
         late = s.store_metrics_batch([in_epoch(row("d", 2), E1)])  # the old life, late
-        assert late.outcomes == (Outcome.STORED,) and late.acks == {"d": (E2, 1)}
+        assert late.outcomes == (Outcome.STORED,) and late.acks == {("d", E1): 3}
+        assert late.current == {"d": E2} and late.conflicts == ()
         sent = [row("d", q).windows[0].n for q in (1, 3, 1, 2)]
         assert sum(w.n for w in s.windows_for(device="d")) == sum(sent)
 
 
+def test_a_forged_new_epoch_neither_collides_with_nor_silences_the_real_device(tmp_path):
+    """Someone with the device's credentials sends seq 1 under a new epoch (what a cloned
+    image with a fresh outbox does too). The real agent's next sequences are not taken
+    for duplicates of the forged ones, it is still acknowledged in its own epoch, and
+    the two live epochs are reported as an identity conflict."""
+    with Store(tmp_path / "hub.db") as s:
+        s.store_metrics_batch([in_epoch(row("d", q), E1) for q in (1, 2, 3)])
+        forged = s.store_metrics_batch([in_epoch(row("d", 1, at=200.0), E2)])
+        assert forged.outcomes == (Outcome.STORED,) and forged.conflicts == ()
+        real = s.store_metrics_batch([in_epoch(row("d", q, at=200.0), E1) for q in (4, 5, 6)])
+        assert real.outcomes == (Outcome.STORED,) * 3  # not duplicates of the forged seq
+        assert real.acks == {("d", E1): 6}  # the real agent is acknowledged
+        [(device, line)] = {c[0]: c for c in real.conflicts}.values()
+        assert device == "d" and "two live sequence spaces" in line and E1 in line
+        assert len(s.windows_for(device="d")) == 7
+        more = s.store_metrics_batch([in_epoch(row("d", 2, at=300.0), E2)])
+        assert more.acks == {("d", E2): 2} and more.outcomes == (Outcome.STORED,)
+
+
+def test_a_cloned_outbox_resending_a_range_with_other_windows_is_an_identity_conflict(store):
+    """Two devices from one SD-card image share the epoch and number their windows alike:
+    the second one's range arrives as a 'replay' with other counts. It is not stored
+    twice, and it is reported."""
+    store.store_metrics_batch([in_epoch(row("d", q), E1) for q in (1, 2)])
+    clone = in_epoch(row("d", 2, at=30.0), E1)
+    result = store.store_metrics_batch([clone])
+    assert result.outcomes == (Outcome.DUPLICATE,)
+    [(device, line)] = result.conflicts
+    assert device == "d" and "[2, 2] arrived again with other windows" in line
+    same = store.store_metrics_batch([in_epoch(row("d", 2), E1)])  # a true resend
+    assert same.outcomes == (Outcome.DUPLICATE,) and same.conflicts == ()
+
+
+def test_a_partially_overlapping_range_is_rejected_as_an_identity_conflict(store):
+    store.store_metrics_batch([in_epoch(row("d", 1, 2), E1)])
+    result = store.store_metrics_batch([in_epoch(row("d", 2, 3), E1)])
+    assert result.outcomes == (Outcome.REJECTED,)
+    [(device, line)] = result.conflicts
+    assert device == "d" and "partially overlaps" in line
+
+
+def test_sequences_past_an_epochs_block_are_rejected(store):
+    """A sequence that would reach into the next epoch's block is refused."""
+    ok = store.store_metrics_batch([in_epoch(row("d", 1), E1)])
+    far = dataclasses.replace(in_epoch(row("d", 2), E1), seq_lo=B, seq_hi=B)
+    result = store.store_metrics_batch([far])
+    assert ok.outcomes == (Outcome.STORED,) and result.outcomes == (Outcome.REJECTED,)
+    assert store.stored_ranges("d") == [(1, 1)]
+
+
 def test_a_new_epoch_within_one_batch_starts_after_the_rows_stored_before_it(store):
-    ms = [in_epoch(row("d", q), E1) for q in (1, 2)] + [in_epoch(row("d", 1), E2)]
+    ms = [in_epoch(row("d", q), E1) for q in (1, 2)] + [in_epoch(row("d", 1, at=LATER), E2)]
     result = store.store_metrics_batch(ms)
     assert result.outcomes == (Outcome.STORED,) * 3
-    assert result.acks == {"d": (E2, 1)}
-    assert store.stored_ranges("d") == [(1, 1), (2, 2), (3, 3)]
+    assert result.acks == {("d", E1): 2, ("d", E2): 1} and result.current == {"d": E2}
+    assert store.stored_ranges("d") == [(1, 1), (2, 2), (B + 1, B + 1)]
 
 
 def test_epochs_survive_a_restart_of_the_hub(tmp_path):
     with Store(tmp_path / "hub.db") as s:
-        s.store_metrics_batch([in_epoch(row("d", 1), E1), in_epoch(row("d", 1), E2)])
+        s.store_metrics_batch([in_epoch(row("d", 1), E1), in_epoch(row("d", 1, at=LATER), E2)])
     with Store(tmp_path / "hub.db") as s:
-        assert s.store_metrics_batch([in_epoch(row("d", 2), E2)]).acks == {"d": (E2, 2)}
-        assert s.store_metrics_batch([in_epoch(row("d", 1), E1)]).outcomes == (
-            Outcome.DUPLICATE,
-        )
+        assert s.store_metrics_batch([in_epoch(row("d", 2, at=LATER), E2)]).acks == {("d", E2): 2}
+        again = s.store_metrics_batch([in_epoch(row("d", 1), E1)])
+        assert again.outcomes == (Outcome.DUPLICATE,) and again.acks == {("d", E1): 1}
+
+
+def test_an_older_epochs_mark_survives_a_restart(tmp_path):
+    with Store(tmp_path / "hub.db") as s:
+        s.store_metrics_batch([in_epoch(row("d", 1), E1), in_epoch(row("d", 1, at=LATER), E2)])
+        assert s.store_metrics_batch([in_epoch(row("d", 3), E1)]).acks == {("d", E1): 1}
+        assert s.store_metrics_batch([in_epoch(row("d", 2), E1)]).acks == {("d", E1): 3}
+    with Store(tmp_path / "hub.db") as s:
+        assert s.store_metrics_batch([in_epoch(row("d", 4), E1)]).acks == {("d", E1): 4}
 
 
 def test_windows_stored_before_epochs_existed_stay_in_the_legacy_epoch(tmp_path):
     with Store(tmp_path / "hub.db") as s:
         s.store_metrics_batch([row("d", 1), row("d", 2)])  # an agent without epochs
-        assert s.store_metrics_batch([row("d", 3)]).acks == {"d": ("", 3)}
-        assert s.store_metrics_batch([in_epoch(row("d", 1), E1)]).acks == {"d": (E1, 1)}
+        assert s.store_metrics_batch([row("d", 3)]).acks == {("d", ""): 3}
+        assert s.store_metrics_batch([in_epoch(row("d", 1, at=LATER), E1)]).acks == {("d", E1): 1}
 
 
 def test_a_failed_batch_teaches_the_store_no_epoch(tmp_path):
@@ -476,9 +547,9 @@ def test_a_failed_batch_teaches_the_store_no_epoch(tmp_path):
         with pytest.raises(StoreError, match=r"cannot store metrics .*full"):
             s.store_metrics_batch([in_epoch(row("d", q), e3) for q in range(1, 40)])
         s._conn.execute("PRAGMA max_page_count=1073741823")
-        assert s.store_metrics_batch([in_epoch(row("d", 1), e3)]).acks == {"d": (e3, 1)}
+        assert s.store_metrics_batch([in_epoch(row("d", 1), e3)]).acks == {("d", e3): 1}
     with Store(tmp_path / "hub.db") as s:
-        assert s.store_metrics_batch([in_epoch(row("d", 2), e3)]).acks == {"d": (e3, 2)}
+        assert s.store_metrics_batch([in_epoch(row("d", 2), e3)]).acks == {("d", e3): 2}
 
 
 _MESSAGE = st.tuples(
