@@ -21,14 +21,14 @@ RUNTIME_TESTS := tests/modelkit tests/test_bundle.py tests/test_cli.py tests/age
 FLAKE_RUNS    ?= 5
 
 # setup.py and the C source: the agent's native hot path is built at install time.
-$(VENV)/.installed: pyproject.toml setup.py edge_agent/_hotpath.c Makefile
+$(VENV)/.installed: pyproject.toml setup.py edge_agent/inference/_hotpath.c Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
 	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[dev]'
 	touch $@
 
 # The second environment: the agent on tflite-runtime (NumPy 1.x), for the runtime-facing tests.
-$(VENV_TFLITE)/.installed: pyproject.toml setup.py edge_agent/_hotpath.c Makefile
+$(VENV_TFLITE)/.installed: pyproject.toml setup.py edge_agent/inference/_hotpath.c Makefile
 	$(PYTHON_TFLITE) -m venv $(VENV_TFLITE)
 	$(VENV_TFLITE)/bin/pip install $(PIP_FLAGS) --upgrade pip
 	$(VENV_TFLITE)/bin/pip install $(PIP_FLAGS) -e '.[agent-tflite,modelkit]' pytest pytest-timeout hypothesis amqtt

@@ -1,8 +1,8 @@
-"""Build hook for the optional native hot path (edge_agent/_hotpath.c).
+"""Build hook for the optional native hot path (edge_agent/inference/_hotpath.c).
 
 Everything else is in pyproject.toml. ``optional=True``: where no C compiler or Python
 headers exist, the install goes on without it and the agent serves through the
-pure-Python path (see edge_agent/hotpath.py).
+pure-Python path (see edge_agent/inference/hotpath.py).
 """
 
 from setuptools import Extension, setup
@@ -10,8 +10,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "edge_agent._hotpath",
-            sources=["edge_agent/_hotpath.c"],
+            "edge_agent.inference._hotpath",
+            sources=["edge_agent/inference/_hotpath.c"],
             extra_compile_args=["-O3"],
             optional=True,
         )

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from edge_agent.agent import Agent, limit_malloc_arenas
-from edge_agent.config import AgentConfig
+from edge_agent.daemon.agent import Agent, limit_malloc_arenas
+from edge_agent.daemon.config import AgentConfig
 
 
 def smaps_breakdown(top: int = 25) -> list[tuple[int, str]]:

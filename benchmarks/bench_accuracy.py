@@ -77,10 +77,10 @@ def accuracy_errors(
     if out_dir is None:
         with tempfile.TemporaryDirectory() as tmp:
             return accuracy_errors(Path(tmp), n_live=n_live, seed=seed)
-    from edge_agent.bundle import verify_bundle
-    from edge_agent.messages import ModelVersion
-    from edge_agent.serving import Predictor, ServingModel
-    from edge_agent.trust import TrustRoot
+    from edge_agent.contract.bundle import verify_bundle
+    from edge_agent.contract.messages import ModelVersion
+    from edge_agent.contract.trust import TrustRoot
+    from edge_agent.inference.serving import Predictor, ServingModel
     from hub.bundler import ReferenceData, build_bundle
     from hub.drift import drift_report
     from hub.modelkit import FEATURES, Drift, build_demo, make_dataset

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.agent import Agent
-from edge_agent.bundle import verify_bundle
-from edge_agent.config import AgentConfig, BrokerConfig
-from edge_agent.monitor import WindowAccumulator
-from edge_agent.outbox import Outbox
-from edge_agent.trust import TrustRoot
+from edge_agent.contract.bundle import verify_bundle
+from edge_agent.contract.trust import TrustRoot
+from edge_agent.daemon.agent import Agent
+from edge_agent.daemon.config import AgentConfig, BrokerConfig
+from edge_agent.daemon.outbox import Outbox
+from edge_agent.inference.accumulator import WindowAccumulator
 from hub.broker import EmbeddedBroker
 from hub.modelkit import build_demo
 from tests.support.bundle_server import BundleServer

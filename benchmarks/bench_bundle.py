@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.bundle import verify_bundle
-from edge_agent.trust import TrustRoot
+from edge_agent.contract.bundle import verify_bundle
+from edge_agent.contract.trust import TrustRoot
 from hub.bundler import ReferenceData, build_bundle
 from hub.modelkit import FEATURES, DenseLayer, DenseNet, make_dataset, write_float
 

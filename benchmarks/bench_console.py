@@ -14,7 +14,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from edge_agent.messages import Health, ModelVersion, State
+from edge_agent.contract.messages import Health, ModelVersion, State
 from edgefleet_client import AsyncHubClient, HubClient
 from hub.broker import free_port
 from hub.service import HubService, HubSettings

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.messages import MetricsMessage
-from edge_agent.monitor import MetricsWindow, WindowAccumulator
-from edge_agent.reference import ReferenceStats
+from edge_agent.contract.messages import MetricsMessage
+from edge_agent.contract.reference import ReferenceStats
+from edge_agent.contract.window import MetricsWindow
+from edge_agent.inference.accumulator import WindowAccumulator
 from hub.drift import drift_report
 from hub.store import Store
 

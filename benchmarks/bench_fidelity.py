@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.trust import TrustRoot
+from edge_agent.contract.trust import TrustRoot
 from hub.modelkit.dataset import Drift
 from hub.rollout import RolloutState
 from tests.support.fidelity import (

@@ -21,8 +21,8 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.messages import Health, ModelVersion, State
-from edge_agent.topics import Channel, fleet_filter
+from edge_agent.contract.messages import Health, ModelVersion, State
+from edge_agent.contract.topics import Channel, fleet_filter
 from hub.api import ApiServer, HubContext, create_app
 from hub.broker import EmbeddedBroker
 from hub.ingest import Ingest

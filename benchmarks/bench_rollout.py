@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.directive import Probation
+from edge_agent.contract.directive import Probation
 from hub.broker import free_port
 from hub.bundler import ReferenceData
 from hub.modelkit import build_demo

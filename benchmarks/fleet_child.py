@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from edge_agent.agent import Agent, limit_malloc_arenas
-from edge_agent.config import AgentConfig, BrokerConfig
+from edge_agent.daemon.agent import Agent, limit_malloc_arenas
+from edge_agent.daemon.config import AgentConfig, BrokerConfig
 
 
 def main() -> None:

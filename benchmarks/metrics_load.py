@@ -12,11 +12,11 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.canonical import canonical_bytes
-from edge_agent.messages import MetricsMessage
-from edge_agent.monitor import WindowAccumulator
-from edge_agent.reference import ReferenceStats
-from edge_agent.topics import Channel, topic
+from edge_agent.contract.canonical import canonical_bytes
+from edge_agent.contract.messages import MetricsMessage
+from edge_agent.contract.reference import ReferenceStats
+from edge_agent.contract.topics import Channel, topic
+from edge_agent.inference.accumulator import WindowAccumulator
 
 
 def sample_window_json() -> bytes:

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.metrics_load import sample_window_json
-from edge_agent.messages import MetricsMessage
-from edge_agent.topics import Channel, topic
+from edge_agent.contract.messages import MetricsMessage
+from edge_agent.contract.topics import Channel, topic
 from hub.ingest import Ingest, parse_message
 from hub.mqtt_relay import tune_gc_for_ingest
 from hub.store import Store

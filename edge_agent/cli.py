@@ -19,9 +19,9 @@ from typing import Any
 import click
 
 from edge_agent import __version__
-from edge_agent.bundle import Bundle, inspect_bundle, verify_bundle
+from edge_agent.contract.bundle import Bundle, inspect_bundle, verify_bundle
+from edge_agent.contract.trust import TrustRoot
 from edge_agent.errors import EdgeFleetError
-from edge_agent.trust import TrustRoot
 
 
 class EdgeFleetGroup(click.Group):
@@ -160,8 +160,8 @@ def agent_run(config_path: Path, log_level: str) -> None:
     import signal
     import threading
 
-    from edge_agent.agent import Agent, limit_malloc_arenas
-    from edge_agent.config import AgentConfig
+    from edge_agent.daemon.agent import Agent, limit_malloc_arenas
+    from edge_agent.daemon.config import AgentConfig
 
     limit_malloc_arenas()
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -7,18 +7,40 @@ process is killed at.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from edge_agent.canonical import canonical_bytes, parse_json
+from edge_agent.contract.canonical import canonical_bytes, parse_json
+
+#: What a file system that cannot fsync a directory answers (the rename is still atomic).
+_CANNOT_FSYNC_DIR = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES})
 
 
 def fsync_dir(directory: Path) -> None:
-    """Make a rename or create in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY)
+    """Make a rename or create in ``directory`` durable.
+
+    A file system that cannot fsync a directory (and Windows) is accepted: the rename is
+    atomic there anyway, only its durability across a power cut is the file system's.
+
+    Raises:
+        OSError: any other failure (the directory is gone, an I/O error).
+    """
+    if sys.platform == "win32":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError as exc:
+        if exc.errno in _CANNOT_FSYNC_DIR:
+            return
+        raise
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _CANNOT_FSYNC_DIR:
+            raise
     finally:
         os.close(fd)
 

@@ -1,7 +1,7 @@
 """Label-free accuracy estimates that know their limits (from merged windows only).
 
 **The estimate** is CBPE's — the mean calibrated top-1 confidence — with the
-calibration re-weighted for the class mix (:mod:`edge_agent.calibration` has the map,
+calibration re-weighted for the class mix (:mod:`edge_agent.contract.calibration` has the map,
 fitted on labelled held-out data when the hub built the bundle):
 
 1. *Class mix* (black-box shift estimation): the held-out data gives
@@ -70,9 +70,9 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from edge_agent.calibration import Calibration
-from edge_agent.monitor import MetricsWindow
-from edge_agent.reference import ReferenceStats
+from edge_agent.contract.calibration import Calibration
+from edge_agent.contract.reference import ReferenceStats
+from edge_agent.contract.window import MetricsWindow
 
 #: Mahalanobis distance of the live input mean from the class-mix prediction.
 MAX_MEAN_DISTANCE: Final = 2.0

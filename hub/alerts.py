@@ -67,13 +67,14 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from edge_agent.canonical import canonical_bytes, parse_json
+from edge_agent.contract.canonical import canonical_bytes, parse_json
+from edge_agent.contract.fields import exact_fields, positive_int, safe_name
+from edge_agent.contract.fields import field as get
+from edge_agent.contract.messages import EventKind
+from edge_agent.contract.reference import ReferenceStats
+from edge_agent.contract.window import MetricsWindow
 from edge_agent.errors import EdgeFleetError, ValidationError
-from edge_agent.messages import EventKind
-from edge_agent.monitor import MetricsWindow
-from edge_agent.reference import ReferenceStats
-from edge_agent.schema import exact_fields, positive_int, safe_name
-from edge_agent.schema import field as get
+from edge_agent.urls import redact_url
 from hub.drift import DEFAULT_THRESHOLDS, DriftReport, DriftThresholds, drift_report
 from hub.errors import HubError
 from hub.store import DeviceRecord, Store
@@ -398,19 +399,6 @@ class AlertRecord:
     delivery: str
 
 
-def redact_url(url: str) -> str:
-    """``url`` without credentials, query or fragment (what may appear in logs)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port is not None else ""
-    except ValueError:
-        return "<invalid url>"
-    if ":" in host:
-        host = f"[{host}]"
-    return urlunsplit((parts.scheme, f"{host}{port}", parts.path, "", ""))
-
-
 class Alerter:
     """Evaluates rules against the store and reports transitions to a webhook.
 
@@ -622,15 +610,11 @@ class Alerter:
             ]
         return devices
 
-    def _windows(
-        self, scope: Scope, model: str, version: int, since: float
-    ) -> list[MetricsWindow]:
+    def _windows(self, scope: Scope, model: str, version: int, since: float) -> list[MetricsWindow]:
         devices: list[str] | None = None if scope.device is None else [scope.device]
         if scope.tag is not None:
             devices = self._store.cohort(scope.tag, scope.device)
-        return self._store.merged_windows(
-            model, version, scope.role, devices=devices, since=since
-        )
+        return self._store.merged_windows(model, version, scope.role, devices=devices, since=since)
 
     # --- reporting ------------------------------------------------------------------
 

@@ -37,10 +37,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from edge_agent import __version__
-from edge_agent.canonical import parse_json
-from edge_agent.directive import ModelRef, Probation
+from edge_agent.contract.canonical import parse_json
+from edge_agent.contract.directive import ModelRef, Probation
+from edge_agent.contract.input_schema import InputSchema
 from edge_agent.errors import EdgeFleetError
-from edge_agent.input_schema import InputSchema
 from hub.api_fleet import fleet_router
 from hub.api_guard import BodyGuard, install_error_handlers
 from hub.audit import AuditLog

@@ -6,7 +6,7 @@ JSON ``details``, and is chained to the entry before it::
     hash = SHA-256(prev_hash_hex + canonical_bytes({"ts", "actor", "action", "target",
                                                     "details"}))
 
-(:func:`edge_agent.canonical.canonical_bytes`; the first entry's ``prev_hash`` is
+(:func:`edge_agent.contract.canonical.canonical_bytes`; the first entry's ``prev_hash`` is
 :data:`GENESIS`.) :meth:`AuditLog.verify` walks the chain in id order and names the
 first broken entry: *edited* (its content no longer matches its hash), *removed* (its
 predecessor is missing: a gap), *reordered* (it links to an entry other than the one
@@ -35,7 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal
 
-from edge_agent.canonical import canonical_bytes, parse_json
+from edge_agent.contract.canonical import canonical_bytes, parse_json
 from edge_agent.errors import ValidationError
 from hub.errors import HubError
 

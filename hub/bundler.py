@@ -21,12 +21,11 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent import __version__ as agent_version
-from edge_agent.bundle import is_tflite
-from edge_agent.calibration import Calibration
-from edge_agent.canonical import canonical_bytes
-from edge_agent.errors import EdgeFleetError
-from edge_agent.input_schema import FeatureSpec, InputSchema
-from edge_agent.manifest import (
+from edge_agent.contract.bundle import is_tflite
+from edge_agent.contract.calibration import Calibration
+from edge_agent.contract.canonical import canonical_bytes
+from edge_agent.contract.input_schema import FeatureSpec, InputSchema
+from edge_agent.contract.manifest import (
     INPUT_SCHEMA,
     MANIFEST,
     MODEL,
@@ -36,10 +35,11 @@ from edge_agent.manifest import (
     Manifest,
     MemberDigest,
 )
-from edge_agent.model import LoadedModel
-from edge_agent.reference import DEFAULT_CONFIDENCE_EDGES, ReferenceStats
-from edge_agent.samples import SmokeSamples
-from edge_agent.trust import Context
+from edge_agent.contract.reference import DEFAULT_CONFIDENCE_EDGES, ReferenceStats
+from edge_agent.contract.samples import SmokeSamples
+from edge_agent.contract.trust import Context
+from edge_agent.errors import EdgeFleetError
+from edge_agent.inference.model import LoadedModel
 from hub.errors import BuildError
 from hub.signing import sign
 
@@ -54,7 +54,7 @@ class ReferenceData:
     """Reference inputs (``[n, features]`` float) and the feature names; optionally
     labelled held-out data (``holdout_x [m, features]``, ``holdout_y [m]`` class
     indices) to fit the confidence calibration map on (see
-    :mod:`edge_agent.calibration`). Without held-out data the bundle has no map and
+    :mod:`edge_agent.contract.calibration`). Without held-out data the bundle has no map and
     the hub reports no label-free accuracy estimate for it."""
 
     x: np.ndarray

@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
-from edge_agent.canonical import parse_json
 from edge_agent.cli import EdgeFleetGroup
-from edge_agent.input_schema import InputSchema
-from edge_agent.trust import TrustRoot
+from edge_agent.contract.canonical import parse_json
+from edge_agent.contract.input_schema import InputSchema
+from edge_agent.contract.trust import TrustRoot
 
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -1056,7 +1056,7 @@ def rollout_start(
             shares = [float(x) / 100 for x in stages.split(",") if x.strip()]
         except ValueError as exc:
             raise click.BadParameter("comma-separated percentages", param_hint="--stages") from exc
-        from edge_agent.directive import Probation
+        from edge_agent.contract.directive import Probation
         from hub.rollout import Gates, RolloutSpec, Selector, Stage
 
         gates = Gates(
@@ -1234,7 +1234,7 @@ def hub_keys_adopt_rotation(rotation: Path, new_keys: Path, data_dir: Path) -> N
     """Adopt ROTATION: its record joins the chain the hub publishes to devices, its new
     keys replace the hub's (the old ones move to keys-retired/). Takes effect when
     `hub serve` next starts: it publishes the chain, then signs with the new keys."""
-    from edge_agent.trust import RotationRecord
+    from edge_agent.contract.trust import RotationRecord
     from hub.audit import AuditLog
     from hub.keys import adopt_rotation
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.bundle import verify_bundle
-from edge_agent.canonical import canonical_bytes
+from edge_agent.contract.bundle import verify_bundle
+from edge_agent.contract.canonical import canonical_bytes
+from edge_agent.contract.trust import TrustRoot
 from edge_agent.errors import BundleError
-from edge_agent.trust import TrustRoot
 from hub.bundler import ReferenceData, build_bundle
 from hub.errors import HubError
 from hub.keys import init_keys, load_private_key
@@ -87,8 +87,8 @@ def run_fleet_demo(directory: Path, n_agents: int = 3) -> Iterator[str]:
 
     import httpx
 
-    from edge_agent.agent import Agent
-    from edge_agent.config import AgentConfig, BrokerConfig
+    from edge_agent.daemon.agent import Agent
+    from edge_agent.daemon.config import AgentConfig, BrokerConfig
     from hub.broker import free_port
     from hub.modelkit.dataset import Drift, apply_drift
     from hub.service import HubService, HubSettings

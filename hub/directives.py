@@ -20,12 +20,12 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.config import BrokerConfig
-from edge_agent.directive import Directive, ModelRef, Probation, SignedDirective
-from edge_agent.link import configure_client
-from edge_agent.schema import safe_name
-from edge_agent.topics import TRUST_TOPIC, Channel, topic
-from edge_agent.trust import Context, RotationChain
+from edge_agent.contract.directive import Directive, ModelRef, Probation, SignedDirective
+from edge_agent.contract.fields import safe_name
+from edge_agent.contract.topics import TRUST_TOPIC, Channel, topic
+from edge_agent.contract.trust import Context, RotationChain
+from edge_agent.daemon.config import BrokerConfig
+from edge_agent.daemon.link import configure_client
 from hub.errors import HubError
 from hub.signing import sign
 

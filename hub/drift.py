@@ -42,8 +42,8 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.monitor import ERRORS_IN_N, LATENCY_EDGES_MS, MetricsWindow, merge_windows
-from edge_agent.reference import ReferenceStats
+from edge_agent.contract.reference import ReferenceStats
+from edge_agent.contract.window import ERRORS_IN_N, LATENCY_EDGES_MS, MetricsWindow, merge_windows
 from hub.accuracy import AccuracyEstimate, estimate_accuracy, reference_estimate
 from hub.errors import HubError
 from hub.stats import chi2_isf, chi2_sf, holm, ncx2_sf
@@ -826,7 +826,7 @@ def compare(
 
 
 def histogram_quantile(edges: Sequence[float], counts: Sequence[int], q: float) -> float | None:
-    """Estimate the ``q`` quantile from counts in the :mod:`edge_agent.histogram` layout.
+    """Estimate the ``q`` quantile from counts in the :mod:`edge_agent.contract.histogram` layout.
 
     The NaN bin is ignored. The rank ``q * total`` is located in the cumulative counts
     and interpolated linearly inside its bin; the underflow bin is taken as

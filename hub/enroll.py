@@ -5,7 +5,7 @@ Enrolling a device
 1. checks its id (a safe name, not the hub's own account, not already enrolled);
 2. generates a random broker password and writes the device's ready agent bundle to
    ``out_dir/<device_id>/``: ``agent.toml``, ``broker-password`` (0600) and
-   ``trust.json`` (loadable by :meth:`edge_agent.config.AgentConfig.load`);
+   ``trust.json`` (loadable by :meth:`edge_agent.daemon.config.AgentConfig.load`);
 3. adds the account to Mosquitto's password file ``broker_dir/passwd``, in Mosquitto's
    own hashed format (PBKDF2-SHA512, ``user:$7$<iterations>$<b64 salt>$<b64 hash>``),
    so the hub does not need the ``mosquitto_passwd`` binary;
@@ -48,9 +48,9 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from edge_agent.config import BrokerConfig
+from edge_agent.contract.fields import safe_name
+from edge_agent.daemon.config import BrokerConfig
 from edge_agent.errors import ValidationError
-from edge_agent.schema import safe_name
 from hub.errors import HubError
 from hub.store import Store
 

@@ -2,9 +2,10 @@
 
 A relay process (:mod:`hub.mqtt_relay`) holds the MQTT connection and forwards batches
 of ``(topic, payload)``; one worker thread here validates every message against the
-wire contract (:mod:`edge_agent.messages`), stores metrics in one transaction per batch through the
+wire contract (:mod:`edge_agent.contract.messages`), stores metrics in one transaction
+per batch through the
 :class:`~hub.store.Store`, and then publishes, per device whose highest contiguous
-sequence advanced, one retained :class:`~edge_agent.messages.Ack` (QoS 1).
+sequence advanced, one retained :class:`~edge_agent.contract.messages.Ack` (QoS 1).
 
 Malformed or oversized payloads, and messages whose payload names another device than
 the topic (a device claiming another's id), are counted and logged in one line each;
@@ -27,10 +28,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Final
 
-from edge_agent.config import BrokerConfig
+from edge_agent.contract.messages import Ack, Event, EventKind, MetricsMessage, State
+from edge_agent.contract.topics import DEVICE_CHANNELS, Channel, fleet_filter, parse_topic, topic
+from edge_agent.daemon.config import BrokerConfig
 from edge_agent.errors import ValidationError
-from edge_agent.messages import Ack, Event, EventKind, MetricsMessage, State
-from edge_agent.topics import DEVICE_CHANNELS, Channel, fleet_filter, parse_topic, topic
 from hub.errors import HubError
 from hub.mqtt_relay import RelayConfig
 from hub.plausibility import Limits, message_problem

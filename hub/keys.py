@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from edge_agent.contract.trust import Context, RotationChain, RotationRecord, TrustRoot, key_id
 from edge_agent.durable import fsync_dir, write_json_atomic
 from edge_agent.errors import TrustError
-from edge_agent.trust import Context, RotationChain, RotationRecord, TrustRoot, key_id
 from hub.errors import KeyStoreError
 from hub.signing import sign
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Final
 
-from edge_agent.config import BrokerConfig
-from edge_agent.link import configure_client
+from edge_agent.daemon.config import BrokerConfig
+from edge_agent.daemon.link import configure_client
 
 log = logging.getLogger("edgefleet.hub.relay")
 

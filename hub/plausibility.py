@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from edge_agent.messages import MetricsMessage
-from edge_agent.monitor import MetricsWindow
+from edge_agent.contract.messages import MetricsMessage
+from edge_agent.contract.window import MetricsWindow
 
 #: A Raspberry-Pi-class device serves well under 20,000 predictions a second even for
 #: the smallest models (bench_predict: ~2 us of overhead per call on a desktop core).

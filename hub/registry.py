@@ -39,16 +39,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from edge_agent.bundle import BundleLimits, inspect_bundle, verify_bundle
-from edge_agent.canonical import canonical_bytes
+from edge_agent.contract.bundle import BundleLimits, inspect_bundle, verify_bundle
+from edge_agent.contract.canonical import canonical_bytes
+from edge_agent.contract.fields import safe_name
+from edge_agent.contract.input_schema import InputSchema
+from edge_agent.contract.manifest import MODEL, Manifest, TensorSpec
+from edge_agent.contract.reference import ReferenceStats
+from edge_agent.contract.trust import TrustRoot
 from edge_agent.durable import fsync_dir
 from edge_agent.errors import EdgeFleetError, ValidationError
-from edge_agent.input_schema import InputSchema
-from edge_agent.manifest import MODEL, Manifest, TensorSpec
-from edge_agent.model import LoadedModel
-from edge_agent.reference import ReferenceStats
-from edge_agent.schema import safe_name
-from edge_agent.trust import TrustRoot
+from edge_agent.inference.model import LoadedModel
 from hub.bundler import ReferenceData, build_bundle
 from hub.errors import HubError
 from hub.sqlite import LockedDatabase
@@ -111,7 +111,8 @@ class ModelRecord:
 
 @dataclass(frozen=True)
 class ModelVersion:
-    """One registered bundle (not :class:`edge_agent.messages.ModelVersion`, a mere pair)."""
+    """One registered bundle (not :class:`edge_agent.contract.messages.ModelVersion`, a
+    mere pair)."""
 
     name: str
     version: int

@@ -29,11 +29,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from edge_agent.directive import Probation
+from edge_agent.contract.directive import Probation
+from edge_agent.contract.fields import exact_fields, list_of, positive_int, safe_name
+from edge_agent.contract.fields import field as get
+from edge_agent.contract.messages import Event, EventKind, State
 from edge_agent.errors import ValidationError
-from edge_agent.messages import Event, EventKind, State
-from edge_agent.schema import exact_fields, list_of, positive_int, safe_name
-from edge_agent.schema import field as get
 from hub.drift import DriftSummary, DriftThresholds
 from hub.errors import HubError
 

@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from edge_agent.directive import ModelRef
+from edge_agent.contract.directive import ModelRef
+from edge_agent.contract.messages import State
 from edge_agent.errors import EdgeFleetError
-from edge_agent.messages import State
 from hub.audit import AuditLog
 from hub.directives import DirectivePublisher, DirectiveSigner
 from hub.drift import drift_decision, drift_report

@@ -1,12 +1,12 @@
 """Merging many stored windows at once, for the store's hourly roll-ups.
 
 A fleet-wide drift query over a day of 60 s windows from 1,000 devices would merge
-1.44 million windows; parsing each into a :class:`~edge_agent.monitor.MetricsWindow`
+1.44 million windows; parsing each into a :class:`~edge_agent.contract.window.MetricsWindow`
 and merging pairwise costs ~80 µs a window. The store instead keeps hourly roll-ups
 (see :mod:`hub.store`) built here: :func:`merge_documents` adds a batch of window
 documents (their JSON form) column by column with NumPy — counts add, moments combine
 with the parallel formula of Chan et al. over all parts at once — which is what
-repeated :func:`~edge_agent.monitor.merge_windows` computes, up to floating-point
+repeated :func:`~edge_agent.contract.window.merge_windows` computes, up to floating-point
 rounding of the means and M2 (per-bin confidence sums are added in order, exactly
 as the pairwise merges add them).
 

@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.config import BrokerConfig
+from edge_agent.contract.trust import RotationChain, TrustRoot
+from edge_agent.daemon.config import BrokerConfig
 from edge_agent.durable import write_atomic
 from edge_agent.errors import ValidationError
-from edge_agent.trust import RotationChain, TrustRoot
 from hub.alerts import BUILTIN_RULES, Alerter, AlertRule, load_rules
 from hub.api import ApiServer, HubContext, create_app
 from hub.audit import AuditLog
@@ -157,9 +157,7 @@ class HubService:
             limits=Limits(max_rate_per_s=s.max_prediction_rate),
         ).start()
         self.signer = DirectiveSigner(db, keys)
-        self.publisher = DirectivePublisher(
-            host, port, user, password, tls=tls, ca_file=ca
-        ).start()
+        self.publisher = DirectivePublisher(host, port, user, password, tls=tls, ca_file=ca).start()
         if chain.records:  # before anything is signed with the new keys
             self.publisher.publish_trust(chain)
             log.info("hub: published trust rotations up to version %d", trust.version)

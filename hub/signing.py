@@ -1,4 +1,5 @@
-"""Signing with the hub's private keys (verification is the agent's: ``edge_agent.trust``)."""
+"""Signing with the hub's private keys (verification is the contract's:
+``edge_agent.contract.trust``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Iterable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.trust import Signature, key_id
+from edge_agent.contract.trust import Signature, key_id
 
 
 def sign(context: bytes, payload: bytes, keys: Iterable[Ed25519PrivateKey]) -> list[Signature]:

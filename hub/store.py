@@ -6,7 +6,7 @@ recorded in the ``migrations`` table; add one by decorating a function with
 ``@MIGRATIONS(name="000N_what")`` at the end of this module's list.
 
 Metrics are stored idempotently by (device, sequence range), following the agent's
-outbox contract (``edge_agent/outbox.py``): an outbox row covers ``[seq_lo, seq_hi]``
+outbox contract (``edge_agent/daemon/outbox.py``): an outbox row covers ``[seq_lo, seq_hi]``
 and rows only ever merge with adjacent rows, so the ranges a device sends are nested
 or disjoint, never partially overlapping. The ranges stored for one device are kept
 pairwise disjoint:
@@ -14,7 +14,7 @@ pairwise disjoint:
 - a message whose range is covered by stored ranges is a duplicate (replay) and ignored;
 - a message whose range contains stored ranges (the device compacted rows after sending
   some of them) must contain their windows (same model, version and role; checked with
-  :func:`~edge_agent.monitor.subtract_windows`, the remainder being what the hub never
+  :func:`~edge_agent.contract.window.subtract_windows`, the remainder being what the hub never
   saw); it then replaces those rows, so every prediction is counted once. The stored
   rows' finer time resolution is given up, as the device already did;
 - a message that partially overlaps a stored range breaks the contract: it is rejected
@@ -24,7 +24,7 @@ pairwise disjoint:
 ``1..n`` is stored (what the hub acknowledges), advanced incrementally.
 
 Epochs. A device whose outbox is wiped starts its sequences at 1 again, under a new
-random epoch (``edge_agent/outbox.py``). The store keeps one sequence line per device
+random epoch (``edge_agent/daemon/outbox.py``). The store keeps one sequence line per device
 ("hub sequences") and gives each epoch its own block of it: the first epoch starts at
 base 0; a later one at the next multiple of :data:`EPOCH_BLOCK` above everything stored
 (its base), so two epochs' ranges can never meet, even while both are live (a cloned
@@ -62,10 +62,10 @@ import orjson
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from edge_agent.canonical import canonical_bytes
+from edge_agent.contract.canonical import canonical_bytes
+from edge_agent.contract.messages import Event, EventKind, MetricsMessage, ModelVersion, State
+from edge_agent.contract.window import MetricsWindow, merge_windows, subtract_windows
 from edge_agent.errors import ValidationError
-from edge_agent.messages import Event, EventKind, MetricsMessage, ModelVersion, State
-from edge_agent.monitor import MetricsWindow, merge_windows, subtract_windows
 from hub.errors import HubError
 from hub.rollups import HOUR_S, hour_of, largest_mergeable, merge_documents
 from hub.sqlite import LockedDatabase

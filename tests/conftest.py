@@ -12,7 +12,7 @@ import hypothesis  # noqa: F401
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.trust import TrustRoot
+from edge_agent.contract.trust import TrustRoot
 
 
 @pytest.fixture(scope="session")

@@ -80,10 +80,20 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="flake-check-") as tmp:
             for run in range(1, args.runs + 1):
                 report = Path(tmp) / f"run-{run}.xml"
-                cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                       f"--junitxml={report}", *targets]
-                print(f"flake-check: run {run}/{args.runs} with {args.burners} CPU burners",
-                      flush=True)
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    f"--junitxml={report}",
+                    *targets,
+                ]
+                print(
+                    f"flake-check: run {run}/{args.runs} with {args.burners} CPU burners",
+                    flush=True,
+                )
                 start = time.monotonic()
                 code = subprocess.call(cmd)
                 durations.append(time.monotonic() - start)
@@ -99,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             proc.join()
 
     print()
-    print(f"flake-check: {args.runs} runs of {' '.join(targets)} under {args.burners} "
-          f"CPU burners, {min(durations):.0f}-{max(durations):.0f} s each")
+    print(
+        f"flake-check: {args.runs} runs of {' '.join(targets)} under {args.burners} "
+        f"CPU burners, {min(durations):.0f}-{max(durations):.0f} s each"
+    )
     if broken_runs:
         print(f"flake-check: pytest itself failed in runs {broken_runs}")
     if not failed:

@@ -1,4 +1,7 @@
-"""Package boundaries: a device installs only the agent, so it must never import the hub."""
+"""Package boundaries: the rooms of docs/architecture.md and the only arrows allowed
+between them. A device installs only the agent, so it never imports the hub; the hub
+imports the agent's wire contract and an explicit allow-list, nothing else; the console
+talks to the hub only through the client."""
 
 from __future__ import annotations
 
@@ -8,6 +11,92 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def imported_modules(package: Path) -> dict[str, set[str]]:
+    """Per source file (relative path), the absolute modules it imports, with ``from m
+    import a`` also giving ``m.a`` (a submodule or a name: both are checked)."""
+    out: dict[str, set[str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+        out[str(path.relative_to(ROOT))] = names
+    return out
+
+
+def agent_imports(package: Path) -> dict[str, set[str]]:
+    """Per file, what it imports from edge_agent."""
+    return {
+        f: {n for n in names if n == "edge_agent" or n.startswith("edge_agent.")}
+        for f, names in imported_modules(package).items()
+    }
+
+
+#: What the hub may import of the agent: the wire contract, the package's errors and
+#: small shared helpers, the inference room (the hub loads every model in the runtime
+#: before signing), the CLI group it registers into, and one MQTT-client helper.
+HUB_MAY_IMPORT = (
+    "edge_agent.contract",
+    "edge_agent.errors",
+    "edge_agent.durable",
+    "edge_agent.urls",
+    "edge_agent.inference",
+    "edge_agent.cli.EdgeFleetGroup",
+    "edge_agent.__version__",
+    "edge_agent.daemon.config.BrokerConfig",
+    "edge_agent.daemon.link.configure_client",
+)
+#: The demo runs real agents: it alone may import the daemon.
+DEMO_MAY_IMPORT = ("edge_agent.daemon",)
+
+
+def _allowed(name: str, allowed: tuple[str, ...]) -> bool:
+    if name in (
+        "edge_agent",
+        "edge_agent.daemon",
+        "edge_agent.daemon.config",
+        "edge_agent.daemon.link",
+        "edge_agent.cli",
+    ):
+        return True  # the module of an allowed name (checked by its names)
+    return any(name == a or name.startswith(a + ".") for a in allowed)
+
+
+def test_the_hub_imports_only_the_contract_and_an_allow_list_of_the_agent():
+    bad = {
+        f: sorted(
+            n
+            for n in names
+            if not _allowed(n, HUB_MAY_IMPORT + (DEMO_MAY_IMPORT if "demo" in f else ()))
+        )
+        for f, names in agent_imports(ROOT / "hub").items()
+    }
+    bad = {f: n for f, n in bad.items() if n}
+    assert not bad, f"hub imports agent internals outside the allow-list: {bad}"
+
+
+def test_the_contract_is_pure():
+    """The wire contract imports no database, network, MQTT or daemon code."""
+    forbidden = {"sqlite3", "sqlite_utils", "paho", "httpx", "socket"}
+    for f, names in imported_modules(ROOT / "edge_agent" / "contract").items():
+        tops = {n.split(".")[0] for n in names}
+        assert not tops & forbidden, f"{f} imports {sorted(tops & forbidden)}"
+        agent = {n for n in names if n.startswith("edge_agent.")}
+        outside = {
+            n for n in agent if not n.startswith(("edge_agent.contract", "edge_agent.errors"))
+        }
+        assert not outside, f"{f} imports {sorted(outside)}"
+
+
+def test_inference_does_not_import_the_daemon():
+    for f, names in agent_imports(ROOT / "edge_agent" / "inference").items():
+        daemon = {n for n in names if n.startswith("edge_agent.daemon")}
+        assert not daemon, f"{f} imports {sorted(daemon)}"
 
 
 def imported_top_levels(package: Path) -> set[str]:
@@ -42,7 +131,9 @@ def test_agent_cli_works_when_hub_cannot_be_imported():
     """With `hub` unimportable, the agent's commands still run (as on a device)."""
     code = (
         "import sys; sys.modules['hub'] = None\n"
-        "from edge_agent import cli, bundle, trust, model, runtime\n"
+        "from edge_agent import cli\n"
+        "from edge_agent.contract import bundle, trust\n"
+        "from edge_agent.inference import model, runtime\n"
         "cli._load_plugins(cli.cli)\n"
         "print(sorted(cli.cli.commands))\n"
     )
@@ -56,10 +147,10 @@ def test_agent_imports_httpx_only_to_download_and_without_its_cli():
     """httpx is loaded at the first download, still works, and leaves its CLI (rich...) out."""
     code = (
         "import sys\n"
-        "from edge_agent import agent\n"
+        "from edge_agent.daemon import agent\n"
         "assert 'httpx' not in sys.modules, 'httpx imported at startup'\n"
         "agent.skip_httpx_cli()\n"
-        "from edge_agent.download import download_bundle\n"
+        "from edge_agent.daemon.download import download_bundle\n"
         "import httpx\n"
         "assert callable(download_bundle) and httpx.Client and httpx.Timeout(1.0)\n"
         "assert 'httpx._main' not in sys.modules or sys.modules['httpx._main'] is None\n"
@@ -73,7 +164,7 @@ def test_agent_imports_httpx_only_to_download_and_without_its_cli():
 def test_skip_httpx_cli_leaves_an_imported_httpx_alone():
     code = (
         "import sys, httpx\n"
-        "from edge_agent import agent\n"
+        "from edge_agent.daemon import agent\n"
         "agent.skip_httpx_cli()\n"
         "assert sys.modules.get('httpx._main', 'absent') is not None\n"
         "print('ok')\n"
@@ -86,13 +177,14 @@ def test_the_agent_verifies_signatures_without_importing_cryptography():
     Ed25519 goes through the libcrypto that ``ssl`` already maps (~7 MB less RSS)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from edge_agent.ed25519 import PublicKey
+    from edge_agent.contract.ed25519 import PublicKey
 
     code = (
         "import sys\n"
-        "from edge_agent.trust import TrustRoot\n"
-        "from edge_agent import agent, bundle\n"
-        "from edge_agent.ed25519 import PublicKey\n"
+        "from edge_agent.contract.trust import TrustRoot\n"
+        "from edge_agent.daemon import agent\n"
+        "from edge_agent.contract import bundle\n"
+        "from edge_agent.contract.ed25519 import PublicKey\n"
         "assert PublicKey(bytes.fromhex(sys.argv[1])).verify(bytes.fromhex(sys.argv[2]), b'm')\n"
         "print('cryptography' in sys.modules)\n"
     )

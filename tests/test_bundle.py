@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.bundle import BundleLimits, extract_bundle, inspect_bundle, verify_bundle
-from edge_agent.canonical import canonical_bytes
+from edge_agent.contract.bundle import BundleLimits, extract_bundle, inspect_bundle, verify_bundle
+from edge_agent.contract.canonical import canonical_bytes
+from edge_agent.contract.manifest import MANIFEST, MODEL, SIGNATURES
+from edge_agent.contract.trust import Context, TrustRoot
 from edge_agent.errors import BundleError
-from edge_agent.manifest import MANIFEST, MODEL, SIGNATURES
-from edge_agent.model import LoadedModel
-from edge_agent.trust import Context, TrustRoot
+from edge_agent.inference.model import LoadedModel
 from hub.bundler import ReferenceData, build_bundle
 from hub.errors import BuildError
 from hub.signing import sign

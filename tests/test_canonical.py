@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge_agent import canonical
-from edge_agent.canonical import canonical_bytes, parse_json
+from edge_agent.contract import canonical
+from edge_agent.contract.canonical import canonical_bytes, parse_json
 from edge_agent.errors import ValidationError
 
 PARSERS = ["stdlib", "orjson"]

@@ -7,8 +7,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent import ed25519
-from edge_agent.ed25519 import PublicKey
+from edge_agent.contract import ed25519
+from edge_agent.contract.ed25519 import PublicKey
 
 BACKENDS = [ed25519._Cryptography()]
 LIB = ed25519._find_libcrypto()
@@ -66,7 +66,7 @@ def test_wrong_signature_length_refused():
 
 
 def test_trust_root_verifies_with_the_fallback_too(monkeypatch, signing_keys):
-    from edge_agent.trust import Context, TrustRoot
+    from edge_agent.contract.trust import Context, TrustRoot
     from hub.signing import sign
 
     root = TrustRoot.from_keys([k.public_key() for k in signing_keys[:2]], 2)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.contract.trust import RotationChain, TrustRoot
 from edge_agent.errors import TrustError
-from edge_agent.trust import RotationChain, TrustRoot
 from hub.errors import HubError, KeyStoreError
 from hub.keys import (
     ROTATIONS_FILE,

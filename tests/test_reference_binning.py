@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.bundle import verify_bundle
-from edge_agent.calibration import Calibration
+from edge_agent.contract.bundle import verify_bundle
+from edge_agent.contract.calibration import Calibration
+from edge_agent.contract.histogram import count, quantile_edges, reference_edges
+from edge_agent.contract.input_schema import FeatureSpec, InputSchema
+from edge_agent.contract.manifest import REFERENCE
+from edge_agent.contract.messages import ModelVersion
+from edge_agent.contract.reference import FeatureReference, Histogram, ReferenceStats
 from edge_agent.errors import ValidationError
-from edge_agent.histogram import count, quantile_edges, reference_edges
-from edge_agent.input_schema import FeatureSpec, InputSchema
-from edge_agent.manifest import REFERENCE
-from edge_agent.messages import ModelVersion
-from edge_agent.monitor import WindowAccumulator
-from edge_agent.reference import FeatureReference, Histogram, ReferenceStats
-from edge_agent.serving import Predictor, ServingModel
+from edge_agent.inference.accumulator import WindowAccumulator
+from edge_agent.inference.serving import Predictor, ServingModel
 from hub import bundler
 from hub.bundler import ReferenceData, build_bundle
 from hub.drift import drift_report, psi
@@ -125,15 +125,25 @@ def test_schema_can_declare_a_feature_discrete_and_old_schemas_parse(
     assert InputSchema.from_json(schema.to_json()) == schema
     assert "discrete" not in schema.to_json()["features"][1]  # old bytes unchanged
     out = tmp_path / "d.efb"
-    build_bundle((demo_dir / "model-float.tflite").read_bytes(), name="d", version=1,
-                 reference=ReferenceData(x, names), keys=signing_keys[:1], out=out,
-                 schema=schema)
+    build_bundle(
+        (demo_dir / "model-float.tflite").read_bytes(),
+        name="d",
+        version=1,
+        reference=ReferenceData(x, names),
+        keys=signing_keys[:1],
+        out=out,
+        schema=schema,
+    )
     ref = verify_bundle(out, trust_1of1).reference()
     assert ref.format == 2
     assert len(ref.features[0].edges) == 29  # 30 values: 29 midpoints
     with pytest.raises(ValidationError, match="discrete"):
-        InputSchema.from_json({**schema.to_json(), "features": [
-            {"name": "a", "min": None, "max": None, "discrete": 1}]})
+        InputSchema.from_json(
+            {
+                **schema.to_json(),
+                "features": [{"name": "a", "min": None, "max": None, "discrete": 1}],
+            }
+        )
 
 
 def format1(stats: ReferenceStats, x: np.ndarray) -> ReferenceStats:
@@ -141,11 +151,18 @@ def format1(stats: ReferenceStats, x: np.ndarray) -> ReferenceStats:
     features = []
     for j, f in enumerate(stats.features):
         edges = quantile_edges(x[:, j], 10)
-        features.append(FeatureReference(f.name, tuple(float(e) for e in edges),
-                                         tuple(int(c) for c in count(edges, x[:, j])),
-                                         f.mean, f.std))
-    return ReferenceStats(stats.n, tuple(features), stats.labels, stats.class_counts,
-                          stats.confidence)
+        features.append(
+            FeatureReference(
+                f.name,
+                tuple(float(e) for e in edges),
+                tuple(int(c) for c in count(edges, x[:, j])),
+                f.mean,
+                f.std,
+            )
+        )
+    return ReferenceStats(
+        stats.n, tuple(features), stats.labels, stats.class_counts, stats.confidence
+    )
 
 
 @pytest.mark.runtime
@@ -156,11 +173,18 @@ def test_a_bundle_built_before_format_2_still_verifies_and_is_scored(
         x = np.asarray(data["x"], dtype=np.float64)
     names = tuple(f"f{i}" for i in range(x.shape[1]))
     new = bundler.compute_reference
-    monkeypatch.setattr(bundler, "compute_reference",
-                        lambda model, x, *a: format1(new(model, x, *a), x))
+    monkeypatch.setattr(
+        bundler, "compute_reference", lambda model, x, *a: format1(new(model, x, *a), x)
+    )
     out = tmp_path / "old.efb"
-    build_bundle((demo_dir / "model-float.tflite").read_bytes(), name="old", version=1,
-                 reference=ReferenceData(x, names), keys=signing_keys[:1], out=out)
+    build_bundle(
+        (demo_dir / "model-float.tflite").read_bytes(),
+        name="old",
+        version=1,
+        reference=ReferenceData(x, names),
+        keys=signing_keys[:1],
+        out=out,
+    )
     with zipfile.ZipFile(out) as zf:
         doc = json.loads(zf.read(REFERENCE))
     assert "format" not in doc and "calibration" not in doc  # exactly the old document

@@ -1,7 +1,7 @@
 """The device's rotation step: a chain of signed records moves its trust root forward.
 
-Pure step (:func:`edge_agent.trust.advance`) and its storage beside the pinned trust
-file (:class:`edge_agent.pinned.PinnedTrust`), named after the fault each defends against.
+Pure step (:func:`edge_agent.contract.trust.advance`) and its storage beside the pinned trust
+file (:class:`edge_agent.daemon.pinned.PinnedTrust`), named after the fault each defends against.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge_agent.contract.trust import Context, RotationChain, RotationRecord, TrustRoot, advance
+from edge_agent.daemon.pinned import ROTATIONS_FILE, PinnedTrust
 from edge_agent.errors import ValidationError
-from edge_agent.pinned import ROTATIONS_FILE, PinnedTrust
-from edge_agent.trust import Context, RotationChain, RotationRecord, TrustRoot, advance
 from hub.signing import sign
 from tests.support.rotation import rotation
 
@@ -192,7 +192,7 @@ def test_a_newer_pin_wins_over_stored_rotations_it_already_includes(tmp_path, pi
 
 def test_trust_is_one_fleet_topic_not_a_device_channel():
     """A device may subscribe to the fleet's chain; nothing under a device id poses as it."""
-    from edge_agent.topics import TRUST_TOPIC, Channel, parse_topic, topic
+    from edge_agent.contract.topics import TRUST_TOPIC, Channel, parse_topic, topic
 
     assert topic("pump-1", Channel.TRUST) == TRUST_TOPIC == "edgefleet/v1/trust"
     with pytest.raises(ValidationError, match="unknown channel 'trust'"):

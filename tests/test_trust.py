@@ -10,8 +10,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from edge_agent.contract.trust import Context, RotationRecord, Signature, TrustRoot, key_id
 from edge_agent.errors import TrustError, ValidationError
-from edge_agent.trust import Context, RotationRecord, Signature, TrustRoot, key_id
 from hub.signing import sign
 
 PAYLOAD = b'{"hello":"fleet"}'
@@ -147,7 +147,7 @@ def test_malformed_signature_refused():
 
 def test_names_with_a_trailing_newline_refused():
     """`$` matches before a final newline; a name must not smuggle a line into a file."""
-    from edge_agent.schema import safe_name, sha256_hex
+    from edge_agent.contract.fields import safe_name, sha256_hex
 
     with pytest.raises(ValidationError):
         safe_name("dev\n", "device_id")

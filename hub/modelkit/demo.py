@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.canonical import canonical_bytes
-from edge_agent.input_schema import FeatureSpec, InputSchema
-from edge_agent.runtime import runtime_name
+from edge_agent.contract.canonical import canonical_bytes
+from edge_agent.contract.input_schema import FeatureSpec, InputSchema
+from edge_agent.inference.runtime import runtime_name
 from hub.modelkit.dataset import CLASSES, FEATURE_RANGES, FEATURES, make_dataset
 from hub.modelkit.errors import InvalidDataError
 from hub.modelkit.inference import run_tflite
@@ -38,6 +38,7 @@ def demo_schema() -> InputSchema:
         out_of_range="accept",
         nan="refuse",
     )
+
 
 _TEST_SEED_OFFSET = 1_000_003
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_agent.runtime import open_interpreter
+from edge_agent.inference.runtime import open_interpreter
 from hub.modelkit.errors import InvalidDataError
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.config import AgentConfig, BrokerConfig
+from edge_agent.daemon.config import AgentConfig, BrokerConfig
 from hub.broker import EmbeddedBroker
 from hub.modelkit import DenseLayer, DenseNet, write_float
 from tests.support.bundle_server import BundleServer

@@ -11,10 +11,10 @@ import httpx
 import numpy as np
 import pytest
 
-from edge_agent.agent import Agent
-from edge_agent.directive import Probation
+from edge_agent.contract.directive import Probation
+from edge_agent.contract.topics import Channel
+from edge_agent.daemon.agent import Agent
 from edge_agent.errors import PredictionError
-from edge_agent.topics import Channel
 from tests.support.bundles import model_ref
 
 # runtime: also run against tflite-runtime in the second environment (make pytest-tflite)
@@ -39,8 +39,9 @@ def agent(agent_config):
     a.stop()
 
 
-def test_agent_activates_signed_bundle_and_passes_probation(agent, agent_config, hub, server,
-                                                            bundles, reference_x):
+def test_agent_activates_signed_bundle_and_passes_probation(
+    agent, agent_config, hub, server, bundles, reference_x
+):
     dev = agent_config.device_id
     d = activate(hub, agent_config, serve(server, bundles, "v1", 1))
     hub.wait_for(hub.event(dev, "activated", d.seq), what="activated")
@@ -82,8 +83,9 @@ def test_tampered_download_refused_and_last_good_model_kept(
     assert agent.active_version.version == 1
 
 
-def test_probation_failure_rolls_back_to_previous(agent, agent_config, hub, server, bundles,
-                                                 reference_x):
+def test_probation_failure_rolls_back_to_previous(
+    agent, agent_config, hub, server, bundles, reference_x
+):
     dev = agent_config.device_id
     d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
     hub.wait_for(hub.event(dev, "activated", d1.seq))
@@ -130,8 +132,9 @@ def test_malformed_payloads_are_refused_and_agent_keeps_serving(
     hub.wait_for(hub.event(dev, "activated", d2.seq))
 
 
-def test_windows_are_sent_acked_and_removed_from_outbox(agent, agent_config, hub, server,
-                                                       bundles, reference_x):
+def test_windows_are_sent_acked_and_removed_from_outbox(
+    agent, agent_config, hub, server, bundles, reference_x
+):
     dev = agent_config.device_id
     d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
     hub.wait_for(hub.event(dev, "activated", d1.seq))
@@ -163,8 +166,9 @@ def test_shadow_challenger_sees_same_inputs_callers_get_champion(
     assert windows[0].agreed >= 30  # float vs int8 of the same network mostly agree
 
 
-def test_restart_resumes_active_model_without_network(agent_config, hub, server, bundles,
-                                                      reference_x):
+def test_restart_resumes_active_model_without_network(
+    agent_config, hub, server, bundles, reference_x
+):
     dev = agent_config.device_id
     with Agent(agent_config) as first:
         d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
@@ -180,8 +184,9 @@ def test_restart_resumes_active_model_without_network(agent_config, hub, server,
         second.stop()
 
 
-def test_local_http_api_serves_predictions_and_clear_errors(agent, agent_config, hub, server,
-                                                             bundles, reference_x):
+def test_local_http_api_serves_predictions_and_clear_errors(
+    agent, agent_config, hub, server, bundles, reference_x
+):
     import httpx
 
     dev = agent_config.device_id
@@ -224,7 +229,7 @@ def test_latency_p95_gate_failure_rolls_back_with_the_reason(
 def test_local_api_listens_on_loopback_only_and_serves_the_model_schema(
     agent, agent_config, hub, server, bundles, trust_2of3
 ):
-    from edge_agent.bundle import verify_bundle
+    from edge_agent.contract.bundle import verify_bundle
 
     port = agent.local_api.port
     base = f"http://127.0.0.1:{port}"
@@ -269,7 +274,7 @@ def test_shadow_challenger_promoted_to_active_clears_the_shadow(
     """v2 runs in shadow beside v1, then a directive makes v2 active: the verified shadow slot
     is reused (no second download), the shadow is cleared in memory, in the pointer and in
     the reported state, and the shadow's counts up to the switch are kept."""
-    from edge_agent.slots import SlotStore
+    from edge_agent.daemon.slots import SlotStore
 
     dev = agent_config.device_id
     d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))

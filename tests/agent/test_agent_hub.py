@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from edge_agent.agent import Agent
-from edge_agent.messages import EventKind, MetricsMessage
-from edge_agent.topics import Channel, topic
+from edge_agent.contract.messages import EventKind, MetricsMessage
+from edge_agent.contract.topics import Channel, topic
+from edge_agent.daemon.agent import Agent
 from tests.support.bundles import model_ref
 from tests.support.hub_double import HubDouble
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.monitor import WindowAccumulator
-from edge_agent.outbox import Outbox
+from edge_agent.daemon.outbox import Outbox
+from edge_agent.inference.accumulator import WindowAccumulator
 from hub.broker import EmbeddedBroker
 from tests.agent.test_outbox import REF, C, F, make_window
 from tests.support.agent_process import Daemon, poll, write_toml

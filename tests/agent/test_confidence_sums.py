@@ -12,17 +12,17 @@ import json
 import numpy as np
 import pytest
 
-from edge_agent.canonical import canonical_bytes
-from edge_agent.errors import ValidationError
-from edge_agent.monitor import (
+from edge_agent.contract.canonical import canonical_bytes
+from edge_agent.contract.reference import ReferenceStats
+from edge_agent.contract.window import (
     MetricsWindow,
-    WindowAccumulator,
     _window_checked,
     _window_fast,
     merge_windows,
     subtract_windows,
 )
-from edge_agent.reference import ReferenceStats
+from edge_agent.errors import ValidationError
+from edge_agent.inference.accumulator import WindowAccumulator
 
 NOW = 1_700_000_000.0
 REF = ReferenceStats.from_data(
@@ -66,8 +66,9 @@ def test_sums_merge_subtract_and_round_trip_through_json() -> None:
     a, b = window(3), window(4, nan_rows=5)
     merged = merge_windows(a, b)
     assert merged.confidence_sum is not None and a.confidence_sum and b.confidence_sum
-    np.testing.assert_allclose(merged.confidence_sum,
-                               np.add(a.confidence_sum, b.confidence_sum), rtol=1e-15)
+    np.testing.assert_allclose(
+        merged.confidence_sum, np.add(a.confidence_sum, b.confidence_sum), rtol=1e-15
+    )
     rest = subtract_windows(merged, b)
     assert rest.confidence_sum is not None
     np.testing.assert_allclose(rest.confidence_sum, a.confidence_sum, rtol=1e-9, atol=1e-9)
@@ -80,8 +81,9 @@ def test_sums_merge_subtract_and_round_trip_through_json() -> None:
 
 def test_windows_of_agents_before_the_sums_still_parse_and_merges_drop_the_sums() -> None:
     new = window(5)
-    doc = {k: v for k, v in json.loads(canonical_bytes(new.to_json())).items()
-           if k != "confidence_sum"}
+    doc = {
+        k: v for k, v in json.loads(canonical_bytes(new.to_json())).items() if k != "confidence_sum"
+    }
     old = MetricsWindow.from_json(doc)
     assert old.confidence_sum is None and "confidence_sum" not in old.to_json()
     assert MetricsWindow.from_wire(doc).wire_json() is doc
@@ -128,8 +130,14 @@ def test_sums_outside_their_bins_do_not_fit_the_reference() -> None:
         forged.check_reference(REF)
 
 
-_PATHS = ["confidence_sum", "confidence_sum.0", "confidence_sum.4", "confidence_sum.12",
-          "confidence.4", "n"]
+_PATHS = [
+    "confidence_sum",
+    "confidence_sum.0",
+    "confidence_sum.4",
+    "confidence_sum.12",
+    "confidence.4",
+    "n",
+]
 _VALUES = [0.0, -1.0, 1.5, 1e308, 3, "x", None, [], [0.0] * 13, [0.0] * 12, True]
 
 

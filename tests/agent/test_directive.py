@@ -7,8 +7,8 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.canonical import canonical_bytes
-from edge_agent.directive import (
+from edge_agent.contract.canonical import canonical_bytes
+from edge_agent.contract.directive import (
     Directive,
     DirectiveRefusedError,
     ModelRef,
@@ -16,7 +16,7 @@ from edge_agent.directive import (
     SignedDirective,
     accept_directive,
 )
-from edge_agent.trust import Context, TrustRoot
+from edge_agent.contract.trust import Context, TrustRoot
 from hub.signing import sign
 
 NOW = 1_800_000_000
@@ -78,8 +78,9 @@ def test_directive_for_another_device_refused(trust_2of3, signing_keys):
 
 
 def test_unsigned_downgrade_refused(trust_2of3, signing_keys):
-    payload = signed(directive(model=ModelRef("pump", 1, "cd" * 32, 10, ("http://h/x",))),
-                     signing_keys[:2])
+    payload = signed(
+        directive(model=ModelRef("pump", 1, "cd" * 32, 10, ("http://h/x",))), signing_keys[:2]
+    )
     refused(Refusal.DOWNGRADE, payload, trust_2of3)
 
 
@@ -136,6 +137,7 @@ def test_clock_far_behind_still_accepts_fresh_directive(trust_2of3, signing_keys
 
 
 def test_clock_jumped_past_expiry_refuses_but_says_why(trust_2of3, signing_keys):
-    message = refused(Refusal.EXPIRED, signed(directive(), signing_keys[:2]), trust_2of3,
-                      now=NOW + 10**6)
+    message = refused(
+        Refusal.EXPIRED, signed(directive(), signing_keys[:2]), trust_2of3, now=NOW + 10**6
+    )
     assert "expired" in message

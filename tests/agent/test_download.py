@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from edge_agent import download as download_module
-from edge_agent.download import download_bundle, part_path
+from edge_agent.daemon import download as download_module
+from edge_agent.daemon.download import download_bundle, part_path
 from edge_agent.errors import DownloadError
 from tests.support.agent_process import poll
 from tests.support.bundle_server import BundleServer, Faults, refused_url

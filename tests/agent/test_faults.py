@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.directive import Probation
-from edge_agent.slots import Pointer, SlotStore
-from edge_agent.trust import TrustRoot
+from edge_agent.contract.directive import Probation
+from edge_agent.contract.trust import TrustRoot
+from edge_agent.daemon.slots import Pointer, SlotStore
 from hub.broker import EmbeddedBroker
 from tests.support.agent_process import Daemon, poll, write_toml
 from tests.support.bundle_server import refused_url
@@ -130,9 +130,7 @@ def test_two_crashes_on_probation_roll_back_to_previous(
     restarted = time.time()
     daemon.start()
     back = hub.wait_for(
-        lambda: next(
-            (s for s in hub.devices[dev].states if s.online and s.ts >= restarted), None
-        ),
+        lambda: next((s for s in hub.devices[dev].states if s.online and s.ts >= restarted), None),
         WAIT,
         "the restarted agent online after crash 1",
     )
@@ -141,9 +139,7 @@ def test_two_crashes_on_probation_roll_back_to_previous(
     assert p.probation is not None and p.probation.crashes == 1
     daemon.kill()  # crash 2
     daemon.start()
-    rolled = hub.wait_for(
-        hub.event(dev, "rolled_back", d2.seq), WAIT, "rollback after 2 crashes"
-    )
+    rolled = hub.wait_for(hub.event(dev, "rolled_back", d2.seq), WAIT, "rollback after 2 crashes")
     assert "2 crashes" in rolled.detail
     assert rolled.model is not None and rolled.model.version == 2  # what failed
     hub.wait_for(

@@ -1,4 +1,5 @@
-"""The native one-sample path (edge_agent/_hotpath.c) serves and counts as the Python path.
+"""The native one-sample path (edge_agent/inference/_hotpath.c) serves and counts as the
+Python path.
 
 Each test drives two Predictors over the same real bundle and runtime: one with the
 native runner, one built with ``EDGEFLEET_NATIVE=0`` (the pure-Python path), and
@@ -13,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.bundle import verify_bundle
-from edge_agent.directive import Probation
+from edge_agent.contract.bundle import verify_bundle
+from edge_agent.contract.directive import Probation
+from edge_agent.contract.input_schema import FeatureSpec, InputSchema
+from edge_agent.contract.messages import ModelVersion
+from edge_agent.contract.window import MetricsWindow, check_window
+from edge_agent.daemon.probation import ProbationMonitor
 from edge_agent.errors import PredictionError
-from edge_agent.hotpath import native_status
-from edge_agent.input_schema import FeatureSpec, InputSchema
-from edge_agent.messages import ModelVersion
-from edge_agent.monitor import MetricsWindow, check_window
-from edge_agent.probation import ProbationMonitor
-from edge_agent.serving import Predictor, ServingModel
+from edge_agent.inference.hotpath import native_status
+from edge_agent.inference.serving import Predictor, ServingModel
 from hub.bundler import ReferenceData, build_bundle
 from tests.support.closing import close_while_running
 
@@ -46,12 +47,20 @@ def integer_reference(reference_x: np.ndarray) -> np.ndarray:
     return rng.integers(0, 10, size=(400, reference_x.shape[1])).astype(np.float64)
 
 
-def make_bundle(tmp_path: Path, demo_dir: Path, reference: np.ndarray, keys,
-                schema: InputSchema | None) -> Path:
+def make_bundle(
+    tmp_path: Path, demo_dir: Path, reference: np.ndarray, keys, schema: InputSchema | None
+) -> Path:
     out = tmp_path / "m.efb"
     names = tuple(f"f{i}" for i in range(reference.shape[1]))
-    build_bundle((demo_dir / "model-float.tflite").read_bytes(), name="m", version=1,
-                 reference=ReferenceData(reference, names), keys=keys, out=out, schema=schema)
+    build_bundle(
+        (demo_dir / "model-float.tflite").read_bytes(),
+        name="m",
+        version=1,
+        reference=ReferenceData(reference, names),
+        keys=keys,
+        out=out,
+        schema=schema,
+    )
     return out
 
 
@@ -59,8 +68,7 @@ def predictor(bundle: Path, trust, monkeypatch, native: bool) -> Predictor:
     with monkeypatch.context() as m:
         if not native:
             m.setenv("EDGEFLEET_NATIVE", "0")
-        serving = ServingModel(verify_bundle(bundle, trust), ModelVersion("m", 1),
-                               clock=Clock())
+        serving = ServingModel(verify_bundle(bundle, trust), ModelVersion("m", 1), clock=Clock())
     assert (serving.native is not None) == native
     p = Predictor()
     p.active = serving
@@ -78,15 +86,24 @@ def assert_same_windows(a: MetricsWindow | None, b: MetricsWindow | None) -> Non
     assert a is not None and b is not None
     check_window(a)
     check_window(b)
-    assert (a.n, a.class_counts, a.confidence, a.errors) == (b.n, b.class_counts,
-                                                              b.confidence, b.errors)
+    assert (a.n, a.class_counts, a.confidence, a.errors) == (
+        b.n,
+        b.class_counts,
+        b.confidence,
+        b.errors,
+    )
     assert sum(a.latency) == sum(b.latency)  # timings differ; the invocations do not
     assert a.confidence_sum is not None and b.confidence_sum is not None
     # the same confidences, summed in another order
     np.testing.assert_allclose(a.confidence_sum, b.confidence_sum, rtol=1e-12, atol=0.0)
     for fa, fb in zip(a.features, b.features, strict=True):
         assert (fa.counts, fa.count, fa.min, fa.max, fa.out_of_range) == (
-            fb.counts, fb.count, fb.min, fb.max, fb.out_of_range)
+            fb.counts,
+            fb.count,
+            fb.min,
+            fb.max,
+            fb.out_of_range,
+        )
         assert fa.mean == pytest.approx(fb.mean, rel=1e-9, abs=1e-9)
         assert fa.m2 == pytest.approx(fb.m2, rel=1e-9, abs=1e-9)
 
@@ -102,7 +119,7 @@ def assert_same_closed(native: Predictor, python: Predictor) -> list[MetricsWind
 def test_the_native_path_is_built_here() -> None:
     """The install step builds the extension; without it the targets in bench_predict
     are out of reach (the agent still serves, through the Python path)."""
-    assert native_status() == "native", "edge_agent._hotpath was not built (C compiler?)"
+    assert native_status() == "native", "edge_agent.inference._hotpath was not built (C compiler?)"
 
 
 @pytest.mark.parametrize("policy", ["accept", "refuse"])
@@ -110,8 +127,9 @@ def test_same_outputs_errors_and_windows_as_the_python_path(
     tmp_path, demo_dir, integer_reference, signing_keys, trust_1of1, monkeypatch, policy
 ) -> None:
     f = integer_reference.shape[1]
-    schema = InputSchema(tuple(FeatureSpec(f"f{j}", 1.0, 8.0) for j in range(f)),
-                         out_of_range=policy, nan=policy)
+    schema = InputSchema(
+        tuple(FeatureSpec(f"f{j}", 1.0, 8.0) for j in range(f)), out_of_range=policy, nan=policy
+    )
     bundle = make_bundle(tmp_path, demo_dir, integer_reference, signing_keys[:1], schema)
     native = predictor(bundle, trust_1of1, monkeypatch, native=True)
     python = predictor(bundle, trust_1of1, monkeypatch, native=False)
@@ -141,8 +159,9 @@ def test_same_outputs_errors_and_windows_as_the_python_path(
             assert got[1] == want[1]
         if i == 100:  # a batch in between: the interpreter is resized and back
             batch = np.stack([r for r in rows[:40] if np.all((r >= 1) & (r <= 8))][:3])
-            np.testing.assert_array_equal(native.predict(batch).outputs,
-                                          python.predict(batch).outputs)
+            np.testing.assert_array_equal(
+                native.predict(batch).outputs, python.predict(batch).outputs
+            )
     assert native.active is not None and python.active is not None
     window, _ = assert_same_closed(native, python)
     assert (window.errors.get("invalid_input", 0) > 0) == (policy == "refuse")
@@ -252,8 +271,12 @@ def test_a_shadow_model_sees_float64_inputs_rounded_as_served(
         with monkeypatch.context() as m:
             if not native:
                 m.setenv("EDGEFLEET_NATIVE", "0")
-            p.shadow = ServingModel(verify_bundle(bundle, trust_1of1), ModelVersion("m", 1),
-                                    role="shadow", clock=Clock())
+            p.shadow = ServingModel(
+                verify_bundle(bundle, trust_1of1),
+                ModelVersion("m", 1),
+                role="shadow",
+                clock=Clock(),
+            )
         x = integer_reference[0].copy()
         x[:] = np.nextafter(np.round(x), -np.inf)  # a hair below an integer (an edge)
         for _ in range(5):
@@ -268,7 +291,7 @@ def test_a_shadow_model_sees_float64_inputs_rounded_as_served(
 
 
 def test_a_runner_that_failed_to_initialise_refuses_calls() -> None:
-    from edge_agent._hotpath import Runner
+    from edge_agent.inference._hotpath import Runner
 
     bare = Runner.__new__(Runner)
     with pytest.raises(RuntimeError, match="not initialised"):

@@ -17,18 +17,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from edge_agent.canonical import canonical_bytes, parse_json
-from edge_agent.errors import ValidationError
-from edge_agent.histogram import count
-from edge_agent.input_schema import FeatureSpec, InputSchema
-from edge_agent.monitor import (
+from edge_agent.contract.canonical import canonical_bytes, parse_json
+from edge_agent.contract.histogram import count
+from edge_agent.contract.input_schema import FeatureSpec, InputSchema
+from edge_agent.contract.reference import ReferenceStats
+from edge_agent.contract.window import (
     LATENCY_EDGES_MS,
     MetricsWindow,
-    WindowAccumulator,
     merge_windows,
     subtract_windows,
 )
-from edge_agent.reference import ReferenceStats
+from edge_agent.errors import ValidationError
+from edge_agent.inference.accumulator import WindowAccumulator
 from tests.support.closing import close_while_running
 
 F, C = 3, 4
@@ -462,7 +462,7 @@ _CORRUPTIONS = [None, -1, True, 1.5, 0, 7, "x", 10**400, float("nan"), float("in
 def test_whole_column_checks_agree_with_item_by_item_checks(column, index, value):
     """The hub's fast path (whole-column checks) accepts exactly what the item-by-item
     checks accept, and builds the same window."""
-    import edge_agent.monitor as monitor
+    import edge_agent.contract.window as monitor
 
     x = np.random.default_rng(index).normal(size=(40, 3))
     ref = ReferenceStats.from_data(x, np.full((40, 2), 0.5), ["a", "b", "c"], ("p", "q"))
@@ -493,7 +493,7 @@ def test_whole_column_checks_agree_with_item_by_item_checks(column, index, value
 
 
 def test_whole_column_checks_take_a_sound_window():
-    import edge_agent.monitor as monitor
+    import edge_agent.contract.window as monitor
 
     doc = _valid_json()
     fast = monitor._features_fast(doc["features"])
@@ -519,7 +519,7 @@ def _fast_and_checked(mutations, with_orjson: bool, strict: bool = False):
     """The fast path's and the field-by-field checks' window (None: declined or refused)
     after ``mutations``, and the document. ``strict``: every mutation must apply (else an
     earlier change may have removed its path, and it is skipped)."""
-    import edge_agent.monitor as monitor
+    import edge_agent.contract.window as monitor
 
     doc = _valid_json()
     doc["errors"] = {"invoke_error": 1}
@@ -615,7 +615,7 @@ def test_window_fast_path_agrees_under_several_changes(mutations, with_orjson):
 def test_feature_without_finite_values_is_accepted_through_the_checked_path(where):
     """A feature whose values were all NaN (count 0, min/max null) is valid, though the
     fast path leaves it to the field-by-field checks."""
-    import edge_agent.monitor as monitor
+    import edge_agent.contract.window as monitor
 
     doc = _valid_json()
     n = doc["n"]
@@ -645,7 +645,7 @@ def test_from_wire_keeps_the_document_only_when_it_is_exactly_the_json_form():
 def test_fast_path_windows_are_the_dataclass_built_normally():
     """The fast path sets the instance dict in one go: it holds every field, as the
     dataclass's __init__ would set them."""
-    import edge_agent.monitor as monitor
+    import edge_agent.contract.window as monitor
 
     w = monitor._window_fast(_valid_json())
     assert w is not None

@@ -10,9 +10,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.agent import Agent
-from edge_agent.config import BrokerConfig
-from edge_agent.topics import Channel, topic
+from edge_agent.contract.topics import Channel, topic
+from edge_agent.daemon.agent import Agent
+from edge_agent.daemon.config import BrokerConfig
 from tests.support.bundles import model_ref
 from tests.support.hub_double import HubDouble
 from tests.support.mosquitto import Mosquitto
@@ -31,8 +31,13 @@ def mosquitto(tmp_path_factory):
 
 @pytest.fixture
 def mhub(mosquitto, signing_keys):
-    h = HubDouble(mosquitto.host, mosquitto.port, signing_keys[:2], username="edgefleet-hub",
-                  password=USERS["edgefleet-hub"])
+    h = HubDouble(
+        mosquitto.host,
+        mosquitto.port,
+        signing_keys[:2],
+        username="edgefleet-hub",
+        password=USERS["edgefleet-hub"],
+    )
     yield h
     h.close()
 
@@ -40,8 +45,11 @@ def mhub(mosquitto, signing_keys):
 def client(mosquitto, user: str, password: str):
     connected = threading.Event()
     result = {}
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{user}-{password[:3]}",
-                    protocol=mqtt.MQTTv311)
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"probe-{user}-{password[:3]}",
+        protocol=mqtt.MQTTv311,
+    )
     c.username_pw_set(user, password)
 
     def on_connect(cl, ud, flags, reason, props):
@@ -55,13 +63,15 @@ def client(mosquitto, user: str, password: str):
     return c, result["reason"]
 
 
-def test_agent_deploys_and_reports_through_mosquitto(mosquitto, mhub, agent_config, server,
-                                                      bundles, reference_x):
+def test_agent_deploys_and_reports_through_mosquitto(
+    mosquitto, mhub, agent_config, server, bundles, reference_x
+):
     config = replace(
         agent_config,
         device_id="dev-a",
-        broker=BrokerConfig(host=mosquitto.host, port=mosquitto.port, username="dev-a",
-                            password=USERS["dev-a"]),
+        broker=BrokerConfig(
+            host=mosquitto.host, port=mosquitto.port, username="dev-a", password=USERS["dev-a"]
+        ),
     )
     url = server.add("/b/v1.efb", bundles["v1"].read_bytes())
     with Agent(config) as agent:
@@ -123,18 +133,32 @@ def tls_mosquitto(tmp_path_factory, tls_files):
 def test_agent_reports_over_tls_to_a_broker_its_pinned_ca_signed(
     tls_mosquitto, tls_files, signing_keys, agent_config
 ):
-    hub = HubDouble(tls_mosquitto.host, tls_mosquitto.port, signing_keys[:2],
-                    username="edgefleet-hub", password=USERS["edgefleet-hub"])
+    hub = HubDouble(
+        tls_mosquitto.host,
+        tls_mosquitto.port,
+        signing_keys[:2],
+        username="edgefleet-hub",
+        password=USERS["edgefleet-hub"],
+    )
     config = replace(
         agent_config,
         device_id="dev-a",
-        broker=BrokerConfig(host=tls_mosquitto.host, port=tls_mosquitto.tls_port, tls=True,
-                            ca_file=tls_files.ca, username="dev-a", password=USERS["dev-a"]),
+        broker=BrokerConfig(
+            host=tls_mosquitto.host,
+            port=tls_mosquitto.tls_port,
+            tls=True,
+            ca_file=tls_files.ca,
+            username="dev-a",
+            password=USERS["dev-a"],
+        ),
     )
     try:
         with Agent(config):
-            hub.wait_for(lambda: any(s.online for s in hub.devices["dev-a"].states),
-                         60, "dev-a online over TLS")
+            hub.wait_for(
+                lambda: any(s.online for s in hub.devices["dev-a"].states),
+                60,
+                "dev-a online over TLS",
+            )
     finally:
         hub.close()
 
@@ -146,8 +170,14 @@ def test_agent_refuses_a_broker_certificate_its_ca_did_not_sign(
     config = replace(
         agent_config,
         device_id="dev-a",
-        broker=BrokerConfig(host=tls_mosquitto.host, port=tls_mosquitto.tls_port, tls=True,
-                            ca_file=other_ca, username="dev-a", password=USERS["dev-a"]),
+        broker=BrokerConfig(
+            host=tls_mosquitto.host,
+            port=tls_mosquitto.tls_port,
+            tls=True,
+            ca_file=other_ca,
+            username="dev-a",
+            password=USERS["dev-a"],
+        ),
     )
     said: list[str] = []
     failed = threading.Event()

@@ -14,13 +14,13 @@ import httpx
 import numpy as np
 import pytest
 
-from edge_agent.bundle import verify_bundle
+from edge_agent.contract.bundle import verify_bundle
+from edge_agent.contract.input_schema import FeatureSpec, InputSchema
+from edge_agent.contract.messages import ModelVersion
+from edge_agent.contract.window import MetricsWindow, check_window
+from edge_agent.daemon.local_api import LocalApi
 from edge_agent.errors import PredictionError
-from edge_agent.input_schema import FeatureSpec, InputSchema
-from edge_agent.local_api import LocalApi
-from edge_agent.messages import ModelVersion
-from edge_agent.monitor import MetricsWindow, check_window
-from edge_agent.serving import Predictor, ServingModel
+from edge_agent.inference.serving import Predictor, ServingModel
 from hub.bundler import ReferenceData, build_bundle
 from hub.drift import drift_report
 
@@ -29,17 +29,32 @@ pytestmark = pytest.mark.runtime
 NOW = 1_900_000_000.0
 
 
-def make_bundle(tmp_path: Path, demo_dir: Path, reference_x: np.ndarray, keys, model: str,
-                nan: str, out_of_range: str = "accept") -> Path:
+def make_bundle(
+    tmp_path: Path,
+    demo_dir: Path,
+    reference_x: np.ndarray,
+    keys,
+    model: str,
+    nan: str,
+    out_of_range: str = "accept",
+) -> Path:
     out = tmp_path / f"{model}-{nan}-{out_of_range}.efb"
     names = tuple(f"f{i}" for i in range(reference_x.shape[1]))
     lo, hi = reference_x.min(axis=0), reference_x.max(axis=0)
-    schema = InputSchema(tuple(FeatureSpec(n, float(a), float(b))
-                               for n, a, b in zip(names, lo, hi, strict=True)),
-                         out_of_range=out_of_range, nan=nan)  # type: ignore[arg-type]
-    build_bundle((demo_dir / f"model-{model}.tflite").read_bytes(), name="m", version=1,
-                 reference=ReferenceData(reference_x, names), keys=keys, out=out,
-                 schema=schema)
+    schema = InputSchema(
+        tuple(FeatureSpec(n, float(a), float(b)) for n, a, b in zip(names, lo, hi, strict=True)),
+        out_of_range=out_of_range,
+        nan=nan,
+    )  # type: ignore[arg-type]
+    build_bundle(
+        (demo_dir / f"model-{model}.tflite").read_bytes(),
+        name="m",
+        version=1,
+        reference=ReferenceData(reference_x, names),
+        keys=keys,
+        out=out,
+        schema=schema,
+    )
     return out
 
 
@@ -47,8 +62,9 @@ def predictor(bundle: Path, trust, monkeypatch, native: bool) -> Predictor:
     with monkeypatch.context() as m:
         if not native:
             m.setenv("EDGEFLEET_NATIVE", "0")
-        serving = ServingModel(verify_bundle(bundle, trust), ModelVersion("m", 1),
-                               clock=lambda: NOW)
+        serving = ServingModel(
+            verify_bundle(bundle, trust), ModelVersion("m", 1), clock=lambda: NOW
+        )
     assert (serving.native is not None) == native or serving.model.is_quantized()
     p = Predictor()
     p.active = serving
@@ -100,7 +116,11 @@ def test_accepted_nans_show_in_the_features_nan_rate_one_sample_at_a_time(
         windows.append(window)
     native_w, python_w = windows
     assert (native_w.n, native_w.class_counts, native_w.confidence, native_w.errors) == (
-        python_w.n, python_w.class_counts, python_w.confidence, python_w.errors)
+        python_w.n,
+        python_w.class_counts,
+        python_w.confidence,
+        python_w.errors,
+    )
     assert [f.counts for f in native_w.features] == [f.counts for f in python_w.features]
 
 
@@ -119,8 +139,9 @@ def test_one_nan_row_no_longer_fails_its_whole_batch(
     np.testing.assert_allclose(result.outputs[ok], expected[ok], rtol=1e-6, atol=1e-7)
     doc = result.to_json()
     assert doc["outputs"][3] is None and doc["classes"][3] is None
-    assert doc["errors"] == [{"row": 3, "kind": "nan_output",
-                              "error": "the model returned NaN or infinity"}]
+    assert doc["errors"] == [
+        {"row": 3, "kind": "nan_output", "error": "the model returned NaN or infinity"}
+    ]
     window = close(p)
     assert window.n == 20 and window.features[0].nan == 1
     assert window.errors == {"nan_output": 1}
@@ -130,8 +151,9 @@ def test_one_nan_row_no_longer_fails_its_whole_batch(
 def test_refused_nan_names_the_feature_and_a_bad_row_is_refused_alone(
     tmp_path, demo_dir, reference_x, signing_keys, trust_1of1, monkeypatch, native
 ) -> None:
-    bundle = make_bundle(tmp_path, demo_dir, reference_x, signing_keys[:1], "float",
-                         "refuse", "refuse")
+    bundle = make_bundle(
+        tmp_path, demo_dir, reference_x, signing_keys[:1], "float", "refuse", "refuse"
+    )
     p = predictor(bundle, trust_1of1, monkeypatch, native)
     row = reference_x[0].astype(np.float32).copy()
     row[4] = np.nan
@@ -141,8 +163,7 @@ def test_refused_nan_names_the_feature_and_a_bad_row_is_refused_alone(
     x[1, 7] = np.nan
     x[4, 2] = reference_x[:, 2].max() + 100.0  # out of the schema's range
     result = p.predict(x)
-    assert [(e.row, e.kind) for e in result.errors] == [(1, "invalid_input"),
-                                                         (4, "invalid_input")]
+    assert [(e.row, e.kind) for e in result.errors] == [(1, "invalid_input"), (4, "invalid_input")]
     assert result.errors[0].message.endswith("schema refuses: f7")
     assert result.errors[1].message.endswith("valid range: f2")
     assert np.isfinite(result.outputs[[0, 2, 3, 5]]).all()
@@ -172,13 +193,19 @@ def test_the_local_api_answers_a_batch_with_per_row_errors(
         doc = answer.json()
         assert doc["outputs"][1] is None and doc["classes"][1] is None
         assert doc["outputs"][0] is not None and doc["outputs"][2] is not None
-        assert doc["errors"] == [{"row": 1, "kind": "invalid_input",
-                                  "error": "inputs contain NaN, which this model's schema "
-                                           "refuses: f5"}]
-        single = httpx.post(f"http://127.0.0.1:{api.port}/v1/predict",
-                            content=json.dumps({"inputs": rows[1]}))
+        assert doc["errors"] == [
+            {
+                "row": 1,
+                "kind": "invalid_input",
+                "error": "inputs contain NaN, which this model's schema refuses: f5",
+            }
+        ]
+        single = httpx.post(
+            f"http://127.0.0.1:{api.port}/v1/predict", content=json.dumps({"inputs": rows[1]})
+        )
         assert single.status_code == 400
-        assert single.json() == {"error": "inputs contain NaN, which this model's schema "
-                                          "refuses: f5"}
+        assert single.json() == {
+            "error": "inputs contain NaN, which this model's schema refuses: f5"
+        }
     finally:
         api.stop()

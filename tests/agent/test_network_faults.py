@@ -12,8 +12,8 @@ from dataclasses import replace
 
 import pytest
 
-from edge_agent.agent import Agent, directive_retry_backoff
-from edge_agent.config import BrokerConfig
+from edge_agent.daemon.agent import Agent, directive_retry_backoff
+from edge_agent.daemon.config import BrokerConfig
 from edge_agent.durable import read_json
 from hub.broker import EmbeddedBroker
 from tests.support.bundle_server import Faults

@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent import outbox
-from edge_agent.canonical import canonical_bytes
+from edge_agent.contract.canonical import canonical_bytes
+from edge_agent.contract.messages import Ack, MetricsMessage
+from edge_agent.contract.reference import ReferenceStats
+from edge_agent.contract.window import MetricsWindow, merge_windows
+from edge_agent.daemon import outbox
+from edge_agent.daemon.outbox import Outbox, OutboxRow
 from edge_agent.errors import OutboxError, ValidationError
-from edge_agent.messages import Ack, MetricsMessage
-from edge_agent.monitor import MetricsWindow, WindowAccumulator, merge_windows
-from edge_agent.outbox import Outbox, OutboxRow
-from edge_agent.reference import ReferenceStats
+from edge_agent.inference.accumulator import WindowAccumulator
 
 ROOT = Path(__file__).resolve().parents[2]
 F, C = 4, 3
@@ -339,8 +340,8 @@ def test_disk_full_compacts_and_stores_the_window(tmp_path):
 CHILD = """
 import dataclasses, json, sys
 from pathlib import Path
-from edge_agent.monitor import MetricsWindow
-from edge_agent.outbox import Outbox
+from edge_agent.contract.window import MetricsWindow
+from edge_agent.daemon.outbox import Outbox
 
 path, window_file, budget = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 window = MetricsWindow.from_json(json.loads(window_file.read_text()))
@@ -483,8 +484,11 @@ def test_malformed_epoch_refused(bad):
     with pytest.raises(ValidationError, match="epoch"):
         MetricsMessage.from_bytes(json.dumps(doc).encode())
     with pytest.raises(ValidationError, match="epoch"):
-        Ack.from_bytes(json.dumps({"format": "edgefleet-ack/1", "device_id": "d1", "seq": 1,
-                                   "epoch": bad}).encode())
+        Ack.from_bytes(
+            json.dumps(
+                {"format": "edgefleet-ack/1", "device_id": "d1", "seq": 1, "epoch": bad}
+            ).encode()
+        )
 
 
 _DROP = object()
@@ -501,7 +505,7 @@ _ENVELOPE_VALUES = [
 def test_metrics_fast_path_accepts_only_what_the_checked_path_accepts(key, epoch):
     """MetricsMessage.from_bytes's fast path declines, or returns what the field-by-field
     checks return, or raises what they raise, whatever one envelope field holds."""
-    from edge_agent import messages
+    from edge_agent.contract import messages
 
     base = json.loads(MetricsMessage("d1", 2, 3, (nth_window(0), nth_window(1)), epoch).to_bytes())
     assert messages._metrics_fast(dict(base)) == messages._metrics_checked(dict(base))

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.agent import Agent
-from edge_agent.pinned import ROTATIONS_FILE
-from edge_agent.topics import Channel
-from edge_agent.trust import RotationChain
+from edge_agent.contract.topics import Channel
+from edge_agent.contract.trust import RotationChain
+from edge_agent.daemon.agent import Agent
+from edge_agent.daemon.pinned import ROTATIONS_FILE
 from hub.broker import EmbeddedBroker
 from tests.support.bundles import build, model_ref
 from tests.support.rotation import rotation

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_agent.histogram import count
-from edge_agent.monitor import WindowAccumulator
+from edge_agent.contract.histogram import count
+from edge_agent.inference.accumulator import WindowAccumulator
 from tests.agent.test_monitor import REF, C, F, FakeClock
 
 

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.bundle import verify_bundle
-from edge_agent.canonical import canonical_bytes
-from edge_agent.errors import PredictionError, ValidationError
-from edge_agent.messages import ModelVersion
-from edge_agent.monitor import (
+from edge_agent.contract.bundle import verify_bundle
+from edge_agent.contract.canonical import canonical_bytes
+from edge_agent.contract.messages import ModelVersion
+from edge_agent.contract.window import (
     MetricsWindow,
     _window_checked,
     _window_fast,
@@ -22,7 +21,8 @@ from edge_agent.monitor import (
     merge_windows,
     subtract_windows,
 )
-from edge_agent.serving import Predictor, ServingModel
+from edge_agent.errors import PredictionError, ValidationError
+from edge_agent.inference.serving import Predictor, ServingModel
 from hub.bundler import ReferenceData, build_bundle
 from hub.modelkit import FEATURES, make_dataset
 
@@ -37,9 +37,14 @@ def bundle(tmp_path_factory, demo_dir: Path, signing_keys, trust_1of1):
         x = np.asarray(data["x"], dtype=np.float64)
     h = make_dataset(2000, 1013)
     out = tmp_path_factory.mktemp("typ") / "b.efb"
-    build_bundle((demo_dir / "model-float.tflite").read_bytes(), name="m", version=1,
-                 reference=ReferenceData(x, FEATURES, h.x, h.y), keys=signing_keys[:1],
-                 out=out)
+    build_bundle(
+        (demo_dir / "model-float.tflite").read_bytes(),
+        name="m",
+        version=1,
+        reference=ReferenceData(x, FEATURES, h.x, h.y),
+        keys=signing_keys[:1],
+        out=out,
+    )
     return verify_bundle(out, trust_1of1)
 
 

@@ -10,8 +10,8 @@ import threading
 import httpx
 import pytest
 
-from edge_agent.messages import Event as WireEvent
-from edge_agent.messages import EventKind, ModelVersion
+from edge_agent.contract.messages import Event as WireEvent
+from edge_agent.contract.messages import EventKind, ModelVersion
 from edgefleet_client import AsyncHubClient, HubClient, HubError
 from edgefleet_client.sse import Backoff, SseParser
 from hub.broker import free_port

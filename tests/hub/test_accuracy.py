@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.bundle import verify_bundle
-from edge_agent.calibration import Calibration
+from edge_agent.contract.bundle import verify_bundle
+from edge_agent.contract.calibration import Calibration
+from edge_agent.contract.messages import ModelVersion
+from edge_agent.contract.reference import ReferenceStats
+from edge_agent.contract.window import MetricsWindow
 from edge_agent.errors import ValidationError
-from edge_agent.messages import ModelVersion
-from edge_agent.monitor import MetricsWindow
-from edge_agent.reference import ReferenceStats
-from edge_agent.serving import Predictor, ServingModel
+from edge_agent.inference.serving import Predictor, ServingModel
 from hub.accuracy import AccuracyEstimate
 from hub.bundler import ReferenceData, build_bundle
 from hub.drift import drift_report
@@ -33,9 +33,14 @@ def calibrated(request, tmp_path_factory, demo_dir: Path, signing_keys, trust_1o
         x = np.asarray(data["x"], dtype=np.float64)
     holdout = make_dataset(4000, 1011)
     out = tmp_path_factory.mktemp("acc") / f"{request.param}.efb"
-    build_bundle((demo_dir / f"model-{request.param}.tflite").read_bytes(), name="demo",
-                 version=1, reference=ReferenceData(x, FEATURES, holdout.x, holdout.y),
-                 keys=signing_keys[:1], out=out)
+    build_bundle(
+        (demo_dir / f"model-{request.param}.tflite").read_bytes(),
+        name="demo",
+        version=1,
+        reference=ReferenceData(x, FEATURES, holdout.x, holdout.y),
+        keys=signing_keys[:1],
+        out=out,
+    )
     bundle = verify_bundle(out, trust_1of1)
     return bundle, bundle.reference()
 
@@ -129,8 +134,10 @@ def test_windows_without_confidence_sums_fall_back_to_histogram_binning(calibrat
     live = make_dataset(4000, 60)
     outputs, windows = serve(bundle, live.x)
     truth = float(np.mean(np.argmax(outputs, axis=1) == live.y))
-    old = [MetricsWindow.from_json({k: v for k, v in w.to_json().items()
-                                    if k != "confidence_sum"}) for w in windows]
+    old = [
+        MetricsWindow.from_json({k: v for k, v in w.to_json().items() if k != "confidence_sum"})
+        for w in windows
+    ]
     acc = drift_report(reference, old).accuracy
     assert acc is not None and acc.status == "estimated" and not acc.exact_sums
     assert acc.value is not None and abs(acc.value - truth) <= 0.03
@@ -182,8 +189,9 @@ def test_a_malformed_calibration_map_is_refused_in_one_line(calibrated) -> None:
         assert "\n" not in str(info.value), name
 
 
-def test_held_out_data_without_every_class_is_refused_at_build(demo_dir, signing_keys,
-                                                               tmp_path) -> None:
+def test_held_out_data_without_every_class_is_refused_at_build(
+    demo_dir, signing_keys, tmp_path
+) -> None:
     from hub.errors import BuildError
 
     with np.load(demo_dir / "reference.npz") as data:
@@ -191,15 +199,20 @@ def test_held_out_data_without_every_class_is_refused_at_build(demo_dir, signing
     h = make_dataset(500, 90)
     keep = h.y != 2
     with pytest.raises(BuildError, match="every class needs held-out samples"):
-        build_bundle((demo_dir / "model-float.tflite").read_bytes(), name="demo", version=1,
-                     reference=ReferenceData(x, FEATURES, h.x[keep], h.y[keep]),
-                     keys=signing_keys[:1], out=tmp_path / "b.efb")
+        build_bundle(
+            (demo_dir / "model-float.tflite").read_bytes(),
+            name="demo",
+            version=1,
+            reference=ReferenceData(x, FEATURES, h.x[keep], h.y[keep]),
+            keys=signing_keys[:1],
+            out=tmp_path / "b.efb",
+        )
 
 
 def test_inside_a_confidence_bin_the_estimate_follows_the_exact_confidences() -> None:
     """Bin midpoints (the old estimate) or the held-out mean of a bin would give these
     two windows one number; the windows' exact sums tell 0.905 from 0.995."""
-    from edge_agent.monitor import WindowAccumulator
+    from edge_agent.inference.accumulator import WindowAccumulator
 
     rng = np.random.default_rng(100)
     m = 40_000

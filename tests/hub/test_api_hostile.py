@@ -125,8 +125,15 @@ def test_every_route_survives_malformed_queries_and_bodies(hub):
     service, admin = hub
     url = service.api.url
     auth = {"Authorization": f"Bearer {admin}"}
-    good = {"name": "pump", "version": "1", "sha256": "0" * 64, "device_id": "dev-1",
-            "rollout_id": "r1", "command": "pause", "token_id": "abc123"}
+    good = {
+        "name": "pump",
+        "version": "1",
+        "sha256": "0" * 64,
+        "device_id": "dev-1",
+        "rollout_id": "r1",
+        "command": "pause",
+        "token_id": "abc123",
+    }
     with httpx.Client(base_url=url, headers=auth, timeout=30) as client:
         for route in routes(service):
             path = route.path
@@ -178,9 +185,7 @@ def test_anonymous_huge_upload_is_refused_before_the_body_is_read(hub):
 def test_chunked_upload_past_the_limit_is_cut_off(hub):
     """A body that declares no length is counted as it streams and refused at the limit."""
     service, admin = hub
-    context = HubContext(
-        tokens=service.tokens, registry=service.registry, max_upload_bytes=1 << 20
-    )
+    context = HubContext(tokens=service.tokens, registry=service.registry, max_upload_bytes=1 << 20)
     limit = 2 * (1 << 20) + (1 << 20)
     streamed = 0
 
@@ -232,11 +237,13 @@ def test_errors_have_one_shape(hub):
     url = service.api.url
     r = httpx.get(f"{url}/v1/whoami")
     assert r.status_code == 401 and r.json() == {"error": "missing, unknown or revoked token"}
-    r = httpx.get(f"{url}/v1/devices", params={"limit": "x"},
-                  headers={"Authorization": f"Bearer {admin}"})
+    r = httpx.get(
+        f"{url}/v1/devices", params={"limit": "x"}, headers={"Authorization": f"Bearer {admin}"}
+    )
     assert r.status_code == 400 and r.json()["error"].startswith("query.limit:")
-    r = httpx.post(f"{url}/v1/tokens", json={"name": ""},
-                   headers={"Authorization": f"Bearer {admin}"})
+    r = httpx.post(
+        f"{url}/v1/tokens", json={"name": ""}, headers={"Authorization": f"Bearer {admin}"}
+    )
     assert r.status_code == 422 and r.json()["error"].startswith("body.")
 
 

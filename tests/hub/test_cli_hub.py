@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from edge_agent.cli import _load_plugins, cli
-from edge_agent.config import AgentConfig
+from edge_agent.daemon.config import AgentConfig
 
 _load_plugins(cli)
 

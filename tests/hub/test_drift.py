@@ -10,11 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.canonical import canonical_bytes
+from edge_agent.contract.canonical import canonical_bytes
+from edge_agent.contract.histogram import bin_indices, count
+from edge_agent.contract.reference import ReferenceStats
+from edge_agent.contract.window import LATENCY_EDGES_MS, MetricsWindow
 from edge_agent.errors import ValidationError
-from edge_agent.histogram import bin_indices, count
-from edge_agent.monitor import LATENCY_EDGES_MS, MetricsWindow, WindowAccumulator
-from edge_agent.reference import ReferenceStats
+from edge_agent.inference.accumulator import WindowAccumulator
 from hub.drift import (
     DriftError,
     DriftThresholds,

@@ -15,9 +15,10 @@ import httpx
 import numpy as np
 import pytest
 
-from edge_agent.messages import MetricsMessage
-from edge_agent.model import LoadedModel
-from edge_agent.monitor import MetricsWindow, WindowAccumulator
+from edge_agent.contract.messages import MetricsMessage
+from edge_agent.contract.window import MetricsWindow
+from edge_agent.inference.accumulator import WindowAccumulator
+from edge_agent.inference.model import LoadedModel
 from hub.broker import free_port
 from hub.bundler import ReferenceData
 from hub.modelkit.dataset import FEATURES, Drift, make_dataset

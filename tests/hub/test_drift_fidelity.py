@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.serving import Predictor
-from edge_agent.trust import TrustRoot
+from edge_agent.contract.trust import TrustRoot
+from edge_agent.inference.serving import Predictor
 from hub.drift import DriftThresholds, pool_bins
 from hub.modelkit.dataset import Drift
 from hub.rollout import RolloutState

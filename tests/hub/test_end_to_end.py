@@ -11,8 +11,8 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from edge_agent.agent import Agent
-from edge_agent.config import BrokerConfig
+from edge_agent.daemon.agent import Agent
+from edge_agent.daemon.config import BrokerConfig
 from hub.broker import free_port
 from hub.bundler import ReferenceData
 from hub.service import HubService, HubSettings

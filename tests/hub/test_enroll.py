@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.config import AgentConfig
+from edge_agent.daemon.config import AgentConfig
 from hub.enroll import (
     DEPLOY_ACL,
     HUB_USERNAME,
@@ -288,7 +288,9 @@ def test_bad_inputs_refused_in_one_line(enroll, kw, match):
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edge_agent.cli", *args], capture_output=True, text=True,
+        [sys.executable, "-m", "edge_agent.cli", *args],
+        capture_output=True,
+        text=True,
         check=False,
     )
 
@@ -301,15 +303,24 @@ def test_cli_enroll_and_revoke_reload_mosquitto_through_its_pid_file(tmp_path):
         assert m.proc is not None
         pid_file = tmp_path / "mosquitto.pid"
         pid_file.write_text(f"{m.proc.pid}\n")
-        r = _cli("device", "enroll", "cli-dev", "--data", str(data), "--json",
-                 "--reload-pid-file", str(pid_file))
+        r = _cli(
+            "device",
+            "enroll",
+            "cli-dev",
+            "--data",
+            str(data),
+            "--json",
+            "--reload-pid-file",
+            str(pid_file),
+        )
         assert r.returncode == 0, r.stderr
         doc = json.loads(r.stdout)
         assert doc["broker_reloaded"] is True
         password = (data / "enrolled" / "cli-dev" / "broker-password").read_text().strip()
         assert_eventually(m, lambda: not connect(m, "cli-dev", password).is_failure)
-        r = _cli("device", "revoke", "cli-dev", "--data", str(data),
-                 "--reload-pid-file", str(pid_file))
+        r = _cli(
+            "device", "revoke", "cli-dev", "--data", str(data), "--reload-pid-file", str(pid_file)
+        )
         assert r.returncode == 0 and "broker reloaded" in r.stdout, r.stderr
         assert_eventually(m, lambda: connect(m, "cli-dev", password).is_failure)
 
@@ -330,8 +341,15 @@ def test_reload_refuses_a_pid_file_that_does_not_name_mosquitto(tmp_path, conten
 def test_cli_says_in_one_line_that_the_change_is_saved_but_not_live(tmp_path):
     data = tmp_path / "hub"
     init_keys(data / "keys")
-    r = _cli("device", "enroll", "cli-dev2", "--data", str(data),
-             "--reload-pid-file", str(tmp_path / "missing.pid"))
+    r = _cli(
+        "device",
+        "enroll",
+        "cli-dev2",
+        "--data",
+        str(data),
+        "--reload-pid-file",
+        str(tmp_path / "missing.pid"),
+    )
     assert r.returncode == 1
     assert "saved, but the broker was not reloaded" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

@@ -13,9 +13,9 @@ from dataclasses import replace
 
 import pytest
 
-from edge_agent.messages import MetricsMessage, State
-from edge_agent.monitor import FeatureWindow, MetricsWindow
-from edge_agent.topics import Channel
+from edge_agent.contract.messages import MetricsMessage, State
+from edge_agent.contract.topics import Channel
+from edge_agent.contract.window import FeatureWindow, MetricsWindow
 from hub.broker import free_port
 from hub.bundler import ReferenceData
 from hub.ingest import Ingest
@@ -84,9 +84,12 @@ def test_implausible_metrics_refused_at_ingest_counted_per_device(tmp_path, brok
     honest = f"honest-{uuid.uuid4().hex[:8]}"
     huge = MetricsMessage(dev, 2, 2, (scaled(window(2), 10**12 // window(2).n),))
     publisher = Publisher(broker.host, broker.port)
-    with Store(tmp_path / "hub.db") as store, Ingest(
-        store, broker.host, broker.port, client_id=f"ingest-{uuid.uuid4().hex[:8]}"
-    ) as ingest:
+    with (
+        Store(tmp_path / "hub.db") as store,
+        Ingest(
+            store, broker.host, broker.port, client_id=f"ingest-{uuid.uuid4().hex[:8]}"
+        ) as ingest,
+    ):
         try:
             publisher.publish(dev, Channel.METRICS, row(dev, 1).to_bytes())
             publisher.publish(dev, Channel.METRICS, huge.to_bytes())

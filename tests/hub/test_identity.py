@@ -18,8 +18,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.agent import Agent
-from edge_agent.config import BrokerConfig
+from edge_agent.daemon.agent import Agent
+from edge_agent.daemon.config import BrokerConfig
 from hub.ingest import DEFAULT_CLIENT_ID, Ingest
 from hub.store import Store
 from tests.support.mosquitto import Mosquitto

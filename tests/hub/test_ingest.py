@@ -18,11 +18,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.agent import Agent
+from edge_agent.contract.messages import Ack, Event, EventKind, MetricsMessage, State, offline_state
+from edge_agent.contract.topics import Channel, topic
+from edge_agent.contract.window import MetricsWindow
+from edge_agent.daemon.agent import Agent
 from edge_agent.errors import ValidationError
-from edge_agent.messages import Ack, Event, EventKind, MetricsMessage, State, offline_state
-from edge_agent.monitor import MetricsWindow
-from edge_agent.topics import Channel, topic
 from hub.ingest import Ingest, parse_message
 from hub.store import Store
 from tests.hub.test_store import row
@@ -385,9 +385,7 @@ def test_windows_of_an_unknown_model_version_are_counted_stored_and_acked(
         known_version=lambda name, version: (name, version) == ("demo", 1),
     ) as ingest:  # fmt: skip
         known = row(dev, 1)
-        unknown = MetricsMessage(
-            dev, 2, 2, (replace(row(dev, 2).windows[0], model_version=7),)
-        )
+        unknown = MetricsMessage(dev, 2, 2, (replace(row(dev, 2).windows[0], model_version=7),))
         for m in (known, unknown, MetricsMessage(dev, 3, 3, unknown.windows)):
             device.publish(dev, Channel.METRICS, m.to_bytes())
         assert ingest.wait_until_acked(dev, 3, 60)

@@ -20,11 +20,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from click.testing import CliRunner
 
-from edge_agent.agent import Agent
 from edge_agent.cli import _load_plugins, cli
-from edge_agent.config import BrokerConfig
-from edge_agent.directive import Directive
-from edge_agent.topics import Channel, topic
+from edge_agent.contract.directive import Directive
+from edge_agent.contract.topics import Channel, topic
+from edge_agent.daemon.agent import Agent
+from edge_agent.daemon.config import BrokerConfig
 from hub.broker import free_port
 from hub.bundler import ReferenceData
 from hub.service import HubService, HubSettings

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.bundle import inspect_bundle
+from edge_agent.contract.bundle import inspect_bundle
 from edge_agent.errors import ValidationError
 from hub.bundler import ReferenceData, build_bundle, load_reference
 from hub.registry import (

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from edge_agent.config import BrokerConfig
+from edge_agent.daemon.config import BrokerConfig
 from hub import mqtt_relay
 from hub.mqtt_relay import RelayConfig, _Relay
 

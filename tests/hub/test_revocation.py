@@ -16,8 +16,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.messages import State
-from edge_agent.topics import Channel, topic
+from edge_agent.contract.messages import State
+from edge_agent.contract.topics import Channel, topic
 from hub.broker import free_port
 from hub.bundler import ReferenceData
 from hub.enroll import enroll_device, revoke_device

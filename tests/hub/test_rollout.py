@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from edge_agent.directive import Probation
+from edge_agent.contract.directive import Probation
+from edge_agent.contract.messages import Event, EventKind, ModelVersion, State
 from edge_agent.errors import ValidationError
-from edge_agent.messages import Event, EventKind, ModelVersion, State
 from hub.drift import DriftSummary, FeatureDrift
 from hub.drift import Verdict as DriftVerdict
 from hub.rollout import (

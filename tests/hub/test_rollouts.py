@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edge_agent.agent import Agent
-from edge_agent.config import BrokerConfig
-from edge_agent.directive import Probation
+from edge_agent.contract.directive import Probation
+from edge_agent.daemon.agent import Agent
+from edge_agent.daemon.config import BrokerConfig
 from hub.audit import AuditLog
 from hub.broker import free_port
 from hub.bundler import ReferenceData
@@ -59,8 +59,8 @@ def fleet(request, tmp_path, demo_dir, reference_x, agent_config):
 
         with zipfile.ZipFile(bad) as zf:  # re-version the spoiled bundle as v3
             members = {i.filename: zf.read(i) for i in zf.infolist()}
-        from edge_agent.canonical import canonical_bytes
-        from edge_agent.trust import Context
+        from edge_agent.contract.canonical import canonical_bytes
+        from edge_agent.contract.trust import Context
         from hub.signing import sign
 
         manifest = json.loads(members["manifest.json"])

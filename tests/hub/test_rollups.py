@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge_agent.contract.messages import MetricsMessage
+from edge_agent.contract.window import MetricsWindow, merge_windows
 from edge_agent.errors import ValidationError
-from edge_agent.messages import MetricsMessage
-from edge_agent.monitor import MetricsWindow, merge_windows
 from hub.rollups import HOUR_S, hour_of, merge_documents
 from hub.store import LONG_WINDOW_S, Store
 from tests.hub.test_store import row, window
@@ -104,9 +104,9 @@ def test_a_late_window_for_a_rolled_up_hour_is_counted(store):
 def test_a_compacted_range_that_replaces_stored_windows_stays_exact(tmp_path):
     with Store(tmp_path / "hub.db") as s:
         s.store_metrics_batch([row("a", 1), row("a", 2)])
-        assert s.merged_windows("demo", 1)[0].n == row("a", 1).windows[0].n + row(
-            "a", 2
-        ).windows[0].n
+        assert (
+            s.merged_windows("demo", 1)[0].n == row("a", 1).windows[0].n + row("a", 2).windows[0].n
+        )
         # the device compacted 1..4 after the hub stored 1 and 2: the range replaces them
         s.store_metrics_batch([row("a", 1, 4)])
         expected = merged([row("a", q).windows[0] for q in (1, 2, 3, 4)])

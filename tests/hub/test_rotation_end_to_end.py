@@ -17,12 +17,12 @@ import pytest
 from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.agent import Agent
 from edge_agent.cli import _load_plugins, cli
-from edge_agent.config import BrokerConfig
-from edge_agent.directive import ModelRef
-from edge_agent.topics import TRUST_TOPIC
-from edge_agent.trust import RotationChain
+from edge_agent.contract.directive import ModelRef
+from edge_agent.contract.topics import TRUST_TOPIC
+from edge_agent.contract.trust import RotationChain
+from edge_agent.daemon.agent import Agent
+from edge_agent.daemon.config import BrokerConfig
 from hub.bundler import ReferenceData
 from hub.keys import ROTATIONS_FILE, load_private_key
 from hub.service import HubService, HubSettings
@@ -135,9 +135,10 @@ def test_rotated_keys_reach_a_running_device_and_retired_keys_are_refused_after(
             detail = wait_event(service, "dev-a", "trust_rotated", None)
             assert detail == "trust version 1 -> 2 (2 of 2)"
             assert agent.trust.version == 2
-            assert retained(mosquitto, TRUST_TOPIC) == RotationChain.load(
-                data / ROTATIONS_FILE
-            ).to_bytes()
+            assert (
+                retained(mosquitto, TRUST_TOPIC)
+                == RotationChain.load(data / ROTATIONS_FILE).to_bytes()
+            )
             # v2 was signed by the keys now retired: the device refuses the bundle
             deploy(service, token, "dev-a", 2)
             assert "not trusted" in wait_event(service, "dev-a", "failed", 2)

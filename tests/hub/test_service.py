@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edge_agent.agent import Agent
-from edge_agent.config import BrokerConfig
-from edge_agent.messages import State
-from edge_agent.topics import Channel
+from edge_agent.contract.messages import State
+from edge_agent.contract.topics import Channel
+from edge_agent.daemon.agent import Agent
+from edge_agent.daemon.config import BrokerConfig
 from hub.broker import free_port
 from hub.rollups import HOUR_S, hour_of
 from hub.service import HubService, HubSettings
@@ -313,7 +313,7 @@ def test_pipeline_pushes_a_model_with_the_cli_and_gets_meaningful_exit_codes(
 
 
 def test_live_event_stream_delivers_new_events(hub_service):
-    from edge_agent.messages import Event, EventKind, ModelVersion
+    from edge_agent.contract.messages import Event, EventKind, ModelVersion
 
     reader, _ = hub_service.tokens.create("ro", ["read"])
     store = hub_service.store
@@ -343,7 +343,7 @@ def _pump_window(service: HubService, x, start: float, end: float):
     """A window of pump v1 (as an agent would close it) over the inputs ``x``."""
     import numpy as np
 
-    from edge_agent.monitor import WindowAccumulator
+    from edge_agent.inference.accumulator import WindowAccumulator
 
     reference = service.registry.reference("pump", 1)
     acc = WindowAccumulator(reference, "pump", 1, "active", clock=lambda: start)
@@ -355,8 +355,8 @@ def _pump_window(service: HubService, x, start: float, end: float):
 
 
 def test_hub_serve_runs_alert_rules_from_a_file(tmp_path, demo_dir, reference_x):
+    from edge_agent.contract.messages import MetricsMessage
     from edge_agent.errors import ValidationError
-    from edge_agent.messages import MetricsMessage
     from hub.drift import drift_report
 
     rule = {
@@ -618,8 +618,18 @@ def test_hub_serve_posts_a_firing_alert_to_the_webhook(tmp_path, signing_keys):
     rules.write_text(json.dumps({"rules": [rule]}))
     hook = Hook()
     hub = Served(
-        "--data", str(tmp_path / "hub"), "--api-port", "0", "--broker-port", "0",
-        "--alerts", str(rules), "--webhook-url", hook.url, "--alert-interval", "1",
+        "--data",
+        str(tmp_path / "hub"),
+        "--api-port",
+        "0",
+        "--broker-port",
+        "0",
+        "--alerts",
+        str(rules),
+        "--webhook-url",
+        hook.url,
+        "--alert-interval",
+        "1",
     )  # fmt: skip  (port 0: the hub picks free ports and names them in its ready line)
     try:
         hub.wait_ready()

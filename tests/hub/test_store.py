@@ -15,9 +15,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.messages import Event, EventKind, Health, MetricsMessage, ModelVersion, State
-from edge_agent.monitor import MetricsWindow, WindowAccumulator, merge_windows
-from edge_agent.reference import ReferenceStats
+from edge_agent.contract.messages import (
+    Event,
+    EventKind,
+    Health,
+    MetricsMessage,
+    ModelVersion,
+    State,
+)
+from edge_agent.contract.reference import ReferenceStats
+from edge_agent.contract.window import MetricsWindow, merge_windows
+from edge_agent.inference.accumulator import WindowAccumulator
 from hub.store import EPOCH_BLOCK, Outcome, Store, StoreError
 
 F, C = 3, 3

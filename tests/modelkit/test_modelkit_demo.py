@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.input_schema import InputSchema
-from edge_agent.runtime import runtime_name
+from edge_agent.contract.input_schema import InputSchema
+from edge_agent.inference.runtime import runtime_name
 from hub.modelkit import CLASSES, FEATURES, DemoReport, InvalidDataError, build_demo
 
 pytestmark = pytest.mark.runtime

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tflite
 
-from edge_agent.runtime import open_interpreter, runtime_name
+from edge_agent.inference.runtime import open_interpreter, runtime_name
 from hub.modelkit import (
     RUNTIME_ROUNDING,
     Dataset,

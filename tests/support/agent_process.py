@@ -192,7 +192,7 @@ def write_toml(path: Path, **settings: Any) -> Path:
 
 def _arm(point: str, sha256: str) -> None:
     """Make this process SIGKILL itself at ``point`` of activating bundle ``sha256``."""
-    from edge_agent.slots import Pointer, ProbationRecord, SlotRef, SlotStore
+    from edge_agent.daemon.slots import Pointer, ProbationRecord, SlotRef, SlotStore
 
     install, activate = SlotStore.install, SlotStore.activate
 

@@ -9,19 +9,25 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.canonical import canonical_bytes
-from edge_agent.directive import ModelRef
-from edge_agent.manifest import MANIFEST, SAMPLES, SIGNATURES
-from edge_agent.trust import Context
+from edge_agent.contract.canonical import canonical_bytes
+from edge_agent.contract.directive import ModelRef
+from edge_agent.contract.manifest import MANIFEST, SAMPLES, SIGNATURES
+from edge_agent.contract.trust import Context
 from hub.bundler import ReferenceData, build_bundle
 from hub.signing import sign
 
 
-def build(model: bytes, version: int, keys, out: Path, reference: np.ndarray,
-          name: str = "pump") -> Path:
-    build_bundle(model, name=name, version=version, keys=keys, out=out,
-                 reference=ReferenceData(reference, tuple(f"f{i}" for i in
-                                                          range(reference.shape[1]))))
+def build(
+    model: bytes, version: int, keys, out: Path, reference: np.ndarray, name: str = "pump"
+) -> Path:
+    build_bundle(
+        model,
+        name=name,
+        version=version,
+        keys=keys,
+        out=out,
+        reference=ReferenceData(reference, tuple(f"f{i}" for i in range(reference.shape[1]))),
+    )
     return out
 
 
@@ -34,8 +40,10 @@ def spoil_samples(src: Path, dst: Path, keys) -> Path:
     samples["expected"] = [[1.0 - v for v in row] for row in samples["expected"]]
     members[SAMPLES] = canonical_bytes(samples)
     manifest = json.loads(members[MANIFEST])
-    manifest["members"][SAMPLES] = {"sha256": hashlib.sha256(members[SAMPLES]).hexdigest(),
-                                    "size": len(members[SAMPLES])}
+    manifest["members"][SAMPLES] = {
+        "sha256": hashlib.sha256(members[SAMPLES]).hexdigest(),
+        "size": len(members[SAMPLES]),
+    }
     members[MANIFEST] = canonical_bytes(manifest)
     sigs = sign(Context.BUNDLE_MANIFEST, members[MANIFEST], keys)
     members[SIGNATURES] = canonical_bytes([s.to_json() for s in sigs])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from edge_agent.monitor import MetricsWindow
+from edge_agent.contract.window import MetricsWindow
 
 #: Pause between two closes. A closer that never pauses holds the GIL and the window's
 #: lock against the workers: on a busy 2-core machine the workers then crawl (30 s for

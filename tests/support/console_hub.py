@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.agent import Agent
-from edge_agent.config import AgentConfig, BrokerConfig
+from edge_agent.daemon.agent import Agent
+from edge_agent.daemon.config import AgentConfig, BrokerConfig
 from hub.modelkit.demo import build_demo
 from tests.support.fleet import running_fleet
 

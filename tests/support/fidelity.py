@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.bundle import Bundle, verify_bundle
-from edge_agent.histogram import bin_indices
-from edge_agent.manifest import MODEL
-from edge_agent.messages import ModelVersion
-from edge_agent.model import LoadedModel
-from edge_agent.reference import ReferenceStats
-from edge_agent.serving import ServingModel
-from edge_agent.trust import TrustRoot
+from edge_agent.contract.bundle import Bundle, verify_bundle
+from edge_agent.contract.histogram import bin_indices
+from edge_agent.contract.manifest import MODEL
+from edge_agent.contract.messages import ModelVersion
+from edge_agent.contract.reference import ReferenceStats
+from edge_agent.contract.trust import TrustRoot
+from edge_agent.inference.model import LoadedModel
+from edge_agent.inference.serving import ServingModel
 from hub.bundler import ReferenceData, build_bundle
 from hub.drift import (
     DEFAULT_THRESHOLDS,

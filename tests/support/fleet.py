@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.messages import Event, EventKind, Health, ModelVersion, State
+from edge_agent.contract.messages import Event, EventKind, Health, ModelVersion, State
 from hub.broker import free_port
 from hub.bundler import ReferenceData
 from hub.service import HubService, HubSettings

@@ -18,11 +18,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.directive import Directive, ModelRef, Probation, SignedDirective
+from edge_agent.contract.directive import Directive, ModelRef, Probation, SignedDirective
+from edge_agent.contract.messages import Ack, Event, MetricsMessage, State
+from edge_agent.contract.topics import Channel, fleet_filter, parse_topic, topic
+from edge_agent.contract.trust import Context
 from edge_agent.errors import ValidationError
-from edge_agent.messages import Ack, Event, MetricsMessage, State
-from edge_agent.topics import Channel, fleet_filter, parse_topic, topic
-from edge_agent.trust import Context
 from hub.signing import sign
 
 
@@ -38,17 +38,26 @@ class DeviceRecord:
 
 
 class HubDouble:
-    def __init__(self, host: str, port: int, keys: Sequence[Ed25519PrivateKey], ack: bool = True,
-                 username: str | None = None, password: str | None = None):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        keys: Sequence[Ed25519PrivateKey],
+        ack: bool = True,
+        username: str | None = None,
+        password: str | None = None,
+    ):
         self.keys = list(keys)
         self.ack_enabled = ack
         self.devices: dict[str, DeviceRecord] = defaultdict(DeviceRecord)
         self.malformed = 0
         self.cond = threading.Condition()
         self.seq = 0
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"hub-double-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"hub-double-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv311,
+        )
         self.client.max_queued_messages_set(0)
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
@@ -64,8 +73,9 @@ class HubDouble:
         self._connected.clear()
 
     def _on_connect(self, client, userdata, flags, reason, properties):
-        client.subscribe([(fleet_filter(c), 1) for c in (Channel.STATE, Channel.EVENTS,
-                                                           Channel.METRICS)])
+        client.subscribe(
+            [(fleet_filter(c), 1) for c in (Channel.STATE, Channel.EVENTS, Channel.METRICS)]
+        )
         self._connected.set()
 
     def close(self) -> None:
@@ -74,22 +84,42 @@ class HubDouble:
 
     # --- directives ---------------------------------------------------------------
 
-    def directive(self, device_id: str, model: ModelRef, *, mode: str = "active",
-                  downgrade: bool = False, probation: Probation | None = None,
-                  expires_in: int = 3600, seq: int | None = None) -> Directive:
+    def directive(
+        self,
+        device_id: str,
+        model: ModelRef,
+        *,
+        mode: str = "active",
+        downgrade: bool = False,
+        probation: Probation | None = None,
+        expires_in: int = 3600,
+        seq: int | None = None,
+    ) -> Directive:
         self.seq = seq if seq is not None else self.seq + 1
         now = int(time.time())
-        return Directive(device_id=device_id, seq=self.seq, issued_at=now,
-                         expires_at=now + expires_in, model=model, mode=mode,  # type: ignore[arg-type]
-                         downgrade=downgrade, probation=probation or Probation(window_s=0.5,
-                                                                              min_predictions=1))
+        return Directive(
+            device_id=device_id,
+            seq=self.seq,
+            issued_at=now,
+            expires_at=now + expires_in,
+            model=model,
+            mode=mode,  # type: ignore[arg-type]
+            downgrade=downgrade,
+            probation=probation or Probation(window_s=0.5, min_predictions=1),
+        )
 
     def signed(self, d: Directive, keys: Sequence[Ed25519PrivateKey] | None = None) -> bytes:
         sigs = sign(Context.DIRECTIVE, d.signed_bytes(), keys or self.keys)
         return SignedDirective(d, tuple(sigs)).to_bytes()
 
-    def publish_raw(self, device_id: str, channel: Channel, payload: bytes,
-                    retain: bool = True, timeout: float = 60.0) -> None:
+    def publish_raw(
+        self,
+        device_id: str,
+        channel: Channel,
+        payload: bytes,
+        retain: bool = True,
+        timeout: float = 60.0,
+    ) -> None:
         # amqtt 0.12.1 sometimes drops a client when others connect at the same moment
         # ("dictionary changed size during iteration" in the broker): wait for paho to
         # reconnect and publish again, as the real hub will.

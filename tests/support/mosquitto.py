@@ -100,7 +100,7 @@ class Mosquitto:
         assert self.tls is not None
         for prefix, port in (("#tls ", self.tls_port), ("#hubtls ", self.hub_tls_port)):
             if line.startswith(prefix):
-                line = line[len(prefix):]
+                line = line[len(prefix) :]
                 if line.startswith("listener "):
                     return f"listener {port} {self.host}"
                 files = {"certfile": self.tls.cert, "keyfile": self.tls.key, "cafile": self.tls.ca}
@@ -110,8 +110,12 @@ class Mosquitto:
 
     def start(self) -> Mosquitto:
         conf = self.render()
-        self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stderr=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(conf)],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
         ready = threading.Event()
 
         def pump() -> None:
@@ -148,8 +152,12 @@ class Mosquitto:
     def __enter__(self) -> Mosquitto:
         return self.start_on_free_ports()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def start_on_free_ports(self, attempts: int = 3) -> Mosquitto:

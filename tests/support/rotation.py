@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.trust import Context, RotationRecord, TrustRoot
+from edge_agent.contract.trust import Context, RotationRecord, TrustRoot
 from hub.signing import sign
 
 

@@ -6,8 +6,8 @@ import pytest
 from textual.command import CommandList
 from textual.widgets import Button, DataTable, Select, Static
 
-from edge_agent.messages import Event as WireEvent
-from edge_agent.messages import EventKind, ModelVersion
+from edge_agent.contract.messages import Event as WireEvent
+from edge_agent.contract.messages import EventKind, ModelVersion
 from hub.rollout import RolloutSpec, Selector, Stage
 from tests.support.fleet import DEVICES
 from tests.support.tcp_proxy import TcpProxy
@@ -287,7 +287,7 @@ async def test_views_open_from_the_command_palette_and_the_theme_toggles(fleet):
 async def test_the_fleet_follows_device_changes_in_place(own_fleet):
     """A device that reports new state changes its row's cells; the cursor stays on the
     device the operator is on; a device that comes or goes adds or removes its row."""
-    from edge_agent.messages import State
+    from edge_agent.contract.messages import State
 
     store = own_fleet.service.store
     app = console(own_fleet, "read", stream=False, refresh_s=0.2)

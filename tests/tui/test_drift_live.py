@@ -9,8 +9,8 @@ import pytest
 from textual.widgets import DataTable, Static
 from textual_plot import PlotWidget
 
-from edge_agent.agent import Agent
-from edge_agent.config import BrokerConfig
+from edge_agent.daemon.agent import Agent
+from edge_agent.daemon.config import BrokerConfig
 from edgefleet_client import HubClient
 from tests.tui.conftest import console, until
 

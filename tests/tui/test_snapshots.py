@@ -56,8 +56,10 @@ async def rows_loaded(pilot: Pilot[object], selector: str, count: int) -> None:
     await until(pilot, lambda: app.identity is not None, "the token's identity")
     await until(
         pilot,
-        lambda: len(app.screen.query(selector)) == 1
-        and app.screen.query_one(selector, DataTable).row_count == count,
+        lambda: (
+            len(app.screen.query(selector)) == 1
+            and app.screen.query_one(selector, DataTable).row_count == count
+        ),
         f"{count} rows in {selector}",
     )
     table = app.screen.query_one(selector, DataTable)

@@ -51,4 +51,3 @@ async def test_sort_by_value_with_missing_values_last():
         sort_table(table, "n", reverse=False)
         order = [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(4)]
         assert order == ["c", "a", "d", "b"]  # numbers as numbers (not "10" < "9"), None last
-

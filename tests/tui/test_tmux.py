@@ -122,7 +122,7 @@ def test_without_a_token_the_console_says_where_to_put_one(tmp_path):
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        f"Error: no API token: set EDGEFLEET_TOKEN, pass --token-file, or put token = \"...\" "
+        f'Error: no API token: set EDGEFLEET_TOKEN, pass --token-file, or put token = "..." '
         f"in {tmp_path / 'cfg' / 'edgefleet' / 'console.toml'} (mode 600)"
     ]
 

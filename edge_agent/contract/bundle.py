@@ -2,12 +2,12 @@
 
 A bundle is a ZIP archive of *stored* (uncompressed) members::
 
-    manifest.json    canonical JSON, see :mod:`edge_agent.manifest`
+    manifest.json    canonical JSON, see :mod:`edge_agent.contract.manifest`
     signatures.json  detached Ed25519 signatures over the manifest bytes
     model.tflite     the TFLite flatbuffer
-    reference.json   drift reference statistics (:mod:`edge_agent.reference`)
-    schema.json      input schema (:mod:`edge_agent.input_schema`)
-    samples.json     smoke-test samples (:mod:`edge_agent.samples`)
+    reference.json   drift reference statistics (:mod:`edge_agent.contract.reference`)
+    schema.json      input schema (:mod:`edge_agent.contract.input_schema`)
+    samples.json     smoke-test samples (:mod:`edge_agent.contract.samples`)
 
 Verification order: archive structure (names, types, sizes: nothing is decompressed,
 so there is no zip bomb), then the signatures over the manifest bytes against the
@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Final, TypeVar
 
-from edge_agent.canonical import canonical_bytes, parse_json
-from edge_agent.errors import BundleError, EdgeFleetError, ValidationError
-from edge_agent.input_schema import InputSchema
-from edge_agent.manifest import (
+from edge_agent.contract.canonical import canonical_bytes, parse_json
+from edge_agent.contract.input_schema import InputSchema
+from edge_agent.contract.manifest import (
     CONTENT_MEMBERS,
     INPUT_SCHEMA,
     MANIFEST,
@@ -43,9 +42,10 @@ from edge_agent.manifest import (
     SIGNATURES,
     Manifest,
 )
-from edge_agent.reference import ReferenceStats
-from edge_agent.samples import SmokeSamples
-from edge_agent.trust import Context, Signature, TrustRoot, signatures_from_json
+from edge_agent.contract.reference import ReferenceStats
+from edge_agent.contract.samples import SmokeSamples
+from edge_agent.contract.trust import Context, Signature, TrustRoot, signatures_from_json
+from edge_agent.errors import BundleError, EdgeFleetError, ValidationError
 
 _T = TypeVar("_T")
 ALL_MEMBERS: Final = CONTENT_MEMBERS | {MANIFEST, SIGNATURES}

@@ -7,7 +7,7 @@ Threads, and what each may touch:
   windows on time and decides probation;
 - the **deploy thread** downloads, verifies, smoke-tests and activates bundles, one
   directive at a time (a newer directive cancels the download in progress);
-- paho's network thread only enqueues (see :mod:`edge_agent.link`);
+- paho's network thread only enqueues (see :mod:`edge_agent.daemon.link`);
 - callers of :meth:`Agent.predict` (local apps, the loopback HTTP API) run the model.
 
 What is on disk (``data_dir``, mode 0700) is enough to restart into the same state:
@@ -29,19 +29,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from edge_agent import __version__
-from edge_agent.config import AgentConfig
-from edge_agent.directive import Directive, DirectiveRefusedError, Refusal, accept_directive
-from edge_agent.durable import read_json, write_json_atomic
-from edge_agent.errors import (
-    ActivationError,
-    DownloadError,
-    EdgeFleetError,
-    OutboxError,
-    ValidationError,
+from edge_agent.contract.directive import (
+    Directive,
+    DirectiveRefusedError,
+    Refusal,
+    accept_directive,
 )
-from edge_agent.link import CONNECTED, Incoming, MqttLink
-from edge_agent.local_api import LocalApi
-from edge_agent.messages import (
+from edge_agent.contract.messages import (
     Ack,
     Event,
     EventKind,
@@ -50,14 +44,26 @@ from edge_agent.messages import (
     ModelVersion,
     State,
 )
-from edge_agent.monitor import MetricsWindow
-from edge_agent.outbox import Outbox
-from edge_agent.pinned import PinnedTrust
-from edge_agent.probation import ProbationMonitor, Verdict
-from edge_agent.serving import Prediction, Predictor, ServingModel
-from edge_agent.slots import Pointer, ProbationRecord, SlotRef, SlotStore
-from edge_agent.topics import Channel
-from edge_agent.trust import RotationChain, TrustRoot
+from edge_agent.contract.topics import Channel
+from edge_agent.contract.trust import RotationChain, TrustRoot
+from edge_agent.contract.window import MetricsWindow
+from edge_agent.daemon.config import AgentConfig
+from edge_agent.daemon.link import CONNECTED, Incoming, MqttLink
+from edge_agent.daemon.local_api import LocalApi
+from edge_agent.daemon.outbox import Outbox
+from edge_agent.daemon.pinned import PinnedTrust
+from edge_agent.daemon.probation import ProbationMonitor, Verdict
+from edge_agent.daemon.slots import Pointer, ProbationRecord, SlotRef, SlotStore
+from edge_agent.durable import read_json, write_json_atomic
+from edge_agent.errors import (
+    ActivationError,
+    DownloadError,
+    EdgeFleetError,
+    OutboxError,
+    ValidationError,
+)
+from edge_agent.inference.prediction import Prediction
+from edge_agent.inference.serving import Predictor, ServingModel
 
 log = logging.getLogger("edgefleet.agent")
 
@@ -166,7 +172,7 @@ class Agent:
         """Prepare the agent (nothing runs before :meth:`start`).
 
         The trust root is the pinned trust file with the rotations adopted since
-        (:class:`edge_agent.pinned.PinnedTrust`).
+        (:class:`edge_agent.daemon.pinned.PinnedTrust`).
 
         Raises:
             ValidationError: the trust file is malformed.
@@ -378,7 +384,7 @@ class Agent:
         self.slots.write(replace(self.slots.pointer(), running=True))
 
     def _parse_stored_directive(self) -> Directive:
-        from edge_agent.canonical import parse_json
+        from edge_agent.contract.canonical import parse_json
 
         return Directive.from_json(
             parse_json(self._accepted_payload, "stored directive")["directive"]
@@ -687,7 +693,7 @@ class Agent:
 
     def _check_probation(self) -> None:
         monitor = self.predictor.probation
-        if monitor is None:
+        if not isinstance(monitor, ProbationMonitor):  # none running (the agent sets it)
             return
         outcome = monitor.outcome(self.monotonic())
         if outcome.verdict is Verdict.RUNNING:
@@ -851,7 +857,7 @@ class Agent:
                 )
 
         skip_httpx_cli()
-        from edge_agent.download import download_bundle  # httpx is imported only when needed
+        from edge_agent.daemon.download import download_bundle  # httpx is imported only when needed
 
         # The URLs carry a signature (a bearer credential): name the bundle by its hash.
         log.info("agent: downloading %s v%s (bundle %s, %d bytes)",

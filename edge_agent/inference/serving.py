@@ -12,65 +12,29 @@ import time
 from collections.abc import Callable
 from math import isfinite, isnan
 from time import perf_counter
-from typing import Any, NamedTuple
+from typing import Any, Protocol
 
 import numpy as np
 
-from edge_agent.bundle import Bundle
+from edge_agent.contract.bundle import Bundle
+from edge_agent.contract.input_schema import InputSchema, nan_message, out_of_range_message
+from edge_agent.contract.manifest import MODEL
+from edge_agent.contract.messages import ModelVersion
+from edge_agent.contract.window import MetricsWindow
 from edge_agent.errors import ActivationError, EdgeFleetError, PredictionError
-from edge_agent.hotpath import NativeRunner, native_runner
-from edge_agent.input_schema import InputSchema, nan_message, out_of_range_message
-from edge_agent.manifest import MODEL
-from edge_agent.messages import ModelVersion
-from edge_agent.model import LoadedModel
-from edge_agent.monitor import MetricsWindow, WindowAccumulator
-from edge_agent.probation import ProbationMonitor
+from edge_agent.inference.accumulator import WindowAccumulator
+from edge_agent.inference.hotpath import NativeRunner, NativeSpec, native_runner
+from edge_agent.inference.model import LoadedModel
+from edge_agent.inference.prediction import Prediction, RowError
 
 _FLOAT32 = np.dtype(np.float32)
 
 
-class RowError(NamedTuple):
-    """Why one row of a batch got no output: ``kind`` is the error counted in the
-    window (``invalid_input`` or ``nan_output``), ``message`` the one-line reason."""
+class Observer(Protocol):
+    """What watches every prediction besides the window (the agent's probation)."""
 
-    row: int
-    kind: str
-    message: str
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON for the local API."""
-        return {"row": self.row, "kind": self.kind, "error": self.message}
-
-
-class Prediction(NamedTuple):
-    """Outputs for a batch, with the labels and the model that produced them.
-
-    ``errors`` lists the rows of a batch that were refused (``invalid_input``) or whose
-    output was NaN or infinite (``nan_output``); their rows of ``outputs`` are NaN. The
-    other rows were served. (A NamedTuple: built on every prediction, and cheaper than a
-    frozen dataclass; the native path builds it too, with no errors.)
-    """
-
-    outputs: np.ndarray
-    labels: tuple[str, ...]
-    model: ModelVersion
-    errors: tuple[RowError, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON for the local API: outputs, top-1 class per row and the model version;
-        a row with an error has null output and class, and ``errors`` says why."""
-        top = np.argmax(self.outputs, axis=1)
-        doc: dict[str, Any] = {
-            "outputs": self.outputs.tolist(),
-            "classes": [self.labels[i] if i < len(self.labels) else int(i) for i in top],
-            "model": self.model.to_json(),
-        }
-        if self.errors:
-            for e in self.errors:
-                doc["outputs"][e.row] = None
-                doc["classes"][e.row] = None
-            doc["errors"] = [e.to_json() for e in self.errors]
-        return doc
+    def observe(self, ok: int, errors: int, latency_s: float | None = None) -> None:
+        """Count ``ok`` served rows and ``errors`` failed ones (one invocation)."""
 
 
 class ServingModel:
@@ -119,8 +83,21 @@ class ServingModel:
         self._refuse_range = self.schema.out_of_range == "refuse" and bounded
         self._refuse_nan = self.schema.nan == "refuse"
         self._row_shape = (self.model.n_features,)
-        #: The native one-sample path (edge_agent/hotpath.py), or None where not built.
-        self.native: NativeRunner | None = native_runner(self, Prediction)
+        #: The native one-sample path (edge_agent/inference/hotpath.py), or None where not built.
+        self.native: NativeRunner | None = native_runner(
+            NativeSpec(
+                model=self.model,
+                lock=self._lock,
+                monitor=self.monitor,
+                names=self.schema.names,
+                lo=self._lo,
+                hi=self._hi,
+                refuse_nan=self._refuse_nan,
+                refuse_range=self._refuse_range,
+                labels=self.labels,
+                version=self.version,
+            )
+        )
 
     def smoke_test(self) -> None:
         """Run the bundle's samples and compare with the outputs the hub recorded.
@@ -206,7 +183,7 @@ class ServingModel:
                 out[i] = self.range_problem(row)
         return out
 
-    def predict_one(self, inputs: np.ndarray, probation: ProbationMonitor | None) -> np.ndarray:
+    def predict_one(self, inputs: np.ndarray, probation: Observer | None) -> np.ndarray:
         """Validate, run and record one float32 sample ``[features]``: the serving hot path.
 
         :meth:`validate` then :meth:`run` for one row, inlined, with the same errors and
@@ -312,7 +289,7 @@ class Predictor:
         """Start with no model (predictions fail until one is activated)."""
         self.active: ServingModel | None = None
         self.shadow: ServingModel | None = None
-        self.probation: ProbationMonitor | None = None
+        self.probation: Observer | None = None
 
     def predict(self, inputs: Any) -> Prediction:
         """Validate and run ``inputs`` (one sample ``[F]`` or a batch ``[B, F]``).

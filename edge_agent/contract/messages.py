@@ -12,10 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
-from edge_agent.canonical import canonical_bytes, parse_json
-from edge_agent.errors import ValidationError
-from edge_agent.monitor import MetricsWindow
-from edge_agent.schema import (
+from edge_agent.contract.canonical import canonical_bytes, parse_json
+from edge_agent.contract.fields import (
     MAX_INT,
     as_object,
     exact_fields,
@@ -24,7 +22,9 @@ from edge_agent.schema import (
     safe_name,
     sha256_hex,
 )
-from edge_agent.schema import field as get
+from edge_agent.contract.fields import field as get
+from edge_agent.contract.window import MetricsWindow
+from edge_agent.errors import ValidationError
 
 MAX_PAYLOAD_BYTES: Final = 256 << 10
 STATE_FORMAT: Final = "edgefleet-state/1"

@@ -16,7 +16,7 @@ model. Over the bins of the reference's top-1 confidence histogram it keeps:
 - ``typicality``: the held-out inputs' mean and their :data:`TYPICAL_DIRECTIONS`
   weakest principal directions, whitened (``v / sqrt(eigenvalue)``), with the mean
   energy ``sum_i (d_i . (x - mean))**2`` per true class. Devices sum that energy over
-  their inputs (see :mod:`edge_agent.monitor`): the weak directions are where the
+  their inputs (see :mod:`edge_agent.contract.window`): the weak directions are where the
   features' correlations live (one sensor tracking another), so added noise or a
   sensor moving alone inflates the energy long before it shows in any one feature's
   spread.
@@ -33,9 +33,9 @@ from typing import Any, Final
 
 import numpy as np
 
+from edge_agent.contract.fields import exact_fields, field, list_of
+from edge_agent.contract.histogram import bin_indices, check_edges, n_counts
 from edge_agent.errors import ValidationError
-from edge_agent.histogram import bin_indices, check_edges, n_counts
-from edge_agent.schema import exact_fields, field, list_of
 
 #: Features above this count get no covariance in the map (it grows as F**2).
 MAX_COVARIANCE_FEATURES: Final = 64

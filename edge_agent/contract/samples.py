@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.contract.fields import exact_fields, field
 from edge_agent.errors import ValidationError
-from edge_agent.schema import exact_fields, field
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from edge_agent.canonical import canonical_bytes, parse_json
-from edge_agent.ed25519 import PublicKey
+from edge_agent.contract.canonical import canonical_bytes, parse_json
+from edge_agent.contract.ed25519 import PublicKey
+from edge_agent.contract.fields import exact_fields, field, list_of, positive_int, sha256_hex
 from edge_agent.errors import TrustError, ValidationError
-from edge_agent.schema import exact_fields, field, list_of, positive_int, sha256_hex
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

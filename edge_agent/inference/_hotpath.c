@@ -1,8 +1,8 @@
 /* One-sample predictions with their monitoring, in one native call.
  *
  * The optional native twin of ServingModel.predict_one + WindowAccumulator.record_one
- * (edge_agent/serving.py, edge_agent/monitor.py): the same checks, errors, counts and
- * bins, without the Python bytecode between them. edge_agent/hotpath.py builds a
+ * (edge_agent/inference/serving.py, edge_agent/contract/window.py): the same checks, errors, counts and
+ * bins, without the Python bytecode between them. edge_agent/inference/hotpath.py builds a
  * Runner from a ServingModel; where this module is not built (no C compiler on the
  * device) the agent serves through the pure-Python path, which tests compare with this.
  *
@@ -24,7 +24,7 @@
  *      count/mean/M2/min/max of values of magnitude <= moment_limit merged by Chan's
  *      formula, range misses; the typicality energy of samples with finite inputs
  *      (squared projections on typ_dirs, centred on typ_mean; see
- *      edge_agent/calibration.py); then classes, confidence (counts and the per-bin
+ *      edge_agent/contract/calibration.py); then classes, confidence (counts and the per-bin
  *      sums of finite top-1 confidences) and latency. Then a NaN / infinite output is refused
  *      (nan_output);
  *      Folding a block keeps the window's arrays in cache, which the model's own
@@ -79,7 +79,7 @@ typedef struct {
 static PyObject *s_interpreter, *s_batch, *s_set, *s_invoke, *s_get, *s_acquire, *s_release,
     *s_observe, *s_invalid, *s_invoke_error, *s_nan_output, *s_one, *s_zero;
 
-/* The count index of v for edges e[0..ne-1] (see edge_agent/histogram.py):
+/* The count index of v for edges e[0..ne-1] (see edge_agent/contract/histogram.py):
  * the number of edges <= v (searchsorted side="right"), but k for v == e[k] (the last
  * interior bin is closed) and k + 2 for NaN. Branch-free: values land anywhere. */
 static inline Py_ssize_t bin_of(const double *e, Py_ssize_t ne, double v) {
@@ -749,7 +749,7 @@ static PyMethodDef Runner_methods[] = {
 
 static PyTypeObject RunnerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edge_agent._hotpath.Runner",
+    .tp_name = "edge_agent.inference._hotpath.Runner",
     .tp_doc = PyDoc_STR("Runner(**arrays)(inputs, probation=None): one monitored prediction."),
     .tp_basicsize = sizeof(Runner),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
@@ -765,7 +765,7 @@ static PyTypeObject RunnerType = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_hotpath",
-    "Native one-sample prediction with monitoring (see edge_agent/hotpath.py).", -1, NULL,
+    "Native one-sample prediction with monitoring (see edge_agent/inference/hotpath.py).", -1, NULL,
     NULL, NULL, NULL, NULL,
 };
 

@@ -14,7 +14,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from edge_agent.directive import Probation
+from edge_agent.contract.directive import Probation
 
 
 class Verdict(StrEnum):

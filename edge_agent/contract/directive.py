@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, Literal
 
-from edge_agent.canonical import canonical_bytes, parse_json
+from edge_agent.contract.canonical import canonical_bytes, parse_json
+from edge_agent.contract.fields import exact_fields, list_of, positive_int, safe_name, sha256_hex
+from edge_agent.contract.fields import field as get
+from edge_agent.contract.trust import Context, Signature, TrustRoot, signatures_from_json
 from edge_agent.errors import DirectiveError, EdgeFleetError, TrustError
-from edge_agent.schema import exact_fields, list_of, positive_int, safe_name, sha256_hex
-from edge_agent.schema import field as get
-from edge_agent.trust import Context, Signature, TrustRoot, signatures_from_json
 
 DIRECTIVE_FORMAT: Final = "edgefleet-directive/1"
 MAX_DIRECTIVE_BYTES: Final = 64 << 10

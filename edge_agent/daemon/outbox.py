@@ -9,7 +9,7 @@ the sequence range ``[seq_lo, seq_hi]``: a fresh window has ``seq_lo == seq_hi``
 
 Rows leave only through :meth:`Outbox.ack` (the hub's end-to-end acknowledgement of
 everything up to a sequence). When the stored payload bytes exceed the budget, the
-oldest rows are merged pairwise with :func:`~edge_agent.monitor.merge_windows`: two
+oldest rows are merged pairwise with :func:`~edge_agent.contract.window.merge_windows`: two
 rows that are adjacent in the table and hold windows of the same models, versions and
 roles (the same ``group_key``) become one row over the union of their ranges, window
 by window. Grouping is what lets a shadow stage compact: active and shadow windows
@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from edge_agent.canonical import canonical_bytes, parse_json
+from edge_agent.contract.canonical import canonical_bytes, parse_json
+from edge_agent.contract.window import MetricsWindow, merge_windows
 from edge_agent.errors import OutboxError, ValidationError
-from edge_agent.monitor import MetricsWindow, merge_windows
 
 log = logging.getLogger("edgefleet.agent")
 

@@ -1,17 +1,17 @@
 """Reference statistics a bundle ships for drift: fixed bins and their reference counts.
 
 Per numeric feature: bin edges from reference quantiles and the reference counts in
-them (see :mod:`edge_agent.histogram` for the layout); the reference class
+them (see :mod:`edge_agent.contract.histogram` for the layout); the reference class
 distribution; and the top-1 confidence histogram. Devices count live data into the
 same bins, so the hub can compare merged counts with these exactly.
 
 Format versions (the document's ``format`` field; absent means 1):
 
-- **1**: edges at plain reference quantiles (:func:`~edge_agent.histogram.quantile_edges`:
+- **1**: edges at plain reference quantiles (:func:`~edge_agent.contract.histogram.quantile_edges`:
   underflow/overflow always empty in the reference, tied quantiles merged).
-- **2**: edges by :func:`~edge_agent.histogram.reference_edges` (tails with reference
+- **2**: edges by :func:`~edge_agent.contract.histogram.reference_edges` (tails with reference
   mass, one bin per value of discrete features, heavy values in their own bin), and
-  optionally a ``calibration`` map (:mod:`edge_agent.calibration`) for label-free
+  optionally a ``calibration`` map (:mod:`edge_agent.contract.calibration`) for label-free
   accuracy estimates. The layout of the counts is the same, so devices count both
   formats with the same code.
 """
@@ -24,10 +24,10 @@ from typing import Any, Final
 
 import numpy as np
 
-from edge_agent.calibration import Calibration
+from edge_agent.contract.calibration import Calibration
+from edge_agent.contract.fields import exact_fields, field, list_of, positive_int, safe_name
+from edge_agent.contract.histogram import check_edges, count, n_counts, reference_edges
 from edge_agent.errors import ValidationError
-from edge_agent.histogram import check_edges, count, n_counts, reference_edges
-from edge_agent.schema import exact_fields, field, list_of, positive_int, safe_name
 
 #: Top-1 confidence bins: ten of width 0.1.
 DEFAULT_CONFIDENCE_EDGES: Final = tuple(float(e) for e in np.linspace(0.0, 1.0, 11))
@@ -122,7 +122,7 @@ class ReferenceStats:
         discrete: Sequence[bool] | None = None,
     ) -> ReferenceStats:
         """Statistics of reference inputs ``x [n, F]`` and the model's outputs ``probs [n, C]``:
-        bins per feature (:func:`~edge_agent.histogram.reference_edges`; ``discrete``
+        bins per feature (:func:`~edge_agent.contract.histogram.reference_edges`; ``discrete``
         flags features declared discrete), predicted-class counts and a top-1
         confidence histogram. Writes format :data:`FORMAT`.
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.contract.manifest import Quantization, TensorSpec
 from edge_agent.errors import ModelLoadError, ValidationError
-from edge_agent.manifest import Quantization, TensorSpec
-from edge_agent.runtime import Interpreter, open_interpreter
+from edge_agent.inference.runtime import Interpreter, open_interpreter
 
 
 def tensor_spec(detail: dict[str, Any]) -> TensorSpec:
@@ -81,6 +81,9 @@ class LoadedModel:
         # Float32 in and out: run_one feeds and returns the tensors as they are.
         self._plain_io = self._in_dtype == np.float32 and np.dtype(self._out["dtype"]) == np.float32
         self._raw_calls = _has_raw_calls(self.interpreter)
+        #: Whether the native hot path can drive this model: float32 in and out through
+        #: the runtime's wrapped interpreter.
+        self.native_ready = self._plain_io and self._raw_calls
 
     def run_one(self, x: np.ndarray) -> np.ndarray:
         """:meth:`predict` for one float32 C-contiguous sample ``[1, n_features]``.

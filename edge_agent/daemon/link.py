@@ -20,10 +20,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from edge_agent.config import BrokerConfig
+from edge_agent.contract.messages import offline_state
+from edge_agent.contract.topics import TRUST_TOPIC, Channel, parse_topic, topic
+from edge_agent.daemon.config import BrokerConfig
 from edge_agent.errors import ValidationError
-from edge_agent.messages import offline_state
-from edge_agent.topics import TRUST_TOPIC, Channel, parse_topic, topic
 
 log = logging.getLogger("edgefleet.agent")
 

@@ -26,11 +26,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
 
+from edge_agent.durable import fsync_dir
 from edge_agent.errors import DownloadError
+from edge_agent.urls import redact_url
 
 if sys.platform != "win32":
     import fcntl
@@ -216,7 +218,7 @@ class _Job:
             try:
                 self._fetch(url)
             except _AttemptError as exc:
-                last = f"{_redact(url)}: {exc}"
+                last = f"{redact_url(url)}: {exc}"
                 failures += 1
                 failed.add(index)
                 if exc.give_up:
@@ -518,7 +520,7 @@ class _PartFile:
             self.path.replace(dest)
         except OSError as exc:
             raise DownloadError(f"cannot install {dest}: {exc.strerror or exc}") from exc
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
 
     def discard(self) -> None:
         """Delete the file (it is closed by :meth:`close`)."""
@@ -605,21 +607,6 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
         view = view[written:]
 
 
-def _fsync_dir(directory: Path) -> None:
-    if sys.platform == "win32":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot fsync a directory; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
 def _content_length(response: httpx.Response) -> int | None:
     value = response.headers.get("Content-Length")
     if value is None:
@@ -662,16 +649,6 @@ def _unsatisfied_length(value: str | None) -> int | None:
         return int(total_text)
     except ValueError:
         return None
-
-
-def _redact(url: str) -> str:
-    """``url`` without credentials, query or fragment, safe to show in messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid URL>"
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _secrets(url: str) -> list[str]:

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from edge_agent.contract.fields import safe_name
 from edge_agent.errors import ValidationError
-from edge_agent.schema import safe_name
 
 
 @dataclass(frozen=True)

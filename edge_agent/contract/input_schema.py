@@ -12,8 +12,8 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
+from edge_agent.contract.fields import exact_fields, field, list_of, safe_name
 from edge_agent.errors import ValidationError
-from edge_agent.schema import exact_fields, field, list_of, safe_name
 
 Policy = Literal["accept", "refuse"]
 _POLICIES: Final = ("accept", "refuse")

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from edge_agent.canonical import canonical_bytes
-from edge_agent.errors import ValidationError
-from edge_agent.schema import (
+from edge_agent.contract.canonical import canonical_bytes
+from edge_agent.contract.fields import (
     as_object,
     exact_fields,
     list_of,
@@ -20,7 +19,8 @@ from edge_agent.schema import (
     safe_name,
     sha256_hex,
 )
-from edge_agent.schema import field as get
+from edge_agent.contract.fields import field as get
+from edge_agent.errors import ValidationError
 
 BUNDLE_FORMAT: Final = "edgefleet-bundle/1"
 MANIFEST: Final = "manifest.json"

@@ -22,12 +22,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edge_agent.bundle import Bundle, verify_bundle
+from edge_agent.contract.bundle import Bundle, verify_bundle
+from edge_agent.contract.fields import exact_fields
+from edge_agent.contract.messages import ModelVersion
+from edge_agent.contract.trust import TrustRoot
 from edge_agent.durable import fsync_dir, read_json, write_json_atomic
 from edge_agent.errors import ActivationError, BundleError, EdgeFleetError, TrustError
-from edge_agent.messages import ModelVersion
-from edge_agent.schema import exact_fields
-from edge_agent.trust import TrustRoot
 
 
 @dataclass(frozen=True)

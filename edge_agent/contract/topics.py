@@ -20,11 +20,12 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
+from edge_agent.contract.fields import safe_name
 from edge_agent.errors import ValidationError
-from edge_agent.schema import safe_name
 
 PREFIX: Final = "edgefleet/v1/devices"
-#: The fleet-wide topic of the retained rotation chain (:class:`edge_agent.trust.RotationChain`).
+#: The fleet-wide topic of the retained rotation chain
+#: (:class:`edge_agent.contract.trust.RotationChain`).
 TRUST_TOPIC: Final = "edgefleet/v1/trust"
 
 

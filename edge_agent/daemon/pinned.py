@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from edge_agent.contract.trust import Advance, RotationChain, TrustRoot, advance
 from edge_agent.durable import write_json_atomic
 from edge_agent.errors import ValidationError
-from edge_agent.trust import Advance, RotationChain, TrustRoot, advance
 
 log = logging.getLogger("edgefleet.agent")
 

@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from edge_agent.errors import PredictionError
-from edge_agent.serving import Prediction
+from edge_agent.inference.prediction import Prediction
 
 log = logging.getLogger("edgefleet.agent")
 MAX_BODY_BYTES = 1 << 20

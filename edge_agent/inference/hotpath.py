@@ -1,0 +1,104 @@
+"""The native one-sample prediction path, where it is built.
+
+``edge_agent/inference/_hotpath.c`` does in one call what :meth:`ServingModel.predict_one
+<edge_agent.inference.serving.ServingModel.predict_one>` does in Python for one sample (a float32
+or float64 ``[F]`` array):
+the schema's NaN/range checks, set_tensor/invoke/get_tensor on the runtime, the output
+check, and the window's counts (histograms, moments, classes, confidence, latency) —
+buffered 64 samples at a time and folded feature by feature, as the Python path folds
+its buffer. Same errors, same counts; tests run both paths on the same samples and
+compare.
+
+It is optional: ``pip install`` builds it where a C compiler and the Python headers
+are present, and the agent falls back to the Python path where they are not (or when
+``EDGEFLEET_NATIVE=0`` is set). :func:`native_status` says which path a process uses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from edge_agent.contract.input_schema import nan_message, out_of_range_message
+from edge_agent.contract.messages import ModelVersion
+from edge_agent.errors import PredictionError
+from edge_agent.inference.accumulator import WindowAccumulator
+from edge_agent.inference.model import LoadedModel
+from edge_agent.inference.prediction import Prediction
+
+_hotpath: ModuleType | None
+try:
+    import edge_agent.inference._hotpath as _hotpath
+except ImportError:  # not built here: the Python path serves
+    _hotpath = None
+
+#: Calls ``(inputs, probation)``; returns the :class:`~edge_agent.inference.prediction.Prediction`,
+#: or None when ``inputs`` is not a float32/float64 ``[F]`` sample (the caller then
+#: takes the general path). Raises PredictionError as ``ServingModel.predict_one`` does.
+NativeRunner = Callable[[Any, Any], Prediction | None]
+
+
+def native_status() -> str:
+    """``"native"``, ``"disabled"`` (by ``EDGEFLEET_NATIVE=0``) or ``"not built"``."""
+    if _hotpath is None:
+        return "not built"
+    return "disabled" if os.environ.get("EDGEFLEET_NATIVE") == "0" else "native"
+
+
+@dataclass(frozen=True)
+class NativeSpec:
+    """What the native path needs of a serving model: its runtime wrapper, the lock its
+    predictions share, its window accumulator, and its schema's checks."""
+
+    model: LoadedModel
+    lock: Any  # the serving model's threading.Lock
+    monitor: WindowAccumulator
+    names: tuple[str, ...]
+    lo: np.ndarray  # float32 per-feature lower bounds (-inf: none)
+    hi: np.ndarray  # float32 per-feature upper bounds (+inf: none)
+    refuse_nan: bool
+    refuse_range: bool
+    labels: tuple[str, ...]
+    version: ModelVersion
+
+
+def native_runner(spec: NativeSpec) -> NativeRunner | None:
+    """A native runner for one serving model's one-sample predictions, or None.
+
+    None when the extension is not built or disabled, or when the model does not take
+    and return float32 through the runtime's wrapped interpreter (quantized I/O goes
+    through the Python path, which converts).
+
+    Raises:
+        ValueError: the monitor's arrays do not fit the model (a bug, not bad input).
+    """
+    model = spec.model
+    if _hotpath is None or native_status() != "native":
+        return None
+    if not model.native_ready:
+        return None
+    runner: NativeRunner = _hotpath.Runner(
+        model=model,
+        staging=np.zeros((1, model.n_features), dtype=np.float32),
+        serve_lock=spec.lock,
+        record_error=spec.monitor.record_error,
+        error_type=PredictionError,
+        range_problem=partial(out_of_range_message, spec.names, spec.lo, spec.hi),
+        nan_problem=partial(nan_message, spec.names),
+        result_type=Prediction,
+        labels=spec.labels,
+        version=spec.version,
+        refuse_nan=spec.refuse_nan,
+        refuse_range=spec.refuse_range,
+        refuse_lo=spec.lo.astype(np.float64),
+        refuse_hi=spec.hi.astype(np.float64),
+        **spec.monitor.native_counters(),
+    )
+    spec.monitor.attach_native(runner)
+    return runner
