@@ -11,6 +11,8 @@ from __future__ import annotations
 from edgefleet_client.client import AsyncHubClient, HubClient
 from edgefleet_client.errors import HubError
 from edgefleet_client.models import (
+    Alert,
+    AlertPage,
     AuditEntry,
     AuditPage,
     DeployResult,
@@ -36,6 +38,8 @@ from edgefleet_client.models import (
 )
 
 __all__ = [
+    "Alert",
+    "AlertPage",
     "AsyncHubClient",
     "AuditEntry",
     "AuditPage",

@@ -23,6 +23,7 @@ import httpx
 
 from edgefleet_client.errors import HubError
 from edgefleet_client.models import (
+    AlertPage,
     AuditPage,
     DeployResult,
     Device,
@@ -44,6 +45,7 @@ from edgefleet_client.sse import Backoff, SseParser
 
 T = TypeVar("T")
 RolloutCommand = Literal["pause", "resume", "promote", "abort", "rollback"]
+AlertState = Literal["firing", "resolved"]
 #: Called by the event stream when it connects (True, None) or loses the hub (False, error).
 StatusCallback = Callable[[bool, "HubError | None"], None]
 
@@ -212,6 +214,13 @@ class _Calls:
     def audit(after_id: int, limit: int) -> _Call:
         params = _params(after_id=after_id, limit=limit)
         return _Call("GET", "/v1/audit", AuditPage.from_json, params)
+
+    @staticmethod
+    def alerts(
+        state: AlertState | None, open_only: bool, before_id: int | None, limit: int
+    ) -> _Call:
+        params = _params(state=state, open=open_only or None, before_id=before_id, limit=limit)
+        return _Call("GET", "/v1/alerts", AlertPage.from_json, params)
 
     @staticmethod
     def fleet_summary() -> _Call:
@@ -390,6 +399,19 @@ class HubClient:
     def fleet_summary(self) -> FleetSummary:
         """Device counts by state and version."""
         result: FleetSummary = self._send(_Calls.fleet_summary())
+        return result
+
+    def alerts(
+        self,
+        *,
+        state: AlertState | None = None,
+        open_only: bool = False,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> AlertPage:
+        """Recorded alert transitions, newest first (ids below ``before_id``): only
+        ``state`` ones, or with ``open_only`` only the firings still in force."""
+        result: AlertPage = self._send(_Calls.alerts(state, open_only, before_id, limit))
         return result
 
     def stream_events(
@@ -644,6 +666,18 @@ class AsyncHubClient:
     async def fleet_summary(self) -> FleetSummary:
         """Device counts by state and version."""
         result: FleetSummary = await self._send(_Calls.fleet_summary())
+        return result
+
+    async def alerts(
+        self,
+        *,
+        state: AlertState | None = None,
+        open_only: bool = False,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> AlertPage:
+        """As :meth:`HubClient.alerts`."""
+        result: AlertPage = await self._send(_Calls.alerts(state, open_only, before_id, limit))
         return result
 
     async def stream_events(

@@ -639,3 +639,47 @@ class FleetSummary:
             _items(o, "versions", VersionCount.from_json),
             o.number("generated_at"),
         )
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One recorded alert transition (``GET /v1/alerts``): a rule firing or resolving,
+    with the metric's value then; ``open`` when it is a firing still in force."""
+
+    id: int
+    rule: str
+    state: str
+    value: float | None
+    ts: float
+    delivery: str
+    open: bool
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "alert") -> Alert:
+        """Parse strictly. Raises: ResponseError: malformed."""
+        o = _Obj(value, where)
+        return cls(
+            o.integer("id"),
+            o.text("rule"),
+            o.text("state"),
+            o.opt_number("value"),
+            o.number("ts"),
+            o.text("delivery"),
+            o.flag("open"),
+        )
+
+
+@dataclass(frozen=True)
+class AlertPage:
+    """Alert transitions, newest first; ``firing`` counts the rules firing now; ``next``
+    is the ``before_id`` of the next page (None: the last)."""
+
+    alerts: tuple[Alert, ...]
+    firing: int
+    next: int | None
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "alerts") -> AlertPage:
+        """Parse strictly. Raises: ResponseError: malformed."""
+        o = _Obj(value, where)
+        return cls(_items(o, "alerts", Alert.from_json), o.integer("firing"), o.opt_integer("next"))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from edgefleet_client import (
+    AlertPage,
     AuditEntry,
     DeviceDetail,
     DevicePage,
@@ -94,3 +95,10 @@ class AuditLoaded(Message):
     entries: tuple[AuditEntry, ...]
     verified: bool
     problem: str | None
+
+
+@dataclass
+class AlertsLoaded(Message):
+    """A page of alert transitions (Pulse asks for the firings still in force)."""
+
+    page: AlertPage

@@ -16,7 +16,7 @@ from edgefleet_client import AsyncHubClient, HubClient, HubError
 from edgefleet_client.sse import Backoff, SseParser
 from hub.broker import free_port
 from hub.rollout import RolloutSpec, Selector, Stage
-from tests.support.fleet import DEVICES, T0, running_fleet
+from tests.support.fleet import DEVICES, T0, record_alerts, running_fleet
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.tls import make_tls
 
@@ -100,6 +100,40 @@ def test_models_versions_drift_and_audit(fleet):
         assert drift.n == 0 and drift.report is None and drift.features == ()
         page = hub.audit()
         assert page.verified and page.entries[0].action == "hub.start"
+
+
+def test_alerts_newest_first_filtered_and_paged(tmp_path, demo_dir, reference_x):
+    model = (demo_dir / "model-int8.tflite").read_bytes()
+    with running_fleet(tmp_path / "hub", model, reference_x) as f, client(f, "read") as hub:
+        empty = hub.alerts()
+        assert (empty.alerts, empty.firing, empty.next) == ((), 0, None)  # no rule ran yet
+        record_alerts(f.service)
+        page = hub.alerts()
+        assert [(a.rule, a.state, a.open) for a in page.alerts] == [
+            ("pump-03-offline", "resolved", False),
+            ("pump-03-offline", "firing", False),
+            ("fleet-offline", "firing", True),
+        ]
+        assert page.firing == 1 and page.next is None
+        assert page.alerts[2].value == pytest.approx(2 / 6) and page.alerts[2].ts == T0 - 120
+        assert page.alerts[2].delivery == "no webhook"
+        assert [a.rule for a in hub.alerts(open_only=True).alerts] == ["fleet-offline"]
+        assert [a.state for a in hub.alerts(state="resolved").alerts] == ["resolved"]
+        first = hub.alerts(limit=2)
+        assert len(first.alerts) == 2 and first.next == first.alerts[-1].id
+        rest = hub.alerts(before_id=first.next, limit=2)
+        assert [a.rule for a in rest.alerts] == ["fleet-offline"] and rest.next is None
+        for bad in ({"state": "burning"}, {"limit": "0"}, {"before_id": "0"}, {"open": "maybe"}):
+            response = httpx.get(
+                f"{f.url}/v1/alerts",
+                params=bad,
+                headers={"Authorization": f"Bearer {f.tokens['read']}"},
+            )
+            assert response.status_code == 400, bad
+            assert set(response.json()) == {"error"}, bad
+        with pytest.raises(HubError) as err:
+            HubClient(f.url).alerts()
+        assert err.value.status == 401
 
 
 def test_deploy_and_rollout_commands(tmp_path, demo_dir, reference_x):

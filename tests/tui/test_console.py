@@ -9,9 +9,10 @@ from textual.widgets import Button, DataTable, Select, Static
 from edge_agent.messages import Event as WireEvent
 from edge_agent.messages import EventKind, ModelVersion
 from hub.rollout import RolloutSpec, Selector, Stage
-from tests.support.fleet import DEVICES
+from tests.support.fleet import DEVICES, record_alerts
 from tests.support.tcp_proxy import TcpProxy
 from tests.tui.conftest import console, until
+from tui.screens.alerts import AlertsView
 from tui.screens.device import DeviceView
 from tui.screens.events import EventsView
 from tui.screens.fleet import FleetView
@@ -333,3 +334,29 @@ async def test_the_tail_resumes_after_the_hub_comes_back(own_fleet):
             assert row_ids(table).count(str(missed)) == 1
     finally:
         proxy.close()
+
+
+async def test_pulse_shows_the_alerts_firing_and_the_alerts_view_lists_them(own_fleet):
+    app = console(own_fleet, "read", stream=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, PulseView), "the Pulse view")
+        panel = app.screen.query_one("#pulse-alerts", Static)
+        await until(pilot, lambda: text(panel) == "no alert firing", "no alert yet")
+        record_alerts(own_fleet.service)
+        await until(pilot, lambda: "1 firing" in text(panel), "the firing count")
+        assert "fleet-offline = 0.333" in text(panel)
+        assert "pump-03-offline" not in text(panel)  # resolved: not on Pulse
+        assert panel.has_class("firing") and panel.border_title == "Alerts: 1 firing"
+
+        await pilot.press("colon", *"alerts", "enter")
+        await until(pilot, lambda: isinstance(app.screen, AlertsView), "the Alerts view")
+        table = app.screen.query_one("#alerts", DataTable)
+        await until(pilot, lambda: table.row_count == 3, "every transition")
+        rows = [[c.text for c in table.get_row_at(i)] for i in range(3)]
+        assert [(r[2], r[3]) for r in rows] == [
+            ("pump-03-offline", "resolved"),
+            ("pump-03-offline", "firing"),
+            ("fleet-offline", "firing now"),
+        ]
+        await pilot.press("f")
+        await until(pilot, lambda: row_ids(table) == [rows[2][0]], "only the firing one")
