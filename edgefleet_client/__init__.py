@@ -36,6 +36,7 @@ from edgefleet_client.models import (
     VersionCount,
     WhoAmI,
 )
+from edgefleet_client.specs import RolloutDraft
 
 __all__ = [
     "Alert",
@@ -61,6 +62,7 @@ __all__ = [
     "ModelSummary",
     "ModelVersionInfo",
     "Rollout",
+    "RolloutDraft",
     "RolloutStage",
     "Transition",
     "VersionCount",

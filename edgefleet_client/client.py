@@ -41,6 +41,7 @@ from edgefleet_client.models import (
     WhoAmI,
     _Obj,
 )
+from edgefleet_client.specs import RolloutDraft
 from edgefleet_client.sse import Backoff, SseParser
 
 T = TypeVar("T")
@@ -194,8 +195,9 @@ class _Calls:
         return _Call("GET", f"/v1/rollouts/{rollout_id}", Rollout.from_json)
 
     @staticmethod
-    def start_rollout(spec: dict[str, Any]) -> _Call:
-        return _Call("POST", "/v1/rollouts", Rollout.from_json, body=spec)
+    def start_rollout(spec: dict[str, Any] | RolloutDraft) -> _Call:
+        body = spec.to_json() if isinstance(spec, RolloutDraft) else spec
+        return _Call("POST", "/v1/rollouts", Rollout.from_json, body=body)
 
     @staticmethod
     def rollout_command(rollout_id: str, command: RolloutCommand) -> _Call:
@@ -368,8 +370,8 @@ class HubClient:
         result: Rollout = self._send(_Calls.rollout(rollout_id))
         return result
 
-    def start_rollout(self, spec: dict[str, Any]) -> Rollout:
-        """Start a rollout from its spec's JSON (needs ``deploy``)."""
+    def start_rollout(self, spec: dict[str, Any] | RolloutDraft) -> Rollout:
+        """Start a rollout from a draft or its spec's JSON (needs ``deploy``)."""
         result: Rollout = self._send(_Calls.start_rollout(spec))
         return result
 
@@ -635,8 +637,8 @@ class AsyncHubClient:
         result: Rollout = await self._send(_Calls.rollout(rollout_id))
         return result
 
-    async def start_rollout(self, spec: dict[str, Any]) -> Rollout:
-        """Start a rollout from its spec's JSON (needs ``deploy``)."""
+    async def start_rollout(self, spec: dict[str, Any] | RolloutDraft) -> Rollout:
+        """Start a rollout from a draft or its spec's JSON (needs ``deploy``)."""
         result: Rollout = await self._send(_Calls.start_rollout(spec))
         return result
 

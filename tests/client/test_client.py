@@ -12,7 +12,7 @@ import pytest
 
 from edge_agent.messages import Event as WireEvent
 from edge_agent.messages import EventKind, ModelVersion
-from edgefleet_client import AsyncHubClient, HubClient, HubError
+from edgefleet_client import AsyncHubClient, HubClient, HubError, RolloutDraft
 from edgefleet_client.sse import Backoff, SseParser
 from hub.broker import free_port
 from hub.rollout import RolloutSpec, Selector, Stage
@@ -136,6 +136,29 @@ def test_alerts_newest_first_filtered_and_paged(tmp_path, demo_dir, reference_x)
         assert err.value.status == 401
 
 
+@pytest.mark.parametrize("previous", [None, 1])
+def test_a_rollout_draft_is_the_spec_the_cli_builds(previous):
+    """The draft's defaults are the CLI's: the same options give the same spec."""
+    from edge_agent.directive import Probation
+    from hub.rollout import Gates
+
+    draft = RolloutDraft(
+        "r-9", "pump", 2, previous, ("site-a",), (0.1, 0.5, 1.0), 60.0,
+        max_psi=0.3, on_failure="rollback", manual=True,
+    )  # fmt: skip
+    gates = Gates(max_psi=0.3, max_latency_ratio=None if previous is None else 1.5,
+                  max_evidence_wait_s=300.0)  # fmt: skip
+    expected = RolloutSpec(
+        id="r-9", model="pump", target_version=2, previous_version=previous,
+        selector=Selector(tags=("site-a",)), on_failure="rollback", on_insufficient="proceed",
+        promotion="manual", stages=tuple(Stage(share=s, bake_s=60.0, gates=gates)
+                                         for s in (0.1, 0.5, 1.0)),
+        probation=Probation(window_s=120.0),
+    )  # fmt: skip
+    assert RolloutSpec.from_json(draft.to_json()) == expected
+    assert draft.to_json() == expected.to_json()
+
+
 def test_deploy_and_rollout_commands(tmp_path, demo_dir, reference_x):
     model = (demo_dir / "model-int8.tflite").read_bytes()
     with running_fleet(tmp_path / "hub", model, reference_x) as f, client(f, "deploy") as hub:
@@ -147,6 +170,9 @@ def test_deploy_and_rollout_commands(tmp_path, demo_dir, reference_x):
         started = hub.start_rollout(spec.to_json())
         assert started.id == "r-1" and started.active and started.selector_tags == ("site-a",)
         assert started.stages[0].label == "100%"
+        with pytest.raises(HubError) as err:  # a draft is checked by the hub like any spec
+            hub.start_rollout(RolloutDraft("r-2", "pump", 2, stages=(0.5, 0.2)))
+        assert err.value.status == 422 and "shares must not decrease" in err.value.message
         paused = hub.rollout_command("r-1", "pause")
         assert paused.state == "paused" and paused.history[-1].to_state == "paused"
         with pytest.raises(HubError) as err:

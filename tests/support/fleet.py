@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.messages import Event, EventKind, Health, ModelVersion, State
-from hub.broker import free_port
 from hub.alerts import Alerter, AlertRule, Scope
+from hub.broker import free_port
 from hub.bundler import ReferenceData
 from hub.service import HubService, HubSettings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from textual.command import CommandList
-from textual.widgets import Button, DataTable, Select, Static
+from textual.widgets import Button, DataTable, Input, Select, Static
 
 from edge_agent.messages import Event as WireEvent
 from edge_agent.messages import EventKind, ModelVersion
@@ -18,7 +18,8 @@ from tui.screens.events import EventsView
 from tui.screens.fleet import FleetView
 from tui.screens.modals import DeployDialog, HelpScreen, TypedConfirm
 from tui.screens.pulse import PulseView
-from tui.screens.rollouts import RolloutView
+from tui.screens.rollout_form import RolloutForm
+from tui.screens.rollouts import RolloutsView, RolloutView
 from tui.widgets import HubBanner
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -343,10 +344,9 @@ async def test_pulse_shows_the_alerts_firing_and_the_alerts_view_lists_them(own_
         panel = app.screen.query_one("#pulse-alerts", Static)
         await until(pilot, lambda: text(panel) == "no alert firing", "no alert yet")
         record_alerts(own_fleet.service)
-        await until(pilot, lambda: "1 firing" in text(panel), "the firing count")
-        assert "fleet-offline = 0.333" in text(panel)
-        assert "pump-03-offline" not in text(panel)  # resolved: not on Pulse
-        assert panel.has_class("firing") and panel.border_title == "Alerts: 1 firing"
+        await until(pilot, lambda: panel.border_title == "Alerts: 1 firing", "the firing count")
+        assert text(panel) == "● fleet-offline = 0.333 · since 2m"
+        assert panel.has_class("firing")  # and "pump-03-offline" resolved: not on Pulse
 
         await pilot.press("colon", *"alerts", "enter")
         await until(pilot, lambda: isinstance(app.screen, AlertsView), "the Alerts view")
@@ -360,3 +360,85 @@ async def test_pulse_shows_the_alerts_firing_and_the_alerts_view_lists_them(own_
         ]
         await pilot.press("f")
         await until(pilot, lambda: row_ids(table) == [rows[2][0]], "only the firing one")
+
+
+def shown_error(form: RolloutForm, field: str) -> str:
+    box = form.query_one(f"#e-{field}", Static)
+    return text(box) if box.display else ""
+
+
+async def test_a_rollout_starts_through_the_form_after_checks_and_a_confirmation(own_fleet):
+    runner = own_fleet.service.runner
+    app = console(own_fleet, "deploy", stream=False)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.can_deploy, "the token's identity")
+        await pilot.press("3")
+        await until(pilot, lambda: isinstance(app.screen, RolloutsView), "the Rollouts view")
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, RolloutForm), "the rollout form")
+        form = app.screen
+
+        await pilot.click("#review-button")  # nothing filled in: every problem named
+        await until(pilot, lambda: shown_error(form, "id") != "", "the id's message")
+        assert "pick the model version" in shown_error(form, "version")
+        assert not form.query_one("#form-review").display
+
+        form.query_one("#f-version", Select).value = ("pump", 2)
+        previous = form.query_one("#f-previous", Input)
+        await until(pilot, lambda: previous.value == "1", "the previous version filled in")
+        await pilot.click("#f-id")
+        await pilot.press(*"bad id!")
+        await until(pilot, lambda: "letters, digits" in shown_error(form, "id"), "inline")
+        await pilot.press(*["backspace"] * 7, *"canary-b")
+        await until(pilot, lambda: shown_error(form, "id") == "", "the id accepted")
+        form.query_one("#f-stages", Input).value = "50,20"
+        await until(pilot, lambda: "cumulative" in shown_error(form, "stages"), "the stages")
+        form.query_one("#f-stages", Input).value = "50,100"
+        form.query_one("#f-tags", Input).value = "site-b"
+        form.query_one("#f-bake", Input).value = "3600"
+        form.query_one("#f-max_psi", Input).value = ""
+        await until(pilot, lambda: shown_error(form, "stages") == "", "the stages accepted")
+
+        await pilot.click("#review-button")
+        review = form.query_one("#review", Static)
+        await until(pilot, lambda: "Start this rollout?" in text(review), "the review")
+        assert "pump v1 → v2" in text(review) and "tag:site-b" in text(review)
+        assert "no drift gate" in text(review)
+        assert runner.rollouts.list() == []  # nothing sent before the confirmation
+        await pilot.click("#start-button")
+        await until(pilot, lambda: isinstance(app.screen, RolloutView), "the new rollout's view")
+        assert app.screen.rollout_id == "canary-b"
+        spec = runner.rollouts.get("canary-b").rollout.spec
+        assert spec.selector.tags == ("site-b",) and spec.previous_version == 1
+        assert [(s.share, s.bake_s, s.gates.max_psi) for s in spec.stages] == [
+            (0.5, 3600.0, None),
+            (1.0, 3600.0, None),
+        ]
+
+        await pilot.press("escape", "n")  # the same id again: the hub's refusal, in the form
+        await until(pilot, lambda: isinstance(app.screen, RolloutForm), "the form again")
+        form = app.screen
+        form.query_one("#f-version", Select).value = ("pump", 2)
+        form.query_one("#f-id", Input).value = "canary-b"
+        await pilot.click("#review-button")
+        await until(pilot, lambda: form.query_one("#start-button").display, "the review")
+        await pilot.click("#start-button")
+        error = form.query_one("#form-error", Static)
+        await until(pilot, lambda: "the hub refused it" in text(error), "the hub's message")
+        assert "already" in text(error) and app.screen is form
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, RolloutsView), "the form cancelled")
+        assert [s.rollout.spec.id for s in runner.rollouts.list()] == ["canary-b"]
+
+
+async def test_a_read_only_token_cannot_open_the_rollout_form(fleet):
+    app = console(fleet, "read", stream=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.identity is not None, "the token's identity")
+        await pilot.press("3")
+        await until(pilot, lambda: isinstance(app.screen, RolloutsView), "the Rollouts view")
+        reason = app.screen.query_one("#rollouts-reason", Static)
+        await until(pilot, lambda: "need the 'deploy' scope" in text(reason), "the reason")
+        await pilot.press("n")
+        await pilot.pause()
+        assert isinstance(app.screen, RolloutsView), "a read-only token opened the form"

@@ -38,12 +38,12 @@ def alert_cells(a: Alert) -> list[Cell]:
 
 
 def firing_lines(page: AlertPage, now: float, limit: int = 4) -> str:
-    """Pulse's alert panel: how many rules fire now and the newest of them."""
+    """Pulse's alert panel: the newest rules firing now (the panel's title counts them)."""
     if not page.firing:
         return "[green]no alert firing[/green]"
-    lines = [f"[red b]● {page.firing} firing[/red b]"]
+    lines = []
     for a in page.alerts[:limit]:
-        lines.append(f"  [b]{a.rule}[/b] = {number(a.value)} · since {ago(a.ts, now)}")
+        lines.append(f"[red]●[/red] [b]{a.rule}[/b] = {number(a.value)} · since {ago(a.ts, now)}")
     hidden = page.firing - min(limit, len(page.alerts))
     if hidden > 0:
         lines.append(f"  [dim]and {hidden} more (:alerts)[/dim]")

@@ -116,14 +116,9 @@ class DeviceView(View):
 
     @work(exclusive=True, group="device-action", exit_on_error=False)
     async def open_deploy(self) -> None:
-        client = self.console.client
-        models = await self.fetch(client.models())
-        if models is None:
+        versions = await self.registered_versions()
+        if versions is None:
             return
-        versions: list[tuple[str, int]] = []
-        for m in models:
-            found = await self.fetch(client.versions(m.name))
-            versions += [(v.name, v.version) for v in found or ()]
         current = self.detail.active.version if self.detail and self.detail.active else None
         choice = await self.app.push_screen_wait(DeployDialog(self.device_id, versions, current))
         if choice is not None:

@@ -1,6 +1,6 @@
-"""Rollouts: the list with state and progress, and one rollout's stages, gates (value
-against threshold, verdict) and history; promote, pause, resume, and — behind a typed
-confirmation — abort and roll back."""
+"""Rollouts: the list with state and progress (``n`` starts one through a form), and
+one rollout's stages, gates (value against threshold, verdict) and history; promote,
+pause, resume, and — behind a typed confirmation — abort and roll back."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tui.messages import RolloutLoaded, RolloutsLoaded
 from tui.screens.base import View
 from tui.screens.device import clock_time
 from tui.screens.modals import TypedConfirm
+from tui.screens.rollout_form import RolloutForm
 from tui.table_diff import Cell, sync_table
 from tui.widgets import LiveTable
 
@@ -52,9 +53,14 @@ class RolloutsView(View):
     """Every rollout, newest last."""
 
     crumb = "Rollouts"
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "open", "Open", show=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "open", "Open", show=False),
+        Binding("n", "new", "New rollout"),
+    ]
+    DEPLOY_ACTIONS = frozenset({"new"})
 
     def compose_body(self) -> ComposeResult:
+        yield Static("", id="rollouts-reason", classes="reason")
         yield Static("loading…", id="rollouts-status", classes="status")
         table = LiveTable(id="rollouts", cursor_type="row", zebra_stripes=True)
         for column in LIST_COLUMNS:
@@ -77,7 +83,7 @@ class RolloutsView(View):
         sync_table(table, {r.id: rollout_cells(r) for r in rollouts}, LIST_COLUMNS)
         active = sum(1 for r in rollouts if r.active)
         self.query_one("#rollouts-status", Static).update(
-            f"{len(rollouts)} rollouts · {active} active · Enter opens one"
+            f"{len(rollouts)} rollouts · {active} active · Enter opens one · n starts one"
         )
 
     @on(DataTable.RowSelected, "#rollouts")
@@ -91,6 +97,25 @@ class RolloutsView(View):
             key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
             if key is not None:
                 self.console.open_rollout(str(key))
+
+    def action_new(self) -> None:
+        self.new_rollout()
+
+    @work(exclusive=True, group="rollouts-action", exit_on_error=False)
+    async def new_rollout(self) -> None:
+        """The start form over the registered versions; the started rollout opens."""
+        versions = await self.registered_versions()
+        if versions is None:
+            return
+        if not versions:
+            self.notify("no model version is registered yet: push one first", severity="warning")
+            return
+        form = RolloutForm(versions, self.console.client.start_rollout)
+        started = await self.app.push_screen_wait(form)
+        if started is not None:
+            self.notify(f"rollout {started.id} started: {started.state}")
+            self.reload()
+            self.console.open_rollout(started.id)
 
 
 class RolloutView(View):
