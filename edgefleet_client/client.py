@@ -191,8 +191,9 @@ class _Calls:
         return _Call("GET", "/v1/rollouts", parse, _params(active=active))
 
     @staticmethod
-    def rollout(rollout_id: str) -> _Call:
-        return _Call("GET", f"/v1/rollouts/{rollout_id}", Rollout.from_json)
+    def rollout(rollout_id: str, devices: bool) -> _Call:
+        params = _params(devices=devices or None)
+        return _Call("GET", f"/v1/rollouts/{rollout_id}", Rollout.from_json, params)
 
     @staticmethod
     def start_rollout(spec: dict[str, Any] | RolloutDraft) -> _Call:
@@ -365,9 +366,9 @@ class HubClient:
         result: tuple[Rollout, ...] = self._send(_Calls.rollouts(active))
         return result
 
-    def rollout(self, rollout_id: str) -> Rollout:
-        """One rollout."""
-        result: Rollout = self._send(_Calls.rollout(rollout_id))
+    def rollout(self, rollout_id: str, *, devices: bool = False) -> Rollout:
+        """One rollout (with ``devices``, each stage's devices by state)."""
+        result: Rollout = self._send(_Calls.rollout(rollout_id, devices))
         return result
 
     def start_rollout(self, spec: dict[str, Any] | RolloutDraft) -> Rollout:
@@ -632,9 +633,9 @@ class AsyncHubClient:
         result: tuple[Rollout, ...] = await self._send(_Calls.rollouts(active))
         return result
 
-    async def rollout(self, rollout_id: str) -> Rollout:
-        """One rollout."""
-        result: Rollout = await self._send(_Calls.rollout(rollout_id))
+    async def rollout(self, rollout_id: str, *, devices: bool = False) -> Rollout:
+        """One rollout (with ``devices``, each stage's devices by state)."""
+        result: Rollout = await self._send(_Calls.rollout(rollout_id, devices))
         return result
 
     async def start_rollout(self, spec: dict[str, Any] | RolloutDraft) -> Rollout:

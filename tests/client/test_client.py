@@ -173,6 +173,10 @@ def test_deploy_and_rollout_commands(tmp_path, demo_dir, reference_x):
         with pytest.raises(HubError) as err:  # a draft is checked by the hub like any spec
             hub.start_rollout(RolloutDraft("r-2", "pump", 2, stages=(0.5, 0.2)))
         assert err.value.status == 422 and "shares must not decrease" in err.value.message
+        assert hub.rollout("r-1").stage_devices == ()  # only when asked for
+        (stage,) = hub.rollout("r-1", devices=True).stage_devices
+        assert (stage.stage, stage.devices, stage.reached, stage.offline) == (0, 3, True, 1)
+        assert sum(stage.statuses.values()) == 3
         paused = hub.rollout_command("r-1", "pause")
         assert paused.state == "paused" and paused.history[-1].to_state == "paused"
         with pytest.raises(HubError) as err:

@@ -442,3 +442,44 @@ async def test_a_read_only_token_cannot_open_the_rollout_form(fleet):
         await pilot.press("n")
         await pilot.pause()
         assert isinstance(app.screen, RolloutsView), "a read-only token opened the form"
+
+
+async def test_the_rollout_view_breaks_each_stage_down_by_device_state(own_fleet):
+    """Stage 1 of r-5 holds pump-01 (reports the target active) and pump-03 (offline,
+    reported a failure); stage 2 (pump-02) is not reached yet. r-b's one stage holds
+    site-b, where pump-05 was never seen: not counted as offline."""
+    import time
+
+    store, runner = own_fleet.service.store, own_fleet.service.runner
+    spec = RolloutSpec(
+        "r-5", "pump", 2, 1, Selector(tags=("site-a",)),
+        (Stage(share=0.5, bake_s=3600), Stage(share=1.0, bake_s=3600)),
+    )  # fmt: skip
+    runner.create(spec, actor="test")
+    now = time.time()
+    store.record_event(WireEvent("pump-01", now, EventKind.ACTIVATED, "", ModelVersion("pump", 2)))
+    store.record_event(WireEvent("pump-03", now, EventKind.FAILED, "hash", ModelVersion("pump", 2)))
+    app = console(own_fleet, "read", stream=False)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await pilot.press("colon", *"rollout r-5", "enter")
+        await until(pilot, lambda: isinstance(app.screen, RolloutView), "the rollout view")
+        table = app.screen.query_one("#stages", DataTable)
+
+        def cells(row: str) -> list[str]:
+            return [c.text for c in table.get_row(row)][2:8] if table.row_count == 2 else []
+
+        await until(pilot, lambda: cells("0") and cells("0")[0] == "2", "the stages' devices")
+        _, on_target, downloading, pending, failed, offline = cells("0")
+        assert on_target.endswith(" 1") and "50%" in on_target
+        assert (downloading, pending, failed, offline) == ("0", "0", "1", "1")
+        assert cells("1") == ["1", "not started", "-", "-", "-", "-"]
+
+        site_b = RolloutSpec("r-b", "pump", 2, 1, Selector(tags=("site-b",)), (Stage(share=1.0),))
+        runner.create(site_b, actor="test")
+        await pilot.press("escape", "colon", *"rollout r-b", "enter")
+        await until(pilot, lambda: app.screen.crumb == "r-b", "the second rollout")
+        table = app.screen.query_one("#stages", DataTable)
+        await until(
+            pilot, lambda: table.row_count == 1 and table.get_row("0")[2].text == "3", "r-b"
+        )
+        assert table.get_row("0")[7].text == "0 +1 never"

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Static
 
-from edgefleet_client import Rollout
+from edgefleet_client import Rollout, StageDevices
 from edgefleet_client.client import RolloutCommand
 from tui.format import bar, number
 from tui.messages import RolloutLoaded, RolloutsLoaded
@@ -34,6 +34,32 @@ STATE_STYLE = {
 }
 VERDICT_STYLE = {"pass": "green", "fail": "red b", "waiting": "yellow"}
 LIST_COLUMNS = ("id", "model", "state", "stage", "progress", "touched", "promotion")
+STAGE_COLUMNS = (
+    "stage", "size", "devices", "on target", "downloading", "pending", "failed", "offline",
+    "mode", "bake", "gates (limits)",
+)  # fmt: skip
+
+
+def stage_device_cells(sd: StageDevices | None) -> list[Cell]:
+    """A stage's devices by state: a bar of those on the target version, then counts
+    (``-`` before the rollout reaches the stage)."""
+    if sd is None:
+        return [Cell("")] * 6
+    if not sd.reached:
+        return [Cell(str(sd.devices), sort=sd.devices), Cell("not started", style="dim"),
+                *[Cell("-", sort=None)] * 4]  # fmt: skip
+    done = sd.on_target / sd.devices if sd.devices else 0.0
+    failed = sd.count("failed", "rolled_back")
+    offline = sd.offline
+    never = f" +{sd.never_seen} never" if sd.never_seen else ""
+    return [
+        Cell(str(sd.devices), sort=sd.devices),
+        Cell(f"{bar(done, 8)} {sd.on_target}", sort=done, style="green" if done >= 1 else ""),
+        Cell(str(sd.count("downloading")), sort=sd.count("downloading")),
+        Cell(str(sd.count("pending")), sort=sd.count("pending")),
+        Cell(str(failed), sort=failed, style="red b" if failed else ""),
+        Cell(f"{offline}{never}", sort=offline, style="yellow" if offline else ""),
+    ]
 
 
 def rollout_cells(r: Rollout) -> list[Cell]:
@@ -141,7 +167,7 @@ class RolloutView(View):
         yield Static("", id="rollout-reason", classes="reason")
         yield Static("loading…", id="rollout-summary", classes="panel")
         stages = LiveTable(id="stages", cursor_type="none")
-        for column in ("stage", "size", "mode", "bake", "gates (limits)"):
+        for column in STAGE_COLUMNS:
             stages.add_column(column, key=column)
         yield stages
         gates = LiveTable(id="gates", cursor_type="none")
@@ -158,7 +184,7 @@ class RolloutView(View):
 
     @work(exclusive=True, group="rollout", exit_on_error=False)
     async def load(self) -> None:
-        rollout = await self.fetch(self.console.client.rollout(self.rollout_id))
+        rollout = await self.fetch(self.console.client.rollout(self.rollout_id, devices=True))
         if rollout is not None:
             self.post_message(RolloutLoaded(rollout))
         elif self.rollout is None and self.last_error:
@@ -182,6 +208,7 @@ class RolloutView(View):
         )
         stages = self.query_one("#stages", DataTable)
         rows: dict[str, list[Cell]] = {}
+        by_stage = {sd.stage: sd for sd in r.stage_devices}
         for i, s in enumerate(r.stages):
             limits = ", ".join(f"{k}={v:g}" for k, v in s.gates.items() if v is not None)
             done = i < r.stage or r.state == "completed"
@@ -190,11 +217,12 @@ class RolloutView(View):
             rows[str(i)] = [
                 Cell(f"{mark} {i + 1}", style="b" if now else ("dim" if done else "")),
                 Cell(s.label),
+                *stage_device_cells(by_stage.get(i)),
                 Cell(s.mode),
                 Cell(f"{s.bake_s:g}s"),
                 Cell(limits),
             ]
-        sync_table(stages, rows, ("stage", "size", "mode", "bake", "gates (limits)"))
+        sync_table(stages, rows, STAGE_COLUMNS)
         gates = {
             g.name: [
                 Cell(g.name),
