@@ -85,7 +85,8 @@ class AlertsView(View):
         which = "firing now" if self.open_only else "newest transitions"
         more = f" (the newest {SHOWN})" if page.next is not None else ""
         self.query_one("#alerts-status", Static).update(
-            f"{page.firing} rules firing · {len(page.alerts)} {which}{more} · f: "
+            f"{page.firing} {'rule' if page.firing == 1 else 'rules'} firing · "
+            f"{len(page.alerts)} {which}{more} · f: "
             f"{'all transitions' if self.open_only else 'firing only'}"
         )
 
