@@ -76,6 +76,25 @@ async def test_fleet_filters_sorts_and_opens_a_device(fleet):
         assert isinstance(app.screen, FleetView)
 
 
+async def test_a_device_never_seen_is_not_offline(fleet):
+    """pump-05 was enrolled and tagged but never connected: its own state, not offline."""
+    app = console(fleet, "read", stream=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("2")
+        await until(pilot, lambda: isinstance(app.screen, FleetView), "the Fleet view")
+        table = app.screen.query_one("#fleet", DataTable)
+        await until(pilot, lambda: table.row_count == len(DEVICES), "every device listed")
+        assert table.get_row("pump-05")[2].text == "never"
+        await pilot.press("slash", *"state:offline", "enter")
+        await until(pilot, lambda: row_ids(table) == ["pump-03"], "the offline devices")
+        await pilot.press("slash", "ctrl+a", "ctrl+k", *"state:never", "enter")
+        await until(pilot, lambda: row_ids(table) == ["pump-05"], "the devices never seen")
+        await pilot.press("1")
+        devices = app.screen.query_one("#pulse-devices", Static)
+        await until(pilot, lambda: "1 offline" in text(devices), "Pulse's counts")
+        assert "1 never seen" in text(devices)
+
+
 async def test_a_bad_filter_is_a_notification_not_a_crash(fleet):
     app = console(fleet, "read", stream=False)
     async with app.run_test(size=(80, 24)) as pilot:

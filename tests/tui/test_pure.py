@@ -45,6 +45,8 @@ def test_fleet_filter_terms():
         "tag": "site-a",
         "online": False,
     }
+    assert server_params(parse("state:never", FLEET_KEYS)) == {"online": False}
+    assert server_params(parse("!state:never", FLEET_KEYS)) == {}
 
 
 @pytest.mark.parametrize(
