@@ -502,3 +502,42 @@ async def test_the_rollout_view_breaks_each_stage_down_by_device_state(own_fleet
             pilot, lambda: table.row_count == 1 and table.get_row("0")[2].text == "3", "r-b"
         )
         assert table.get_row("0")[7].text == "0 +1 never"
+
+
+async def test_deploy_to_marked_devices_after_typing_their_count(own_fleet):
+    audit = own_fleet.service.audit
+    app = console(own_fleet, "deploy", stream=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: app.can_deploy, "the token's identity")
+        await pilot.press("2")
+        await until(pilot, lambda: isinstance(app.screen, FleetView), "the Fleet view")
+        view = app.screen
+        table = view.query_one("#fleet", DataTable)
+        await until(pilot, lambda: table.row_count == len(DEVICES), "every device listed")
+        # space marks the device under the cursor and moves down: pump-01, 03, 04
+        await pilot.press("space", "down", "space", "space")
+        assert view.marked == {"pump-01", "pump-03", "pump-04"}
+        await pilot.press("up", "up", "space")  # back on pump-03: unmarked
+        assert view.marked == {"pump-01", "pump-04"}
+        await until(pilot, lambda: table.get_row("pump-01")[0].text == "✓ pump-01", "the mark")
+        assert "2 marked" in text(view.query_one("#fleet-status", Static))
+
+        await pilot.press("D")
+        await until(pilot, lambda: isinstance(app.screen, DeployDialog), "the deploy dialog")
+        app.screen.query_one(Select).value = ("pump", 2)
+        await pilot.click("#deploy")
+        await until(pilot, lambda: isinstance(app.screen, TypedConfirm), "the confirmation")
+        confirm = app.screen
+        assert "pump-01, pump-04" in text(confirm.query_one("#confirm-prompt"))
+        await pilot.press("3", "enter")  # the wrong count: nothing is sent
+        assert app.screen is confirm
+        await pilot.press("backspace", "2", "enter")
+        await until(pilot, lambda: app.screen is view, "the confirmation closed")
+
+        def published() -> list[str]:
+            entries = audit.entries(limit=100)
+            return sorted(e.target for e in entries if e.action == "directive.publish")
+
+        await until(pilot, lambda: published() == ["pump-01", "pump-04"], "both directives")
+        await until(pilot, lambda: not view.marked, "the marks cleared")
+        assert any("sent to 2 of 2 devices" in n.message for n in app._notifications)
