@@ -50,6 +50,7 @@ class DeviceLoaded(Message):
 
     detail: DeviceDetail
     events: tuple[Event, ...]
+    drift: DriftResult | None = None  # its active version's drift on this device
 
 
 @dataclass
