@@ -11,6 +11,8 @@ from __future__ import annotations
 from edgefleet_client.client import AsyncHubClient, HubClient
 from edgefleet_client.errors import HubError
 from edgefleet_client.models import (
+    Alert,
+    AlertPage,
     AuditEntry,
     AuditPage,
     DeployResult,
@@ -30,12 +32,16 @@ from edgefleet_client.models import (
     ModelVersionInfo,
     Rollout,
     RolloutStage,
+    StageDevices,
     Transition,
     VersionCount,
     WhoAmI,
 )
+from edgefleet_client.specs import RolloutDraft
 
 __all__ = [
+    "Alert",
+    "AlertPage",
     "AsyncHubClient",
     "AuditEntry",
     "AuditPage",
@@ -57,7 +63,9 @@ __all__ = [
     "ModelSummary",
     "ModelVersionInfo",
     "Rollout",
+    "RolloutDraft",
     "RolloutStage",
+    "StageDevices",
     "Transition",
     "VersionCount",
     "WhoAmI",

@@ -23,6 +23,7 @@ import httpx
 
 from edgefleet_client.errors import HubError
 from edgefleet_client.models import (
+    AlertPage,
     AuditPage,
     DeployResult,
     Device,
@@ -40,10 +41,12 @@ from edgefleet_client.models import (
     WhoAmI,
     _Obj,
 )
+from edgefleet_client.specs import RolloutDraft
 from edgefleet_client.sse import Backoff, SseParser
 
 T = TypeVar("T")
 RolloutCommand = Literal["pause", "resume", "promote", "abort", "rollback"]
+AlertState = Literal["firing", "resolved"]
 #: Called by the event stream when it connects (True, None) or loses the hub (False, error).
 StatusCallback = Callable[[bool, "HubError | None"], None]
 
@@ -188,12 +191,14 @@ class _Calls:
         return _Call("GET", "/v1/rollouts", parse, _params(active=active))
 
     @staticmethod
-    def rollout(rollout_id: str) -> _Call:
-        return _Call("GET", f"/v1/rollouts/{rollout_id}", Rollout.from_json)
+    def rollout(rollout_id: str, devices: bool) -> _Call:
+        params = _params(devices=devices or None)
+        return _Call("GET", f"/v1/rollouts/{rollout_id}", Rollout.from_json, params)
 
     @staticmethod
-    def start_rollout(spec: dict[str, Any]) -> _Call:
-        return _Call("POST", "/v1/rollouts", Rollout.from_json, body=spec)
+    def start_rollout(spec: dict[str, Any] | RolloutDraft) -> _Call:
+        body = spec.to_json() if isinstance(spec, RolloutDraft) else spec
+        return _Call("POST", "/v1/rollouts", Rollout.from_json, body=body)
 
     @staticmethod
     def rollout_command(rollout_id: str, command: RolloutCommand) -> _Call:
@@ -212,6 +217,13 @@ class _Calls:
     def audit(after_id: int, limit: int) -> _Call:
         params = _params(after_id=after_id, limit=limit)
         return _Call("GET", "/v1/audit", AuditPage.from_json, params)
+
+    @staticmethod
+    def alerts(
+        state: AlertState | None, open_only: bool, before_id: int | None, limit: int
+    ) -> _Call:
+        params = _params(state=state, open=open_only or None, before_id=before_id, limit=limit)
+        return _Call("GET", "/v1/alerts", AlertPage.from_json, params)
 
     @staticmethod
     def fleet_summary() -> _Call:
@@ -354,13 +366,13 @@ class HubClient:
         result: tuple[Rollout, ...] = self._send(_Calls.rollouts(active))
         return result
 
-    def rollout(self, rollout_id: str) -> Rollout:
-        """One rollout."""
-        result: Rollout = self._send(_Calls.rollout(rollout_id))
+    def rollout(self, rollout_id: str, *, devices: bool = False) -> Rollout:
+        """One rollout (with ``devices``, each stage's devices by state)."""
+        result: Rollout = self._send(_Calls.rollout(rollout_id, devices))
         return result
 
-    def start_rollout(self, spec: dict[str, Any]) -> Rollout:
-        """Start a rollout from its spec's JSON (needs ``deploy``)."""
+    def start_rollout(self, spec: dict[str, Any] | RolloutDraft) -> Rollout:
+        """Start a rollout from a draft or its spec's JSON (needs ``deploy``)."""
         result: Rollout = self._send(_Calls.start_rollout(spec))
         return result
 
@@ -390,6 +402,19 @@ class HubClient:
     def fleet_summary(self) -> FleetSummary:
         """Device counts by state and version."""
         result: FleetSummary = self._send(_Calls.fleet_summary())
+        return result
+
+    def alerts(
+        self,
+        *,
+        state: AlertState | None = None,
+        open_only: bool = False,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> AlertPage:
+        """Recorded alert transitions, newest first (ids below ``before_id``): only
+        ``state`` ones, or with ``open_only`` only the firings still in force."""
+        result: AlertPage = self._send(_Calls.alerts(state, open_only, before_id, limit))
         return result
 
     def stream_events(
@@ -608,13 +633,13 @@ class AsyncHubClient:
         result: tuple[Rollout, ...] = await self._send(_Calls.rollouts(active))
         return result
 
-    async def rollout(self, rollout_id: str) -> Rollout:
-        """One rollout."""
-        result: Rollout = await self._send(_Calls.rollout(rollout_id))
+    async def rollout(self, rollout_id: str, *, devices: bool = False) -> Rollout:
+        """One rollout (with ``devices``, each stage's devices by state)."""
+        result: Rollout = await self._send(_Calls.rollout(rollout_id, devices))
         return result
 
-    async def start_rollout(self, spec: dict[str, Any]) -> Rollout:
-        """Start a rollout from its spec's JSON (needs ``deploy``)."""
+    async def start_rollout(self, spec: dict[str, Any] | RolloutDraft) -> Rollout:
+        """Start a rollout from a draft or its spec's JSON (needs ``deploy``)."""
         result: Rollout = await self._send(_Calls.start_rollout(spec))
         return result
 
@@ -644,6 +669,18 @@ class AsyncHubClient:
     async def fleet_summary(self) -> FleetSummary:
         """Device counts by state and version."""
         result: FleetSummary = await self._send(_Calls.fleet_summary())
+        return result
+
+    async def alerts(
+        self,
+        *,
+        state: AlertState | None = None,
+        open_only: bool = False,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> AlertPage:
+        """As :meth:`HubClient.alerts`."""
+        result: AlertPage = await self._send(_Calls.alerts(state, open_only, before_id, limit))
         return result
 
     async def stream_events(

@@ -407,6 +407,48 @@ class Transition:
         )
 
 
+@dataclass(frozen=True)
+class StageDevices:
+    """The devices one stage adds to a rollout: by status (``pending``, ``downloading``,
+    ``activated``, ``passed``, ``failed``, ``stale``, ``rolled_back``) once the rollout
+    reached the stage, and how many are offline or never seen now."""
+
+    stage: int
+    devices: int
+    reached: bool
+    statuses: Mapping[str, int]
+    offline: int
+    never_seen: int
+
+    def count(self, *statuses: str) -> int:
+        """How many devices have one of ``statuses``."""
+        return sum(self.statuses.get(s, 0) for s in statuses)
+
+    @property
+    def on_target(self) -> int:
+        """Running the target version (activated, or passed probation)."""
+        return self.count("activated", "passed")
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "stage_devices") -> StageDevices:
+        """Parse strictly. Raises: ResponseError: malformed."""
+        o = _Obj(value, where)
+        counts = o.obj("statuses")
+        statuses: dict[str, int] = {}
+        for key, n in counts.value.items():
+            if isinstance(n, bool) or not isinstance(n, int):
+                raise ResponseError(f"{counts.where}.{key}: expected an integer")
+            statuses[str(key)] = n
+        return cls(
+            o.integer("stage"),
+            o.integer("devices"),
+            o.flag("reached"),
+            statuses,
+            o.integer("offline"),
+            o.integer("never_seen"),
+        )
+
+
 ACTIVE_ROLLOUT_STATES = frozenset({"running", "waiting_approval", "paused"})
 
 
@@ -429,6 +471,8 @@ class Rollout:
     history: tuple[Transition, ...]
     touched: tuple[str, ...]
     gates: tuple[GateResult, ...] = field(default=())
+    #: Per stage, its devices by state (only when asked for: ``rollout(id, devices=True)``).
+    stage_devices: tuple[StageDevices, ...] = field(default=())
 
     @property
     def active(self) -> bool:
@@ -464,6 +508,11 @@ class Rollout:
             history=_items(o, "history", Transition.from_json),
             touched=o.strs("touched"),
             gates=_items(o, "gates", GateResult.from_json),
+            stage_devices=(
+                _items(o, "stage_devices", StageDevices.from_json)
+                if o.maybe("stage_devices") is not None
+                else ()
+            ),
         )
 
 
@@ -639,3 +688,47 @@ class FleetSummary:
             _items(o, "versions", VersionCount.from_json),
             o.number("generated_at"),
         )
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One recorded alert transition (``GET /v1/alerts``): a rule firing or resolving,
+    with the metric's value then; ``open`` when it is a firing still in force."""
+
+    id: int
+    rule: str
+    state: str
+    value: float | None
+    ts: float
+    delivery: str
+    open: bool
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "alert") -> Alert:
+        """Parse strictly. Raises: ResponseError: malformed."""
+        o = _Obj(value, where)
+        return cls(
+            o.integer("id"),
+            o.text("rule"),
+            o.text("state"),
+            o.opt_number("value"),
+            o.number("ts"),
+            o.text("delivery"),
+            o.flag("open"),
+        )
+
+
+@dataclass(frozen=True)
+class AlertPage:
+    """Alert transitions, newest first; ``firing`` counts the rules firing now; ``next``
+    is the ``before_id`` of the next page (None: the last)."""
+
+    alerts: tuple[Alert, ...]
+    firing: int
+    next: int | None
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "alerts") -> AlertPage:
+        """Parse strictly. Raises: ResponseError: malformed."""
+        o = _Obj(value, where)
+        return cls(_items(o, "alerts", Alert.from_json), o.integer("firing"), o.opt_integer("next"))

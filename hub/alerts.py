@@ -62,6 +62,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Final, Literal, get_args
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -397,6 +398,83 @@ class AlertRecord:
     value: float | None
     ts: float
     delivery: str
+
+
+@dataclass(frozen=True)
+class AlertLog:
+    """A page of recorded transitions, newest first, as :func:`read_alerts` returns it.
+
+    ``open_ids`` are the ids of the rows that are firing transitions still in force (the
+    latest transition recorded for their rule); ``firing`` counts every such rule, on
+    this page or not; ``next`` is the ``before_id`` of the next page (None: last page).
+    """
+
+    alerts: list[AlertRecord]
+    open_ids: frozenset[int]
+    firing: int
+    next: int | None
+
+
+def read_alerts(
+    db_path: Path | str,
+    *,
+    state: Transition | None = None,
+    open_only: bool = False,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> AlertLog:
+    """Read the ``alerts`` table of the hub's SQLite file (read-only; another process,
+    the alerter, writes it): transitions newest first, at most ``limit``, with ids below
+    ``before_id``; only ``state`` transitions, and with ``open_only`` only the firing
+    ones still in force. A file without the table (no alert rule ever ran) has none.
+
+    Raises:
+        AlertError: SQLite failed.
+        ValueError: ``limit`` < 1.
+    """
+    if limit < 1:
+        raise ValueError("alerts: limit must be >= 1")
+    latest = "SELECT MAX(id) FROM alerts GROUP BY rule"
+    where: list[str] = []
+    params: list[Any] = []
+    if state is not None:
+        where.append("state = ?")
+        params.append(state)
+    if open_only:
+        where.append(f"state = 'firing' AND id IN ({latest})")
+    if before_id is not None:
+        where.append("id < ?")
+        params.append(before_id)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    try:
+        uri = f"{Path(db_path).resolve().as_uri()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise AlertError(f"alerts: cannot open {db_path}: {exc}") from exc
+    try:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alerts'"
+        ).fetchone()
+        if exists is None:
+            return AlertLog([], frozenset(), 0, None)
+        rows = conn.execute(
+            f"SELECT id, rule, state, value, ts, delivery FROM alerts{clause}"  # noqa: S608
+            " ORDER BY id DESC LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        open_ids = frozenset(
+            int(r[0])
+            for r in conn.execute(
+                f"SELECT id FROM alerts WHERE state = 'firing' AND id IN ({latest})"  # noqa: S608
+            )
+        )
+    except sqlite3.Error as exc:
+        raise AlertError(f"alerts: cannot read {db_path}: {exc}") from exc
+    finally:
+        conn.close()
+    records = [AlertRecord(int(r[0]), str(r[1]), r[2], r[3], float(r[4]), str(r[5])) for r in rows]
+    last = records[-1].id if len(records) == limit else None
+    return AlertLog(records, open_ids, len(open_ids), last)
 
 
 class Alerter:

@@ -343,15 +343,32 @@ def create_app(context: HubContext) -> FastAPI:
             ]
         }
 
+    # rollout id -> (when, its state and stage then, the stages' devices)
+    breakdowns: dict[str, tuple[float, tuple[str, int], list[dict[str, Any]]]] = {}
+
     @app.get("/v1/rollouts/{rollout_id}", tags=["rollouts"])
     def get_rollout(
-        rollout_id: RolloutId, _: Annotated[TokenInfo, Depends(require("read"))]
+        rollout_id: RolloutId,
+        _: Annotated[TokenInfo, Depends(require("read"))],
+        devices: bool = False,
     ) -> dict[str, Any]:
-        """One rollout: spec, state, stage, history, touched devices, gate values."""
+        """One rollout: spec, state, stage, history, touched devices, gate values; with
+        ``devices=true`` also ``stage_devices``: per stage, the devices it adds by status,
+        offline and never seen (counted at most every 2 s)."""
+        runner = need_runner()
         try:
-            return need_runner().rollouts.get(rollout_id).rollout.to_json()
+            r = runner.rollouts.get(rollout_id).rollout
         except EdgeFleetError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+        doc = r.to_json()
+        if devices:
+            now, where = time.monotonic(), (r.state.value, r.stage)
+            cached = breakdowns.get(rollout_id)
+            if cached is None or cached[1] != where or not 0 <= now - cached[0] < 2.0:
+                cached = (now, where, [s.to_json() for s in runner.stage_devices(r)])
+                breakdowns[rollout_id] = cached
+            doc["stage_devices"] = cached[2]
+        return doc
 
     @app.post("/v1/rollouts/{rollout_id}/{command}", tags=["rollouts"])
     def rollout_command(

@@ -1,5 +1,5 @@
-"""Fleet-wide views for the console: ``GET /v1/fleet/summary`` and
-``GET /v1/fleet/events/latest``.
+"""Fleet-wide views for the console: ``GET /v1/fleet/summary``,
+``GET /v1/fleet/events/latest`` and ``GET /v1/alerts``.
 
 A separate router (included by :func:`hub.api.create_app`) so the fleet overview can
 grow without touching the other routes. Responses are pydantic models, so
@@ -12,11 +12,12 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel
 
+from hub.alerts import AlertError, read_alerts
 from hub.store import EventRecord, Store
 
 if TYPE_CHECKING:
@@ -73,6 +74,28 @@ class LatestEvents(BaseModel):
 
     events: list[EventOut]
     next: None = None
+
+
+class AlertOut(BaseModel):
+    """One recorded alert transition; ``open``: a firing that is still in force (the
+    latest transition of its rule)."""
+
+    id: int
+    rule: str
+    state: Literal["firing", "resolved"]
+    value: float | None
+    ts: float
+    delivery: str
+    open: bool
+
+
+class AlertPage(BaseModel):
+    """Alert transitions, newest first; ``firing`` counts the rules firing now (on this
+    page or not); ``next`` is the ``before_id`` of the next page (null: the last)."""
+
+    alerts: list[AlertOut]
+    firing: int
+    next: int | None
 
 
 def latest_events(store: Store, limit: int, device: str | None = None) -> list[EventRecord]:
@@ -172,6 +195,46 @@ def fleet_router(context: HubContext, require: Callable[[str], Callable[..., Any
                 EventOut.model_validate({"id": r.id, **json.loads(r.event.to_bytes())})
                 for r in records
             ]
+        )
+
+    @router.get("/v1/alerts", response_model=AlertPage, dependencies=[Depends(require("read"))])
+    def list_alerts(
+        state: Literal["firing", "resolved"] | None = None,
+        open_only: Annotated[bool, Query(alias="open")] = False,
+        before_id: Annotated[int | None, Query(ge=1, le=2**53)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> AlertPage:
+        """The alerter's recorded transitions (``hub serve --alerts``), newest first:
+        ``state`` keeps the firing or resolved ones, ``open=true`` only the firings
+        still in force; pass the last id as ``before_id`` for the next page. A hub
+        without alert rules has none."""
+        if context.store is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the store is not running")
+        try:
+            log = read_alerts(
+                context.store.path,
+                state=state,
+                open_only=open_only,
+                before_id=before_id,
+                limit=limit,
+            )
+        except AlertError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+        return AlertPage(
+            alerts=[
+                AlertOut(
+                    id=a.id or 0,
+                    rule=a.rule,
+                    state=a.state,
+                    value=a.value,
+                    ts=a.ts,
+                    delivery=a.delivery,
+                    open=a.id in log.open_ids,
+                )
+                for a in log.alerts
+            ],
+            firing=log.firing,
+            next=log.next,
         )
 
     return router

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge_agent.contract.directive import ModelRef
@@ -33,6 +34,7 @@ from hub.rollout import (
     Rollout,
     RolloutError,
     RolloutSpec,
+    RolloutState,
     RolloutStore,
     StageMetrics,
     StoredRollout,
@@ -53,6 +55,32 @@ from hub.rollout import (
 from hub.store import Store
 
 log = logging.getLogger("edgefleet.hub")
+
+
+@dataclass(frozen=True)
+class StageDevices:
+    """The devices one stage adds to the rollout (its cohort minus the earlier
+    stages'), by status (:class:`hub.rollout.DeviceStatus` values) once the rollout has
+    reached the stage; how many of them the hub sees offline now (seen before, not
+    connected) and how many it has never seen."""
+
+    stage: int
+    devices: int
+    reached: bool
+    statuses: dict[str, int] = field(default_factory=dict)
+    offline: int = 0
+    never_seen: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {
+            "stage": self.stage,
+            "devices": self.devices,
+            "reached": self.reached,
+            "statuses": dict(sorted(self.statuses.items())),
+            "offline": self.offline,
+            "never_seen": self.never_seen,
+        }
 
 
 class RolloutRunner:
@@ -195,6 +223,31 @@ class RolloutRunner:
     def fleet(self) -> dict[str, tuple[str, ...]]:
         """Every known device and its tags."""
         return {d.id: d.tags for d in self.store.all_devices()}
+
+    def stage_devices(self, r: Rollout) -> list[StageDevices]:
+        """Per stage, its own devices by status (stages the rollout has not reached:
+        just how many devices they hold), offline and never seen. Reads each reached
+        device's recent events, as a tick does for the current stage.
+
+        Raises:
+            StoreError: SQLite failed.
+        """
+        fleet = self.fleet()
+        out: list[StageDevices] = []
+        earlier: set[str] = set()
+        for i in range(len(r.spec.stages)):
+            members = set(cohort(r.spec, i, fleet))
+            own = sorted(members - earlier)
+            earlier = members
+            if i > r.stage and r.state != RolloutState.COMPLETED:
+                out.append(StageDevices(i, len(own), reached=False))
+                continue
+            statuses = Counter(p.status.value for p in self._progress(r, own).values())
+            records = [rec for d in own if (rec := self.store.device(d)) is not None]
+            offline = sum(1 for rec in records if not rec.online and rec.last_seen is not None)
+            never = sum(1 for rec in records if not rec.online and rec.last_seen is None)
+            out.append(StageDevices(i, len(own), True, dict(statuses), offline, never))
+        return out
 
     def _progress(self, r: Rollout, members: Sequence[str]) -> dict[str, DeviceProgress]:
         started = r.history[0].at if r.history else 0.0

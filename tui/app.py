@@ -27,6 +27,7 @@ from edgefleet_client import AsyncHubClient, Event, HubError, WhoAmI
 from edgefleet_client.sse import Backoff
 from tui.commands import VIEWS, Command
 from tui.messages import EventsArrived, HubStateChanged
+from tui.screens.alerts import AlertsView
 from tui.screens.audit import AuditView
 from tui.screens.base import View
 from tui.screens.device import DeviceView
@@ -45,6 +46,7 @@ VIEW_CLASSES: dict[str, type[View]] = {
     "events": EventsView,
     "models": ModelsView,
     "audit": AuditView,
+    "alerts": AlertsView,
 }
 THEMES = ("textual-dark", "textual-light")
 
@@ -97,6 +99,7 @@ class ConsoleApp(App[None]):
         Binding("4", "view('events')", "Events"),
         Binding("5", "view('models')", "Models"),
         Binding("6", "view('audit')", "Audit", show=False),
+        Binding("7", "view('alerts')", "Alerts", show=False),
         Binding("colon", "command_mode", "Cmd", key_display=":"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("ctrl+t", "toggle_theme", "Theme", show=False),

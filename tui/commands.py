@@ -22,6 +22,7 @@ VIEWS: tuple[ViewName, ...] = (
     ViewName("events", ("ev", "e", "log"), "4", "Live event tail from the hub"),
     ViewName("models", ("m", "mo", "versions"), "5", "Model versions and where they run"),
     ViewName("audit", ("au", "a"), "6", "The hash-chained audit log (admin)"),
+    ViewName("alerts", ("al", "alert"), "7", "Alert rules firing and resolving"),
 )
 
 
@@ -38,7 +39,7 @@ class CommandError(ValueError):
 
 
 def parse_command(text: str) -> Command:
-    """``fleet`` / ``f`` / ``device pump-01`` / ``rollout r-1`` / ``quit``.
+    """``fleet`` / ``f`` / ``alerts`` / ``device pump-01`` / ``rollout r-1`` / ``quit``.
 
     Raises:
         CommandError: unknown name, or a ``device``/``rollout`` without an id.

@@ -87,15 +87,18 @@ def match_device(d: Device, terms: tuple[Term, ...]) -> bool:
 
 
 def server_params(terms: tuple[Term, ...]) -> dict[str, object]:
-    """What the hub's ``/v1/devices`` can filter itself (the first plain ``tag`` and an
-    online/offline ``state``), so a page holds matching devices."""
+    """What the hub's ``/v1/devices`` can filter itself (the first plain ``tag``, and
+    ``online`` for a ``state``), so a page holds matching devices. The hub knows only
+    connected or not: ``state:offline`` and ``state:never`` both ask for the devices
+    not connected, and the page is then told apart here (a device never seen is not
+    offline)."""
     out: dict[str, object] = {}
     for t in terms:
         if t.negated:
             continue
         if t.key == "tag" and "tag" not in out:
             out["tag"] = t.value
-        if t.key == "state" and t.value in ("online", "offline") and "online" not in out:
+        if t.key == "state" and "online" not in out:
             out["online"] = t.value == "online"
     return out
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from edgefleet_client import (
+    AlertPage,
     AuditEntry,
     DeviceDetail,
     DevicePage,
@@ -49,6 +50,7 @@ class DeviceLoaded(Message):
 
     detail: DeviceDetail
     events: tuple[Event, ...]
+    drift: DriftResult | None = None  # its active version's drift on this device
 
 
 @dataclass
@@ -94,3 +96,10 @@ class AuditLoaded(Message):
     entries: tuple[AuditEntry, ...]
     verified: bool
     problem: str | None
+
+
+@dataclass
+class AlertsLoaded(Message):
+    """A page of alert transitions (Pulse asks for the firings still in force)."""
+
+    page: AlertPage

@@ -12,11 +12,11 @@ import pytest
 
 from edge_agent.contract.messages import Event as WireEvent
 from edge_agent.contract.messages import EventKind, ModelVersion
-from edgefleet_client import AsyncHubClient, HubClient, HubError
+from edgefleet_client import AsyncHubClient, HubClient, HubError, RolloutDraft
 from edgefleet_client.sse import Backoff, SseParser
 from hub.broker import free_port
 from hub.rollout import RolloutSpec, Selector, Stage
-from tests.support.fleet import DEVICES, T0, running_fleet
+from tests.support.fleet import DEVICES, T0, record_alerts, running_fleet
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.tls import make_tls
 
@@ -102,6 +102,63 @@ def test_models_versions_drift_and_audit(fleet):
         assert page.verified and page.entries[0].action == "hub.start"
 
 
+def test_alerts_newest_first_filtered_and_paged(tmp_path, demo_dir, reference_x):
+    model = (demo_dir / "model-int8.tflite").read_bytes()
+    with running_fleet(tmp_path / "hub", model, reference_x) as f, client(f, "read") as hub:
+        empty = hub.alerts()
+        assert (empty.alerts, empty.firing, empty.next) == ((), 0, None)  # no rule ran yet
+        record_alerts(f.service)
+        page = hub.alerts()
+        assert [(a.rule, a.state, a.open) for a in page.alerts] == [
+            ("pump-03-offline", "resolved", False),
+            ("pump-03-offline", "firing", False),
+            ("fleet-offline", "firing", True),
+        ]
+        assert page.firing == 1 and page.next is None
+        assert page.alerts[2].value == pytest.approx(2 / 6) and page.alerts[2].ts == T0 - 120
+        assert page.alerts[2].delivery == "no webhook"
+        assert [a.rule for a in hub.alerts(open_only=True).alerts] == ["fleet-offline"]
+        assert [a.state for a in hub.alerts(state="resolved").alerts] == ["resolved"]
+        first = hub.alerts(limit=2)
+        assert len(first.alerts) == 2 and first.next == first.alerts[-1].id
+        rest = hub.alerts(before_id=first.next, limit=2)
+        assert [a.rule for a in rest.alerts] == ["fleet-offline"] and rest.next is None
+        for bad in ({"state": "burning"}, {"limit": "0"}, {"before_id": "0"}, {"open": "maybe"}):
+            response = httpx.get(
+                f"{f.url}/v1/alerts",
+                params=bad,
+                headers={"Authorization": f"Bearer {f.tokens['read']}"},
+            )
+            assert response.status_code == 400, bad
+            assert set(response.json()) == {"error"}, bad
+        with pytest.raises(HubError) as err:
+            HubClient(f.url).alerts()
+        assert err.value.status == 401
+
+
+@pytest.mark.parametrize("previous", [None, 1])
+def test_a_rollout_draft_is_the_spec_the_cli_builds(previous):
+    """The draft's defaults are the CLI's: the same options give the same spec."""
+    from edge_agent.contract.directive import Probation
+    from hub.rollout import Gates
+
+    draft = RolloutDraft(
+        "r-9", "pump", 2, previous, ("site-a",), (0.1, 0.5, 1.0), 60.0,
+        max_psi=0.3, on_failure="rollback", manual=True,
+    )  # fmt: skip
+    gates = Gates(max_psi=0.3, max_latency_ratio=None if previous is None else 1.5,
+                  max_evidence_wait_s=300.0)  # fmt: skip
+    expected = RolloutSpec(
+        id="r-9", model="pump", target_version=2, previous_version=previous,
+        selector=Selector(tags=("site-a",)), on_failure="rollback", on_insufficient="proceed",
+        promotion="manual", stages=tuple(Stage(share=s, bake_s=60.0, gates=gates)
+                                         for s in (0.1, 0.5, 1.0)),
+        probation=Probation(window_s=120.0),
+    )  # fmt: skip
+    assert RolloutSpec.from_json(draft.to_json()) == expected
+    assert draft.to_json() == expected.to_json()
+
+
 def test_deploy_and_rollout_commands(tmp_path, demo_dir, reference_x):
     model = (demo_dir / "model-int8.tflite").read_bytes()
     with running_fleet(tmp_path / "hub", model, reference_x) as f, client(f, "deploy") as hub:
@@ -113,6 +170,13 @@ def test_deploy_and_rollout_commands(tmp_path, demo_dir, reference_x):
         started = hub.start_rollout(spec.to_json())
         assert started.id == "r-1" and started.active and started.selector_tags == ("site-a",)
         assert started.stages[0].label == "100%"
+        with pytest.raises(HubError) as err:  # a draft is checked by the hub like any spec
+            hub.start_rollout(RolloutDraft("r-2", "pump", 2, stages=(0.5, 0.2)))
+        assert err.value.status == 422 and "shares must not decrease" in err.value.message
+        assert hub.rollout("r-1").stage_devices == ()  # only when asked for
+        (stage,) = hub.rollout("r-1", devices=True).stage_devices
+        assert (stage.stage, stage.devices, stage.reached, stage.offline) == (0, 3, True, 1)
+        assert sum(stage.statuses.values()) == 3
         paused = hub.rollout_command("r-1", "pause")
         assert paused.state == "paused" and paused.history[-1].to_state == "paused"
         with pytest.raises(HubError) as err:

@@ -50,6 +50,9 @@ BAD_QUERIES = (
     {"device": "x" * 5000},
     {"active": "maybe"},
     {"max_events": "0"},
+    {"state": "burning"},
+    {"before_id": "0"},
+    {"open": "maybe"},
 )
 BAD_BODIES = (
     b"",

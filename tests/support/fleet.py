@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.contract.messages import Event, EventKind, Health, ModelVersion, State
+from hub.alerts import Alerter, AlertRule, Scope
 from hub.broker import free_port
 from hub.bundler import ReferenceData
 from hub.service import HubService, HubSettings
@@ -79,6 +80,29 @@ def seed(service: HubService, model_bytes: bytes, reference: np.ndarray, now: fl
         store.record_event(Event(dev, now - 590 + i, EventKind.ACTIVATED, "", model, 1))
     v2 = ModelVersion("pump", 2)
     store.record_event(Event("pump-03", now - 100, EventKind.FAILED, "smoke test failed", v2, 2))
+
+
+def record_alerts(service: HubService, now: float = T0) -> None:
+    """Record alert transitions the way the hub's alerter does, from the seeded fleet:
+    ``fleet-offline`` fires (2 of 6 devices offline) and stays firing;
+    ``pump-03-offline`` fires, then resolves after its rule is edited (the hub restarted
+    with ``> 0.5`` turned into ``< 0.5``, so the same value misses it)."""
+    assert service.store is not None and service.registry is not None
+    store, reference = service.store, service.registry.reference
+    fleet = AlertRule("fleet-offline", "offline_devices_share", ">", 0.1)
+    device = Scope(device="pump-03")
+    before = AlertRule("pump-03-offline", "offline_devices_share", ">", 0.5, scope=device)
+    first = Alerter(store, reference, [fleet, before], clock=lambda: now)
+    try:
+        assert [a.state for a in first.tick(now - 120)] == ["firing", "firing"]
+    finally:
+        first.close()
+    after = AlertRule("pump-03-offline", "offline_devices_share", "<", 0.5, scope=device)
+    second = Alerter(store, reference, [after], clock=lambda: now)
+    try:
+        assert [a.state for a in second.tick(now - 60)] == ["resolved"]
+    finally:
+        second.close()
 
 
 @contextmanager

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import pytest
 from textual.command import CommandList
-from textual.widgets import Button, DataTable, Select, Static
+from textual.widgets import Button, DataTable, Input, Select, Static
 
 from edge_agent.contract.messages import Event as WireEvent
 from edge_agent.contract.messages import EventKind, ModelVersion
 from hub.rollout import RolloutSpec, Selector, Stage
-from tests.support.fleet import DEVICES
+from tests.support.fleet import DEVICES, record_alerts
 from tests.support.tcp_proxy import TcpProxy
 from tests.tui.conftest import console, until
+from tui.screens.alerts import AlertsView
 from tui.screens.device import DeviceView
 from tui.screens.events import EventsView
 from tui.screens.fleet import FleetView
 from tui.screens.modals import DeployDialog, HelpScreen, TypedConfirm
 from tui.screens.pulse import PulseView
-from tui.screens.rollouts import RolloutView
+from tui.screens.rollout_form import RolloutForm
+from tui.screens.rollouts import RolloutsView, RolloutView
 from tui.widgets import HubBanner
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -72,6 +74,25 @@ async def test_fleet_filters_sorts_and_opens_a_device(fleet):
         assert "smoke test failed" in str(events.get_row_at(0)[3].text)
         await pilot.press("escape")
         assert isinstance(app.screen, FleetView)
+
+
+async def test_a_device_never_seen_is_not_offline(fleet):
+    """pump-05 was enrolled and tagged but never connected: its own state, not offline."""
+    app = console(fleet, "read", stream=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("2")
+        await until(pilot, lambda: isinstance(app.screen, FleetView), "the Fleet view")
+        table = app.screen.query_one("#fleet", DataTable)
+        await until(pilot, lambda: table.row_count == len(DEVICES), "every device listed")
+        assert table.get_row("pump-05")[2].text == "never"
+        await pilot.press("slash", *"state:offline", "enter")
+        await until(pilot, lambda: row_ids(table) == ["pump-03"], "the offline devices")
+        await pilot.press("slash", "ctrl+a", "ctrl+k", *"state:never", "enter")
+        await until(pilot, lambda: row_ids(table) == ["pump-05"], "the devices never seen")
+        await pilot.press("1")
+        devices = app.screen.query_one("#pulse-devices", Static)
+        await until(pilot, lambda: "1 offline" in text(devices), "Pulse's counts")
+        assert "1 never seen" in text(devices)
 
 
 async def test_a_bad_filter_is_a_notification_not_a_crash(fleet):
@@ -333,3 +354,190 @@ async def test_the_tail_resumes_after_the_hub_comes_back(own_fleet):
             assert row_ids(table).count(str(missed)) == 1
     finally:
         proxy.close()
+
+
+async def test_pulse_shows_the_alerts_firing_and_the_alerts_view_lists_them(own_fleet):
+    app = console(own_fleet, "read", stream=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, PulseView), "the Pulse view")
+        panel = app.screen.query_one("#pulse-alerts", Static)
+        await until(pilot, lambda: text(panel) == "no alert firing", "no alert yet")
+        record_alerts(own_fleet.service)
+        await until(pilot, lambda: panel.border_title == "Alerts: 1 firing", "the firing count")
+        assert text(panel) == "● fleet-offline = 0.333 · since 2m"
+        assert panel.has_class("firing")  # and "pump-03-offline" resolved: not on Pulse
+
+        await pilot.press("colon", *"alerts", "enter")
+        await until(pilot, lambda: isinstance(app.screen, AlertsView), "the Alerts view")
+        table = app.screen.query_one("#alerts", DataTable)
+        await until(pilot, lambda: table.row_count == 3, "every transition")
+        rows = [[c.text for c in table.get_row_at(i)] for i in range(3)]
+        assert [(r[2], r[3]) for r in rows] == [
+            ("pump-03-offline", "resolved"),
+            ("pump-03-offline", "firing"),
+            ("fleet-offline", "firing now"),
+        ]
+        await pilot.press("f")
+        await until(pilot, lambda: row_ids(table) == [rows[2][0]], "only the firing one")
+
+
+def shown_error(form: RolloutForm, field: str) -> str:
+    box = form.query_one(f"#e-{field}", Static)
+    return text(box) if box.display else ""
+
+
+async def test_a_rollout_starts_through_the_form_after_checks_and_a_confirmation(own_fleet):
+    runner = own_fleet.service.runner
+    app = console(own_fleet, "deploy", stream=False)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await until(pilot, lambda: app.can_deploy, "the token's identity")
+        await pilot.press("3")
+        await until(pilot, lambda: isinstance(app.screen, RolloutsView), "the Rollouts view")
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, RolloutForm), "the rollout form")
+        form = app.screen
+
+        await pilot.click("#review-button")  # nothing filled in: every problem named
+        await until(pilot, lambda: shown_error(form, "id") != "", "the id's message")
+        assert "pick the model version" in shown_error(form, "version")
+        assert not form.query_one("#form-review").display
+
+        form.query_one("#f-version", Select).value = ("pump", 2)
+        previous = form.query_one("#f-previous", Input)
+        await until(pilot, lambda: previous.value == "1", "the previous version filled in")
+        await pilot.click("#f-id")
+        await pilot.press(*"bad id!")
+        await until(pilot, lambda: "letters, digits" in shown_error(form, "id"), "inline")
+        await pilot.press(*["backspace"] * 7, *"canary-b")
+        await until(pilot, lambda: shown_error(form, "id") == "", "the id accepted")
+        form.query_one("#f-stages", Input).value = "50,20"
+        await until(pilot, lambda: "cumulative" in shown_error(form, "stages"), "the stages")
+        form.query_one("#f-stages", Input).value = "50,100"
+        form.query_one("#f-tags", Input).value = "site-b"
+        form.query_one("#f-bake", Input).value = "3600"
+        form.query_one("#f-max_psi", Input).value = ""
+        await until(pilot, lambda: shown_error(form, "stages") == "", "the stages accepted")
+
+        await pilot.click("#review-button")
+        review = form.query_one("#review", Static)
+        await until(pilot, lambda: "Start this rollout?" in text(review), "the review")
+        assert "pump v1 → v2" in text(review) and "tag:site-b" in text(review)
+        assert "no drift gate" in text(review)
+        assert runner.rollouts.list() == []  # nothing sent before the confirmation
+        await pilot.click("#start-button")
+        await until(pilot, lambda: isinstance(app.screen, RolloutView), "the new rollout's view")
+        assert app.screen.rollout_id == "canary-b"
+        spec = runner.rollouts.get("canary-b").rollout.spec
+        assert spec.selector.tags == ("site-b",) and spec.previous_version == 1
+        assert [(s.share, s.bake_s, s.gates.max_psi) for s in spec.stages] == [
+            (0.5, 3600.0, None),
+            (1.0, 3600.0, None),
+        ]
+
+        await pilot.press("escape", "n")  # the same id again: the hub's refusal, in the form
+        await until(pilot, lambda: isinstance(app.screen, RolloutForm), "the form again")
+        form = app.screen
+        form.query_one("#f-version", Select).value = ("pump", 2)
+        form.query_one("#f-id", Input).value = "canary-b"
+        await pilot.click("#review-button")
+        await until(pilot, lambda: form.query_one("#start-button").display, "the review")
+        await pilot.click("#start-button")
+        error = form.query_one("#form-error", Static)
+        await until(pilot, lambda: "the hub refused it" in text(error), "the hub's message")
+        assert "already" in text(error) and app.screen is form
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, RolloutsView), "the form cancelled")
+        assert [s.rollout.spec.id for s in runner.rollouts.list()] == ["canary-b"]
+
+
+async def test_a_read_only_token_cannot_open_the_rollout_form(fleet):
+    app = console(fleet, "read", stream=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.identity is not None, "the token's identity")
+        await pilot.press("3")
+        await until(pilot, lambda: isinstance(app.screen, RolloutsView), "the Rollouts view")
+        reason = app.screen.query_one("#rollouts-reason", Static)
+        await until(pilot, lambda: "need the 'deploy' scope" in text(reason), "the reason")
+        await pilot.press("n")
+        await pilot.pause()
+        assert isinstance(app.screen, RolloutsView), "a read-only token opened the form"
+
+
+async def test_the_rollout_view_breaks_each_stage_down_by_device_state(own_fleet):
+    """Stage 1 of r-5 holds pump-01 (reports the target active) and pump-03 (offline,
+    reported a failure); stage 2 (pump-02) is not reached yet. r-b's one stage holds
+    site-b, where pump-05 was never seen: not counted as offline."""
+    import time
+
+    store, runner = own_fleet.service.store, own_fleet.service.runner
+    spec = RolloutSpec(
+        "r-5", "pump", 2, 1, Selector(tags=("site-a",)),
+        (Stage(share=0.5, bake_s=3600), Stage(share=1.0, bake_s=3600)),
+    )  # fmt: skip
+    runner.create(spec, actor="test")
+    now = time.time()
+    store.record_event(WireEvent("pump-01", now, EventKind.ACTIVATED, "", ModelVersion("pump", 2)))
+    store.record_event(WireEvent("pump-03", now, EventKind.FAILED, "hash", ModelVersion("pump", 2)))
+    app = console(own_fleet, "read", stream=False)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await pilot.press("colon", *"rollout r-5", "enter")
+        await until(pilot, lambda: isinstance(app.screen, RolloutView), "the rollout view")
+        table = app.screen.query_one("#stages", DataTable)
+
+        def cells(row: str) -> list[str]:
+            return [c.text for c in table.get_row(row)][2:8] if table.row_count == 2 else []
+
+        await until(pilot, lambda: cells("0") and cells("0")[0] == "2", "the stages' devices")
+        _, on_target, downloading, pending, failed, offline = cells("0")
+        assert on_target.endswith(" 1") and "50%" in on_target
+        assert (downloading, pending, failed, offline) == ("0", "0", "1", "1")
+        assert cells("1") == ["1", "not started", "-", "-", "-", "-"]
+
+        site_b = RolloutSpec("r-b", "pump", 2, 1, Selector(tags=("site-b",)), (Stage(share=1.0),))
+        runner.create(site_b, actor="test")
+        await pilot.press("escape", "colon", *"rollout r-b", "enter")
+        await until(pilot, lambda: app.screen.crumb == "r-b", "the second rollout")
+        table = app.screen.query_one("#stages", DataTable)
+        await until(
+            pilot, lambda: table.row_count == 1 and table.get_row("0")[2].text == "3", "r-b"
+        )
+        assert table.get_row("0")[7].text == "0 +1 never"
+
+
+async def test_deploy_to_marked_devices_after_typing_their_count(own_fleet):
+    audit = own_fleet.service.audit
+    app = console(own_fleet, "deploy", stream=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(pilot, lambda: app.can_deploy, "the token's identity")
+        await pilot.press("2")
+        await until(pilot, lambda: isinstance(app.screen, FleetView), "the Fleet view")
+        view = app.screen
+        table = view.query_one("#fleet", DataTable)
+        await until(pilot, lambda: table.row_count == len(DEVICES), "every device listed")
+        # space marks the device under the cursor and moves down: pump-01, 03, 04
+        await pilot.press("space", "down", "space", "space")
+        assert view.marked == {"pump-01", "pump-03", "pump-04"}
+        await pilot.press("up", "up", "space")  # back on pump-03: unmarked
+        assert view.marked == {"pump-01", "pump-04"}
+        await until(pilot, lambda: table.get_row("pump-01")[0].text == "✓ pump-01", "the mark")
+        assert "2 marked" in text(view.query_one("#fleet-status", Static))
+
+        await pilot.press("D")
+        await until(pilot, lambda: isinstance(app.screen, DeployDialog), "the deploy dialog")
+        app.screen.query_one(Select).value = ("pump", 2)
+        await pilot.click("#deploy")
+        await until(pilot, lambda: isinstance(app.screen, TypedConfirm), "the confirmation")
+        confirm = app.screen
+        assert "pump-01, pump-04" in text(confirm.query_one("#confirm-prompt"))
+        await pilot.press("3", "enter")  # the wrong count: nothing is sent
+        assert app.screen is confirm
+        await pilot.press("backspace", "2", "enter")
+        await until(pilot, lambda: app.screen is view, "the confirmation closed")
+
+        def published() -> list[str]:
+            entries = audit.entries(limit=100)
+            return sorted(e.target for e in entries if e.action == "directive.publish")
+
+        await until(pilot, lambda: published() == ["pump-01", "pump-04"], "both directives")
+        await until(pilot, lambda: not view.marked, "the marks cleared")
+        assert any("sent to 2 of 2 devices" in n.message for n in app._notifications)

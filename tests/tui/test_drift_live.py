@@ -53,3 +53,14 @@ async def test_drift_view_shows_the_drifted_feature(own_fleet, agent_config, ref
         assert "major" not in others
         assert "300 predictions" in str(app.screen.query_one("#drift-summary", Static).render())
         assert app.screen.query_one(PlotWidget).display
+
+        await pilot.press("colon", *f"device {config.device_id}", "enter")
+        await until(pilot, lambda: app.screen.crumb == config.device_id, "the Device view")
+        line = app.screen.query_one("#device-drift", Static)
+        await until(pilot, lambda: "300 predictions" in str(line.render()), "its drift")
+        assert "1 of 10 features drifted: f0 major" in str(line.render())
+        await pilot.press("escape", "colon", *"device pump-04", "enter")  # v2, no windows
+        await until(pilot, lambda: app.screen.crumb == "pump-04", "a device without windows")
+        line = app.screen.query_one("#device-drift", Static)
+        await until(pilot, lambda: "no metric windows yet" in str(line.render()), "no windows")
+        assert "drift of pump:v2 here" in str(line.render())  # its own, not the fleet's

@@ -1,4 +1,4 @@
-"""The console's pure parts: filters, commands, settings, formatting."""
+"""The console's pure parts: filters, commands, settings, formatting, the rollout form."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from edgefleet_client import Device, Health, ModelRef
 from tui.commands import Command, CommandError, parse_command
 from tui.filters import FLEET_KEYS, FilterError, match_device, parse, server_params
 from tui.format import ago, bar, size
+from tui.forms import RolloutFields, check_rollout
 from tui.settings import SettingsError, config_path, resolve
 
 
@@ -44,6 +45,8 @@ def test_fleet_filter_terms():
         "tag": "site-a",
         "online": False,
     }
+    assert server_params(parse("state:never", FLEET_KEYS)) == {"online": False}
+    assert server_params(parse("!state:never", FLEET_KEYS)) == {}
 
 
 @pytest.mark.parametrize(
@@ -98,3 +101,43 @@ def test_formatting():
     assert [ago(100.0 - s, 100.0) for s in (5, 125, 7300, 200_000)] == ["5s", "2m", "2h", "2d"]
     assert size(None) == "-" and size(512) == "512B" and size(3 << 30) == "3.0G"
     assert bar(0.5, 4) == "██░░  50%" and bar(2.0, 2) == "██ 100%"
+
+
+GOOD = RolloutFields(id="r-1", version=("pump", 2), previous="1", tags="site-a, line-1")
+
+
+def test_rollout_form_fields_become_a_draft():
+    draft, errors = check_rollout(GOOD)
+    assert errors == {} and draft is not None
+    assert (draft.model, draft.version, draft.previous) == ("pump", 2, 1)
+    assert draft.tags == ("site-a", "line-1") and draft.stages == (0.1, 0.5, 1.0)
+    assert (draft.bake_s, draft.min_success_share, draft.max_failure_share) == (300, 0.95, 0.05)
+    assert draft.max_psi == 0.25 and not draft.manual and draft.on_failure == "pause"
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"id": ""}, "id", "give the rollout an id"),
+        ({"id": "../x"}, "id", "letters, digits"),
+        ({"version": None}, "version", "pick the model version"),
+        ({"previous": "two"}, "previous", "a version number >= 1"),
+        ({"previous": "2"}, "previous", "must differ from the target"),
+        ({"stages": "10,x"}, "stages", "'x': each stage is a percentage"),
+        ({"stages": "0,100"}, "stages", "above 0"),
+        ({"stages": "120"}, "stages", "at most 100"),
+        ({"stages": "50,10"}, "stages", "cumulative"),
+        ({"stages": " , "}, "stages", "at least one stage"),
+        ({"bake": "-1"}, "bake", "0 or more"),
+        ({"bake": "nan"}, "bake", "0 or more"),
+        ({"success": "101"}, "success", "from 0 to 100"),
+        ({"failure": ""}, "failure", "from 0 to 100"),
+        ({"max_psi": "0"}, "max_psi", "above 0"),
+    ],
+)
+def test_a_bad_rollout_field_is_named_in_one_line(change, field, message):
+    from dataclasses import replace
+
+    draft, errors = check_rollout(replace(GOOD, **change))
+    assert draft is None and list(errors) == [field]
+    assert message in errors[field] and "\n" not in errors[field]

@@ -15,7 +15,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from hub.rollout import RolloutSpec, Selector, Stage
-from tests.support.fleet import DEVICES, Fleet, running_fleet
+from tests.support.fleet import DEVICES, Fleet, record_alerts, running_fleet
 from tests.tui.conftest import console, until
 
 pytestmark = pytest.mark.timeout(120)
@@ -25,7 +25,8 @@ SIZES = {"80x24": (80, 24), "160x48": (160, 48)}
 
 @pytest.fixture(scope="module")
 def snap_fleet(tmp_path_factory, demo_dir, reference_x) -> Iterator[Fleet]:
-    """The seeded fleet plus one running rollout whose first stage touched site-a."""
+    """The seeded fleet plus one running rollout whose first stage touched site-a, and
+    the alerts of :func:`record_alerts` (one firing, one resolved)."""
     model = (demo_dir / "model-int8.tflite").read_bytes()
     with running_fleet(tmp_path_factory.mktemp("hub"), model, reference_x) as f:
         spec = RolloutSpec(
@@ -34,6 +35,7 @@ def snap_fleet(tmp_path_factory, demo_dir, reference_x) -> Iterator[Fleet]:
         )  # fmt: skip
         runner = f.service.runner
         runner.create(spec, actor="test")
+        record_alerts(f.service)
         end = time.monotonic() + 30
         while not runner.rollouts.get("canary-2").rollout.touched:
             assert time.monotonic() < end, "the rollout's first stage touched no device"
@@ -74,6 +76,9 @@ VIEWS = {
     "device": (("colon", *"device pump-02", "enter"), "#device-events", 2),
     "rollouts": (("3",), "#rollouts", 1),
     "events": (("4",), "#events", 11),
+    "alerts": (("7",), "#alerts", 3),
+    # Models and Audit show the hub's real clock (push and start times) and bundle
+    # digests signed with the hub's own fresh keys: their Pilot tests check them.
 }
 
 
@@ -99,3 +104,27 @@ def test_light_theme_snapshot(snap_compare, snap_fleet):
 
     app = console(snap_fleet, "read", refresh_s=3600.0, health_s=3600.0, light=True)
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_drift_view_snapshot_without_windows(snap_compare, snap_fleet, size):
+    """The Drift view of a version no device has reported windows for (the view with
+    windows: tests/tui/test_drift_live.py, on a real agent)."""
+
+    async def run_before(pilot: Pilot[object]) -> None:
+        app = pilot.app
+        await until(pilot, lambda: app.identity is not None, "the token's identity")
+        await until(pilot, lambda: app.stream_state == "live", "the event stream")
+        await pilot.press("colon", *"drift pump:v2", "enter")
+        await until(
+            pilot,
+            lambda: (
+                len(app.screen.query("#drift-summary")) == 1
+                and "no metric windows" in str(app.screen.query_one("#drift-summary").render())
+            ),
+            "the drift summary",
+        )
+        await pilot.pause(0.2)
+
+    app = console(snap_fleet, "read", refresh_s=3600.0, health_s=3600.0)
+    assert snap_compare(app, terminal_size=SIZES[size], run_before=run_before)

@@ -96,6 +96,19 @@ class View(Screen[None]):
         self.console.hub_reachable()
         return result
 
+    async def registered_versions(self) -> list[tuple[str, int]] | None:
+        """Every registered ``(model, version)``; None when the hub could not say
+        (reported like any failed call)."""
+        client = self.console.client
+        models = await self.fetch(client.models())
+        if models is None:
+            return None
+        versions: list[tuple[str, int]] = []
+        for m in models:
+            found = await self.fetch(client.versions(m.name))
+            versions += [(v.name, v.version) for v in found or ()]
+        return versions
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "back":
             return len(self.app.screen_stack) > 2  # the landing view has nowhere to go back to

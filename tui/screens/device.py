@@ -1,5 +1,5 @@
-"""Device: state, versions, health and recent events of one device; deploy a version
-(active or shadow) or roll back to the previous one."""
+"""Device: state, versions, health, the drift of its active version on this device and
+its recent events; deploy a version (active or shadow) or roll back to the previous one."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Static
 
-from edgefleet_client import DeviceDetail, Event
+from edgefleet_client import DeviceDetail, DriftResult, Event
 from tui.filters import device_state
-from tui.format import ago, ref, size
+from tui.format import ago, number, ref, size
 from tui.messages import DeviceLoaded
 from tui.screens.base import View
 from tui.screens.modals import DeployChoice, DeployDialog, TypedConfirm
@@ -42,6 +42,35 @@ def event_cells(e: Event) -> list[Cell]:
     ]
 
 
+DRIFTED = ("drift", "major")
+
+
+def drift_line(d: DeviceDetail, drift: DriftResult | None) -> str:
+    """One line: the device's active version's drift here, worst features first."""
+    if d.active is None:
+        return "[dim]no active model: nothing to drift[/dim]"
+    head = f"drift of {d.active.label} here: "
+    if drift is None:
+        return f"[dim]{head}unavailable[/dim]"
+    if drift.report is None:
+        return f"[dim]{head}no metric windows yet[/dim]"
+    worst = sorted(
+        (f for f in drift.features if f.verdict in DRIFTED), key=lambda f: -(f.psi or 0.0)
+    )
+    if worst:
+        named = ", ".join(
+            f"[red b]{f.name}[/red b] {f.verdict} (PSI {number(f.psi)})" for f in worst[:3]
+        )
+        more = f" and {len(worst) - 3} more" if len(worst) > 3 else ""
+        found = f"{len(worst)} of {len(drift.features)} features drifted: {named}{more}"
+    else:
+        found = f"[green]no feature drifted[/green] ({len(drift.features)} features)"
+    latency = (drift.report or {}).get("latency_ms") or {}
+    p95 = latency.get("p95") if isinstance(latency, dict) else None
+    tail = f" · p95 {number(p95)} ms" if p95 is not None else ""
+    return f"{head}{drift.n} predictions · {found}{tail}"
+
+
 class DeviceView(View):
     """One device."""
 
@@ -62,6 +91,7 @@ class DeviceView(View):
         with Horizontal(id="device-top"):
             yield Static("loading…", id="device-state", classes="panel")
             yield Static("", id="device-versions", classes="panel")
+        yield Static("", id="device-drift", classes="status")
         table = LiveTable(id="device-events", cursor_type="row")
         for column in EVENT_COLUMNS:
             table.add_column(column, key=column)
@@ -79,11 +109,16 @@ class DeviceView(View):
                 self.query_one("#device-state", Static).update(escape(self.last_error))
             return
         recent = await self.fetch(client.latest_events(limit=30, device=self.device_id))
-        self.post_message(DeviceLoaded(detail, recent or ()))
+        drift = None
+        if detail.active is not None:
+            a = detail.active
+            drift = await self.fetch(client.drift(a.name, a.version, device=self.device_id))
+        self.post_message(DeviceLoaded(detail, recent or (), drift))
 
     @on(DeviceLoaded)
     def _loaded(self, message: DeviceLoaded) -> None:
         self.show(message.detail, list(message.events))
+        self.query_one("#device-drift", Static).update(drift_line(message.detail, message.drift))
 
     def show(self, d: DeviceDetail, events: list[Event]) -> None:
         """Render the device and its recent events (newest first)."""
@@ -116,14 +151,9 @@ class DeviceView(View):
 
     @work(exclusive=True, group="device-action", exit_on_error=False)
     async def open_deploy(self) -> None:
-        client = self.console.client
-        models = await self.fetch(client.models())
-        if models is None:
+        versions = await self.registered_versions()
+        if versions is None:
             return
-        versions: list[tuple[str, int]] = []
-        for m in models:
-            found = await self.fetch(client.versions(m.name))
-            versions += [(v.name, v.version) for v in found or ()]
         current = self.detail.active.version if self.detail and self.detail.active else None
         choice = await self.app.push_screen_wait(DeployDialog(self.device_id, versions, current))
         if choice is not None:

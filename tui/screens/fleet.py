@@ -1,11 +1,13 @@
 """Fleet: a page of devices from the hub, filtered, sorted, updated by keyed diffs.
 
 A large fleet is paged on the hub (``]``/``[``), never loaded whole: ``tag:`` and an
-online/offline ``state:`` go to the API, the other terms filter the page shown."""
+online/offline ``state:`` go to the API, the other terms filter the page shown.
+``Space`` marks devices (across pages); ``D`` deploys one version to every marked
+device after a typed confirmation."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -25,6 +27,7 @@ from tui.filters import (
 from tui.format import ago, ref, size
 from tui.messages import FleetPageLoaded
 from tui.screens.base import View
+from tui.screens.modals import DeployDialog, TypedConfirm
 from tui.table_diff import Cell, sort_table, sync_table
 from tui.widgets import FilterInput, LiveTable
 
@@ -44,12 +47,12 @@ COLUMNS = (
 STATE_STYLE = {"online": "green", "offline": "red", "never": "dim"}
 
 
-def device_cells(d: Device, now: float) -> list[Cell]:
-    """One device's row."""
+def device_cells(d: Device, now: float, marked: bool = False) -> list[Cell]:
+    """One device's row (a marked device's id carries a check mark)."""
     state = device_state(d)
     h = d.health
     return [
-        Cell(d.id),
+        Cell(f"✓ {d.id}", sort=d.id, style="b yellow") if marked else Cell(d.id),
         Cell(",".join(d.tags)),
         Cell(state, style=STATE_STYLE[state]),
         Cell(ago(d.last_seen, now), sort=-(d.last_seen or 0.0)),
@@ -77,7 +80,11 @@ class FleetView(View):
         Binding("S", "reverse", "Reverse", show=False),
         Binding("right_square_bracket", "next_page", "Next page", key_display="]"),
         Binding("left_square_bracket", "prev_page", "Prev page", key_display="["),
+        Binding("space", "mark", "Mark", key_display="space"),
+        Binding("c", "clear_marks", "Clear marks", show=False),
+        Binding("D", "deploy_marked", "Deploy to marked", key_display="D"),
     ]
+    DEPLOY_ACTIONS = frozenset({"deploy_marked"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -87,8 +94,10 @@ class FleetView(View):
         self.sort_column: str | None = None
         self.sort_reverse = False
         self.shown: list[Device] = []
+        self.marked: set[str] = set()
 
     def compose_body(self) -> ComposeResult:
+        yield Static("", id="fleet-reason", classes="reason")
         yield Static("loading…", id="fleet-status", classes="status")
         yield FilterInput(
             placeholder="text  tag:site-a  version:2  state:offline  !term", id="filter"
@@ -121,7 +130,8 @@ class FleetView(View):
         self.shown = [d for d in page.devices if match_device(d, self.terms)]
         table = self.query_one("#fleet", DataTable)
         with self.app.batch_update():
-            stats = sync_table(table, {d.id: device_cells(d, now) for d in self.shown}, COLUMNS)
+            rows = {d.id: device_cells(d, now, d.id in self.marked) for d in self.shown}
+            stats = sync_table(table, rows, COLUMNS)
             if self.sort_column and (stats.added or stats.changed_cells):
                 sort_table(table, self.sort_column, self.sort_reverse)
         first = (len(self.page_starts) - 1) * self.PAGE_SIZE
@@ -134,9 +144,10 @@ class FleetView(View):
             if self.sort_column
             else ""
         )
+        marks = f" · {len(self.marked)} marked (D deploys, c clears)" if self.marked else ""
         self.query_one("#fleet-status", Static).update(
             f"page {len(self.page_starts)}: {len(self.shown)} of {len(page.devices)} devices "
-            f"(from #{first + 1}){filt}{sort}{more}"
+            f"(from #{first + 1}){filt}{sort}{more}{marks}"
         )
 
     @staticmethod
@@ -206,3 +217,65 @@ class FleetView(View):
         if len(self.page_starts) > 1:
             self.page_starts.pop()
             self.reload()
+
+    def action_mark(self) -> None:
+        """Mark or unmark the device under the cursor, and move to the next row."""
+        table = self.query_one("#fleet", DataTable)
+        if not table.row_count:
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        if key is None:
+            return
+        self.marked ^= {str(key)}
+        if self.page is not None:
+            self.show_page(self.page)
+        table.action_cursor_down()
+
+    def action_clear_marks(self) -> None:
+        """Unmark every device."""
+        self.marked.clear()
+        if self.page is not None:
+            self.show_page(self.page)
+
+    def action_deploy_marked(self) -> None:
+        if not self.marked:
+            self.notify("mark devices first (space), then D deploys to them", severity="warning")
+            return
+        self.deploy_marked()
+
+    @work(exclusive=True, group="fleet-action", exit_on_error=False)
+    async def deploy_marked(self) -> None:
+        """One version to every marked device: pick it, type the device count to
+        confirm, then one signed directive per device; say which failed and why."""
+        targets = sorted(self.marked)
+        versions = await self.registered_versions()
+        if versions is None:
+            return
+        label = f"{len(targets)} marked devices"
+        choice = await self.app.push_screen_wait(DeployDialog(label, versions, None))
+        if choice is None:
+            return
+        more = f" and {len(targets) - 4} more" if len(targets) > 4 else ""
+        shown = ", ".join(targets[:4]) + more
+        prompt = f"Deploy {choice.name}:v{choice.version} ({choice.mode}) to {shown}?"
+        if not await self.app.push_screen_wait(TypedConfirm(prompt, str(len(targets)))):
+            self.notify("deploy cancelled")
+            return
+        mode: Literal["active", "shadow"] = "shadow" if choice.mode == "shadow" else "active"
+        failed: list[str] = []
+        for device_id in targets:
+            result = await self.fetch(
+                self.console.client.deploy(
+                    device_id, choice.name, choice.version, mode=mode, downgrade=choice.downgrade
+                )
+            )
+            if result is None:
+                failed.append(f"{device_id} ({self.last_error})")
+        sent = len(targets) - len(failed)
+        what = f"{choice.name}:v{choice.version} ({mode}) sent to {sent} of {len(targets)} devices"
+        if failed:
+            self.notify(f"{what}; refused: {'; '.join(failed)}", severity="error", markup=False)
+        else:
+            self.notify(what)
+            self.marked.clear()
+        self.reload()

@@ -117,7 +117,7 @@ class CommandPrompt(ModalScreen[Command | None]):
 
     def compose(self) -> ComposeResult:
         yield Input(
-            placeholder=":fleet  :rollouts  :events  :pulse  :device <id>  :quit", id="command"
+            placeholder=":fleet  :rollouts  :events  :alerts  :device <id>  :quit", id="command"
         )
 
     @on(Input.Submitted, "#command")

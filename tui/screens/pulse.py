@@ -1,5 +1,6 @@
 """Pulse, the landing view: devices online/offline, versions with counts, active
-rollouts with a progress bar each, the newest events and the hub's health."""
+rollouts with a progress bar each, the alerts firing, the newest events and the hub's
+health."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from textual.app import ComposeResult
 from textual.containers import Grid, Vertical
 from textual.widgets import DataTable, Label, ProgressBar, Static
 
-from edgefleet_client import FleetSummary, Rollout
+from edgefleet_client import AlertPage, FleetSummary, HubError, Rollout
 from tui.format import ago
-from tui.messages import EventsArrived, RolloutsLoaded, SummaryLoaded
+from tui.messages import AlertsLoaded, EventsArrived, RolloutsLoaded, SummaryLoaded
+from tui.screens.alerts import firing_lines
 from tui.screens.base import View
 from tui.screens.events import tail_cells
 from tui.screens.rollouts import STATE_STYLE
@@ -68,6 +70,7 @@ class PulseView(View):
                 versions.add_column(column, key=column)
             yield versions
             yield Static("", id="pulse-hub", classes="panel")
+            yield Static("loading…", id="pulse-alerts", classes="panel")
             events = LiveTable(id="pulse-events", cursor_type="none")
             for column in EVENT_COLUMNS:
                 events.add_column(column, key=column)
@@ -76,6 +79,7 @@ class PulseView(View):
     def on_mount(self) -> None:
         titles = {"#pulse-devices": "Devices", "#pulse-rollouts": "Active rollouts",
                   "#pulse-versions": "Versions in the fleet", "#pulse-hub": "Hub",
+                  "#pulse-alerts": "Alerts",
                   "#pulse-events": "Recent events"}  # fmt: skip
         for selector, title in titles.items():
             self.query_one(selector).border_title = title
@@ -95,6 +99,27 @@ class PulseView(View):
         rollouts = await self.fetch(client.rollouts(active=True))
         if rollouts is not None:
             self.post_message(RolloutsLoaded(rollouts))
+        try:
+            alerts = await client.alerts(open_only=True, limit=4)
+        except HubError as exc:
+            if exc.status == 404:  # a hub from before /v1/alerts
+                box = self.query_one("#pulse-alerts", Static)
+                box.update("[dim]this hub serves no alerts[/dim]")
+            else:
+                self.console.report(exc)
+            return
+        self.post_message(AlertsLoaded(alerts))
+
+    @on(AlertsLoaded)
+    def _alerts(self, message: AlertsLoaded) -> None:
+        self.show_alerts(message.page)
+
+    def show_alerts(self, page: AlertPage) -> None:
+        """How many rules fire now and the newest of them; the panel turns red."""
+        box = self.query_one("#pulse-alerts", Static)
+        box.update(firing_lines(page, self.console.clock()))
+        box.border_title = f"Alerts: {page.firing} firing" if page.firing else "Alerts"
+        box.set_class(page.firing > 0, "firing")
 
     @on(SummaryLoaded)
     def _summary(self, message: SummaryLoaded) -> None:

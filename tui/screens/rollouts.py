@@ -1,6 +1,6 @@
-"""Rollouts: the list with state and progress, and one rollout's stages, gates (value
-against threshold, verdict) and history; promote, pause, resume, and — behind a typed
-confirmation — abort and roll back."""
+"""Rollouts: the list with state and progress (``n`` starts one through a form), and
+one rollout's stages, gates (value against threshold, verdict) and history; promote,
+pause, resume, and — behind a typed confirmation — abort and roll back."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Static
 
-from edgefleet_client import Rollout
+from edgefleet_client import Rollout, StageDevices
 from edgefleet_client.client import RolloutCommand
 from tui.format import bar, number
 from tui.messages import RolloutLoaded, RolloutsLoaded
 from tui.screens.base import View
 from tui.screens.device import clock_time
 from tui.screens.modals import TypedConfirm
+from tui.screens.rollout_form import RolloutForm
 from tui.table_diff import Cell, sync_table
 from tui.widgets import LiveTable
 
@@ -33,6 +34,32 @@ STATE_STYLE = {
 }
 VERDICT_STYLE = {"pass": "green", "fail": "red b", "waiting": "yellow"}
 LIST_COLUMNS = ("id", "model", "state", "stage", "progress", "touched", "promotion")
+STAGE_COLUMNS = (
+    "stage", "size", "devices", "on target", "downloading", "pending", "failed", "offline",
+    "mode", "bake", "gates (limits)",
+)  # fmt: skip
+
+
+def stage_device_cells(sd: StageDevices | None) -> list[Cell]:
+    """A stage's devices by state: a bar of those on the target version, then counts
+    (``-`` before the rollout reaches the stage)."""
+    if sd is None:
+        return [Cell("")] * 6
+    if not sd.reached:
+        return [Cell(str(sd.devices), sort=sd.devices), Cell("not started", style="dim"),
+                *[Cell("-", sort=None)] * 4]  # fmt: skip
+    done = sd.on_target / sd.devices if sd.devices else 0.0
+    failed = sd.count("failed", "rolled_back")
+    offline = sd.offline
+    never = f" +{sd.never_seen} never" if sd.never_seen else ""
+    return [
+        Cell(str(sd.devices), sort=sd.devices),
+        Cell(f"{bar(done, 8)} {sd.on_target}", sort=done, style="green" if done >= 1 else ""),
+        Cell(str(sd.count("downloading")), sort=sd.count("downloading")),
+        Cell(str(sd.count("pending")), sort=sd.count("pending")),
+        Cell(str(failed), sort=failed, style="red b" if failed else ""),
+        Cell(f"{offline}{never}", sort=offline, style="yellow" if offline else ""),
+    ]
 
 
 def rollout_cells(r: Rollout) -> list[Cell]:
@@ -52,9 +79,14 @@ class RolloutsView(View):
     """Every rollout, newest last."""
 
     crumb = "Rollouts"
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "open", "Open", show=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "open", "Open", show=False),
+        Binding("n", "new", "New rollout"),
+    ]
+    DEPLOY_ACTIONS = frozenset({"new"})
 
     def compose_body(self) -> ComposeResult:
+        yield Static("", id="rollouts-reason", classes="reason")
         yield Static("loading…", id="rollouts-status", classes="status")
         table = LiveTable(id="rollouts", cursor_type="row", zebra_stripes=True)
         for column in LIST_COLUMNS:
@@ -77,7 +109,7 @@ class RolloutsView(View):
         sync_table(table, {r.id: rollout_cells(r) for r in rollouts}, LIST_COLUMNS)
         active = sum(1 for r in rollouts if r.active)
         self.query_one("#rollouts-status", Static).update(
-            f"{len(rollouts)} rollouts · {active} active · Enter opens one"
+            f"{len(rollouts)} rollouts · {active} active · Enter opens one · n starts one"
         )
 
     @on(DataTable.RowSelected, "#rollouts")
@@ -91,6 +123,25 @@ class RolloutsView(View):
             key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
             if key is not None:
                 self.console.open_rollout(str(key))
+
+    def action_new(self) -> None:
+        self.new_rollout()
+
+    @work(exclusive=True, group="rollouts-action", exit_on_error=False)
+    async def new_rollout(self) -> None:
+        """The start form over the registered versions; the started rollout opens."""
+        versions = await self.registered_versions()
+        if versions is None:
+            return
+        if not versions:
+            self.notify("no model version is registered yet: push one first", severity="warning")
+            return
+        form = RolloutForm(versions, self.console.client.start_rollout)
+        started = await self.app.push_screen_wait(form)
+        if started is not None:
+            self.notify(f"rollout {started.id} started: {started.state}")
+            self.reload()
+            self.console.open_rollout(started.id)
 
 
 class RolloutView(View):
@@ -116,7 +167,7 @@ class RolloutView(View):
         yield Static("", id="rollout-reason", classes="reason")
         yield Static("loading…", id="rollout-summary", classes="panel")
         stages = LiveTable(id="stages", cursor_type="none")
-        for column in ("stage", "size", "mode", "bake", "gates (limits)"):
+        for column in STAGE_COLUMNS:
             stages.add_column(column, key=column)
         yield stages
         gates = LiveTable(id="gates", cursor_type="none")
@@ -133,7 +184,7 @@ class RolloutView(View):
 
     @work(exclusive=True, group="rollout", exit_on_error=False)
     async def load(self) -> None:
-        rollout = await self.fetch(self.console.client.rollout(self.rollout_id))
+        rollout = await self.fetch(self.console.client.rollout(self.rollout_id, devices=True))
         if rollout is not None:
             self.post_message(RolloutLoaded(rollout))
         elif self.rollout is None and self.last_error:
@@ -157,6 +208,7 @@ class RolloutView(View):
         )
         stages = self.query_one("#stages", DataTable)
         rows: dict[str, list[Cell]] = {}
+        by_stage = {sd.stage: sd for sd in r.stage_devices}
         for i, s in enumerate(r.stages):
             limits = ", ".join(f"{k}={v:g}" for k, v in s.gates.items() if v is not None)
             done = i < r.stage or r.state == "completed"
@@ -165,11 +217,12 @@ class RolloutView(View):
             rows[str(i)] = [
                 Cell(f"{mark} {i + 1}", style="b" if now else ("dim" if done else "")),
                 Cell(s.label),
+                *stage_device_cells(by_stage.get(i)),
                 Cell(s.mode),
                 Cell(f"{s.bake_s:g}s"),
                 Cell(limits),
             ]
-        sync_table(stages, rows, ("stage", "size", "mode", "bake", "gates (limits)"))
+        sync_table(stages, rows, STAGE_COLUMNS)
         gates = {
             g.name: [
                 Cell(g.name),
