@@ -109,7 +109,7 @@ def test_hub_tls_refuses_a_bad_host_and_writes_nothing(tmp_path):
 def test_model_drift_prints_each_verdict_with_its_evidence():
     import numpy as np
 
-    from hub.cli import drift_lines
+    from hub.cli.model import drift_lines
     from hub.drift import drift_decision, drift_report
     from tests.hub.test_drift import REF, device_window
 
@@ -144,7 +144,7 @@ def test_model_drift_prints_each_verdict_with_its_evidence():
 
 
 def test_rollout_wait_says_what_it_waits_for():
-    from hub.cli import waiting_for
+    from hub.cli.rollout import waiting_for
     from hub.rollout import Gates, RolloutSpec, Stage
 
     spec = RolloutSpec(
