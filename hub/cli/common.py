@@ -3,11 +3,19 @@ and broker directories, and the options of the commands that talk to a running h
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from edgefleet_client import HubClient, HubError
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -43,59 +51,7 @@ passphrase_option = click.option(
 )
 
 
-def hub_client(hub_url: str, token_env: str, hub_ca: Path | None = None) -> Any:
-    """An httpx client for the hub API with the token from ``token_env``, trusting
-    ``hub_ca`` (or ``EDGEFLEET_HUB_CA``) for an https:// hub.
-
-    Raises:
-        click.ClickException: no token, or an unusable CA file.
-    """
-    import ssl
-
-    import httpx
-
-    token = os.environ.get(token_env)
-    if not token:
-        raise click.ClickException(f"set {token_env} to an API token (edgefleet hub token create)")
-    ca = hub_ca or click.get_current_context().meta.get("hub_ca")
-    verify: ssl.SSLContext | bool = True
-    if ca is not None:
-        try:
-            verify = ssl.create_default_context(cafile=str(ca))
-        except (OSError, ssl.SSLError) as exc:
-            raise click.ClickException(f"cannot use hub CA {ca}: {exc}") from exc
-
-    class OneLineTransport(httpx.HTTPTransport):
-        """Connection and TLS failures as one line, not a traceback."""
-
-        def handle_request(self, request: httpx.Request) -> httpx.Response:
-            try:
-                return super().handle_request(request)
-            except httpx.TransportError as exc:
-                where = request.url.copy_with(query=None)
-                raise click.ClickException(f"cannot reach the hub at {where}: {exc}") from exc
-
-    return httpx.Client(
-        base_url=hub_url,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=120.0,
-        transport=OneLineTransport(verify=verify),
-    )
-
-
-def api_result(response: Any) -> dict[str, Any]:
-    """The JSON body of a successful response; a one-line ClickException otherwise."""
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("error", response.text)
-        except ValueError:
-            detail = response.text
-        raise click.ClickException(f"hub answered {response.status_code}: {detail}")
-    result: dict[str, Any] = response.json()
-    return result
-
-
-hub_options = [
+_REMOTE_OPTIONS = (
     click.option(
         "--hub",
         "hub_url",
@@ -114,11 +70,50 @@ hub_options = [
         "--hub-ca",
         type=existing_file,
         envvar="EDGEFLEET_HUB_CA",
-        expose_value=False,
-        callback=lambda ctx, _, value: ctx.meta.__setitem__("hub_ca", value),
+        default=None,
         help="CA certificate of an https:// hub (env EDGEFLEET_HUB_CA; default: system CAs).",
     ),
-]
+)
+
+
+def remote_options(command: F) -> F:
+    """Add ``--hub``, ``--token-env`` and ``--hub-ca`` (passed as ``hub_url``,
+    ``token_env``, ``hub_ca``) to a command that talks to a running hub."""
+    for option in reversed(_REMOTE_OPTIONS):
+        command = option(command)
+    return command
+
+
+def hub_error_line(exc: HubError) -> str:
+    """What the CLI prints for a failed request: ``hub answered STATUS: <the hub's one
+    line>``, or the client's one line saying why no answer came."""
+    return f"hub answered {exc.status}: {exc.message}" if exc.status else exc.message
+
+
+@contextmanager
+def connect(hub_url: str, token_env: str, hub_ca: Path | None) -> Iterator[HubClient]:
+    """A :class:`~edgefleet_client.HubClient` for ``hub_url`` with the token from the
+    environment variable ``token_env``, trusting ``hub_ca`` for an https:// hub; every
+    :class:`~edgefleet_client.HubError` inside the block becomes one line (exit 1).
+
+    Raises:
+        click.ClickException: no token, an unusable CA file, or a failed request.
+    """
+    from edgefleet_client import HubClient, HubError  # httpx loads only for these commands
+
+    token = os.environ.get(token_env)
+    if not token:
+        raise click.ClickException(f"set {token_env} to an API token (edgefleet hub token create)")
+    try:
+        with HubClient(hub_url, token, ca_file=hub_ca, timeout_s=120.0) as client:
+            yield client
+    except HubError as exc:
+        raise click.ClickException(hub_error_line(exc)) from exc
+
+
+def print_json(doc: Any) -> None:
+    """Print one JSON document, indented (the ``--json`` output of the remote commands)."""
+    click.echo(json.dumps(doc, indent=2))
 
 
 data_option = click.option(

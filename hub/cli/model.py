@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from edge_agent.cli import EdgeFleetGroup
-from hub.cli.common import api_result, existing_file, hub_client, hub_options
+from hub.cli.common import connect, existing_file, print_json, remote_options
+
+if TYPE_CHECKING:
+    from edgefleet_client import DriftResult
 
 
 @click.group(cls=EdgeFleetGroup)
@@ -31,9 +34,7 @@ def model() -> None:
     default=None,
     help="Explicit version (default: the next one).",
 )
-@hub_options[0]
-@hub_options[1]
-@hub_options[2]
+@remote_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def model_push(
     model_file: Path,
@@ -44,61 +45,62 @@ def model_push(
     version: int | None,
     hub_url: str,
     token_env: str,
+    hub_ca: Path | None,
     as_json: bool,
 ) -> None:
     """Register a model with the hub: a .tflite is built into a bundle and signed by the
     hub; an .efb signed elsewhere is verified and registered as it is."""
-    with hub_client(hub_url, token_env) as client:
-        if model_file.suffix == ".efb":
-            result = api_result(client.post("/v1/bundles", content=model_file.read_bytes()))
+    if model_file.suffix != ".efb" and (not name or reference is None):
+        raise click.UsageError("a .tflite needs --name and --reference")
+    with connect(hub_url, token_env, hub_ca) as client:
+        if name is None or reference is None or model_file.suffix == ".efb":
+            result = client.upload_bundle(model_file.read_bytes())
         else:
-            if not name or reference is None:
-                raise click.UsageError("a .tflite needs --name and --reference")
-            files: dict[str, Any] = {
-                "model": (model_file.name, model_file.read_bytes()),
-                "reference": (reference.name, reference.read_bytes()),
-            }
-            if schema_path:
-                files["schema"] = (schema_path.name, schema_path.read_bytes())
-            data = {"lineage": lineage, **({"version": str(version)} if version else {})}
-            result = api_result(client.post(f"/v1/models/{name}/push", files=files, data=data))
+            result = client.push_model(
+                name,
+                model_file.read_bytes(),
+                reference.read_bytes(),
+                model_filename=model_file.name,
+                reference_filename=reference.name,
+                schema=schema_path.read_bytes() if schema_path else None,
+                lineage=lineage,
+                version=version,
+            )
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        print_json(result.source)
     else:
         click.echo(
-            f"registered {result['name']} v{result['version']} "
-            f"(sha256 {result['sha256'][:16]}…, {result['size']} bytes)"
+            f"registered {result.name} v{result.version} "
+            f"(sha256 {result.sha256[:16]}…, {result.size} bytes)"
         )
 
 
-def drift_lines(answer: dict[str, Any]) -> list[str]:
+def drift_lines(answer: DriftResult) -> list[str]:
     """What ``model drift`` prints: the decision, then each distribution's verdict with
     its evidence (n of N, effect sizes, chi-square, df, p against its Holm threshold)."""
-    decision = answer["decision"]
-    since = answer.get("since")
-    window = "" if since is None else f" since {since:.0f}"
-    lines = [
-        f"drift    {answer['model']} v{answer['version']}: {answer['n']} predictions"
-        f"{window}; {decision['detail']}"
-    ]
-    report = answer.get("report")
-    if report is None:
+    window = "" if answer.since is None else f" since {answer.since:.0f}"
+    detail = answer.decision.detail if answer.decision else "no decision"
+    lines = [f"drift    {answer.model} v{answer.version}: {answer.n} predictions{window}; {detail}"]
+    rule = answer.rule
+    if answer.report is None or rule is None:
         return lines
-    rule = report["rule"]
+    limits = (("psi", rule.psi), ("js", rule.js), ("hellinger", rule.hellinger))
     lines.append(
-        f"rule     alpha {rule['alpha']:g} family-wise (Holm); acting on "
-        + " or ".join(f"{k.upper()} >= {rule[k]:g}" for k in ("psi", "js", "hellinger") if rule[k])
+        f"rule     alpha {rule.alpha:g} family-wise (Holm); acting on "
+        + " or ".join(f"{k.upper()} >= {v:g}" for k, v in limits if v)
     )
-    for f in [*report["features"], report["prediction"], report["confidence"]]:
-        needed = "?" if f["n_needed"] is None else f["n_needed"]
-        effect = "" if f["psi"] is None else f" PSI {f['psi']:.3f} JS {f['js']:.3f}"
+    for f in (*answer.features, answer.prediction, answer.confidence):
+        if f is None:
+            continue
+        needed = "?" if f.n_needed is None else f.n_needed
+        effect = ""
+        if f.psi is not None and f.js is not None:
+            effect = f" PSI {f.psi:.3f} JS {f.js:.3f}"
         test = ""
-        if f["statistic"] is not None:
-            test = (
-                f" chi2 {f['statistic']:.1f} df {f['df']} p {f['p_value']:.2g}"
-                f" (<= {f['threshold']:.2g}?)"
-            )
-        lines.append(f"{f['verdict']:<12} {f['name']:<18} n {f['n']} of {needed}{effect}{test}")
+        if f.statistic is not None and f.p_value is not None and f.threshold is not None:
+            test = f" chi2 {f.statistic:.1f} df {f.df} p {f.p_value:.2g} (<= {f.threshold:.2g}?)"
+        verdict = f.verdict or "-"
+        lines.append(f"{verdict:<12} {f.name:<18} n {f.n} of {needed}{effect}{test}")
     return lines
 
 
@@ -109,8 +111,7 @@ def drift_lines(answer: dict[str, Any]) -> list[str]:
 @click.option("--tag", default=None, help="A tag cohort.")
 @click.option("--since", type=float, default=None, help="Unix time; windows ending after it.")
 @click.option("--alpha", type=float, default=None, help="Family-wise false-alarm rate.")
-@hub_options[0]
-@hub_options[1]
+@remote_options
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
 def model_drift(
     name: str,
@@ -121,21 +122,15 @@ def model_drift(
     alpha: float | None,
     hub_url: str,
     token_env: str,
+    hub_ca: Path | None,
     as_json: bool,
 ) -> None:
     """Drift verdicts of a model version (fleet, one device or a tag cohort), each with
     its evidence; exit 0 whatever the verdict (the JSON has it for scripts)."""
-    params: dict[str, Any] = {
-        k: v
-        for k, v in (("device", device), ("tag", tag), ("since", since), ("alpha", alpha))
-        if v is not None
-    }
-    with hub_client(hub_url, token_env) as client:
-        answer = api_result(
-            client.get(f"/v1/models/{name}/versions/{version}/drift", params=params)
-        )
+    with connect(hub_url, token_env, hub_ca) as client:
+        answer = client.drift(name, version, device=device, tag=tag, since=since, alpha=alpha)
     if as_json:
-        click.echo(json.dumps(answer, indent=2))
+        print_json(answer.source)
         return
     for line in drift_lines(answer):
         click.echo(line)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from edge_agent.canonical import parse_json
 from edge_agent.cli import EdgeFleetGroup
-from hub.cli.common import api_result, existing_file, hub_client, hub_options
+from hub.cli.common import connect, existing_file, print_json, remote_options
+
+if TYPE_CHECKING:
+    from edgefleet_client import HubClient, Rollout
+    from edgefleet_client.client import RolloutCommand
 
 
 @click.group(cls=EdgeFleetGroup)
@@ -18,53 +21,42 @@ def rollout() -> None:
     """Staged rollouts through the hub's API (for operators and CI pipelines)."""
 
 
-def _print_rollout(r: dict[str, Any], as_json: bool) -> None:
+def _print_rollout(r: Rollout, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(r, indent=2))
+        print_json(r.source)
         return
-    spec = r["spec"]
     click.echo(
-        f"rollout  {spec['id']}: {spec['model']} v{spec['target_version']} "
-        f"state={r['state']} stage={r['stage'] + 1}/{len(spec['stages'])} "
-        f"touched={len(r['touched'])}"
+        f"rollout  {r.id}: {r.model} v{r.target_version} "
+        f"state={r.state} stage={r.stage + 1}/{len(r.stages)} "
+        f"touched={len(r.touched)}"
     )
-    for g in r.get("gates", []):
-        value = "-" if g["value"] is None else f"{g['value']:.4g}"
-        detail = f"  {g['detail']}" if g.get("detail") else ""
-        click.echo(
-            f"gate     {g['name']:<16} {value:>8} (limit {g['limit']}) {g['verdict']}{detail}"
-        )
+    for g in r.gates:
+        value = "-" if g.value is None else f"{g.value:.4g}"
+        detail = f"  {g.detail}" if g.detail else ""
+        click.echo(f"gate     {g.name:<16} {value:>8} (limit {g.limit}) {g.verdict}{detail}")
 
 
 _FINAL = {"completed", "aborted", "rolled_back"}
 
 
-def waiting_for(r: dict[str, Any]) -> str:
+def waiting_for(r: Rollout) -> str:
     """One line saying what a running rollout waits for: its stage and every gate that
     has not passed, with its evidence (e.g. ``drift: waiting for evidence: 40 of 133``)."""
-    spec = r["spec"]
-    stages = spec["stages"]
-    index = min(r["stage"], len(stages) - 1)
-    stage = stages[index]
-    size = (
-        f"{stage['share'] * 100:g} %"
-        if stage.get("share") is not None
-        else (f"{stage.get('count')} devices")
-    )
-    parts = [f"stage {index + 1}/{len(stages)} ({size}) {r['state']}"]
-    for g in r.get("gates", []):
-        if g["verdict"] == "pass":
+    index = min(r.stage, len(r.stages) - 1)
+    stage = r.stages[index]
+    size = f"{stage.share * 100:g} %" if stage.share is not None else f"{stage.count} devices"
+    parts = [f"stage {index + 1}/{len(r.stages)} ({size}) {r.state}"]
+    for g in r.gates:
+        if g.verdict == "pass":
             continue
-        what = g.get("detail") or (
-            f"{g['value'] if g['value'] is not None else '-'} of {g['limit']}"
-        )
-        parts.append(f"{g['name']}: {g['verdict']} ({what})")
-    if len(parts) == 1 and r["state"] == "running":
+        what = g.detail or f"{g.value if g.value is not None else '-'} of {g.limit}"
+        parts.append(f"{g.name}: {g.verdict} ({what})")
+    if len(parts) == 1 and r.state == "running":
         parts.append("devices activating and on probation")
     return "; ".join(parts)
 
 
-def _wait_rollout(client: Any, rollout_id: str, timeout: float) -> dict[str, Any]:
+def _wait_rollout(client: HubClient, rollout_id: str, timeout: float) -> Rollout:
     """Poll until the rollout leaves `running` for good or needs a human (timeout: exit 1),
     saying on stderr what it waits for whenever that changes."""
     import time
@@ -72,8 +64,8 @@ def _wait_rollout(client: Any, rollout_id: str, timeout: float) -> dict[str, Any
     deadline = time.monotonic() + timeout
     said = ""
     while True:
-        r = api_result(client.get(f"/v1/rollouts/{rollout_id}"))
-        if r["state"] in _FINAL | {"paused", "waiting_approval"}:
+        r = client.rollout(rollout_id)
+        if r.state in _FINAL | {"paused", "waiting_approval"}:
             return r
         line = waiting_for(r)
         if line != said:
@@ -81,7 +73,7 @@ def _wait_rollout(client: Any, rollout_id: str, timeout: float) -> dict[str, Any
             said = line
         if time.monotonic() > deadline:
             raise click.ClickException(
-                f"rollout {rollout_id} still {r['state']} after {timeout:g} s: {line}"
+                f"rollout {rollout_id} still {r.state} after {timeout:g} s: {line}"
             )
         time.sleep(1.0)  # a remote API: nothing to subscribe to from the CLI yet
 
@@ -145,9 +137,7 @@ def _wait_rollout(client: Any, rollout_id: str, timeout: float) -> dict[str, Any
     metavar="SECONDS",
     help="Block until done or stuck; exit 1 unless it completed.",
 )
-@hub_options[0]
-@hub_options[1]
-@hub_options[2]
+@remote_options
 @click.option("--json", "as_json", is_flag=True)
 def rollout_start(
     spec_path: Path | None,
@@ -168,6 +158,7 @@ def rollout_start(
     wait_s: float | None,
     hub_url: str,
     token_env: str,
+    hub_ca: Path | None,
     as_json: bool,
 ) -> None:
     """Start a staged rollout of a registered model version."""
@@ -200,67 +191,73 @@ def rollout_start(
             stages=tuple(Stage(share=s, bake_s=bake, gates=gates) for s in shares),
             probation=Probation(window_s=probation_s),
         ).to_json()
-    with hub_client(hub_url, token_env) as client:
-        r = api_result(client.post("/v1/rollouts", json=spec))
+    if not isinstance(spec, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--spec")
+    with connect(hub_url, token_env, hub_ca) as client:
+        r = client.start_rollout(spec)
         if wait_s is not None:
-            r = _wait_rollout(client, r["spec"]["id"], wait_s)
+            r = _wait_rollout(client, r.id, wait_s)
     _print_rollout(r, as_json)
-    if wait_s is not None and r["state"] != "completed":
-        raise click.ClickException(f"rollout {r['spec']['id']} ended {r['state']}")
+    if wait_s is not None and r.state != "completed":
+        raise click.ClickException(f"rollout {r.id} ended {r.state}")
 
 
 @rollout.command("status")
 @click.argument("rollout_id")
 @click.option("--wait", "wait_s", type=float, default=None, metavar="SECONDS")
-@hub_options[0]
-@hub_options[1]
-@hub_options[2]
+@remote_options
 @click.option("--json", "as_json", is_flag=True)
 def rollout_status(
-    rollout_id: str, wait_s: float | None, hub_url: str, token_env: str, as_json: bool
+    rollout_id: str,
+    wait_s: float | None,
+    hub_url: str,
+    token_env: str,
+    hub_ca: Path | None,
+    as_json: bool,
 ) -> None:
     """A rollout's state, stage and gate values (``--wait``: until done or stuck)."""
-    with hub_client(hub_url, token_env) as client:
+    with connect(hub_url, token_env, hub_ca) as client:
         if wait_s is None:
-            r = api_result(client.get(f"/v1/rollouts/{rollout_id}"))
+            r = client.rollout(rollout_id)
         else:
             r = _wait_rollout(client, rollout_id, wait_s)
     _print_rollout(r, as_json)
-    if wait_s is not None and r["state"] != "completed":
-        raise click.ClickException(f"rollout {rollout_id} ended {r['state']}")
+    if wait_s is not None and r.state != "completed":
+        raise click.ClickException(f"rollout {rollout_id} ended {r.state}")
 
 
 @rollout.command("list")
 @click.option("--active", is_flag=True)
-@hub_options[0]
-@hub_options[1]
-@hub_options[2]
+@remote_options
 @click.option("--json", "as_json", is_flag=True)
-def rollout_list(active: bool, hub_url: str, token_env: str, as_json: bool) -> None:
+def rollout_list(
+    active: bool, hub_url: str, token_env: str, hub_ca: Path | None, as_json: bool
+) -> None:
     """Every rollout (``--active``: running, waiting or paused)."""
-    with hub_client(hub_url, token_env) as client:
-        result = api_result(client.get("/v1/rollouts", params={"active": active}))
+    with connect(hub_url, token_env, hub_ca) as client:
+        rollouts = client.rollouts(active=active)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        print_json({"rollouts": [r.source for r in rollouts]})
     else:
-        for r in result["rollouts"]:
+        for r in rollouts:
             _print_rollout(r, False)
 
 
-def _rollout_command(name: str) -> click.Command:
+def _rollout_command(name: RolloutCommand) -> click.Command:
     @click.command(name, help=f"{name.capitalize()} a rollout.")
     @click.argument("rollout_id")
-    @hub_options[0]
-    @hub_options[1]
-    @hub_options[2]
+    @remote_options
     @click.option("--json", "as_json", is_flag=True)
-    def command(rollout_id: str, hub_url: str, token_env: str, as_json: bool) -> None:
-        with hub_client(hub_url, token_env) as client:
-            r = api_result(client.post(f"/v1/rollouts/{rollout_id}/{name}"))
+    def command(
+        rollout_id: str, hub_url: str, token_env: str, hub_ca: Path | None, as_json: bool
+    ) -> None:
+        with connect(hub_url, token_env, hub_ca) as client:
+            r = client.rollout_command(rollout_id, name)
         _print_rollout(r, as_json)
 
     return command
 
 
-for _name in ("promote", "pause", "resume", "abort", "rollback"):
+_COMMANDS: tuple[RolloutCommand, ...] = ("promote", "pause", "resume", "abort", "rollback")
+for _name in _COMMANDS:
     rollout.add_command(_rollout_command(_name))
