@@ -21,7 +21,11 @@ existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 def read_passphrase(env_name: str | None) -> bytes | None:
-    """Read a key passphrase from the named environment variable (never from argv)."""
+    """Read a key passphrase from the named environment variable (never from argv).
+
+    Raises:
+        click.ClickException: the variable is not set.
+    """
     if not env_name:
         return None
     value = os.environ.get(env_name)
