@@ -11,10 +11,13 @@ Exit codes: 0 success, 1 refused or failed (one line on stderr says why), 2 usag
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+from collections.abc import Mapping
+from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import click
 
@@ -23,9 +26,62 @@ from edge_agent.contract.bundle import Bundle, inspect_bundle, verify_bundle
 from edge_agent.contract.trust import TrustRoot
 from edge_agent.errors import EdgeFleetError
 
+#: The modules each optional extra of ``pyproject.toml`` brings (found without being
+#: imported): a command that needs an extra whose modules are not all there is listed
+#: with the line that installs it, and says that line when run. ``hub`` includes
+#: ``agent`` and ``modelkit``, as in ``pyproject.toml``.
+EXTRA_MODULES: Final[Mapping[str, tuple[str, ...]]] = {
+    "agent": ("httpx", "paho", "sqlite_utils", "psutil"),
+    "modelkit": ("flatbuffers", "tflite"),
+    "hub": (
+        "fastapi",
+        "uvicorn",
+        "orjson",
+        "amqtt",
+        "sqlite_utils",
+        "paho",
+        "httpx",
+        "flatbuffers",
+        "tflite",
+    ),
+    "console": ("textual", "httpx"),
+}
+
+
+@cache
+def missing_module(extra: str) -> str | None:
+    """The first module of ``extra`` (see :data:`EXTRA_MODULES`) that is not installed,
+    or None when all are. Looks for them without importing any.
+
+    Raises:
+        KeyError: ``extra`` is not one of :data:`EXTRA_MODULES`.
+    """
+    for name in EXTRA_MODULES[extra]:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):  # a broken or blocked installation of it
+            return name
+    return None
+
+
+def install_line(what: str, extra: str, missing: str) -> str:
+    """The one line a command prints when its extra is not installed."""
+    install = f"pip install 'edgefleet[{extra}]'"
+    return f"{what} needs the {extra} extra ({missing} is missing): {install}"
+
+
+def _extra_of(module: str) -> str | None:
+    """The smallest extra that brings ``module`` (a top-level name), None for none."""
+    for extra in ("agent", "modelkit", "console", "hub"):
+        if module in EXTRA_MODULES[extra]:
+            return extra
+    return None
+
 
 class EdgeFleetGroup(click.Group):
-    """A click group that turns EdgeFleet errors into one-line failures (exit 1)."""
+    """A click group that turns EdgeFleet errors into one-line failures (exit 1), and a
+    module of an extra that is not installed into the line that installs it."""
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; expected failures become ``Error: <one line>``."""
@@ -36,6 +92,39 @@ class EdgeFleetGroup(click.Group):
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             raise click.ClickException(f"{where}{exc.strerror or exc}") from exc
+        except ModuleNotFoundError as exc:
+            module = (exc.name or "").split(".")[0]
+            extra = _extra_of(module)
+            if extra is None:
+                raise  # not an optional dependency: a bug, shown as one
+            what = " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
+            raise click.ClickException(install_line(what, extra, module)) from exc
+
+
+def needs_extra(command: click.Command, extra: str) -> click.Command:
+    """``command`` when ``extra`` is installed; otherwise a stand-in of the same name,
+    listed as needing the extra, that fails with :func:`install_line` whatever its
+    arguments (``--help`` included) instead of a traceback."""
+    missing = missing_module(extra)
+    if missing is None:
+        return command
+    assert command.name is not None  # noqa: S101  (every registered command has one)
+    return _unavailable(command.name, extra, missing)
+
+
+def _unavailable(name: str, extra: str, missing: str) -> click.Command:
+    @click.command(
+        name,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=False,
+        help=f"Needs the {extra} extra: pip install 'edgefleet[{extra}]'.",
+    )
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    @click.pass_context
+    def unavailable(ctx: click.Context, args: tuple[str, ...]) -> None:
+        raise click.ClickException(install_line(ctx.command_path, extra, missing))
+
+    return unavailable
 
 
 @click.group(cls=EdgeFleetGroup)

@@ -14,7 +14,7 @@ import asyncio
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -62,6 +62,23 @@ class _Call:
     parse: Callable[[Any], Any]
     params: dict[str, Any] = field(default_factory=dict)
     body: Any = None
+    #: A raw request body (an uploaded bundle), instead of ``body``'s JSON.
+    content: bytes | None = None
+    #: A multipart form: its files (name -> (filename, bytes)) and its plain fields.
+    files: dict[str, tuple[str, bytes]] | None = None
+    data: dict[str, str] | None = None
+
+    def request_args(self) -> dict[str, Any]:
+        """The keyword arguments of ``httpx.Client.request`` for this call."""
+        args: dict[str, Any] = {"params": self.params or None}
+        if self.content is not None:
+            args["content"] = self.content
+        elif self.files is not None:
+            args["files"] = self.files
+            args["data"] = self.data
+        else:
+            args["json"] = self.body
+        return args
 
 
 def _params(**values: Any) -> dict[str, Any]:
@@ -205,10 +222,39 @@ class _Calls:
         return _Call("POST", f"/v1/rollouts/{rollout_id}/{command}", Rollout.from_json)
 
     @staticmethod
-    def drift(
-        name: str, version: int, device: str | None, tag: str | None, since: float | None
+    def push_model(
+        name: str,
+        model: bytes,
+        reference: bytes,
+        *,
+        model_filename: str,
+        reference_filename: str,
+        schema: bytes | None,
+        lineage: str | Mapping[str, Any],
+        version: int | None,
     ) -> _Call:
-        params = _params(device=device, tag=tag, since=since)
+        files = {"model": (model_filename, model), "reference": (reference_filename, reference)}
+        if schema is not None:
+            files["schema"] = ("schema.json", schema)
+        text = lineage if isinstance(lineage, str) else json.dumps(dict(lineage))
+        data = {"lineage": text, **({"version": str(version)} if version is not None else {})}
+        parse = ModelVersionInfo.from_json
+        return _Call("POST", f"/v1/models/{name}/push", parse, files=files, data=data)
+
+    @staticmethod
+    def upload_bundle(bundle: bytes) -> _Call:
+        return _Call("POST", "/v1/bundles", ModelVersionInfo.from_json, content=bundle)
+
+    @staticmethod
+    def drift(
+        name: str,
+        version: int,
+        device: str | None,
+        tag: str | None,
+        since: float | None,
+        alpha: float | None,
+    ) -> _Call:
+        params = _params(device=device, tag=tag, since=since, alpha=alpha)
         return _Call(
             "GET", f"/v1/models/{name}/versions/{version}/drift", DriftResult.from_json, params
         )
@@ -269,9 +315,7 @@ class HubClient:
 
     def _send(self, call: _Call) -> Any:
         try:
-            response = self._http.request(
-                call.method, call.path, params=call.params or None, json=call.body
-            )
+            response = self._http.request(call.method, call.path, **call.request_args())
         except httpx.HTTPError as exc:
             raise _transport_error(self.base_url, exc) from exc
         return _parse(call, response)
@@ -361,6 +405,51 @@ class HubClient:
         result: tuple[ModelVersionInfo, ...] = self._send(_Calls.versions(name))
         return result
 
+    def push_model(
+        self,
+        name: str,
+        model: bytes,
+        reference: bytes,
+        *,
+        model_filename: str = "model.tflite",
+        reference_filename: str = "reference.npz",
+        schema: bytes | None = None,
+        lineage: str | Mapping[str, Any] = "{}",
+        version: int | None = None,
+    ) -> ModelVersionInfo:
+        """Register a model: the hub builds a bundle from ``model`` (a .tflite) and
+        ``reference`` (.npz, or .csv when ``reference_filename`` ends so), with an optional
+        input ``schema`` (JSON bytes) and ``lineage`` (a JSON object, or its text), signs it
+        with its keys and registers it as ``version`` (default: the next). Needs ``deploy``.
+
+        Raises:
+            HubError: 422 with the hub's reason for a model, reference, schema, lineage or
+                version it refuses, 413 past its upload limit.
+        """
+        call = _Calls.push_model(
+            name,
+            model,
+            reference,
+            model_filename=model_filename,
+            reference_filename=reference_filename,
+            schema=schema,
+            lineage=lineage,
+            version=version,
+        )
+        result: ModelVersionInfo = self._send(call)
+        return result
+
+    def upload_bundle(self, bundle: bytes) -> ModelVersionInfo:
+        """Register a bundle signed elsewhere (the ``.efb`` file's bytes) as it is; the
+        hub verifies it against its trust first. Needs ``deploy``.
+
+        Raises:
+            HubError: 422 with the reason for a bundle that does not verify, 413 past the
+                hub's upload limit.
+        """
+        result: ModelVersionInfo = self._send(_Calls.upload_bundle(bundle))
+        return result
+
     def rollouts(self, *, active: bool = False) -> tuple[Rollout, ...]:
         """Rollouts, newest last (only running/waiting/paused ones with ``active``)."""
         result: tuple[Rollout, ...] = self._send(_Calls.rollouts(active))
@@ -389,9 +478,15 @@ class HubClient:
         device: str | None = None,
         tag: str | None = None,
         since: float | None = None,
+        alpha: float | None = None,
     ) -> DriftResult:
-        """A version's drift over the fleet, one device or a tag cohort."""
-        result: DriftResult = self._send(_Calls.drift(name, version, device, tag, since))
+        """A version's drift over the fleet, one device or a tag cohort (``since``: windows
+        ending after it; ``alpha``: the family-wise false-alarm rate, default the hub's).
+
+        Raises:
+            HubError: 404 for an unknown model version, 422 for a rule that cannot decide.
+        """
+        result: DriftResult = self._send(_Calls.drift(name, version, device, tag, since, alpha))
         return result
 
     def audit(self, *, after_id: int = 0, limit: int = 100) -> AuditPage:
@@ -531,9 +626,7 @@ class AsyncHubClient:
 
     async def _send(self, call: _Call) -> Any:
         try:
-            response = await self._http.request(
-                call.method, call.path, params=call.params or None, json=call.body
-            )
+            response = await self._http.request(call.method, call.path, **call.request_args())
         except httpx.HTTPError as exc:
             raise _transport_error(self.base_url, exc) from exc
         return _parse(call, response)
@@ -628,6 +721,51 @@ class AsyncHubClient:
         result: tuple[ModelVersionInfo, ...] = await self._send(_Calls.versions(name))
         return result
 
+    async def push_model(
+        self,
+        name: str,
+        model: bytes,
+        reference: bytes,
+        *,
+        model_filename: str = "model.tflite",
+        reference_filename: str = "reference.npz",
+        schema: bytes | None = None,
+        lineage: str | Mapping[str, Any] = "{}",
+        version: int | None = None,
+    ) -> ModelVersionInfo:
+        """Register a model: the hub builds a bundle from ``model`` (a .tflite) and
+        ``reference`` (.npz, or .csv when ``reference_filename`` ends so), with an optional
+        input ``schema`` (JSON bytes) and ``lineage`` (a JSON object, or its text), signs it
+        with its keys and registers it as ``version`` (default: the next). Needs ``deploy``.
+
+        Raises:
+            HubError: 422 with the hub's reason for a model, reference, schema, lineage or
+                version it refuses, 413 past its upload limit.
+        """
+        call = _Calls.push_model(
+            name,
+            model,
+            reference,
+            model_filename=model_filename,
+            reference_filename=reference_filename,
+            schema=schema,
+            lineage=lineage,
+            version=version,
+        )
+        result: ModelVersionInfo = await self._send(call)
+        return result
+
+    async def upload_bundle(self, bundle: bytes) -> ModelVersionInfo:
+        """Register a bundle signed elsewhere (the ``.efb`` file's bytes) as it is; the
+        hub verifies it against its trust first. Needs ``deploy``.
+
+        Raises:
+            HubError: 422 with the reason for a bundle that does not verify, 413 past the
+                hub's upload limit.
+        """
+        result: ModelVersionInfo = await self._send(_Calls.upload_bundle(bundle))
+        return result
+
     async def rollouts(self, *, active: bool = False) -> tuple[Rollout, ...]:
         """Rollouts, newest last (only running/waiting/paused ones with ``active``)."""
         result: tuple[Rollout, ...] = await self._send(_Calls.rollouts(active))
@@ -656,9 +794,15 @@ class AsyncHubClient:
         device: str | None = None,
         tag: str | None = None,
         since: float | None = None,
+        alpha: float | None = None,
     ) -> DriftResult:
-        """A version's drift over the fleet, one device or a tag cohort."""
-        result: DriftResult = await self._send(_Calls.drift(name, version, device, tag, since))
+        """As :meth:`HubClient.drift`.
+
+        Raises:
+            HubError: as :meth:`HubClient.drift`.
+        """
+        call = _Calls.drift(name, version, device, tag, since, alpha)
+        result: DriftResult = await self._send(call)
         return result
 
     async def audit(self, *, after_id: int = 0, limit: int = 100) -> AuditPage:

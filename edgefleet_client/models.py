@@ -3,12 +3,15 @@
 Strict means: a field the client reads must be present with the right JSON type (an
 ``int`` is accepted where a number is expected, never a ``bool``); a wrong or missing
 one raises :class:`ResponseError` naming it. Fields the client does not know are
-ignored, so a newer hub that adds fields still works with this client.
+ignored, so a newer hub that adds fields still works with this client. The answers a
+script may want whole (a rollout, a drift result, a registered version) also keep
+``source``: the JSON object as the hub sent it, unknown fields included (what the CLI's
+``--json`` prints).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -317,6 +320,8 @@ class ModelVersionInfo:
     status: str
     quantization: str | None
     lineage: Mapping[str, Any]
+    #: The answer as the hub sent it (empty when built in code).
+    source: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_json(cls, value: Any, where: str = "version") -> ModelVersionInfo:
@@ -332,23 +337,34 @@ class ModelVersionInfo:
             o.text("status"),
             o.opt_text("quantization"),
             dict(lineage.value) if lineage else {},
+            dict(o.value),
         )
 
 
 @dataclass(frozen=True)
 class GateResult:
-    """One gate of a rollout's current stage: its value, its limit and the verdict."""
+    """One gate of a rollout's current stage: its value, its limit, the verdict and, in
+    one line, why (``detail``, e.g. ``waiting for evidence: 40 of 133 predictions``;
+    empty when the hub gave none)."""
 
     name: str
     value: float | None
     limit: float | None
     verdict: str
+    detail: str = ""
 
     @classmethod
     def from_json(cls, value: Any, where: str = "gate") -> GateResult:
         """Parse strictly. Raises: ResponseError: malformed."""
         o = _Obj(value, where)
-        return cls(o.text("name"), o.opt_number("value"), o.opt_number("limit"), o.text("verdict"))
+        detail = o.opt_text("detail") if "detail" in o.value else None
+        return cls(
+            o.text("name"),
+            o.opt_number("value"),
+            o.opt_number("limit"),
+            o.text("verdict"),
+            detail or "",
+        )
 
 
 @dataclass(frozen=True)
@@ -473,6 +489,8 @@ class Rollout:
     gates: tuple[GateResult, ...] = field(default=())
     #: Per stage, its devices by state (only when asked for: ``rollout(id, devices=True)``).
     stage_devices: tuple[StageDevices, ...] = field(default=())
+    #: The answer as the hub sent it (empty when built in code).
+    source: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def active(self) -> bool:
@@ -513,6 +531,7 @@ class Rollout:
                 if o.maybe("stage_devices") is not None
                 else ()
             ),
+            source=dict(o.value),
         )
 
 
@@ -543,7 +562,10 @@ class DeployResult:
 
 @dataclass(frozen=True)
 class DriftFeature:
-    """One feature's drift scores and verdict."""
+    """One distribution's (a feature's, the predictions' or the confidences') drift
+    scores, verdict and evidence: the chi-square ``statistic`` with ``df`` degrees of
+    freedom, its ``p_value`` against the Holm ``threshold``, and the predictions
+    ``n_needed`` for a decision (None where the hub did not compute them)."""
 
     name: str
     n: int
@@ -552,6 +574,11 @@ class DriftFeature:
     hellinger: float | None
     drifted: bool | None
     verdict: str | None
+    statistic: float | None = None
+    df: int | None = None
+    p_value: float | None = None
+    threshold: float | None = None
+    n_needed: int | None = None
 
     @classmethod
     def from_json(cls, value: Any, where: str = "feature") -> DriftFeature:
@@ -565,13 +592,71 @@ class DriftFeature:
             o.opt_number("hellinger"),
             o.opt_flag("drifted"),
             o.opt_text("verdict"),
+            _opt(o, "statistic", o.opt_number),
+            _opt(o, "df", o.opt_integer),
+            _opt(o, "p_value", o.opt_number),
+            _opt(o, "threshold", o.opt_number),
+            _opt(o, "n_needed", o.opt_integer),
+        )
+
+
+def _opt(o: _Obj, key: str, read: Callable[[str], T | None]) -> T | None:
+    """``read(key)`` when the field is there (typed strictly), None when it is absent."""
+    return read(key) if key in o.value else None
+
+
+@dataclass(frozen=True)
+class DriftDecision:
+    """A drift result's one verdict (``insufficient``/``none``/``minor``/``drift``/
+    ``major``), the smallest count ``n`` and the ``n_needed`` for a decision, the
+    distributions that drifted, the worst one, and ``detail``: the verdict in one line."""
+
+    verdict: str
+    n: int
+    n_needed: int | None
+    drifted: tuple[str, ...]
+    worst: str | None
+    detail: str
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "decision") -> DriftDecision:
+        """Parse strictly. Raises: ResponseError: malformed."""
+        o = _Obj(value, where)
+        return cls(
+            o.text("verdict"),
+            o.integer("n"),
+            o.opt_integer("n_needed"),
+            o.strs("drifted"),
+            o.opt_text("worst"),
+            o.text("detail"),
+        )
+
+
+@dataclass(frozen=True)
+class DriftRule:
+    """What a drift report was decided with: the family-wise false-alarm rate ``alpha``
+    and the effect sizes worth acting on (None: not used)."""
+
+    alpha: float
+    psi: float | None
+    js: float | None
+    hellinger: float | None
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "rule") -> DriftRule:
+        """Parse strictly. Raises: ResponseError: malformed."""
+        o = _Obj(value, where)
+        return cls(
+            o.number("alpha"), o.opt_number("psi"), o.opt_number("js"), o.opt_number("hellinger")
         )
 
 
 @dataclass(frozen=True)
 class DriftResult:
-    """A version's drift over the fleet, a device or a tag cohort (``features`` empty and
-    ``report`` None when no window was stored). ``report`` keeps the full document."""
+    """A version's drift over the fleet, a device or a tag cohort (``features`` empty,
+    ``rule``, ``prediction``, ``confidence`` and ``report`` None when no window was
+    stored). ``decision`` is its one verdict (None from a hub that sends none);
+    ``report`` keeps the full report document."""
 
     model: str
     version: int
@@ -579,6 +664,12 @@ class DriftResult:
     n: int
     features: tuple[DriftFeature, ...]
     report: Mapping[str, Any] | None
+    decision: DriftDecision | None = None
+    rule: DriftRule | None = None
+    prediction: DriftFeature | None = None
+    confidence: DriftFeature | None = None
+    #: The answer as the hub sent it (empty when built in code).
+    source: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_json(cls, value: Any, where: str = "drift") -> DriftResult:
@@ -586,6 +677,13 @@ class DriftResult:
         o = _Obj(value, where)
         report = o.opt_obj("report")
         features = _items(report, "features", DriftFeature.from_json) if report else ()
+        decision = _opt(o, "decision", o.opt_obj)
+
+        def part(key: str, parse: Callable[[Any, str], T]) -> T | None:
+            if report is None or key not in report.value:
+                return None
+            return parse(report.obj(key).value, f"{report.where}.{key}")
+
         return cls(
             o.text("model"),
             o.integer("version"),
@@ -593,6 +691,11 @@ class DriftResult:
             o.integer("n"),
             features,
             dict(report.value) if report else None,
+            None if decision is None else DriftDecision.from_json(decision.value, decision.where),
+            part("rule", DriftRule.from_json),
+            part("prediction", DriftFeature.from_json),
+            part("confidence", DriftFeature.from_json),
+            dict(o.value),
         )
 
 

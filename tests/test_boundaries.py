@@ -47,6 +47,7 @@ HUB_MAY_IMPORT = (
     "edge_agent.urls",
     "edge_agent.inference",
     "edge_agent.cli.EdgeFleetGroup",
+    "edge_agent.cli.needs_extra",
     "edge_agent.__version__",
     "edge_agent.daemon.config.BrokerConfig",
     "edge_agent.daemon.link.configure_client",
@@ -217,3 +218,38 @@ def test_the_console_loads_without_hub_or_agent_internals():
         "print('ok')\n"
     )
     assert run_child(code) == "ok"
+
+
+def test_only_the_hubs_commands_use_the_hub_client():
+    """The CLI's remote commands talk to a hub through edgefleet_client; the service
+    itself never imports its own client."""
+    users = sorted(
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "hub").rglob("*.py")
+        if "edgefleet_client" in imported_top_levels_of(path)
+    )
+    assert users, "hub/cli no longer uses edgefleet_client"
+    assert all(u.startswith("hub/cli/") for u in users), users
+
+
+def imported_top_levels_of(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_loading_the_hubs_commands_leaves_httpx_unloaded():
+    """`edgefleet agent run` registers every command group before it starts: the hub's
+    load httpx (through the client) only when a remote command runs."""
+    code = (
+        "import sys\n"
+        "from edge_agent import cli\n"
+        "import hub.cli\n"
+        "hub.cli.register(cli.cli)\n"
+        "print(sorted({'httpx', 'edgefleet_client'} & set(sys.modules)))\n"
+    )
+    assert run_child(code) == "[]"

@@ -172,3 +172,90 @@ def test_console_script_entry_point_reports_errors_in_one_line(workspace, tmp_pa
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "not a bundle" in proc.stderr
+
+
+#: What a device install (`pip install 'edgefleet[agent]'`) lacks. The tflite-runtime
+#: environment (`make pytest-tflite`) already lacks the hub's; the model kit and amqtt are
+#: installed there for other tests, so the child blocks them too (and, in the full
+#: environment, everything else an agent-only install lacks).
+NOT_ON_A_DEVICE = ("fastapi", "uvicorn", "orjson", "amqtt", "flatbuffers", "tflite", "textual")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def on_a_device(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """`edgefleet ARGS` as installed with the agent extra only (every entry point of
+    pyproject.toml registered, as `tests/support/edgefleet_cli.py` does)."""
+    code = (
+        f"import sys; sys.modules.update(dict.fromkeys({NOT_ON_A_DEVICE!r}))\n"
+        "sys.argv[0] = 'edgefleet'\n"
+        "from tests.support.edgefleet_cli import main\n"
+        "main()\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True, text=True, cwd=cwd, check=False, timeout=120,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+
+
+def test_on_a_device_install_hub_commands_name_their_extra_instead_of_a_traceback(tmp_path):
+    listed = on_a_device("--help")
+    assert listed.returncode == 0, listed.stderr
+    assert "demo     Needs the hub extra: pip install 'edgefleet[hub]'." in listed.stdout
+    assert "bundle   Inspect and verify" in listed.stdout  # the agent's own commands
+    hub_help = on_a_device("hub", "--help")
+    assert hub_help.returncode == 0, hub_help.stderr
+    assert "serve  Needs the hub extra: pip install 'edgefleet[hub]'." in hub_help.stdout
+    assert "tls    Create the fleet's private CA" in hub_help.stdout  # runs on the agent's deps
+    cases = {
+        ("hub", "serve", "--help"): ("edgefleet hub serve", "hub"),
+        ("hub", "init", "--data", str(tmp_path / "hub")): ("edgefleet hub init", "hub"),
+        ("device", "enroll", "pump-1", "--data", str(tmp_path / "hub")):
+            ("edgefleet device enroll", "hub"),
+        ("demo", "--dir", str(tmp_path / "demo")): ("edgefleet demo", "hub"),
+        ("model", "demo", "--out", str(tmp_path / "model")): ("edgefleet model demo", "modelkit"),
+    }  # fmt: skip
+    for args, (command, extra) in cases.items():
+        done = on_a_device(*args)
+        assert done.returncode == 1, (args, done.stdout, done.stderr)
+        (line,) = done.stderr.splitlines()  # one line, no traceback
+        assert line.startswith(f"Error: {command} needs the {extra} extra ("), line
+        assert line.endswith(f"is missing): pip install 'edgefleet[{extra}]'"), line
+        assert done.stdout == ""
+    assert not any(tmp_path.iterdir())  # nothing was written
+
+
+def test_on_a_device_install_the_agents_and_the_remote_commands_still_run(tmp_path):
+    keys = on_a_device("keys", "init", "--dir", str(tmp_path / "keys"), "--json")
+    assert keys.returncode == 0, keys.stderr
+    assert json.loads(keys.stdout)["threshold"] == 1
+    remote = on_a_device("rollout", "list", "--hub", "http://127.0.0.1:9", "--token-env", "T")
+    assert remote.returncode == 1  # it ran: no token, said in one line
+    assert remote.stderr.splitlines() == [
+        "Error: set T to an API token (edgefleet hub token create)"
+    ]
+
+
+def test_a_missing_optional_module_at_run_time_names_its_extra_in_one_line():
+    """A command whose extra is missing but was not declared (a new import) still fails
+    in one line naming the extra; a missing module of no extra is a bug and shows as one."""
+    from edge_agent.cli import EdgeFleetGroup
+
+    group = EdgeFleetGroup("g")
+
+    @group.command("needs-orjson")
+    def needs_orjson() -> None:
+        raise ModuleNotFoundError("No module named 'orjson'", name="orjson")
+
+    @group.command("broken")
+    def broken() -> None:
+        raise ModuleNotFoundError("No module named 'hub.nothing'", name="hub.nothing")
+
+    done = CliRunner().invoke(group, ["needs-orjson"])
+    assert done.exit_code == 1
+    assert done.stderr.splitlines() == [
+        "Error: g needs-orjson needs the hub extra (orjson is missing): "
+        "pip install 'edgefleet[hub]'"
+    ]
+    bug = CliRunner().invoke(group, ["broken"])
+    assert isinstance(bug.exception, ModuleNotFoundError)

@@ -316,3 +316,48 @@ def test_latest_events_are_the_newest_ones_without_reading_them_all(
         latest = hub.latest_events(limit=50, device="dev-3")
         assert [e.id for e in latest] == mine[-50:] and {e.device_id for e in latest} == {"dev-3"}
         assert hub.latest_events(limit=5, device="nobody") == ()
+
+
+def test_push_upload_and_drift_rule(tmp_path, demo_dir, reference_x):
+    """A pipeline's calls: push a .tflite (the hub builds and signs it), upload a bundle
+    signed elsewhere, ask for drift with a rule; each refusal is the hub's one line."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from hub.bundler import ReferenceData, build_bundle
+    from hub.keys import load_private_key
+
+    model = (demo_dir / "model-int8.tflite").read_bytes()
+    ref = (demo_dir / "reference.npz").read_bytes()
+    data = tmp_path / "hub"
+    with running_fleet(data, model, reference_x) as f, client(f, "deploy") as hub:
+        pushed = hub.push_model("valve", model, ref, lineage={"run": "ci-7"})
+        assert (pushed.name, pushed.version, pushed.lineage) == ("valve", 1, {"run": "ci-7"})
+        assert pushed.source["sha256"] == pushed.sha256 and "inputs" in pushed.source
+        assert hub.push_model("valve", model, ref, version=5, lineage="{}").version == 5
+        with pytest.raises(HubError) as err:  # below the latest: a downgrade, refused
+            hub.push_model("valve", model, ref, version=2)
+        assert err.value.status == 422 and "\n" not in err.value.message
+        with pytest.raises(HubError) as err:
+            hub.push_model("valve", model, ref, lineage="[1]")
+        assert err.value.status == 422 and "lineage" in err.value.message
+
+        reference = ReferenceData(reference_x, tuple(f"f{i}" for i in range(10)))
+        keys = [load_private_key(p).key for p in sorted((data / "keys").glob("key-*.pem"))]
+        build_bundle(model, name="gauge", version=3, reference=reference, keys=keys,
+                     out=tmp_path / "gauge.efb")  # fmt: skip
+        uploaded = hub.upload_bundle((tmp_path / "gauge.efb").read_bytes())
+        assert (uploaded.name, uploaded.version) == ("gauge", 3)
+        stranger = [Ed25519PrivateKey.generate()]
+        build_bundle(model, name="gauge", version=4, reference=reference, keys=stranger,
+                     out=tmp_path / "stranger.efb")  # fmt: skip
+        with pytest.raises(HubError) as err:
+            hub.upload_bundle((tmp_path / "stranger.efb").read_bytes())
+        assert err.value.status == 422 and "\n" not in err.value.message
+        assert [v.version for v in hub.versions("gauge")] == [3]
+
+        drift = hub.drift("pump", 2, alpha=0.05)
+        assert drift.n == 0 and drift.decision is not None
+        assert drift.decision.verdict == "insufficient" and drift.source["decision"]
+        with pytest.raises(HubError) as err:
+            hub.drift("pump", 2, alpha=1.5)
+        assert err.value.status in (400, 422) and "alpha" in err.value.message

@@ -109,7 +109,8 @@ def test_hub_tls_refuses_a_bad_host_and_writes_nothing(tmp_path):
 def test_model_drift_prints_each_verdict_with_its_evidence():
     import numpy as np
 
-    from hub.cli import drift_lines
+    from edgefleet_client import DriftResult
+    from hub.cli.model import drift_lines
     from hub.drift import drift_decision, drift_report
     from tests.hub.test_drift import REF, device_window
 
@@ -124,7 +125,7 @@ def test_model_drift_prints_each_verdict_with_its_evidence():
         "decision": report.decision.to_json(),
         "report": report.to_json(),
     }
-    lines = drift_lines(answer)
+    lines = drift_lines(DriftResult.from_json(answer))
     assert lines[0].startswith("drift    m v1: 3000 predictions; major: f0 chi2")
     assert "alpha 0.01 family-wise (Holm)" in lines[1] and "PSI >= 0.1 or JS >= 0.1" in lines[1]
     f0 = next(line for line in lines[2:] if " f0 " in line)
@@ -139,12 +140,13 @@ def test_model_drift_prints_each_verdict_with_its_evidence():
         "decision": drift_decision(REF, []).to_json(),
         "report": None,
     }
-    (line,) = drift_lines(empty)
+    (line,) = drift_lines(DriftResult.from_json(empty))
     assert "since 5" in line and "waiting for evidence: 0 of " in line
 
 
 def test_rollout_wait_says_what_it_waits_for():
-    from hub.cli import waiting_for
+    from edgefleet_client import Rollout
+    from hub.cli.rollout import waiting_for
     from hub.rollout import Gates, RolloutSpec, Stage
 
     spec = RolloutSpec(
@@ -156,6 +158,9 @@ def test_rollout_wait_says_what_it_waits_for():
         "spec": spec,
         "stage": 0,
         "state": "running",
+        "stage_started_at": 1.0,
+        "history": [],
+        "touched": ["pump-1"],
         "gates": [
             {"name": "success_share", "value": 1.0, "limit": 0.95, "verdict": "pass"},
             {"name": "bake", "value": 40.0, "limit": 300.0, "verdict": "waiting", "detail": ""},
@@ -163,9 +168,9 @@ def test_rollout_wait_says_what_it_waits_for():
              "detail": "waiting for evidence: 40 of 133 predictions"},
         ],
     }  # fmt: skip
-    line = waiting_for(r)
+    line = waiting_for(Rollout.from_json(r))
     assert line.startswith("stage 1/2 (10 %) running")
     assert "bake: waiting (40.0 of 300.0)" in line
     assert "drift: waiting (waiting for evidence: 40 of 133 predictions)" in line
     assert "success_share" not in line  # passed gates are not what it waits for
-    assert "activating" in waiting_for({**r, "gates": []})
+    assert "activating" in waiting_for(Rollout.from_json({**r, "gates": []}))

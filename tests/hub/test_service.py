@@ -312,6 +312,38 @@ def test_pipeline_pushes_a_model_with_the_cli_and_gets_meaningful_exit_codes(
     assert versions == [1, 2]
 
 
+def test_pipeline_pushes_a_bundle_signed_elsewhere_and_a_strangers_is_refused_in_one_line(
+    hub_service, demo_dir, reference_x, tmp_path
+):
+    """`model push FILE.efb`: a bundle signed with the hub's trusted keys registers as it
+    is (--json prints the hub's answer); one signed by a stranger is refused, one line."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from hub.bundler import ReferenceData, build_bundle
+    from hub.keys import load_private_key
+
+    token, _ = hub_service.tokens.create("ci", ["deploy"])
+    env = {**os.environ, "EDGEFLEET_TOKEN": token, "EDGEFLEET_HUB": hub_service.api.url}
+    model = (demo_dir / "model-int8.tflite").read_bytes()
+    reference = ReferenceData(reference_x, tuple(f"f{i}" for i in range(10)))
+    key_dir = hub_service.settings.data_dir / "keys"
+    trusted = [load_private_key(p).key for p in sorted(key_dir.glob("key-*.pem"))]
+    build_bundle(model, name="gauge", version=7, reference=reference, keys=trusted,
+                 out=tmp_path / "gauge.efb")  # fmt: skip
+    build_bundle(model, name="gauge", version=8, reference=reference,
+                 keys=[Ed25519PrivateKey.generate()], out=tmp_path / "stranger.efb")  # fmt: skip
+    pushed = edgefleet("model", "push", str(tmp_path / "gauge.efb"), "--json", env=env)
+    assert pushed.returncode == 0, pushed.stderr
+    answer = json.loads(pushed.stdout)
+    assert (answer["name"], answer["version"], answer["status"]) == ("gauge", 7, "registered")
+    assert answer["inputs"] and answer["outputs"]  # the hub's whole answer, as it came
+    refused = edgefleet("model", "push", str(tmp_path / "stranger.efb"), env=env)
+    assert refused.returncode == 1
+    (line,) = refused.stderr.splitlines()
+    assert line.startswith("Error: hub answered 422: ")
+    assert [v.version for v in hub_service.registry.list_versions("gauge")] == [7]
+
+
 def test_live_event_stream_delivers_new_events(hub_service):
     from edge_agent.contract.messages import Event, EventKind, ModelVersion
 
