@@ -76,6 +76,7 @@ from edge_agent.contract.reference import ReferenceStats
 from edge_agent.contract.window import MetricsWindow
 from edge_agent.errors import EdgeFleetError, ValidationError
 from edge_agent.urls import redact_url
+from hub.db import open_database, open_read_only
 from hub.drift import DEFAULT_THRESHOLDS, DriftReport, DriftThresholds, drift_report
 from hub.errors import HubError
 from hub.store import DeviceRecord, Store
@@ -104,17 +105,6 @@ DEVICE_METRICS: Final = frozenset({"offline_devices_share", "identity_conflicts"
 ALERT_FORMAT: Final = "edgefleet-alert/1"
 #: Largest rule file :func:`load_rules` accepts.
 MAX_RULES_BYTES: Final = 1 << 20
-
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS alerts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    rule TEXT NOT NULL,
-    state TEXT NOT NULL,
-    value REAL,
-    ts REAL NOT NULL,
-    delivery TEXT NOT NULL DEFAULT 'pending'
-)
-"""
 
 
 class AlertError(HubError):
@@ -447,8 +437,7 @@ def read_alerts(
         params.append(before_id)
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     try:
-        uri = f"{Path(db_path).resolve().as_uri()}?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, timeout=10.0)
+        conn = open_read_only(Path(db_path))
     except sqlite3.Error as exc:
         raise AlertError(f"alerts: cannot open {db_path}: {exc}") from exc
     try:
@@ -539,11 +528,8 @@ class Alerter:
         self._thread: threading.Thread | None = None
         #: Per rule, the drift decision behind its last value (the webhook sends it).
         self._evidence: dict[str, dict[str, Any]] = {}
+        self._conn = open_database(store.path, label=f"alerts {store.path}", error=AlertError)
         try:
-            self._conn = sqlite3.connect(
-                store.path, isolation_level=None, check_same_thread=False, timeout=10.0
-            )
-            self._conn.execute(_SCHEMA)
             self._states = self._restore()
         except sqlite3.Error as exc:
             raise AlertError(

@@ -37,6 +37,7 @@ from typing import Any, Final, Literal
 
 from edge_agent.contract.canonical import canonical_bytes, parse_json
 from edge_agent.errors import ValidationError
+from hub.db import migrate, open_database
 from hub.errors import HubError
 
 #: ``prev_hash`` of the first entry.
@@ -48,18 +49,6 @@ MAX_LIMIT: Final = 1000
 
 Problem = Literal["edited", "removed", "reordered", "broken", "truncated"]
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL,
-    details TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
-)
-"""
 _COLUMNS: Final = "id, ts, actor, action, target, details, prev_hash, hash"
 
 
@@ -137,28 +126,22 @@ class AuditLog:
     def __init__(
         self, db: str | Path | sqlite3.Connection, *, clock: Callable[[], float] = time.time
     ) -> None:
-        """Open the log and create its table if missing.
+        """Open the log (its table is in :mod:`hub.db.schema`).
 
         Raises:
             AuditError: the database cannot be opened or the table created.
         """
         self._clock = clock
         self._lock = threading.Lock()
-        try:
-            if isinstance(db, sqlite3.Connection):
-                self._conn = db
-                self._owned = False
-            else:
-                self._conn = sqlite3.connect(
-                    str(db), timeout=30.0, isolation_level=None, check_same_thread=False
-                )
-                self._owned = True
-            with self._lock:
-                self._conn.execute(_SCHEMA)
-                if self._conn.in_transaction:
-                    self._conn.commit()
-        except sqlite3.Error as exc:
-            raise AuditError(f"audit log: cannot open {db!r}: {exc}") from exc
+        if isinstance(db, sqlite3.Connection):
+            try:
+                migrate(db)  # a connection of the caller's: bring it to the hub's schema
+            except sqlite3.Error as exc:
+                raise AuditError(f"audit log: cannot open {db!r}: {exc}") from exc
+            self._conn, self._owned = db, False
+        else:
+            self._conn = open_database(Path(db), label=f"audit log {db}", error=AuditError)
+            self._owned = True
 
     def close(self) -> None:
         """Close the connection if this log opened it."""

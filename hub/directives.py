@@ -9,7 +9,6 @@ download URLs signed for a limited time (see :func:`hub.api.sign_bundle_url`).
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from edge_agent.contract.topics import TRUST_TOPIC, Channel, topic
 from edge_agent.contract.trust import Context, RotationChain
 from edge_agent.daemon.config import BrokerConfig
 from edge_agent.daemon.link import configure_client
+from hub.db import open_database
 from hub.errors import HubError
 from hub.signing import sign
 
@@ -41,18 +41,13 @@ class DirectiveSigner:
         """Open the sequence table in the hub's database.
 
         Raises:
-            DirectiveError: no signing keys.
-            sqlite3.Error: the database cannot be opened.
+            DirectiveError: no signing keys, or the database cannot be opened.
         """
         if not keys:
             raise DirectiveError("no signing keys: this hub cannot sign directives")
         self.keys = list(keys)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS directive_seqs (device_id TEXT PRIMARY KEY,"
-            " seq INTEGER NOT NULL)"
-        )
+        self._db = open_database(db_path, label=f"directives {db_path}", error=DirectiveError)
 
     def next_seq(self, device_id: str) -> int:
         """Reserve the device's next sequence number (durably, before it is used)."""

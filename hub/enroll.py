@@ -51,6 +51,7 @@ from urllib.parse import urlsplit
 from edge_agent.contract.fields import safe_name
 from edge_agent.daemon.config import BrokerConfig
 from edge_agent.errors import ValidationError
+from hub.db import open_database
 from hub.errors import HubError
 from hub.store import Store
 
@@ -284,12 +285,8 @@ def _ensure_hub_account(broker_dir: Path) -> str:
 
 @contextlib.contextmanager
 def _records(store: Store) -> Iterator[sqlite3.Connection]:
-    """The ``enrollments`` table, in the store's SQLite file (the store's migrations
-    create it)."""
-    try:
-        conn = sqlite3.connect(store.path, isolation_level=None, timeout=10.0)
-    except sqlite3.Error as exc:
-        raise EnrollError(f"cannot open the store {store.path} ({exc})") from exc
+    """The ``enrollments`` table of the hub database (:mod:`hub.db.schema`)."""
+    conn = open_database(store.path, label=f"enrolment records {store.path}", error=EnrollError)
     try:
         yield conn
     except sqlite3.Error as exc:

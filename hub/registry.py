@@ -1,8 +1,7 @@
 """The model registry: verified, signed bundles by model name and version.
 
-Rows live in the hub's SQLite file, in tables created by this module's own named
-migrations (set ``edgefleet.registry``), recorded in the same ``migrations`` table
-that :mod:`hub.store` uses, so the store and the registry share one file.
+Rows live in ``hub.db``, in the ``models`` and ``model_versions`` tables of
+:mod:`hub.db.schema`.
 
 Bundles are stored content-addressed as ``bundle_dir/<sha256>.efb``: mode 0644 in a
 0755 directory, because a bundle is public by design (its signature, not secrecy,
@@ -25,7 +24,6 @@ import io
 import json
 import os
 import re
-import sqlite3
 import tempfile
 import threading
 import time
@@ -36,8 +34,6 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
 from edge_agent.contract.bundle import BundleLimits, inspect_bundle, verify_bundle
 from edge_agent.contract.canonical import canonical_bytes
@@ -50,6 +46,7 @@ from edge_agent.durable import fsync_dir
 from edge_agent.errors import EdgeFleetError, ValidationError
 from edge_agent.inference.model import LoadedModel
 from hub.bundler import ReferenceData, build_bundle
+from hub.db import open_database
 from hub.errors import HubError
 from hub.sqlite import LockedDatabase
 
@@ -72,31 +69,6 @@ class Status(StrEnum):
     REGISTERED = "registered"
     ACTIVE = "active"
     RETIRED = "retired"
-
-
-class _RegistryMigrations(Migrations):
-    migrations_table = "migrations"  # shared with hub.store
-
-
-MIGRATIONS: Final = _RegistryMigrations("edgefleet.registry")
-
-
-@MIGRATIONS(name="0001_models_versions")
-def _m0001(db: Database) -> None:
-    db.execute(
-        "CREATE TABLE models ("
-        " name TEXT PRIMARY KEY, created REAL NOT NULL, description TEXT NOT NULL DEFAULT '')"
-    )
-    db.execute(
-        "CREATE TABLE model_versions ("
-        " name TEXT NOT NULL REFERENCES models (name), version INTEGER NOT NULL,"
-        " sha256 TEXT NOT NULL UNIQUE, size INTEGER NOT NULL, created REAL NOT NULL,"
-        " manifest TEXT NOT NULL, lineage TEXT NOT NULL, inputs TEXT NOT NULL,"
-        " outputs TEXT NOT NULL, quantization TEXT NOT NULL,"
-        " status TEXT NOT NULL DEFAULT 'registered'"
-        " CHECK (status IN ('registered', 'active', 'retired')),"
-        " PRIMARY KEY (name, version))"
-    )
 
 
 @dataclass(frozen=True)
@@ -181,36 +153,9 @@ class Registry(LockedDatabase):
         self._reference_cache: dict[str, ReferenceStats] = {}
         try:
             bundle_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-            db_path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                db_path, isolation_level=None, check_same_thread=False, timeout=10.0
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise RegistryError(f"registry {db_path}: cannot open ({exc})") from exc
-        self._conn = conn
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("BEGIN IMMEDIATE")  # one opener at a time creates the tables
-            try:
-                MIGRATIONS.apply(Database(conn))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            self.close()
-            raise RegistryError(f"registry {db_path}: cannot open ({exc})") from exc
-
-    def migrations(self) -> list[str]:
-        """Names of the registry's applied migrations, in order.
-
-        Raises:
-            RegistryError: SQLite failed, or closed.
-        """
-        with self._read() as conn:
-            return [m.name for m in MIGRATIONS.applied(Database(conn))]
+        except OSError as exc:
+            raise RegistryError(f"registry {bundle_dir}: cannot create ({exc})") from exc
+        self._conn = open_database(db_path, label=f"registry {db_path}", error=RegistryError)
 
     # --- adding -----------------------------------------------------------------------
 

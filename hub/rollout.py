@@ -34,6 +34,7 @@ from edge_agent.contract.fields import exact_fields, list_of, positive_int, safe
 from edge_agent.contract.fields import field as get
 from edge_agent.contract.messages import Event, EventKind, State
 from edge_agent.errors import ValidationError
+from hub.db import open_database
 from hub.drift import DriftSummary, DriftThresholds
 from hub.errors import HubError
 
@@ -1176,13 +1177,6 @@ class StoredRollout:
     version: int
 
 
-_SCHEMA: Final = (
-    "CREATE TABLE IF NOT EXISTS rollouts ("
-    " id TEXT PRIMARY KEY, model TEXT NOT NULL, state TEXT NOT NULL,"
-    " active INTEGER NOT NULL, version INTEGER NOT NULL, doc TEXT NOT NULL)"
-)
-
-
 class RolloutStore:
     """Rollouts in their own table of the hub's SQLite file, as JSON documents.
 
@@ -1191,21 +1185,16 @@ class RolloutStore:
     """
 
     def __init__(self, db_path: Path) -> None:
-        """Open (or create) the table in the SQLite file at ``db_path``.
+        """Open the hub database at ``db_path`` (see :mod:`hub.db`).
 
         Raises:
             RolloutStoreError: the file cannot be opened or the table created.
         """
         self.path = db_path
         self._lock = threading.Lock()
-        try:
-            db_path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                db_path, isolation_level=None, check_same_thread=False, timeout=10.0
-            )
-            self._conn.execute(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise RolloutStoreError(f"rollout store {db_path}: cannot open ({exc})") from exc
+        self._conn = open_database(
+            db_path, label=f"rollout store {db_path}", error=RolloutStoreError
+        )
 
     def close(self) -> None:
         """Close the connection."""

@@ -1,9 +1,8 @@
 """The hub's store: devices, metric windows, events, in one SQLite file (WAL).
 
 Everything goes through :class:`Store`, so a PostgreSQL backend can follow behind the
-same methods. Schema changes are named migrations (``sqlite_utils.migrations``),
-recorded in the ``migrations`` table; add one by decorating a function with
-``@MIGRATIONS(name="000N_what")`` at the end of this module's list.
+same methods. Its tables are defined with every other of ``hub.db`` in
+:mod:`hub.db.schema`.
 
 Metrics are stored idempotently by (device, sequence range), following the agent's
 outbox contract (``edge_agent/daemon/outbox.py``): an outbox row covers ``[seq_lo, seq_hi]``
@@ -59,13 +58,13 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 import orjson
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
 from edge_agent.contract.canonical import canonical_bytes
 from edge_agent.contract.messages import Event, EventKind, MetricsMessage, ModelVersion, State
 from edge_agent.contract.window import MetricsWindow, merge_windows, subtract_windows
 from edge_agent.errors import ValidationError
+from hub.db import applied_migrations, open_database
+from hub.db.schema import LONG_WINDOW_S, MINUTE_S
 from hub.errors import HubError
 from hub.rollups import HOUR_S, hour_of, largest_mergeable, merge_documents
 from hub.sqlite import LockedDatabase
@@ -78,158 +77,6 @@ MAX_PAGE: Final = 1000
 
 class StoreError(HubError):
     """The hub's database cannot be opened, read or written (one line says why)."""
-
-
-class _HubMigrations(Migrations):
-    migrations_table = "migrations"
-
-
-MIGRATIONS: Final = _HubMigrations("edgefleet-hub")
-
-
-@MIGRATIONS(name="0001_devices_windows_events")
-def _m0001(db: Database) -> None:
-    db.execute(
-        "CREATE TABLE devices ("
-        " id TEXT PRIMARY KEY, tags TEXT NOT NULL DEFAULT '[]', enrolled_at REAL,"
-        " last_seen REAL, online INTEGER NOT NULL DEFAULT 0, offline_since REAL,"
-        " active_model TEXT, active_version INTEGER, previous_model TEXT,"
-        " previous_version INTEGER, shadow_model TEXT, shadow_version INTEGER,"
-        " health TEXT NOT NULL DEFAULT '{}', buffer_depth INTEGER NOT NULL DEFAULT 0,"
-        " state TEXT)"
-    )
-    db.execute(
-        "CREATE TABLE windows ("
-        " id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, seq_lo INTEGER NOT NULL,"
-        " seq_hi INTEGER NOT NULL, model TEXT NOT NULL, version INTEGER NOT NULL,"
-        ' role TEXT NOT NULL, start REAL NOT NULL, "end" REAL NOT NULL, n INTEGER NOT NULL,'
-        " payload TEXT NOT NULL,"
-        " UNIQUE (device_id, seq_lo, seq_hi, role, model, version))"
-    )
-    db.execute("CREATE INDEX windows_device_lo ON windows (device_id, seq_lo)")
-    db.execute("CREATE INDEX windows_model_start ON windows (model, version, start)")
-    db.execute("CREATE TABLE device_seqs (device_id TEXT PRIMARY KEY, contiguous INTEGER NOT NULL)")
-    db.execute(
-        "CREATE TABLE events ("
-        " id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, ts REAL NOT NULL,"
-        " kind TEXT NOT NULL, model TEXT, version INTEGER, directive_seq INTEGER,"
-        " progress REAL, detail TEXT NOT NULL)"
-    )
-    db.execute("CREATE INDEX events_device ON events (device_id, id)")
-
-
-@MIGRATIONS(name="0002_device_epochs")
-def _m0002(db: Database) -> None:
-    # One row per sequence space a device used (see the module doc, "Epochs").
-    db.execute(
-        "CREATE TABLE device_epochs ("
-        " id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, epoch TEXT NOT NULL,"
-        " base INTEGER NOT NULL, since REAL NOT NULL, UNIQUE (device_id, epoch))"
-    )
-
-
-@MIGRATIONS(name="0003_hourly_rollups")
-def _m0003(db: Database) -> None:
-    # Per (model, version, role, device, hour): the merge of the device's windows that
-    # start in that hour; device_id '' holds the fleet-wide merge of the hour.
-    db.execute(
-        "CREATE TABLE rollups ("
-        " model TEXT NOT NULL, version INTEGER NOT NULL, role TEXT NOT NULL,"
-        " device_id TEXT NOT NULL, hour INTEGER NOT NULL, n INTEGER NOT NULL,"
-        " windows INTEGER NOT NULL, payload TEXT NOT NULL,"
-        " PRIMARY KEY (model, version, role, device_id, hour))"
-    )
-    # Buckets whose windows changed since they were last rolled up.
-    db.execute(
-        "CREATE TABLE rollup_dirty ("
-        " model TEXT NOT NULL, version INTEGER NOT NULL, role TEXT NOT NULL,"
-        " device_id TEXT NOT NULL, hour INTEGER NOT NULL,"
-        " PRIMARY KEY (model, version, role, device_id, hour))"
-    )
-    db.execute(
-        "CREATE INDEX windows_device_model_start ON windows (device_id, model, version, role,"
-        " start)"
-    )
-    # Windows stored before this migration: every bucket they fall in is dirty. SQL's
-    # division may round across an hour boundary where hour_of (a floor) does not, so
-    # the hour before is marked too: rolling up a bucket that did not change is harmless.
-    for shift in (0, 1):
-        db.execute(
-            "INSERT OR IGNORE INTO rollup_dirty SELECT DISTINCT model, version, role,"
-            " device_id, CAST(start / ? AS INTEGER) - ? FROM windows",
-            [HOUR_S, shift],
-        )
-
-
-@MIGRATIONS(name="0004_drop_windows_device_lo")
-def _m0004(db: Database) -> None:
-    # The UNIQUE (device_id, seq_lo, seq_hi, ...) index serves every look-up by device
-    # and sequence (covering, even); this one only cost a b-tree insert per window.
-    db.execute("DROP INDEX IF EXISTS windows_device_lo")
-
-
-@MIGRATIONS(name="0005_enrollments")
-def _m0005(db: Database) -> None:
-    # Enrolment records (hub.enroll) live in the store's file; the store reads them to
-    # hide revoked devices. ``directive_cleared_at``: when the hub removed a revoked
-    # device's retained directive from the broker.
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS enrollments (device_id TEXT PRIMARY KEY,"
-        " enrolled_at REAL NOT NULL, rotated_at REAL, revoked_at REAL)"
-    )
-    if "directive_cleared_at" not in db["enrollments"].columns_dict:
-        db.execute("ALTER TABLE enrollments ADD COLUMN directive_cleared_at REAL")
-
-
-#: Windows longer than this (coarsened by a device's outbox; a device closes one every
-#: 60 s by default) are found by their end in a small partial index; shorter ones by
-#: their start, from ``since - LONG_WINDOW_S``.
-LONG_WINDOW_S: Final = 300
-#: Length of a fleet minute bucket (seconds).
-MINUTE_S: Final = 60
-
-
-@MIGRATIONS(name="0006_windows_long_span")
-def _m0006(db: Database) -> None:
-    # Exact `since` queries need the windows that start before `since`'s hour and end
-    # after `since`: short ones start at most LONG_WINDOW_S before it (start index),
-    # long ones (rare: coarsened by an outbox) are in this partial index by their end.
-    db.execute(
-        'CREATE INDEX IF NOT EXISTS windows_long_span ON windows (model, version, role, "end")'
-        f' WHERE "end" - start > {LONG_WINDOW_S}'
-    )
-
-
-@MIGRATIONS(name="0007_fleet_minute_rollups")
-def _m0007(db: Database) -> None:
-    # Per (model, version, role, minute): the fleet-wide merge of the windows that start
-    # in that minute, so an exact `since` inside an hour reads at most a minute of
-    # stored windows. Minutes whose windows changed are marked at ingest.
-    db.execute(
-        "CREATE TABLE rollups_minute ("
-        " model TEXT NOT NULL, version INTEGER NOT NULL, role TEXT NOT NULL,"
-        " minute INTEGER NOT NULL, n INTEGER NOT NULL, windows INTEGER NOT NULL,"
-        " payload TEXT NOT NULL, PRIMARY KEY (model, version, role, minute))"
-    )
-    db.execute(
-        "CREATE TABLE rollup_minute_dirty ("
-        " model TEXT NOT NULL, version INTEGER NOT NULL, role TEXT NOT NULL,"
-        " minute INTEGER NOT NULL, PRIMARY KEY (model, version, role, minute))"
-    )
-    for shift in (0, 1):  # as in 0003: SQL's division may round across a boundary
-        db.execute(
-            "INSERT OR IGNORE INTO rollup_minute_dirty SELECT DISTINCT model, version, role,"
-            " CAST(start / ? AS INTEGER) - ? FROM windows",
-            [MINUTE_S, shift],
-        )
-
-
-@MIGRATIONS(name="0008_epoch_marks")
-def _m0008(db: Database) -> None:
-    # Each epoch's own contiguous mark (its numbering), for the epochs that are not the
-    # device's current one: an older epoch still alive is acknowledged too.
-    if "contiguous" not in db["device_epochs"].columns_dict:
-        db.execute("ALTER TABLE device_epochs ADD COLUMN contiguous INTEGER NOT NULL DEFAULT 0")
 
 
 #: Each epoch after a device's first gets its own block of this many hub sequences.
@@ -305,7 +152,7 @@ class Store(LockedDatabase):
     """
 
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
-        """Open (or create) the store at ``path``, in WAL mode, and apply migrations.
+        """Open (or create) the hub database at ``path`` (see :mod:`hub.db`).
 
         Raises:
             StoreError: the file cannot be opened, is not a store, or WAL is unavailable.
@@ -324,29 +171,15 @@ class Store(LockedDatabase):
         self._lock = threading.RLock()
         self._error = StoreError
         self._label = f"store {path}"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=10.0
-            )
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"store {path}: cannot open ({exc})") from exc
+        conn = open_database(path, label=f"store {path}", error=StoreError)
         self._conn = conn
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"store {path}: WAL mode is unavailable (got {mode})")
-            conn.execute("PRAGMA synchronous=NORMAL")
             # Checkpoint every ~80 MB of WAL rather than 4 MB (fewer, larger copies on
             # the ingest's thread), and truncate the WAL back to 64 MB afterwards.
             conn.execute("PRAGMA wal_autocheckpoint=20000")
             conn.execute("PRAGMA journal_size_limit=67108864")
-            conn.execute("PRAGMA foreign_keys=ON")
-            MIGRATIONS.apply(Database(conn))
-        except (sqlite3.Error, StoreError) as exc:
+        except sqlite3.Error as exc:
             self.close()
-            if isinstance(exc, StoreError):
-                raise
             raise StoreError(f"store {path}: cannot open ({exc})") from exc
 
     def migrations(self) -> list[str]:
@@ -356,7 +189,7 @@ class Store(LockedDatabase):
             StoreError: SQLite failed, or closed.
         """
         with self._read() as conn:
-            return [m.name for m in MIGRATIONS.applied(Database(conn))]
+            return applied_migrations(conn)
 
     # --- metrics ----------------------------------------------------------------------
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
@@ -23,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from hub.db import open_database
 from hub.errors import HubError
 
 SCOPES: Final = ("read", "deploy", "admin")
@@ -57,20 +56,13 @@ class TokenStore:
     """Tokens in the hub's SQLite file (table ``api_tokens``). Thread-safe."""
 
     def __init__(self, path: Path) -> None:
-        """Open (creating the table if needed).
+        """Open the hub database at ``path`` (see :mod:`hub.db`).
 
         Raises:
-            sqlite3.Error: the database cannot be opened.
+            TokenError: the database cannot be opened.
         """
         self._lock = threading.Lock()
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # private from the start
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS api_tokens (id TEXT PRIMARY KEY, name TEXT NOT NULL,"
-            " secret_sha256 TEXT NOT NULL, scopes TEXT NOT NULL, created REAL NOT NULL,"
-            " revoked INTEGER NOT NULL DEFAULT 0)"
-        )
+        self._db = open_database(path, label=f"tokens {path}", error=TokenError)
 
     def create(self, name: str, scopes: Iterable[str]) -> tuple[str, TokenInfo]:
         """Create a token; returns the full token text (shown once) and its info.

@@ -108,6 +108,12 @@ def test_migrations_are_recorded_and_not_reapplied(tmp_path):
         "0006_windows_long_span",
         "0007_fleet_minute_rollups",
         "0008_epoch_marks",
+        "0009_registry",
+        "0010_api_tokens",
+        "0011_audit",
+        "0012_directive_seqs",
+        "0013_rollouts",
+        "0014_alerts",
     ]
     with Store(path) as s:
         assert s.migrations() == names
