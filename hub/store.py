@@ -61,12 +61,18 @@ import orjson
 
 from edge_agent.contract.canonical import canonical_bytes
 from edge_agent.contract.messages import Event, EventKind, MetricsMessage, ModelVersion, State
-from edge_agent.contract.window import MetricsWindow, merge_windows, subtract_windows
+from edge_agent.contract.window import (
+    MetricsWindow,
+    largest_mergeable,
+    merge_documents,
+    merge_windows,
+    subtract_windows,
+)
 from edge_agent.errors import ValidationError
 from hub.db import applied_migrations, open_database
 from hub.db.schema import LONG_WINDOW_S, MINUTE_S
 from hub.errors import HubError
-from hub.rollups import HOUR_S, hour_of, largest_mergeable, merge_documents
+from hub.rollups import HOUR_S, hour_of
 from hub.sqlite import LockedDatabase
 
 log = logging.getLogger("edgefleet.hub")
@@ -1037,8 +1043,8 @@ def merge_stored(payloads: Sequence[Any]) -> StoredMerge:
     """Merge stored window documents (JSON) of one model, version and role.
 
     The fast path merges the documents of the most common shape (see
-    :func:`~hub.rollups.largest_mergeable`) and checks the result against the wire
-    contract; when that fails (an unreadable row, or counts past the contract's 2**53,
+    :func:`~edge_agent.contract.window.largest_mergeable`) and checks the result against
+    the wire contract; when that fails (an unreadable row, or counts past the contract's 2**53,
     as absurd rows stored before the plausibility check could give), it merges row by
     row, smallest first, and keeps every row that merges within the contract's bounds.
     """

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.contract.messages import MetricsMessage
-from edge_agent.contract.window import MetricsWindow, merge_windows
+from edge_agent.contract.window import MetricsWindow, merge_documents, merge_windows
 from edge_agent.errors import ValidationError
-from hub.rollups import HOUR_S, hour_of, merge_documents
+from hub.rollups import HOUR_S, hour_of
 from hub.store import LONG_WINDOW_S, Store
 from tests.hub.test_store import row, window
 
