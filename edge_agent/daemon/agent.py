@@ -52,7 +52,7 @@ from edge_agent.daemon.link import CONNECTED, Incoming, MqttLink
 from edge_agent.daemon.local_api import LocalApi
 from edge_agent.daemon.outbox import Outbox
 from edge_agent.daemon.pinned import PinnedTrust
-from edge_agent.daemon.probation import ProbationMonitor, Verdict
+from edge_agent.daemon.probation import ProbationMonitor, ProbationVerdict
 from edge_agent.daemon.slots import Pointer, ProbationRecord, SlotRef, SlotStore
 from edge_agent.durable import read_json, write_json_atomic
 from edge_agent.errors import (
@@ -696,12 +696,12 @@ class Agent:
         if not isinstance(monitor, ProbationMonitor):  # none running (the agent sets it)
             return
         outcome = monitor.outcome(self.monotonic())
-        if outcome.verdict is Verdict.RUNNING:
+        if outcome.verdict is ProbationVerdict.RUNNING:
             return
         seq = self.slots.pointer().probation
         directive_seq = seq.directive_seq if seq else None
         with self._deploy_lock:
-            if outcome.verdict is Verdict.PASSED:
+            if outcome.verdict is ProbationVerdict.PASSED:
                 self.slots.end_probation()
                 self.predictor.probation = None
                 self._event(

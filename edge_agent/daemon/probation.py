@@ -17,7 +17,7 @@ import numpy as np
 from edge_agent.contract.directive import Probation
 
 
-class Verdict(StrEnum):
+class ProbationVerdict(StrEnum):
     """Where a probation stands."""
 
     RUNNING = "running"
@@ -26,10 +26,10 @@ class Verdict(StrEnum):
 
 
 @dataclass(frozen=True)
-class Outcome:
+class ProbationOutcome:
     """A verdict with the figures behind it, for the deployment event."""
 
-    verdict: Verdict
+    verdict: ProbationVerdict
     reason: str
     predictions: int
     errors: int
@@ -60,27 +60,29 @@ class ProbationMonitor:
             return None
         return float(np.percentile(np.fromiter(self._latencies, float), 95) * 1000.0)
 
-    def outcome(self, now: float) -> Outcome:
+    def outcome(self, now: float) -> ProbationOutcome:
         """The verdict at monotonic time ``now``."""
         total = self.ok + self.errors
         p95 = self.latency_p95_ms()
         enough = total >= max(self.gates.min_predictions, 1)
         if enough and self.errors / total > self.gates.max_error_rate:
             return self._done(
-                Verdict.FAILED,
+                ProbationVerdict.FAILED,
                 f"error rate {self.errors / total:.1%} over {self.gates.max_error_rate:.1%} "
                 f"({self.errors} of {total})",
                 p95,
             )
         limit = self.gates.max_latency_p95_ms
         if enough and limit is not None and p95 is not None and p95 > limit:
-            return self._done(Verdict.FAILED, f"latency p95 {p95:.2f} ms over {limit:.2f} ms", p95)
+            return self._done(
+                ProbationVerdict.FAILED, f"latency p95 {p95:.2f} ms over {limit:.2f} ms", p95
+            )
         if now - self.started >= self.gates.window_s:
             note = "" if enough else f" (only {total} predictions seen)"
             return self._done(
-                Verdict.PASSED, f"gates met over {self.gates.window_s:g} s{note}", p95
+                ProbationVerdict.PASSED, f"gates met over {self.gates.window_s:g} s{note}", p95
             )
-        return self._done(Verdict.RUNNING, "", p95)
+        return self._done(ProbationVerdict.RUNNING, "", p95)
 
-    def _done(self, verdict: Verdict, reason: str, p95: float | None) -> Outcome:
-        return Outcome(verdict, reason, self.ok + self.errors, self.errors, p95)
+    def _done(self, verdict: ProbationVerdict, reason: str, p95: float | None) -> ProbationOutcome:
+        return ProbationOutcome(verdict, reason, self.ok + self.errors, self.errors, p95)
