@@ -253,3 +253,15 @@ def test_loading_the_hubs_commands_leaves_httpx_unloaded():
         "print(sorted({'httpx', 'edgefleet_client'} & set(sys.modules)))\n"
     )
     assert run_child(code) == "[]"
+
+
+def test_registering_the_console_loads_neither_textual_nor_the_client():
+    """The console's command is registered on every `edgefleet` start (the agent daemon's
+    too): registering it must not load textual, the client or httpx."""
+    code = (
+        "import sys, click\n"
+        "import tui.cli\n"
+        "tui.cli.register(click.Group())\n"
+        "print(sorted({'textual', 'edgefleet_client', 'httpx'} & set(sys.modules)))\n"
+    )
+    assert run_child(code) == "[]"

@@ -7,9 +7,6 @@ from pathlib import Path
 
 import click
 
-from edgefleet_client import AsyncHubClient, HubError
-from tui.settings import SettingsError, environment, resolve
-
 
 @click.command("console")
 @click.option("--hub", "hub_url", default=None, help="The hub's API URL (env EDGEFLEET_HUB).")
@@ -29,8 +26,10 @@ from tui.settings import SettingsError, environment, resolve
 @click.option("--light", is_flag=True, help="Start in the light theme (Ctrl+T toggles).")
 def console(hub_url: str | None, hub_ca: Path | None, token_file: Path | None, light: bool) -> None:
     """The operator console: fleet, rollouts and events, live."""
-    try:
-        from tui.app import ConsoleApp  # textual loads only for this command
+    try:  # textual, the client and httpx load only for this command, never at registration
+        from edgefleet_client import AsyncHubClient, HubError
+        from tui.app import ConsoleApp
+        from tui.settings import SettingsError, environment, resolve
     except ImportError as exc:  # a device install: the console extra is not there
         raise click.ClickException(
             f"the console needs the console extra ({exc.name or exc} is missing): "
