@@ -35,7 +35,7 @@ from edge_agent.errors import ValidationError
 from hub.errors import HubError
 from hub.mqtt_relay import RelayConfig
 from hub.plausibility import Limits, message_problem
-from hub.store import Outcome, Store, StoreError
+from hub.store import Store, StoreError, StoreOutcome
 
 log = logging.getLogger("edgefleet.hub.ingest")
 
@@ -439,9 +439,9 @@ class Ingest:
                 counts["store_errors"] += 1
                 log.error("ingest: %d metrics message(s) not stored: %s", len(metrics), exc)
             else:
-                counts["stored"] += result.count(Outcome.STORED)
-                counts["duplicates"] += result.count(Outcome.DUPLICATE)
-                counts["rejected"] += result.count(Outcome.REJECTED)
+                counts["stored"] += result.count(StoreOutcome.STORED)
+                counts["duplicates"] += result.count(StoreOutcome.DUPLICATE)
+                counts["rejected"] += result.count(StoreOutcome.REJECTED)
                 conflicts = result.conflicts
                 with self._cond:
                     acks = {k: a for k, a in result.acks.items() if self._advances(k, a)}

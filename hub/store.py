@@ -94,7 +94,7 @@ def minute_of(start: float) -> int:
     return int(start // MINUTE_S)
 
 
-class Outcome(Enum):
+class StoreOutcome(Enum):
     """What :meth:`Store.store_metrics_batch` did with one message."""
 
     STORED = "stored"
@@ -108,7 +108,7 @@ class MetricsResult:
 
     contiguous: dict[str, int]
     """Highest contiguous hub sequence stored, per device the batch touched."""
-    outcomes: tuple[Outcome, ...]
+    outcomes: tuple[StoreOutcome, ...]
     """One per message, in order."""
     acks: dict[tuple[str, str], int] = field(default_factory=dict)
     """What to acknowledge per (device, epoch) the batch touched: the highest contiguous
@@ -118,7 +118,7 @@ class MetricsResult:
     conflicts: tuple[tuple[str, str], ...] = ()
     """(device, one line) per sign that two devices write under one device id."""
 
-    def count(self, outcome: Outcome) -> int:
+    def count(self, outcome: StoreOutcome) -> int:
         """How many messages had ``outcome``."""
         return sum(1 for o in self.outcomes if o is outcome)
 
@@ -713,7 +713,7 @@ class _Batch:
         return c
 
 
-def _store_message(batch: _Batch, m: MetricsMessage) -> Outcome:
+def _store_message(batch: _Batch, m: MetricsMessage) -> StoreOutcome:
     """Store one message inside the batch's transaction (rules in the module doc).
 
     Raises:
@@ -722,7 +722,7 @@ def _store_message(batch: _Batch, m: MetricsMessage) -> Outcome:
     dev, lo, hi = m.device_id, m.seq_lo, m.seq_hi
     if len({w.key for w in m.windows}) != len(m.windows):
         log.warning("store: %s [%d, %d] rejected: two windows of one model and role", dev, lo, hi)
-        return Outcome.REJECTED
+        return StoreOutcome.REJECTED
     conn, tops = batch.conn, batch.tops
     top = tops.get(dev)
     if top is None:  # the device's first message in the batch
@@ -743,7 +743,7 @@ def _store_message(batch: _Batch, m: MetricsMessage) -> Outcome:
     ).fetchone()
     if below is not None and below[1] >= lo:
         if below[1] >= hi:
-            return Outcome.DUPLICATE
+            return StoreOutcome.DUPLICATE
         return _reject(batch, m, (int(below[0]), int(below[1])))
     inner = [
         (int(a), int(b))
@@ -758,7 +758,7 @@ def _store_message(batch: _Batch, m: MetricsMessage) -> Outcome:
     if sum(b - a + 1 for a, b in inner) == hi - lo + 1:
         if inner == [(lo, hi)]:
             _check_same_windows(batch, m)
-        return Outcome.DUPLICATE
+        return StoreOutcome.DUPLICATE
     if inner:
         # The message already counts the stored windows: check that it contains them
         # (what is left after subtracting them is what the hub never saw), then let
@@ -772,7 +772,7 @@ def _store_message(batch: _Batch, m: MetricsMessage) -> Outcome:
             _subtract_all(m.windows, parts)
         except (ValueError, ValidationError) as exc:
             log.warning("store: %s [%d, %d] rejected: %s", dev, lo, hi, exc)
-            return Outcome.REJECTED
+            return StoreOutcome.REJECTED
         replaced = conn.execute(
             "SELECT model, version, role, start FROM windows"
             " WHERE device_id = ? AND seq_lo BETWEEN ? AND ?",
@@ -792,7 +792,7 @@ def _store_message(batch: _Batch, m: MetricsMessage) -> Outcome:
     return _insert(batch, m)
 
 
-def _insert(batch: _Batch, m: MetricsMessage) -> Outcome:
+def _insert(batch: _Batch, m: MetricsMessage) -> StoreOutcome:
     """Add the message's windows to the batch's pending rows."""
     dev, lo, hi = m.device_id, m.seq_lo, m.seq_hi
     batch.rows += [_window_row(dev, lo, hi, w) for w in m.windows]
@@ -803,7 +803,7 @@ def _insert(batch: _Batch, m: MetricsMessage) -> Outcome:
         (w.model_name, w.model_version, w.role, minute_of(w.start)) for w in m.windows
     )
     batch.tops[dev] = max(batch.tops.get(dev, 0), hi)
-    return Outcome.STORED
+    return StoreOutcome.STORED
 
 
 class _Epochs:
@@ -876,7 +876,7 @@ class _Epochs:
         self.learned[device_id] = [*known, (epoch, base)]
         return base
 
-    def store(self, m: MetricsMessage) -> Outcome:
+    def store(self, m: MetricsMessage) -> StoreOutcome:
         """Store one message in its epoch's block (see :func:`_store_message`).
 
         Raises:
@@ -887,14 +887,14 @@ class _Epochs:
                 "store: %s [%d, %d] rejected: sequences stop at %d",
                 m.device_id, m.seq_lo, m.seq_hi, EPOCH_BLOCK - 1,
             )  # fmt: skip
-            return Outcome.REJECTED
+            return StoreOutcome.REJECTED
         base = self.base(m.device_id, m.epoch)
         self.touched[(m.device_id, m.epoch)] = None
         hub = m
         if base:
             hub = MetricsMessage(m.device_id, m.seq_lo + base, m.seq_hi + base, m.windows, m.epoch)
         outcome = _store_message(self.batch, hub)
-        if outcome is Outcome.STORED and m.epoch != self.current(m.device_id):
+        if outcome is StoreOutcome.STORED and m.epoch != self.current(m.device_id):
             self._check_live(m, base)
         return outcome
 
@@ -1126,14 +1126,14 @@ def _subtract_all(
     return tuple(rest[w.key] for w in incoming)
 
 
-def _reject(batch: _Batch, m: MetricsMessage, stored: tuple[int, int]) -> Outcome:
+def _reject(batch: _Batch, m: MetricsMessage, stored: tuple[int, int]) -> StoreOutcome:
     line = (
         f"metrics range [{m.seq_lo}, {m.seq_hi}] partially overlaps the stored range"
         f" [{stored[0]}, {stored[1]}]: two devices may share this id and sequence space"
     )
     log.warning("store: %s rejected: %s", m.device_id, line)
     batch.conflicts.append((m.device_id, line))
-    return Outcome.REJECTED
+    return StoreOutcome.REJECTED
 
 
 def _check_same_windows(batch: _Batch, m: MetricsMessage) -> None:

@@ -26,7 +26,7 @@ from edge_agent.contract.messages import (
 from edge_agent.contract.reference import ReferenceStats
 from edge_agent.contract.window import MetricsWindow, merge_windows
 from edge_agent.inference.accumulator import WindowAccumulator
-from hub.store import EPOCH_BLOCK, Outcome, Store, StoreError
+from hub.store import EPOCH_BLOCK, Store, StoreError, StoreOutcome
 
 F, C = 3, 3
 
@@ -144,7 +144,7 @@ def test_replayed_metrics_counted_once(store):
     assert store.store_metrics(batch) == {"d1": 5}
     result = store.store_metrics_batch(batch + batch[:2])  # the device resends everything
     assert result.contiguous == {"d1": 5}
-    assert result.count(Outcome.DUPLICATE) == 7
+    assert result.count(StoreOutcome.DUPLICATE) == 7
     active = store.windows_for(device="d1", role="active")
     assert len(active) == 5
     assert_same_counts(total(active), total([window(s) for s in range(1, 6)]))
@@ -154,7 +154,7 @@ def test_replayed_metrics_counted_once(store):
 def test_range_inside_a_stored_compacted_range_is_a_duplicate(store):
     store.store_metrics([row("d1", 1, 4)])
     result = store.store_metrics_batch([row("d1", 2), row("d1", 3, 4), row("d1", 1, 4)])
-    assert result.outcomes == (Outcome.DUPLICATE,) * 3
+    assert result.outcomes == (StoreOutcome.DUPLICATE,) * 3
     assert store.stored_ranges("d1") == [(1, 4)]
 
 
@@ -164,7 +164,10 @@ def test_messages_of_one_batch_see_the_rows_stored_before_them(store):
     result = store.store_metrics_batch(
         [row("d1", 1), row("d1", 2), row("d1", 1, 2), row("d2", 2), row("d2", 1, 2)]
     )
-    assert result.outcomes == (Outcome.STORED,) * 2 + (Outcome.DUPLICATE,) + (Outcome.STORED,) * 2
+    assert (
+        result.outcomes
+        == (StoreOutcome.STORED,) * 2 + (StoreOutcome.DUPLICATE,) + (StoreOutcome.STORED,) * 2
+    )
     assert store.stored_ranges("d1") == [(1, 1), (2, 2)]
     assert store.stored_ranges("d2") == [(1, 2)]  # the compacted row replaced seq 2
     assert len(store.windows_for(device="d2")) == 1
@@ -175,7 +178,7 @@ def test_a_compared_message_keeps_the_devices_top_for_the_next_in_its_batch(stor
     replay inside [3, 6], not a new range to store again."""
     store.store_metrics_batch([row("d", 1), row("d", 3, 6)])
     result = store.store_metrics_batch([row("d", 2), row("d", 4, 5)])
-    assert result.outcomes == (Outcome.STORED, Outcome.DUPLICATE)
+    assert result.outcomes == (StoreOutcome.STORED, StoreOutcome.DUPLICATE)
     assert store.stored_ranges("d") == [(1, 1), (2, 2), (3, 6)]
     assert store.contiguous("d") == 6
 
@@ -251,7 +254,7 @@ def test_a_second_writer_never_sees_the_caches_of_an_uncounted_commit(store, mon
         if b.ident is not None:
             b.join(60)
     assert not a.is_alive() and not b.is_alive()
-    assert outcomes["b"] == (Outcome.DUPLICATE,)
+    assert outcomes["b"] == (StoreOutcome.DUPLICATE,)
     assert store.stored_ranges("d") == [(1, 1), (2, 5)]
 
 
@@ -263,7 +266,7 @@ def test_compacted_range_after_partial_delivery_counts_each_window_once(store):
     result = store.store_metrics_batch(
         [row("d1", 1, 4, shadow=True), row("d1", 5, shadow=True), row("d1", 6, 7, shadow=True)]
     )
-    assert result.outcomes == (Outcome.STORED,) * 3
+    assert result.outcomes == (StoreOutcome.STORED,) * 3
     assert result.contiguous == {"d1": 7}
     assert store.stored_ranges("d1") == [(1, 4), (5, 5), (6, 7)]
     for role in ("active", "shadow"):
@@ -271,7 +274,7 @@ def test_compacted_range_after_partial_delivery_counts_each_window_once(store):
         assert_same_counts(total(stored), total([window(s, role) for s in range(1, 8)]))
     # and the compacted row, replayed once more, changes nothing
     assert store.store_metrics_batch([row("d1", 1, 4, shadow=True)]).outcomes == (
-        Outcome.DUPLICATE,
+        StoreOutcome.DUPLICATE,
     )
     assert sum(w.n for w in store.windows_for(device="d1", role="active")) == sum(
         window(s).n for s in range(1, 8)
@@ -280,30 +283,30 @@ def test_compacted_range_after_partial_delivery_counts_each_window_once(store):
 
 def test_compacted_range_containing_only_stored_windows_is_a_duplicate(store):
     store.store_metrics([row("d1", 1), row("d1", 2)])
-    assert store.store_metrics_batch([row("d1", 1, 2)]).outcomes == (Outcome.DUPLICATE,)
+    assert store.store_metrics_batch([row("d1", 1, 2)]).outcomes == (StoreOutcome.DUPLICATE,)
     assert store.stored_ranges("d1") == [(1, 1), (2, 2)]
 
 
 def test_partially_overlapping_range_rejected_without_change(store):
     store.store_metrics([row("d1", 1, 2)])
     result = store.store_metrics_batch([row("d1", 2, 3), row("d1", 3)])
-    assert result.outcomes == (Outcome.REJECTED, Outcome.STORED)
+    assert result.outcomes == (StoreOutcome.REJECTED, StoreOutcome.STORED)
     assert store.stored_ranges("d1") == [(1, 2), (3, 3)]
 
 
 def test_stored_window_not_contained_in_the_compacted_range_rejected(store):
     store.store_metrics([row("d1", 1, shadow=True)])
     # claims to cover seq 1 but holds no shadow window: subtracting is impossible
-    assert store.store_metrics_batch([row("d1", 1, 2)]).outcomes == (Outcome.REJECTED,)
+    assert store.store_metrics_batch([row("d1", 1, 2)]).outcomes == (StoreOutcome.REJECTED,)
     shrunk = MetricsMessage("d1", 1, 2, (window(2, n=1),))  # fewer counts than stored
-    assert store.store_metrics_batch([shrunk]).outcomes == (Outcome.REJECTED,)
+    assert store.store_metrics_batch([shrunk]).outcomes == (StoreOutcome.REJECTED,)
     assert store.stored_ranges("d1") == [(1, 1)]
 
 
 def test_two_windows_of_one_model_and_role_in_one_message_rejected(store):
     w = window(1)
     assert store.store_metrics_batch([MetricsMessage("d1", 1, 1, (w, w))]).outcomes == (
-        Outcome.REJECTED,
+        StoreOutcome.REJECTED,
     )
     assert store.contiguous("d1") == 0
 
@@ -320,7 +323,7 @@ def test_one_bad_message_does_not_spoil_the_batch(store):
     w = window(3)
     batch = [row("d1", 1), MetricsMessage("d1", 2, 2, (w, w)), row("d1", 3)]
     result = store.store_metrics_batch(batch)
-    assert result.outcomes == (Outcome.STORED, Outcome.REJECTED, Outcome.STORED)
+    assert result.outcomes == (StoreOutcome.STORED, StoreOutcome.REJECTED, StoreOutcome.STORED)
     assert result.contiguous == {"d1": 1}
 
 
@@ -330,7 +333,7 @@ def test_hub_restart_mid_ingest_loses_nothing(tmp_path):
         s.store_metrics([row("d1", s_) for s_ in range(1, 4)] + [row("d2", 1)])
     with Store(path) as s:  # restarted: the device resends what was not acked, and more
         result = s.store_metrics_batch([row("d1", s_) for s_ in range(2, 7)])
-        assert result.outcomes == (Outcome.DUPLICATE,) * 2 + (Outcome.STORED,) * 3
+        assert result.outcomes == (StoreOutcome.DUPLICATE,) * 2 + (StoreOutcome.STORED,) * 3
         assert result.contiguous == {"d1": 6}
     with Store(path) as s:
         s.store_metrics([row("d1", 1, 8)])  # compacted on the device meanwhile
@@ -443,11 +446,11 @@ def test_a_wiped_device_new_windows_are_stored_not_taken_for_replays(tmp_path):
         first = s.store_metrics_batch([in_epoch(row("d", q), E1) for q in (1, 2, 3)])
         assert first.acks == {("d", E1): 3} and first.current == {"d": E1}
         again = s.store_metrics_batch([in_epoch(row("d", q, at=LATER), E2) for q in (1, 2)])
-        assert again.outcomes == (Outcome.STORED, Outcome.STORED)  # not duplicates
+        assert again.outcomes == (StoreOutcome.STORED, StoreOutcome.STORED)  # not duplicates
         assert again.acks == {("d", E2): 2} and again.current == {"d": E2}
         assert len(s.windows_for(device="d")) == 5 and s.stored_ranges("d")[-1] == (B + 2, B + 2)
         replay = s.store_metrics_batch([in_epoch(row("d", 1, at=LATER), E2)])
-        assert replay.outcomes == (Outcome.DUPLICATE,) and replay.acks == {("d", E2): 2}
+        assert replay.outcomes == (StoreOutcome.DUPLICATE,) and replay.acks == {("d", E2): 2}
         assert not first.conflicts and not again.conflicts and not replay.conflicts
 
 
@@ -461,7 +464,7 @@ def test_the_earlier_lifes_late_windows_are_acked_in_their_epoch_without_a_confl
         new = s.store_metrics_batch([in_epoch(row("d", 1, at=LATER), E2)])
         assert new.acks == {("d", E2): 1}  # the earlier life's gap does not hold it
         late = s.store_metrics_batch([in_epoch(row("d", 2), E1)])  # the old life, late
-        assert late.outcomes == (Outcome.STORED,) and late.acks == {("d", E1): 3}
+        assert late.outcomes == (StoreOutcome.STORED,) and late.acks == {("d", E1): 3}
         assert late.current == {"d": E2} and late.conflicts == ()
         sent = [row("d", q).windows[0].n for q in (1, 3, 1, 2)]
         assert sum(w.n for w in s.windows_for(device="d")) == sum(sent)
@@ -475,15 +478,15 @@ def test_a_forged_new_epoch_neither_collides_with_nor_silences_the_real_device(t
     with Store(tmp_path / "hub.db") as s:
         s.store_metrics_batch([in_epoch(row("d", q), E1) for q in (1, 2, 3)])
         forged = s.store_metrics_batch([in_epoch(row("d", 1, at=200.0), E2)])
-        assert forged.outcomes == (Outcome.STORED,) and forged.conflicts == ()
+        assert forged.outcomes == (StoreOutcome.STORED,) and forged.conflicts == ()
         real = s.store_metrics_batch([in_epoch(row("d", q, at=200.0), E1) for q in (4, 5, 6)])
-        assert real.outcomes == (Outcome.STORED,) * 3  # not duplicates of the forged seq
+        assert real.outcomes == (StoreOutcome.STORED,) * 3  # not duplicates of the forged seq
         assert real.acks == {("d", E1): 6}  # the real agent is acknowledged
         [(device, line)] = {c[0]: c for c in real.conflicts}.values()
         assert device == "d" and "two live sequence spaces" in line and E1 in line
         assert len(s.windows_for(device="d")) == 7
         more = s.store_metrics_batch([in_epoch(row("d", 2, at=300.0), E2)])
-        assert more.acks == {("d", E2): 2} and more.outcomes == (Outcome.STORED,)
+        assert more.acks == {("d", E2): 2} and more.outcomes == (StoreOutcome.STORED,)
 
 
 def test_a_cloned_outbox_resending_a_range_with_other_windows_is_an_identity_conflict(store):
@@ -493,17 +496,17 @@ def test_a_cloned_outbox_resending_a_range_with_other_windows_is_an_identity_con
     store.store_metrics_batch([in_epoch(row("d", q), E1) for q in (1, 2)])
     clone = in_epoch(row("d", 2, at=30.0), E1)
     result = store.store_metrics_batch([clone])
-    assert result.outcomes == (Outcome.DUPLICATE,)
+    assert result.outcomes == (StoreOutcome.DUPLICATE,)
     [(device, line)] = result.conflicts
     assert device == "d" and "[2, 2] arrived again with other windows" in line
     same = store.store_metrics_batch([in_epoch(row("d", 2), E1)])  # a true resend
-    assert same.outcomes == (Outcome.DUPLICATE,) and same.conflicts == ()
+    assert same.outcomes == (StoreOutcome.DUPLICATE,) and same.conflicts == ()
 
 
 def test_a_partially_overlapping_range_is_rejected_as_an_identity_conflict(store):
     store.store_metrics_batch([in_epoch(row("d", 1, 2), E1)])
     result = store.store_metrics_batch([in_epoch(row("d", 2, 3), E1)])
-    assert result.outcomes == (Outcome.REJECTED,)
+    assert result.outcomes == (StoreOutcome.REJECTED,)
     [(device, line)] = result.conflicts
     assert device == "d" and "partially overlaps" in line
 
@@ -513,14 +516,14 @@ def test_sequences_past_an_epochs_block_are_rejected(store):
     ok = store.store_metrics_batch([in_epoch(row("d", 1), E1)])
     far = dataclasses.replace(in_epoch(row("d", 2), E1), seq_lo=B, seq_hi=B)
     result = store.store_metrics_batch([far])
-    assert ok.outcomes == (Outcome.STORED,) and result.outcomes == (Outcome.REJECTED,)
+    assert ok.outcomes == (StoreOutcome.STORED,) and result.outcomes == (StoreOutcome.REJECTED,)
     assert store.stored_ranges("d") == [(1, 1)]
 
 
 def test_a_new_epoch_within_one_batch_starts_after_the_rows_stored_before_it(store):
     ms = [in_epoch(row("d", q), E1) for q in (1, 2)] + [in_epoch(row("d", 1, at=LATER), E2)]
     result = store.store_metrics_batch(ms)
-    assert result.outcomes == (Outcome.STORED,) * 3
+    assert result.outcomes == (StoreOutcome.STORED,) * 3
     assert result.acks == {("d", E1): 2, ("d", E2): 1} and result.current == {"d": E2}
     assert store.stored_ranges("d") == [(1, 1), (2, 2), (B + 1, B + 1)]
 
@@ -531,7 +534,7 @@ def test_epochs_survive_a_restart_of_the_hub(tmp_path):
     with Store(tmp_path / "hub.db") as s:
         assert s.store_metrics_batch([in_epoch(row("d", 2, at=LATER), E2)]).acks == {("d", E2): 2}
         again = s.store_metrics_batch([in_epoch(row("d", 1), E1)])
-        assert again.outcomes == (Outcome.DUPLICATE,) and again.acks == {("d", E1): 1}
+        assert again.outcomes == (StoreOutcome.DUPLICATE,) and again.acks == {("d", E1): 1}
 
 
 def test_an_older_epochs_mark_survives_a_restart(tmp_path):
