@@ -458,23 +458,6 @@ def _parse_hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
-@click.command("demo")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("demo-work"),
-    show_default=True,
-    help="Working directory.",
-)
-def demo(directory: Path) -> None:
-    """Run the demo: keys, a trained model, a signed bundle, verified end to end."""
-    from hub.demo import run_demo
-
-    for line in run_demo(directory):
-        click.echo(line)
-
-
 @click.group(cls=EdgeFleetGroup)
 def hub() -> None:
     """Run and administer the hub."""
@@ -1262,6 +1245,8 @@ def register(root: click.Group) -> None:
     root.add_command(rollout)
     root.add_command(keys)
     root.add_command(model)
+    from hub.demo.cli import demo  # the demo's command and logic live in hub/demo/
+
     root.add_command(demo)
     bundle_group: Any = root.commands.get("bundle")
     if isinstance(bundle_group, click.Group):
