@@ -35,7 +35,7 @@ from typing import Literal, NamedTuple, TextIO
 
 from edge_agent.directive import Probation
 from edge_agent.durable import write_atomic
-from hub.alerts import Alerter, AlertRule, Scope
+from hub.alerts import Alerter, AlertRecord, AlertRule, Scope
 from hub.broker import free_port
 from hub.demo import models
 from hub.demo.brokers import MosquittoProcess
@@ -72,6 +72,10 @@ log = logging.getLogger("edgefleet.demo")
 
 #: The file the console reads the story's status line from (see ``tui/story.py``).
 STORY_ENV = "EDGEFLEET_DEMO_STORY"
+#: ``edgefleet console`` in a child process (the console's command itself, not through
+#: the ``edgefleet.commands`` entry point: an environment installed before the console
+#: existed lacks that entry point).
+CONSOLE = "from tui.cli import console; console(prog_name='edgefleet console')"
 
 
 class _Running(NamedTuple):
@@ -151,7 +155,12 @@ class Summary:
             if self.story.failure:
                 out.append(f"story      failed: {self.story.failure}")
         out.extend(f"problem    {p}" for p in self.problems)
-        out.append(f"result     {'every outcome happened' if self.ok else 'FAILED'}")
+        if self.story is not None and not self.story.finished:
+            n = len(self.story.outcomes)
+            lost = "nothing lost" if self.produced == self.stored and self.drained else "LOST"
+            out.append(f"result     stopped before the story's end ({n} of 5 outcomes); {lost}")
+        else:
+            out.append(f"result     {'every outcome happened' if self.ok else 'FAILED'}")
         return out
 
 
@@ -220,14 +229,18 @@ class Demo:
         self.rollout_ids = {"v1": f"install-v1{suffix}", "v2": f"canary-v2{suffix}",
                             "v3": f"broken-v3{suffix}"}  # fmt: skip
         self.targets: dict[str, int] = {}
+        # alert rules are kept in the hub's database: each run has its own names
+        self.rule_suffix = suffix
         self.stop = threading.Event()
         self.hub: HubService | None = None
         self.alerter: Alerter | None = None
+        self.rules: list[AlertRule] = []
         self.mosquitto: MosquittoProcess | None = None
         self.link: LinkCut | None = None
         self.workers: list[FleetWorker] = []
         self.trained: dict[str, models.DemoModel] = {}
         self.story: StoryState | None = None
+        self.problems: list[str] = []
         self.status_file = self.dir / "story.txt"
         self.started = time.time()
 
@@ -336,7 +349,7 @@ class Demo:
         lines = sorted({t[1] for t in self.tags.values()})
         rules = [
             AlertRule(
-                name=alert_rule(line),
+                name=alert_rule(line) + self.rule_suffix,
                 metric="drift",
                 comparison=">",
                 threshold=0.5,
@@ -345,6 +358,7 @@ class Demo:
             )
             for line in lines
         ]
+        self.rules = rules
         window = max(600.0, 10 * self.timing.drift_after_s)
         self.alerter = Alerter(hub.store, hub.registry.reference, rules, window_s=window)
         self.alerter.start(max(1.0, self.timing.alert_sustained_s / 3))
@@ -389,8 +403,10 @@ class Demo:
         else:
             gates = Gates(
                 max_psi=0.25,
-                # latency bins are 1.78x apart: allow one bin of noise on a busy machine
-                max_latency_ratio=2.5,
+                # No latency gate: the demo model's invocation takes a few microseconds,
+                # and on a shared machine its p95 is scheduler noise (3x seen between
+                # two builds of the same network).
+                max_latency_ratio=None,
                 max_evidence_wait_s=t.evidence_wait_s,
             )
             canary = max(1, len(self.plan.devices) // 4)
@@ -452,9 +468,8 @@ class Demo:
             with contextlib.suppress(HubError):
                 rollouts[kind] = hub.rollouts.get(self.rollout_ids[kind]).rollout.state.value
         fired = frozenset(
-            a.rule for a in (self.alerter.alerts(limit=1000) if self.alerter else [])
-            if a.state == "firing"
-        )  # fmt: skip
+            a.rule.removesuffix(self.rule_suffix) for a in self._alerts() if a.state == "firing"
+        )
         versions: dict[str, int | None] = {}
         online: dict[str, bool] = {}
         stored: dict[str, int] = {}
@@ -468,6 +483,14 @@ class Demo:
         return Observation(
             time.time(), rollouts, dict(self.targets), fired, versions, online, stored
         )
+
+    def _alerts(self) -> list[AlertRecord]:
+        """This run's alert transitions, oldest first."""
+        if self.alerter is None:
+            return []
+        mine = {r.name for r in self.rules}
+        found = [a for a in self.alerter.alerts(limit=1000) if a.rule in mine]
+        return sorted(found, key=lambda a: a.ts)
 
     def tick(self) -> None:
         """Observe, advance the story, act, and write the status line."""
@@ -512,7 +535,7 @@ class Demo:
         env = dict(os.environ, **{STORY_ENV: str(self.status_file)})
         env.pop("EDGEFLEET_TOKEN", None)
         console = subprocess.Popen(  # noqa: S603 - this Python, the console command
-            [sys.executable, "-m", "edge_agent.cli", "console", "--hub", hub.api_url,
+            [sys.executable, "-c", CONSOLE, "--hub", hub.api_url,
              "--token-file", str(self.dir / "operator.token")],
             stdin=sys.stdin, stdout=out, stderr=err, env=env,
         )  # fmt: skip
@@ -520,6 +543,8 @@ class Demo:
             while console.poll() is None and not self.stop.is_set():
                 self.tick()
                 self.stop.wait(1.0)
+            if console.returncode not in (None, 0):
+                self.problems.append(f"the console exited with status {console.returncode}")
         finally:
             if console.poll() is None:
                 console.terminate()
@@ -533,7 +558,7 @@ class Demo:
 
     def summarise(self) -> Summary:
         """Stop feeding, drain every agent, and compare produced with stored."""
-        s = Summary(story=self.story, devices=len(self.plan.devices))
+        s = Summary(story=self.story, devices=len(self.plan.devices), problems=self.problems)
         if self.link is not None:
             self.link.restore()  # a device still cut off gets to drain too
         counts: dict[str, DeviceCounts] = {}
@@ -570,7 +595,7 @@ class Demo:
                 why = r.history[-1].reason if r.history else ""
                 s.rollouts.append((f"{r.spec.id} (v{r.spec.target_version})", r.state.value, why))
         if self.alerter is not None:
-            for a in self.alerter.alerts(limit=1000):
+            for a in self._alerts():
                 when = a.ts - self.started
                 s.alerts.append(f"{a.rule} {a.state} at +{when:.0f} s (value {a.value})")
         return s
@@ -653,7 +678,9 @@ def run_demo(options: DemoOptions, out: TextIO, err: TextIO) -> int:
         else:
             print(f"log: {log_file} is removed with the demo directory", file=out)
         if not options.headless and summary.story is not None and not summary.story.finished:
-            return 0 if summary.drained and summary.produced == summary.stored else 1
+            # the operator quit before the story's end: nothing lost is what counts
+            ok = summary.drained and not summary.problems
+            return 0 if ok and summary.produced == summary.stored else 1
         return 0 if summary.ok else 1
     finally:
         if demo is not None:
