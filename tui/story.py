@@ -47,7 +47,9 @@ def follow_story(app: App[Any], env: Mapping[str, str] | None = None) -> None:
     if not name:
         return
     path = Path(name)
-    app.bind("ctrl+c", "quit", description="Quit", show=False)
+    # A priority binding: the screen's own Ctrl+C (copy) would otherwise take the key.
+    # App.bind() has no priority argument; its BindingsMap does (Textual 8).
+    app._bindings.bind("ctrl+c", "quit", "Quit", show=False, priority=True)
 
     def refresh() -> None:
         screen = app.screen

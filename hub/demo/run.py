@@ -593,6 +593,7 @@ class Demo:
                 except HubError:
                     continue
                 why = r.history[-1].reason if r.history else ""
+                why = why if len(why) <= 160 else why[:159] + "…"
                 s.rollouts.append((f"{r.spec.id} (v{r.spec.target_version})", r.state.value, why))
         if self.alerter is not None:
             for a in self._alerts():

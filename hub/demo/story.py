@@ -5,7 +5,7 @@ The story, on one timeline:
 0. ``install``: v1 goes to every device (a one-stage rollout);
 1. ``steady`` then ``drift``: after ``drift_after_s`` one tagged cohort's bearing
    temperature sensors lose their calibration; the cohort's drift alert must fire, and
-   no alert on a healthy cohort may fire, ever;
+   no alert on a healthy cohort may fire, ever; ``alerted`` leaves ``look_s`` to look;
 2. ``canary``: the cohort is recalibrated and v2 (trained on newer data) goes out as a
    canary with gates; it must complete with every device on v2;
 3. ``broken``: v3, whose smoke test fails, goes out the same way; the rollout must roll
@@ -33,6 +33,7 @@ class Phase(StrEnum):
     INSTALL = "install"
     STEADY = "steady"
     DRIFT = "drift"
+    ALERTED = "alerted"
     CANARY = "canary"
     BROKEN = "broken"
     OFFLINE = "offline"
@@ -55,6 +56,7 @@ class Timing:
     probation_s: float = 10.0  # each device's probation after an activation
     evidence_wait_s: float = 30.0  # a drift gate's wait for evidence past its bake
     alert_sustained_s: float = 10.0  # how long drift must hold before its alert fires
+    look_s: float = 45.0  # time to look at the drift and the alert before the fix comes
     offline_s: float = 45.0  # how long the device stays cut off
     phase_timeout_s: float = 300.0  # a phase whose outcome does not come fails the story
 
@@ -70,6 +72,7 @@ class Timing:
             probation_s=max(3.0, 10.0 * f),
             evidence_wait_s=max(3.0, 30.0 * f),
             alert_sustained_s=max(2.0, 10.0 * f),
+            look_s=max(2.0, 45.0 * f),
             offline_s=max(8.0, 45.0 * f),
             phase_timeout_s=max(90.0, 300.0 * f),
         )
@@ -225,6 +228,7 @@ WAITING_FOR: Final = {
     Phase.INSTALL: "v1 to be installed on every device",
     Phase.STEADY: "the drift to start",
     Phase.DRIFT: "the drifting cohort's alert",
+    Phase.ALERTED: "the fix",
     Phase.CANARY: "the v2 canary to complete with every device on v2",
     Phase.BROKEN: "the v3 rollout to roll back with every device on v2",
     Phase.OFFLINE: "the device to go offline",
@@ -266,8 +270,12 @@ def step(s: StoryState, plan: Plan, obs: Observation) -> tuple[StoryState, list[
                 f"{rule} fired {waited:.0f} s after the drift began; healthy cohorts "
                 f"({quiet}) quiet",
             )
+            return _move(s, obs, Phase.ALERTED, done), []
+    elif p == Phase.ALERTED:
+        if waited >= t.look_s:
             actions: list[Action] = [Recalibrate(plan.drifting_tag), StartRollout("v2")]
-            return _move(s, obs, Phase.CANARY, done), actions
+            return _move(s, obs, Phase.CANARY), actions
+        return s, []
     elif p == Phase.CANARY:
         state = obs.rollouts.get("v2")
         if state == "completed" and _all_on(plan, obs, "v2"):
@@ -308,7 +316,7 @@ def step(s: StoryState, plan: Plan, obs: Observation) -> tuple[StoryState, list[
 #: What the status line announces as coming after each phase.
 _NEXT: Final = {
     Phase.INSTALL: "steady fleet on v1",
-    Phase.DRIFT: "recalibrate, then the v2 canary",
+    Phase.DRIFT: "a look at the drift, then the fix",
     Phase.CANARY: "a broken v3, rolled back automatically",
     Phase.BROKEN: "one device goes offline",
     Phase.OFFLINE: "it comes back and catches up",
@@ -330,6 +338,13 @@ def status_line(s: StoryState, plan: Plan, now: float) -> str:
             f"{head} · healthy fleet on v1 · next: {plan.drifting_tag}'s sensors drift "
             f"in {left:.0f} s"
         )
+    if s.phase == Phase.ALERTED:
+        left = max(0.0, plan.timing.look_s - (now - s.since))
+        return (
+            f"{head} · ALERT {alert_rule(plan.drifting_tag)} fired: {plan.drifting_tag}'s "
+            f"bearing temperature drifted (5 Models, Enter: drift) · next: recalibrate "
+            f"and a v2 canary in {left:.0f} s"
+        )
     if s.phase == Phase.OFFLINE:
         left = max(0.0, plan.timing.offline_s - (now - s.since))
         return (
@@ -339,7 +354,8 @@ def status_line(s: StoryState, plan: Plan, now: float) -> str:
     what = {
         Phase.INSTALL: "installing v1",
         Phase.DRIFT: f"{plan.drifting_tag} drifting · waiting for its alert",
-        Phase.CANARY: "v2 canary rolling out (gates)",
+        Phase.CANARY: f"{plan.drifting_tag} recalibrated · v2 canary rolling out (gates: "
+        "3 Rollouts, Enter)",
         Phase.BROKEN: "v3 (broken) rolling out",
         Phase.CATCH_UP: f"{plan.offline_device} back · catching up",
     }[s.phase]

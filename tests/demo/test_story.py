@@ -25,7 +25,9 @@ from hub.demo.story import (
 )
 
 DEVICES = ("pump-01", "pump-02", "pump-03", "pump-04")
-TIMING = Timing(window_s=5, drift_after_s=30, bake_s=10, offline_s=20, phase_timeout_s=100)
+TIMING = Timing(
+    window_s=5, drift_after_s=30, bake_s=10, offline_s=20, phase_timeout_s=100, look_s=10
+)
 PLAN = Plan(DEVICES, "line-3", ("line-1", "line-2"), "pump-02", TIMING)
 TARGETS = {"v1": 1, "v2": 2, "v3": 3}
 
@@ -53,8 +55,13 @@ def play_to(phase: Phase) -> StoryState:
         (Phase.STEADY, obs(5, rollouts={"v1": "completed"}), []),
         (Phase.DRIFT, obs(36, rollouts={"v1": "completed"}), [StartDrift("line-3")]),
         (
-            Phase.CANARY,
+            Phase.ALERTED,
             obs(50, rollouts={"v1": "completed"}, fired=frozenset({"drift-line-3"})),
+            [],
+        ),
+        (
+            Phase.CANARY,
+            obs(60, rollouts={"v1": "completed"}, fired=frozenset({"drift-line-3"})),
             [Recalibrate("line-3"), StartRollout("v2")],
         ),
         (
@@ -97,6 +104,8 @@ def test_nothing_happens_before_its_time():
     assert (same, actions) == (s, [])  # 15 s of the 30 s steady period
     s = play_to(Phase.DRIFT)
     assert step(s, PLAN, obs(60, fired=frozenset({"drift-line-1-other"})))[0].phase == Phase.DRIFT
+    s = play_to(Phase.ALERTED)
+    assert step(s, PLAN, obs(59, fired=frozenset({"drift-line-3"}))) == (s, [])  # 9 of 10 s
 
 
 def test_install_waits_for_every_device_on_v1():
@@ -169,6 +178,8 @@ def test_a_finished_story_stays_finished():
         (Phase.INSTALL, 1, "demo 0/5 · installing v1 · next: steady fleet on v1"),
         (Phase.STEADY, 17, "next: line-3's sensors drift in 18 s"),
         (Phase.OFFLINE, 95, "pump-02 is offline, buffering · next: it comes back in 15 s"),
+        (Phase.ALERTED, 53, "ALERT drift-line-3 fired: line-3's bearing temperature drifted"),
+        (Phase.ALERTED, 53, "next: recalibrate and a v2 canary in 7 s"),
         (Phase.DONE, 200, "demo 5/5 · story complete"),
     ],
 )
@@ -178,7 +189,8 @@ def test_status_line_says_what_comes_next(phase, now, text):
 
 
 def test_status_line_of_a_failed_story_says_why():
-    s = replace(play_to(Phase.CANARY), phase=Phase.FAILED, failure="the v2 canary ended rolled_back")
+    why = "the v2 canary ended rolled_back"
+    s = replace(play_to(Phase.CANARY), phase=Phase.FAILED, failure=why)
     assert status_line(s, PLAN, 0) == "demo 2/5 · story stopped: the v2 canary ended rolled_back"
 
 

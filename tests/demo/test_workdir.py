@@ -45,7 +45,7 @@ def test_non_edgefleet_directory_is_refused_and_left_untouched(tmp_path):
 
 def test_directory_of_another_demo_version_is_refused(tmp_path):
     (tmp_path / MARKER).write_text(json.dumps({"format": "edgefleet-demo/0", "runs": 3}))
-    with pytest.raises(DemoDirError, match="another EdgeFleet demo version .*edgefleet-demo/0"):
+    with pytest.raises(DemoDirError, match=r"another EdgeFleet demo version .*edgefleet-demo/0"):
         open_workdir(tmp_path)
     assert json.loads((tmp_path / MARKER).read_text())["runs"] == 3  # not counted
 
