@@ -22,6 +22,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from hub.demo.brokers import find_mosquitto
+
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = [sys.executable, "-m", "edge_agent.cli", "demo", "--headless"]
 
@@ -162,7 +164,11 @@ def test_no_process_is_left_behind(story):
 
 
 def test_ctrl_c_stops_everything_and_loses_nothing(tmp_path):
-    run = Run("--agents", "3", "--duration", "120", "--data", str(tmp_path / "d"))
+    """On Mosquitto where it is installed (the other run uses the embedded broker)."""
+    broker = "mosquitto" if find_mosquitto() else "embedded"
+    run = Run("--agents", "3", "--duration", "120", "--data", str(tmp_path / "d"),
+              "--broker", broker)  # fmt: skip
+    assert f"({broker})" in run.wait_for(r"hub +API ")
     run.wait_for(r"outcome +installed")
     run.proc.send_signal(signal.SIGINT)
     code = run.finish(timeout=120)
@@ -171,6 +177,7 @@ def test_ctrl_c_stops_everything_and_loses_nothing(tmp_path):
     assert "stopped before the story's end" in result and result.endswith("nothing lost")
     alive = [p for p in run.children if psutil.pid_exists(p)
              and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]  # fmt: skip
+    assert len(run.children) >= (2 if broker == "mosquitto" else 1)  # workers, mosquitto
     assert alive == []
 
 
