@@ -54,8 +54,8 @@ def _load(directory: Path, accuracy: float, lineage: dict[str, object]) -> DemoM
 
 
 def train(directory: Path, kind: str) -> DemoModel:
-    """Train (or reuse, when ``directory`` holds it) the model of ``kind`` (``v1`` or
-    ``v2``).
+    """Train the model of ``kind`` (``v1`` or ``v2``) into ``directory/<kind>`` (about a
+    second; the same seed gives the same model).
 
     Raises:
         HubError: an unknown kind.
