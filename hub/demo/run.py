@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Literal, NamedTuple, TextIO
@@ -280,22 +280,13 @@ class Demo:
             f"models   v1 and v2 trained (int8 accuracy {self.trained['v1'].accuracy:.1%}, "
             f"{self.trained['v2'].accuracy:.1%})"
         )
-        settings = HubSettings(
-            data_dir=self.dir / "hub", api_port=0, embedded_broker_port=free_port(),
-            rollout_interval_s=1.0, rollup_interval_s=10.0,
-        )  # fmt: skip
-        if self.options.broker == "mosquitto":
-            self.mosquitto = MosquittoProcess(self.dir / "mosquitto").start()
-            settings = HubSettings(
-                data_dir=settings.data_dir, api_port=0, broker_url=self.mosquitto.url,
-                rollout_interval_s=1.0, rollup_interval_s=10.0,
-            )  # fmt: skip
-        self.hub = HubService(settings).start()
+        self.hub = self._start_hub()
         hub = self._running()
         host, port = self._broker_address()
         self.say(f"hub      API {hub.api_url}, MQTT broker {host}:{port} ({self.options.broker})")
         token, _ = hub.tokens.create(f"demo-operator-{self.work.run}", ["deploy"])
         write_atomic(self.dir / "operator.token", token.encode(), 0o600)
+        self._abort_leftovers()
         self._push("v1")
         self._start_alerter()
         now = time.time()
@@ -334,6 +325,37 @@ class Demo:
             f"{self.options.rate_hz:g} readings/s each; cohorts "
             + ", ".join(f"{t}" for t in sorted({t[1] for t in self.tags.values()}))
         )
+
+    def _start_hub(self, attempts: int = 3) -> HubService:
+        """The hub on free ports: the API on one the kernel picks, the embedded broker on
+        one that was free a moment ago (another is tried if it was taken meanwhile).
+
+        Raises:
+            HubError: it did not start.
+        """
+        base = HubSettings(
+            data_dir=self.dir / "hub", api_port=0, rollout_interval_s=1.0, rollup_interval_s=10.0
+        )
+        if self.options.broker == "mosquitto":
+            self.mosquitto = MosquittoProcess(self.dir / "mosquitto").start()
+            return HubService(replace(base, broker_url=self.mosquitto.url)).start()
+        for attempt in range(attempts):
+            settings = replace(base, embedded_broker_port=free_port())
+            try:
+                return HubService(settings).start()
+            except HubError as exc:
+                if attempt == attempts - 1 or "broker did not start" not in str(exc):
+                    raise
+                log.warning("demo: %s; trying another port", exc)
+        raise HubError("the hub did not start")  # pragma: no cover (the loop returns or raises)
+
+    def _abort_leftovers(self) -> None:
+        """Abort rollouts an earlier run on this directory left active (it was killed)."""
+        hub = self._running()
+        for stored in hub.rollouts.list(active_only=True):
+            rid = stored.rollout.spec.id
+            hub.runner.command(rid, "abort", actor="demo", reason="left by an earlier demo run")
+            self.say(f"rollout  {rid}: aborted (left active by an earlier run)")
 
     def _broker_address(self) -> tuple[str, int]:
         if self.mosquitto is not None:

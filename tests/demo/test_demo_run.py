@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from hub.demo.brokers import find_mosquitto
+from hub.demo.workdir import open_workdir
 
 pytestmark = pytest.mark.timeout(300)  # a whole demo runs in the module fixture
 
@@ -157,30 +158,21 @@ def test_second_demo_on_the_same_data_is_refused_while_the_first_runs(story):
     assert str(story["run"].proc.pid) in lines[0]
 
 
+def test_data_directory_keeps_the_state_for_the_next_run(story):
+    data = story["data"]
+    assert (data / "hub" / "hub.db").is_file()
+    assert (data / "fleet" / "pump-01" / "outbox.db").is_file()
+    work = open_workdir(data)  # the finished demo released its lock
+    try:
+        assert work.run == 2
+    finally:
+        work.close()
+
+
 def test_no_process_is_left_behind(story):
     children = story["run"].children
     assert len(children) >= 1  # the fleet worker (and its resource tracker)
-    alive = [p for p in children if psutil.pid_exists(p)
-             and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]  # fmt: skip
-    assert alive == []
-
-
-def test_ctrl_c_stops_everything_and_loses_nothing(tmp_path):
-    """On Mosquitto where it is installed (the other run uses the embedded broker)."""
-    broker = "mosquitto" if find_mosquitto() else "embedded"
-    run = Run("--agents", "3", "--duration", "120", "--data", str(tmp_path / "d"),
-              "--broker", broker)  # fmt: skip
-    assert f"({broker})" in run.wait_for(r"hub +API ")
-    run.wait_for(r"outcome +installed")
-    run.proc.send_signal(signal.SIGINT)
-    code = run.finish(timeout=120)
-    assert code == 1, run.text()  # headless: not every outcome happened
-    result = run.wait_for(r"^result ", timeout=1)
-    assert "stopped before the story's end" in result and result.endswith("nothing lost")
-    alive = [p for p in run.children if psutil.pid_exists(p)
-             and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]  # fmt: skip
-    assert len(run.children) >= (2 if broker == "mosquitto" else 1)  # workers, mosquitto
-    assert alive == []
+    assert gone(children)
 
 
 def test_data_directory_of_something_else_is_refused_in_one_line(tmp_path):
@@ -193,3 +185,49 @@ def test_data_directory_of_something_else_is_refused_in_one_line(tmp_path):
     assert proc.stderr.strip().count("\n") == 0
     assert "is not an EdgeFleet demo directory" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+
+def gone(pids: set[int]) -> bool:
+    return all(not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE
+               for p in pids)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def killed_then_interrupted(tmp_path_factory):
+    """A demo killed with SIGKILL mid-install; then a second run on the same --data (on
+    Mosquitto where installed) stopped with Ctrl-C (SIGINT) once v1 is installed."""
+    data = tmp_path_factory.mktemp("killed") / "d"
+    first = Run("--agents", "3", "--duration", "30", "--data", str(data))
+    first.wait_for(r"rollout +install-v1: ")
+    first.proc.kill()
+    first.finish(timeout=60)
+    deadline = time.monotonic() + 60
+    while not gone(first.children):  # the workers stop when their pipe to the parent closes
+        assert time.monotonic() < deadline, "the killed demo's fleet workers to stop"
+        time.sleep(0.2)  # polling other processes' exit: there is no event to await
+    broker = "mosquitto" if find_mosquitto() else "embedded"
+    second = Run("--agents", "3", "--duration", "120", "--data", str(data), "--broker", broker)
+    assert f"({broker})" in second.wait_for(r"hub +API ")
+    second.wait_for(r"outcome +installed")
+    second.proc.send_signal(signal.SIGINT)
+    code = second.finish(timeout=120)
+    return {"first": first, "second": second, "code": code, "broker": broker}
+
+
+def test_kill_9_leaves_a_directory_the_next_run_continues(killed_then_interrupted):
+    first, second = killed_then_interrupted["first"], killed_then_interrupted["second"]
+    assert len(first.children) >= 1 and gone(first.children)  # no orphaned fleet worker
+    assert "(run 2)" in second.wait_for(r"demo directory ", timeout=1)  # the lock was freed
+    second.wait_for(r"install-v1: aborted \(left active by an earlier run\)", timeout=1)
+    assert "on 3 devices" in second.wait_for(r"outcome +installed", timeout=1)
+
+
+def test_ctrl_c_stops_everything_and_loses_nothing(killed_then_interrupted):
+    run, code = killed_then_interrupted["second"], killed_then_interrupted["code"]
+    assert code == 1, run.text()  # headless: not every outcome happened
+    result = run.wait_for(r"^result ", timeout=1)
+    assert "stopped before the story's end" in result and result.endswith("nothing lost")
+    expected = 2 if killed_then_interrupted["broker"] == "mosquitto" else 1
+    assert len(run.children) >= expected  # the fleet worker (and Mosquitto)
+    assert gone(run.children)
