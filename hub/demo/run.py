@@ -696,8 +696,12 @@ def run_demo(options: DemoOptions, out: TextIO, err: TextIO) -> int:
             restore()
         for line in summary.lines():
             print(line, file=out, flush=True)
+        failed = bool(summary.problems or (summary.story and summary.story.failure))
         if not temporary:
             print(f"state kept in {path} (edgefleet demo --data {path} continues)", file=out)
+        elif failed:
+            temporary = False  # keep it: the log says what went wrong
+            print(f"something failed: the log and state are kept in {path}", file=out)
         else:
             print(f"log: {log_file} is removed with the demo directory", file=out)
         if not options.headless and summary.story is not None and not summary.story.finished:

@@ -122,9 +122,14 @@ def story(tmp_path_factory):
     return {"run": run, "code": code, "second": second, "data": data}
 
 
+def log_tail(data: Path, lines: int = 60) -> str:
+    log = data / "demo.log"
+    return "\n".join(log.read_text().splitlines()[-lines:]) if log.exists() else "(no log)"
+
+
 def test_headless_story_shows_every_outcome_and_exits_0(story):
     run = story["run"]
-    assert story["code"] == 0, run.text()
+    assert story["code"] == 0, run.text() + "\n--- demo.log:\n" + log_tail(story["data"])
     for outcome in ("installed", "drift_alert", "canary_completed", "broken_rolled_back",
                     "caught_up"):  # fmt: skip
         run.wait_for(rf"^outcome +{outcome}: ", timeout=1)
