@@ -1,5 +1,5 @@
 # EdgeFleet developer commands. Every target creates the environment it needs on first use.
-#   make demo    the main job: a signed bundle, then the hub with 3 simulated agents
+#   make demo    the console on a live simulated fleet playing a story (README, Demo)
 #   make test    ruff + mypy + the whole test suite, in both TFLite runtimes
 #   make bench   the benchmarks (figures printed as ratios measured in one run; the agent
 #                daemon is measured on both TFLite runtimes)

@@ -42,6 +42,7 @@ INTEGRATION = (
     "tests/client",
     "tests/tui",
     "tests/test_cli.py",
+    "tests/demo/test_demo_run.py",
 )
 
 

@@ -38,6 +38,7 @@ from tui.screens.modals import CommandPrompt, HelpScreen
 from tui.screens.models import ModelsView
 from tui.screens.pulse import PulseView
 from tui.screens.rollouts import RolloutsView, RolloutView
+from tui.story import follow_story
 
 VIEW_CLASSES: dict[str, type[View]] = {
     "pulse": PulseView,
@@ -142,6 +143,7 @@ class ConsoleApp(App[None]):
         if self.stream:
             self.follow_stream()
         self.set_interval(0.5, self.flush_events)
+        follow_story(self)  # the demo's "next: ..." line (only under `edgefleet demo`)
 
     @property
     def can_deploy(self) -> bool:
