@@ -38,7 +38,6 @@ from pydantic import BaseModel, Field
 
 from edge_agent import __version__
 from edge_agent.contract.canonical import parse_json
-from edge_agent.contract.directive import ModelRef, Probation
 from edge_agent.contract.input_schema import InputSchema
 from edge_agent.errors import EdgeFleetError
 from hub.api_fleet import fleet_router
@@ -46,12 +45,13 @@ from hub.api_guard import BodyGuard, install_error_handlers
 from hub.audit import AuditLog
 from hub.bundler import load_reference
 from hub.directives import DirectivePublisher, DirectiveSigner
-from hub.drift import DEFAULT_THRESHOLDS, DriftError, DriftThresholds, drift_decision, drift_report
+from hub.drift import DEFAULT_THRESHOLDS, DriftError, DriftThresholds
+from hub.errors import ConflictError, NotFoundError, UnavailableError
+from hub.operations import Deployer, DriftQueries, DriftScope
 from hub.registry import ModelVersion as RegistryVersion
 from hub.registry import Registry
 from hub.rollout import RolloutSpec
 from hub.rollout_runner import RolloutRunner
-from hub.rollups import HOUR_S, hour_of
 from hub.store import DeviceRecord, Store
 from hub.tokens import SCOPES, TokenError, TokenInfo, TokenStore
 
@@ -84,6 +84,25 @@ class HubContext:
     public_url: str = ""  # the API's URL as devices reach it (for bundle links)
     url_ttl_s: int = 7 * 24 * 3600
     runner: RolloutRunner | None = None
+
+    def deployer(self) -> Deployer:
+        """The one deploy path over this context's parts.
+
+        Raises:
+            UnavailableError: the registry, signer or publisher is absent.
+        """
+        if self.registry is None:
+            raise UnavailableError("no model registry")
+        if self.signer is None or self.publisher is None:
+            raise UnavailableError("directives unavailable")
+        return Deployer(
+            self.registry,
+            self.signer,
+            self.publisher,
+            self.bundle_url,
+            audit=self.audit,
+            store=self.store,
+        )
 
     def bundle_url(self, sha256: str) -> str:
         """A download URL for a bundle, signed for ``url_ttl_s`` (devices need no token)."""
@@ -269,42 +288,27 @@ def create_app(context: HubContext) -> FastAPI:
     ) -> dict[str, Any]:
         """Sign and publish a device's desired state: a registered model version, active
         or in shadow; a version below the installed one needs ``downgrade``."""
-        registry = need_registry()
+        need_registry()
         if context.signer is None or context.publisher is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "directives unavailable")
-        if context.store is not None and context.store.is_revoked(device_id):
-            raise HTTPException(status.HTTP_409_CONFLICT, f"device {device_id!r} is revoked")
-        found = registry.get(body.name, body.version)
-        if found is None:
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND, f"no model {body.name!r} v{body.version}"
-            )
+        deployer = context.deployer()
         try:
-            probation = Probation.from_json(body.probation, "probation") if body.probation else None
-            url = context.bundle_url(found.sha256)
-            ref = ModelRef(found.name, found.version, found.sha256, found.size, (url,))
-            signed = context.signer.make(
+            d = deployer.deploy(
                 device_id,
-                ref,
+                body.name,
+                body.version,
+                actor=f"token:{caller.id}:{caller.name}",
                 mode=body.mode,
                 downgrade=body.downgrade,
-                probation=probation,
+                probation=body.probation,
                 ttl_s=body.ttl_s,
             )
-            context.publisher.publish(signed)
+        except ConflictError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+        except NotFoundError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
         except EdgeFleetError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
-        d = signed.directive
-        audit(
-            caller,
-            "directive.publish",
-            device_id,
-            seq=d.seq,
-            model=d.model.name,
-            version=d.model.version,
-            mode=d.mode,
-            downgrade=d.downgrade,
-        )
         return {
             "device_id": device_id,
             "seq": d.seq,
@@ -581,23 +585,16 @@ def create_app(context: HubContext) -> FastAPI:
             rule = DriftThresholds(alpha=alpha, psi=psi or None, js=js or None)
         except DriftError as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
-        devices: list[str] | None = None if device is None else [device]
-        if tag is not None:
-            devices = store.cohort(tag, device)
-        if since is not None and not exact and (devices is None or len(devices) > 1):
-            since = float(hour_of(since) * HOUR_S)
-        windows = store.merged_windows(name, version, role, devices=devices, since=since)
-        head = {"model": name, "version": version, "since": since}
-        reference = registry.reference(name, version)
-        if not windows:
-            decision = drift_decision(reference, [], thresholds=rule, min_count=min_count)
-            return {**head, "n": 0, "decision": decision.to_json(), "report": None}
-        report = drift_report(reference, windows, min_count=min_count, thresholds=rule)
+        scope = DriftScope(name, version, role, device=device, tag=tag)
+        measured = DriftQueries(store, registry.reference).fetch(scope, since, exact=exact)
+        decision, report = measured.assess(thresholds=rule, min_count=min_count)
         return {
-            **head,
-            "n": report.n,
-            "decision": report.decision.to_json(),
-            "report": report.to_json(),
+            "model": name,
+            "version": version,
+            "since": measured.since,
+            "n": 0 if report is None else report.n,
+            "decision": decision.to_json(),
+            "report": None if report is None else report.to_json(),
         }
 
     @app.get("/v1/bundles/{sha256}", tags=["models"])
