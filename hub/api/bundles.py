@@ -19,7 +19,20 @@ from hub.errors import NotFoundError
 router = APIRouter(tags=["models"])
 
 
-@router.post("/v1/bundles", status_code=201, response_model=VersionOut)
+@router.post(
+    "/v1/bundles",
+    status_code=201,
+    response_model=VersionOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "A signed bundle (``.efb``), as ``edgefleet bundle build`` writes it",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
 async def upload_bundle(request: Request, context: Hub, caller: DeployToken) -> VersionOut:
     """Register a bundle signed elsewhere (raw ``.efb`` body); it must verify (422)."""
     registry = context.need_registry()

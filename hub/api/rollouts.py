@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Depends, Request
 
+from edge_agent.contract.canonical import parse_json
 from hub.api.context import DeployToken, Hub, ReadToken, RolloutId
 from hub.api.documents import RolloutDetail, RolloutList, RolloutOut
 from hub.rollout import RolloutSpec
@@ -14,18 +15,40 @@ from hub.rollout import RolloutSpec
 router = APIRouter(tags=["rollouts"])
 
 SPEC_BODY = (
-    "The rollout spec (``hub.rollout.RolloutSpec``; the document ``GET /v1/rollouts/{id}``"
-    " shows as ``spec``), checked field by field by the hub"
+    "The rollout spec (``hub.rollout.RolloutSpec``): the document a rollout shows as"
+    " ``spec``, every field given (``on_insufficient`` may be left out)"
 )
 #: How long a rollout's per-stage device counts serve every caller.
 BREAKDOWN_TTL_S = 2.0
 
 
-@router.post("/v1/rollouts", status_code=201, response_model=RolloutOut)
+async def spec_body(request: Request) -> Any:
+    """The request's JSON body, parsed strictly (the spec checks its own fields).
+
+    Raises:
+        ValidationError: not UTF-8 JSON.
+    """
+    return parse_json(await request.body(), "rollout")
+
+
+@router.post(
+    "/v1/rollouts",
+    status_code=201,
+    response_model=RolloutOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": SPEC_BODY,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/RolloutSpecOut"}}
+            },
+        }
+    },
+)
 def start_rollout(
-    body: Annotated[dict[str, Any], Body(description=SPEC_BODY)],
     context: Hub,
-    caller: DeployToken,
+    caller: DeployToken,  # before the body: an under-scoped token gets 403, never 422
+    body: Annotated[Any, Depends(spec_body)],
 ) -> RolloutOut:
     """Start a staged rollout. 409: its id is in use, or its devices are already in an
     active rollout of the model; 422: a malformed spec or an unregistered version."""

@@ -215,3 +215,39 @@ def test_a_rollout_lists_stage_devices_only_when_asked(hub):
     assert "stage_devices" not in client.get("/v1/rollouts/r1").json()
     stages = client.get("/v1/rollouts/r1", params={"devices": "true"}).json()["stage_devices"]
     assert stages[0]["stage"] == 0 and stages[0]["devices"] == 2 and stages[0]["reached"]
+
+
+BODIES = {
+    ("post", "/v1/rollouts"): "application/json",
+    ("post", "/v1/devices/{device_id}/deploy"): "application/json",
+    ("post", "/v1/tokens"): "application/json",
+    ("post", "/v1/bundles"): "application/octet-stream",
+    ("post", "/v1/models/{name}/push"): "multipart/form-data",
+}
+
+
+def test_openapi_documents_every_request_body(hub):
+    _, client = hub
+    doc = client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    for (method, path), media in BODIES.items():
+        body = doc["paths"][path][method].get("requestBody")
+        assert body is not None, f"{method} {path}: no request body"
+        schema = body["content"][media]["schema"]
+        if "$ref" in schema:
+            schema = schemas[schema["$ref"].rsplit("/", 1)[1]]
+        assert schema.get("properties") or schema.get("format") == "binary", (path, schema)
+    spec = schemas[doc["paths"]["/v1/rollouts"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]  # fmt: skip
+    assert set(spec["properties"]) == set(RolloutSpec(id="x", model="m", target_version=1,
+                                                      previous_version=None).to_json())  # fmt: skip
+
+
+def test_an_under_scoped_token_gets_403_before_its_rollout_body_is_judged(hub):
+    service, client = hub
+    reader, _ = service.tokens.create("viewer", ["read"])
+    for body in (b"{", b"[]", b'{"id": "r9"}'):
+        r = client.post("/v1/rollouts", content=body, headers={"Authorization": f"Bearer {reader}"})
+        assert r.status_code == 403, (body, r.status_code, r.text)
+    r = client.post("/v1/rollouts", content=b"{")
+    assert r.status_code == 422 and r.json()["error"].startswith("rollout")
