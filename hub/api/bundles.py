@@ -13,7 +13,6 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from hub.api.context import DeployToken, Hub, Sha256, bearer, sign_bundle_url
 from hub.api.documents import VersionOut
-from hub.api.models import version_out
 from hub.errors import NotFoundError
 
 router = APIRouter(tags=["models"])
@@ -48,7 +47,7 @@ async def upload_bundle(request: Request, context: Hub, caller: DeployToken) -> 
     context.record(
         caller, "model.upload", f"{version.name}:{version.version}", sha256=version.sha256
     )
-    return version_out(version)
+    return VersionOut.of(version)
 
 
 @router.get(

@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from edge_agent.contract.messages import ModelVersion
 from hub.api.context import DeployToken, DeviceId, Hub, ReadToken
 from hub.api.documents import (
     DeployOut,
@@ -14,34 +13,10 @@ from hub.api.documents import (
     DeviceDetail,
     DeviceOut,
     DevicePage,
-    RunningModel,
 )
 from hub.errors import NotFoundError
-from hub.store import DeviceRecord
 
 router = APIRouter(tags=["devices"])
-
-
-def device_fields(d: DeviceRecord) -> DeviceOut:
-    """A stored device as the API shows it."""
-
-    def model(m: ModelVersion | None) -> RunningModel | None:
-        return None if m is None else RunningModel(name=m.name, version=m.version, sha256=m.sha256)
-
-    return DeviceOut(
-        id=d.id,
-        tags=list(d.tags),
-        enrolled_at=d.enrolled_at,
-        last_seen=d.last_seen,
-        online=d.online,
-        offline_since=d.offline_since,
-        active=model(d.active),
-        previous=model(d.previous),
-        shadow=model(d.shadow),
-        health=d.health,
-        buffer_depth=d.buffer_depth,
-        revoked_at=d.revoked_at,
-    )
 
 
 @router.get("/v1/devices", response_model=DevicePage)
@@ -66,7 +41,7 @@ def list_devices(
         revoked=None if include_revoked else revoked,
     )
     return DevicePage(
-        devices=[device_fields(d) for d in page],
+        devices=[DeviceOut(**DeviceOut.fields_of(d)) for d in page],
         next=page[-1].id if len(page) == limit else None,
     )
 
@@ -78,7 +53,7 @@ def get_device(device_id: DeviceId, context: Hub, _: ReadToken) -> DeviceDetail:
     device = store.device(device_id)
     if device is None:
         raise NotFoundError(f"no device {device_id!r}")
-    fields = device_fields(device).model_dump()
+    fields = DeviceOut.fields_of(device)
     return DeviceDetail(**fields, metrics_seq=store.contiguous(device_id))
 
 

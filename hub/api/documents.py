@@ -5,14 +5,22 @@ Field order is the order the hub has always written, and a number is written as 
 was computed (an integer stays an integer, see :data:`Number`), so a body is the same
 bytes it was before the models existed. Every answer model forbids fields it does not
 declare: a document that grows without its model fails the hub's tests, not a client.
-Free-form parts (a model's lineage, an audit entry's details) stay JSON objects.
+Free-form parts (a model's lineage, an audit entry's details) stay JSON objects. The
+documents more than one route answers with are built from the stored records here
+(``DeviceOut.fields_of``, ``EventOut.of``, ``VersionOut.of``), so route modules need
+only this module and :mod:`hub.api.context`, never each other.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+from edge_agent.contract.messages import ModelVersion
+from hub.registry import ModelVersion as RegisteredVersion
+from hub.store import DeviceRecord, EventRecord
 
 #: A JSON number, kept an integer when it is one (``float`` would write ``5`` as ``5.0``).
 Number = Annotated[int | float, WithJsonSchema({"type": "number"})]
@@ -97,6 +105,30 @@ class DeviceOut(Document):
     buffer_depth: int
     revoked_at: Number | None
 
+    @staticmethod
+    def fields_of(d: DeviceRecord) -> dict[str, Any]:
+        """A stored device's fields as the API shows them."""
+
+        def model(m: ModelVersion | None) -> RunningModel | None:
+            return (
+                None if m is None else RunningModel(name=m.name, version=m.version, sha256=m.sha256)
+            )
+
+        return {
+            "id": d.id,
+            "tags": list(d.tags),
+            "enrolled_at": d.enrolled_at,
+            "last_seen": d.last_seen,
+            "online": d.online,
+            "offline_since": d.offline_since,
+            "active": model(d.active),
+            "previous": model(d.previous),
+            "shadow": model(d.shadow),
+            "health": d.health,
+            "buffer_depth": d.buffer_depth,
+            "revoked_at": d.revoked_at,
+        }
+
 
 class DevicePage(Document):
     """A page of devices in id order; ``next`` is the ``after`` of the next page."""
@@ -155,6 +187,11 @@ class EventOut(Document):
     progress: Number | None
     ts: Number
 
+    @classmethod
+    def of(cls, record: EventRecord) -> EventOut:
+        """A stored event: its id, then the event's canonical keys."""
+        return cls.model_validate({"id": record.id, **json.loads(record.event.to_bytes())})
+
 
 class EventPage(Document):
     """Events, oldest first; ``next`` is the ``after_id`` of the next page."""
@@ -209,6 +246,22 @@ class VersionOut(Document):
     lineage: dict[str, Any]
     inputs: list[TensorOut]
     outputs: list[TensorOut]
+
+    @classmethod
+    def of(cls, v: RegisteredVersion) -> VersionOut:
+        """A registered version as the API shows it."""
+        return cls(
+            name=v.name,
+            version=v.version,
+            sha256=v.sha256,
+            size=v.size,
+            created=v.created,
+            status=v.status.value,
+            quantization=v.quantization,
+            lineage=v.lineage,
+            inputs=[TensorOut.model_validate(t.to_json()) for t in v.inputs],
+            outputs=[TensorOut.model_validate(t.to_json()) for t in v.outputs],
+        )
 
 
 class VersionList(Document):

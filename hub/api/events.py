@@ -12,14 +12,8 @@ from fastapi.responses import StreamingResponse
 
 from hub.api.context import Hub, ReadToken
 from hub.api.documents import EventOut, EventPage
-from hub.store import EventRecord
 
 router = APIRouter(tags=["events"])
-
-
-def event_out(record: EventRecord) -> EventOut:
-    """A stored event as the API shows it: its id, then the event's canonical keys."""
-    return EventOut.model_validate({"id": record.id, **json.loads(record.event.to_bytes())})
 
 
 @router.get("/v1/events", response_model=EventPage)
@@ -33,7 +27,7 @@ def list_events(
     """Deployment events, oldest first; pass the last id as ``after_id`` for the next."""
     page = context.need_store().events(device=device, after_id=after_id, limit=limit)
     return EventPage(
-        events=[event_out(r) for r in page],
+        events=[EventOut.of(r) for r in page],
         next=page[-1].id if len(page) == limit else None,
     )
 

@@ -10,8 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from hub.api.context import Hub, ReadToken
-from hub.api.documents import FleetSummary, LatestEvents, VersionCount
-from hub.api.events import event_out
+from hub.api.documents import EventOut, FleetSummary, LatestEvents, VersionCount
 from hub.store import EventRecord, Store
 
 router = APIRouter(tags=["fleet"])
@@ -99,4 +98,4 @@ def newest_events(
     """The newest events (of one device, with ``device``), oldest first: where a
     live tail starts before it follows ``/v1/events/stream`` from the last id."""
     records = latest_events(context.need_store(), limit, device)
-    return LatestEvents(events=[event_out(r) for r in records])
+    return LatestEvents(events=[EventOut.of(r) for r in records])

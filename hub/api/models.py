@@ -19,7 +19,6 @@ from hub.api.documents import (
     DriftReportOut,
     ModelList,
     ModelOut,
-    TensorOut,
     VersionList,
     VersionOut,
 )
@@ -27,25 +26,8 @@ from hub.bundler import load_reference
 from hub.drift import DEFAULT_THRESHOLDS, DriftThresholds
 from hub.errors import NotFoundError
 from hub.operations import DriftScope
-from hub.registry import ModelVersion
 
 router = APIRouter(tags=["models"])
-
-
-def version_out(v: ModelVersion) -> VersionOut:
-    """A registered version as the API shows it."""
-    return VersionOut(
-        name=v.name,
-        version=v.version,
-        sha256=v.sha256,
-        size=v.size,
-        created=v.created,
-        status=v.status.value,
-        quantization=v.quantization,
-        lineage=v.lineage,
-        inputs=[TensorOut.model_validate(t.to_json()) for t in v.inputs],
-        outputs=[TensorOut.model_validate(t.to_json()) for t in v.outputs],
-    )
 
 
 async def read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -96,7 +78,7 @@ async def push_model(
         lineage=lineage_doc,
     )
     context.record(caller, "model.push", f"{pushed.name}:{pushed.version}", sha256=pushed.sha256)
-    return version_out(pushed)
+    return VersionOut.of(pushed)
 
 
 @router.get("/v1/models", response_model=ModelList)
@@ -114,7 +96,7 @@ def list_models(context: Hub, _: ReadToken) -> ModelList:
 def list_versions(name: ModelName, context: Hub, _: ReadToken) -> VersionList:
     """Every registered version of a model."""
     return VersionList(
-        versions=[version_out(v) for v in context.need_registry().list_versions(name)]
+        versions=[VersionOut.of(v) for v in context.need_registry().list_versions(name)]
     )
 
 
@@ -124,7 +106,7 @@ def get_version(name: ModelName, version: Version, context: Hub, _: ReadToken) -
     found = context.need_registry().get(name, version)
     if found is None:
         raise NotFoundError(f"no model {name!r} v{version}")
-    return version_out(found)
+    return VersionOut.of(found)
 
 
 @router.get("/v1/models/{name}/versions/{version}/drift", response_model=DriftOut, tags=["drift"])
