@@ -25,14 +25,29 @@ from edge_agent.contract.messages import (
     ModelVersion,
     State,
 )
+from edge_agent.errors import ValidationError
 from edge_agent.inference.accumulator import WindowAccumulator
 from edge_agent.inference.model import LoadedModel
+from hub.api import ApiServer, HubContext, create_app
+from hub.api.errors import status_of
 from hub.broker import free_port
 from hub.bundler import ReferenceData
 from hub.drift import drift_report
+from hub.errors import ConflictError, HubError, NotFoundError, UnavailableError
 from hub.modelkit.dataset import FEATURES, make_dataset
-from hub.rollout import Gates, RolloutSpec, Stage
+from hub.rollout import (
+    Gates,
+    RolloutConflictError,
+    RolloutError,
+    RolloutNotFoundError,
+    RolloutSpec,
+    RolloutStateError,
+    RolloutStoreError,
+    Stage,
+)
 from hub.service import HubService, HubSettings
+from hub.store import StoreError
+from hub.tokens import TokenStore
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -251,3 +266,55 @@ def test_an_under_scoped_token_gets_403_before_its_rollout_body_is_judged(hub):
         assert r.status_code == 403, (body, r.status_code, r.text)
     r = client.post("/v1/rollouts", content=b"{")
     assert r.status_code == 422 and r.json()["error"].startswith("rollout")
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (NotFoundError("x"), 404),
+        (RolloutNotFoundError("x"), 404),
+        (ConflictError("x"), 409),
+        (RolloutConflictError("x"), 409),
+        (RolloutStateError("x"), 409),
+        (UnavailableError("x"), 503),
+        (RolloutStoreError("x"), 503),
+        (StoreError("x"), 503),
+        (RolloutError("x"), 422),
+        (ValidationError("x"), 422),
+        (HubError("x"), 422),
+    ],
+)
+def test_each_kind_of_hub_error_has_its_status(error, status):
+    assert status_of(error) == status
+
+
+def test_real_refusals_get_the_status_of_their_kind(hub):
+    service, client = hub
+    spec = service.rollouts.get("r1").rollout.spec
+    cases = [
+        (client.get("/v1/devices/nobody"), 404, "no device 'nobody'"),
+        (client.get("/v1/rollouts/nope"), 404, "rollout 'nope': not found"),
+        (client.post("/v1/rollouts/nope/pause"), 404, "rollout 'nope': not found"),
+        (client.get("/v1/models/pump/versions/9/drift"), 404, "no model 'pump' v9"),
+        (client.post("/v1/devices/dev-0/deploy", json={"name": "pump", "version": 9}), 404,
+         "no model 'pump' v9"),
+        (client.post("/v1/rollouts", json=spec.to_json()), 409, "rollout r1: already exists"),
+        (client.post("/v1/rollouts/r1/resume"), 409, "rollout r1: cannot resume while running"),
+        (client.post("/v1/rollouts", json={**spec.to_json(), "id": "r5", "target_version": 9}),
+         422, "no registered model 'pump' v9"),
+        (client.get("/v1/models/pump/versions/1/drift", params={"psi": 0, "js": 0}), 422,
+         "set at least one effect threshold"),
+        (client.delete("/v1/tokens/abc123"), 404, "no token with id 'abc123'"),
+    ]  # fmt: skip
+    for r, status, message in cases:
+        assert r.status_code == status, (r.request.url, r.status_code, r.text)
+        assert message in r.json()["error"] and set(r.json()) == {"error"}, r.text
+
+
+def test_a_hub_without_a_store_says_so(tmp_path):
+    tokens = TokenStore(tmp_path / "hub.db")
+    reader, _ = tokens.create("r", ["read"])
+    with ApiServer(create_app(HubContext(tokens=tokens))) as server:
+        r = httpx.get(f"{server.url}/v1/devices", headers={"Authorization": f"Bearer {reader}"})
+    tokens.close()
+    assert r.status_code == 503 and r.json() == {"error": "the store is not running"}
