@@ -73,12 +73,12 @@ from edge_agent.contract.fields import exact_fields, positive_int, safe_name
 from edge_agent.contract.fields import field as get
 from edge_agent.contract.messages import EventKind
 from edge_agent.contract.reference import ReferenceStats
-from edge_agent.contract.window import MetricsWindow
 from edge_agent.errors import EdgeFleetError, ValidationError
 from edge_agent.urls import redact_url
 from hub.db import open_database, open_read_only
-from hub.drift import DEFAULT_THRESHOLDS, DriftReport, DriftThresholds, drift_report
+from hub.drift import DEFAULT_THRESHOLDS, DriftReport, DriftThresholds
 from hub.errors import HubError
+from hub.operations import DriftQueries, DriftScope
 from hub.store import DeviceRecord, Store
 
 log = logging.getLogger("edgefleet.hub.alerts")
@@ -511,7 +511,7 @@ class Alerter:
         if window_s <= 0 or retries < 0 or backoff_s < 0:
             raise ValueError("alerts: window_s must be > 0, retries and backoff_s >= 0")
         self._store = store
-        self._reference_for = reference_for
+        self._drift = DriftQueries(store, reference_for)
         self.rules: tuple[AlertRule, ...] = tuple(rules)
         self._url = webhook_url
         self._safe_url = None if webhook_url is None else redact_url(webhook_url)
@@ -643,15 +643,12 @@ class Alerter:
             if s.model is None or s.version is None:
                 log.warning("alerts: rule %s: %s needs a model and version", rule.name, rule.metric)
                 return None
-            windows = self._windows(s, s.model, s.version, now - self._window_s)
-            if not windows:
-                return None
-            report = drift_report(
-                self._reference_for(s.model, s.version),
-                windows,
-                min_count=self._min_count,
-                thresholds=self._thresholds,
+            scope = DriftScope(s.model, s.version, s.role, device=s.device, tag=s.tag)
+            report = self._drift.fetch(scope, now - self._window_s).report(
+                min_count=self._min_count, thresholds=self._thresholds
             )
+            if report is None:
+                return None
             self._evidence[rule.name] = report.decision.to_json()
             return metric_value(rule, report)
         except (EdgeFleetError, LookupError, OSError, ValueError) as exc:
@@ -673,12 +670,6 @@ class Alerter:
                 and (scope.version is None or d.active.version == scope.version)
             ]
         return devices
-
-    def _windows(self, scope: Scope, model: str, version: int, since: float) -> list[MetricsWindow]:
-        devices: list[str] | None = None if scope.device is None else [scope.device]
-        if scope.tag is not None:
-            devices = self._store.cohort(scope.tag, scope.device)
-        return self._store.merged_windows(model, version, scope.role, devices=devices, since=since)
 
     # --- reporting ------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from edge_agent.contract.messages import Event, EventKind, State
 from edge_agent.errors import ValidationError
 from hub.db import open_database
 from hub.drift import DriftSummary, DriftThresholds
-from hub.errors import HubError
+from hub.errors import ConflictError, HubError, NotFoundError, UnavailableError
 
 SPEC_FORMAT: Final = "edgefleet-rollout-spec/1"
 ROLLOUT_FORMAT: Final = "edgefleet-rollout/1"
@@ -55,11 +55,21 @@ class RolloutError(HubError):
     """A rollout command is illegal in the rollout's state, or a rollout conflicts."""
 
 
-class RolloutConflictError(RolloutError):
-    """Another writer saved the rollout first (optimistic version mismatch)."""
+class RolloutConflictError(RolloutError, ConflictError):
+    """The rollout clashes with the hub's state: its devices are already in another
+    active rollout of the model, its id is in use, or another writer saved it first
+    (optimistic version mismatch)."""
 
 
-class RolloutStoreError(RolloutError):
+class RolloutStateError(RolloutError, ConflictError):
+    """A command the rollout's state forbids (resume a running one, roll back a draft)."""
+
+
+class RolloutNotFoundError(RolloutError, NotFoundError):
+    """No rollout has the id."""
+
+
+class RolloutStoreError(RolloutError, UnavailableError):
     """The rollouts table cannot be opened, read or written."""
 
 
@@ -439,12 +449,12 @@ def ensure_no_conflicts(
     """Refuse ``new_spec`` when it overlaps an active rollout of the same model.
 
     Raises:
-        RolloutError: naming the first conflicting devices.
+        RolloutConflictError: naming the first conflicting devices.
     """
     clash = conflicts(new_spec, active_rollouts, devices)
     if clash:
         shown = ", ".join(clash[:5]) + (f" and {len(clash) - 5} more" if len(clash) > 5 else "")
-        raise RolloutError(
+        raise RolloutConflictError(
             f"rollout {new_spec.id}: {len(clash)} device(s) already in an active rollout of "
             f"{new_spec.model} ({shown}); finish or abort that rollout first"
         )
@@ -972,7 +982,7 @@ def _move(r: Rollout, now: float, to: RolloutState, reason: str, **changes: Any)
 
 def _require(r: Rollout, command: str, allowed: Collection[RolloutState]) -> None:
     if r.state not in allowed:
-        raise RolloutError(
+        raise RolloutStateError(
             f"rollout {r.spec.id}: cannot {command} while {r.state.value} "
             f"(allowed when {' or '.join(sorted(s.value for s in allowed))})"
         )
@@ -1015,7 +1025,7 @@ def _enter_stage(
 def _rollback(r: Rollout, now: float, reason: str) -> tuple[Rollout, list[Action]]:
     prev = r.spec.previous_version
     if prev is None:
-        raise RolloutError(
+        raise RolloutStateError(
             f"rollout {r.spec.id}: a first install has no previous version to roll back to; "
             "abort it instead"
         )
@@ -1035,7 +1045,7 @@ def start(r: Rollout, now: float, *, devices: Fleet) -> tuple[Rollout, list[Acti
     """Start a draft rollout: stage 1's cohort gets directives.
 
     Raises:
-        RolloutError: the rollout is not a draft.
+        RolloutStateError: the rollout is not a draft.
     """
     _require(r, "start", {RolloutState.DRAFT})
     return _enter_stage(r, now, 0, devices, "started")
@@ -1112,7 +1122,7 @@ def pause(r: Rollout, now: float, reason: str = "operator") -> tuple[Rollout, li
     """Pause a running (or approval-waiting) rollout.
 
     Raises:
-        RolloutError: the rollout is not running or waiting for approval.
+        RolloutStateError: the rollout is not running or waiting for approval.
     """
     _require(r, "pause", {RolloutState.RUNNING, RolloutState.WAITING_APPROVAL})
     return _move(r, now, RolloutState.PAUSED, reason), [
@@ -1124,7 +1134,7 @@ def resume(r: Rollout, now: float, reason: str = "operator") -> tuple[Rollout, l
     """Resume a paused rollout at its stage; the bake time starts again.
 
     Raises:
-        RolloutError: the rollout is not paused.
+        RolloutStateError: the rollout is not paused.
     """
     _require(r, "resume", {RolloutState.PAUSED})
     moved = _move(r, now, RolloutState.RUNNING, reason, stage_started_at=now, gates=())
@@ -1137,7 +1147,7 @@ def promote(
     """Move to the next stage now (approves a waiting rollout; skips bake when running).
 
     Raises:
-        RolloutError: the rollout is not running or waiting for approval.
+        RolloutStateError: the rollout is not running or waiting for approval.
     """
     _require(r, "promote", {RolloutState.RUNNING, RolloutState.WAITING_APPROVAL})
     return _advance(r, now, devices, f"promoted by {reason}")
@@ -1147,7 +1157,7 @@ def abort(r: Rollout, now: float, reason: str = "operator") -> tuple[Rollout, li
     """Stop the rollout for good; devices keep what they run.
 
     Raises:
-        RolloutError: the rollout already ended.
+        RolloutStateError: the rollout already ended.
     """
     _require(r, "abort", {RolloutState.DRAFT, *ACTIVE_STATES})
     return _move(r, now, RolloutState.ABORTED, reason), [
@@ -1159,7 +1169,7 @@ def rollback(r: Rollout, now: float, reason: str = "operator") -> tuple[Rollout,
     """Roll every touched device back to the previous version (signed downgrade).
 
     Raises:
-        RolloutError: the rollout is a draft or already aborted/rolled back, or it is a
+        RolloutStateError: the rollout is a draft or already aborted/rolled back, or it is a
             first install (no previous version).
     """
     _require(r, "roll back", {*ACTIVE_STATES, RolloutState.COMPLETED})
@@ -1241,12 +1251,12 @@ class RolloutStore:
         """Load one rollout.
 
         Raises:
-            RolloutError: no such rollout.
+            RolloutNotFoundError: no such rollout.
             RolloutStoreError: the database failed or the stored document is malformed.
         """
         rows = self._query("SELECT doc, version FROM rollouts WHERE id = ?", (rollout_id,))
         if not rows:
-            raise RolloutError(f"rollout {rollout_id!r}: not found")
+            raise RolloutNotFoundError(f"rollout {rollout_id!r}: not found")
         return self._load(rows[0])
 
     def list(self, active_only: bool = False) -> builtins.list[StoredRollout]:

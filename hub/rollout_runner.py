@@ -18,12 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from edge_agent.contract.directive import ModelRef
 from edge_agent.contract.messages import State
 from edge_agent.errors import EdgeFleetError
 from hub.audit import AuditLog
-from hub.directives import DirectivePublisher, DirectiveSigner
-from hub.drift import drift_decision, drift_report
+from hub.errors import NotFoundError
+from hub.operations import Deployer, DriftQueries, DriftScope
 from hub.registry import Registry
 from hub.rollout import (
     Action,
@@ -91,16 +90,16 @@ class RolloutRunner:
         store: Store,
         registry: Registry,
         rollouts: RolloutStore,
-        signer: DirectiveSigner,
-        publisher: DirectivePublisher,
-        bundle_url: Callable[[str], str],
+        deployer: Deployer,
         audit: AuditLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Wire the parts; nothing runs before :meth:`start_thread`."""
+        """Wire the parts; nothing runs before :meth:`start_thread`. Directives go out
+        through ``deployer`` (the one deploy path); drift is measured with the one drift
+        query over ``store`` and the registry's references."""
         self.store, self.registry, self.rollouts = store, registry, rollouts
-        self.signer, self.publisher, self.bundle_url = signer, publisher, bundle_url
-        self.audit, self.clock = audit, clock
+        self.deployer, self.audit, self.clock = deployer, audit, clock
+        self.drift = DriftQueries(store, registry.reference)
         self._lock = threading.RLock()
         self._changed = threading.Condition()
         self._stop = threading.Event()
@@ -279,21 +278,16 @@ class RolloutRunner:
         spec, stage = r.spec, r.current_stage
         since = r.stage_started_at
         role = "shadow" if stage.mode == "shadow" else "active"
-        windows = self.store.merged_windows(
-            spec.model, spec.target_version, role, devices=list(members), since=since
-        )
+        scope = DriftScope(spec.model, spec.target_version, role, devices=tuple(members))
+        measured = self.drift.fetch(scope, since)
         ratio = agreement = None
-        drift = {}
-        gate_rules = drift_gate_thresholds(stage.gates)
-        if gate_rules:
-            reference = self.registry.reference(spec.model, spec.target_version)
-            floor = max(1, stage.gates.min_predictions)  # predictions, not devices
-            drift = {
-                name: drift_decision(reference, windows, thresholds=rule, min_count=floor)
-                for name, rule in gate_rules.items()
-            }
-        if windows:
-            report = drift_report(self.registry.reference(spec.model, spec.target_version), windows)
+        floor = max(1, stage.gates.min_predictions)  # predictions, not devices
+        drift = {
+            name: measured.decision(thresholds=rule, min_count=floor)
+            for name, rule in drift_gate_thresholds(stage.gates).items()
+        }
+        report = measured.report()
+        if report is not None:
             agreement = report.agreement
             if spec.previous_version is not None:
                 p95 = report.latency_ms.get("p95") if report.latency_ms else None
@@ -307,14 +301,9 @@ class RolloutRunner:
     ) -> float | None:
         if p95 is None or spec.previous_version is None:
             return None
-        champion = self.store.merged_windows(
-            spec.model, spec.previous_version, "active", since=since
-        )
-        if not champion:
-            return None
-        latency = drift_report(
-            self.registry.reference(spec.model, spec.previous_version), champion, min_count=1
-        ).latency_ms
+        champion = self.drift.fetch(DriftScope(spec.model, spec.previous_version), since)
+        report = champion.report()
+        latency = report.latency_ms if report is not None else None
         base = latency.get("p95") if latency else None
         return p95 / base if base else None
 
@@ -323,35 +312,20 @@ class RolloutRunner:
     def _carry_out(self, r: Rollout, actions: Sequence[Action]) -> None:
         for action in actions:
             if isinstance(action, PublishDirectives):
-                found = self.registry.get(r.spec.model, action.version)
-                if found is None:
+                try:
+                    ref = self.deployer.bundle_ref(r.spec.model, action.version)
+                except NotFoundError:
                     log.error("rollout %s: v%s is not registered", r.spec.id, action.version)
                     continue
-                ref = ModelRef(
-                    found.name,
-                    found.version,
-                    found.sha256,
-                    found.size,
-                    (self.bundle_url(found.sha256),),
-                )
                 for device_id in action.device_ids:
-                    signed = self.signer.make(
+                    self.deployer.publish(
                         device_id,
                         ref,
+                        actor="hub",
                         mode=action.mode,
                         downgrade=action.downgrade,
                         probation=r.spec.probation,
                         rollout=r.spec.id,
-                    )
-                    self.publisher.publish(signed)
-                    self._audit(
-                        "hub",
-                        "directive.publish",
-                        device_id,
-                        seq=signed.directive.seq,
-                        rollout=r.spec.id,
-                        version=action.version,
-                        downgrade=action.downgrade,
                     )
             elif isinstance(action, Notify):
                 log.info("rollout %s: %s", r.spec.id, action.message)

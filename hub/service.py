@@ -185,9 +185,7 @@ class HubService:
             self.store,
             self.registry,
             self.rollouts,
-            self.signer,
-            self.publisher,
-            context.bundle_url,
+            context.deployer(),
             self.audit,
         )
         context.runner = self.runner

@@ -1,32 +1,20 @@
-"""What every API request passes before a route sees it, and the API's one error shape.
+"""What every API request with a body passes before a route sees it.
 
-- :class:`BodyGuard` (pure ASGI) authenticates a request that carries a body *before*
-  any of the body is read, refuses a declared ``Content-Length`` over the limit, and
-  stops a body that streams past the limit (chunked uploads declare nothing). FastAPI
-  parses multipart forms before it runs a route's dependencies, so without this guard
-  an anonymous client could make the hub receive and spool a whole upload to disk
-  before it is told 401.
-- :func:`install_error_handlers` makes every failure one line in ``{"error": ...}``,
-  with the status chosen by what failed: bad request parameters 400, a bad body 422,
-  HTTP errors as raised, anything unexpected 500 with its traceback in the hub's log
-  only.
+:class:`BodyGuard` (pure ASGI) authenticates a request that carries a body *before*
+any of the body is read, refuses a declared ``Content-Length`` over the limit, and
+stops a body that streams past the limit (chunked uploads declare nothing). FastAPI
+parses multipart forms before it runs a route's dependencies, so without this guard an
+anonymous client could make the hub receive and spool a whole upload to disk before it
+is told 401. Its refusals have the API's one error shape (:mod:`hub.api.errors`).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
-import orjson
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
+from hub.api.errors import error_body
 from hub.tokens import TokenStore
-
-log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,16 +28,6 @@ _BODYLESS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 class _BodyTooLargeError(Exception):
     """The request body grew past the limit while streaming."""
-
-
-def one_line(text: str) -> str:
-    """``text`` with every run of whitespace (newlines included) as one space."""
-    return " ".join(text.split())
-
-
-def error_body(message: str) -> bytes:
-    """The API's error document: ``{"error": "<one line>"}``."""
-    return orjson.dumps({"error": one_line(message)})
 
 
 async def _respond(
@@ -147,44 +125,3 @@ class BodyGuard:
         except _BodyTooLargeError:
             if not started:
                 await _respond(send, 413, too_large)
-
-
-def _location(loc: Sequence[Any]) -> str:
-    return ".".join(str(part) for part in loc)
-
-
-def validation_message(exc: RequestValidationError) -> tuple[int, str]:
-    """The status and one-line message for a request that failed validation: 400 when
-    a path, query or header parameter is wrong, 422 when the body is."""
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-    where = _location(first.get("loc", ()))
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    status = 422 if first.get("loc", ("",))[0] == "body" else 400
-    return status, f"{where}: {first.get('msg', 'invalid')}{more}"
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Answer every failure of ``app`` as ``{"error": "<one line>"}``."""
-
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)  # noqa: S101  (registered for it)
-        return JSONResponse(
-            {"error": one_line(str(exc.detail))}, exc.status_code, headers=exc.headers
-        )
-
-    async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)  # noqa: S101  (registered for it)
-        status, message = validation_message(exc)
-        return JSONResponse({"error": message}, status)
-
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("API %s %s failed", request.method, request.url.path, exc_info=exc)
-        return JSONResponse(
-            {"error": f"internal error ({type(exc).__name__}); the hub's log has the details"},
-            500,
-        )
-
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, invalid_request)
-    app.add_exception_handler(Exception, unexpected)
