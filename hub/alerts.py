@@ -294,7 +294,7 @@ class RuleState:
     last_fired: float | None = None
 
 
-def evaluate(
+def evaluate_rule(
     rule: AlertRule, value: float | None, now: float, state: RuleState
 ) -> tuple[RuleState, Transition | None]:
     """Evaluate ``rule`` on ``value`` at ``now``; returns the new state and the transition.
@@ -591,7 +591,7 @@ class Alerter:
         with self._lock:
             for rule in self.rules:
                 value = self._value(rule, now)
-                state, transition = evaluate(rule, value, now, self.state(rule.name))
+                state, transition = evaluate_rule(rule, value, now, self.state(rule.name))
                 self._states[rule.name] = state
                 if transition is not None:
                     out.append(self._report(rule, transition, value, now))

@@ -51,7 +51,7 @@ from hub.stats import chi2_isf, chi2_sf, holm, ncx2_sf
 #: ``insufficient``: not enough evidence either way (the report says how much is needed);
 #: ``none``: no drift found with enough evidence; ``minor``: significant but below the
 #: effect worth acting on; ``drift`` / ``major``: significant and worth acting on.
-Verdict = Literal["insufficient", "none", "minor", "drift", "major"]
+DriftVerdict = Literal["insufficient", "none", "minor", "drift", "major"]
 VERDICTS: Final[tuple[str, ...]] = ("insufficient", "none", "minor", "drift", "major")
 WindowKey = tuple[str, int, str]
 
@@ -468,7 +468,7 @@ class FeatureDrift:
     js: float | None
     hellinger: float | None
     drifted: bool
-    verdict: Verdict
+    verdict: DriftVerdict
     m: int = 0
     statistic: float | None = None
     df: int | None = None
@@ -517,7 +517,7 @@ class DriftSummary:
     the deciding one.
     """
 
-    verdict: Verdict
+    verdict: DriftVerdict
     n: int
     n_needed: int | None
     drifted: tuple[str, ...]
@@ -636,7 +636,7 @@ def _decide(items: Sequence[_Examined], thresholds: DriftThresholds) -> tuple[Fe
         ps, js, hl = e.effects if e.effects is not None else (None, None, None)
         reached = e.effects is not None and thresholds.effect_reached(*e.effects)
         t = e.test
-        verdict: Verdict
+        verdict: DriftVerdict
         if t is None:
             verdict = "insufficient"
         else:
@@ -676,7 +676,7 @@ def _decide(items: Sequence[_Examined], thresholds: DriftThresholds) -> tuple[Fe
 
 def _reason(
     e: _Examined,
-    verdict: Verdict,
+    verdict: DriftVerdict,
     p_adj: float | None,
     step: float | None,
     thresholds: DriftThresholds,

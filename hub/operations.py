@@ -21,7 +21,7 @@ from edge_agent.contract.directive import Directive, ModelRef, Probation, Signed
 from edge_agent.contract.reference import ReferenceStats
 from edge_agent.contract.window import MetricsWindow
 from hub.audit import AuditLog
-from hub.directives import DirectiveSigner
+from hub.dispatch import DirectiveSigner
 from hub.drift import (
     DEFAULT_THRESHOLDS,
     DriftReport,
@@ -40,7 +40,7 @@ DEFAULT_TTL_S = 7 * 24 * 3600
 
 
 class Publisher(Protocol):
-    """Where signed directives go (:class:`hub.directives.DirectivePublisher`)."""
+    """Where signed directives go (:class:`hub.dispatch.DirectivePublisher`)."""
 
     def publish(self, signed: SignedDirective, timeout: float = ...) -> None:
         """Publish retained on the device's ``desired`` topic."""

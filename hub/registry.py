@@ -82,7 +82,7 @@ class ModelRecord:
 
 
 @dataclass(frozen=True)
-class ModelVersion:
+class RegisteredVersion:
     """One registered bundle (not :class:`edge_agent.contract.messages.ModelVersion`, a
     mere pair)."""
 
@@ -159,7 +159,7 @@ class Registry(LockedDatabase):
 
     # --- adding -----------------------------------------------------------------------
 
-    def add_bundle(self, source: Path | bytes | IO[bytes]) -> ModelVersion:
+    def add_bundle(self, source: Path | bytes | IO[bytes]) -> RegisteredVersion:
         """Verify a bundle against the trust root and register it.
 
         ``source`` is a file, the bundle's bytes, or a binary stream. Its size is
@@ -186,7 +186,7 @@ class Registry(LockedDatabase):
         reference: ReferenceData,
         schema: InputSchema | None = None,
         lineage: dict[str, Any] | None = None,
-    ) -> ModelVersion:
+    ) -> RegisteredVersion:
         """Build a bundle signed with the registry's signing keys, and register it.
 
         ``version`` None takes the next version of ``name`` (1 for a new name);
@@ -240,7 +240,7 @@ class Registry(LockedDatabase):
 
     # --- reading ----------------------------------------------------------------------
 
-    def get(self, name: str, version: int) -> ModelVersion | None:
+    def get(self, name: str, version: int) -> RegisteredVersion | None:
         """The registered version, or None (also for names that could never be valid).
 
         Only reads the database: no name reaches the file system.
@@ -254,7 +254,7 @@ class Registry(LockedDatabase):
             ).fetchone()
         return None if row is None else self._version(row)
 
-    def latest(self, name: str) -> ModelVersion | None:
+    def latest(self, name: str) -> RegisteredVersion | None:
         """The highest registered version of ``name`` (whatever its status), or None.
 
         Raises:
@@ -283,7 +283,7 @@ class Registry(LockedDatabase):
             for r in rows
         ]
 
-    def list_versions(self, name: str) -> list[ModelVersion]:
+    def list_versions(self, name: str) -> list[RegisteredVersion]:
         """The versions of ``name``, lowest first (empty for an unknown name).
 
         Raises:
@@ -310,7 +310,7 @@ class Registry(LockedDatabase):
             ).fetchone()
         return None if row is None else self._file(sha256)
 
-    def set_status(self, name: str, version: int, status: Status | str) -> ModelVersion:
+    def set_status(self, name: str, version: int, status: Status | str) -> RegisteredVersion:
         """Set a version's status; returns the updated record.
 
         Raises:
@@ -428,7 +428,7 @@ class Registry(LockedDatabase):
             raise
         return tmp
 
-    def _ingest(self, tmp: Path, label: str) -> ModelVersion:
+    def _ingest(self, tmp: Path, label: str) -> RegisteredVersion:
         """Verify the temp file ``tmp`` (owned: always moved or removed) and register it.
 
         Raises:
@@ -515,9 +515,9 @@ class Registry(LockedDatabase):
         except OSError as exc:
             raise RegistryError(f"{target.name}: cannot store ({exc.strerror})") from exc
 
-    def _version(self, row: Sequence[Any]) -> ModelVersion:
+    def _version(self, row: Sequence[Any]) -> RegisteredVersion:
         try:
-            return ModelVersion(
+            return RegisteredVersion(
                 name=str(row[0]),
                 version=int(row[1]),
                 sha256=str(row[2]),

@@ -612,7 +612,7 @@ def drift_gate_thresholds(gates: Gates) -> dict[str, DriftThresholds]:
 # ---------------------------------------------------------------------------- gates
 
 
-class Verdict(StrEnum):
+class GateVerdict(StrEnum):
     """A gate's verdict."""
 
     PASS = "pass"  # noqa: S105  (a verdict, not a password)
@@ -632,7 +632,7 @@ class GateResult:
     name: str
     value: float | None
     limit: float | None
-    verdict: Verdict
+    verdict: GateVerdict
     detail: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -654,7 +654,7 @@ class GateResult:
         """
         obj = exact_fields(value, where, {"name", "value", "limit", "verdict"}, _DETAIL)
         try:
-            verdict = Verdict(get(obj, "verdict", str, where))
+            verdict = GateVerdict(get(obj, "verdict", str, where))
         except ValueError as exc:
             raise ValidationError(f"{where}.verdict: {obj['verdict']!r}") from exc
         return cls(
@@ -674,8 +674,8 @@ EARLY_ALPHA_FACTOR: Final = 1e-3
 
 def _upper(name: str, value: float | None, limit: float) -> GateResult:
     if value is None:
-        return GateResult(name, None, limit, Verdict.WAITING)
-    return GateResult(name, value, limit, Verdict.FAIL if value > limit else Verdict.PASS)
+        return GateResult(name, None, limit, GateVerdict.WAITING)
+    return GateResult(name, value, limit, GateVerdict.FAIL if value > limit else GateVerdict.PASS)
 
 
 def drift_gate(
@@ -700,10 +700,10 @@ def drift_gate(
       noting it, when ``on_insufficient`` is ``proceed``). It never fails for lack of
       evidence.
     """
-    if previous is not None and previous.verdict == Verdict.PASS:
+    if previous is not None and previous.verdict == GateVerdict.PASS:
         return previous
     if summary is None:
-        return GateResult(name, None, limit, Verdict.WAITING, "not measured yet")
+        return GateResult(name, None, limit, GateVerdict.WAITING, "not measured yet")
     worst = summary.worst
     value = None
     if worst is not None:
@@ -712,19 +712,21 @@ def drift_gate(
     p_adj = None if worst is None else worst.p_adjusted
     early_level = DriftThresholds().alpha if worst is None else worst.alpha
     if summary.drifted_any and p_adj is not None and p_adj <= early_level * EARLY_ALPHA_FACTOR:
-        return GateResult(name, value, limit, Verdict.FAIL, f"early: {detail}")
+        return GateResult(name, value, limit, GateVerdict.FAIL, f"early: {detail}")
     if baked_s < bake_s:
-        return GateResult(name, value, limit, Verdict.WAITING, f"baking; {detail}")
+        return GateResult(name, value, limit, GateVerdict.WAITING, f"baking; {detail}")
     if summary.enough:
-        verdict = Verdict.FAIL if summary.drifted_any else Verdict.PASS
+        verdict = GateVerdict.FAIL if summary.drifted_any else GateVerdict.PASS
         return GateResult(name, value, limit, verdict, detail)
     needed = "reference too small" if summary.n_needed is None else f"{summary.n_needed}"
     waiting = f"waiting for evidence: {summary.n} of {needed} predictions"
     if summary.n_needed is not None and baked_s - bake_s < max_wait_s:
-        return GateResult(name, value, limit, Verdict.WAITING, waiting)
+        return GateResult(name, value, limit, GateVerdict.WAITING, waiting)
     if on_insufficient == "proceed":
-        return GateResult(name, value, limit, Verdict.PASS, f"proceeded without evidence: {detail}")
-    return GateResult(name, value, limit, Verdict.INSUFFICIENT, f"no evidence: {detail}")
+        return GateResult(
+            name, value, limit, GateVerdict.PASS, f"proceeded without evidence: {detail}"
+        )
+    return GateResult(name, value, limit, GateVerdict.INSUFFICIENT, f"no evidence: {detail}")
 
 
 def check_gates(
@@ -746,21 +748,24 @@ def check_gates(
     out: list[GateResult] = []
     fs = m.failure_share
     if fs is not None and fs > g.max_failure_share:
-        out.append(GateResult("failure_share", fs, g.max_failure_share, Verdict.FAIL))
+        out.append(GateResult("failure_share", fs, g.max_failure_share, GateVerdict.FAIL))
     else:
         ok = fs is not None and m.in_flight == 0
         out.append(
             GateResult(
-                "failure_share", fs, g.max_failure_share, Verdict.PASS if ok else Verdict.WAITING
+                "failure_share",
+                fs,
+                g.max_failure_share,
+                GateVerdict.PASS if ok else GateVerdict.WAITING,
             )
         )
     ss = m.success_share
     if ss is not None and ss >= g.min_success_share:
-        verdict = Verdict.PASS
+        verdict = GateVerdict.PASS
     elif ss is not None and m.in_flight == 0:
-        verdict = Verdict.FAIL
+        verdict = GateVerdict.FAIL
     else:
-        verdict = Verdict.WAITING
+        verdict = GateVerdict.WAITING
     out.append(GateResult("success_share", ss, g.min_success_share, verdict))
     decided = m.passed + m.failed
     out.append(
@@ -768,7 +773,7 @@ def check_gates(
             "min_count",
             float(decided),
             float(g.min_count),
-            Verdict.PASS if decided >= g.min_count else Verdict.WAITING,
+            GateVerdict.PASS if decided >= g.min_count else GateVerdict.WAITING,
         )
     )
     before = {r.name: r for r in previous}
@@ -796,7 +801,11 @@ def check_gates(
                 "shadow_agreement",
                 a,
                 limit,
-                Verdict.WAITING if a is None else Verdict.FAIL if a < limit else Verdict.PASS,
+                GateVerdict.WAITING
+                if a is None
+                else GateVerdict.FAIL
+                if a < limit
+                else GateVerdict.PASS,
             )
         )
     out.append(
@@ -804,7 +813,7 @@ def check_gates(
             "bake_s",
             baked_s,
             stage.bake_s,
-            Verdict.PASS if baked_s >= stage.bake_s else Verdict.WAITING,
+            GateVerdict.PASS if baked_s >= stage.bake_s else GateVerdict.WAITING,
         )
     )
     return out
@@ -1058,7 +1067,7 @@ def _advance(r: Rollout, now: float, devices: Fleet, reason: str) -> tuple[Rollo
     return _enter_stage(r, now, r.stage + 1, devices, reason)
 
 
-def evaluate(
+def evaluate_rollout(
     r: Rollout,
     now: float,
     cohort_progress: Mapping[str, DeviceProgress],
@@ -1085,8 +1094,8 @@ def evaluate(
         previous=r.gates,
     )
     r = replace(r, gates=tuple(results))
-    failing = [g for g in results if g.verdict == Verdict.FAIL]
-    lacking = [g for g in results if g.verdict == Verdict.INSUFFICIENT]
+    failing = [g for g in results if g.verdict == GateVerdict.FAIL]
+    lacking = [g for g in results if g.verdict == GateVerdict.INSUFFICIENT]
     if lacking and not failing:
         reason = "not enough evidence: " + "; ".join(f"{g.name} {g.detail}" for g in lacking)
         if r.spec.on_insufficient == "rollback" and r.spec.previous_version is not None:
@@ -1108,7 +1117,7 @@ def evaluate(
     # late joiners of the current cohort (none while a gate fails)
     touched, actions = _publish_stage(r, r.stage, devices)
     r = replace(r, touched=touched)
-    if all(g.verdict == Verdict.PASS for g in results):
+    if all(g.verdict == GateVerdict.PASS for g in results):
         label = f"stage {r.stage + 1} gates passed"
         if r.spec.promotion == "manual" and r.stage + 1 < len(r.spec.stages):
             moved = _move(r, now, RolloutState.WAITING_APPROVAL, label)

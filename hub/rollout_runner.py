@@ -28,6 +28,7 @@ from hub.rollout import (
     Action,
     DeviceProgress,
     GateResult,
+    GateVerdict,
     Notify,
     PublishDirectives,
     Rollout,
@@ -37,12 +38,11 @@ from hub.rollout import (
     RolloutStore,
     StageMetrics,
     StoredRollout,
-    Verdict,
     abort,
     cohort,
     drift_gate_thresholds,
     ensure_no_conflicts,
-    evaluate,
+    evaluate_rollout,
     new_rollout,
     pause,
     progress,
@@ -161,7 +161,9 @@ class RolloutRunner:
                     members = cohort(r.spec, r.stage, fleet)
                     progress_map = self._progress(r, members)
                     metrics = self._metrics(r, members, progress_map)
-                    new, actions = evaluate(r, self.clock(), progress_map, metrics, devices=fleet)
+                    new, actions = evaluate_rollout(
+                        r, self.clock(), progress_map, metrics, devices=fleet
+                    )
                     if new != r:
                         self._carry_out(new, actions)
                         self.rollouts.save(new, stored.version)
@@ -173,7 +175,7 @@ class RolloutRunner:
         per distinct reason); the rollout waits, and the next tick tries again."""
         r = stored.rollout
         reason = " ".join(f"cannot evaluate: {exc}".split()) or type(exc).__name__
-        status = (GateResult("evaluation", None, None, Verdict.WAITING, reason),)
+        status = (GateResult("evaluation", None, None, GateVerdict.WAITING, reason),)
         if r.gates == status:
             return
         unexpected = not isinstance(exc, EdgeFleetError | OSError)

@@ -27,7 +27,7 @@ from hub.alerts import BUILTIN_RULES, Alerter, AlertRule, load_rules
 from hub.api import ApiServer, HubContext, create_app
 from hub.audit import AuditLog
 from hub.broker import EmbeddedBroker
-from hub.directives import DirectivePublisher, DirectiveSigner
+from hub.dispatch import DirectivePublisher, DirectiveSigner
 from hub.errors import HubError
 from hub.ingest import Ingest
 from hub.keys import ROTATIONS_FILE, check_chain, init_keys, load_private_key

@@ -20,7 +20,7 @@ from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from hub.audit import AuditLog
-from hub.directives import DirectivePublisher, DirectiveSigner
+from hub.dispatch import DirectivePublisher, DirectiveSigner
 from hub.errors import UnavailableError
 from hub.operations import Deployer, DriftQueries
 from hub.registry import Registry

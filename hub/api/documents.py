@@ -19,13 +19,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from edge_agent.contract.messages import ModelVersion
-from hub.registry import ModelVersion as RegisteredVersion
+from hub.drift import DriftVerdict
+from hub.registry import RegisteredVersion
 from hub.store import DeviceRecord, EventRecord
 
 #: A JSON number, kept an integer when it is one (``float`` would write ``5`` as ``5.0``).
 Number = Annotated[int | float, WithJsonSchema({"type": "number"})]
 #: A drift verdict (see ``docs/drift.md``).
-Verdict = Literal["insufficient", "none", "minor", "drift", "major"]
 
 
 class Document(BaseModel):
@@ -273,7 +273,7 @@ class VersionList(Document):
 class DriftDecisionOut(Document):
     """One verdict over a set of distributions, with the deciding one."""
 
-    verdict: Verdict
+    verdict: DriftVerdict
     n: int
     n_needed: int | None
     drifted: list[str]
@@ -313,7 +313,7 @@ class FeatureDriftOut(Document):
     m_needed: int | None
     effect_reached: bool
     drifted: bool
-    verdict: Verdict
+    verdict: DriftVerdict
     reason: str
 
 

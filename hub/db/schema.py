@@ -218,7 +218,7 @@ def _m0011(db: Database) -> None:
 
 @MIGRATIONS(name="0012_directive_seqs")
 def _m0012(db: Database) -> None:
-    # Each device's last directive sequence (hub.directives), reserved before use.
+    # Each device's last directive sequence (hub.dispatch), reserved before use.
     db.execute(
         "CREATE TABLE IF NOT EXISTS directive_seqs (device_id TEXT PRIMARY KEY,"
         " seq INTEGER NOT NULL)"

@@ -26,7 +26,7 @@ from hub.alerts import (
     AlertRule,
     RuleState,
     Scope,
-    evaluate,
+    evaluate_rule,
     load_rules,
     metric_value,
 )
@@ -91,7 +91,7 @@ def run(r: AlertRule, series: list[tuple[float, float | None]]) -> list[tuple[fl
     state = RuleState()
     out: list[tuple[float, str]] = []
     for t, v in series:
-        state, tr = evaluate(r, v, t, state)
+        state, tr = evaluate_rule(r, v, t, state)
         if tr is not None:
             out.append((t, tr))
     return out

@@ -18,7 +18,7 @@ from edge_agent.contract.trust import TrustRoot
 from hub.alerts import read_alerts
 from hub.audit import AuditLog
 from hub.db import MIGRATIONS, DatabaseError, applied_migrations, migrate, open_database
-from hub.directives import DirectiveSigner
+from hub.dispatch import DirectiveSigner
 from hub.registry import Registry
 from hub.rollout import RolloutStore
 from hub.store import Store

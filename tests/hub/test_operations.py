@@ -19,7 +19,7 @@ from edge_agent.inference.accumulator import WindowAccumulator
 from edge_agent.inference.model import LoadedModel
 from hub.audit import AuditLog
 from hub.bundler import ReferenceData
-from hub.directives import DirectiveSigner
+from hub.dispatch import DirectiveSigner
 from hub.drift import DriftThresholds
 from hub.errors import NotFoundError
 from hub.modelkit.dataset import FEATURES, Drift, make_dataset

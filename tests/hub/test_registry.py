@@ -19,7 +19,7 @@ from edge_agent.errors import ValidationError
 from hub.bundler import ReferenceData, build_bundle, load_reference
 from hub.registry import (
     DowngradeError,
-    ModelVersion,
+    RegisteredVersion,
     Registry,
     RegistryError,
     Status,
@@ -353,7 +353,7 @@ def test_stored_file_changed_on_disk_is_refused_as_reference(registry, built):
 
 
 def test_concurrent_pushes_of_one_name_get_distinct_monotonic_versions(registry, model, reference):
-    results: list[ModelVersion] = []
+    results: list[RegisteredVersion] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
 

@@ -23,7 +23,7 @@ from hub.bundler import ReferenceData
 from hub.enroll import enroll_device, revoke_device
 from hub.rollout import RolloutSpec, Stage
 from hub.service import HubService, HubSettings
-from tests.hub.test_rollouts import OPEN_GATES
+from tests.hub.test_rollouts_on_a_fleet import OPEN_GATES
 
 pytestmark = pytest.mark.timeout(90)
 

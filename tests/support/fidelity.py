@@ -55,7 +55,7 @@ from hub.rollout import (
     Stage,
     StageMetrics,
     drift_gate_thresholds,
-    evaluate,
+    evaluate_rollout,
     new_rollout,
     start,
 )
@@ -230,7 +230,7 @@ def run_canary(
         total = w if total is None else add(total, w)
         drift = {name: decide(demo, total, rule)[1] for name, rule in rules.items()}
         metrics = StageMetrics.from_progress(progress, drift=drift)
-        r, _ = evaluate(r, now, progress, metrics, devices=fleet)
+        r, _ = evaluate_rollout(r, now, progress, metrics, devices=fleet)
         if now > 600.0 + gates.max_evidence_wait_s + window_s:
             raise AssertionError("the canary's stage never ended")
     return r.state

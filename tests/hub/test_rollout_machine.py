@@ -16,13 +16,13 @@ import pytest
 from edge_agent.contract.directive import Probation
 from edge_agent.contract.messages import Event, EventKind, ModelVersion, State
 from edge_agent.errors import ValidationError
-from hub.drift import DriftSummary, FeatureDrift
-from hub.drift import Verdict as DriftVerdict
+from hub.drift import DriftSummary, DriftVerdict, FeatureDrift
 from hub.rollout import (
     Action,
     DeviceProgress,
     DeviceStatus,
     Gates,
+    GateVerdict,
     Notify,
     PublishDirectives,
     Rollout,
@@ -34,13 +34,12 @@ from hub.rollout import (
     Selector,
     Stage,
     StageMetrics,
-    Verdict,
     abort,
     check_gates,
     cohort,
     conflicts,
     ensure_no_conflicts,
-    evaluate,
+    evaluate_rollout,
     new_rollout,
     pause,
     progress,
@@ -127,7 +126,7 @@ def step(
 ) -> tuple[Rollout, list[Action]]:
     members = cohort(r.spec, r.stage, devices) if members is None else members
     prog, metrics = healthy(members, **kw)
-    return evaluate(r, now, prog, metrics, devices=devices)
+    return evaluate_rollout(r, now, prog, metrics, devices=devices)
 
 
 # ---------------------------------------------------------------------------- assignment
@@ -243,14 +242,16 @@ def test_gate_results_report_value_limit_and_verdict() -> None:
     prog = {"a": DeviceProgress(DeviceStatus.PASSED), "b": DeviceProgress(DeviceStatus.PENDING)}
     m = StageMetrics.from_progress(prog, drift={"psi": summary(psi=0.1)}, latency_ratio=1.0)
     results = {g.name: g for g in check_gates(stage, m, 10.0)}
-    assert results["psi"].value == 0.1 and results["psi"].verdict == Verdict.WAITING
+    assert results["psi"].value == 0.1 and results["psi"].verdict == GateVerdict.WAITING
     assert results["psi"].detail.startswith("baking")  # a drift gate decides after the bake
-    assert results["js"].verdict == Verdict.WAITING and results["js"].detail == "not measured yet"
+    assert (
+        results["js"].verdict == GateVerdict.WAITING and results["js"].detail == "not measured yet"
+    )
     after = {g.name: g for g in check_gates(stage, m, BAKE)}
-    assert after["psi"].verdict == Verdict.PASS and after["psi"].limit == 0.2
-    assert results["success_share"].verdict == Verdict.WAITING
-    assert results["failure_share"].verdict == Verdict.WAITING
-    assert results["bake_s"].verdict == Verdict.WAITING
+    assert after["psi"].verdict == GateVerdict.PASS and after["psi"].limit == 0.2
+    assert results["success_share"].verdict == GateVerdict.WAITING
+    assert results["failure_share"].verdict == GateVerdict.WAITING
+    assert results["bake_s"].verdict == GateVerdict.WAITING
     assert results["min_count"].value == 1.0
 
 
@@ -270,7 +271,7 @@ def test_healthy_rollout_walks_all_stages_to_completed() -> None:
         # before bake_s the gates pass but the stage waits
         same, acts = step(r, now + BAKE - 1, devices)
         assert same.state == RolloutState.RUNNING and same.stage == k and not publishes(acts)
-        assert {g.name: g.verdict for g in same.gates}["bake_s"] == Verdict.WAITING
+        assert {g.name: g.verdict for g in same.gates}["bake_s"] == GateVerdict.WAITING
         now += BAKE
         r, acts = step(r, now, devices)
         for p in publishes(acts):
@@ -283,7 +284,7 @@ def test_healthy_rollout_walks_all_stages_to_completed() -> None:
     assert sorted(published) == sorted(devices) == list(r.touched)
     assert [t.to_state for t in r.history][-1] == RolloutState.COMPLETED
     assert any(isinstance(a, Notify) and "completed" in a.message for a in acts)
-    assert evaluate(r, now + 1, {}, StageMetrics(), devices=devices) == (r, [])
+    assert evaluate_rollout(r, now + 1, {}, StageMetrics(), devices=devices) == (r, [])
 
 
 def test_failing_canary_pauses_under_pause_policy() -> None:
@@ -293,12 +294,12 @@ def test_failing_canary_pauses_under_pause_policy() -> None:
     prog = {d: DeviceProgress(DeviceStatus.PASSED) for d in members}
     prog[members[0]] = DeviceProgress(DeviceStatus.FAILED, "failed: bad model")
     m = StageMetrics.from_progress(prog, drift=drift_of("none"), latency_ratio=1.0)
-    r2, actions = evaluate(r, T0 + 5, prog, m, devices=devices)
+    r2, actions = evaluate_rollout(r, T0 + 5, prog, m, devices=devices)
     assert r2.state == RolloutState.PAUSED
     assert not publishes(actions)
     assert "failure_share" in r2.history[-1].reason and "bad model" in r2.history[-1].reason
     assert any(isinstance(a, Notify) and "paused" in a.message for a in actions)
-    assert {g.name: g.verdict for g in r2.gates}["failure_share"] == Verdict.FAIL
+    assert {g.name: g.verdict for g in r2.gates}["failure_share"] == GateVerdict.FAIL
 
 
 def test_failing_stage_rolls_back_every_touched_device_under_rollback_policy() -> None:
@@ -310,7 +311,7 @@ def test_failing_stage_rolls_back_every_touched_device_under_rollback_policy() -
     assert list(r.touched) == touched
     prog = {d: DeviceProgress(DeviceStatus.ROLLED_BACK, "probation") for d in touched[:20]}
     m = StageMetrics(cohort=len(touched), failed=20, drift=drift_of("none"), latency_ratio=1.0)
-    r2, actions = evaluate(r, T0 + BAKE + 5, prog, m, devices=devices)
+    r2, actions = evaluate_rollout(r, T0 + BAKE + 5, prog, m, devices=devices)
     assert r2.state == RolloutState.ROLLED_BACK
     assert publishes(actions) == [PublishDirectives(tuple(touched), 2, "active", True)]
 
@@ -328,7 +329,7 @@ def test_overwhelming_drift_in_canary_fails_the_gate_during_the_bake() -> None:
     r2, _ = step(r, T0 + 1, devices, drift=drift_of("major", psi=0.35, p_adjusted=1e-12))
     assert r2.state == RolloutState.PAUSED
     psi = {g.name: g for g in r2.gates}["psi"]
-    assert psi.verdict == Verdict.FAIL and psi.value == 0.35 and psi.limit == 0.2
+    assert psi.verdict == GateVerdict.FAIL and psi.value == 0.35 and psi.limit == 0.2
     assert "psi=0.35" in r2.history[-1].reason and "early" in psi.detail
 
 
@@ -338,10 +339,10 @@ def test_significant_drift_fails_the_gate_at_the_end_of_the_bake_not_before() ->
     drifting = drift_of("drift", psi=0.3, p_adjusted=0.001)  # > alpha * 1e-3: not early
     during, _ = step(r, T0 + BAKE - 1, devices, drift=drifting)
     assert during.state == RolloutState.RUNNING
-    assert {g.name: g.verdict for g in during.gates}["psi"] == Verdict.WAITING
+    assert {g.name: g.verdict for g in during.gates}["psi"] == GateVerdict.WAITING
     after, _ = step(during, T0 + BAKE, devices, drift=drifting)
     assert after.state == RolloutState.PAUSED
-    assert {g.name: g.verdict for g in after.gates}["psi"] == Verdict.FAIL
+    assert {g.name: g.verdict for g in after.gates}["psi"] == GateVerdict.FAIL
 
 
 def test_drift_gate_never_fails_for_lack_of_evidence() -> None:
@@ -357,11 +358,11 @@ def test_drift_gate_never_fails_for_lack_of_evidence() -> None:
         waiting, _ = step(r, T0 + BAKE + wait_s - 1, devices, drift=thin)
         assert waiting.state == RolloutState.RUNNING and waiting.stage == 0
         psi = {g.name: g for g in waiting.gates}["psi"]
-        assert psi.verdict == Verdict.WAITING
+        assert psi.verdict == GateVerdict.WAITING
         assert psi.detail == "waiting for evidence: 100 of 500 predictions"
         done, _ = step(waiting, T0 + BAKE + wait_s, devices, drift=thin)
         assert done.state == end, policy
-        assert all(g.verdict != Verdict.FAIL for g in done.gates)
+        assert all(g.verdict != GateVerdict.FAIL for g in done.gates)
         if policy == "proceed":
             assert done.stage == 1  # passed on, noting it
         else:
@@ -376,7 +377,7 @@ def test_drift_gate_waits_for_evidence_even_when_drift_is_suspected() -> None:
     r2, _ = step(r, T0 + BAKE + 10, devices, drift=suspected)
     assert r2.state == RolloutState.RUNNING
     psi = {g.name: g for g in r2.gates}["psi"]
-    assert psi.verdict == Verdict.WAITING and "100 of 500" in psi.detail
+    assert psi.verdict == GateVerdict.WAITING and "100 of 500" in psi.detail
 
 
 def test_drift_gate_looks_once_a_pass_is_kept_for_the_stage() -> None:
@@ -386,12 +387,12 @@ def test_drift_gate_looks_once_a_pass_is_kept_for_the_stage() -> None:
     prog = {d: DeviceProgress(DeviceStatus.PASSED) for d in members}
     prog[members[0]] = DeviceProgress(DeviceStatus.ACTIVATED)  # success share still waiting
     m = StageMetrics.from_progress(prog, drift=drift_of("none"), latency_ratio=1.0)
-    first, _ = evaluate(r, T0 + BAKE, prog, m, devices=devices)
-    assert {g.name: g.verdict for g in first.gates}["psi"] == Verdict.PASS
+    first, _ = evaluate_rollout(r, T0 + BAKE, prog, m, devices=devices)
+    assert {g.name: g.verdict for g in first.gates}["psi"] == GateVerdict.PASS
     later = replace(m, drift=drift_of("drift", psi=0.3, p_adjusted=0.001))
-    second, _ = evaluate(first, T0 + BAKE + 5, prog, later, devices=devices)
+    second, _ = evaluate_rollout(first, T0 + BAKE + 5, prog, later, devices=devices)
     assert second.state == RolloutState.RUNNING
-    assert {g.name: g.verdict for g in second.gates}["psi"] == Verdict.PASS
+    assert {g.name: g.verdict for g in second.gates}["psi"] == GateVerdict.PASS
     # a resumed stage bakes, and looks, again
     paused, _ = pause(second, T0 + BAKE + 6)
     resumed, _ = resume(paused, T0 + BAKE + 7)
@@ -403,7 +404,7 @@ def test_missing_drift_measurement_waits() -> None:
     r, _ = started(make_spec(), devices)
     r2, _ = step(r, T0 + BAKE * 10, devices, drift={})
     assert r2.state == RolloutState.RUNNING and r2.stage == 0
-    assert {g.name: g.verdict for g in r2.gates}["psi"] == Verdict.WAITING
+    assert {g.name: g.verdict for g in r2.gates}["psi"] == GateVerdict.WAITING
 
 
 def test_latency_ratio_gate() -> None:
@@ -411,7 +412,7 @@ def test_latency_ratio_gate() -> None:
     r, _ = started(make_spec(), devices)
     slow, _ = step(r, T0 + BAKE, devices, latency_ratio=2.0)
     assert slow.state == RolloutState.PAUSED
-    assert {g.name: g.verdict for g in slow.gates}["latency_ratio"] == Verdict.FAIL
+    assert {g.name: g.verdict for g in slow.gates}["latency_ratio"] == GateVerdict.FAIL
     ok, _ = step(r, T0 + BAKE, devices, latency_ratio=1.4)
     assert ok.state == RolloutState.RUNNING and ok.stage == 1
 
@@ -459,13 +460,13 @@ def test_stale_devices_let_a_stage_complete() -> None:
     for d in members[:50]:
         prog[d] = DeviceProgress(DeviceStatus.PENDING)
     m = StageMetrics.from_progress(prog, latency_ratio=1.0)
-    waiting, _ = evaluate(r, T0 + BAKE, prog, m, devices=devices)
+    waiting, _ = evaluate_rollout(r, T0 + BAKE, prog, m, devices=devices)
     assert waiting.state == RolloutState.RUNNING  # offline devices still pending
     for d in members[:50]:
         prog[d] = DeviceProgress(DeviceStatus.STALE, "offline")
     m = StageMetrics.from_progress(prog, latency_ratio=1.0)
     assert m.stale == 50 and m.success_share == 1.0
-    done, _ = evaluate(r, T0 + BAKE, prog, m, devices=devices)
+    done, _ = evaluate_rollout(r, T0 + BAKE, prog, m, devices=devices)
     assert done.state == RolloutState.COMPLETED
 
 
@@ -479,7 +480,7 @@ def test_late_enrolled_device_joins_by_the_same_rule() -> None:
     assert joiners and all(d.startswith("late-") for d in joiners)
     prog, m = healthy(cohort(spec, 0, devices))
     m = replace(m, cohort=m.cohort + len(joiners))  # joiners still pending
-    r2, actions = evaluate(r, T0 + 1, prog, m, devices=more)
+    r2, actions = evaluate_rollout(r, T0 + 1, prog, m, devices=more)
     assert publishes(actions) == [PublishDirectives(tuple(joiners), 3, "active", False)]
     assert set(joiners) <= set(r2.touched)
 
