@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.contract.trust import TrustRoot
 from hub.modelkit.dataset import Drift
-from hub.rollout import RolloutState
+from hub.rollouts import RolloutState
 from tests.support.fidelity import (
     Counts,
     DemoBundle,

@@ -21,7 +21,7 @@ from edge_agent.contract.directive import Probation
 from hub.broker import free_port
 from hub.bundler import ReferenceData
 from hub.modelkit import build_demo
-from hub.rollout import Gates, RolloutSpec, Stage
+from hub.rollouts import Gates, RolloutSpec, Stage
 from hub.service import HubService, HubSettings
 from tests.support.mosquitto import Mosquitto
 

@@ -34,8 +34,8 @@ from hub.keys import ROTATIONS_FILE, check_chain, init_keys, load_private_key
 from hub.mqtt_relay import tune_gc_for_ingest
 from hub.plausibility import DEFAULT_MAX_RATE_PER_S, Limits
 from hub.registry import Registry
-from hub.rollout import RolloutStore
-from hub.rollout_runner import RolloutRunner
+from hub.rollouts import RolloutStore
+from hub.rollouts.runner import RolloutRunner
 from hub.store import Store
 from hub.tokens import TokenStore
 

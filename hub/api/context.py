@@ -24,7 +24,7 @@ from hub.dispatch import DirectivePublisher, DirectiveSigner
 from hub.errors import UnavailableError
 from hub.operations import Deployer, DriftQueries
 from hub.registry import Registry
-from hub.rollout_runner import RolloutRunner
+from hub.rollouts.runner import RolloutRunner
 from hub.store import Store
 from hub.tokens import SCOPES, TokenInfo, TokenStore
 

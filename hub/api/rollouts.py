@@ -10,12 +10,12 @@ from fastapi import APIRouter, Depends, Request
 from edge_agent.contract.canonical import parse_json
 from hub.api.context import DeployToken, Hub, ReadToken, RolloutId
 from hub.api.documents import RolloutDetail, RolloutList, RolloutOut
-from hub.rollout import RolloutSpec
+from hub.rollouts import RolloutSpec
 
 router = APIRouter(tags=["rollouts"])
 
 SPEC_BODY = (
-    "The rollout spec (``hub.rollout.RolloutSpec``): the document a rollout shows as"
+    "The rollout spec (``hub.rollouts.RolloutSpec``): the document a rollout shows as"
     " ``spec``, every field given (``on_insufficient`` may be left out)"
 )
 #: How long a rollout's per-stage device counts serve every caller.

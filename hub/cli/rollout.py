@@ -172,7 +172,7 @@ def rollout_start(
         except ValueError as exc:
             raise click.BadParameter("comma-separated percentages", param_hint="--stages") from exc
         from edge_agent.contract.directive import Probation
-        from hub.rollout import Gates, RolloutSpec, Selector, Stage
+        from hub.rollouts import Gates, RolloutSpec, Selector, Stage
 
         gates = Gates(
             max_psi=None if no_drift_gate else max_psi,

@@ -227,7 +227,7 @@ def _m0012(db: Database) -> None:
 
 @MIGRATIONS(name="0013_rollouts")
 def _m0013(db: Database) -> None:
-    # Rollouts (hub.rollout.RolloutStore) as versioned JSON documents.
+    # Rollouts (hub.rollouts.RolloutStore) as versioned JSON documents.
     db.execute(
         "CREATE TABLE IF NOT EXISTS rollouts ("
         " id TEXT PRIMARY KEY, model TEXT NOT NULL, state TEXT NOT NULL,"

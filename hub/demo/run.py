@@ -62,8 +62,8 @@ from hub.errors import HubError
 from hub.keys import load_private_key
 from hub.modelkit.demo import demo_schema
 from hub.registry import Registry
-from hub.rollout import Gates, RolloutSpec, RolloutStore, Stage
-from hub.rollout_runner import RolloutRunner
+from hub.rollouts import Gates, RolloutSpec, RolloutStore, Stage
+from hub.rollouts.runner import RolloutRunner
 from hub.service import HubService, HubSettings
 from hub.store import Store
 from hub.tokens import TokenStore

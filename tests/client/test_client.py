@@ -15,7 +15,7 @@ from edge_agent.contract.messages import EventKind, ModelVersion
 from edgefleet_client import AsyncHubClient, HubClient, HubError, RolloutDraft
 from edgefleet_client.sse import Backoff, SseParser
 from hub.broker import free_port
-from hub.rollout import RolloutSpec, Selector, Stage
+from hub.rollouts import RolloutSpec, Selector, Stage
 from tests.support.fleet import DEVICES, T0, record_alerts, running_fleet
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.tls import make_tls
@@ -140,7 +140,7 @@ def test_alerts_newest_first_filtered_and_paged(tmp_path, demo_dir, reference_x)
 def test_a_rollout_draft_is_the_spec_the_cli_builds(previous):
     """The draft's defaults are the CLI's: the same options give the same spec."""
     from edge_agent.contract.directive import Probation
-    from hub.rollout import Gates
+    from hub.rollouts import Gates
 
     draft = RolloutDraft(
         "r-9", "pump", 2, previous, ("site-a",), (0.1, 0.5, 1.0), 60.0,

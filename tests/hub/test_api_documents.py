@@ -35,7 +35,7 @@ from hub.bundler import ReferenceData
 from hub.drift import drift_report
 from hub.errors import ConflictError, HubError, NotFoundError, UnavailableError
 from hub.modelkit.dataset import FEATURES, make_dataset
-from hub.rollout import (
+from hub.rollouts import (
     Gates,
     RolloutConflictError,
     RolloutError,

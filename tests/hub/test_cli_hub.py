@@ -147,7 +147,7 @@ def test_model_drift_prints_each_verdict_with_its_evidence():
 def test_rollout_wait_says_what_it_waits_for():
     from edgefleet_client import Rollout
     from hub.cli.rollout import waiting_for
-    from hub.rollout import Gates, RolloutSpec, Stage
+    from hub.rollouts import Gates, RolloutSpec, Stage
 
     spec = RolloutSpec(
         id="r1", model="pump", target_version=2, previous_version=1,

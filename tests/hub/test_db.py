@@ -20,7 +20,7 @@ from hub.audit import AuditLog
 from hub.db import MIGRATIONS, DatabaseError, applied_migrations, migrate, open_database
 from hub.dispatch import DirectiveSigner
 from hub.registry import Registry
-from hub.rollout import RolloutStore
+from hub.rollouts import RolloutStore
 from hub.store import Store
 from hub.tokens import TokenStore
 

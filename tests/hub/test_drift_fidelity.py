@@ -22,7 +22,7 @@ from edge_agent.contract.trust import TrustRoot
 from edge_agent.inference.serving import Predictor
 from hub.drift import DriftThresholds, pool_bins
 from hub.modelkit.dataset import Drift
-from hub.rollout import RolloutState
+from hub.rollouts import RolloutState
 from tests.support.fidelity import (
     Counts,
     DemoBundle,

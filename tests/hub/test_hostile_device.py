@@ -127,7 +127,7 @@ def test_stored_absurd_rows_never_break_a_query(tmp_path, caplog):
 def test_a_rollout_whose_evaluation_fails_says_so_and_the_others_go_on(
     tmp_path, demo_dir, reference_x, monkeypatch
 ):
-    from hub.rollout import Gates, RolloutSpec, Stage
+    from hub.rollouts import Gates, RolloutSpec, Stage
     from hub.service import HubService, HubSettings
 
     settings = HubSettings(

@@ -21,7 +21,7 @@ from edge_agent.contract.topics import Channel, topic
 from hub.broker import free_port
 from hub.bundler import ReferenceData
 from hub.enroll import enroll_device, revoke_device
-from hub.rollout import RolloutSpec, Stage
+from hub.rollouts import RolloutSpec, Stage
 from hub.service import HubService, HubSettings
 from tests.hub.test_rollouts_on_a_fleet import OPEN_GATES
 

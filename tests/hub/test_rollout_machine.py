@@ -17,7 +17,7 @@ from edge_agent.contract.directive import Probation
 from edge_agent.contract.messages import Event, EventKind, ModelVersion, State
 from edge_agent.errors import ValidationError
 from hub.drift import DriftSummary, DriftVerdict, FeatureDrift
-from hub.rollout import (
+from hub.rollouts import (
     Action,
     DeviceProgress,
     DeviceStatus,

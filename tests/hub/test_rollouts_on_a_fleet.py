@@ -20,7 +20,7 @@ from hub.audit import AuditLog
 from hub.broker import free_port
 from hub.bundler import ReferenceData
 from hub.keys import load_private_key
-from hub.rollout import Gates, RolloutSpec, Stage
+from hub.rollouts import Gates, RolloutSpec, Stage
 from hub.service import HubService, HubSettings
 from tests.support.bundles import spoil_samples
 
@@ -409,7 +409,7 @@ def test_hub_restart_mid_stage_resumes_the_rollout(fleet):
     """The hub stops while stage 1 bakes (an hour: it cannot end before the stop) and
     comes back: the restarted hub carries on from the persisted stage, bake clock and
     touched devices (no directive sent twice), and completes the rollout."""
-    from hub.rollout import RolloutStore
+    from hub.rollouts import RolloutStore
 
     hub, agents, _ = fleet
     spec = RolloutSpec(

@@ -46,7 +46,7 @@ from hub.drift import (
     summarize,
 )
 from hub.modelkit.dataset import FEATURES, Drift, make_dataset
-from hub.rollout import (
+from hub.rollouts import (
     DeviceProgress,
     DeviceStatus,
     Gates,

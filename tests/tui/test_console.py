@@ -8,7 +8,7 @@ from textual.widgets import Button, DataTable, Input, Select, Static
 
 from edge_agent.contract.messages import Event as WireEvent
 from edge_agent.contract.messages import EventKind, ModelVersion
-from hub.rollout import RolloutSpec, Selector, Stage
+from hub.rollouts import RolloutSpec, Selector, Stage
 from tests.support.fleet import DEVICES, record_alerts
 from tests.support.tcp_proxy import TcpProxy
 from tests.tui.conftest import console, until

@@ -14,7 +14,7 @@ from rich.cells import cell_len
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
-from hub.rollout import RolloutSpec, Selector, Stage
+from hub.rollouts import RolloutSpec, Selector, Stage
 from tests.support.fleet import DEVICES, Fleet, record_alerts, running_fleet
 from tests.tui.conftest import console, until
 

@@ -1,9 +1,9 @@
-"""Runs the rollout state machine (:mod:`hub.rollout`) against the live fleet.
+"""Runs the rollout state machine (:mod:`hub.rollouts`) against the live fleet.
 
 Each tick, for every active rollout: the fleet (device tags), the cohort's progress
 from the events devices reported, the stage's measurements (drift of the target
 version on the cohort, latency p95 against the previous version, shadow agreement),
-then :func:`hub.rollout.evaluate`; the actions it returns are carried out (signed
+then :func:`hub.rollouts.evaluate_rollout`; the actions it returns are carried out (signed
 directives published, notes audited) and the rollout is saved. All decisions are
 the pure state machine's: this module only gathers inputs and performs outputs.
 """
@@ -24,7 +24,7 @@ from hub.audit import AuditLog
 from hub.errors import NotFoundError
 from hub.operations import Deployer, DriftQueries, DriftScope
 from hub.registry import Registry
-from hub.rollout import (
+from hub.rollouts import (
     Action,
     DeviceProgress,
     GateResult,
@@ -59,7 +59,7 @@ log = logging.getLogger("edgefleet.hub")
 @dataclass(frozen=True)
 class StageDevices:
     """The devices one stage adds to the rollout (its cohort minus the earlier
-    stages'), by status (:class:`hub.rollout.DeviceStatus` values) once the rollout has
+    stages'), by status (:class:`hub.rollouts.DeviceStatus` values) once the rollout has
     reached the stage; how many of them the hub sees offline now (seen before, not
     connected) and how many it has never seen."""
 
