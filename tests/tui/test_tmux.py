@@ -80,7 +80,10 @@ def test_the_console_command_in_a_terminal(fleet, tmp_path):
     try:
         term.wait_for(lambda s: "6 devices" in s and "pump:v2" in s, "the Pulse view")
         term.keys("2")
-        screen = term.wait_for(lambda s: "valve-01" in s and "offline" in s, "the Fleet view")
+        screen = term.wait_for(  # the breadcrumb: Pulse's panels name devices too
+            lambda s: "Pulse \u203a Fleet" in s and "valve-01" in s and "pump-05" in s,
+            "the Fleet view",
+        )
         assert "pump-05" in screen and "never" in screen
         term.keys("/")  # a person looks for the box before typing
         term.wait_for(lambda s: "tag:site-a  version:2" in s, "the filter box")
