@@ -43,6 +43,7 @@ from edge_agent.contract.input_schema import InputSchema
 from edge_agent.errors import EdgeFleetError
 from hub.api_fleet import fleet_router
 from hub.api_guard import BodyGuard, install_error_handlers
+from hub.api_history import history_router
 from hub.audit import AuditLog
 from hub.bundler import load_reference
 from hub.directives import DirectivePublisher, DirectiveSigner
@@ -192,6 +193,7 @@ def create_app(context: HubContext) -> FastAPI:
     app.dependency_overrides[_context] = lambda: context
     install_error_handlers(app)
     app.include_router(fleet_router(context, require))
+    app.include_router(history_router(context, require))
     # Two files (model and reference) at their limit, plus the form's own bytes.
     app.add_middleware(
         BodyGuard, tokens=context.tokens, max_body_bytes=2 * context.max_upload_bytes + (1 << 20)
