@@ -217,3 +217,20 @@ def test_history_routes_need_a_token_and_are_documented(hub):
     ):
         ok = schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
         assert ok["schema"]["$ref"].endswith(f"/{model}")
+
+
+def test_the_typed_client_reads_the_history_routes(hub):
+    from edgefleet_client import HubClient, HubError
+
+    url, token = hub
+    with HubClient(url, token) as client:
+        h = client.device_history("pump-1", hours=3, until=END, points=3)
+        assert [p.errors for p in h.points] == [0, 0, 120] and h.bucket_s == 3600.0
+        bins = client.drift_bins("pump", 1, feature=DRIFTED, device="pump-1", since=T0 + 7201)
+        assert bins.n == 360 and sum(bins.live_share) == pytest.approx(1.0)
+        history = client.drift_history("pump", 1, hours=3, until=END)
+        assert [h.start for h in history.hours] == [T0, T0 + 3600, T0 + 7200]
+        assert (history.hours[-1].psi_of(DRIFTED) or 0.0) > 0.25
+        with pytest.raises(HubError) as refused:
+            client.drift_bins("pump", 1, feature="nope")
+        assert refused.value.status == 400 and "no feature 'nope'" in refused.value.message
