@@ -18,6 +18,15 @@ from edgefleet_client import DeviceHistory, DriftBins, DriftHistory
 from tui.format import number
 
 
+def compact(plot: PlotWidget) -> PlotWidget:
+    """Tighter margins than textual-plot's defaults (the x label is left out: the
+    caption under the plots says what the axes are), so a plot still draws at 80x24."""
+    plot.set_reactive(PlotWidget.margin_top, 1)
+    plot.set_reactive(PlotWidget.margin_bottom, 1)
+    plot.set_reactive(PlotWidget.margin_left, 7)
+    return plot
+
+
 @dataclass(frozen=True)
 class Metric:
     """One health series of a device's history."""
@@ -71,9 +80,10 @@ def show_history(plot: PlotWidget, h: DeviceHistory, metric: Metric) -> str:
     plot.set_ylimits(0.0, None)
     plot.set_xlabel("hours ago")
     plot.set_ylabel(metric.label)
+    per = "window" if all(p.windows == 1 for p in h.points) else f"{number(h.bucket_s / 60)} min"
     return (
-        f"{metric.label} per {number(h.bucket_s / 60)} min, last {hours:g} h: "
-        f"{len(xs)} points, latest {number(ys[-1])}"
+        f"{metric.label}/{per} (x: hours ago), {hours:g} h: {len(xs)} points, "
+        f"latest {number(ys[-1])}"
     )
 
 
@@ -128,10 +138,13 @@ def show_bins(plot: PlotWidget, b: DriftBins) -> str:
     plot.set_xticks(None)
     plot.set_xlimits(-0.6, len(xs) - 0.4)
     plot.set_ylimits(0.0, None)
-    plot.set_xlabel(b.feature)
     plot.set_ylabel("share")
-    live_text = f"live (bars, {b.n - b.live_nan} values)" if sum(b.live) else "no live values"
-    return f"{b.feature}: reference (line) vs {live_text}"
+    live_text = f"live █ ({sum(b.live)})" if sum(b.live) else "no live values"
+    return f"{b.feature}: reference ─ vs {live_text}"
+
+
+#: The PSI axis ends here (a shift past it is off the chart; the caption says its value).
+PSI_AXIS_MAX = 1.0
 
 
 def psi_series(h: DriftHistory, feature: str) -> tuple[list[float], list[float]]:
@@ -164,13 +177,13 @@ def show_psi_history(plot: PlotWidget, h: DriftHistory, feature: str) -> str:
         plot.scatter(xs, ys, marker_style="cyan", hires_mode=HiResMode.BRAILLE)
     else:
         plot.plot(xs, ys, line_style="cyan", hires_mode=HiResMode.BRAILLE)
-    plot.set_xlimits(-hours, 0.0)
-    plot.set_ylimits(0.0, max([*ys, h.psi_major]) * 1.1)
-    plot.set_xlabel("hours ago")
+    plot.set_xlimits(max(-hours, xs[0] - 1.0), 0.0)  # from the first hour with data
+    # PSI is unbounded: past PSI_AXIS_MAX the lines would squash the thresholds flat.
+    plot.set_ylimits(0.0, min(PSI_AXIS_MAX, max([*ys, h.psi_major]) * 1.15))
     plot.set_ylabel("PSI")
     over = sum(1 for y in ys if h.psi_threshold is not None and y >= h.psi_threshold)
+    capped = f" (axis to {PSI_AXIS_MAX:g})" if max(ys) > PSI_AXIS_MAX else ""
     return (
-        f"{feature}: PSI per hour, {len(xs)} hours, {over} at or over "
-        f"{number(h.psi_threshold)} (yellow; major {number(h.psi_major)}, red), "
+        f"{feature}: PSI/hour{capped}, {over} of {len(xs)} h >= {number(h.psi_threshold)}, "
         f"latest {number(ys[-1])}"
     )

@@ -58,33 +58,32 @@ async def test_drift_view_shows_the_drifted_feature(own_fleet, agent_config, ref
         assert "major" not in others
         assert "300 predictions" in str(app.screen.query_one("#drift-summary", Static).render())
         # The plots follow the feature under the cursor: f0, its hour over the threshold.
-        await until(pilot, lambda: "f0: PSI per hour" in caption("#drift-plot-caption"), "f0")
+        await until(pilot, lambda: "f0: PSI/hour" in caption("#drift-plot-caption"), "f0")
         text = caption("#drift-plot-caption")
-        assert "1 hours, 1 at or over 0.1" in text, text
-        assert "f0: reference (line) vs live (bars, 300 values)" in text, text
+        assert "1 of 1 h >= 0.1" in text, text
+        assert "f0: reference ─ vs live █ (300)" in text, text
         assert all(p.display for p in app.screen.query(PlotWidget))
         await pilot.press("down")  # f1 did not drift: its hour stays under the line
         await until(
             pilot,
-            lambda: "f1: reference (line)" in caption("#drift-plot-caption"),
+            lambda: "f1: reference ─" in caption("#drift-plot-caption"),
             "f1's plots",
         )
-        assert "f1: PSI per hour, 1 hours, 0 at or over" in caption("#drift-plot-caption")
+        assert "f1: PSI/hour, 0 of 1 h >= 0.1" in caption("#drift-plot-caption")
 
         await pilot.press("colon", *f"device {config.device_id}", "enter")
         await until(pilot, lambda: app.screen.crumb == config.device_id, "the Device view")
         line = app.screen.query_one("#device-drift", Static)
         await until(pilot, lambda: "300 predictions" in str(line.render()), "its drift")
         assert "1 of 10 features drifted: f0 major" in str(line.render())
-        await until(
-            pilot, lambda: "predictions per" in caption("#device-plot-caption"), "its history"
-        )
+        await until(pilot, lambda: "predictions/" in caption("#device-plot-caption"), "its history")
         text = caption("#device-plot-caption")
-        assert "1 points, latest 300" in text and "f0: reference (line) vs live (bars, 300" in text
+        assert "predictions/window (x: hours ago), 6 h: 1 points, latest 300" in text, text
+        assert "f0: reference ─ vs live █ (300)" in text, text
         await pilot.press("m")
-        assert "p95 latency ms per" in caption("#device-plot-caption")
+        assert "p95 latency ms/" in caption("#device-plot-caption")
         await pilot.press("m")
-        assert "error rate % per" in caption("#device-plot-caption")
+        assert "error rate %/" in caption("#device-plot-caption")
         await pilot.press("f")
         await until(
             pilot, lambda: "f1: reference" in caption("#device-plot-caption"), "the next feature"
@@ -97,4 +96,4 @@ async def test_drift_view_shows_the_drifted_feature(own_fleet, agent_config, ref
         await until(
             pilot, lambda: "no predictions in" in caption("#device-plot-caption"), "no history"
         )
-        assert "f0: reference (line) vs no live values" in caption("#device-plot-caption")
+        assert "f0: reference ─ vs no live values" in caption("#device-plot-caption")

@@ -20,7 +20,7 @@ from edgefleet_client import DeviceDetail, DeviceHistory, DriftBins, DriftResult
 from tui.filters import device_state
 from tui.format import ago, number, ref, size
 from tui.messages import DeviceLoaded, DevicePlotsLoaded
-from tui.plots import METRICS, show_bins, show_history
+from tui.plots import METRICS, compact, show_bins, show_history
 from tui.screens.base import View
 from tui.screens.modals import DeployChoice, DeployDialog, TypedConfirm
 from tui.table_diff import Cell, sort_table, sync_table
@@ -83,10 +83,14 @@ class DeviceView(View):
         Binding("b", "rollback", "Roll back"),
         Binding("m", "next_metric", "Metric"),
         Binding("f", "next_feature", "Feature"),
+        Binding("p", "toggle_bottom", "Plots/events"),
     ]
     DEPLOY_ACTIONS = frozenset({"deploy", "rollback"})
     #: How far back the health history goes.
     HISTORY_HOURS = 6.0
+    #: From this terminal height on, the plots and the events show together; below
+    #: it one of them does (``p`` switches), so a plot keeps room to draw at 80x24.
+    TALL = 40
 
     def __init__(self, device_id: str) -> None:
         super().__init__()
@@ -97,6 +101,7 @@ class DeviceView(View):
         self.feature: str | None = None  # None: the version's first feature
         self.history: DeviceHistory | None = None
         self.bins: DriftBins | None = None
+        self.bottom = "plots"  # what a short terminal shows under the drift line
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="device-reason", classes="reason")
@@ -105,8 +110,8 @@ class DeviceView(View):
             yield Static("", id="device-versions", classes="panel")
         yield Static("", id="device-drift", classes="status")
         with Horizontal(id="device-plots"):
-            yield PlotWidget(id="device-history")
-            yield PlotWidget(id="device-bins")
+            yield compact(PlotWidget(id="device-history"))
+            yield compact(PlotWidget(id="device-bins"))
         yield Static("", id="device-plot-caption", classes="status")
         table = LiveTable(id="device-events", cursor_type="row")
         for column in EVENT_COLUMNS:
@@ -167,10 +172,24 @@ class DeviceView(View):
             bins.display = False
         else:
             captions.append(show_bins(bins, self.bins))
-        keys = "[dim](m: metric, f: feature)[/dim]"
-        self.query_one("#device-plot-caption", Static).update(
-            escape(" · ".join(captions)) + " " + keys
-        )
+        self.query_one("#device-plot-caption", Static).update(escape(" · ".join(captions)))
+
+    def on_resize(self) -> None:
+        self.arrange_bottom()
+
+    def arrange_bottom(self) -> None:
+        """Plots and events together on a tall terminal; on a short one the chosen one."""
+        tall = self.app.size.height >= self.TALL
+        plots = tall or self.bottom == "plots"
+        self.query_one("#device-plots").display = plots
+        self.query_one("#device-plot-caption").display = plots
+        self.query_one("#device-events").display = tall or self.bottom == "events"
+
+    def action_toggle_bottom(self) -> None:
+        self.bottom = "events" if self.bottom == "plots" else "plots"
+        self.arrange_bottom()
+        if self.app.size.height >= self.TALL:
+            self.notify("the plots and the events both show at this height")
 
     def action_next_metric(self) -> None:
         self.metric = (self.metric + 1) % len(METRICS)

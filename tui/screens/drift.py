@@ -16,7 +16,7 @@ from textual_plot import PlotWidget
 from edgefleet_client import DriftBins, DriftHistory, DriftResult
 from tui.format import number
 from tui.messages import DriftLoaded, DriftPlotsLoaded
-from tui.plots import show_bins, show_psi_history
+from tui.plots import compact, show_bins, show_psi_history
 from tui.screens.base import View
 from tui.table_diff import Cell, sync_table
 from tui.widgets import LiveTable
@@ -64,8 +64,8 @@ class DriftView(View):
             table.add_column(column, key=column)
         yield table
         with Horizontal(id="drift-plots"):
-            yield PlotWidget(id="drift-psi-history")
-            yield PlotWidget(id="drift-bins")
+            yield compact(PlotWidget(id="drift-psi-history"))
+            yield compact(PlotWidget(id="drift-bins"))
         yield Static("", id="drift-plot-caption", classes="status")
 
     def reload(self) -> None:
