@@ -39,9 +39,13 @@ class Metric:
 #: The device history's series, cycled by a key in the Device view.
 METRICS = (
     Metric("n", "predictions", "cyan"),
-    Metric("p95", "p95 latency ms", "yellow"),
-    Metric("errors", "error rate %", "red"),
+    Metric("p95", "p95 ms", "yellow"),
+    Metric("errors", "errors %", "red"),
 )
+#: textual-plot centres the y label on the left margin and leaves the ends of a longer
+#: previous label on screen: every label is centred to the widest (at most 11 wide, so
+#: none is cut at the compact margin).
+_WIDEST = max(len(m.label) for m in METRICS)
 
 
 def history_series(h: DeviceHistory, metric: Metric) -> tuple[list[float], list[float]]:
@@ -73,13 +77,14 @@ def show_history(plot: PlotWidget, h: DeviceHistory, metric: Metric) -> str:
         return f"no {metric.label} in the last {hours:g} h"
     plot.display = True
     if len(xs) == 1:
-        plot.scatter(xs, ys, marker_style=metric.colour, hires_mode=HiResMode.BRAILLE)
+        plot.scatter(xs, ys, marker="●", marker_style=metric.colour)
     else:
         plot.plot(xs, ys, line_style=metric.colour, hires_mode=HiResMode.BRAILLE)
-    plot.set_xlimits(-hours, 0.0)
-    plot.set_ylimits(0.0, None)
-    plot.set_xlabel("hours ago")
-    plot.set_ylabel(metric.label)
+    # From the first point on (a device that started an hour ago fills the width), and
+    # never a degenerate axis when every value is 0 (no errors).
+    plot.set_xlimits(max(-hours, xs[0] - h.bucket_s / 3600.0), 0.0)
+    plot.set_ylimits(0.0, max(ys) * 1.15 or 1.0)
+    plot.set_ylabel(metric.label.center(_WIDEST))
     per = "window" if all(p.windows == 1 for p in h.points) else f"{number(h.bucket_s / 60)} min"
     return (
         f"{metric.label}/{per} (x: hours ago), {hours:g} h: {len(xs)} points, "
@@ -173,13 +178,16 @@ def show_psi_history(plot: PlotWidget, h: DriftHistory, feature: str) -> str:
     if h.psi_threshold is not None:
         plot.plot(ends, [h.psi_threshold] * 2, line_style="yellow", hires_mode=HiResMode.BRAILLE)
     plot.plot(ends, [h.psi_major] * 2, line_style="red", hires_mode=HiResMode.BRAILLE)
+    # PSI is unbounded: past PSI_AXIS_MAX the lines would squash the thresholds flat, so
+    # the axis stops there and a larger value is drawn on its ceiling.
+    top = min(PSI_AXIS_MAX, max([*ys, h.psi_major]) * 1.15)
+    drawn = [min(y, top * 0.97) for y in ys]  # just under the ceiling: still drawn
     if len(xs) == 1:
-        plot.scatter(xs, ys, marker_style="cyan", hires_mode=HiResMode.BRAILLE)
+        plot.scatter(xs, drawn, marker="●", marker_style="cyan")
     else:
-        plot.plot(xs, ys, line_style="cyan", hires_mode=HiResMode.BRAILLE)
+        plot.plot(xs, drawn, line_style="cyan", hires_mode=HiResMode.BRAILLE)
     plot.set_xlimits(max(-hours, xs[0] - 1.0), 0.0)  # from the first hour with data
-    # PSI is unbounded: past PSI_AXIS_MAX the lines would squash the thresholds flat.
-    plot.set_ylimits(0.0, min(PSI_AXIS_MAX, max([*ys, h.psi_major]) * 1.15))
+    plot.set_ylimits(0.0, top)
     plot.set_ylabel("PSI")
     over = sum(1 for y in ys if h.psi_threshold is not None and y >= h.psi_threshold)
     capped = f" (axis to {PSI_AXIS_MAX:g})" if max(ys) > PSI_AXIS_MAX else ""

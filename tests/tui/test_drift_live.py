@@ -81,9 +81,9 @@ async def test_drift_view_shows_the_drifted_feature(own_fleet, agent_config, ref
         assert "predictions/window (x: hours ago), 6 h: 1 points, latest 300" in text, text
         assert "f0: reference ─ vs live █ (300)" in text, text
         await pilot.press("m")
-        assert "p95 latency ms/" in caption("#device-plot-caption")
+        assert "p95 ms/" in caption("#device-plot-caption")
         await pilot.press("m")
-        assert "error rate %/" in caption("#device-plot-caption")
+        assert "errors %/" in caption("#device-plot-caption")
         await pilot.press("f")
         await until(
             pilot, lambda: "f1: reference" in caption("#device-plot-caption"), "the next feature"
