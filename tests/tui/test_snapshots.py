@@ -29,7 +29,9 @@ def snap_fleet(tmp_path_factory, demo_dir, reference_x) -> Iterator[Fleet]:
     alerts of :func:`record_alerts` (one firing, one resolved), and six hours of
     pump-02's windows (:func:`record_windows`: f0 drifts in the last two)."""
     model = (demo_dir / "model-int8.tflite").read_bytes()
-    with running_fleet(tmp_path_factory.mktemp("hub"), model, reference_x) as f:
+    # One name in every session (the Audit view shows the data directory's last part).
+    data = tmp_path_factory.mktemp("snapshot-hub", numbered=False)
+    with running_fleet(data, model, reference_x) as f:
         record_windows(f.service, model, reference_x)
         spec = RolloutSpec(
             "canary-2", "pump", 2, 1, Selector(tags=("site-a",)),
