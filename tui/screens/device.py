@@ -143,6 +143,9 @@ class DeviceView(View):
         bins = None
         if detail.active is not None:
             a = detail.active
+            shown = self.bins
+            if shown is not None and (shown.model, shown.version) != (a.name, a.version):
+                self.feature = None  # another version now: its first feature
             bins = await self.fetch(
                 client.drift_bins(a.name, a.version, feature=self.feature, device=self.device_id)
             )
