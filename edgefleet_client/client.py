@@ -28,7 +28,10 @@ from edgefleet_client.models import (
     DeployResult,
     Device,
     DeviceDetail,
+    DeviceHistory,
     DevicePage,
+    DriftBins,
+    DriftHistory,
     DriftResult,
     Event,
     EventPage,
@@ -260,6 +263,39 @@ class _Calls:
         )
 
     @staticmethod
+    def device_history(
+        device_id: str, hours: float, until: float | None, points: int, role: str
+    ) -> _Call:
+        params = _params(hours=hours, until=until, points=points, role=role)
+        return _Call("GET", f"/v1/devices/{device_id}/history", DeviceHistory.from_json, params)
+
+    @staticmethod
+    def drift_bins(
+        name: str,
+        version: int,
+        feature: str | None,
+        device: str | None,
+        tag: str | None,
+        since: float | None,
+    ) -> _Call:
+        params = _params(feature=feature, device=device, tag=tag, since=since)
+        path = f"/v1/models/{name}/versions/{version}/drift/bins"
+        return _Call("GET", path, DriftBins.from_json, params)
+
+    @staticmethod
+    def drift_history(
+        name: str,
+        version: int,
+        hours: float,
+        until: float | None,
+        device: str | None,
+        tag: str | None,
+    ) -> _Call:
+        params = _params(hours=hours, until=until, device=device, tag=tag)
+        path = f"/v1/models/{name}/versions/{version}/drift/history"
+        return _Call("GET", path, DriftHistory.from_json, params)
+
+    @staticmethod
     def audit(after_id: int, limit: int) -> _Call:
         params = _params(after_id=after_id, limit=limit)
         return _Call("GET", "/v1/audit", AuditPage.from_json, params)
@@ -487,6 +523,64 @@ class HubClient:
             HubError: 404 for an unknown model version, 422 for a rule that cannot decide.
         """
         result: DriftResult = self._send(_Calls.drift(name, version, device, tag, since, alpha))
+        return result
+
+    def device_history(
+        self,
+        device_id: str,
+        *,
+        hours: float = 6.0,
+        until: float | None = None,
+        points: int = 240,
+        role: Literal["active", "shadow"] = "active",
+    ) -> DeviceHistory:
+        """A device's predictions, p95 latency and error rate over the ``hours`` before
+        ``until`` (default: the hub's now), in at most ``points`` buckets.
+
+        Raises:
+            HubError: 404 for an unknown device, 400 for a bad parameter.
+        """
+        call = _Calls.device_history(device_id, hours, until, points, role)
+        result: DeviceHistory = self._send(call)
+        return result
+
+    def drift_bins(
+        self,
+        name: str,
+        version: int,
+        *,
+        feature: str | None = None,
+        device: str | None = None,
+        tag: str | None = None,
+        since: float | None = None,
+    ) -> DriftBins:
+        """One feature's reference vs live bins (default: the first feature) over the
+        fleet, a device or a tag cohort.
+
+        Raises:
+            HubError: 404 for an unknown version, 400 for an unknown feature.
+        """
+        call = _Calls.drift_bins(name, version, feature, device, tag, since)
+        result: DriftBins = self._send(call)
+        return result
+
+    def drift_history(
+        self,
+        name: str,
+        version: int,
+        *,
+        hours: float = 24.0,
+        until: float | None = None,
+        device: str | None = None,
+        tag: str | None = None,
+    ) -> DriftHistory:
+        """PSI and verdict per feature for each hour of the ``hours`` before ``until``.
+
+        Raises:
+            HubError: 404 for an unknown version, 400 for a bad parameter.
+        """
+        call = _Calls.drift_history(name, version, hours, until, device, tag)
+        result: DriftHistory = self._send(call)
         return result
 
     def audit(self, *, after_id: int = 0, limit: int = 100) -> AuditPage:
@@ -803,6 +897,62 @@ class AsyncHubClient:
         """
         call = _Calls.drift(name, version, device, tag, since, alpha)
         result: DriftResult = await self._send(call)
+        return result
+
+    async def device_history(
+        self,
+        device_id: str,
+        *,
+        hours: float = 6.0,
+        until: float | None = None,
+        points: int = 240,
+        role: Literal["active", "shadow"] = "active",
+    ) -> DeviceHistory:
+        """As :meth:`HubClient.device_history`.
+
+        Raises:
+            HubError: as :meth:`HubClient.device_history`.
+        """
+        call = _Calls.device_history(device_id, hours, until, points, role)
+        result: DeviceHistory = await self._send(call)
+        return result
+
+    async def drift_bins(
+        self,
+        name: str,
+        version: int,
+        *,
+        feature: str | None = None,
+        device: str | None = None,
+        tag: str | None = None,
+        since: float | None = None,
+    ) -> DriftBins:
+        """As :meth:`HubClient.drift_bins`.
+
+        Raises:
+            HubError: as :meth:`HubClient.drift_bins`.
+        """
+        call = _Calls.drift_bins(name, version, feature, device, tag, since)
+        result: DriftBins = await self._send(call)
+        return result
+
+    async def drift_history(
+        self,
+        name: str,
+        version: int,
+        *,
+        hours: float = 24.0,
+        until: float | None = None,
+        device: str | None = None,
+        tag: str | None = None,
+    ) -> DriftHistory:
+        """As :meth:`HubClient.drift_history`.
+
+        Raises:
+            HubError: as :meth:`HubClient.drift_history`.
+        """
+        call = _Calls.drift_history(name, version, hours, until, device, tag)
+        result: DriftHistory = await self._send(call)
         return result
 
     async def audit(self, *, after_id: int = 0, limit: int = 100) -> AuditPage:

@@ -835,3 +835,189 @@ class AlertPage:
         """Parse strictly. Raises: ResponseError: malformed."""
         o = _Obj(value, where)
         return cls(_items(o, "alerts", Alert.from_json), o.integer("firing"), o.opt_integer("next"))
+
+
+def _numbers(o: _Obj, key: str) -> tuple[float, ...]:
+    items = o.array(key)
+    for i, item in enumerate(items):
+        if isinstance(item, bool) or not isinstance(item, int | float):
+            raise ResponseError(f"{o.where}.{key}[{i}]: expected a number")
+    return tuple(float(v) for v in items)
+
+
+def _integers(o: _Obj, key: str) -> tuple[int, ...]:
+    items = o.array(key)
+    for i, item in enumerate(items):
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise ResponseError(f"{o.where}.{key}[{i}]: expected an integer")
+    return tuple(items)
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """A device's windows starting in ``[start, end)``: predictions ``n``, errors, the
+    p95 latency in ms and the error rate (None: nothing timed / no attempts)."""
+
+    start: float
+    end: float
+    windows: int
+    n: int
+    errors: int
+    p95_ms: float | None
+    error_rate: float | None
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "point") -> HistoryPoint:
+        """Parse strictly. Raises: ResponseError: malformed."""
+        o = _Obj(value, where)
+        return cls(
+            o.number("start"),
+            o.number("end"),
+            o.integer("windows"),
+            o.integer("n"),
+            o.integer("errors"),
+            o.opt_number("p95_ms"),
+            o.opt_number("error_rate"),
+        )
+
+
+@dataclass(frozen=True)
+class DeviceHistory:
+    """``GET /v1/devices/{id}/history``: a device's health per bucket, oldest first
+    (buckets without a window left out)."""
+
+    device_id: str
+    role: str
+    since: float
+    until: float
+    bucket_s: float
+    points: tuple[HistoryPoint, ...]
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "history") -> DeviceHistory:
+        """Parse strictly. Raises: ResponseError: malformed."""
+        o = _Obj(value, where)
+        return cls(
+            o.text("device_id"),
+            o.text("role"),
+            o.number("since"),
+            o.number("until"),
+            o.number("bucket_s"),
+            _items(o, "points", HistoryPoint.from_json),
+        )
+
+
+@dataclass(frozen=True)
+class DriftBins:
+    """One feature's reference proportions and live counts over the bundle's bins
+    (``[underflow, interior bins..., overflow]``, NaN apart in ``live_nan``)."""
+
+    model: str
+    version: int
+    feature: str
+    features: tuple[str, ...]
+    edges: tuple[float, ...]
+    reference: tuple[float, ...]
+    reference_counts: tuple[int, ...]
+    live: tuple[int, ...]
+    live_nan: int
+    n: int
+    since: float | None
+
+    @property
+    def live_share(self) -> tuple[float, ...]:
+        """The live counts as proportions (zeros when nothing was counted)."""
+        total = sum(self.live)
+        return tuple(c / total if total else 0.0 for c in self.live)
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "bins") -> DriftBins:
+        """Parse strictly. Raises: ResponseError: malformed or inconsistent lengths."""
+        o = _Obj(value, where)
+        bins = cls(
+            o.text("model"),
+            o.integer("version"),
+            o.text("feature"),
+            o.strs("features"),
+            _numbers(o, "edges"),
+            _numbers(o, "reference"),
+            _integers(o, "reference_counts"),
+            _integers(o, "live"),
+            o.integer("live_nan"),
+            o.integer("n"),
+            o.opt_number("since"),
+        )
+        k = len(bins.edges) + 1
+        if not len(bins.reference) == len(bins.reference_counts) == len(bins.live) == k:
+            raise ResponseError(f"{where}: {len(bins.edges)} edges need {k} bins in each list")
+        return bins
+
+
+@dataclass(frozen=True)
+class FeaturePsi:
+    """One feature in one hour: PSI (None without finite values) and its verdict."""
+
+    name: str
+    psi: float | None
+    verdict: str
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "feature") -> FeaturePsi:
+        """Parse strictly. Raises: ResponseError: malformed."""
+        o = _Obj(value, where)
+        return cls(o.text("name"), o.opt_number("psi"), o.text("verdict"))
+
+
+@dataclass(frozen=True)
+class DriftHour:
+    """The windows ending in one hour, decided on their own."""
+
+    start: float
+    n: int
+    features: tuple[FeaturePsi, ...]
+    verdict: str
+
+    def psi_of(self, feature: str) -> float | None:
+        """The hour's PSI of ``feature`` (None when absent or unscored)."""
+        return next((f.psi for f in self.features if f.name == feature), None)
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "hour") -> DriftHour:
+        """Parse strictly. Raises: ResponseError: malformed."""
+        o = _Obj(value, where)
+        return cls(
+            o.number("start"),
+            o.integer("n"),
+            _items(o, "features", FeaturePsi.from_json),
+            o.text("verdict"),
+        )
+
+
+@dataclass(frozen=True)
+class DriftHistory:
+    """``GET /v1/models/{name}/versions/{v}/drift/history``: per hour, oldest first, each
+    feature's PSI and verdict; ``psi_threshold`` (worth acting on) and ``psi_major``."""
+
+    model: str
+    version: int
+    role: str
+    since: float
+    until: float
+    psi_threshold: float | None
+    psi_major: float
+    hours: tuple[DriftHour, ...]
+
+    @classmethod
+    def from_json(cls, value: Any, where: str = "drift_history") -> DriftHistory:
+        """Parse strictly. Raises: ResponseError: malformed."""
+        o = _Obj(value, where)
+        return cls(
+            o.text("model"),
+            o.integer("version"),
+            o.text("role"),
+            o.number("since"),
+            o.number("until"),
+            o.opt_number("psi_threshold"),
+            o.number("psi_major"),
+            _items(o, "hours", DriftHour.from_json),
+        )

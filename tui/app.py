@@ -117,9 +117,13 @@ class ConsoleApp(App[None]):
         health_s: float = 5.0,
         light: bool = False,
         stream: bool = True,
+        redact: bool = False,
     ) -> None:
-        """A console on ``client``; ``clock`` gives "now" for the ages it shows."""
+        """A console on ``client``; ``clock`` gives "now" for the ages it shows;
+        ``redact`` masks what only the hub's own clock and keys decide (bundle digests,
+        registration and audit times, token ids), for reproducible screenshots."""
         super().__init__()
+        self.redact = redact
         self.client, self.hub_url, self.clock = client, hub_url, clock
         self.refresh_s, self.health_s, self.stream = refresh_s, health_s, stream
         self.start_theme = THEMES[1] if light else THEMES[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from edgefleet_client import ModelRef
 
 
@@ -45,3 +47,20 @@ def number(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "-"
     return f"{value:.{digits}g}"
+
+
+#: Hex runs this long or longer are digests or token ids.
+_HEX_RUN = re.compile(r"[0-9a-f]{8,}")
+
+
+def masked(text: str) -> str:
+    """``text`` with every digit and hex run replaced by ``·`` (its width kept)."""
+    return re.sub(r"[0-9]", "·", _HEX_RUN.sub(lambda m: "·" * len(m.group()), text))
+
+
+def mask_ids(text: str) -> str:
+    """``text`` with hex runs of 8 or more (digests, token ids) replaced by ``·``, and
+    an absolute path (the hub's data directory) shortened to ``…/<its last part>``."""
+    if text.startswith("/"):
+        text = "…/" + text.rstrip("/").rpartition("/")[2]
+    return _HEX_RUN.sub(lambda m: "·" * len(m.group()), text)

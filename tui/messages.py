@@ -11,7 +11,10 @@ from edgefleet_client import (
     AlertPage,
     AuditEntry,
     DeviceDetail,
+    DeviceHistory,
     DevicePage,
+    DriftBins,
+    DriftHistory,
     DriftResult,
     Event,
     FleetSummary,
@@ -54,6 +57,15 @@ class DeviceLoaded(Message):
 
 
 @dataclass
+class DevicePlotsLoaded(Message):
+    """A device's health history and the reference vs live bins of one feature of its
+    active version on it (None: the hub could not say, or no active version)."""
+
+    history: DeviceHistory | None
+    bins: DriftBins | None
+
+
+@dataclass
 class RolloutsLoaded(Message):
     """Every rollout (the list) or the active ones (Pulse)."""
 
@@ -87,6 +99,14 @@ class DriftLoaded(Message):
     """One version's fleet drift."""
 
     result: DriftResult
+
+
+@dataclass
+class DriftPlotsLoaded(Message):
+    """A version's PSI per hour and the bins of the chosen feature (None: unavailable)."""
+
+    history: DriftHistory | None
+    bins: DriftBins | None
 
 
 @dataclass

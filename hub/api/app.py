@@ -14,13 +14,37 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from edge_agent import __version__
-from hub.api import alerts, audit, bundles, devices, events, fleet, health, models, rollouts, tokens
+from hub.api import (
+    alerts,
+    audit,
+    bundles,
+    devices,
+    events,
+    fleet,
+    health,
+    history,
+    models,
+    rollouts,
+    tokens,
+)
 from hub.api.context import HubContext
 from hub.api.errors import install_error_handlers
 from hub.api.guard import BodyGuard
 
 #: Every route module, in the order ``/openapi.json`` lists them.
-ROUTERS = (health, tokens, devices, events, rollouts, models, bundles, audit, fleet, alerts)
+ROUTERS = (
+    health,
+    tokens,
+    devices,
+    events,
+    rollouts,
+    models,
+    bundles,
+    audit,
+    fleet,
+    alerts,
+    history,
+)
 
 
 def create_app(context: HubContext) -> FastAPI:

@@ -128,3 +128,44 @@ def running_fleet(
             for scope in ("admin", "deploy", "read")
         }
         yield Fleet(service, tokens)
+
+
+def record_windows(
+    service: HubService,
+    model_bytes: bytes,
+    reference: np.ndarray,
+    device: str = "pump-02",
+    now: float = T0,
+    hours: int = 6,
+) -> None:
+    """Store ``hours`` of 10-minute windows of ``pump`` v1 for ``device``, ending at
+    ``now``, as an agent counts them (the real accumulator on the real model): 40
+    predictions each on reference rows (fixed seed); in the last two hours feature
+    ``f0`` drifts (3 reference deviations), invocations slow from 1 to 20 ms, and one
+    in ten fails."""
+    from edge_agent.contract.messages import MetricsMessage
+    from edge_agent.inference.accumulator import WindowAccumulator
+    from edge_agent.inference.model import LoadedModel
+
+    assert service.registry is not None and service.store is not None
+    ref = service.registry.reference("pump", 1)
+    model = LoadedModel(model_bytes)
+    rng = np.random.default_rng(7)
+    count = hours * 6
+    messages = []
+    for q in range(count):
+        start = now - (count - q) * 600.0
+        late = q >= count - 12
+        x = reference[rng.integers(len(reference), size=40)].astype(np.float64)
+        if late:
+            x[:, 0] += 3 * reference[:, 0].std()
+        probs = model.predict(x.astype(np.float32))
+        acc = WindowAccumulator(ref, "pump", 1, clock=lambda s=start: s)
+        for row, p in zip(x, probs, strict=True):
+            acc.record(row, p, 0.020 if late else 0.001)
+        if late:
+            acc.record_error("invoke_error", 4)
+        w = acc.close(now=start + 600.0)
+        assert w is not None
+        messages.append(MetricsMessage(device, q + 1, q + 1, (w,)))
+    service.store.store_metrics(messages)

@@ -541,3 +541,29 @@ async def test_deploy_to_marked_devices_after_typing_their_count(own_fleet):
         await until(pilot, lambda: published() == ["pump-01", "pump-04"], "both directives")
         await until(pilot, lambda: not view.marked, "the marks cleared")
         assert any("sent to 2 of 2 devices" in n.message for n in app._notifications)
+
+
+async def test_a_short_terminal_switches_between_plots_and_events(fleet):
+    """At 80x24 a plot needs the room: the Device view shows its plots or its events,
+    ``p`` switches; at 160x48 both show."""
+    app = console(fleet, "read", stream=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("colon", *"device pump-03", "enter")
+        await until(pilot, lambda: isinstance(app.screen, DeviceView), "the Device view")
+        view = app.screen
+        plots, events = view.query_one("#device-plots"), view.query_one("#device-events")
+        caption = view.query_one("#device-plot-caption", Static)
+        await until(pilot, lambda: "no predictions in the last 6 h" in text(caption), "plots")
+        assert plots.display and not events.display
+        await pilot.press("p")
+        assert events.display and not plots.display and not caption.display
+        await until(pilot, lambda: events.row_count == 3, "the device's events")
+        await pilot.press("p")
+        assert plots.display and not events.display
+    app = console(fleet, "read", stream=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("colon", *"device pump-03", "enter")
+        await until(pilot, lambda: isinstance(app.screen, DeviceView), "the Device view")
+        view = app.screen
+        await until(pilot, lambda: view.query_one("#device-events").display, "the events")
+        assert view.query_one("#device-plots").display

@@ -141,3 +141,58 @@ def test_a_bad_rollout_field_is_named_in_one_line(change, field, message):
     draft, errors = check_rollout(replace(GOOD, **change))
     assert draft is None and list(errors) == [field]
     assert message in errors[field] and "\n" not in errors[field]
+
+
+def test_plot_series_from_the_hubs_answers():
+    from edgefleet_client import (
+        DeviceHistory,
+        DriftBins,
+        DriftHistory,
+        DriftHour,
+        FeaturePsi,
+        HistoryPoint,
+    )
+    from tui.plots import METRICS, BinAxis, bin_series, history_series, psi_series
+
+    until = 10_000.0
+    h = DeviceHistory("d", "active", until - 3 * 3600, until, 600.0, (
+        HistoryPoint(until - 7200, until - 6600, 1, 40, 0, 1.2, 0.0),
+        HistoryPoint(until - 3600, until - 3000, 1, 30, 10, None, None),  # nothing timed
+    ))  # fmt: skip
+    n, p95, errors = METRICS
+    assert history_series(h, n) == ([-2.0, -1.0], [40.0, 30.0])
+    assert history_series(h, p95) == ([-2.0], [1.2])  # the untimed point has no p95
+    assert history_series(h, errors) == ([-2.0], [0.0])
+
+    b = DriftBins("pump", 1, "f0", ("f0",), (0.0, 1.0), (0.25, 0.5, 0.25), (1, 2, 1),
+                  (0, 3, 1), 2, 6, None)  # fmt: skip
+    xs, live, step_x, step_y = bin_series(b)
+    assert xs == [0.0, 1.0, 2.0] and live == [0.0, 0.75, 0.25]
+    assert step_x == [-0.5, 0.5, 0.5, 1.5, 1.5, 2.5] and step_y == [
+        0.25,
+        0.25,
+        0.5,
+        0.5,
+        0.25,
+        0.25,
+    ]
+    axis = BinAxis(b.edges)
+    assert axis.get_labels_for_ticks([0.0, 1.0, 2.0]) == ["<0", "0", ">1"]
+
+    d = DriftHistory("pump", 1, "active", until - 24 * 3600, until, 0.1, 0.25, (
+        DriftHour(until - 7200, 100, (FeaturePsi("f0", 0.05, "none"),), "none"),
+        DriftHour(until - 3600, 100, (FeaturePsi("f0", None, "insufficient"),), "insufficient"),
+        DriftHour(until - 1800, 100, (FeaturePsi("f0", 0.4, "major"),), "major"),
+    ))  # fmt: skip
+    assert psi_series(d, "f0") == ([-2.0, -0.5], [0.05, 0.4])
+    assert psi_series(d, "f9") == ([], [])
+
+
+def test_redaction_masks_digests_times_and_paths():
+    from tui.format import mask_ids, masked
+
+    assert masked("2026-12-01 13:05") == "····-··-·· ··:··"
+    assert masked("0a1b2c3d4e5f") == "············"
+    assert mask_ids("token:0a1b2c3d4e5f:ops") == "token:············:ops"
+    assert mask_ids("/tmp/pytest-of-root/pytest-531/hub0") == "…/hub0"
+    assert mask_ids("canary-2") == "canary-2"

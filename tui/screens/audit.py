@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from edgefleet_client import AuditEntry
+from tui.format import mask_ids, masked
 from tui.messages import AuditLoaded
 from tui.screens.base import View
 from tui.screens.device import clock_time
@@ -60,13 +61,14 @@ class AuditView(View):
     def _loaded(self, message: AuditLoaded) -> None:
         verified, problem, entries = message.verified, message.problem, message.entries
         status = self.query_one("#audit-status", Static)
+        redact = self.console.redact
         rows = {
             str(e.id): [
                 Cell(str(e.id), sort=e.id),
-                Cell(clock_time(e.ts), sort=e.ts),
-                Cell(e.actor),
+                Cell(masked(clock_time(e.ts)) if redact else clock_time(e.ts), sort=e.ts),
+                Cell(mask_ids(e.actor) if redact else e.actor),
                 Cell(e.action),
-                Cell(e.target),
+                Cell(mask_ids(e.target) if redact else e.target),
             ]
             for e in entries
         }

@@ -1,4 +1,6 @@
-"""Device: state, versions, health, the drift of its active version on this device and
+"""Device: state, versions, health, its health history (predictions, p95 latency, error
+rate per window: ``m`` cycles) and the reference vs live histogram of one feature of its
+active version on this device (``f`` cycles) as plots, the drift of that version here and
 its recent events; deploy a version (active or shadow) or roll back to the previous one."""
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Static
+from textual_plot import PlotWidget
 
-from edgefleet_client import DeviceDetail, DriftResult, Event
+from edgefleet_client import DeviceDetail, DeviceHistory, DriftBins, DriftResult, Event
 from tui.filters import device_state
 from tui.format import ago, number, ref, size
-from tui.messages import DeviceLoaded
+from tui.messages import DeviceLoaded, DevicePlotsLoaded
+from tui.plots import METRICS, compact, show_bins, show_history
 from tui.screens.base import View
 from tui.screens.modals import DeployChoice, DeployDialog, TypedConfirm
 from tui.table_diff import Cell, sort_table, sync_table
@@ -77,14 +81,27 @@ class DeviceView(View):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("d", "deploy", "Deploy"),
         Binding("b", "rollback", "Roll back"),
+        Binding("m", "next_metric", "Metric"),
+        Binding("f", "next_feature", "Feature"),
+        Binding("p", "toggle_bottom", "Plots/events"),
     ]
     DEPLOY_ACTIONS = frozenset({"deploy", "rollback"})
+    #: How far back the health history goes.
+    HISTORY_HOURS = 6.0
+    #: From this terminal height on, the plots and the events show together; below
+    #: it one of them does (``p`` switches), so a plot keeps room to draw at 80x24.
+    TALL = 40
 
     def __init__(self, device_id: str) -> None:
         super().__init__()
         self.device_id = device_id
         self.crumb = device_id
         self.detail: DeviceDetail | None = None
+        self.metric = 0  # index in METRICS
+        self.feature: str | None = None  # None: the version's first feature
+        self.history: DeviceHistory | None = None
+        self.bins: DriftBins | None = None
+        self.bottom = "plots"  # what a short terminal shows under the drift line
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="device-reason", classes="reason")
@@ -92,6 +109,10 @@ class DeviceView(View):
             yield Static("loading…", id="device-state", classes="panel")
             yield Static("", id="device-versions", classes="panel")
         yield Static("", id="device-drift", classes="status")
+        with Horizontal(id="device-plots"):
+            yield compact(PlotWidget(id="device-history"))
+            yield compact(PlotWidget(id="device-bins"))
+        yield Static("", id="device-plot-caption", classes="status")
         table = LiveTable(id="device-events", cursor_type="row")
         for column in EVENT_COLUMNS:
             table.add_column(column, key=column)
@@ -114,11 +135,76 @@ class DeviceView(View):
             a = detail.active
             drift = await self.fetch(client.drift(a.name, a.version, device=self.device_id))
         self.post_message(DeviceLoaded(detail, recent or (), drift))
+        history = await self.fetch(
+            client.device_history(
+                self.device_id, hours=self.HISTORY_HOURS, until=self.console.clock()
+            )
+        )
+        bins = None
+        if detail.active is not None:
+            a = detail.active
+            shown = self.bins
+            if shown is not None and (shown.model, shown.version) != (a.name, a.version):
+                self.feature = None  # another version now: its first feature
+            bins = await self.fetch(
+                client.drift_bins(a.name, a.version, feature=self.feature, device=self.device_id)
+            )
+        self.post_message(DevicePlotsLoaded(history, bins))
 
     @on(DeviceLoaded)
     def _loaded(self, message: DeviceLoaded) -> None:
         self.show(message.detail, list(message.events))
         self.query_one("#device-drift", Static).update(drift_line(message.detail, message.drift))
+
+    @on(DevicePlotsLoaded)
+    def _plots_loaded(self, message: DevicePlotsLoaded) -> None:
+        self.history, self.bins = message.history, message.bins
+        self.show_plots()
+
+    def show_plots(self) -> None:
+        """Draw the health history's chosen metric and the chosen feature's bins."""
+        captions = []
+        history = self.query_one("#device-history", PlotWidget)
+        if self.history is None:
+            history.display = False
+            captions.append("health history unavailable")
+        else:
+            captions.append(show_history(history, self.history, METRICS[self.metric]))
+        bins = self.query_one("#device-bins", PlotWidget)
+        if self.bins is None:
+            bins.display = False
+        else:
+            captions.append(show_bins(bins, self.bins))
+        self.query_one("#device-plot-caption", Static).update(escape(" · ".join(captions)))
+
+    def on_resize(self) -> None:
+        self.arrange_bottom()
+
+    def arrange_bottom(self) -> None:
+        """Plots and events together on a tall terminal; on a short one the chosen one."""
+        tall = self.app.size.height >= self.TALL
+        plots = tall or self.bottom == "plots"
+        self.query_one("#device-plots").display = plots
+        self.query_one("#device-plot-caption").display = plots
+        self.query_one("#device-events").display = tall or self.bottom == "events"
+
+    def action_toggle_bottom(self) -> None:
+        self.bottom = "events" if self.bottom == "plots" else "plots"
+        self.arrange_bottom()
+        if self.app.size.height >= self.TALL:
+            self.notify("the plots and the events both show at this height")
+
+    def action_next_metric(self) -> None:
+        self.metric = (self.metric + 1) % len(METRICS)
+        self.show_plots()
+
+    def action_next_feature(self) -> None:
+        if self.bins is None:
+            self.notify("no active model here: no feature to show", severity="warning")
+            return
+        names = self.bins.features
+        self.feature = names[(names.index(self.bins.feature) + 1) % len(names)]
+        self.reload()
 
     def show(self, d: DeviceDetail, events: list[Event]) -> None:
         """Render the device and its recent events (newest first)."""

@@ -12,7 +12,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Static
 
 from edgefleet_client import ModelVersionInfo
-from tui.format import size
+from tui.format import masked, size
 from tui.messages import ModelsLoaded
 from tui.screens.base import View
 from tui.table_diff import Cell, sync_table
@@ -21,16 +21,21 @@ from tui.widgets import LiveTable
 COLUMNS = ("version", "status", "size", "quant", "created", "sha256", "active", "shadow")
 
 
-def version_cells(v: ModelVersionInfo, active: int, shadow: int) -> list[Cell]:
-    """One version's row."""
+def version_cells(
+    v: ModelVersionInfo, active: int, shadow: int, redact: bool = False
+) -> list[Cell]:
+    """One version's row (``redact``: its creation time and digest masked)."""
     created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(v.created))
+    digest = v.sha256[:12]
+    if redact:
+        created, digest = masked(created), masked(digest)
     return [
         Cell(f"{v.name}:v{v.version}", sort=(v.name, v.version)),
         Cell(v.status, style="red" if v.status in ("revoked", "withdrawn") else ""),
         Cell(size(v.size), sort=v.size),
         Cell(v.quantization or "-"),
         Cell(created, sort=v.created),
-        Cell(v.sha256[:12]),
+        Cell(digest),
         Cell(str(active), sort=active, style="b" if active else "dim"),
         Cell(str(shadow), sort=shadow, style="cyan" if shadow else "dim"),
     ]
@@ -71,7 +76,10 @@ class ModelsView(View):
 
     @on(ModelsLoaded)
     def _loaded(self, message: ModelsLoaded) -> None:
-        rows = {f"{v.name}:{v.version}": version_cells(v, a, s) for v, a, s in message.versions}
+        redact = self.console.redact
+        rows = {
+            f"{v.name}:{v.version}": version_cells(v, a, s, redact) for v, a, s in message.versions
+        }
         sync_table(self.query_one("#models", DataTable), rows, COLUMNS)
         self.query_one("#models-status", Static).update(
             f"{message.models} models · {len(rows)} versions · Enter shows a version's fleet drift"
