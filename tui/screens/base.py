@@ -5,7 +5,7 @@ become one-line notifications instead of tracebacks."""
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
+from typing import ClassVar, TypeVar, cast
 
 from rich.markup import escape
 from textual.app import ComposeResult
@@ -14,11 +14,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from edgefleet_client import HubError
+from tui.host import ConsoleHost
 from tui.messages import EventsArrived, HubStateChanged
 from tui.widgets import Breadcrumbs, HubBanner
-
-if TYPE_CHECKING:
-    from tui.app import ConsoleApp
 
 T = TypeVar("T")
 SEP = " \u203a "  # a breadcrumb separator
@@ -37,8 +35,9 @@ class View(Screen[None]):
     DEPLOY_ACTIONS: ClassVar[frozenset[str]] = frozenset()
 
     @property
-    def console(self) -> ConsoleApp:
-        return cast("ConsoleApp", self.app)
+    def console(self) -> ConsoleHost:
+        """The app this view runs in, as views may use it (:class:`tui.host.ConsoleHost`)."""
+        return cast(ConsoleHost, self.app)
 
     def compose(self) -> ComposeResult:
         yield Breadcrumbs(id="crumbs")
