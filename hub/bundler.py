@@ -51,8 +51,10 @@ _ZIP_EPOCH: Final = (1980, 1, 1, 0, 0, 0)
 
 @dataclass(frozen=True)
 class ReferenceData:
-    """Reference inputs (``[n, features]`` float) and the feature names; optionally
-    labelled held-out data (``holdout_x [m, features]``, ``holdout_y [m]`` class
+    """Reference inputs (``[n, features]`` float, or ``[n, *sample_shape]`` for a tensor
+    input) and the feature names (for a tensor: the channel names, of its last axis
+    unless a schema says otherwise); optionally
+    labelled held-out data (``holdout_x [m, ...]``, ``holdout_y [m]`` class
     indices) to fit the confidence calibration map on (see
     :mod:`edge_agent.contract.calibration`). Without held-out data the bundle has no map and
     the hub reports no label-free accuracy estimate for it."""
@@ -64,8 +66,10 @@ class ReferenceData:
 
 
 def load_reference(path: Path) -> ReferenceData:
-    """Load reference inputs from ``.npz`` (array ``x``, optional ``feature_names``, and
-    optional labelled held-out data ``holdout_x``/``holdout_y`` for calibration) or CSV.
+    """Load reference inputs from ``.npz`` (array ``x`` of ``[samples, features]`` or
+    ``[samples, *input_shape]``, optional ``feature_names`` or ``channel_names`` (of the
+    last axis), and optional labelled held-out data ``holdout_x``/``holdout_y`` for
+    calibration) or CSV.
 
     A CSV file has a header row of feature names and one numeric row per sample.
 
@@ -78,10 +82,12 @@ def load_reference(path: Path) -> ReferenceData:
                 if "x" not in data:
                     raise BuildError(f"{path}: no array named 'x'")
                 x = np.asarray(data["x"], dtype=np.float64)
+                key = "feature_names" if x.ndim == 2 else "channel_names"
+                prefix = "f" if x.ndim == 2 else "c"
                 names = (
-                    tuple(str(n) for n in data["feature_names"])
-                    if "feature_names" in data
-                    else tuple(f"f{i}" for i in range(x.shape[1] if x.ndim == 2 else 0))
+                    tuple(str(n) for n in data[key])
+                    if key in data
+                    else tuple(f"{prefix}{i}" for i in range(x.shape[-1] if x.ndim >= 2 else 0))
                 )
                 holdout = _holdout(path, data)
         elif path.suffix == ".csv":
@@ -96,8 +102,11 @@ def load_reference(path: Path) -> ReferenceData:
             raise BuildError(f"{path}: reference data must be .npz or .csv")
     except (OSError, ValueError) as exc:
         raise BuildError(f"{path}: cannot read reference data ({exc})") from exc
-    if x.ndim != 2 or x.shape[0] == 0 or len(names) != x.shape[1]:
-        raise BuildError(f"{path}: reference data must be [samples, features] with one name each")
+    if x.ndim < 2 or x.shape[0] == 0 or len(names) != x.shape[-1]:
+        raise BuildError(
+            f"{path}: reference data must be [samples, features] with one name each, or "
+            "[samples, *input_shape] with one name per channel of the last axis"
+        )
     if holdout is None:
         return ReferenceData(x, names)
     return ReferenceData(x, names, holdout[0], holdout[1])
@@ -121,7 +130,10 @@ def _holdout(path: Path, data: Any) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def fit_calibration(
-    model: LoadedModel, reference: ReferenceData, edges: Sequence[float]
+    model: LoadedModel,
+    reference: ReferenceData,
+    edges: Sequence[float],
+    schema: InputSchema | None = None,
 ) -> Calibration | None:
     """The confidence calibration map from the reference's held-out data (None without).
 
@@ -132,9 +144,10 @@ def fit_calibration(
     hx, hy = reference.holdout_x, reference.holdout_y
     if hx is None or hy is None:
         return None
-    if hx.ndim != 2 or hx.shape[1] != model.n_features or hy.shape != (hx.shape[0],):
+    if hx.shape[1:] != model.sample_shape or hy.shape != (hx.shape[0],):
+        dims = ", ".join(str(d) for d in model.sample_shape)
         raise BuildError(
-            f"held-out data must be [samples, {model.n_features}] with one label each, got "
+            f"held-out data must be [samples, {dims}] with one label each, got "
             f"{list(hx.shape)} and {list(hy.shape)}"
         )
     if hx.shape[0] == 0 or hy.min() < 0 or hy.max() >= model.n_outputs:
@@ -143,8 +156,9 @@ def fit_calibration(
     probs = model.predict(x32).astype(np.float64)
     if not np.all(np.isfinite(probs)):
         raise BuildError("the model returned NaN or infinity on the held-out data")
+    seen = x32.astype(np.float64) if schema is None else schema.summarize(x32)
     try:
-        return Calibration.fit(edges, probs, hy, x32.astype(np.float64))
+        return Calibration.fit(edges, probs, hy, seen.reshape(seen.shape[0], -1))
     except EdgeFleetError as exc:
         raise BuildError(str(exc)) from exc
 
@@ -156,14 +170,23 @@ def compute_reference(
     labels: Sequence[str],
     n_bins: int,
     discrete: Sequence[bool] | None = None,
+    schema: InputSchema | None = None,
 ) -> ReferenceStats:
     """Reference statistics of ``x`` and the model's outputs on it (see
     :meth:`ReferenceStats.from_data`). ``x`` is rounded to float32 first, as every
     device's inputs are before they are counted, so a reference value and the same
-    value on a device land in the same bin."""
-    x32 = np.asarray(x, dtype=np.float32).astype(np.float64)
+    value on a device land in the same bin. For a tensor input (``schema`` not tabular)
+    the statistics are of the per-channel summaries a device counts
+    (:meth:`InputSchema.summarize`), named ``schema.monitored_names``."""
+    x32 = np.asarray(x, dtype=np.float32)
+    probs = model.predict(x32)
+    if schema is not None and not schema.is_tabular:
+        seen = schema.summarize(x32)
+        return ReferenceStats.from_data(
+            seen, probs, schema.monitored_names, labels, n_bins, CONFIDENCE_EDGES
+        )
     return ReferenceStats.from_data(
-        x32, model.predict(x32), names, labels, n_bins, CONFIDENCE_EDGES, discrete
+        x32.astype(np.float64), probs, names, labels, n_bins, CONFIDENCE_EDGES, discrete
     )
 
 
@@ -222,19 +245,35 @@ def build_bundle(
         model = LoadedModel(model_bytes)
     except EdgeFleetError as exc:
         raise BuildError(str(exc)) from exc
-    if reference.x.shape[1] != model.n_features:
+    tabular = len(model.sample_shape) == 1
+    if tabular and reference.x.ndim == 2 and reference.x.shape[1] != model.n_features:
         raise BuildError(
             f"reference data has {reference.x.shape[1]} features, the model takes "
             f"{model.n_features}"
         )
-    if schema is None:
-        schema = InputSchema(
-            features=tuple(FeatureSpec(n) for n in reference.names),
-            labels=tuple(f"class_{i}" for i in range(model.n_outputs)),
+    if reference.x.shape[1:] != model.sample_shape:
+        dims = ", ".join(str(d) for d in model.sample_shape)
+        raise BuildError(
+            f"reference data is {list(reference.x.shape)}, the model takes [batch, {dims}]"
         )
-    if len(schema.features) != model.n_features:
+    if schema is None:
+        try:
+            schema = InputSchema(
+                features=tuple(FeatureSpec(n) for n in reference.names),
+                labels=tuple(f"class_{i}" for i in range(model.n_outputs)),
+                shape=() if tabular else model.sample_shape,
+                channel_axis=0 if tabular else len(model.sample_shape) - 1,
+            )
+        except EdgeFleetError as exc:
+            raise BuildError(f"reference names do not fit the model's input: {exc}") from exc
+    if tabular and schema.is_tabular and len(schema.features) != model.n_features:
         raise BuildError(
             f"schema lists {len(schema.features)} features, the model takes {model.n_features}"
+        )
+    if schema.sample_shape != model.sample_shape:
+        raise BuildError(
+            f"schema describes samples of shape {list(schema.sample_shape)}, the model "
+            f"takes {list(model.sample_shape)}"
         )
     labels = schema.labels or tuple(f"class_{i}" for i in range(model.n_outputs))
     if len(labels) != model.n_outputs:
@@ -242,8 +281,10 @@ def build_bundle(
             f"schema has {len(labels)} labels, the model has {model.n_outputs} outputs"
         )
     discrete = [f.discrete for f in schema.features]
-    stats = compute_reference(model, reference.x, schema.names, labels, n_bins, discrete)
-    calibration = fit_calibration(model, reference, CONFIDENCE_EDGES)
+    stats = compute_reference(
+        model, reference.x, schema.names, labels, n_bins, discrete, schema=schema
+    )
+    calibration = fit_calibration(model, reference, CONFIDENCE_EDGES, schema)
     if calibration is not None:
         stats = stats.with_calibration(calibration)
     members = {
