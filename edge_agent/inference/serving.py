@@ -83,6 +83,8 @@ class ServingModel:
             # A tensor's ranges bound its values, not the summaries the window counts.
             schema=None if self.tensor else self.schema,
             clock=clock,
+            sample_shape=self.schema.sample_shape if self.tensor else None,
+            monitored=self._summaries if self.tensor else None,
         )
         self._lock = threading.Lock()
         self._lo, self._hi = self.schema.channel_bounds()
@@ -247,18 +249,20 @@ class ServingModel:
             probation.observe(1, 0, latency)
         return out
 
+    def _summaries(self, x: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """What the window counts of a block of tensor samples (the monitor's mapping)."""
+        del p
+        return self.schema.summarize(x)
+
     def _predict_tensor(self, inputs: np.ndarray, probation: Observer | None) -> np.ndarray:
-        """:meth:`predict_one` for one float32 tensor sample (``sample_shape``): the
-        per-channel sums the window's summaries need come first (two passes over the
-        sample) and tell whether it holds a NaN (the sum of squares is NaN iff a value
-        is)."""
-        schema = self.schema
-        v = schema.channels_last(inputs[None]).astype(np.float64)
-        total = v.sum(axis=0)
-        squares = np.einsum("pc,pc->c", v, v)
-        if self._refuse_nan and isnan(float(squares.sum())):
+        """:meth:`predict_one` for one float32 tensor sample (``sample_shape``). The
+        window buffers the sample and summarizes its channels a block at a time."""
+        flat = inputs.reshape(-1)
+        if self._refuse_nan and isnan(float(flat.dot(flat))):  # NaN iff one is NaN
             self.monitor.record_error("invalid_input")
-            raise PredictionError(nan_message(schema.names, v))
+            raise PredictionError(
+                nan_message(self.schema.names, self.schema.channels_last(inputs[None]))
+            )
         x = inputs.reshape(1, *self._row_shape)
         if self._refuse_range and ((x < self._lo).any() or (x > self._hi).any()):
             self.monitor.record_error("invalid_input")
@@ -273,11 +277,8 @@ class ServingModel:
                     probation.observe(0, 1)
                 raise PredictionError(f"the model failed: {exc}") from exc
             latency = perf_counter() - start
-        mean = total / v.shape[0]
-        energy = squares / v.shape[0]
-        std = np.sqrt(np.maximum(energy - mean * mean, 0.0))
         row = out[0]
-        self.monitor.record_one(np.column_stack((mean, std, energy)).ravel(), row, latency)
+        self.monitor.record_one(inputs, row, latency)
         if not isfinite(sum(row.tolist())):
             self.monitor.record_error("nan_output")
             if probation is not None:
@@ -320,7 +321,8 @@ class ServingModel:
 
     def run_rows(self, x: np.ndarray) -> tuple[np.ndarray, float, np.ndarray | None]:
         """Run a validated batch ``[B, *sample_shape]`` and count every row (a tensor's
-        per-channel summaries, see :meth:`InputSchema.summarize`); returns the outputs, the
+        per-channel summaries, see :meth:`InputSchema.summarize`, computed by the window a
+        block at a time); returns the outputs, the
         latency, and a mask of rows whose output is NaN or infinite (None when all are
         finite), which are counted as ``nan_output`` errors.
 
@@ -336,15 +338,14 @@ class ServingModel:
                 self.monitor.record_error("invoke_error", x.shape[0])
                 raise PredictionError(f"the model failed: {exc}") from exc
             latency = perf_counter() - start
-        seen = self.schema.summarize(x) if self.tensor else x
         if x.shape[0] == 1:
             row = out[0]
-            self.monitor.record_one(seen[0], row, latency)
+            self.monitor.record_one(x[0], row, latency)
             if isfinite(sum(row.tolist())):
                 return out, latency, None
             self.monitor.record_error("nan_output")
             return out, latency, np.ones(1, dtype=np.bool_)
-        self.monitor.record(seen, out, latency)
+        self.monitor.record(x, out, latency)
         if np.isfinite(out).all():
             return out, latency, None
         bad = ~np.isfinite(out).all(axis=1)
