@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import os
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -24,7 +25,8 @@ from edge_agent import __version__ as agent_version
 from edge_agent.contract.bundle import is_tflite
 from edge_agent.contract.calibration import Calibration
 from edge_agent.contract.canonical import canonical_bytes
-from edge_agent.contract.input_schema import FeatureSpec, InputSchema
+from edge_agent.contract.fields import is_safe_name
+from edge_agent.contract.input_schema import OUTPUT_PREFIX, FeatureSpec, InputSchema, OutputKind
 from edge_agent.contract.manifest import (
     INPUT_SCHEMA,
     MANIFEST,
@@ -47,6 +49,7 @@ DEFAULT_BINS: Final = 10
 QUANTIZED_SMOKE_STEPS: Final = 32
 CONFIDENCE_EDGES: Final = DEFAULT_CONFIDENCE_EDGES
 _ZIP_EPOCH: Final = (1980, 1, 1, 0, 0, 0)
+log = logging.getLogger("edgefleet.hub")
 
 
 @dataclass(frozen=True)
@@ -175,19 +178,45 @@ def compute_reference(
     """Reference statistics of ``x`` and the model's outputs on it (see
     :meth:`ReferenceStats.from_data`). ``x`` is rounded to float32 first, as every
     device's inputs are before they are counted, so a reference value and the same
-    value on a device land in the same bin. For a tensor input (``schema`` not tabular)
-    the statistics are of the per-channel summaries a device counts
-    (:meth:`InputSchema.summarize`), named ``schema.monitored_names``."""
+    value on a device land in the same bin. For a tensor input (``schema`` not
+    tabular), and for outputs that are not classes, the statistics are of what a
+    device counts (:meth:`InputSchema.monitor`: per-channel summaries, then the
+    outputs), named ``schema.monitored_names``."""
     x32 = np.asarray(x, dtype=np.float32)
     probs = model.predict(x32)
-    if schema is not None and not schema.is_tabular:
-        seen = schema.summarize(x32)
+    if schema is not None and (not schema.is_tabular or schema.outputs_monitored):
+        seen = schema.monitor(x32, probs)
+        flags = list(discrete or [False] * len(names)) if schema.is_tabular else []
+        flags += [False] * (seen.shape[1] - len(flags))
         return ReferenceStats.from_data(
-            seen, probs, schema.monitored_names, labels, n_bins, CONFIDENCE_EDGES
+            seen,
+            probs,
+            schema.monitored_names,
+            labels,
+            n_bins,
+            CONFIDENCE_EDGES,
+            flags,
+            output_kind=schema.kind,
         )
     return ReferenceStats.from_data(
         x32.astype(np.float64), probs, names, labels, n_bins, CONFIDENCE_EDGES, discrete
     )
+
+
+def infer_output_kind(probs: np.ndarray) -> tuple[OutputKind, str]:
+    """The output kind of a model from its outputs on the reference, and why, in a few
+    words: rows of two or more probabilities summing to 1 are ``classification``, two
+    or more values in [0, 1] that do not sum to 1 ``multilabel``, one value in [0, 1] a
+    ``score``, anything else ``regression``."""
+    k = probs.shape[1]
+    unit = bool(np.all((probs >= 0.0) & (probs <= 1.0)))
+    if k >= 2 and unit and np.allclose(probs.sum(axis=1), 1.0, atol=0.05):
+        return "classification", f"{k} outputs in [0, 1] summing to 1 on every reference row"
+    if k >= 2 and unit:
+        return "multilabel", f"{k} outputs in [0, 1] that do not sum to 1"
+    if unit:
+        return "score", "one output in [0, 1]"
+    return "regression", f"{k} output(s) outside [0, 1] on the reference"
 
 
 def smoke_samples(model: LoadedModel, x: np.ndarray, n: int) -> SmokeSamples:
@@ -256,11 +285,11 @@ def build_bundle(
         raise BuildError(
             f"reference data is {list(reference.x.shape)}, the model takes [batch, {dims}]"
         )
+    defaulted = schema is None
     if schema is None:
         try:
             schema = InputSchema(
                 features=tuple(FeatureSpec(n) for n in reference.names),
-                labels=tuple(f"class_{i}" for i in range(model.n_outputs)),
                 shape=() if tabular else model.sample_shape,
                 channel_axis=0 if tabular else len(model.sample_shape) - 1,
             )
@@ -275,15 +304,38 @@ def build_bundle(
             f"schema describes samples of shape {list(schema.sample_shape)}, the model "
             f"takes {list(model.sample_shape)}"
         )
-    labels = schema.labels or tuple(f"class_{i}" for i in range(model.n_outputs))
+    if schema.output_kind is None:
+        kind, why = infer_output_kind(model.predict(reference.x.astype(np.float32)))
+        log.info(
+            "%s v%d: output kind inferred as %s (%s); declare output_kind in the schema to "
+            "change it",
+            name,
+            version,
+            kind,
+            why,
+        )
+        if kind != "classification":
+            schema = replace(schema, output_kind=kind)
+    default = "class" if schema.kind in ("classification", "multilabel") else "output"
+    labels = schema.labels or tuple(f"{default}_{i}" for i in range(model.n_outputs))
     if len(labels) != model.n_outputs:
         raise BuildError(
             f"schema has {len(labels)} labels, the model has {model.n_outputs} outputs"
         )
+    if defaulted or schema.outputs_monitored:
+        schema = replace(schema, labels=labels)
+    if schema.outputs_monitored:
+        bad = [label for label in labels if not is_safe_name(f"{OUTPUT_PREFIX}{label}")]
+        if bad:
+            raise BuildError(
+                f"a {schema.kind} model's labels name its monitored outputs and must be "
+                f"safe names (A-Z a-z 0-9 . _ -): {', '.join(repr(b) for b in bad)}"
+            )
+        names = schema.monitored_names
+        if len(set(names)) != len(names):
+            raise BuildError(f"monitored names collide: {', '.join(sorted(names))}")
     discrete = [f.discrete for f in schema.features]
-    stats = compute_reference(
-        model, reference.x, schema.names, labels, n_bins, discrete, schema=schema
-    )
+    stats = compute_reference(model, reference.x, schema.names, labels, n_bins, discrete, schema)
     calibration = fit_calibration(model, reference, CONFIDENCE_EDGES, schema)
     if calibration is not None:
         stats = stats.with_calibration(calibration)

@@ -42,6 +42,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
+from edge_agent.contract.input_schema import OUTPUT_PREFIX
 from edge_agent.contract.reference import ReferenceStats
 from edge_agent.contract.window import ERRORS_IN_N, LATENCY_EDGES_MS, MetricsWindow, merge_windows
 from hub.accuracy import AccuracyEstimate, estimate_accuracy, reference_estimate
@@ -722,12 +723,45 @@ class DataQuality:
 
 
 @dataclass(frozen=True)
+class OutputShift:
+    """One monitored output of a model that is not a classifier (regression, score,
+    multilabel): its live ``mean``/``std`` over ``n`` finite values, the reference's,
+    the mean's shift in reference standard deviations and the ratio of the standard
+    deviations (None when there is no live value or the reference is constant)."""
+
+    name: str
+    n: int
+    mean: float | None
+    std: float | None
+    reference_mean: float
+    reference_std: float
+    mean_shift_sd: float | None
+    std_ratio: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {
+            "name": self.name,
+            "n": self.n,
+            "mean": self.mean,
+            "std": self.std,
+            "reference_mean": self.reference_mean,
+            "reference_std": self.reference_std,
+            "mean_shift_sd": self.mean_shift_sd,
+            "std_ratio": self.std_ratio,
+        }
+
+
+@dataclass(frozen=True)
 class DriftReport:
     """Fleet-wide drift and health of one model version, from merged windows.
 
     - ``features``, ``prediction`` (predicted classes), ``confidence`` (top-1
       confidence histogram): one :class:`FeatureDrift` each, decided together (Holm
-      over all of them at ``thresholds.alpha``); ``decision`` their one verdict.
+      over all of them at ``thresholds.alpha``); ``decision`` their one verdict. For a
+      model whose ``output_kind`` is not ``classification``, ``prediction`` and
+      ``confidence`` are None (left out of the JSON): its outputs are features
+      (``out.<label>``), and ``output_shift`` gives each one's mean and variance shift.
     - ``drifted_share``: drifted / decided features (None when none is decided);
       ``dataset_drift``: ``drifted_share >= thresholds.dataset_share`` (None likewise).
     - ``error_rates``: per error kind, errors / attempts, attempts being predictions
@@ -753,8 +787,8 @@ class DriftReport:
     features: tuple[FeatureDrift, ...]
     drifted_share: float | None
     dataset_drift: bool | None
-    prediction: FeatureDrift
-    confidence: FeatureDrift
+    prediction: FeatureDrift | None
+    confidence: FeatureDrift | None
     data_quality: tuple[DataQuality, ...]
     error_rates: dict[str, float]
     latency_ms: dict[str, float] | None
@@ -764,11 +798,15 @@ class DriftReport:
     compared: int
     accuracy: AccuracyEstimate | None = None
     thresholds: DriftThresholds = DEFAULT_THRESHOLDS
+    output_kind: str = "classification"
+    output_shift: tuple[OutputShift, ...] = ()
 
     @property
     def distributions(self) -> tuple[FeatureDrift, ...]:
-        """Every tested distribution: the features, then prediction and confidence."""
-        return (*self.features, self.prediction, self.confidence)
+        """Every tested distribution: the features, then prediction and confidence
+        (a classifier's only)."""
+        extra = tuple(d for d in (self.prediction, self.confidence) if d is not None)
+        return (*self.features, *extra)
 
     @property
     def decision(self) -> DriftSummary:
@@ -790,8 +828,10 @@ class DriftReport:
             "features": [f.to_json() for f in self.features],
             "drifted_share": self.drifted_share,
             "dataset_drift": self.dataset_drift,
-            "prediction": self.prediction.to_json(),
-            "confidence": self.confidence.to_json(),
+            **({} if self.prediction is None else {"prediction": self.prediction.to_json()}),
+            **({} if self.confidence is None else {"confidence": self.confidence.to_json()}),
+            "output_kind": self.output_kind,
+            "output_shift": [o.to_json() for o in self.output_shift],
             "data_quality": [d.to_json() for d in self.data_quality],
             "error_rates": dict(sorted(self.error_rates.items())),
             "latency_ms": self.latency_ms,
@@ -893,7 +933,9 @@ def decide_counts(
 ) -> tuple[FeatureDrift, ...]:
     """The one rule on live counts (NaN bins removed) against ``reference``: one
     :class:`FeatureDrift` per feature, then the predicted classes and the confidences,
-    decided together (Holm across all of them). What :func:`drift_report` uses.
+    decided together (Holm across all of them). What :func:`drift_report` uses. For a
+    model that is not a classifier (``reference.output_kind``) only the features are
+    decided (its outputs are among them), and ``classes``/``confidence`` are ignored.
 
     Raises:
         DriftError: a count vector does not fit the reference, or holds negative counts.
@@ -902,9 +944,10 @@ def decide_counts(
         raise DriftError(
             f"{len(features)} feature count vectors for {len(reference.features)} features"
         )
+    extra = EXTRA_DISTRIBUTIONS if reference.classification else 0
     opts: dict[str, Any] = {
         "thresholds": thresholds,
-        "family": len(reference.features) + EXTRA_DISTRIBUTIONS,
+        "family": len(reference.features) + extra,
         "min_count": max(1, min_count),
         "eps": eps,
     }
@@ -912,8 +955,11 @@ def decide_counts(
         _examine(fr.name, fr.counts[:-1], cur, **opts)
         for fr, cur in zip(reference.features, features, strict=True)
     ]
-    examined.append(_examine("prediction", reference.class_counts, classes, **opts))
-    examined.append(_examine("confidence", reference.confidence.counts[:-1], confidence, **opts))
+    if reference.classification:
+        examined.append(_examine("prediction", reference.class_counts, classes, **opts))
+        examined.append(
+            _examine("confidence", reference.confidence.counts[:-1], confidence, **opts)
+        )
     return _decide(examined, thresholds)
 
 
@@ -949,7 +995,12 @@ def drift_report(
         min_count=min_count,
         eps=eps,
     )
-    features, prediction, confidence = decided[:-2], decided[-2], decided[-1]
+    prediction: FeatureDrift | None = None
+    confidence: FeatureDrift | None = None
+    if reference.classification:
+        features, prediction, confidence = decided[:-2], decided[-2], decided[-1]
+    else:
+        features = decided
     known = [f for f in features if f.verdict != "insufficient"]
     share = sum(f.drifted for f in known) / len(known) if known else None
     n = merged.n
@@ -991,7 +1042,26 @@ def drift_report(
         compared=merged.compared,
         accuracy=accuracy,
         thresholds=thresholds,
+        output_kind=reference.output_kind,
+        output_shift=_output_shift(reference, merged),
     )
+
+
+def _output_shift(reference: ReferenceStats, merged: MetricsWindow) -> tuple[OutputShift, ...]:
+    """The mean and variance of each monitored output (``out.*`` features) against the
+    reference's, from the merged moments (exact); empty for a classifier."""
+    if reference.classification:
+        return ()
+    shifts = []
+    for fr, fw in zip(reference.features, merged.features, strict=True):
+        if not fr.name.startswith(OUTPUT_PREFIX):
+            continue
+        std = float(np.sqrt(fw.variance)) if fw.count else None
+        mean = fw.mean if fw.count else None
+        shift = None if mean is None or fr.std <= 0 else (mean - fr.mean) / fr.std
+        ratio = None if std is None or fr.std <= 0 else std / fr.std
+        shifts.append(OutputShift(fr.name, fw.count, mean, std, fr.mean, fr.std, shift, ratio))
+    return tuple(shifts)
 
 
 def drift_decision(

@@ -15,6 +15,14 @@ of that channel. Such inputs are monitored through per-sample summaries of each 
 (:data:`SUMMARIES`: mean, standard deviation and energy over the other axes, see
 :meth:`InputSchema.summarize`), one value per sample like a tabular feature, so the
 window's histograms and the drift test count independent samples.
+
+``output_kind`` (optional; absent means ``classification``, as before it existed) says
+what the outputs are: ``classification`` (class probabilities: predicted classes and
+top-1 confidences are monitored, and the label-free accuracy estimate applies),
+``regression`` (one or more real values), ``score`` (an anomaly score) or
+``multilabel`` (independent per-label probabilities). For the last three, each output
+``labels[i]`` is monitored as one more value per sample, ``out.<label>``
+(:attr:`InputSchema.monitored_names`), binned over its reference values like an input.
 """
 
 from __future__ import annotations
@@ -33,6 +41,11 @@ _POLICIES: Final = ("accept", "refuse")
 #: mean, standard deviation (population) and energy (mean square) over the channel's
 #: positions in one sample.
 SUMMARIES: Final = ("mean", "std", "energy")
+OutputKind = Literal["classification", "regression", "score", "multilabel"]
+#: What a model's outputs are (see :attr:`InputSchema.output_kind`).
+OUTPUT_KINDS: Final = ("classification", "regression", "score", "multilabel")
+#: Prefix of the monitored names of a non-classification model's outputs.
+OUTPUT_PREFIX: Final = "out."
 #: Largest rank of a sample EdgeFleet serves (the batch dimension not counted).
 MAX_RANK: Final = 6
 
@@ -68,6 +81,8 @@ class InputSchema:
     shape: tuple[int, ...] = ()
     #: The axis of :attr:`shape` holding the channels (0 for tabular).
     channel_axis: int = 0
+    #: What the outputs are; None (undeclared) serves as ``classification``.
+    output_kind: OutputKind | None = None
 
     def __post_init__(self) -> None:
         """Normalise a rank-1 tensor to tabular and check the tensor description.
@@ -85,6 +100,20 @@ class InputSchema:
             raise ValidationError("schema: a tabular input has only channel axis 0")
         else:
             object.__setattr__(self, "channel_axis", 0)
+        if self.output_kind is not None and self.output_kind not in OUTPUT_KINDS:
+            raise ValidationError(
+                f"schema.output_kind: {self.output_kind!r} is not one of {OUTPUT_KINDS}"
+            )
+
+    @property
+    def kind(self) -> OutputKind:
+        """The output kind, ``classification`` when undeclared."""
+        return self.output_kind or "classification"
+
+    @property
+    def outputs_monitored(self) -> bool:
+        """Whether output values are monitored per sample (every kind but classification)."""
+        return self.kind != "classification"
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -105,9 +134,23 @@ class InputSchema:
     def monitored_names(self) -> tuple[str, ...]:
         """Names of the values monitored per sample: the features of a tabular input,
         ``<channel>.<summary>`` for each channel and :data:`SUMMARIES` otherwise."""
-        if self.is_tabular:
-            return self.names
-        return tuple(f"{c}.{s}" for c in self.names for s in SUMMARIES)
+        names = (
+            self.names
+            if self.is_tabular
+            else tuple(f"{c}.{s}" for c in self.names for s in SUMMARIES)
+        )
+        if self.outputs_monitored:
+            names += tuple(f"{OUTPUT_PREFIX}{label}" for label in self.labels)
+        return names
+
+    def monitor(self, x: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """The values a window counts for a batch ``x [B, *sample_shape]`` with outputs
+        ``p [B, C]``: :meth:`summarize` of ``x``, then ``p`` when outputs are monitored
+        (``[B, len(monitored_names)]``, float64)."""
+        seen = self.summarize(x).astype(np.float64, copy=False)
+        if not self.outputs_monitored:
+            return seen
+        return np.concatenate([seen, np.asarray(p, dtype=np.float64)], axis=1)
 
     def channels_last(self, x: np.ndarray) -> np.ndarray:
         """A batch ``[B, *sample_shape]`` as rows of channel values ``[B * positions, C]``
@@ -155,6 +198,8 @@ class InputSchema:
         }
         if self.shape:
             doc["tensor"] = {"shape": list(self.shape), "channel_axis": self.channel_axis}
+        if self.output_kind is not None:
+            doc["output_kind"] = self.output_kind
         return doc
 
     @classmethod
@@ -166,7 +211,10 @@ class InputSchema:
                 whose shape or channel axis does not fit the channels named.
         """
         obj = exact_fields(
-            value, where, {"features", "labels", "out_of_range", "nan"}, frozenset({"tensor"})
+            value,
+            where,
+            {"features", "labels", "out_of_range", "nan"},
+            frozenset({"tensor", "output_kind"}),
         )
         features = []
         for i, item in enumerate(list_of(obj, "features", dict, where)):
@@ -196,7 +244,13 @@ class InputSchema:
             tensor = exact_fields(obj["tensor"], at, {"shape", "channel_axis"})
             shape = tuple(list_of(tensor, "shape", int, at))
             axis = check_tensor(shape, field(tensor, "channel_axis", int, at), len(features), at)
+        kind = None
+        if "output_kind" in obj:
+            kind = field(obj, "output_kind", str, where)
+            if kind not in OUTPUT_KINDS:
+                raise ValidationError(f"{where}.output_kind: {kind!r} is not one of {OUTPUT_KINDS}")
         return cls(
+            output_kind=kind,  # type: ignore[arg-type]
             shape=shape,
             channel_axis=axis,
             features=tuple(features),

@@ -13,7 +13,10 @@ Format versions (the document's ``format`` field; absent means 1):
   mass, one bin per value of discrete features, heavy values in their own bin), and
   optionally a ``calibration`` map (:mod:`edge_agent.contract.calibration`) for label-free
   accuracy estimates. The layout of the counts is the same, so devices count both
-  formats with the same code.
+  formats with the same code. Optionally ``output_kind`` (format 2, written only when
+  not ``classification``): the model's outputs are then among the features
+  (``out.<label>``, see :mod:`edge_agent.contract.input_schema`), and the hub tests
+  neither the predicted classes nor the confidences and estimates no accuracy.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from edge_agent.contract.calibration import Calibration
 from edge_agent.contract.fields import exact_fields, field, list_of, positive_int, safe_name
 from edge_agent.contract.histogram import check_edges, count, n_counts, reference_edges
+from edge_agent.contract.input_schema import OUTPUT_KINDS, OutputKind
 from edge_agent.errors import ValidationError
 
 #: Top-1 confidence bins: ten of width 0.1.
@@ -80,6 +84,13 @@ class ReferenceStats:
     confidence: Histogram
     format: int = 1
     calibration: Calibration | None = None
+    output_kind: OutputKind = "classification"
+
+    @property
+    def classification(self) -> bool:
+        """Whether the outputs are class probabilities (predicted classes, confidences
+        and the accuracy estimate apply)."""
+        return self.output_kind == "classification"
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON document (a format-1 document has no ``format`` field, so an
@@ -94,6 +105,8 @@ class ReferenceStats:
             doc["format"] = self.format
         if self.calibration is not None:
             doc["calibration"] = self.calibration.to_json()
+        if self.output_kind != "classification":
+            doc["output_kind"] = self.output_kind
         return doc
 
     def with_calibration(self, calibration: Calibration) -> ReferenceStats:
@@ -120,6 +133,7 @@ class ReferenceStats:
         n_bins: int = 10,
         confidence_edges: Sequence[float] = DEFAULT_CONFIDENCE_EDGES,
         discrete: Sequence[bool] | None = None,
+        output_kind: OutputKind = "classification",
     ) -> ReferenceStats:
         """Statistics of reference inputs ``x [n, F]`` and the model's outputs ``probs [n, C]``:
         bins per feature (:func:`~edge_agent.contract.histogram.reference_edges`; ``discrete``
@@ -162,6 +176,7 @@ class ReferenceStats:
                 tuple(float(e) for e in conf_edges), tuple(int(c) for c in confidence)
             ),
             format=FORMAT,
+            output_kind=output_kind,
         )
 
     @classmethod
@@ -175,13 +190,17 @@ class ReferenceStats:
             value,
             where,
             {"n", "features", "classes", "confidence"},
-            frozenset({"format", "calibration"}),
+            frozenset({"format", "calibration", "output_kind"}),
         )
         version = field(obj, "format", int, where) if "format" in obj else 1
         if version not in FORMATS:
             raise ValidationError(f"{where}.format: {version} is not one of {FORMATS}")
-        if version == 1 and "calibration" in obj:
-            raise ValidationError(f"{where}.calibration: needs format 2")
+        for key in ("calibration", "output_kind"):
+            if version == 1 and key in obj:
+                raise ValidationError(f"{where}.{key}: needs format 2")
+        kind = field(obj, "output_kind", str, where) if "output_kind" in obj else "classification"
+        if kind not in OUTPUT_KINDS:
+            raise ValidationError(f"{where}.output_kind: {kind!r} is not one of {OUTPUT_KINDS}")
         n = positive_int(obj, "n", where)
         features = []
         for i, item in enumerate(list_of(obj, "features", dict, where)):
@@ -217,7 +236,16 @@ class ReferenceStats:
                 raise ValidationError(
                     f"{where}.calibration: its classes and features do not fit the reference"
                 )
-        return cls(n, tuple(features), labels, class_counts, confidence, version, calibration)
+        return cls(
+            n,
+            tuple(features),
+            labels,
+            class_counts,
+            confidence,
+            version,
+            calibration,
+            kind,  # type: ignore[arg-type]
+        )
 
 
 def _histogram(obj: dict[str, Any], where: str) -> tuple[tuple[float, ...], tuple[int, ...]]:

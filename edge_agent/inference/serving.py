@@ -17,7 +17,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_agent.contract.bundle import Bundle
-from edge_agent.contract.input_schema import InputSchema, nan_message, out_of_range_message
+from edge_agent.contract.input_schema import (
+    FeatureSpec,
+    InputSchema,
+    nan_message,
+    out_of_range_message,
+)
 from edge_agent.contract.manifest import MODEL
 from edge_agent.contract.messages import ModelVersion
 from edge_agent.contract.window import MetricsWindow
@@ -72,6 +77,16 @@ class ServingModel:
             )
         #: Whether samples are tensors monitored through per-channel summaries.
         self.tensor = not self.schema.is_tabular
+        #: What the outputs are (the schema's output kind).
+        self.kind: str = self.schema.kind
+        #: Whether the window counts values derived from the samples (a tensor's
+        #: summaries, or the outputs of a model that is not a classifier).
+        self._mapped = self.tensor or self.schema.outputs_monitored
+        if self.reference.output_kind != self.schema.kind:
+            raise ActivationError(
+                f"{model.name} v{model.version}: the schema's outputs are {self.schema.kind}, "
+                f"the reference's {self.reference.output_kind}"
+            )
         self.version = model
         self.labels = self.schema.labels
         self.monitor = WindowAccumulator(
@@ -80,11 +95,10 @@ class ServingModel:
             model_version=model.version,
             role=role,
             n_classes=self.model.n_outputs,
-            # A tensor's ranges bound its values, not the summaries the window counts.
-            schema=None if self.tensor else self.schema,
+            schema=self._range_schema(),
             clock=clock,
-            sample_shape=self.schema.sample_shape if self.tensor else None,
-            monitored=self._summaries if self.tensor else None,
+            sample_shape=self.schema.sample_shape if self._mapped else None,
+            monitored=self.schema.monitor if self._mapped else None,
         )
         self._lock = threading.Lock()
         self._lo, self._hi = self.schema.channel_bounds()
@@ -92,21 +106,37 @@ class ServingModel:
         self._refuse_range = self.schema.out_of_range == "refuse" and bounded
         self._refuse_nan = self.schema.nan == "refuse"
         self._row_shape = self.model.sample_shape
-        #: The native one-sample path (edge_agent/inference/hotpath.py), or None where not built.
-        self.native: NativeRunner | None = native_runner(
-            NativeSpec(
-                model=self.model,
-                lock=self._lock,
-                monitor=self.monitor,
-                names=self.schema.names,
-                lo=self._lo,
-                hi=self._hi,
-                refuse_nan=self._refuse_nan,
-                refuse_range=self._refuse_range,
-                labels=self.labels,
-                version=self.version,
+        #: The native one-sample path (edge_agent/inference/hotpath.py), or None where not
+        #: built or where the window counts derived values (it counts the sample itself).
+        self.native: NativeRunner | None = (
+            None
+            if self._mapped
+            else native_runner(
+                NativeSpec(
+                    model=self.model,
+                    lock=self._lock,
+                    monitor=self.monitor,
+                    names=self.schema.names,
+                    lo=self._lo,
+                    hi=self._hi,
+                    refuse_nan=self._refuse_nan,
+                    refuse_range=self._refuse_range,
+                    labels=self.labels,
+                    version=self.version,
+                )
             )
         )
+
+    def _range_schema(self) -> InputSchema | None:
+        """The ranges the window counts out-of-range values against, one per value it
+        counts: none for a tensor (its ranges bound its values, not their summaries);
+        a tabular model's features, then its outputs unbounded when they are counted."""
+        if self.tensor:
+            return None
+        if not self.schema.outputs_monitored:
+            return self.schema
+        outputs = self.schema.monitored_names[len(self.schema.features) :]
+        return InputSchema(self.schema.features + tuple(FeatureSpec(n) for n in outputs))
 
     def smoke_test(self) -> None:
         """Run the bundle's samples and compare with the outputs the hub recorded.
@@ -249,11 +279,6 @@ class ServingModel:
             probation.observe(1, 0, latency)
         return out
 
-    def _summaries(self, x: np.ndarray, p: np.ndarray) -> np.ndarray:
-        """What the window counts of a block of tensor samples (the monitor's mapping)."""
-        del p
-        return self.schema.summarize(x)
-
     def _predict_tensor(self, inputs: np.ndarray, probation: Observer | None) -> np.ndarray:
         """:meth:`predict_one` for one float32 tensor sample (``sample_shape``). The
         window buffers the sample and summarizes its channels a block at a time."""
@@ -388,7 +413,7 @@ class Predictor:
             out = active.predict_one(inputs, self.probation)  # one sample: the hot path
             if self.shadow is not None:
                 self._run_shadow(self.shadow, inputs.reshape(1, *inputs.shape), out)
-            return Prediction(out, active.labels, active.version)
+            return Prediction(out, active.labels, active.version, (), active.kind)
         try:
             x, single = active.parse(inputs)
         except PredictionError:
@@ -415,7 +440,7 @@ class Predictor:
             probation.observe(x.shape[0], 0, latency)
         if self.shadow is not None:
             self._run_shadow(self.shadow, x, out)
-        return Prediction(out, active.labels, active.version)
+        return Prediction(out, active.labels, active.version, (), active.kind)
 
     def _predict_batch(
         self, active: ServingModel, x: np.ndarray, refused: dict[int, str]
@@ -448,7 +473,7 @@ class Predictor:
                     probation.observe(b, 0, latency)
                 if self.shadow is not None:
                     self._run_shadow(self.shadow, xs, out)
-                return Prediction(out, active.labels, active.version)
+                return Prediction(out, active.labels, active.version, (), active.kind)
             outputs[rows] = out
             n_bad = 0 if bad is None else int(np.count_nonzero(bad))
             if bad is not None:
@@ -469,7 +494,7 @@ class Predictor:
                 if b == 1
                 else f"no row could be served; row {first.row}: {first.message} ({b - 1} more)"
             )
-        return Prediction(outputs, active.labels, active.version, tuple(errors))
+        return Prediction(outputs, active.labels, active.version, tuple(errors), active.kind)
 
     @staticmethod
     def _run_shadow(shadow: ServingModel, x: np.ndarray, out: np.ndarray) -> None:

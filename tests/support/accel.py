@@ -37,3 +37,13 @@ def accel_windows(
     for axis, g in (gain or {}).items():
         x[:, :, AXES.index(axis)] *= g
     return x.astype(np.float16).astype(np.float32), y.astype(np.int64)
+
+
+def regression_rows(n: int, rng: np.random.Generator, offset_r0: float = 0.0) -> np.ndarray:
+    """``n`` rows of the 8 features the TF fixture ``reg`` was trained on (a copy of
+    ``regression`` in tests/fixtures/make_tf_models.py), ``offset_r0`` added to the
+    first (in its standard deviations: wear rises, remaining useful life falls)."""
+    x = rng.normal(0, 1, (n, 8))
+    x[:, 0] += offset_r0
+    x[:, 4:] = x[:, 4:] * 5 + 20
+    return x.astype(np.float32)
