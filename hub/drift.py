@@ -813,8 +813,25 @@ class DriftReport:
         """The report's one verdict over all its distributions."""
         return summarize(self.distributions)
 
+    def _outputs_json(self) -> dict[str, Any]:
+        """A classifier's ``prediction`` and ``confidence`` (the keys a report had
+        before output kinds existed), or another kind's ``output_kind`` and
+        ``output_shift``."""
+        if self.prediction is not None and self.confidence is not None:
+            return {
+                "prediction": self.prediction.to_json(),
+                "confidence": self.confidence.to_json(),
+            }
+        return {
+            "output_kind": self.output_kind,
+            "output_shift": [o.to_json() for o in self.output_shift],
+        }
+
     def to_json(self) -> dict[str, Any]:
-        """Return the JSON document (None for what was not measured)."""
+        """Return the JSON document (None for what was not measured). A classifier's
+        has the keys it had before output kinds existed; another kind's has
+        ``output_kind`` and ``output_shift`` instead of ``prediction`` and
+        ``confidence``."""
         return {
             "model": self.model,
             "version": self.version,
@@ -828,10 +845,7 @@ class DriftReport:
             "features": [f.to_json() for f in self.features],
             "drifted_share": self.drifted_share,
             "dataset_drift": self.dataset_drift,
-            **({} if self.prediction is None else {"prediction": self.prediction.to_json()}),
-            **({} if self.confidence is None else {"confidence": self.confidence.to_json()}),
-            "output_kind": self.output_kind,
-            "output_shift": [o.to_json() for o in self.output_shift],
+            **self._outputs_json(),
             "data_quality": [d.to_json() for d in self.data_quality],
             "error_rates": dict(sorted(self.error_rates.items())),
             "latency_ms": self.latency_ms,

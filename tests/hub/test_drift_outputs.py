@@ -133,6 +133,7 @@ def test_a_shift_of_the_regression_output_is_flagged_with_its_mean_shift(reg):
     assert report.prediction is None and report.confidence is None
     doc = report.to_json()
     assert "prediction" not in doc and doc["output_kind"] == "regression"
+    assert doc["output_shift"][0]["name"] == "out.output_0"
     assert report.accuracy is not None and report.accuracy.status == "not_applicable"
     assert doc["accuracy"]["label"] == "not applicable (the model is not a classifier)"
 
@@ -166,3 +167,13 @@ def test_the_local_answer_says_what_each_kind_means(tmp_path, reg, signing_keys,
     positive = result.to_json()["positive"]
     want = [[f"class_{i}" for i in np.flatnonzero(r >= 0.5)] for r in result.outputs]
     assert positive == want and "classes" not in result.to_json()
+
+
+def test_a_classifier_report_keeps_the_keys_it_had(tmp_path, signing_keys, trust_1of1):
+    mlp = bundle(tmp_path, "mlp", "int8", signing_keys[:1], trust_1of1)
+    p = predictor(mlp)
+    p.predict(load_reference(TF / "mlp.npz").x[:50])
+    (window,) = p.close_windows(now=60.0)
+    doc = drift_report(mlp.reference(), [window]).to_json()
+    assert "prediction" in doc and "confidence" in doc
+    assert "output_kind" not in doc and "output_shift" not in doc
