@@ -188,7 +188,7 @@ def compute_reference(
         seen = schema.monitor(x32, probs)
         flags = list(discrete or [False] * len(names)) if schema.is_tabular else []
         flags += [False] * (seen.shape[1] - len(flags))
-        return ReferenceStats.from_data(
+        stats = ReferenceStats.from_data(
             seen,
             probs,
             schema.monitored_names,
@@ -198,6 +198,10 @@ def compute_reference(
             flags,
             output_kind=schema.kind,
         )
+        if schema.is_tabular:
+            return stats
+        values = schema.channels_last(x32).astype(np.float64)
+        return stats.with_channels(schema.names, values, n_bins)
     return ReferenceStats.from_data(
         x32.astype(np.float64), probs, names, labels, n_bins, CONFIDENCE_EDGES, discrete
     )

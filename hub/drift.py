@@ -723,6 +723,59 @@ class DataQuality:
 
 
 @dataclass(frozen=True)
+class ChannelValuesDrift:
+    """Effect sizes of one channel's values at every position (a tensor input's
+    per-channel value histogram) against the reference's: shown, never tested — the
+    values of one sample are not independent, so a test on them would count one sample
+    as many (the per-sample summaries are what the rule tests; see docs/drift.md).
+    ``values`` finite live values; ``nan_rate`` the share of NaN values."""
+
+    name: str
+    values: int
+    psi: float | None
+    js: float | None
+    hellinger: float | None
+    nan_rate: float
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {
+            "name": self.name,
+            "values": self.values,
+            "psi": self.psi,
+            "js": self.js,
+            "hellinger": self.hellinger,
+            "nan_rate": self.nan_rate,
+        }
+
+
+def _channel_drift(
+    reference: ReferenceStats, merged: MetricsWindow, eps: float
+) -> tuple[ChannelValuesDrift, ...]:
+    """Per-channel value effect sizes, when the windows and the reference have them."""
+    cv = merged.channel_values
+    if cv is None or not reference.channels:
+        return ()
+    out = []
+    for name, ref, live in zip(reference.channel_names, reference.channels, cv.counts, strict=True):
+        r, c = ref.counts[:-1], live[:-1]  # NaN is a data-quality rate, not drift
+        m, n = sum(r), sum(c)
+        effects = _effects([v / m for v in r], [v / n for v in c], eps) if m and n else None
+        total = sum(live)
+        out.append(
+            ChannelValuesDrift(
+                name,
+                n,
+                None if effects is None else effects[0],
+                None if effects is None else effects[1],
+                None if effects is None else effects[2],
+                live[-1] / total if total else 0.0,
+            )
+        )
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class OutputShift:
     """One monitored output of a model that is not a classifier (regression, score,
     multilabel): its live ``mean``/``std`` over ``n`` finite values, the reference's,
@@ -762,6 +815,8 @@ class DriftReport:
       model whose ``output_kind`` is not ``classification``, ``prediction`` and
       ``confidence`` are None (left out of the JSON): its outputs are features
       (``out.<label>``), and ``output_shift`` gives each one's mean and variance shift.
+    - ``channel_values``: for a tensor input, each channel's value histogram over all
+      positions against the reference's, as effect sizes only (never tested).
     - ``drifted_share``: drifted / decided features (None when none is decided);
       ``dataset_drift``: ``drifted_share >= thresholds.dataset_share`` (None likewise).
     - ``error_rates``: per error kind, errors / attempts, attempts being predictions
@@ -800,6 +855,7 @@ class DriftReport:
     thresholds: DriftThresholds = DEFAULT_THRESHOLDS
     output_kind: str = "classification"
     output_shift: tuple[OutputShift, ...] = ()
+    channel_values: tuple[ChannelValuesDrift, ...] = ()
 
     @property
     def distributions(self) -> tuple[FeatureDrift, ...]:
@@ -846,6 +902,11 @@ class DriftReport:
             "drifted_share": self.drifted_share,
             "dataset_drift": self.dataset_drift,
             **self._outputs_json(),
+            **(
+                {"channel_values": [c.to_json() for c in self.channel_values]}
+                if self.channel_values
+                else {}
+            ),
             "data_quality": [d.to_json() for d in self.data_quality],
             "error_rates": dict(sorted(self.error_rates.items())),
             "latency_ms": self.latency_ms,
@@ -1058,6 +1119,7 @@ def drift_report(
         thresholds=thresholds,
         output_kind=reference.output_kind,
         output_shift=_output_shift(reference, merged),
+        channel_values=_channel_drift(reference, merged, eps),
     )
 
 

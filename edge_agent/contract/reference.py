@@ -85,6 +85,11 @@ class ReferenceStats:
     format: int = 1
     calibration: Calibration | None = None
     output_kind: OutputKind = "classification"
+    #: A tensor input's per-channel bins for every value at every position, with the
+    #: reference's counts (format 2; empty for tabular inputs and older bundles).
+    channels: tuple[Histogram, ...] = ()
+    #: The channels' names, in the order of :attr:`channels`.
+    channel_names: tuple[str, ...] = ()
 
     @property
     def classification(self) -> bool:
@@ -107,7 +112,37 @@ class ReferenceStats:
             doc["calibration"] = self.calibration.to_json()
         if self.output_kind != "classification":
             doc["output_kind"] = self.output_kind
+        if self.channels:
+            doc["channels"] = [
+                {"name": name, **h.to_json()}
+                for name, h in zip(self.channel_names, self.channels, strict=True)
+            ]
         return doc
+
+    def with_channels(
+        self, names: Sequence[str], values: np.ndarray, n_bins: int
+    ) -> ReferenceStats:
+        """This reference with per-channel value bins (format 2) from ``values``
+        ``[values, channels]``: every value at every position of the reference samples.
+
+        Raises:
+            ValidationError: a channel has no finite value, or ``n_bins`` < 1.
+        """
+        hists = []
+        for j, name in enumerate(names):
+            try:
+                edges = reference_edges(values[:, j], n_bins, False)
+            except ValidationError as exc:
+                raise ValidationError(f"reference channel {name}: {exc}") from exc
+            hists.append(
+                Histogram(
+                    tuple(float(e) for e in edges),
+                    tuple(int(c) for c in count(edges, values[:, j])),
+                )
+            )
+        return replace(
+            self, format=max(self.format, 2), channels=tuple(hists), channel_names=tuple(names)
+        )
 
     def with_calibration(self, calibration: Calibration) -> ReferenceStats:
         """This reference with ``calibration`` attached (format 2).
@@ -190,12 +225,12 @@ class ReferenceStats:
             value,
             where,
             {"n", "features", "classes", "confidence"},
-            frozenset({"format", "calibration", "output_kind"}),
+            frozenset({"format", "calibration", "output_kind", "channels"}),
         )
         version = field(obj, "format", int, where) if "format" in obj else 1
         if version not in FORMATS:
             raise ValidationError(f"{where}.format: {version} is not one of {FORMATS}")
-        for key in ("calibration", "output_kind"):
+        for key in ("calibration", "output_kind", "channels"):
             if version == 1 and key in obj:
                 raise ValidationError(f"{where}.{key}: needs format 2")
         kind = field(obj, "output_kind", str, where) if "output_kind" in obj else "classification"
@@ -236,6 +271,15 @@ class ReferenceStats:
                 raise ValidationError(
                     f"{where}.calibration: its classes and features do not fit the reference"
                 )
+        names: list[str] = []
+        channels = []
+        for i, item in enumerate(
+            list_of(obj, "channels", dict, where) if "channels" in obj else []
+        ):
+            at = f"{where}.channels[{i}]"
+            c = exact_fields(item, at, {"name", "edges", "counts"})
+            names.append(safe_name(c["name"], f"{at}.name"))
+            channels.append(Histogram(*_histogram(c, at)))
         return cls(
             n,
             tuple(features),
@@ -245,6 +289,8 @@ class ReferenceStats:
             version,
             calibration,
             kind,  # type: ignore[arg-type]
+            tuple(channels),
+            tuple(names),
         )
 
 

@@ -27,6 +27,7 @@ from edge_agent.contract.window import (
     MAX_ERROR_KINDS,
     MOMENT_LIMIT,
     ROLES,
+    ChannelValues,
     FeatureWindow,
     MetricsWindow,
     Role,
@@ -58,6 +59,7 @@ class WindowAccumulator:
         schema: InputSchema | None = None,
         sample_shape: tuple[int, ...] | None = None,
         monitored: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+        channel_values: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         """Prepare buffers for ``reference``'s features and classes.
 
@@ -70,6 +72,11 @@ class WindowAccumulator:
         outputs, to ``[m, F]`` by ``monitored(x [m, *sample_shape], p [m, C])`` before it
         is counted (a tensor's per-channel summaries, see
         :meth:`~edge_agent.contract.input_schema.InputSchema.summarize`).
+
+        ``channel_values`` (with ``monitored``, and a reference with channel bins) maps
+        a raw block to every value at every position, ``[m * positions, channels]``
+        (:meth:`~edge_agent.contract.input_schema.InputSchema.channels_last`); the window
+        then also counts each channel's values over the reference's channel bins.
 
         Raises:
             ValidationError: bad name, version, role or batch; no features; or the
@@ -128,6 +135,11 @@ class WindowAccumulator:
             raise ValidationError("monitor: a monitored mapping needs the sample shape")
         self._p_shape = (n_classes,)
         self._x = np.empty((batch, *self._x_shape), dtype=np.float64)
+        self._channel_values = channel_values if reference.channels else None
+        self._channel_edges = [np.asarray(h.edges, dtype=np.float64) for h in reference.channels]
+        self._channel_counts = [np.zeros(n_counts(e), dtype=np.int64) for e in self._channel_edges]
+        n_channels = max(len(self._channel_edges), 1)
+        self._positions = int(np.prod(self._x_shape)) // n_channels if self._x_shape else 1
         self._p = np.empty((batch, n_classes), dtype=np.float64)
         self._lat: list[float] = []
         self._pending = 0
@@ -315,6 +327,12 @@ class WindowAccumulator:
     def _fold(self, x: np.ndarray, p: np.ndarray) -> None:
         """Add a block of samples ``x [m, F]`` (or ``[m, *sample_shape]``, mapped to
         ``[m, F]`` first) with outputs ``p [m, C]`` to the window."""
+        if self._channel_values is not None:
+            values = self._channel_values(x)
+            for j, edges in enumerate(self._channel_edges):
+                self._channel_counts[j] += np.bincount(
+                    bin_indices(edges, values[:, j]), minlength=self._channel_counts[j].size
+                )
         if self._monitored is not None:
             x = self._monitored(x, p)
         m = x.shape[0]
@@ -485,6 +503,13 @@ class WindowAccumulator:
             confidence_sum=tuple(self._conf_sum.tolist()),
             typicality_n=int(self._typ_n[0]) if self._typ_active else None,
             typicality_sum=float(self._typ_sum[0]) if self._typ_active else None,
+            channel_values=(
+                None
+                if self._channel_values is None
+                else ChannelValues(
+                    self._positions, tuple(tuple(c.tolist()) for c in self._channel_counts)
+                )
+            ),
         )
 
     def _reset(self, start: float) -> None:
@@ -495,6 +520,8 @@ class WindowAccumulator:
         self._conf_sum.fill(0.0)
         self._typ_n.fill(0)
         self._typ_sum.fill(0.0)
+        for c in self._channel_counts:
+            c.fill(0)
         self._min.fill(np.inf)
         self._max.fill(-np.inf)
         self._tally.fill(0)

@@ -99,6 +99,7 @@ class ServingModel:
             clock=clock,
             sample_shape=self.schema.sample_shape if self._mapped else None,
             monitored=self.schema.monitor if self._mapped else None,
+            channel_values=self.schema.channels_last if self.tensor else None,
         )
         self._lock = threading.Lock()
         self._lo, self._hi = self.schema.channel_bounds()

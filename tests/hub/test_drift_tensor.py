@@ -16,9 +16,17 @@ import pytest
 from edge_agent.contract.bundle import verify_bundle
 from edge_agent.contract.histogram import bin_indices
 from edge_agent.contract.manifest import MODEL
+from edge_agent.contract.window import (
+    MetricsWindow,
+    merge_documents,
+    merge_windows,
+    subtract_windows,
+)
+from edge_agent.errors import ValidationError
 from edge_agent.inference.model import LoadedModel
 from edge_agent.inference.serving import Predictor
 from hub.bundler import build_bundle, load_reference
+from hub.drift import drift_report
 from tests.support.accel import accel_windows
 from tests.support.fidelity import DemoBundle, Population, binomial_upper, decide
 
@@ -105,3 +113,67 @@ def test_a_gain_change_on_one_axis_is_flagged_on_that_channel_only(cnn, axis):
         _, summary = decide(cnn, drifted.window(200, rng))
         channels = {name.split(".")[0] for name in summary.drifted if "." in name}
         assert channels == {axis}, f"trial {trial}: drifted {sorted(summary.drifted)}"
+
+
+# --- per-channel values over all positions (shown, not tested) -------------------------
+
+
+def served_window(cnn: DemoBundle, x: np.ndarray, now: float = 60.0):
+    predictor = Predictor()
+    predictor.active = cnn.serving()
+    for i in range(0, x.shape[0], 100):
+        predictor.predict(x[i : i + 100])
+    (window,) = predictor.close_windows(now=now)
+    return window
+
+
+def test_channel_values_count_every_position_and_merge_exactly(cnn):
+    x, _ = accel_windows(600, np.random.default_rng(41))
+    whole = served_window(cnn, x)
+    a, b = served_window(cnn, x[:250]), served_window(cnn, x[250:])
+    cv = whole.channel_values
+    assert cv is not None and cv.positions == 64 and len(cv.counts) == 3
+    assert all(sum(c) == 600 * 64 for c in cv.counts)  # n x positions, not n
+    assert all(sum(f.counts) == 600 for f in whole.features)  # summaries: one per sample
+    merged = merge_windows(a, b)
+    assert merged.channel_values == cv
+    assert subtract_windows(merged, b).channel_values == a.channel_values
+    docs = merge_documents([a.to_json(), b.to_json()])
+    assert MetricsWindow.from_json(docs).channel_values == cv
+    assert MetricsWindow.from_json(whole.to_json()) == whole
+    merged.check_reference(cnn.reference)
+
+
+def test_windows_without_channel_values_still_merge_and_the_merge_drops_them(cnn):
+    x, _ = accel_windows(100, np.random.default_rng(42))
+    new = served_window(cnn, x)
+    old_doc = new.to_json()
+    del old_doc["channel_values"]  # as an agent before the field sent it
+    old = MetricsWindow.from_json(old_doc)
+    assert old.channel_values is None
+    assert merge_windows(old, new).channel_values is None
+    assert "channel_values" not in merge_documents([old_doc, new.to_json()])
+
+
+def test_channel_values_that_do_not_sum_to_n_times_positions_are_refused(cnn):
+    x, _ = accel_windows(50, np.random.default_rng(43))
+    doc = served_window(cnn, x).to_json()
+    doc["channel_values"]["counts"][1][3] += 1
+    with pytest.raises(ValidationError, match=r"channel_values.counts\[1\]: sum 3201 is not n x"):
+        MetricsWindow.from_json(doc)
+    doc["channel_values"]["counts"][1][3] -= 1
+    doc["channel_values"]["counts"][2].append(0)  # one bin more than the reference has
+    window = MetricsWindow.from_json(doc)
+    with pytest.raises(ValidationError, match=r"channel value counts .* do not fit"):
+        window.check_reference(cnn.reference)
+
+
+def test_a_gain_change_moves_that_channels_values_only(cnn):
+    x, _ = accel_windows(1000, np.random.default_rng(44), gain={"ay": 1.3})
+    report = drift_report(cnn.reference, [served_window(cnn, x)])
+    by_name = {c.name: c for c in report.channel_values}
+    assert set(by_name) == {"ax", "ay", "az"}
+    assert by_name["ay"].psi is not None and by_name["ay"].psi > 0.1
+    assert by_name["ax"].psi < 0.05 and by_name["az"].psi < 0.05
+    assert report.to_json()["channel_values"][1]["name"] == "ay"
+    assert {d.split(".")[0] for d in report.decision.drifted if "." in d} == {"ay"}
