@@ -26,6 +26,7 @@ from edge_agent.contract.bundle import is_tflite
 from edge_agent.contract.calibration import Calibration
 from edge_agent.contract.canonical import canonical_bytes
 from edge_agent.contract.fields import is_safe_name
+from edge_agent.contract.histogram import count, with_cut
 from edge_agent.contract.input_schema import OUTPUT_PREFIX, FeatureSpec, InputSchema, OutputKind
 from edge_agent.contract.manifest import (
     INPUT_SCHEMA,
@@ -198,6 +199,9 @@ def compute_reference(
             flags,
             output_kind=schema.kind,
         )
+        cut = schema.output_cut
+        if cut is not None:
+            stats = _cut_outputs(stats, seen, cut)
         if schema.is_tabular:
             return stats
         values = schema.channels_last(x32).astype(np.float64)
@@ -205,6 +209,21 @@ def compute_reference(
     return ReferenceStats.from_data(
         x32.astype(np.float64), probs, names, labels, n_bins, CONFIDENCE_EDGES, discrete
     )
+
+
+def _cut_outputs(stats: ReferenceStats, seen: np.ndarray, cut: float) -> ReferenceStats:
+    """``stats`` with ``cut`` an edge of every output feature (``out.*``, the last
+    columns of ``seen``), so the hub's exceedance rates are exact counts."""
+    features = list(stats.features)
+    first = len(features) - sum(f.name.startswith(OUTPUT_PREFIX) for f in features)
+    for j in range(first, len(features)):
+        edges = with_cut(np.asarray(features[j].edges), cut)
+        features[j] = replace(
+            features[j],
+            edges=tuple(float(e) for e in edges),
+            counts=tuple(int(c) for c in count(edges, seen[:, j])),
+        )
+    return replace(stats, features=tuple(features), output_cut=cut)
 
 
 def infer_output_kind(probs: np.ndarray) -> tuple[OutputKind, str]:

@@ -42,6 +42,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
+from edge_agent.contract.histogram import share_at_or_above
 from edge_agent.contract.input_schema import OUTPUT_PREFIX
 from edge_agent.contract.reference import ReferenceStats
 from edge_agent.contract.window import ERRORS_IN_N, LATENCY_EDGES_MS, MetricsWindow, merge_windows
@@ -790,6 +791,12 @@ class OutputShift:
     reference_std: float
     mean_shift_sd: float | None
     std_ratio: float | None
+    #: The share of values at or above ``cut`` (multi-label: the positive rate at 0.5;
+    #: a score: the exceedance rate over its threshold), live and in the reference;
+    #: None without a cut.
+    cut: float | None = None
+    rate: float | None = None
+    reference_rate: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form."""
@@ -802,6 +809,9 @@ class OutputShift:
             "reference_std": self.reference_std,
             "mean_shift_sd": self.mean_shift_sd,
             "std_ratio": self.std_ratio,
+            "cut": self.cut,
+            "rate": self.rate,
+            "reference_rate": self.reference_rate,
         }
 
 
@@ -1136,7 +1146,16 @@ def _output_shift(reference: ReferenceStats, merged: MetricsWindow) -> tuple[Out
         mean = fw.mean if fw.count else None
         shift = None if mean is None or fr.std <= 0 else (mean - fr.mean) / fr.std
         ratio = None if std is None or fr.std <= 0 else std / fr.std
-        shifts.append(OutputShift(fr.name, fw.count, mean, std, fr.mean, fr.std, shift, ratio))
+        cut = reference.output_cut
+        rate = ref_rate = None
+        if cut is not None:
+            rate = share_at_or_above(fr.edges, fw.counts, cut)
+            ref_rate = share_at_or_above(fr.edges, fr.counts, cut)
+        shifts.append(
+            OutputShift(
+                fr.name, fw.count, mean, std, fr.mean, fr.std, shift, ratio, cut, rate, ref_rate
+            )
+        )
     return tuple(shifts)
 
 

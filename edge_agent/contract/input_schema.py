@@ -83,6 +83,9 @@ class InputSchema:
     channel_axis: int = 0
     #: What the outputs are; None (undeclared) serves as ``classification``.
     output_kind: OutputKind | None = None
+    #: For a ``score`` model, the score at or above which a sample is an anomaly: the
+    #: hub reports the exceedance rate (None: no rate).
+    score_threshold: float | None = None
 
     def __post_init__(self) -> None:
         """Normalise a rank-1 tensor to tabular and check the tensor description.
@@ -104,6 +107,20 @@ class InputSchema:
             raise ValidationError(
                 f"schema.output_kind: {self.output_kind!r} is not one of {OUTPUT_KINDS}"
             )
+        if self.score_threshold is not None and (
+            self.output_kind != "score" or not np.isfinite(self.score_threshold)
+        ):
+            raise ValidationError(
+                "schema.score_threshold: a finite number, for output_kind score only"
+            )
+
+    @property
+    def output_cut(self) -> float | None:
+        """The output value the hub reports the share at or above: 0.5 for multi-label
+        (the positive rate), the score threshold for a score, else None."""
+        if self.kind == "multilabel":
+            return 0.5
+        return self.score_threshold if self.kind == "score" else None
 
     @property
     def kind(self) -> OutputKind:
@@ -200,6 +217,8 @@ class InputSchema:
             doc["tensor"] = {"shape": list(self.shape), "channel_axis": self.channel_axis}
         if self.output_kind is not None:
             doc["output_kind"] = self.output_kind
+        if self.score_threshold is not None:
+            doc["score_threshold"] = self.score_threshold
         return doc
 
     @classmethod
@@ -214,7 +233,7 @@ class InputSchema:
             value,
             where,
             {"features", "labels", "out_of_range", "nan"},
-            frozenset({"tensor", "output_kind"}),
+            frozenset({"tensor", "output_kind", "score_threshold"}),
         )
         features = []
         for i, item in enumerate(list_of(obj, "features", dict, where)):
@@ -249,7 +268,11 @@ class InputSchema:
             kind = field(obj, "output_kind", str, where)
             if kind not in OUTPUT_KINDS:
                 raise ValidationError(f"{where}.output_kind: {kind!r} is not one of {OUTPUT_KINDS}")
+        threshold = (
+            field(obj, "score_threshold", float, where) if "score_threshold" in obj else None
+        )
         return cls(
+            score_threshold=threshold,
             output_kind=kind,  # type: ignore[arg-type]
             shape=shape,
             channel_axis=axis,

@@ -90,6 +90,9 @@ class ReferenceStats:
     channels: tuple[Histogram, ...] = ()
     #: The channels' names, in the order of :attr:`channels`.
     channel_names: tuple[str, ...] = ()
+    #: The output value whose exceedance the hub reports (0.5 for multi-label, a score's
+    #: threshold); an edge of every ``out.*`` feature (format 2; None: no rate).
+    output_cut: float | None = None
 
     @property
     def classification(self) -> bool:
@@ -112,6 +115,8 @@ class ReferenceStats:
             doc["calibration"] = self.calibration.to_json()
         if self.output_kind != "classification":
             doc["output_kind"] = self.output_kind
+        if self.output_cut is not None:
+            doc["output_cut"] = self.output_cut
         if self.channels:
             doc["channels"] = [
                 {"name": name, **h.to_json()}
@@ -225,12 +230,12 @@ class ReferenceStats:
             value,
             where,
             {"n", "features", "classes", "confidence"},
-            frozenset({"format", "calibration", "output_kind", "channels"}),
+            frozenset({"format", "calibration", "output_kind", "channels", "output_cut"}),
         )
         version = field(obj, "format", int, where) if "format" in obj else 1
         if version not in FORMATS:
             raise ValidationError(f"{where}.format: {version} is not one of {FORMATS}")
-        for key in ("calibration", "output_kind", "channels"):
+        for key in ("calibration", "output_kind", "channels", "output_cut"):
             if version == 1 and key in obj:
                 raise ValidationError(f"{where}.{key}: needs format 2")
         kind = field(obj, "output_kind", str, where) if "output_kind" in obj else "classification"
@@ -291,6 +296,7 @@ class ReferenceStats:
             kind,  # type: ignore[arg-type]
             tuple(channels),
             tuple(names),
+            field(obj, "output_cut", float, where) if "output_cut" in obj else None,
         )
 
 

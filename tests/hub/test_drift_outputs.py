@@ -17,6 +17,7 @@ from edge_agent.contract.bundle import verify_bundle
 from edge_agent.contract.input_schema import FeatureSpec, InputSchema
 from edge_agent.contract.messages import ModelVersion
 from edge_agent.contract.window import merge_windows
+from edge_agent.errors import ValidationError
 from edge_agent.inference.serving import Predictor, ServingModel
 from hub.bundler import build_bundle, load_reference
 from hub.drift import drift_report
@@ -177,3 +178,34 @@ def test_a_classifier_report_keeps_the_keys_it_had(tmp_path, signing_keys, trust
     doc = drift_report(mlp.reference(), [window]).to_json()
     assert "prediction" in doc and "confidence" in doc
     assert "output_kind" not in doc and "output_shift" not in doc
+
+
+@pytest.mark.parametrize(("kind", "cut"), [("multilabel", 0.5), ("score", 0.3)])
+def test_positive_and_exceedance_rates_are_exact_counts(
+    tmp_path, signing_keys, trust_1of1, kind, cut
+):
+    schema = InputSchema(
+        features=tuple(FeatureSpec(f"m{i}") for i in range(12)),
+        labels=("leak", "cavitation", "misalignment", "looseness"),
+        output_kind=kind,
+        score_threshold=cut if kind == "score" else None,
+    )
+    b = bundle(tmp_path, "multilabel", "int8f", signing_keys[:1], trust_1of1, schema)
+    ref = b.reference()
+    assert ref.output_cut == cut
+    assert all(cut in f.edges for f in ref.features if f.name.startswith("out."))
+    x = np.random.default_rng(34).normal(0, 1, (700, 12)).astype(np.float32) * 1.3
+    p = predictor(b)
+    outputs = p.predict(x).outputs
+    (window,) = p.close_windows(now=60.0)
+    report = drift_report(ref, [window])
+    assert [s.name for s in report.output_shift] == [f"out.{label}" for label in schema.labels]
+    for j, s in enumerate(report.output_shift):
+        assert s.cut == cut
+        assert s.rate == float(np.mean(outputs[:, j] >= cut))  # exact, not binned
+        assert s.reference_rate is not None and 0.0 < s.reference_rate < 1.0
+
+
+def test_a_score_threshold_needs_a_score_model():
+    with pytest.raises(ValidationError, match="score_threshold: a finite number, for output_kind"):
+        InputSchema(features=(FeatureSpec("a"),), output_kind="regression", score_threshold=1.0)
