@@ -14,7 +14,7 @@ VENV_TFLITE   := .venv-tflite
 PIP_FLAGS     := --quiet --disable-pip-version-check
 PYTEST_FLAGS  ?=
 # Where the runtime-facing tests live (the hub API tests need the hub extra, absent there).
-RUNTIME_TESTS := tests/modelkit tests/test_bundle.py tests/test_cli.py tests/agent
+RUNTIME_TESTS := tests/modelkit tests/test_bundle.py tests/test_tf_models.py tests/test_cli.py tests/agent
 
 .PHONY: demo test lint typecheck pytest pytest-tflite bench flake-check clean
 

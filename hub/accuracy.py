@@ -89,7 +89,7 @@ SHRINK: Final = 10.0
 #: Two-sided 95 % normal quantile for the interval.
 Z95: Final = 1.959963984540054
 
-Status = Literal["estimated", "cannot_estimate", "no_calibration", "not_reported"]
+Status = Literal["estimated", "cannot_estimate", "no_calibration", "not_reported", "not_applicable"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,8 @@ class AccuracyEstimate:
       ``cannot_estimate`` (inputs drifted too far, see the module doc; ``reason``
       says how far); ``no_calibration`` (the bundle has no calibration map: built
       without held-out data, or before maps existed); ``not_reported`` (fewer
-      predictions with an output than the report's minimum count).
+      predictions with an output than the report's minimum count); ``not_applicable``
+      (a regression, score or multi-label model: there is no top-1 confidence).
     - ``n``: predictions with a finite top-1 confidence the estimate rests on.
     - ``mean_confidence``: their mean top-1 confidence (uncalibrated; exact when the
       windows carry confidence sums, else None): for comparison, never the estimate.
@@ -133,6 +134,7 @@ class AccuracyEstimate:
             "cannot_estimate": "cannot estimate (input drift)",
             "no_calibration": "cannot estimate (no calibration map in the bundle)",
             "not_reported": "not reported (too few predictions)",
+            "not_applicable": "not applicable (the model is not a classifier)",
         }[self.status]
 
     def to_json(self) -> dict[str, Any]:
@@ -274,6 +276,10 @@ def estimate_accuracy(
             ratio,
         )
 
+    if not reference.classification:
+        return without(
+            "not_applicable", f"not applicable: the model's outputs are {reference.output_kind}"
+        )
     if cal is None:
         return without("no_calibration", "the bundle has no calibration map")
     if n < max(min_count, 1):

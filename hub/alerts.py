@@ -350,7 +350,8 @@ def metric_value(
     if m == "drifted_share":
         return report.drifted_share
     if m == "prediction_psi":
-        return None if report.prediction.verdict == "insufficient" else report.prediction.psi
+        pred = report.prediction  # None for a model that is not a classifier
+        return None if pred is None or pred.verdict == "insufficient" else pred.psi
     if m == "error_rate":
         if report.n == 0 and not report.error_rates:
             return None

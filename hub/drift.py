@@ -42,6 +42,8 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
+from edge_agent.contract.histogram import share_at_or_above
+from edge_agent.contract.input_schema import OUTPUT_PREFIX
 from edge_agent.contract.reference import ReferenceStats
 from edge_agent.contract.window import ERRORS_IN_N, LATENCY_EDGES_MS, MetricsWindow, merge_windows
 from hub.accuracy import AccuracyEstimate, estimate_accuracy, reference_estimate
@@ -722,12 +724,109 @@ class DataQuality:
 
 
 @dataclass(frozen=True)
+class ChannelValuesDrift:
+    """Effect sizes of one channel's values at every position (a tensor input's
+    per-channel value histogram) against the reference's: shown, never tested — the
+    values of one sample are not independent, so a test on them would count one sample
+    as many (the per-sample summaries are what the rule tests; see docs/drift.md).
+    ``values`` finite live values; ``nan_rate`` the share of NaN values."""
+
+    name: str
+    values: int
+    psi: float | None
+    js: float | None
+    hellinger: float | None
+    nan_rate: float
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {
+            "name": self.name,
+            "values": self.values,
+            "psi": self.psi,
+            "js": self.js,
+            "hellinger": self.hellinger,
+            "nan_rate": self.nan_rate,
+        }
+
+
+def _channel_drift(
+    reference: ReferenceStats, merged: MetricsWindow, eps: float
+) -> tuple[ChannelValuesDrift, ...]:
+    """Per-channel value effect sizes, when the windows and the reference have them."""
+    cv = merged.channel_values
+    if cv is None or not reference.channels:
+        return ()
+    out = []
+    for name, ref, live in zip(reference.channel_names, reference.channels, cv.counts, strict=True):
+        r, c = ref.counts[:-1], live[:-1]  # NaN is a data-quality rate, not drift
+        m, n = sum(r), sum(c)
+        effects = _effects([v / m for v in r], [v / n for v in c], eps) if m and n else None
+        total = sum(live)
+        out.append(
+            ChannelValuesDrift(
+                name,
+                n,
+                None if effects is None else effects[0],
+                None if effects is None else effects[1],
+                None if effects is None else effects[2],
+                live[-1] / total if total else 0.0,
+            )
+        )
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class OutputShift:
+    """One monitored output of a model that is not a classifier (regression, score,
+    multilabel): its live ``mean``/``std`` over ``n`` finite values, the reference's,
+    the mean's shift in reference standard deviations and the ratio of the standard
+    deviations (None when there is no live value or the reference is constant)."""
+
+    name: str
+    n: int
+    mean: float | None
+    std: float | None
+    reference_mean: float
+    reference_std: float
+    mean_shift_sd: float | None
+    std_ratio: float | None
+    #: The share of values at or above ``cut`` (multi-label: the positive rate at 0.5;
+    #: a score: the exceedance rate over its threshold), live and in the reference;
+    #: None without a cut.
+    cut: float | None = None
+    rate: float | None = None
+    reference_rate: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {
+            "name": self.name,
+            "n": self.n,
+            "mean": self.mean,
+            "std": self.std,
+            "reference_mean": self.reference_mean,
+            "reference_std": self.reference_std,
+            "mean_shift_sd": self.mean_shift_sd,
+            "std_ratio": self.std_ratio,
+            "cut": self.cut,
+            "rate": self.rate,
+            "reference_rate": self.reference_rate,
+        }
+
+
+@dataclass(frozen=True)
 class DriftReport:
     """Fleet-wide drift and health of one model version, from merged windows.
 
     - ``features``, ``prediction`` (predicted classes), ``confidence`` (top-1
       confidence histogram): one :class:`FeatureDrift` each, decided together (Holm
-      over all of them at ``thresholds.alpha``); ``decision`` their one verdict.
+      over all of them at ``thresholds.alpha``); ``decision`` their one verdict. For a
+      model whose ``output_kind`` is not ``classification``, ``prediction`` and
+      ``confidence`` are None (left out of the JSON): its outputs are features
+      (``out.<label>``), and ``output_shift`` gives each one's mean and variance shift.
+    - ``channel_values``: for a tensor input, each channel's value histogram over all
+      positions against the reference's, as effect sizes only (never tested).
     - ``drifted_share``: drifted / decided features (None when none is decided);
       ``dataset_drift``: ``drifted_share >= thresholds.dataset_share`` (None likewise).
     - ``error_rates``: per error kind, errors / attempts, attempts being predictions
@@ -753,8 +852,8 @@ class DriftReport:
     features: tuple[FeatureDrift, ...]
     drifted_share: float | None
     dataset_drift: bool | None
-    prediction: FeatureDrift
-    confidence: FeatureDrift
+    prediction: FeatureDrift | None
+    confidence: FeatureDrift | None
     data_quality: tuple[DataQuality, ...]
     error_rates: dict[str, float]
     latency_ms: dict[str, float] | None
@@ -764,19 +863,41 @@ class DriftReport:
     compared: int
     accuracy: AccuracyEstimate | None = None
     thresholds: DriftThresholds = DEFAULT_THRESHOLDS
+    output_kind: str = "classification"
+    output_shift: tuple[OutputShift, ...] = ()
+    channel_values: tuple[ChannelValuesDrift, ...] = ()
 
     @property
     def distributions(self) -> tuple[FeatureDrift, ...]:
-        """Every tested distribution: the features, then prediction and confidence."""
-        return (*self.features, self.prediction, self.confidence)
+        """Every tested distribution: the features, then prediction and confidence
+        (a classifier's only)."""
+        extra = tuple(d for d in (self.prediction, self.confidence) if d is not None)
+        return (*self.features, *extra)
 
     @property
     def decision(self) -> DriftSummary:
         """The report's one verdict over all its distributions."""
         return summarize(self.distributions)
 
+    def _outputs_json(self) -> dict[str, Any]:
+        """A classifier's ``prediction`` and ``confidence`` (the keys a report had
+        before output kinds existed), or another kind's ``output_kind`` and
+        ``output_shift``."""
+        if self.prediction is not None and self.confidence is not None:
+            return {
+                "prediction": self.prediction.to_json(),
+                "confidence": self.confidence.to_json(),
+            }
+        return {
+            "output_kind": self.output_kind,
+            "output_shift": [o.to_json() for o in self.output_shift],
+        }
+
     def to_json(self) -> dict[str, Any]:
-        """Return the JSON document (None for what was not measured)."""
+        """Return the JSON document (None for what was not measured). A classifier's
+        has the keys it had before output kinds existed; another kind's has
+        ``output_kind`` and ``output_shift`` instead of ``prediction`` and
+        ``confidence``."""
         return {
             "model": self.model,
             "version": self.version,
@@ -790,8 +911,12 @@ class DriftReport:
             "features": [f.to_json() for f in self.features],
             "drifted_share": self.drifted_share,
             "dataset_drift": self.dataset_drift,
-            "prediction": self.prediction.to_json(),
-            "confidence": self.confidence.to_json(),
+            **self._outputs_json(),
+            **(
+                {"channel_values": [c.to_json() for c in self.channel_values]}
+                if self.channel_values
+                else {}
+            ),
             "data_quality": [d.to_json() for d in self.data_quality],
             "error_rates": dict(sorted(self.error_rates.items())),
             "latency_ms": self.latency_ms,
@@ -893,7 +1018,9 @@ def decide_counts(
 ) -> tuple[FeatureDrift, ...]:
     """The one rule on live counts (NaN bins removed) against ``reference``: one
     :class:`FeatureDrift` per feature, then the predicted classes and the confidences,
-    decided together (Holm across all of them). What :func:`drift_report` uses.
+    decided together (Holm across all of them). What :func:`drift_report` uses. For a
+    model that is not a classifier (``reference.output_kind``) only the features are
+    decided (its outputs are among them), and ``classes``/``confidence`` are ignored.
 
     Raises:
         DriftError: a count vector does not fit the reference, or holds negative counts.
@@ -902,9 +1029,10 @@ def decide_counts(
         raise DriftError(
             f"{len(features)} feature count vectors for {len(reference.features)} features"
         )
+    extra = EXTRA_DISTRIBUTIONS if reference.classification else 0
     opts: dict[str, Any] = {
         "thresholds": thresholds,
-        "family": len(reference.features) + EXTRA_DISTRIBUTIONS,
+        "family": len(reference.features) + extra,
         "min_count": max(1, min_count),
         "eps": eps,
     }
@@ -912,8 +1040,11 @@ def decide_counts(
         _examine(fr.name, fr.counts[:-1], cur, **opts)
         for fr, cur in zip(reference.features, features, strict=True)
     ]
-    examined.append(_examine("prediction", reference.class_counts, classes, **opts))
-    examined.append(_examine("confidence", reference.confidence.counts[:-1], confidence, **opts))
+    if reference.classification:
+        examined.append(_examine("prediction", reference.class_counts, classes, **opts))
+        examined.append(
+            _examine("confidence", reference.confidence.counts[:-1], confidence, **opts)
+        )
     return _decide(examined, thresholds)
 
 
@@ -949,7 +1080,12 @@ def drift_report(
         min_count=min_count,
         eps=eps,
     )
-    features, prediction, confidence = decided[:-2], decided[-2], decided[-1]
+    prediction: FeatureDrift | None = None
+    confidence: FeatureDrift | None = None
+    if reference.classification:
+        features, prediction, confidence = decided[:-2], decided[-2], decided[-1]
+    else:
+        features = decided
     known = [f for f in features if f.verdict != "insufficient"]
     share = sum(f.drifted for f in known) / len(known) if known else None
     n = merged.n
@@ -991,7 +1127,36 @@ def drift_report(
         compared=merged.compared,
         accuracy=accuracy,
         thresholds=thresholds,
+        output_kind=reference.output_kind,
+        output_shift=_output_shift(reference, merged),
+        channel_values=_channel_drift(reference, merged, eps),
     )
+
+
+def _output_shift(reference: ReferenceStats, merged: MetricsWindow) -> tuple[OutputShift, ...]:
+    """The mean and variance of each monitored output (``out.*`` features) against the
+    reference's, from the merged moments (exact); empty for a classifier."""
+    if reference.classification:
+        return ()
+    shifts = []
+    for fr, fw in zip(reference.features, merged.features, strict=True):
+        if not fr.name.startswith(OUTPUT_PREFIX):
+            continue
+        std = float(np.sqrt(fw.variance)) if fw.count else None
+        mean = fw.mean if fw.count else None
+        shift = None if mean is None or fr.std <= 0 else (mean - fr.mean) / fr.std
+        ratio = None if std is None or fr.std <= 0 else std / fr.std
+        cut = reference.output_cut
+        rate = ref_rate = None
+        if cut is not None:
+            rate = share_at_or_above(fr.edges, fw.counts, cut)
+            ref_rate = share_at_or_above(fr.edges, fr.counts, cut)
+        shifts.append(
+            OutputShift(
+                fr.name, fw.count, mean, std, fr.mean, fr.std, shift, ratio, cut, rate, ref_rate
+            )
+        )
+    return tuple(shifts)
 
 
 def drift_decision(

@@ -82,6 +82,30 @@ def count(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.bincount(bin_indices(edges, values), minlength=edges.shape[0] + 2).astype(np.int64)
 
 
+def with_cut(edges: np.ndarray, cut: float) -> np.ndarray:
+    """``edges`` with ``cut`` as an edge, so that the values at or above it are exactly
+    the counts of the bins from that edge up (see :func:`share_at_or_above`): inserted
+    inside the range, or prepended below it. A cut at or above the last edge cannot be
+    one (the last interior bin is closed): ``edges`` come back unchanged."""
+    e = np.asarray(edges, dtype=np.float64)
+    if not np.isfinite(cut) or cut >= e[-1] or cut in e:
+        return e
+    return np.sort(np.append(e, cut))
+
+
+def share_at_or_above(edges: npt.ArrayLike, counts: npt.ArrayLike, cut: float) -> float | None:
+    """The share of the finite values counted at or above ``cut`` (NaN bin excluded),
+    exact when ``cut`` is an edge other than the last; None otherwise or when there is
+    no finite value."""
+    e = np.asarray(edges, dtype=np.float64)
+    c = np.asarray(counts, dtype=np.int64)[:-1]
+    hits = np.flatnonzero(e[:-1] == cut)
+    total = int(c.sum())
+    if hits.size == 0 or total == 0:
+        return None
+    return float(c[int(hits[0]) + 1 :].sum()) / total
+
+
 def quantile_edges(values: np.ndarray, n_bins: int) -> np.ndarray:
     """Edges at the reference quantiles: ``n_bins`` bins of about equal mass.
 

@@ -13,7 +13,10 @@ Format versions (the document's ``format`` field; absent means 1):
   mass, one bin per value of discrete features, heavy values in their own bin), and
   optionally a ``calibration`` map (:mod:`edge_agent.contract.calibration`) for label-free
   accuracy estimates. The layout of the counts is the same, so devices count both
-  formats with the same code.
+  formats with the same code. Optionally ``output_kind`` (format 2, written only when
+  not ``classification``): the model's outputs are then among the features
+  (``out.<label>``, see :mod:`edge_agent.contract.input_schema`), and the hub tests
+  neither the predicted classes nor the confidences and estimates no accuracy.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from edge_agent.contract.calibration import Calibration
 from edge_agent.contract.fields import exact_fields, field, list_of, positive_int, safe_name
 from edge_agent.contract.histogram import check_edges, count, n_counts, reference_edges
+from edge_agent.contract.input_schema import OUTPUT_KINDS, OutputKind
 from edge_agent.errors import ValidationError
 
 #: Top-1 confidence bins: ten of width 0.1.
@@ -80,6 +84,21 @@ class ReferenceStats:
     confidence: Histogram
     format: int = 1
     calibration: Calibration | None = None
+    output_kind: OutputKind = "classification"
+    #: A tensor input's per-channel bins for every value at every position, with the
+    #: reference's counts (format 2; empty for tabular inputs and older bundles).
+    channels: tuple[Histogram, ...] = ()
+    #: The channels' names, in the order of :attr:`channels`.
+    channel_names: tuple[str, ...] = ()
+    #: The output value whose exceedance the hub reports (0.5 for multi-label, a score's
+    #: threshold); an edge of every ``out.*`` feature (format 2; None: no rate).
+    output_cut: float | None = None
+
+    @property
+    def classification(self) -> bool:
+        """Whether the outputs are class probabilities (predicted classes, confidences
+        and the accuracy estimate apply)."""
+        return self.output_kind == "classification"
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON document (a format-1 document has no ``format`` field, so an
@@ -94,7 +113,41 @@ class ReferenceStats:
             doc["format"] = self.format
         if self.calibration is not None:
             doc["calibration"] = self.calibration.to_json()
+        if self.output_kind != "classification":
+            doc["output_kind"] = self.output_kind
+        if self.output_cut is not None:
+            doc["output_cut"] = self.output_cut
+        if self.channels:
+            doc["channels"] = [
+                {"name": name, **h.to_json()}
+                for name, h in zip(self.channel_names, self.channels, strict=True)
+            ]
         return doc
+
+    def with_channels(
+        self, names: Sequence[str], values: np.ndarray, n_bins: int
+    ) -> ReferenceStats:
+        """This reference with per-channel value bins (format 2) from ``values``
+        ``[values, channels]``: every value at every position of the reference samples.
+
+        Raises:
+            ValidationError: a channel has no finite value, or ``n_bins`` < 1.
+        """
+        hists = []
+        for j, name in enumerate(names):
+            try:
+                edges = reference_edges(values[:, j], n_bins, False)
+            except ValidationError as exc:
+                raise ValidationError(f"reference channel {name}: {exc}") from exc
+            hists.append(
+                Histogram(
+                    tuple(float(e) for e in edges),
+                    tuple(int(c) for c in count(edges, values[:, j])),
+                )
+            )
+        return replace(
+            self, format=max(self.format, 2), channels=tuple(hists), channel_names=tuple(names)
+        )
 
     def with_calibration(self, calibration: Calibration) -> ReferenceStats:
         """This reference with ``calibration`` attached (format 2).
@@ -120,6 +173,7 @@ class ReferenceStats:
         n_bins: int = 10,
         confidence_edges: Sequence[float] = DEFAULT_CONFIDENCE_EDGES,
         discrete: Sequence[bool] | None = None,
+        output_kind: OutputKind = "classification",
     ) -> ReferenceStats:
         """Statistics of reference inputs ``x [n, F]`` and the model's outputs ``probs [n, C]``:
         bins per feature (:func:`~edge_agent.contract.histogram.reference_edges`; ``discrete``
@@ -162,6 +216,7 @@ class ReferenceStats:
                 tuple(float(e) for e in conf_edges), tuple(int(c) for c in confidence)
             ),
             format=FORMAT,
+            output_kind=output_kind,
         )
 
     @classmethod
@@ -175,13 +230,17 @@ class ReferenceStats:
             value,
             where,
             {"n", "features", "classes", "confidence"},
-            frozenset({"format", "calibration"}),
+            frozenset({"format", "calibration", "output_kind", "channels", "output_cut"}),
         )
         version = field(obj, "format", int, where) if "format" in obj else 1
         if version not in FORMATS:
             raise ValidationError(f"{where}.format: {version} is not one of {FORMATS}")
-        if version == 1 and "calibration" in obj:
-            raise ValidationError(f"{where}.calibration: needs format 2")
+        for key in ("calibration", "output_kind", "channels", "output_cut"):
+            if version == 1 and key in obj:
+                raise ValidationError(f"{where}.{key}: needs format 2")
+        kind = field(obj, "output_kind", str, where) if "output_kind" in obj else "classification"
+        if kind not in OUTPUT_KINDS:
+            raise ValidationError(f"{where}.output_kind: {kind!r} is not one of {OUTPUT_KINDS}")
         n = positive_int(obj, "n", where)
         features = []
         for i, item in enumerate(list_of(obj, "features", dict, where)):
@@ -217,7 +276,28 @@ class ReferenceStats:
                 raise ValidationError(
                     f"{where}.calibration: its classes and features do not fit the reference"
                 )
-        return cls(n, tuple(features), labels, class_counts, confidence, version, calibration)
+        names: list[str] = []
+        channels = []
+        for i, item in enumerate(
+            list_of(obj, "channels", dict, where) if "channels" in obj else []
+        ):
+            at = f"{where}.channels[{i}]"
+            c = exact_fields(item, at, {"name", "edges", "counts"})
+            names.append(safe_name(c["name"], f"{at}.name"))
+            channels.append(Histogram(*_histogram(c, at)))
+        return cls(
+            n,
+            tuple(features),
+            labels,
+            class_counts,
+            confidence,
+            version,
+            calibration,
+            kind,  # type: ignore[arg-type]
+            tuple(channels),
+            tuple(names),
+            field(obj, "output_cut", float, where) if "output_cut" in obj else None,
+        )
 
 
 def _histogram(obj: dict[str, Any], where: str) -> tuple[tuple[float, ...], tuple[int, ...]]:

@@ -32,7 +32,14 @@ Invariants of a window with ``n`` predictions (checked by :meth:`MetricsWindow.f
   those energies: ``typicality_n <= n``, the sum finite, >= 0, and 0 when the count is;
 - the latency histogram counts *invocations* (one per ``WindowAccumulator.record``
   call), so it sums to at most ``n``;
-- ``agreed <= compared``.
+- ``agreed <= compared``;
+- ``channel_values`` (optional; only for a tensor input whose reference has per-channel
+  value bins): per channel, a histogram of *every value at every position* of the
+  samples, over the reference's channel bins, with ``positions`` values per channel in
+  one sample: each channel histogram sums to ``n * positions``, not ``n`` (the values of
+  one sample are not independent: the hub shows effect sizes on these, and tests the
+  per-sample summaries, see ``docs/drift.md``). Merges keep them only when every part
+  has them.
 
 Wire form (compact: features as columns, counts as plain integer lists)::
 
@@ -102,7 +109,9 @@ _WINDOW_FIELDS: Final = {
     "classes", "confidence", "latency", "errors", "compared", "agreed",
 }  # fmt: skip
 _TYPICALITY_FIELDS: Final = frozenset({"typicality_n", "typicality_sum"})
-_OPTIONAL_WINDOW_FIELDS: Final = frozenset({"confidence_sum"}) | _TYPICALITY_FIELDS
+_OPTIONAL_WINDOW_FIELDS: Final = (
+    frozenset({"confidence_sum", "channel_values"}) | _TYPICALITY_FIELDS
+)
 #: The key sets the fast path takes (anything else: the checked path).
 _FAST_KEY_SETS: Final = (
     _WINDOW_FIELDS,
@@ -122,6 +131,18 @@ _DIGITS_AND_COMMAS: Final = b"0123456789,"
 _COUNT_TEXT: Final = b"0123456789,[]"
 _new_object: Final = object.__new__
 _set_attribute: Final = object.__setattr__
+
+
+class ChannelValues(NamedTuple):
+    """Per-channel histograms of every value at every position (see the module doc):
+    ``positions`` values per channel in one sample, ``counts`` one vector per channel."""
+
+    positions: int
+    counts: tuple[tuple[int, ...], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {"positions": self.positions, "counts": [list(c) for c in self.counts]}
 
 
 class FeatureWindow(NamedTuple):
@@ -178,6 +199,9 @@ class MetricsWindow:
     #: (see the module doc); None for windows without them (then merges drop them).
     typicality_n: int | None = None
     typicality_sum: float | None = None
+    #: Per-channel value histograms over all positions (tensor inputs; see the module
+    #: doc); None for windows without them (then merges drop them).
+    channel_values: ChannelValues | None = None
     #: The document :meth:`from_wire` parsed, when it is exactly this window's JSON form
     #: (set on the instance; not a field: not compared, copied or shown).
     _wire: ClassVar[dict[str, Any] | None] = None
@@ -215,6 +239,15 @@ class MetricsWindow:
                 f"window {self.model_name} v{self.model_version}: count lengths "
                 f"{self.shape} do not fit the reference {expected}"
             )
+        cv = self.channel_values
+        if cv is not None:
+            bins = tuple(n_counts(c.edges) for c in reference.channels)
+            if tuple(len(c) for c in cv.counts) != bins:
+                raise ValidationError(
+                    f"window {self.model_name} v{self.model_version}: channel value counts "
+                    f"{tuple(len(c) for c in cv.counts)} do not fit the reference's "
+                    f"channel bins {bins}"
+                )
         sums = self.confidence_sum
         if sums is not None:
             e = reference.confidence.edges
@@ -259,6 +292,11 @@ class MetricsWindow:
                 {}
                 if self.typicality_n is None
                 else {"typicality_n": self.typicality_n, "typicality_sum": self.typicality_sum}
+            ),
+            **(
+                {}
+                if self.channel_values is None
+                else {"channel_values": self.channel_values.to_json()}
             ),
         }
 
@@ -331,9 +369,24 @@ def _window_checked(value: Any, where: str) -> MetricsWindow:
             else None
         ),
         **_typicality_from_json(obj, where),
+        channel_values=(
+            _channel_values(obj["channel_values"], f"{where}.channel_values")
+            if "channel_values" in obj
+            else None
+        ),
     )
     check_window(window, where)
     return window
+
+
+def _channel_values(value: Any, where: str) -> ChannelValues:
+    obj = exact_fields(value, where, {"positions", "counts"})
+    positions = _count(obj["positions"], f"{where}.positions")
+    rows = obj["counts"]
+    if type(rows) is not list or not rows:
+        raise ValidationError(f"{where}.counts: expected a list of count vectors")
+    counts = tuple(_counts(r, f"{where}.counts[{i}]", 4) for i, r in enumerate(rows))
+    return ChannelValues(positions, counts)
 
 
 def _typicality_from_json(obj: dict[str, Any], where: str) -> dict[str, Any]:
@@ -387,6 +440,16 @@ def check_window(w: MetricsWindow, where: str = "window") -> None:
     problem = _typicality_problem(w.typicality_n, w.typicality_sum, w.n)
     if problem is not None:
         raise ValidationError(f"{where}.typicality: {problem}")
+    cv = w.channel_values
+    if cv is not None:
+        if cv.positions < 1:
+            raise ValidationError(f"{where}.channel_values.positions: must be >= 1")
+        for i, c in enumerate(cv.counts):
+            if sum(c) != w.n * cv.positions:
+                raise ValidationError(
+                    f"{where}.channel_values.counts[{i}]: sum {sum(c)} is not n x positions "
+                    f"= {w.n * cv.positions}"
+                )
 
 
 def _typicality_problem(count: int | None, total: float | None, n: int) -> str | None:
@@ -461,6 +524,27 @@ def merge_windows(a: MetricsWindow, b: MetricsWindow) -> MetricsWindow:
             else tuple(map(operator.add, a.confidence_sum, b.confidence_sum))
         ),
         **_combine_typicality(a, b, 1),
+        channel_values=_combine_channels(a.channel_values, b.channel_values, 1),
+    )
+
+
+def _combine_channels(
+    a: ChannelValues | None, b: ChannelValues | None, sign: int
+) -> ChannelValues | None:
+    """Channel values of a merge (sign 1) or subtraction (-1): kept only when both
+    windows have them.
+
+    Raises:
+        ValidationError: they differ in positions or count lengths, or a count would
+            go negative.
+    """
+    if a is None or b is None:
+        return None
+    if a.positions != b.positions or [len(c) for c in a.counts] != [len(c) for c in b.counts]:
+        raise ValidationError("channel values of different positions or bins")
+    combine = _add if sign > 0 else _sub
+    return ChannelValues(
+        a.positions, tuple(combine(x, y) for x, y in zip(a.counts, b.counts, strict=True))
     )
 
 
@@ -515,6 +599,7 @@ def subtract_windows(total: MetricsWindow, part: MetricsWindow) -> MetricsWindow
             agreed=_nonneg(total.agreed - part.agreed),
             confidence_sum=sums,
             **_combine_typicality(total, part, -1),
+            channel_values=_combine_channels(total.channel_values, part.channel_values, -1),
         )
         check_window(rest, "subtract")
     except ValidationError as exc:
@@ -771,7 +856,7 @@ def _window_fast(obj: Any) -> MetricsWindow | None:
         errors = dict(sorted(errors.items()))
     # FeatureWindow.__new__ is Python; tuple.__new__ through map is not.
     feature_columns = (map(tuple, counts), count, mean, m2, lo, hi, oor)
-    # The frozen dataclass's __init__ sets its 13 fields one object.__setattr__ at a
+    # The frozen dataclass's __init__ sets its 17 fields one object.__setattr__ at a
     # time (2 us); every value is checked, so the instance dict is set in one go.
     window = _new_object(MetricsWindow)
     _set_attribute(
@@ -796,6 +881,7 @@ def _window_fast(obj: Any) -> MetricsWindow | None:
             "confidence_sum": None if sums is None else tuple(sums),
             "typicality_n": typ_n,
             "typicality_sum": typ_sum,
+            "channel_values": None,  # windows with channel values take the checked path
         },
     )
     return window
@@ -943,6 +1029,17 @@ def merge_documents(docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if all("typicality_n" in d for d in docs):
             merged["typicality_n"] = sum(d["typicality_n"] for d in docs)
             merged["typicality_sum"] = _sum_floats([[d["typicality_sum"]] for d in docs])[0]
+        if all("channel_values" in d for d in docs):
+            parts = [d["channel_values"] for d in docs]
+            if len({(p["positions"], len(p["counts"])) for p in parts}) != 1:
+                raise ValueError("channel values of different positions or channels")
+            merged["channel_values"] = {
+                "positions": parts[0]["positions"],
+                "counts": [
+                    _sum_columns([p["counts"][c] for p in parts])
+                    for c in range(len(parts[0]["counts"]))
+                ],
+            }
         return merged
     except (ValueError, KeyError, TypeError) as exc:
         raise ValidationError(f"merge: windows of {key} do not fit together ({exc})") from exc

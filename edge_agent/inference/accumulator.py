@@ -27,6 +27,7 @@ from edge_agent.contract.window import (
     MAX_ERROR_KINDS,
     MOMENT_LIMIT,
     ROLES,
+    ChannelValues,
     FeatureWindow,
     MetricsWindow,
     Role,
@@ -56,11 +57,26 @@ class WindowAccumulator:
         batch: int = 256,
         clock: Callable[[], float] = time.time,
         schema: InputSchema | None = None,
+        sample_shape: tuple[int, ...] | None = None,
+        monitored: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+        channel_values: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         """Prepare buffers for ``reference``'s features and classes.
 
         ``n_classes`` defaults to the reference's; ``schema`` (optional) gives the valid
         ranges for out-of-range counting, feature by feature in input order.
+
+        ``monitored`` (with the ``sample_shape`` it takes) makes the window count values
+        derived from each sample rather than the sample itself: samples of that shape are
+        buffered as they come (a copy, no arithmetic) and every block is mapped, with its
+        outputs, to ``[m, F]`` by ``monitored(x [m, *sample_shape], p [m, C])`` before it
+        is counted (a tensor's per-channel summaries, see
+        :meth:`~edge_agent.contract.input_schema.InputSchema.summarize`).
+
+        ``channel_values`` (with ``monitored``, and a reference with channel bins) maps
+        a raw block to every value at every position, ``[m * positions, channels]``
+        (:meth:`~edge_agent.contract.input_schema.InputSchema.channels_last`); the window
+        then also counts each channel's values over the reference's channel bins.
 
         Raises:
             ValidationError: bad name, version, role or batch; no features; or the
@@ -113,9 +129,17 @@ class WindowAccumulator:
         # Unbounded ranges count nothing (NaN is not out of range): skip the pass.
         unbounded = ranges is None or not np.isfinite(np.concatenate(ranges)).any()
         self._ranges = None if unbounded else ranges
-        self._x_shape = (n_features,)
+        self._monitored = monitored
+        self._x_shape = (n_features,) if monitored is None else tuple(sample_shape or ())
+        if monitored is not None and not self._x_shape:
+            raise ValidationError("monitor: a monitored mapping needs the sample shape")
         self._p_shape = (n_classes,)
-        self._x = np.empty((batch, n_features), dtype=np.float64)
+        self._x = np.empty((batch, *self._x_shape), dtype=np.float64)
+        self._channel_values = channel_values if reference.channels else None
+        self._channel_edges = [np.asarray(h.edges, dtype=np.float64) for h in reference.channels]
+        self._channel_counts = [np.zeros(n_counts(e), dtype=np.int64) for e in self._channel_edges]
+        n_channels = max(len(self._channel_edges), 1)
+        self._positions = int(np.prod(self._x_shape)) // n_channels if self._x_shape else 1
         self._p = np.empty((batch, n_classes), dtype=np.float64)
         self._lat: list[float] = []
         self._pending = 0
@@ -179,10 +203,10 @@ class WindowAccumulator:
         """
         xa = np.asarray(x)
         pa = np.asarray(probs)
-        if xa.ndim == 1 and xa.shape == self._x_shape and pa.shape == self._p_shape:
+        if xa.shape == self._x_shape and pa.shape == self._p_shape:
             rows = 1
         elif (
-            xa.ndim == 2
+            xa.ndim == len(self._x_shape) + 1
             and pa.ndim == 2
             and xa.shape[1:] == self._x_shape
             and pa.shape[1:] == self._p_shape
@@ -190,10 +214,10 @@ class WindowAccumulator:
         ):
             rows = xa.shape[0]
         else:
+            dims = ", ".join(str(d) for d in self._x_shape)
             raise ValidationError(
                 f"monitor: inputs {list(xa.shape)} / outputs {list(pa.shape)} do not fit "
-                f"[{self.n_features}] / [{self.n_classes}] or [B, {self.n_features}] / "
-                f"[B, {self.n_classes}]"
+                f"[{dims}] / [{self.n_classes}] or [B, {dims}] / [B, {self.n_classes}]"
             )
         if xa.dtype.kind not in _NUMERIC_KINDS or pa.dtype.kind not in _NUMERIC_KINDS:
             raise ValidationError(f"monitor: inputs and outputs must be numbers ({xa.dtype})")
@@ -211,7 +235,7 @@ class WindowAccumulator:
             else:
                 self._flush()
                 self._fold(
-                    np.asarray(xa, dtype=np.float64).reshape(-1, self.n_features),
+                    np.asarray(xa, dtype=np.float64).reshape(-1, *self._x_shape),
                     np.asarray(pa, dtype=np.float64).reshape(-1, self.n_classes),
                 )
 
@@ -301,7 +325,16 @@ class WindowAccumulator:
             )
 
     def _fold(self, x: np.ndarray, p: np.ndarray) -> None:
-        """Add a block of samples ``x [m, F]`` with outputs ``p [m, C]`` to the window."""
+        """Add a block of samples ``x [m, F]`` (or ``[m, *sample_shape]``, mapped to
+        ``[m, F]`` first) with outputs ``p [m, C]`` to the window."""
+        if self._channel_values is not None:
+            values = self._channel_values(x)
+            for j, edges in enumerate(self._channel_edges):
+                self._channel_counts[j] += np.bincount(
+                    bin_indices(edges, values[:, j]), minlength=self._channel_counts[j].size
+                )
+        if self._monitored is not None:
+            x = self._monitored(x, p)
         m = x.shape[0]
         idx = self._bin_block(x) + self._bin_offsets  # an intp copy: one index per value
         self._hist += np.bincount(idx.ravel(), minlength=self._hist.size)
@@ -470,6 +503,13 @@ class WindowAccumulator:
             confidence_sum=tuple(self._conf_sum.tolist()),
             typicality_n=int(self._typ_n[0]) if self._typ_active else None,
             typicality_sum=float(self._typ_sum[0]) if self._typ_active else None,
+            channel_values=(
+                None
+                if self._channel_values is None
+                else ChannelValues(
+                    self._positions, tuple(tuple(c.tolist()) for c in self._channel_counts)
+                )
+            ),
         )
 
     def _reset(self, start: float) -> None:
@@ -480,6 +520,8 @@ class WindowAccumulator:
         self._conf_sum.fill(0.0)
         self._typ_n.fill(0)
         self._typ_sum.fill(0.0)
+        for c in self._channel_counts:
+            c.fill(0)
         self._min.fill(np.inf)
         self._max.fill(-np.inf)
         self._tally.fill(0)

@@ -2,17 +2,19 @@
 
 Quantized models are fed and read through their tensors' affine parameters, so
 callers pass float features and get float outputs whatever the model's I/O dtype.
-Batches of any size are run by resizing the input's batch dimension.
+Batches of any size are run by resizing the input's batch dimension. Models EdgeFleet
+cannot serve faithfully are refused at load, each with one line saying why.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from edge_agent.contract.manifest import Quantization, TensorSpec
 from edge_agent.errors import ModelLoadError, ValidationError
+from edge_agent.inference.flatbuffer import outline
 from edge_agent.inference.runtime import Interpreter, open_interpreter
 
 
@@ -46,33 +48,101 @@ def _has_raw_calls(interp: Interpreter) -> bool:
     return raw is not None and all(hasattr(raw, m) for m in ("SetTensor", "Invoke", "GetTensor"))
 
 
+_QUANTIZED_IO: Final = frozenset({"int8", "uint8", "int16"})
+_IO_DTYPES: Final = frozenset({"float32"}) | _QUANTIZED_IO
+
+
+def _open(model: bytes, num_threads: int) -> Interpreter:
+    """The interpreter for ``model``, refusing what EdgeFleet cannot serve.
+
+    Raises:
+        ModelLoadError: the runtime refused the model (naming the custom operators it
+            lacks, when that is why), or the model has several subgraphs.
+    """
+    try:
+        interpreter = open_interpreter(model, num_threads=num_threads)
+    except ModelLoadError as exc:
+        try:
+            custom = outline(model).custom_ops
+        except ModelLoadError:
+            raise exc from None
+        if custom:
+            raise ModelLoadError(
+                f"the model uses custom operator(s) {', '.join(custom)}, which the TFLite "
+                "runtime cannot run"
+            ) from exc
+        raise
+    subgraphs = outline(model).subgraphs
+    if subgraphs != 1:
+        raise ModelLoadError(
+            f"the model has {subgraphs} subgraphs (control flow such as IF/WHILE, or several "
+            "signatures); EdgeFleet serves models with one subgraph"
+        )
+    return interpreter
+
+
+def _check_io(role: str, spec: TensorSpec) -> None:
+    """Refuse a tensor EdgeFleet cannot feed or read as real numbers.
+
+    Raises:
+        ModelLoadError: dynamic non-batch dimensions, an unsupported dtype, or an
+            integer tensor without quantization parameters.
+    """
+    if any(d < 0 for d in spec.shape[1:]):
+        raise ModelLoadError(
+            f"the model's {role} {spec.name!r} has dynamic dimensions {list(spec.shape)}; "
+            "only the batch (first) dimension may be dynamic"
+        )
+    if spec.dtype not in _IO_DTYPES:
+        raise ModelLoadError(
+            f"the model's {role} {spec.name!r} is {spec.dtype}; EdgeFleet serves float32 "
+            "or quantized int8/uint8/int16 inputs and outputs"
+        )
+    if spec.dtype in _QUANTIZED_IO and spec.quantization is None:
+        raise ModelLoadError(
+            f"the model's {role} {spec.name!r} is {spec.dtype} without quantization "
+            "parameters (scale, zero point), so real values cannot be converted to it; "
+            "convert with inference_input_type/inference_output_type set, or float I/O"
+        )
+
+
 class LoadedModel:
-    """One interpreter with a single input and a single output, both 2-D ``[batch, n]``."""
+    """One interpreter with a single input ``[batch, *sample_shape]`` (any rank) and a
+    single output ``[batch, n_outputs]``."""
 
     def __init__(self, model: bytes, num_threads: int = 1) -> None:
         """Load ``model`` into the runtime.
 
         Raises:
-            ModelLoadError: the runtime refused the model, or it does not have one
-                ``[batch, features]`` input and one ``[batch, outputs]`` output.
+            ModelLoadError: the runtime refused the model (an operator it lacks, named
+                when custom), or the model has several subgraphs, several inputs or
+                outputs, dynamic non-batch dimensions, an input that is not at least
+                ``[batch, n]``, an output that is not ``[batch, n]``, or an integer
+                input/output without quantization parameters.
         """
-        self.interpreter: Interpreter = open_interpreter(model, num_threads=num_threads)
+        self.interpreter: Interpreter = _open(model, num_threads)
         ins = self.interpreter.get_input_details()
         outs = self.interpreter.get_output_details()
         if len(ins) != 1 or len(outs) != 1:
             raise ModelLoadError(
-                f"expected one input and one output tensor, got {len(ins)} and {len(outs)}"
+                f"the model has {len(ins)} input(s) and {len(outs)} output(s); EdgeFleet "
+                "serves models with one input and one output tensor"
             )
         self._in = ins[0]
         self._out = outs[0]
         self.input = tensor_spec(self._in)
         self.output = tensor_spec(self._out)
-        if len(self.input.shape) != 2 or len(self.output.shape) != 2:
+        if len(self.input.shape) < 2 or len(self.output.shape) != 2:
             raise ModelLoadError(
-                f"expected 2-D input and output ([batch, n]), got shapes "
+                f"expected an input [batch, ...] and a 2-D output [batch, n], got shapes "
                 f"{list(self.input.shape)} and {list(self.output.shape)}"
             )
-        self.n_features = int(self._in["shape"][1])
+        _check_io("input", self.input)
+        _check_io("output", self.output)
+        #: The shape of one sample (the input without its batch dimension).
+        self.sample_shape: tuple[int, ...] = tuple(int(d) for d in self._in["shape"][1:])
+        #: Values in one sample (the width of a tabular ``[batch, n]`` input).
+        self.n_features = int(np.prod(self.sample_shape))
         self.n_outputs = int(self._out["shape"][1])
         self._in_dtype = np.dtype(self._in["dtype"])
         self._batch = int(self._in["shape"][0])
@@ -81,12 +151,12 @@ class LoadedModel:
         # Float32 in and out: run_one feeds and returns the tensors as they are.
         self._plain_io = self._in_dtype == np.float32 and np.dtype(self._out["dtype"]) == np.float32
         self._raw_calls = _has_raw_calls(self.interpreter)
-        #: Whether the native hot path can drive this model: float32 in and out through
-        #: the runtime's wrapped interpreter.
-        self.native_ready = self._plain_io and self._raw_calls
+        #: Whether the native hot path can drive this model: a tabular ``[batch, n]``
+        #: input, float32 in and out, through the runtime's wrapped interpreter.
+        self.native_ready = self._plain_io and self._raw_calls and len(self.sample_shape) == 1
 
     def run_one(self, x: np.ndarray) -> np.ndarray:
-        """:meth:`predict` for one float32 C-contiguous sample ``[1, n_features]``.
+        """:meth:`predict` for one float32 C-contiguous sample ``[1, *sample_shape]``.
 
         The serving hot path: with float32 I/O and a batch of 1 already allocated,
         only set_tensor / invoke / get_tensor remain.
@@ -111,25 +181,25 @@ class LoadedModel:
         """Run a batch already in the input tensor's dtype; returns the raw output.
 
         Raises:
-            ValidationError: ``x`` is not ``[batch, n_features]``.
+            ValidationError: ``x`` is not ``[batch, *sample_shape]``.
         """
         interp = self.interpreter
         if (
-            x.ndim == 2
-            and x.shape[0] == self._batch
-            and x.shape[1] == self.n_features
+            x.shape[0] == self._batch
+            and x.shape[1:] == self.sample_shape
             and x.dtype == self._in_dtype
             and x.flags.c_contiguous
         ):
             interp.set_tensor(self._in_index, x)  # the hot path: same batch size as last time
             interp.invoke()
             return interp.get_tensor(self._out_index)
-        if x.ndim != 2 or x.shape[1] != self.n_features or x.shape[0] == 0:
+        if x.ndim < 1 or x.shape[1:] != self.sample_shape or x.shape[0] == 0:
+            shape = ", ".join(str(d) for d in self.sample_shape)
             raise ValidationError(
-                f"input shape {list(x.shape)} does not match the model's [batch, {self.n_features}]"
+                f"input shape {list(x.shape)} does not match the model's [batch, {shape}]"
             )
         if x.shape[0] != self._batch:
-            interp.resize_tensor_input(self._in["index"], [x.shape[0], self.n_features])
+            interp.resize_tensor_input(self._in["index"], [x.shape[0], *self.sample_shape])
             interp.allocate_tensors()
             self._batch = x.shape[0]
         interp.set_tensor(self._in["index"], np.ascontiguousarray(x, dtype=self._in_dtype))
@@ -153,14 +223,15 @@ class LoadedModel:
         return ((y.astype(np.float32) - q.zero_point) * q.scale).astype(np.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Run float features ``[batch, n_features]``; returns float32 ``[batch, n_outputs]``.
+        """Run float inputs ``[batch, *sample_shape]`` (or one sample ``sample_shape``);
+        returns float32 ``[batch, n_outputs]``.
 
         Raises:
             ValidationError: wrong shape.
         """
         x = np.asarray(x)
-        if x.ndim == 1:
-            x = x[None, :]
+        if x.shape == self.sample_shape:
+            x = x[None]
         return self.dequantize_output(self.run_raw(self.quantize_input(x)))
 
     def is_quantized(self) -> bool:

@@ -36,19 +36,30 @@ class Prediction(NamedTuple):
     labels: tuple[str, ...]
     model: ModelVersion
     errors: tuple[RowError, ...] = ()
+    #: The schema's output kind (see :mod:`edge_agent.contract.input_schema`).
+    kind: str = "classification"
 
     def to_json(self) -> dict[str, Any]:
-        """JSON for the local API: outputs, top-1 class per row and the model version;
-        a row with an error has null output and class, and ``errors`` says why."""
-        top = np.argmax(self.outputs, axis=1)
-        doc: dict[str, Any] = {
-            "outputs": self.outputs.tolist(),
-            "classes": [self.labels[i] if i < len(self.labels) else int(i) for i in top],
-            "model": self.model.to_json(),
-        }
+        """JSON for the local API: outputs and the model version, with per row the top-1
+        class (``classes``, a classifier), the labels at or above 0.5 (``positive``,
+        multi-label) or nothing more (regression, score); a row with an error has null
+        output (and class), and ``errors`` says why."""
+        doc: dict[str, Any] = {"outputs": self.outputs.tolist(), "model": self.model.to_json()}
+        per_row: str | None = None
+        if self.kind == "classification":
+            top = np.argmax(self.outputs, axis=1)
+            per_row = "classes"
+            doc[per_row] = [self.labels[i] if i < len(self.labels) else int(i) for i in top]
+        elif self.kind == "multilabel":
+            per_row = "positive"
+            doc[per_row] = [
+                [self.labels[i] if i < len(self.labels) else i for i in np.flatnonzero(r >= 0.5)]
+                for r in self.outputs
+            ]
         if self.errors:
             for e in self.errors:
                 doc["outputs"][e.row] = None
-                doc["classes"][e.row] = None
+                if per_row is not None:
+                    doc[per_row][e.row] = None
             doc["errors"] = [e.to_json() for e in self.errors]
         return doc

@@ -17,7 +17,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_agent.contract.bundle import Bundle
-from edge_agent.contract.input_schema import InputSchema, nan_message, out_of_range_message
+from edge_agent.contract.input_schema import (
+    FeatureSpec,
+    InputSchema,
+    nan_message,
+    out_of_range_message,
+)
 from edge_agent.contract.manifest import MODEL
 from edge_agent.contract.messages import ModelVersion
 from edge_agent.contract.window import MetricsWindow
@@ -59,10 +64,28 @@ class ServingModel:
             self.samples = bundle.samples()
         except EdgeFleetError as exc:
             raise ActivationError(f"{model.name} v{model.version}: {exc}") from exc
-        if len(self.schema.features) != self.model.n_features:
+        if self.schema.is_tabular and len(self.model.sample_shape) == 1:
+            if len(self.schema.features) != self.model.n_features:
+                raise ActivationError(
+                    f"{model.name} v{model.version}: schema has {len(self.schema.features)} "
+                    f"features, the model takes {self.model.n_features}"
+                )
+        elif self.schema.sample_shape != self.model.sample_shape:
             raise ActivationError(
-                f"{model.name} v{model.version}: schema has {len(self.schema.features)} "
-                f"features, the model takes {self.model.n_features}"
+                f"{model.name} v{model.version}: schema describes samples of shape "
+                f"{list(self.schema.sample_shape)}, the model takes {list(self.model.sample_shape)}"
+            )
+        #: Whether samples are tensors monitored through per-channel summaries.
+        self.tensor = not self.schema.is_tabular
+        #: What the outputs are (the schema's output kind).
+        self.kind: str = self.schema.kind
+        #: Whether the window counts values derived from the samples (a tensor's
+        #: summaries, or the outputs of a model that is not a classifier).
+        self._mapped = self.tensor or self.schema.outputs_monitored
+        if self.reference.output_kind != self.schema.kind:
+            raise ActivationError(
+                f"{model.name} v{model.version}: the schema's outputs are {self.schema.kind}, "
+                f"the reference's {self.reference.output_kind}"
             )
         self.version = model
         self.labels = self.schema.labels
@@ -72,32 +95,49 @@ class ServingModel:
             model_version=model.version,
             role=role,
             n_classes=self.model.n_outputs,
-            schema=self.schema,
+            schema=self._range_schema(),
             clock=clock,
+            sample_shape=self.schema.sample_shape if self._mapped else None,
+            monitored=self.schema.monitor if self._mapped else None,
+            channel_values=self.schema.channels_last if self.tensor else None,
         )
         self._lock = threading.Lock()
-        f = self.schema.features
-        self._lo = np.array([-np.inf if s.min is None else s.min for s in f], dtype=np.float32)
-        self._hi = np.array([np.inf if s.max is None else s.max for s in f], dtype=np.float32)
+        self._lo, self._hi = self.schema.channel_bounds()
         bounded = bool(np.isfinite(self._lo).any() or np.isfinite(self._hi).any())
         self._refuse_range = self.schema.out_of_range == "refuse" and bounded
         self._refuse_nan = self.schema.nan == "refuse"
-        self._row_shape = (self.model.n_features,)
-        #: The native one-sample path (edge_agent/inference/hotpath.py), or None where not built.
-        self.native: NativeRunner | None = native_runner(
-            NativeSpec(
-                model=self.model,
-                lock=self._lock,
-                monitor=self.monitor,
-                names=self.schema.names,
-                lo=self._lo,
-                hi=self._hi,
-                refuse_nan=self._refuse_nan,
-                refuse_range=self._refuse_range,
-                labels=self.labels,
-                version=self.version,
+        self._row_shape = self.model.sample_shape
+        #: The native one-sample path (edge_agent/inference/hotpath.py), or None where not
+        #: built or where the window counts derived values (it counts the sample itself).
+        self.native: NativeRunner | None = (
+            None
+            if self._mapped
+            else native_runner(
+                NativeSpec(
+                    model=self.model,
+                    lock=self._lock,
+                    monitor=self.monitor,
+                    names=self.schema.names,
+                    lo=self._lo,
+                    hi=self._hi,
+                    refuse_nan=self._refuse_nan,
+                    refuse_range=self._refuse_range,
+                    labels=self.labels,
+                    version=self.version,
+                )
             )
         )
+
+    def _range_schema(self) -> InputSchema | None:
+        """The ranges the window counts out-of-range values against, one per value it
+        counts: none for a tensor (its ranges bound its values, not their summaries);
+        a tabular model's features, then its outputs unbounded when they are counted."""
+        if self.tensor:
+            return None
+        if not self.schema.outputs_monitored:
+            return self.schema
+        outputs = self.schema.monitored_names[len(self.schema.features) :]
+        return InputSchema(self.schema.features + tuple(FeatureSpec(n) for n in outputs))
 
     def smoke_test(self) -> None:
         """Run the bundle's samples and compare with the outputs the hub recorded.
@@ -124,7 +164,8 @@ class ServingModel:
             )
 
     def validate(self, inputs: Any) -> np.ndarray:
-        """Check ``inputs`` against the schema; returns a float32 ``[batch, features]`` array.
+        """Check ``inputs`` against the schema; returns a float32 ``[batch, *sample_shape]``
+        array.
 
         Raises:
             PredictionError: not numbers, wrong shape, or NaN / out-of-range values the
@@ -136,49 +177,59 @@ class ServingModel:
         return x
 
     def parse(self, inputs: Any) -> tuple[np.ndarray, bool]:
-        """``inputs`` (one sample ``[F]`` or a batch ``[B, F]``) as float32 ``[B, F]``,
-        without the schema's NaN and range checks (see :meth:`refused_rows`), and
-        whether it was one sample.
+        """``inputs`` (one sample ``sample_shape`` or a batch ``[B, *sample_shape]``, e.g.
+        nested lists) as float32 ``[B, *sample_shape]``, without the schema's NaN and
+        range checks (see :meth:`refused_rows`), and whether it was one sample.
 
         Raises:
-            PredictionError: not numbers, or the wrong shape.
+            PredictionError: not numbers (strings, booleans, ragged lists), or the
+                wrong shape.
         """
         if (
             type(inputs) is np.ndarray
             and inputs.dtype == np.float32
             and inputs.shape == self._row_shape
         ):
-            return inputs.reshape(1, -1), True  # one float32 sample, no copy
+            return inputs.reshape(1, *self._row_shape), True  # one float32 sample, no copy
         try:
-            x = np.asarray(inputs, dtype=np.float32)
+            raw = inputs if type(inputs) is np.ndarray else np.asarray(inputs)
+            if raw.dtype.kind not in "iuf":
+                raise TypeError(f"got {raw.dtype.name} values")
+            x = raw.astype(np.float32, copy=False)
         except (TypeError, ValueError) as exc:
             raise PredictionError(f"inputs must be numbers: {exc}") from exc
-        single = x.ndim == 1
+        shape = self._row_shape
+        single = x.shape == shape
         if single:
-            x = x.reshape(1, -1)
-        n = self.model.n_features
-        if x.ndim != 2 or x.shape[1] != n or x.shape[0] == 0:
+            x = x.reshape(1, *shape)
+        if x.shape[1:] != shape or x.shape[0] == 0:
+            dims = ", ".join(str(d) for d in shape)
+            what = ", ".join(self.schema.names)
+            if self.tensor:
+                what = f"channels {what} on axis {self.schema.channel_axis}"
             raise PredictionError(
-                f"inputs have shape {list(np.shape(inputs))}; expected [{n}] or [batch, {n}] "
-                f"({', '.join(self.schema.names)})"
+                f"inputs have shape {list(np.shape(inputs))}; expected [{dims}] or "
+                f"[batch, {dims}] ({what})"
             )
         return x, single
 
     def refused_rows(self, x: np.ndarray) -> dict[int, str]:
-        """The rows of ``x [B, F]`` the schema refuses (NaN or out of range, per its
-        policies), each with its one-line reason naming the features; usually empty."""
+        """The rows of ``x [B, *sample_shape]`` the schema refuses (NaN or out of range,
+        per its policies), each with its one-line reason naming the features (channels);
+        usually empty."""
         bad = np.zeros(x.shape[0], dtype=np.bool_)
+        flat = x.reshape(x.shape[0], -1)
         if self._refuse_nan:
-            bad |= np.isnan(x).any(axis=1)
+            bad |= np.isnan(flat).any(axis=1)
         if self._refuse_range:
-            bad |= ((x < self._lo) | (x > self._hi)).any(axis=1)
+            bad |= ((x < self._lo) | (x > self._hi)).reshape(x.shape[0], -1).any(axis=1)
         if not bad.any():
             return {}
         out = {}
         for i in np.flatnonzero(bad).tolist():
             row = x[i : i + 1]
             if self._refuse_nan and np.isnan(row).any():
-                out[i] = nan_message(self.schema.names, row)
+                out[i] = nan_message(self.schema.names, self.schema.channels_last(row))
             else:
                 out[i] = self.range_problem(row)
         return out
@@ -196,6 +247,8 @@ class ServingModel:
             PredictionError: NaN / out-of-range inputs the schema refuses, or the model
                 failed or returned NaN.
         """
+        if self.tensor:
+            return self._predict_tensor(inputs, probation)
         x = inputs.reshape(1, -1)
         if self._refuse_nan and isnan(float(inputs.dot(inputs))):  # NaN iff one is NaN
             self.monitor.record_error("invalid_input")
@@ -227,12 +280,54 @@ class ServingModel:
             probation.observe(1, 0, latency)
         return out
 
+    def _predict_tensor(self, inputs: np.ndarray, probation: Observer | None) -> np.ndarray:
+        """:meth:`predict_one` for one float32 tensor sample (``sample_shape``). The
+        window buffers the sample and summarizes its channels a block at a time."""
+        flat = inputs.reshape(-1)
+        if self._refuse_nan and isnan(float(flat.dot(flat))):  # NaN iff one is NaN
+            self.monitor.record_error("invalid_input")
+            raise PredictionError(
+                nan_message(self.schema.names, self.schema.channels_last(inputs[None]))
+            )
+        x = inputs.reshape(1, *self._row_shape)
+        if self._refuse_range and ((x < self._lo).any() or (x > self._hi).any()):
+            self.monitor.record_error("invalid_input")
+            raise PredictionError(self.range_problem(x))
+        with self._lock:
+            start = perf_counter()
+            try:
+                out = self.model.run_one(x)
+            except (RuntimeError, ValueError, EdgeFleetError) as exc:
+                self.monitor.record_error("invoke_error", 1)
+                if probation is not None:
+                    probation.observe(0, 1)
+                raise PredictionError(f"the model failed: {exc}") from exc
+            latency = perf_counter() - start
+        row = out[0]
+        self.monitor.record_one(inputs, row, latency)
+        if not isfinite(sum(row.tolist())):
+            self.monitor.record_error("nan_output")
+            if probation is not None:
+                probation.observe(0, 1)
+            raise PredictionError("the model returned NaN or infinity")
+        if probation is not None:
+            probation.observe(1, 0, latency)
+        return out
+
     def _check_range(self, x: np.ndarray) -> None:
         if (x < self._lo).any() or (x > self._hi).any():
             raise PredictionError(self.range_problem(x))
 
     def range_problem(self, x: np.ndarray) -> str:
-        """The error line for ``x [batch, features]`` outside the schema's ranges."""
+        """The error line for ``x [batch, *sample_shape]`` outside the schema's ranges."""
+        if self.tensor:
+            lo, hi = self.schema.channel_bounds()
+            return out_of_range_message(
+                self.schema.names,
+                self.schema.channels_last(lo[None])[0],
+                self.schema.channels_last(hi[None])[0],
+                self.schema.channels_last(x),
+            )
         return out_of_range_message(self.schema.names, self._lo, self._hi, x)
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -251,7 +346,9 @@ class ServingModel:
         return out, latency
 
     def run_rows(self, x: np.ndarray) -> tuple[np.ndarray, float, np.ndarray | None]:
-        """Run a validated batch ``[B, F]`` and count every row; returns the outputs, the
+        """Run a validated batch ``[B, *sample_shape]`` and count every row (a tensor's
+        per-channel summaries, see :meth:`InputSchema.summarize`, computed by the window a
+        block at a time); returns the outputs, the
         latency, and a mask of rows whose output is NaN or infinite (None when all are
         finite), which are counted as ``nan_output`` errors.
 
@@ -292,7 +389,8 @@ class Predictor:
         self.probation: Observer | None = None
 
     def predict(self, inputs: Any) -> Prediction:
-        """Validate and run ``inputs`` (one sample ``[F]`` or a batch ``[B, F]``).
+        """Validate and run ``inputs`` (one sample ``sample_shape``, e.g. ``[F]``, or a
+        batch ``[B, *sample_shape]``; NumPy arrays or nested lists).
 
         Raises:
             PredictionError: no model is active, the inputs are invalid, or the model failed.
@@ -315,8 +413,8 @@ class Predictor:
         ):
             out = active.predict_one(inputs, self.probation)  # one sample: the hot path
             if self.shadow is not None:
-                self._run_shadow(self.shadow, inputs.reshape(1, -1), out)
-            return Prediction(out, active.labels, active.version)
+                self._run_shadow(self.shadow, inputs.reshape(1, *inputs.shape), out)
+            return Prediction(out, active.labels, active.version, (), active.kind)
         try:
             x, single = active.parse(inputs)
         except PredictionError:
@@ -343,7 +441,7 @@ class Predictor:
             probation.observe(x.shape[0], 0, latency)
         if self.shadow is not None:
             self._run_shadow(self.shadow, x, out)
-        return Prediction(out, active.labels, active.version)
+        return Prediction(out, active.labels, active.version, (), active.kind)
 
     def _predict_batch(
         self, active: ServingModel, x: np.ndarray, refused: dict[int, str]
@@ -376,7 +474,7 @@ class Predictor:
                     probation.observe(b, 0, latency)
                 if self.shadow is not None:
                     self._run_shadow(self.shadow, xs, out)
-                return Prediction(out, active.labels, active.version)
+                return Prediction(out, active.labels, active.version, (), active.kind)
             outputs[rows] = out
             n_bad = 0 if bad is None else int(np.count_nonzero(bad))
             if bad is not None:
@@ -397,7 +495,7 @@ class Predictor:
                 if b == 1
                 else f"no row could be served; row {first.row}: {first.message} ({b - 1} more)"
             )
-        return Prediction(outputs, active.labels, active.version, tuple(errors))
+        return Prediction(outputs, active.labels, active.version, tuple(errors), active.kind)
 
     @staticmethod
     def _run_shadow(shadow: ServingModel, x: np.ndarray, out: np.ndarray) -> None:
