@@ -343,6 +343,33 @@ class AccuracyOut(Document):
     typicality_ratio: Number | None
 
 
+class OutputShiftOut(Document):
+    """How one output of a model that is not a classifier moved (``hub.drift.OutputShift``)."""
+
+    name: str
+    n: int
+    mean: Number | None
+    std: Number | None
+    reference_mean: Number | None
+    reference_std: Number | None
+    mean_shift_sd: Number | None
+    std_ratio: Number | None
+    cut: Number | None
+    rate: Number | None
+    reference_rate: Number | None
+
+
+class ChannelValuesOut(Document):
+    """Effect sizes of one tensor channel's values at every position (shown, not tested)."""
+
+    name: str
+    values: int
+    psi: Number | None
+    js: Number | None
+    hellinger: Number | None
+    nan_rate: Number
+
+
 class DriftReportOut(Document):
     """A version's drift and health over merged windows."""
 
@@ -358,8 +385,14 @@ class DriftReportOut(Document):
     features: list[FeatureDriftOut]
     drifted_share: Number | None
     dataset_drift: bool | None
-    prediction: FeatureDriftOut
-    confidence: FeatureDriftOut
+    # A classifier's report has prediction and confidence; another output kind's has
+    # output_kind and output_shift instead; a tensor input's may add channel_values.
+    # Unset ones are not written (the route excludes them), so each keeps its exact keys.
+    prediction: FeatureDriftOut | None = None
+    confidence: FeatureDriftOut | None = None
+    output_kind: str | None = None
+    output_shift: list[OutputShiftOut] | None = None
+    channel_values: list[ChannelValuesOut] | None = None
     data_quality: list[DataQualityOut]
     error_rates: dict[str, Number]
     latency_ms: dict[str, Number | None] | None

@@ -109,7 +109,12 @@ def get_version(name: ModelName, version: Version, context: Hub, _: ReadToken) -
     return VersionOut.of(found)
 
 
-@router.get("/v1/models/{name}/versions/{version}/drift", response_model=DriftOut, tags=["drift"])
+@router.get(
+    "/v1/models/{name}/versions/{version}/drift",
+    response_model=DriftOut,
+    response_model_exclude_unset=True,
+    tags=["drift"],
+)
 def model_drift(
     name: ModelName,
     version: Version,

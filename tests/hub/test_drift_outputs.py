@@ -7,6 +7,7 @@ applicable. Real bundles, real ServingModels, real merges."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from edge_agent.contract.messages import ModelVersion
 from edge_agent.contract.window import merge_windows
 from edge_agent.errors import ValidationError
 from edge_agent.inference.serving import Predictor, ServingModel
+from hub.api.documents import DriftReportOut
 from hub.bundler import build_bundle, load_reference
 from hub.drift import drift_report
 from tests.support.accel import regression_rows
@@ -137,6 +139,9 @@ def test_a_shift_of_the_regression_output_is_flagged_with_its_mean_shift(reg):
     assert doc["output_shift"][0]["name"] == "out.output_0"
     assert report.accuracy is not None and report.accuracy.status == "not_applicable"
     assert doc["accuracy"]["label"] == "not applicable (the model is not a classifier)"
+    # The API's documented answer takes it as it is, key for key.
+    out = DriftReportOut.model_validate(doc).model_dump(mode="json", exclude_unset=True)
+    assert out == json.loads(json.dumps(doc)) and list(out) == list(doc)
 
 
 def test_output_windows_merge_exactly(reg):
@@ -178,6 +183,8 @@ def test_a_classifier_report_keeps_the_keys_it_had(tmp_path, signing_keys, trust
     doc = drift_report(mlp.reference(), [window]).to_json()
     assert "prediction" in doc and "confidence" in doc
     assert "output_kind" not in doc and "output_shift" not in doc
+    out = DriftReportOut.model_validate(doc).model_dump(mode="json", exclude_unset=True)
+    assert list(out) == list(doc)
 
 
 @pytest.mark.parametrize(("kind", "cut"), [("multilabel", 0.5), ("score", 0.3)])
