@@ -24,7 +24,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -64,6 +64,7 @@ from edge_agent.errors import (
 )
 from edge_agent.inference.prediction import Prediction
 from edge_agent.inference.serving import Predictor, ServingModel
+from edge_agent.inference.tensor_bytes import tensor_from_bytes
 
 log = logging.getLogger("edgefleet.agent")
 
@@ -229,12 +230,22 @@ class Agent:
 
     # --- public API --------------------------------------------------------------------
 
-    def predict(self, inputs: Any) -> Prediction:
-        """Run the active model on one sample ``[F]`` or a batch ``[B, F]``.
+    def predict(
+        self, inputs: Any, shape: Sequence[int] | str | None = None, dtype: str = "float32"
+    ) -> Prediction:
+        """Run the active model on one sample (the schema's sample shape, ``[F]`` for a
+        tabular model) or a batch (a leading batch dimension): NumPy arrays, nested lists,
+        or raw little-endian tensor bytes (``bytes``/``bytearray``/``memoryview``, C order)
+        with their ``shape`` and ``dtype`` (one of
+        :data:`edge_agent.inference.tensor_bytes.DTYPES`).
 
         Raises:
-            PredictionError: no model is active, invalid inputs, or the model failed.
+            PredictionError: no model is active, invalid inputs (for raw bytes also: no
+                shape, an unknown dtype, or a byte length that is not the shape's), or the
+                model failed.
         """
+        if shape is not None or isinstance(inputs, (bytes, bytearray, memoryview)):
+            inputs = tensor_from_bytes(inputs, shape, dtype)
         return self.predictor.predict(inputs)
 
     def close_window(self, timeout: float = 10.0) -> bool:

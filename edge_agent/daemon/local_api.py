@@ -6,8 +6,14 @@ Any language can call it::
     {"outputs": [[0.91, 0.07, 0.02]], "classes": ["normal"],
      "model": {"name": "pump-health", "version": 3, "sha256": "..."}}
 
-``inputs`` is one sample (a list of numbers) or a batch (a list of lists). Errors
-answer 400 (bad input), 503 (no model active) or 413 (body over 1 MiB), with
+``inputs`` is one sample (nested lists of the sample shape) or a batch (one more
+leading dimension). Large inputs can be sent as raw little-endian tensor bytes instead:
+``Content-Type: application/octet-stream``, ``X-Tensor-Shape: 64,3`` (a sample's or a
+batch's shape) and ``X-Tensor-Dtype: float32`` (the default; see
+:data:`edge_agent.inference.tensor_bytes.DTYPES`); a missing or malformed shape, an
+unknown dtype or a byte length that is not the shape's answers 400. Errors
+answer 400 (bad input), 503 (no model active) or 413 (a JSON body over 1 MiB, a raw
+one over 16 MiB), with
 ``{"error": "<one line>"}``. In a batch, a row the schema refuses or whose output is
 NaN does not fail the others: its output and class are ``null`` and ``"errors"`` lists
 ``{"row": i, "kind": "invalid_input" | "nan_output", "error": "<one line>"}``; only a
@@ -29,9 +35,14 @@ from typing import Any
 
 from edge_agent.errors import PredictionError
 from edge_agent.inference.prediction import Prediction
+from edge_agent.inference.tensor_bytes import tensor_from_bytes
 
 log = logging.getLogger("edgefleet.agent")
 MAX_BODY_BYTES = 1 << 20
+#: A raw tensor body (``application/octet-stream``) may be larger: it is not parsed.
+MAX_TENSOR_BYTES = 16 << 20
+SHAPE_HEADER = "X-Tensor-Shape"
+DTYPE_HEADER = "X-Tensor-Dtype"
 
 
 class LocalApi:
@@ -81,22 +92,34 @@ class LocalApi:
                 if self.path != "/v1/predict":
                     self._send(HTTPStatus.NOT_FOUND, {"error": f"no route {self.path}"})
                     return
+                content_type = self.headers.get("Content-Type", "").split(";")[0].strip()
+                raw = content_type.lower() == "application/octet-stream"
+                limit = MAX_TENSOR_BYTES if raw else MAX_BODY_BYTES
                 try:
                     length = int(self.headers.get("Content-Length", "0"))
                 except ValueError:
                     length = -1
-                if length < 0 or length > MAX_BODY_BYTES:
+                if length < 0 or length > limit:
                     self._send(
                         HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                        {"error": f"body must be 0..{MAX_BODY_BYTES} bytes"},
+                        {"error": f"body must be 0..{limit} bytes"},
                     )
                     self.close_connection = True
                     return
                 try:
-                    body = json.loads(self.rfile.read(length) or b"null")
-                    if not isinstance(body, dict) or "inputs" not in body:
-                        raise PredictionError('body must be a JSON object {"inputs": [...]}')
-                    result = api.predict(body["inputs"])
+                    data = self.rfile.read(length)
+                    if raw:
+                        inputs: Any = tensor_from_bytes(
+                            data,
+                            self.headers.get(SHAPE_HEADER) or None,
+                            self.headers.get(DTYPE_HEADER) or "float32",
+                        )
+                    else:
+                        body = json.loads(data or b"null")
+                        if not isinstance(body, dict) or "inputs" not in body:
+                            raise PredictionError('body must be a JSON object {"inputs": [...]}')
+                        inputs = body["inputs"]
+                    result = api.predict(inputs)
                 except (ValueError, PredictionError) as exc:
                     status = (
                         HTTPStatus.SERVICE_UNAVAILABLE

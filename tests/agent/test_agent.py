@@ -206,6 +206,70 @@ def test_local_http_api_serves_predictions_and_clear_errors(
     assert httpx.get(f"{base}/v1/health").json()["device_id"] == dev
 
 
+def post_tensor(base: str, data: bytes, shape: str | None, dtype: str | None = None):
+    """POST raw tensor bytes to the local API, with the shape and dtype headers given."""
+    headers = {"Content-Type": "application/octet-stream"}
+    if shape is not None:
+        headers["X-Tensor-Shape"] = shape
+    if dtype is not None:
+        headers["X-Tensor-Dtype"] = dtype
+    return httpx.post(f"{base}/v1/predict", content=data, headers=headers)
+
+
+def test_local_api_serves_raw_little_endian_tensor_bytes_like_json(
+    agent, agent_config, hub, server, bundles, reference_x
+):
+    """A batch sent as raw float32 / float64 bytes gets the outputs the same batch gets as
+    JSON, and ``Agent.predict`` takes the same bytes with a shape."""
+    dev = agent_config.device_id
+    base = f"http://127.0.0.1:{agent.local_api.port}"
+    d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
+    hub.wait_for(hub.event(dev, "activated", d1.seq), 60, "v1 activated")
+    batch = reference_x[:3].astype("<f4")
+    as_json = httpx.post(f"{base}/v1/predict", json={"inputs": batch.tolist()}).json()
+    raw = post_tensor(base, batch.tobytes(), "3,10")
+    assert raw.status_code == 200, raw.text
+    np.testing.assert_allclose(raw.json()["outputs"], as_json["outputs"], rtol=1e-6)
+    assert raw.json()["classes"] == as_json["classes"]
+    wide = post_tensor(base, batch.astype("<f8").tobytes(), "[3, 10]", "float64")
+    assert wide.status_code == 200, wide.text
+    np.testing.assert_allclose(wide.json()["outputs"], as_json["outputs"], rtol=1e-6)
+    one = post_tensor(base, batch[0].tobytes(), "10")
+    assert one.status_code == 200 and len(one.json()["outputs"]) == 1
+    direct = agent.predict(batch.tobytes(), shape=(3, 10))
+    np.testing.assert_allclose(direct.outputs, as_json["outputs"], rtol=1e-6)
+    assert agent.predict(bytearray(batch[0].tobytes()), shape="10").outputs.shape == (1, 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "shape", "dtype", "says"),
+    [
+        ("wrong_shape_for_the_model", 4 * 12, "12", None, "expected [10]"),
+        ("byte_length_not_the_shape", 4 * 10 - 1, "10", None, "needs 40"),
+        ("byte_length_of_another_dtype", 8 * 10, "10", "float32", "needs 40"),
+        ("unknown_dtype", 8 * 10, "10", "complex64", "is not one of float32"),
+        ("missing_shape_header", 4 * 10, None, None, "need a shape"),
+        ("malformed_shape_header", 4 * 10, "ten", None, "not a list of positive"),
+        ("zero_dimension", 0, "0,10", None, "none 0"),
+    ],
+)
+def test_local_api_refuses_bad_raw_tensor_in_one_line(
+    agent, agent_config, hub, server, bundles, name, body, shape, dtype, says
+):
+    dev = agent_config.device_id
+    base = f"http://127.0.0.1:{agent.local_api.port}"
+    d1 = activate(hub, agent_config, serve(server, bundles, "v1", 1))
+    hub.wait_for(hub.event(dev, "activated", d1.seq), 60, "v1 activated")
+    bad = post_tensor(base, b"\0" * body, shape, dtype)
+    assert bad.status_code == 400, (name, bad.text)
+    error = bad.json()["error"]
+    assert says in error and "\n" not in error, (name, error)
+    with pytest.raises(PredictionError, match="need a shape"):
+        agent.predict(b"\0" * 40)
+    with pytest.raises(PredictionError, match="needs 40"):
+        agent.predict(b"\0" * 41, shape=(10,))
+
+
 def test_latency_p95_gate_failure_rolls_back_with_the_reason(
     agent, agent_config, hub, server, bundles, reference_x
 ):
