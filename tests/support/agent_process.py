@@ -50,12 +50,22 @@ def poll(predicate: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
 
 
 class Daemon:
-    """`edgefleet agent run --config <toml>` in a child process. A reader thread keeps what
-    it logs (also appended to ``<toml>.log``) and wakes whoever waits for a line."""
+    """`edgefleet agent run --config <toml>` in a child process of ``python`` (default:
+    this interpreter; another environment's runs the agent on its TFLite runtime). A
+    reader thread keeps what it logs (also appended to ``<toml>.log``) and wakes whoever
+    waits for a line."""
 
-    def __init__(self, toml: Path, crash_at: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        toml: Path,
+        crash_at: tuple[str, str] | None = None,
+        python: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.toml = toml
         self.crash_at = crash_at
+        self.python = python or sys.executable  # another environment's: another runtime
+        self.env = env or {}  # set on top of this process's environment
         self.log = toml.with_suffix(".log")
         self.proc: subprocess.Popen[bytes] | None = None
         self._lines: list[bytes] = []
@@ -72,11 +82,11 @@ class Daemon:
         else:
             assert crash[0] in CRASH_POINTS, crash
             args = ["-m", "tests.support.agent_process", *crash]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
         with self._cond:
             self._lines, self._ended, self._api = [], False, None
         self.proc = subprocess.Popen(
-            [sys.executable, *args, "agent", "run", "--config", str(self.toml)],
+            [self.python, *args, "agent", "run", "--config", str(self.toml)],
             env=env,
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
