@@ -11,8 +11,10 @@ insist on one.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from functools import cache
+from importlib import metadata
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,6 +40,10 @@ class Interpreter(Protocol):
     def resize_tensor_input(
         self, input_index: int, tensor_size: Any, strict: bool = False
     ) -> None: ...
+
+
+#: How both runtimes say a model needs a builtin operator (version) they lack.
+_MISSING_OP = re.compile(r"Didn't find op for builtin opcode '(\w+)' version '(\d+)'")
 
 
 @cache
@@ -86,5 +92,26 @@ def open_interpreter(model: bytes, num_threads: int = 1) -> Interpreter:
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        missing = _MISSING_OP.search(first_line)
+        if missing is not None:
+            op, version = missing.groups()
+            raise ModelLoadError(
+                f"{runtime_name()} {runtime_version()} lacks operator {op} version {version}, "
+                "which this model needs (converted for a newer TFLite runtime): "
+                "upgrade the device's runtime or convert the model for it"
+            ) from exc
         raise ModelLoadError(f"the TFLite runtime refused the model: {first_line}") from exc
     return interpreter
+
+
+def runtime_version() -> str:
+    """The installed version of the runtime in use (``"unknown"`` when its distribution
+    has no metadata).
+
+    Raises:
+        RuntimeUnavailableError: neither runtime can be imported.
+    """
+    try:
+        return metadata.version(runtime_name())
+    except metadata.PackageNotFoundError:
+        return "unknown"
