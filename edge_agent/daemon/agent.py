@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from edge_agent import __version__
 from edge_agent.contract.directive import (
     Directive,
@@ -244,7 +246,10 @@ class Agent:
                 shape, an unknown dtype, or a byte length that is not the shape's), or the
                 model failed.
         """
-        if shape is not None or isinstance(inputs, (bytes, bytearray, memoryview)):
+        if shape is not None or (
+            type(inputs) is not np.ndarray  # the hot path: one identity test
+            and isinstance(inputs, bytes | bytearray | memoryview)
+        ):
             inputs = tensor_from_bytes(inputs, shape, dtype)
         return self.predictor.predict(inputs)
 
