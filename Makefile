@@ -43,7 +43,8 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
-pytest: $(VENV)/.installed
+# The tflite-runtime environment first: the end-to-end fixture rollout runs one agent in it.
+pytest: $(VENV)/.installed $(VENV_TFLITE)/.installed
 	$(VENV)/bin/pytest $(PYTEST_FLAGS)
 
 pytest-tflite: $(VENV_TFLITE)/.installed
