@@ -93,7 +93,8 @@ def _refusals(r: RunRecord) -> Verdict:
         for what, seen, how in r.rogue_visible
         if seen and not how.startswith(("agent event", "broker:"))
     ]
-    held = not silent and not invisible and not not_events
+    untried = "rogue" in r.config.get("faults", ()) and not r.rogue_visible
+    held = not silent and not invisible and not not_events and not untried
     kinds = Counter(e["kind"] for e in refusals)
     tried = len(r.rogue_visible)
     figure = (
@@ -102,6 +103,8 @@ def _refusals(r: RunRecord) -> Verdict:
         f" only as a hub counter: {len(not_events)}); refused/failed events {dict(kinds)}, "
         f"{len(silent)} without a reason"
     )
+    if untried:
+        figure += " (the rogue client never ran)"
     if invisible or not_events:
         figure += (
             " ("

@@ -166,8 +166,16 @@ def rogue_on_mosquitto(ep: Endpoint, victim: str, replay: bytes, metrics: bytes)
             acks[mid] = ",".join(str(r) for r in reasons)
             cond.notify_all()
 
+    got: list[str] = []
+
+    def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        with cond:
+            got.append(msg.topic)
+            cond.notify_all()
+
     c.on_publish = on_publish
     c.on_subscribe = on_subscribe
+    c.on_message = on_message
     _connect(c, ep, 60)
     result = RogueResult()
     try:
@@ -195,7 +203,18 @@ def rogue_on_mosquitto(ep: Endpoint, victim: str, replay: bytes, metrics: bytes)
                 mid = int(mid_or_none or 0)
             with cond:
                 cond.wait_for(lambda m=mid: m in acks, 30)  # type: ignore[misc]
-                result.attempts.append((what, acks.get(mid, "no answer")))
+                outcome = acks.get(mid, "no answer")
+                if kind == "sub" and outcome.startswith("Granted"):
+                    # Mosquitto grants the subscription and applies the ACL to each
+                    # message it would deliver: the victim's retained directive (the
+                    # tap saw it) arrives at once if reading is allowed.
+                    cond.wait_for(lambda: bool(got), 5)
+                    outcome = (
+                        f"{outcome}, then delivered {len(got)} message(s): READ ALLOWED"
+                        if got
+                        else f"{outcome}, then nothing delivered: Not authorized to read"
+                    )
+                result.attempts.append((what, outcome))
     finally:
         c.disconnect()
         c.loop_stop()

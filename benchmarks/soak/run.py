@@ -472,7 +472,7 @@ class Soak:
         return f
 
     def _hold(self) -> float:
-        return self.rng.uniform(1.5, max(2.0, min(20.0, self.c.duration_s / 15)))
+        return self.rng.uniform(1.5, max(2.0, min(20.0, self.c.duration_s / 25)))
 
     def _kill_worker(self, i: int, why: str) -> None:
         w = self.workers[i]
@@ -490,6 +490,12 @@ class Soak:
         self.workers[i] = w2
         self.rec.restarts["fleet worker"] = self.rec.restarts.get("fleet worker", 0) + 1
         f.healed_at_s = self.now()
+
+    def _not_injected(self) -> set[str]:
+        return set(self.c.faults) - {f.kind for f in self.rec.faults}
+
+    def _every_kind_injected(self) -> bool:
+        return not self._not_injected()
 
     def _draw(self) -> str:
         """The next fault: every kind once per shuffled round (seeded)."""
@@ -589,7 +595,7 @@ class Soak:
             result = rogue_on_mosquitto(ep, victim, replay, vm)
             for what, outcome in result.attempts:
                 self.rec.rogue.append(("mosquitto", what, outcome))
-                refused = "not authori" in outcome.lower() or outcome.startswith("Unspecified")
+                refused = "not authori" in outcome.lower() and "READ ALLOWED" not in outcome
                 self.rec.rogue_visible.append((what, refused, f"broker: {outcome}"))
         else:
             f = self._fault(
@@ -670,30 +676,32 @@ class Soak:
             self.start()
             self._start_rollout("v1")
             fault_end = self.started + 0.75 * c.duration_s
-            faults_from: float | None = None
+            self.say("faults   begin")
             while True:
                 self._watch()
                 self.drive()
                 if self.phase == "failed":
                     break
                 now = time.monotonic()
-                if faults_from is None:
-                    faults_from = now
-                    self.say("faults   begin")
+                # faults until 75 % of --duration, and at least once each kind
+                injecting = now < fault_end or not self._every_kind_injected()
+                if now >= fault_end + c.converge_timeout_s:
+                    self.rec.problems.append(
+                        f"stopped in phase {self.phase}, faults not injected: "
+                        + ", ".join(sorted(self._not_injected()))
+                    )
+                    break
                 if self.pending_kill_at is not None and now >= self.pending_kill_at:
                     self.pending_kill_at = None
-                    if faults_from is not None and now < fault_end:
+                    if injecting:
                         self._kill_worker(
                             self.rng.randrange(len(self.workers)),
                             " during a rollout stage's downloads",
                         )
-                elif faults_from is not None and now < fault_end:
+                elif injecting:
                     self.inject(self._draw())
                     time.sleep(self.rng.uniform(0.5, max(1.0, c.duration_s / 40)))  # a calm gap
-                if now >= fault_end and self.phase == "done":
-                    break
-                if now >= fault_end + c.converge_timeout_s:
-                    self.rec.problems.append(f"the rollout sequence stopped in phase {self.phase}")
+                elif self.phase == "done":
                     break
                 time.sleep(0.5)  # the loop's pace: one look at the hub
             self.heal_all()
