@@ -55,9 +55,7 @@ def _converged(r: RunRecord) -> Verdict:
     v2 = r.targets.get("v2")
     sha = r.shas.get(v2 or -1)
     registered = set(r.targets.values()) - {r.targets.get("v3")}
-    off = [
-        d for d in r.produced if (r.devices.get(d, {}).get("active") or {}).get("version") != v2
-    ]
+    off = [d for d in r.produced if (r.devices.get(d, {}).get("active") or {}).get("version") != v2]
     agent_off = [d for d, c in r.final_counts.items() if c.active != v2 or c.active_sha256 != sha]
     activations = [e for e in r.events if e["kind"] == "activated"]
     unknown = [e for e in activations if (e.get("model") or {}).get("version") not in registered]
@@ -91,7 +89,7 @@ def _refusals(r: RunRecord) -> Verdict:
     not_events = [
         what
         for what, seen, how in r.rogue_visible
-        if seen and not how.startswith(("agent event", "broker:"))
+        if seen and not how.startswith(("agent event", "broker:", "hub audit", "stored once"))
     ]
     untried = "rogue" in r.config.get("faults", ()) and not r.rogue_visible
     held = not silent and not invisible and not not_events and not untried

@@ -52,7 +52,7 @@ class HubProcess:
             pass
         tokens = TokenStore(data / "hub.db")
         try:
-            self.token, _ = tokens.create("soak", ["deploy", "read"])
+            self.token, _ = tokens.create("soak", ["deploy", "read", "admin"])
         finally:
             tokens.close()
 

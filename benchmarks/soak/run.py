@@ -170,6 +170,7 @@ class Soak:
         self.rollout_stage: dict[str, int] = {}
         self.pending_kill_at: float | None = None
         self.deck: list[str] = []
+        self._events_before = 0
 
     # ------------------------------------------------------------------ helpers
 
@@ -603,11 +604,12 @@ class Soak:
                 f"anonymous: malformed, mismatched and replayed messages on {victim}'s topics",
             )
             before = self._counters()
-            events_before = self._last_event_id()
+            self._events_before = self._last_event_id()
+            audit_before = max((int(e["id"]) for e in self._audit_after(0)), default=0)
             result = rogue_on_embedded(self._hub_endpoint(), victim, other, replay, vm, om)
             for what, outcome in result.attempts:
                 self.rec.rogue.append(("embedded", what, outcome))
-            self._rogue_seen(before, events_before, victim)
+            self._rogue_seen(before, audit_before, victim)
         f.healed_at_s = self.now()
 
     def _counters(self) -> dict[str, float]:
@@ -641,25 +643,36 @@ class Soak:
                 return out
             after = int(page[-1]["id"])
 
-    def _rogue_seen(self, before: dict[str, float], events_before: int, victim: str) -> None:
-        """Wait (30 s at most) until each embedded-broker rogue message shows at the hub."""
-        want = {
-            "malformed metrics": "edgefleet_ingest_malformed_total",
-            "mismatched metrics": "edgefleet_ingest_refused_device_mismatch_total",
-            "replayed metrics": "edgefleet_ingest_duplicates_total",
-        }
+    def _audit_after(self, after: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self.api("GET", "/v1/audit", params={"after_id": after, "limit": 1000})
+            out.extend(page["entries"])
+            if len(page["entries"]) < 1000:
+                return out
+            after = int(page["entries"][-1]["id"])
+
+    def _rogue_seen(self, before: dict[str, float], audit_before: int, victim: str) -> None:
+        """Wait (30 s at most) until each embedded-broker rogue message shows at the hub:
+        refusals in the audit log (``ingest.refused``) or the agent's events, the replayed
+        metrics as a duplicate (stored once)."""
+        kinds = {"malformed metrics": "malformed", "mismatched metrics": "device_mismatch"}
         deadline = time.monotonic() + 30
         seen: dict[str, str] = {}
         while time.monotonic() < deadline and len(seen) < 4:
-            now = self._counters()
-            for what, name in want.items():
-                if now.get(name, 0) > before.get(name, 0) and what not in seen:
-                    seen[what] = f"hub counter {name.removeprefix('edgefleet_ingest_')}"
-            for e in self._events_after(events_before, victim):
-                if e["kind"] == "refused" and "replayed directive" not in seen:
+            for e in self._audit_after(audit_before):
+                if e["action"] == "ingest.refused" and e["target"] == victim:
+                    for what, kind in kinds.items():
+                        if e["details"].get("kind") == kind:
+                            seen[what] = f"hub audit ingest.refused: {e['details']['reason'][:80]}"
+            name = "edgefleet_ingest_duplicates_total"
+            if self._counters().get(name, 0) > before.get(name, 0):
+                seen["replayed metrics"] = "stored once: hub counter duplicates"
+            for e in self._events_after(self._events_before, victim):
+                if e["kind"] == "refused":
                     seen["replayed directive"] = f"agent event refused: {e['detail'][:100]}"
             time.sleep(0.5)  # polling the hub
-        for what in (*want, "replayed directive"):
+        for what in (*kinds, "replayed metrics", "replayed directive"):
             self.rec.rogue_visible.append((what, what in seen, seen.get(what, "not seen")))
 
     def heal_all(self) -> None:
