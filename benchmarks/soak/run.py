@@ -87,7 +87,13 @@ class SoakConfig:
     @property
     def bake_s(self) -> float:
         """Each rollout stage's bake."""
-        return min(20.0, max(3.0, self.duration_s / 20))
+        return min(60.0, max(3.0, self.duration_s / 20))
+
+    @property
+    def rollout_gap_s(self) -> float:
+        """The steady fleet between one rollout's end and the next one's start (so the
+        rollouts, and their downloads, spread over the faulty part of the run)."""
+        return max(0.0, self.duration_s / 12 - 5)
 
 
 @dataclass
@@ -170,6 +176,8 @@ class Soak:
         self.rollout_stage: dict[str, int] = {}
         self.pending_kill_at: float | None = None
         self.deck: list[str] = []
+        self.next_rollout_at = 0.0
+        self.started_rollouts: set[str] = set()
         self._events_before = 0
 
     # ------------------------------------------------------------------ helpers
@@ -375,6 +383,7 @@ class Soak:
             on_insufficient="proceed",
         )
         self.api("POST", "/v1/rollouts", json=spec.to_json())
+        self.started_rollouts.add(kind)
         self.say(f"rollout  soak-{kind}: v{version} started")
 
     def _rollout(self, kind: str) -> dict[str, Any]:
@@ -396,6 +405,10 @@ class Soak:
         if self.phase not in order:
             return
         kind = order[self.phase]
+        if kind not in self.started_rollouts:  # the next rollout waits for its turn
+            if time.monotonic() < self.next_rollout_at:
+                return
+            self._start_rollout(kind)
         doc = self._rollout(kind)
         state, stage = doc["state"], int(doc["stage"])
         if self.rollout_stage.get(kind, -1) != stage and state == "running":
@@ -405,11 +418,11 @@ class Soak:
         if kind == "v1" and state == "completed" and self._all_on("v1"):
             self.say("rollout  soak-v1 completed: every device on v1")
             self.phase = "canary"
-            self._start_rollout("v2")
+            self.next_rollout_at = time.monotonic() + self.c.rollout_gap_s
         elif kind == "v2" and state == "completed" and self._all_on("v2"):
             self.say("rollout  soak-v2 completed: every device on v2")
             self.phase = "broken"
-            self._start_rollout("v3")
+            self.next_rollout_at = time.monotonic() + self.c.rollout_gap_s
         elif kind == "v3" and state == "rolled_back":
             self.say(f"rollout  soak-v3 rolled back ({doc['history'][-1]['reason'][:120]})")
             self.phase = "done"
