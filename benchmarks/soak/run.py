@@ -590,12 +590,19 @@ class Soak:
 
     def _rogue(self) -> None:
         assert self.tap is not None and self.hub is not None
-        victim, other = self.ids[0], self.ids[1]
+        # the roles alternate: the hub audits one refusal per device and kind a minute
+        rounds = sum(1 for f in self.rec.faults if f.kind == "rogue")
+        victim, other = (self.ids[0], self.ids[1]) if rounds % 2 == 0 else self.ids[1::-1]
         replay = self.tap.earlier_directive(victim)
         vm, om = self.tap.metrics_of(victim), self.tap.metrics_of(other)
         if replay is None or vm is None or om is None:
             self.deck.insert(0, "rogue")  # nothing to replay yet: later in this round
             return
+        self._await(
+            lambda: all(self._devices().get(d, {}).get("online") for d in (victim, other)),
+            120,
+            f"{victim} and {other} online before the rogue client",
+        )
         if self.mosq is not None:
             f = self._fault("rogue", f"{other}'s credentials against {victim}'s topics")
             ep = Endpoint(
