@@ -89,7 +89,8 @@ def _refusals(r: RunRecord) -> Verdict:
     not_events = [
         what
         for what, seen, how in r.rogue_visible
-        if seen and not how.startswith(("agent event", "broker:", "hub audit", "stored once"))
+        if seen
+        and not how.startswith(("agent event", "broker:", "hub audit", "stored once", "lost by"))
     ]
     untried = "rogue" in r.config.get("faults", ()) and not r.rogue_visible
     held = not silent and not invisible and not not_events and not untried
@@ -99,7 +100,8 @@ def _refusals(r: RunRecord) -> Verdict:
         f"rogue attempts {tried}, refused visibly {tried - len(invisible)}"
         f" (as an event or a broker refusal: {tried - len(invisible) - len(not_events)},"
         f" only as a hub counter: {len(not_events)}); refused/failed events {dict(kinds)}, "
-        f"{len(silent)} without a reason"
+        f"{len(silent)} without a reason; rogue messages the embedded broker acknowledged "
+        f"and delivered to no one: {r.broker_losses}"
     )
     if untried:
         figure += " (the rogue client never ran)"

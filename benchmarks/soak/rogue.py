@@ -88,6 +88,7 @@ class Tap:
         """
         self.directives: dict[str, list[bytes]] = {}
         self.metrics: dict[str, list[bytes]] = {d: [] for d in metrics_of}
+        self._seen: dict[tuple[str, int], int] = {}  # (topic, hash of payload) -> times
         self._lock = threading.Lock()
         self._client = _client(ep, "soak-tap")
         self._client.on_message = self._on_message
@@ -109,6 +110,8 @@ class Tap:
             return
         device, channel = parts[3], parts[4]
         with self._lock:
+            key = (msg.topic, hash(bytes(msg.payload)))
+            self._seen[key] = self._seen.get(key, 0) + 1
             if channel == Channel.DESIRED.value:
                 seen = self.directives.setdefault(device, [])
                 if not seen or seen[-1] != msg.payload:
@@ -117,6 +120,11 @@ class Tap:
                 kept = self.metrics[device]
                 if len(kept) < 20:
                     kept.append(bytes(msg.payload))
+
+    def times_seen(self, topic_name: str, payload: bytes) -> int:
+        """How often the broker delivered ``payload`` on ``topic_name`` to the tap."""
+        with self._lock:
+            return self._seen.get((topic_name, hash(payload)), 0)
 
     def earlier_directive(self, device: str) -> bytes | None:
         """A directive ``device`` received before its latest one (a replay), or None."""
@@ -141,6 +149,7 @@ class RogueResult:
     """What the rogue tried and what each attempt got: ``(attempt, outcome)``."""
 
     attempts: list[tuple[str, str]] = field(default_factory=list)
+    sent: list[tuple[str, str, bytes]] = field(default_factory=list)  # what, topic, payload
 
 
 def rogue_on_mosquitto(ep: Endpoint, victim: str, replay: bytes, metrics: bytes) -> RogueResult:
@@ -251,8 +260,10 @@ def rogue_on_embedded(
             (f"{victim}'s earlier directive replayed", topic(victim, Channel.DESIRED), replay),
         ]
         for what, name, payload in tries:
-            c.publish(name, payload, qos=1).wait_for_publish(30)
-            result.attempts.append((what, "sent"))
+            info = c.publish(name, payload, qos=1)
+            info.wait_for_publish(30)
+            result.attempts.append((what, "acknowledged" if info.is_published() else "no PUBACK"))
+            result.sent.append((what, name, payload))
     finally:
         c.disconnect()
         c.loop_stop()

@@ -39,6 +39,7 @@ from benchmarks.soak.parts import HubProcess, ProductionMosquitto, SoakError
 from benchmarks.soak.proxy import FaultProxy
 from benchmarks.soak.rogue import Endpoint, Tap, rogue_on_embedded, rogue_on_mosquitto
 from edge_agent.directive import Probation
+from edge_agent.topics import Channel, topic
 from hub.demo import models
 from hub.demo.fleet import DeviceCounts, DeviceSpec, FleetWorker, WorkerSpec
 from hub.keys import load_private_key
@@ -119,6 +120,7 @@ class RunRecord:
     shas: dict[int, str] = field(default_factory=dict)  # version -> bundle sha256
     rogue: list[tuple[str, str, str]] = field(default_factory=list)  # broker, attempt, outcome
     rogue_visible: list[tuple[str, bool, str]] = field(default_factory=list)
+    broker_losses: int = 0  # rogue messages the embedded broker acknowledged, never delivered
     produced: dict[str, Produced] = field(default_factory=dict)
     stored_seqs: dict[str, int] = field(default_factory=dict)
     stored_predictions: dict[str, int] = field(default_factory=dict)
@@ -626,10 +628,34 @@ class Soak:
             before = self._counters()
             self._events_before = self._last_event_id()
             audit_before = max((int(e["id"]) for e in self._audit_after(0)), default=0)
+            tap = self.tap
+            seen_before = {
+                (n, p): tap.times_seen(n, p) for n, p in [
+                    (topic(victim, Channel.METRICS), b"{not json"),
+                    (topic(victim, Channel.METRICS), om),
+                    (topic(victim, Channel.METRICS), vm),
+                    (topic(victim, Channel.DESIRED), replay),
+                ]
+            }  # fmt: skip
             result = rogue_on_embedded(self._hub_endpoint(), victim, other, replay, vm, om)
             for what, outcome in result.attempts:
                 self.rec.rogue.append(("embedded", what, outcome))
+            first = len(self.rec.rogue_visible)
             self._rogue_seen(before, audit_before, victim)
+            # what the broker never delivered (the tap, subscribed to those topics, did
+            # not get it either) was lost by the broker, not let through by the hub
+            names = {
+                "malformed metrics": 0, "mismatched metrics": 1, "replayed metrics": 2,
+                "replayed directive": 3,
+            }  # fmt: skip
+            for i, (what, ok, _how) in enumerate(self.rec.rogue_visible):
+                if i < first or ok or what not in names:
+                    continue
+                _, name, payload = result.sent[names[what]]
+                if tap.times_seen(name, payload) <= seen_before.get((name, payload), 0):
+                    self.rec.rogue_visible[i] = (what, True, "lost by the embedded broker: "
+                                                 "not delivered to any subscriber")  # fmt: skip
+                    self.rec.broker_losses += 1
         f.healed_at_s = self.now()
 
     def _counters(self) -> dict[str, float]:
