@@ -5,6 +5,9 @@
 #                daemon is measured on both TFLite runtimes)
 #   make flake-check  the integration tests FLAKE_RUNS times (default 5) with every core
 #                loaded by a busy loop; lists every test that failed in any run
+#   make soak    the fault-injection soak (README, Reliability): SOAK_AGENTS agents for
+#                SOAK_DURATION seconds on Mosquitto (production configuration), then on
+#                the embedded broker; figures in soak-mosquitto.json, soak-embedded.json
 
 PYTHON        ?= python3
 # tflite-runtime has wheels only up to CPython 3.11: its environment uses 3.11.
@@ -16,9 +19,13 @@ PYTEST_FLAGS  ?=
 # Where the runtime-facing tests live (the hub API tests need the hub extra, absent there).
 RUNTIME_TESTS := tests/modelkit tests/test_bundle.py tests/test_tf_models.py tests/test_cli.py tests/agent
 
-.PHONY: demo test lint typecheck pytest pytest-tflite bench flake-check clean
+.PHONY: demo test lint typecheck pytest pytest-tflite bench flake-check soak clean
 
 FLAKE_RUNS    ?= 5
+SOAK_SEED     ?= 1
+SOAK_DURATION ?= 600
+SOAK_AGENTS   ?= 50
+SOAK_FLAGS    = --seed $(SOAK_SEED) --duration $(SOAK_DURATION) --agents $(SOAK_AGENTS)
 
 # setup.py and the C source: the agent's native hot path is built at install time.
 $(VENV)/.installed: pyproject.toml setup.py edge_agent/inference/_hotpath.c Makefile
@@ -57,6 +64,13 @@ bench: $(VENV)/.installed $(VENV_TFLITE)/.installed
 
 flake-check: $(VENV)/.installed
 	$(VENV)/bin/python -m tests.flake_check --runs $(FLAKE_RUNS)
+
+# Both runs happen; the target fails if either broke an invariant.
+soak: $(VENV)/.installed
+	status=0; \
+	$(VENV)/bin/python -m benchmarks.soak $(SOAK_FLAGS) --broker mosquitto --out soak-mosquitto.json || status=1; \
+	$(VENV)/bin/python -m benchmarks.soak $(SOAK_FLAGS) --broker embedded --out soak-embedded.json || status=1; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) $(VENV_TFLITE) .pytest_cache .mypy_cache .ruff_cache demo-work

@@ -132,6 +132,7 @@ class Ingest:
         ca_file: Path | None = None,
         known_version: Callable[[str, int], bool] | None = None,
         limits: Limits | None = None,
+        on_refused: Callable[[str, str, str], object] | None = None,
     ) -> None:
         """Configure (but do not start) the ingest. With ``tls``, the broker's certificate
         is verified against ``ca_file`` (or the system's CAs). ``known_version`` (the
@@ -140,6 +141,9 @@ class Ingest:
         ``unknown_model`` and logged once per version, since nothing can score them.
         Metrics a device cannot have counted (see :mod:`hub.plausibility`, ``limits``)
         are refused, logged in one line and counted per device (:meth:`implausible`).
+        ``on_refused(topic, kind, reason)`` is called for every refused message
+        (``malformed``, ``device_mismatch``, ``implausible``): the hub's
+        :class:`~hub.refusals.RefusalLog` makes them visible in the audit log.
 
         Raises:
             ValueError: ``batch_max`` < 1 or ``flush_interval_s`` < 0.
@@ -150,6 +154,7 @@ class Ingest:
         self.host, self.port = host, port
         self._known_version = known_version
         self._limits = limits or Limits()
+        self._on_refused = on_refused
         self._implausible: dict[str, int] = {}
         self._known: set[tuple[str, int]] = set()
         self._warned: set[tuple[str, int]] = set()
@@ -389,6 +394,13 @@ class Ingest:
                 )  # fmt: skip
         return unknown
 
+    def _refused(self, topic_name: str, kind: str, reason: str) -> None:
+        if self._on_refused is not None:
+            try:
+                self._on_refused(topic_name, kind, reason)
+            except Exception:  # a refusal's record must never stop the ingest
+                log.exception("ingest: recording a refusal failed")
+
     def process(self, batch: Sequence[tuple[str, bytes]]) -> None:
         """Validate, store and acknowledge one batch of ``(topic, payload)`` (worker thread).
 
@@ -403,10 +415,12 @@ class Ingest:
             except DeviceMismatchError as exc:
                 counts["refused_device_mismatch"] += 1
                 log.warning("ingest: refused: %s", exc)
+                self._refused(topic_name, "device_mismatch", str(exc))
                 continue
             except ValidationError as exc:
                 counts["malformed"] += 1
                 log.warning("ingest: malformed message on %r: %s", topic_name[:200], exc)
+                self._refused(topic_name, "malformed", str(exc))
                 continue
             message = parsed.message
             if isinstance(message, MetricsMessage):
@@ -418,6 +432,7 @@ class Ingest:
                             self._implausible.get(message.device_id, 0) + 1
                         )
                     log.warning("ingest: refused implausible metrics: %s", problem)
+                    self._refused(topic_name, "implausible", str(problem))
                     continue
             try:
                 if isinstance(message, MetricsMessage):

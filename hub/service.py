@@ -33,6 +33,7 @@ from hub.ingest import Ingest
 from hub.keys import ROTATIONS_FILE, check_chain, init_keys, load_private_key
 from hub.mqtt_relay import tune_gc_for_ingest
 from hub.plausibility import DEFAULT_MAX_RATE_PER_S, Limits
+from hub.refusals import RefusalLog
 from hub.registry import Registry
 from hub.rollouts import RolloutStore
 from hub.rollouts.runner import RolloutRunner
@@ -155,6 +156,7 @@ class HubService:
             ca_file=ca,
             known_version=lambda name, version: registry.get(name, version) is not None,
             limits=Limits(max_rate_per_s=s.max_prediction_rate),
+            on_refused=RefusalLog(self.audit).record,
         ).start()
         self.signer = DirectiveSigner(db, keys)
         self.publisher = DirectivePublisher(host, port, user, password, tls=tls, ca_file=ca).start()

@@ -810,19 +810,25 @@ class Agent:
             if self._cancel.is_set() and self._desired is not d:
                 return  # superseded by a newer directive
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            kind = EventKind.FAILED
             if isinstance(exc, DownloadError | OSError) and not self._stop.is_set():
                 # Transient: try again later (and after a restart, which has no record).
+                # Reported as still downloading, with the reason: a ``failed`` event is
+                # the device giving up, which a rollout's gates count against the
+                # version (a link cut or a corrupted transfer during a canary rolled a
+                # healthy version back).
                 self._download_failures += 1
                 failures, base = self._download_failures, self.config.download_retry_s
                 wait = directive_retry_backoff(failures, base)
                 self._retry_at = self.monotonic() + wait
                 reason = f"{reason} (retrying in {wait:.1f} s)"
+                kind = EventKind.DOWNLOADING
             else:
                 self._failed_seq = d.seq
                 self._save_state()
             log.error("agent: cannot deploy %s v%s: %s", m.name, m.version, reason)
             self._last_error = reason
-            self._event(EventKind.FAILED, reason, version, d.seq)
+            self._event(kind, reason, version, d.seq)
             return
         self._download_failures = 0
         with self._deploy_lock:

@@ -47,6 +47,11 @@ class DeviceSpec:
     data_dir: Path
     broker_port: int
     quick_reconnect: bool = False  # back on the broker 1-2 s after its link returns
+    # A broker with accounts (Mosquitto's production layout): the device's enrolment
+    # credentials, and the CA of its TLS listener (None: plain MQTT).
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,10 @@ class WorkerSpec:
     rate_hz: float  # predictions per second per device
     log_file: Path
     seed: int = 0
+    # "module:function" called first in the worker process (the soak records every
+    # window an agent stores through it); empty: nothing.
+    setup: str = ""
+    checkpoint_s: float = 5.0
 
 
 @dataclass
@@ -70,6 +79,7 @@ class DeviceCounts:
     served: int = 0
     produced: int = 0
     active: int | None = None
+    active_sha256: str | None = None  # the verified bundle it runs
 
 
 @dataclass
@@ -103,6 +113,11 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:  # pragma: no cover
     """The worker process: start the agents, feed them, obey the parent's commands."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _quiet(spec.log_file)
+    if spec.setup:
+        import importlib
+
+        module, _, function = spec.setup.partition(":")
+        getattr(importlib.import_module(module), function)()
     from edge_agent.daemon.agent import Agent
     from edge_agent.daemon.config import AgentConfig, BrokerConfig
     from edge_agent.errors import EdgeFleetError
@@ -115,13 +130,22 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:  # pragma: no cover
             device_id=d.device_id,
             data_dir=d.data_dir,
             trust_file=spec.trust_file,
-            broker=BrokerConfig(host=spec.broker_host, port=d.broker_port, keepalive=10),
+            broker=BrokerConfig(
+                host=spec.broker_host,
+                port=d.broker_port,
+                keepalive=10,
+                tls=d.ca_file is not None,
+                ca_file=d.ca_file,
+                username=d.username,
+                password=d.password,
+            ),
             tags=d.tags,
             window_s=spec.window_s,
             local_api_port=0,
             state_interval_s=min(5.0, spec.window_s),
             resend_after_s=max(5.0, spec.window_s),
             download_retry_s=1.0,
+            checkpoint_s=spec.checkpoint_s,
         )
         agent = Agent(config, local_api=False)
         if d.quick_reconnect:
@@ -185,6 +209,7 @@ def _counts(devices: list[_Device]) -> dict[str, DeviceCounts]:
             served=served,
             produced=0 if outbox is None else outbox.last_seq,
             active=None if active is None else active.version,
+            active_sha256=None if active is None else active.sha256,
         )
     return out
 

@@ -53,9 +53,11 @@ def progress(
     """Derive a device's progress in ``spec`` from its events and retained state.
 
     Only events about the target version count (``failed``/``refused`` without a model
-    count too); the latest wins. ``shadow_started`` means passed (a shadow directive has
-    no probation). A
-    device without a verdict that is offline and unseen for ``stale_after_s`` is stale
+    count too); the latest wins. A device without a final verdict whose retained state
+    shows the target active with no probation running has passed (its
+    ``probation_passed`` event was lost); with probation running it is activated.
+    ``shadow_started`` means passed (a shadow directive has no probation). A device
+    without a verdict that is offline and unseen for ``stale_after_s`` is stale
     (not failed); before that it keeps its status (pending at first). Pure.
     """
     status = DeviceStatus.PENDING
@@ -79,10 +81,15 @@ def progress(
             status, reason = DeviceStatus.FAILED, f"{k.value}: {e.detail}".rstrip(": ")
         elif k == EventKind.ROLLED_BACK:
             status, reason = DeviceStatus.ROLLED_BACK, e.detail
-    if status == DeviceStatus.PENDING and device_state is not None:
+    if status not in _FINAL and device_state is not None:
         a = device_state.active
         if a is not None and a.name == spec.model and a.version == spec.target_version:
-            status = DeviceStatus.ACTIVATED
+            # The retained state tells the truth when events were lost (fire-and-forget:
+            # one published into a hub or broker killed -9, or by an agent killed -9
+            # right after its probation ended): on the target with no probation running
+            # means its probation passed.
+            passed = device_state.probation == "none"
+            status = DeviceStatus.PASSED if passed else DeviceStatus.ACTIVATED
     if (
         status not in _FINAL
         and device_state is not None

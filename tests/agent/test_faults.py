@@ -228,9 +228,20 @@ def test_hub_http_down_reports_one_line_and_keeps_serving(
         with refused_url("/b/v2.efb") as url:
             ref2 = model_ref(bundles["v2"], url, version=2)
             d2 = hub.publish_directive(hub.directive(dev, ref2))
-            failed = hub.wait_for(hub.event(dev, "failed", d2.seq), WAIT, "failed download")
+            failed = hub.wait_for(
+                lambda: next(
+                    (
+                        e
+                        for e in hub.devices[dev].events
+                        if e.directive_seq == d2.seq and "retrying in" in e.detail
+                    ),
+                    None,
+                ),
+                WAIT,
+                "failed download (retried)",
+            )
         assert "\n" not in failed.detail and "refused" in failed.detail.lower()
-        assert "after 2 attempts" in failed.detail
+        assert "after 2 attempts" in failed.detail and failed.kind.value == "downloading"
         assert daemon.predict(reference_x[0].tolist())["model"]["version"] == 1
         assert daemon.health()["active"]["version"] == 1
         daemon.stop()

@@ -42,7 +42,8 @@ def test_download_that_failed_is_retried_until_the_bundle_arrives(
     hub, agent_config, server, bundles, reference_x
 ):
     """A hub that answers 503 for a while: the agent reports each failure with the
-    retry it plans, then activates once the bundle is served; no restart needed."""
+    retry it plans (as still downloading, never ``failed``), then activates once the
+    bundle is served; no restart needed."""
     config = replace(agent_config, download_attempts=1, download_retry_s=0.2)
     dev = config.device_id
     url = server.add(
@@ -51,9 +52,11 @@ def test_download_that_failed_is_retried_until_the_bundle_arrives(
     with Agent(config) as agent:
         d1 = hub.publish_directive(hub.directive(dev, model_ref(bundles["v1"], url)))
         hub.wait_for(hub.event(dev, "activated", d1.seq), what="activation after retries")
-        failed = [e for e in hub.devices[dev].events if e.kind.value == "failed"]
-        assert len(failed) == 3, [e.detail for e in failed]
-        assert all("retrying in" in e.detail and "503" in e.detail for e in failed)
+        events = hub.devices[dev].events
+        retried = [e for e in events if "retrying in" in e.detail]
+        assert len(retried) == 3, [e.detail for e in retried]
+        assert all(e.kind.value == "downloading" and "503" in e.detail for e in retried)
+        assert not [e for e in events if e.kind.value == "failed"]
         assert agent.predict(reference_x[0]).model.version == 1
     assert server.request_count("/b/v1.efb") == 4
 
@@ -68,11 +71,41 @@ def test_failed_download_is_retried_after_a_restart(
     url = server.add("/b/v1.efb", bundles["v1"].read_bytes(), faults=Faults(status=503))
     with Agent(config):
         d1 = hub.publish_directive(hub.directive(dev, model_ref(bundles["v1"], url)))
-        hub.wait_for(hub.event(dev, "failed", d1.seq), what="first failure")
+        hub.wait_for(
+            lambda: any("retrying in" in e.detail for e in hub.devices[dev].events),
+            what="first failure",
+        )
     server.set_faults("/b/v1.efb")  # the hub is back
     with Agent(config) as agent:
         hub.wait_for(hub.event(dev, "activated", d1.seq), what="activation after restart")
         assert agent.predict(reference_x[0]).model.version == 1
+
+
+def test_download_corrupted_in_transit_during_a_rollout_is_retried_not_failed(
+    hub, agent_config, server, bundles, reference_x
+):
+    """The soak's seed 2: a proxy flipped bytes of a v2 canary's download; the agent
+    reported ``failed`` (retrying) and the hub's gates rolled the healthy v2 back. Now a
+    transfer that does not match the directive's hash is a ``downloading`` event with
+    the reason and the retry, and the next try activates the bundle."""
+    config = replace(agent_config, download_attempts=1, download_retry_s=0.2)
+    dev = config.device_id
+    good = bundles["v1"].read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0x5A
+    url = server.add("/b/v1.efb", bytes(bad))
+    with Agent(config) as agent:
+        d1 = hub.publish_directive(hub.directive(dev, model_ref(bundles["v1"], url)))
+        retrying = hub.wait_for(
+            lambda: next((e for e in hub.devices[dev].events if "retrying in" in e.detail), None),
+            what="the corrupted transfer reported",
+        )
+        assert retrying.kind.value == "downloading", retrying
+        assert "sha" in retrying.detail.lower() or "digest" in retrying.detail.lower()
+        server.add("/b/v1.efb", good)
+        hub.wait_for(hub.event(dev, "activated", d1.seq), what="activation after the retry")
+        assert agent.predict(reference_x[0]).model.version == 1
+    assert not [e for e in hub.devices[dev].events if e.kind.value == "failed"]
 
 
 def test_bundle_failing_its_smoke_test_is_not_retried(hub, agent_config, server, bundles):

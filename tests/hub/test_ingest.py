@@ -392,3 +392,43 @@ def test_windows_of_an_unknown_model_version_are_counted_stored_and_acked(
         assert ingest.counters()["unknown_model"] == 2
     assert [w.model_version for w in store.windows_for(device=dev)] == [1, 7, 7]
     assert caplog.text.count("which the registry does not know") == 1  # once per version
+
+
+def test_rogue_garbage_and_another_devices_metrics_are_audited_with_their_reason(
+    store, broker, device, tmp_path
+):
+    """The soak's rogue client (embedded broker): garbage and another device's metrics
+    on a device's topic were refused but visible only as counters. Now each kind is an
+    ``ingest.refused`` audit entry naming the device the topic names and the reason;
+    a flood of the same stays one entry (counted)."""
+    from hub.audit import AuditLog
+    from hub.refusals import ACTION, RefusalLog
+
+    audit = AuditLog(tmp_path / "audit.db")
+    victim, other = uid("victim"), uid("other")
+    try:
+        with Ingest(
+            store, broker.host, broker.port, client_id=f"ingest-{uuid.uuid4().hex[:8]}",
+            on_refused=RefusalLog(audit).record,
+        ) as ingest:  # fmt: skip
+            for _ in range(5):
+                device.publish(victim, Channel.METRICS, b"{not json")
+            device.publish(victim, Channel.METRICS, row(other, 1).to_bytes())
+            wait(
+                ingest,
+                lambda: (
+                    ingest.counters()["malformed"] >= 5
+                    and ingest.counters()["refused_device_mismatch"] >= 1
+                ),
+                "the refusals",
+            )
+        entries = [e for e in audit.entries(limit=100) if e.action == ACTION]
+        assert {(e.target, e.details["kind"]) for e in entries} == {
+            (victim, "malformed"), (victim, "device_mismatch"),
+        }  # fmt: skip
+        assert all(e.actor == "ingest" and e.details["reason"] for e in entries)
+        mismatch = next(e for e in entries if e.details["kind"] == "device_mismatch")
+        assert other in mismatch.details["reason"]
+        assert store.events(device=victim) == []  # never a device event: rollouts ignore it
+    finally:
+        audit.close()

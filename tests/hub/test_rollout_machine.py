@@ -219,7 +219,30 @@ def test_progress_failure_refusal_rollback_and_unrelated_versions() -> None:
 
 def test_progress_from_state_when_events_are_missing() -> None:
     spec = make_spec()
-    assert progress([], online(active=3), T0, spec).status == DeviceStatus.ACTIVATED
+    on_probation = replace(online(active=3), probation="running")
+    assert progress([], on_probation, T0, spec).status == DeviceStatus.ACTIVATED
+
+
+def test_progress_a_lost_probation_passed_event_is_read_from_the_retained_state() -> None:
+    """The soak (a hub killed -9 with its embedded broker while devices ended their
+    probation): the ``probation_passed`` events were lost, the devices stayed
+    ``activated`` in the hub's eyes and the v1 install waited for ever. The retained
+    state (republished at every connect) shows the target active, probation over."""
+    spec = make_spec()
+    events = [ev(EventKind.RECEIVED, T0), ev(EventKind.ACTIVATED, T0 + 1)]
+    running = replace(online(T0 + 2, active=3), probation="running")
+    assert progress(events, running, T0 + 3, spec).status == DeviceStatus.ACTIVATED
+    over = replace(online(T0 + 9, active=3), probation="none")
+    assert progress(events, over, T0 + 10, spec).status == DeviceStatus.PASSED
+    # a final verdict stands: rolled back (state on the previous version) or failed
+    rolled = [*events, ev(EventKind.ROLLED_BACK, T0 + 5, 3, "probation: errors")]
+    assert progress(rolled, online(T0 + 9, active=2), T0 + 10, spec).status == (
+        DeviceStatus.ROLLED_BACK
+    )
+    failed = [ev(EventKind.FAILED, T0, 3, "smoke test")]
+    assert progress(failed, over, T0 + 10, spec).status == DeviceStatus.FAILED
+    # still on the previous version: nothing to read from the state
+    assert progress(events[:1], online(T0 + 9), T0 + 10, spec).status == DeviceStatus.DOWNLOADING
 
 
 def test_offline_device_is_pending_then_stale_never_failed() -> None:
