@@ -190,11 +190,7 @@ class DeviceVerdicts:
     def _compute(self) -> FleetVerdicts:
         now = self.clock()
         first_hour = hour_of(now) - 1
-        running = {
-            d.id: (d.active.name, d.active.version)
-            for d in self.store.all_devices()
-            if d.active is not None
-        }
+        running = self.store.active_versions()
         hours = self.store.device_hours(running, first_hour)
         drift: dict[str, DriftVerdict] = {}
         memo_next: dict[str, tuple[int, DriftVerdict]] = {}

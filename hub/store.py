@@ -533,6 +533,21 @@ class Store(LockedDatabase):
             after = page[-1].id
         return out
 
+    def active_versions(self) -> dict[str, tuple[str, int]]:
+        """Each device that is not revoked and runs a model: its active (model,
+        version), from one narrow read (no record is parsed).
+
+        Raises:
+            StoreError: SQLite failed, or closed.
+        """
+        sql = (
+            "SELECT id, active_model, active_version FROM devices"  # noqa: S608
+            f" WHERE active_model IS NOT NULL AND {_NOT_REVOKED} ORDER BY id"
+        )
+        with self._read() as conn:
+            rows = conn.execute(sql).fetchall()
+        return {str(i): (str(m), int(v)) for i, m, v in rows}
+
     def cohort(self, tag: str, device: str | None = None) -> list[str]:
         """The ids of the devices carrying ``tag``; with ``device``, just that one if it
         carries the tag (a drift or alert scope naming both).
