@@ -370,24 +370,28 @@ class Store(LockedDatabase):
         self, devices: Mapping[str, tuple[str, int]], first_hour: int, role: str = "active"
     ) -> dict[str, list[str]]:
         """Each device's hourly roll-up documents of the given (model, version) from
-        ``first_hour`` on (one indexed read per device, in one read transaction;
-        devices without any are left out). Changed buckets are rolled up first.
+        ``first_hour`` on (one statement per version, an index seek per device; devices
+        without any are left out). Changed buckets are rolled up first.
 
         Raises:
             StoreError: SQLite failed, or closed.
         """
         while self.roll_up():
             pass
+        by_version: dict[tuple[str, int], list[str]] = {}
+        for device_id, key in devices.items():
+            by_version.setdefault(key, []).append(device_id)
         sql = (
-            "SELECT payload FROM rollups WHERE model = ? AND version = ? AND role = ?"
-            " AND device_id = ? AND hour >= ? ORDER BY hour"
+            "SELECT device_id, payload FROM rollups WHERE model = ? AND version = ?"
+            " AND role = ? AND device_id IN (SELECT value FROM json_each(?)) AND hour >= ?"
+            " ORDER BY device_id, hour"
         )
         out: dict[str, list[str]] = {}
         with self._read() as conn:
-            for device_id, (model, version) in devices.items():
-                rows = conn.execute(sql, (model, version, role, device_id, first_hour)).fetchall()
-                if rows:
-                    out[device_id] = [str(r[0]) for r in rows]
+            for (model, version), ids in by_version.items():
+                args = (model, version, role, _json_text(ids), first_hour)
+                for device_id, payload in conn.execute(sql, args):
+                    out.setdefault(str(device_id), []).append(str(payload))
         return out
 
     def stored_ranges(self, device_id: str) -> list[tuple[int, int]]:
