@@ -4,7 +4,7 @@ the ``drift`` field, the ``drift`` and ``faulty`` filters).
 A device's verdict is the one rule of :mod:`hub.drift` (:func:`~hub.drift.decide_counts`,
 Holm at alpha = 0.01, the default effect thresholds; ``docs/drift.md``) applied to its own
 windows of its **active** version over the previous clock hour and the current one so
-far (60 to 120 minutes), read from its hourly roll-ups: one indexed read per device,
+far (60 to 120 minutes), read from its hourly roll-ups (an index seek per device),
 never the stored windows. ``insufficient`` when those windows lack the evidence (none
 at all included); null when the device runs no model or its version is not in the
 registry (nothing to compare with).
