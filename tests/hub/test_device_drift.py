@@ -10,9 +10,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from edge_agent.contract.messages import Event, EventKind, ModelVersion
+from edge_agent.contract.messages import Event, EventKind, ModelVersion, State
 from hub.device_drift import DeviceVerdicts
+from hub.errors import UnavailableError
 from hub.operations import DriftScope
+from hub.registry import RegistryError
+from hub.store import Store
 from tests.support.fleet import T0, Fleet, record_windows, running_fleet
 
 
@@ -127,3 +130,27 @@ def test_kept_verdicts_are_served_then_recomputed_after_their_ttl(tmp_path, demo
             assert time.monotonic() < deadline, "the background recomputation never finished"
             time.sleep(0.05)
         assert verdicts.current().verdict("pump-02") in ("drift", "major")
+
+
+def test_an_unregistered_version_or_no_registry_has_no_verdict(tmp_path):
+    """Nothing to compare with: null, never a guess, and the other devices still decided."""
+    store = Store(tmp_path / "hub.db")
+    try:
+        store.record_state(State("known", True, active=ModelVersion("pump", 1)), now=T0)
+        store.record_state(State("ghost", True, active=ModelVersion("pump", 9)), now=T0)
+        store.record_state(State("bare", True), now=T0)
+
+        def reference(name: str, version: int):
+            if version == 9:
+                raise RegistryError(f"{name!r} v{version} is not registered")
+            return object()  # no windows anywhere: the reference is never read
+
+        verdicts = DeviceVerdicts(store, reference, clock=lambda: T0).refresh()
+        assert verdicts.drift == {"known": "insufficient"}
+
+        def absent(name: str, version: int):
+            raise UnavailableError("no model registry")
+
+        assert DeviceVerdicts(store, absent, clock=lambda: T0).refresh().drift == {}
+    finally:
+        store.close()
