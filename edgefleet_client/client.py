@@ -14,7 +14,7 @@ import asyncio
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -173,8 +173,22 @@ class _Calls:
         return _Call("GET", "/v1/whoami", WhoAmI.from_json)
 
     @staticmethod
-    def devices(after: str | None, limit: int, online: bool | None, tag: str | None) -> _Call:
-        params = _params(after=after, limit=limit, online=online, tag=tag)
+    def devices(
+        after: str | None,
+        limit: int,
+        online: bool | None,
+        tag: str | None,
+        drift: Sequence[str] | None = None,
+        faulty: bool | None = None,
+    ) -> _Call:
+        params = _params(
+            after=after,
+            limit=limit,
+            online=online,
+            tag=tag,
+            drift=None if drift is None else list(drift),
+            faulty=faulty,
+        )
         return _Call("GET", "/v1/devices", DevicePage.from_json, params)
 
     @staticmethod
@@ -373,9 +387,15 @@ class HubClient:
         limit: int = 100,
         online: bool | None = None,
         tag: str | None = None,
+        drift: Sequence[str] | None = None,
+        faulty: bool | None = None,
     ) -> DevicePage:
-        """One page of devices in id order (ids above ``after``)."""
-        result: DevicePage = self._send(_Calls.devices(after, limit, online, tag))
+        """One page of devices in id order (ids above ``after``). ``drift`` keeps the
+        devices whose drift verdict is one of these; ``faulty`` True only the devices
+        not connected, whose last deployment failed or whose verdict is drift or major
+        (False: the others). Raises: HubError: the hub refused (400: a bad value)."""
+        call = _Calls.devices(after, limit, online, tag, drift, faulty)
+        result: DevicePage = self._send(call)
         return result
 
     def iter_devices(
@@ -742,9 +762,15 @@ class AsyncHubClient:
         limit: int = 100,
         online: bool | None = None,
         tag: str | None = None,
+        drift: Sequence[str] | None = None,
+        faulty: bool | None = None,
     ) -> DevicePage:
-        """One page of devices in id order (ids above ``after``)."""
-        result: DevicePage = await self._send(_Calls.devices(after, limit, online, tag))
+        """One page of devices in id order (ids above ``after``). ``drift`` keeps the
+        devices whose drift verdict is one of these; ``faulty`` True only the devices
+        not connected, whose last deployment failed or whose verdict is drift or major
+        (False: the others). Raises: HubError: the hub refused (400: a bad value)."""
+        call = _Calls.devices(after, limit, online, tag, drift, faulty)
+        result: DevicePage = await self._send(call)
         return result
 
     async def iter_devices(

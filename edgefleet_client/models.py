@@ -164,6 +164,10 @@ class Device:
     health: Health
     buffer_depth: int
     revoked_at: float | None
+    #: The hub's drift verdict on the device's active version over the previous and the
+    #: current clock hour (``insufficient``, ``none``, ``minor``, ``drift``, ``major``);
+    #: None: no model, an unknown version, or a hub too old to say.
+    drift: str | None = None
 
     @classmethod
     def from_json(cls, value: Any, where: str = "device") -> Device:
@@ -186,6 +190,7 @@ def _device_fields(o: _Obj) -> dict[str, Any]:
         "health": Health.from_json(o.obj("health").value, f"{o.where}.health"),
         "buffer_depth": o.integer("buffer_depth"),
         "revoked_at": o.opt_number("revoked_at"),
+        "drift": o.opt_text("drift") if "drift" in o.value else None,
     }
 
 

@@ -85,6 +85,7 @@ class HubService:
         self.runner: RolloutRunner | None = None
         self.publisher: DirectivePublisher | None = None
         self.api: ApiServer | None = None
+        self.context: HubContext | None = None  # what the API serves from
         self._roller: threading.Thread | None = None
         self._revoker: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -174,6 +175,7 @@ class HubService:
             signer=self.signer,
             publisher=self.publisher,
         )
+        self.context = context
         self.api = ApiServer(
             create_app(context),
             s.api_host,

@@ -51,7 +51,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -366,6 +366,34 @@ class Store(LockedDatabase):
             out.append(merged_window)
         return out
 
+    def device_hours(
+        self, devices: Mapping[str, tuple[str, int]], first_hour: int, role: str = "active"
+    ) -> dict[str, list[str]]:
+        """Each device's hourly roll-up documents of the given (model, version) from
+        ``first_hour`` on (one statement per version, an index seek per device; devices
+        without any are left out). Changed buckets are rolled up first.
+
+        Raises:
+            StoreError: SQLite failed, or closed.
+        """
+        while self.roll_up():
+            pass
+        by_version: dict[tuple[str, int], list[str]] = {}
+        for device_id, key in devices.items():
+            by_version.setdefault(key, []).append(device_id)
+        sql = (
+            "SELECT device_id, payload FROM rollups WHERE model = ? AND version = ?"
+            " AND role = ? AND device_id IN (SELECT value FROM json_each(?)) AND hour >= ?"
+            " ORDER BY device_id, hour"
+        )
+        out: dict[str, list[str]] = {}
+        with self._read() as conn:
+            for (model, version), ids in by_version.items():
+                args = (model, version, role, _json_text(ids), first_hour)
+                for device_id, payload in conn.execute(sql, args):
+                    out.setdefault(str(device_id), []).append(str(payload))
+        return out
+
     def stored_ranges(self, device_id: str) -> list[tuple[int, int]]:
         """The device's stored sequence ranges ``(seq_lo, seq_hi)``, in order (disjoint).
 
@@ -453,10 +481,15 @@ class Store(LockedDatabase):
         online: bool | None = None,
         tag: str | None = None,
         revoked: bool | None = False,
+        ids: Collection[str] | None = None,
+        faulty: tuple[bool, Collection[str]] | None = None,
     ) -> list[DeviceRecord]:
         """A page of devices in id order: ids above ``after``, at most ``limit``.
 
-        ``online`` and ``tag`` filter (a device matches ``tag`` when it carries it).
+        ``online`` and ``tag`` filter (a device matches ``tag`` when it carries it),
+        ``ids`` keeps only the devices it names (one JSON parameter, however many), and
+        ``faulty`` = ``(True, marked)`` the devices not online or marked (``(False,
+        marked)``: the others).
         Revoked devices are left out unless ``revoked`` is True (only them) or None (all).
 
         Raises:
@@ -469,7 +502,17 @@ class Store(LockedDatabase):
             ("id > ?", after),
             ("online = ?", None if online is None else int(online)),
             ("EXISTS (SELECT 1 FROM json_each(devices.tags) WHERE value = ?)", tag),
+            (
+                "id IN (SELECT value FROM json_each(?))",
+                None if ids is None else _json_text(sorted(ids)),
+            ),
+            (
+                "(online = 0 OR id IN (SELECT value FROM json_each(?))) = ?",
+                None if faulty is None else _json_text(sorted(faulty[1])),
+            ),
         )
+        if faulty is not None:
+            params = (*params, int(faulty[0]))
         if revoked is not None:
             clause = _NOT_REVOKED if not revoked else f"NOT {_NOT_REVOKED}"
             where = f"{where} AND {clause}" if where else f" WHERE {clause}"
@@ -493,6 +536,21 @@ class Store(LockedDatabase):
                 break
             after = page[-1].id
         return out
+
+    def active_versions(self) -> dict[str, tuple[str, int]]:
+        """Each device that is not revoked and runs a model: its active (model,
+        version), from one narrow read (no record is parsed).
+
+        Raises:
+            StoreError: SQLite failed, or closed.
+        """
+        sql = (
+            "SELECT id, active_model, active_version FROM devices"  # noqa: S608
+            f" WHERE active_model IS NOT NULL AND {_NOT_REVOKED} ORDER BY id"
+        )
+        with self._read() as conn:
+            rows = conn.execute(sql).fetchall()
+        return {str(i): (str(m), int(v)) for i, m, v in rows}
 
     def cohort(self, tag: str, device: str | None = None) -> list[str]:
         """The ids of the devices carrying ``tag``; with ``device``, just that one if it
@@ -590,6 +648,27 @@ class Store(LockedDatabase):
                 (kind.value, since),
             ).fetchall()
         return {str(r[0]) for r in rows}
+
+    def events_of_kinds(
+        self, kinds: Collection[EventKind], after_id: int = 0
+    ) -> list[tuple[int, str, EventKind]]:
+        """``(id, device, kind)`` of the events of ``kinds`` with ids above ``after_id``,
+        oldest first (by the primary key: a reader that keeps the last id reads only
+        what is new).
+
+        Raises:
+            StoreError: SQLite failed, or closed.
+        """
+        if not kinds:
+            return []
+        marks = ", ".join("?" for _ in kinds)
+        sql = (
+            "SELECT id, device_id, kind FROM events"  # noqa: S608
+            f" WHERE id > ? AND kind IN ({marks}) ORDER BY id"
+        )
+        with self._read() as conn:
+            rows = conn.execute(sql, (after_id, *(k.value for k in kinds))).fetchall()
+        return [(int(i), str(d), EventKind(k)) for i, d, k in rows]
 
     def events(
         self, device: str | None = None, after_id: int = 0, limit: int = 100

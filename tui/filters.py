@@ -2,7 +2,9 @@
 
 Terms are separated by spaces; ``key:value`` terms filter a field, other terms match
 text; a leading ``!`` inverts a term. Fleet keys: ``tag``, ``state`` (online, offline,
-never), ``version`` (``2`` or ``pump:2``, active or shadow), ``model``. Events keys:
+never), ``version`` (``2`` or ``pump:2``, active or shadow), ``model``, ``drift`` (the
+hub's verdict: insufficient, none, minor, drift, major; a device without one, running
+no model, matches no ``drift`` term, ``!drift:`` included, as on the hub). Events keys:
 ``device``, ``kind``, ``model``. Unknown keys are an error naming the known ones.
 """
 
@@ -12,9 +14,10 @@ from dataclasses import dataclass
 
 from edgefleet_client import Device, Event
 
-FLEET_KEYS = ("tag", "state", "version", "model")
+FLEET_KEYS = ("tag", "state", "version", "model", "drift")
 EVENT_KEYS = ("device", "kind", "model")
 STATES = ("online", "offline", "never")
+VERDICTS = ("insufficient", "none", "minor", "drift", "major")
 
 
 class FilterError(ValueError):
@@ -49,6 +52,8 @@ def parse(text: str, keys: tuple[str, ...]) -> tuple[Term, ...]:
             raise FilterError(f"filter {word!r}: give a value after ':'")
         if key == "state" and value not in STATES:
             raise FilterError(f"state:{value}: use one of {', '.join(STATES)}")
+        if key == "drift" and value.lower() not in VERDICTS:
+            raise FilterError(f"drift:{value}: use one of {', '.join(VERDICTS)}")
         terms.append(Term(key, value.lower(), negated))
     return tuple(terms)
 
@@ -77,22 +82,35 @@ def _device_term(d: Device, t: Term) -> bool:
         return _version_matches(d, t.value)
     if t.key == "model":
         return any(m is not None and m.name.lower() == t.value for m in (d.active, d.shadow))
+    if t.key == "drift":
+        return d.drift == t.value
     haystack = " ".join((d.id, *d.tags)).lower()
     return t.value in haystack
 
 
 def match_device(d: Device, terms: tuple[Term, ...]) -> bool:
-    """Whether ``d`` passes every term."""
-    return all(_device_term(d, t) != t.negated for t in terms)
+    """Whether ``d`` passes every term (a ``drift`` term, negated or not, only when the
+    device has a verdict)."""
+    return all(
+        _device_term(d, t) != t.negated and (t.key != "drift" or d.drift is not None) for t in terms
+    )
 
 
 def server_params(terms: tuple[Term, ...]) -> dict[str, object]:
-    """What the hub's ``/v1/devices`` can filter itself (the first plain ``tag``, and
-    ``online`` for a ``state``), so a page holds matching devices. The hub knows only
-    connected or not: ``state:offline`` and ``state:never`` both ask for the devices
-    not connected, and the page is then told apart here (a device never seen is not
-    offline)."""
+    """What the hub's ``/v1/devices`` can filter itself (the first plain ``tag``,
+    ``online`` for a ``state``, and every ``drift`` term as the verdicts left), so a
+    page holds matching devices. The hub knows only connected or not: ``state:offline``
+    and ``state:never`` both ask for the devices not connected, and the page is then
+    told apart here (a device never seen is not offline)."""
     out: dict[str, object] = {}
+    verdicts = set(VERDICTS)
+    drift = False
+    for t in terms:
+        if t.key == "drift":
+            drift = True
+            verdicts = verdicts - {t.value} if t.negated else verdicts & {t.value}
+    if drift:
+        out["drift"] = [v for v in VERDICTS if v in verdicts]
     for t in terms:
         if t.negated:
             continue

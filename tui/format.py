@@ -6,6 +6,11 @@ import re
 
 from edgefleet_client import ModelRef
 
+#: The colour of a drift verdict, in the Drift view and the Fleet's drift column.
+VERDICT_STYLE = {"none": "green", "minor": "yellow", "drift": "red", "major": "red b"}
+#: Drift verdicts from least to most worrying (a sort key); a device with none sorts first.
+VERDICT_RANK = {"insufficient": 0, "none": 1, "minor": 2, "drift": 3, "major": 4}
+
 
 def ago(ts: float | None, now: float) -> str:
     """``12s``, ``5m``, ``3h``, ``2d`` since ``ts`` (``-`` when never)."""

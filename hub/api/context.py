@@ -19,7 +19,9 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from edge_agent.contract.reference import ReferenceStats
 from hub.audit import AuditLog
+from hub.device_drift import DeviceVerdicts
 from hub.dispatch import DirectivePublisher, DirectiveSigner
 from hub.errors import UnavailableError
 from hub.operations import Deployer, DriftQueries
@@ -67,6 +69,8 @@ class HubContext:
     stopping: threading.Event = field(default_factory=threading.Event)
     #: Answers kept briefly per app (the fleet summary, rollout stage breakdowns).
     cache: dict[str, Any] = field(default_factory=dict)
+    #: Each device's drift verdict and faults (made on first use when None).
+    verdicts: DeviceVerdicts | None = None
 
     def bundle_url(self, sha256: str) -> str:
         """A download URL for a bundle, signed for ``url_ttl_s`` (devices need no token)."""
@@ -124,6 +128,20 @@ class HubContext:
         """
         registry = self.need_registry()
         return DriftQueries(self.need_store(), registry.reference)
+
+    def device_verdicts(self) -> DeviceVerdicts:
+        """Every device's drift verdict and faults, kept briefly (``hub.device_drift``).
+
+        Raises:
+            UnavailableError: the store is absent (without a registry every verdict is
+                null: nothing to compare with).
+        """
+        if self.verdicts is None:
+            self.verdicts = DeviceVerdicts(self.need_store(), self._reference)
+        return self.verdicts
+
+    def _reference(self, name: str, version: int) -> ReferenceStats:
+        return self.need_registry().reference(name, version)
 
     def record(self, token: TokenInfo, action: str, target: str, **details: Any) -> None:
         """Append what ``token`` did to the audit log (when there is one)."""

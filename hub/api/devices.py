@@ -14,6 +14,7 @@ from hub.api.documents import (
     DeviceOut,
     DevicePage,
 )
+from hub.drift import DriftVerdict
 from hub.errors import NotFoundError
 
 router = APIRouter(tags=["devices"])
@@ -29,19 +30,38 @@ def list_devices(
     tag: str | None = None,
     revoked: bool | None = False,
     include_revoked: bool = False,
+    drift: Annotated[
+        list[DriftVerdict] | None,
+        Query(description="Keep devices whose drift verdict is one of these (repeatable)"),
+    ] = None,
+    faulty: Annotated[
+        bool | None,
+        Query(
+            description="true: only devices not connected, whose last deployment failed, "
+            "was refused or rolled back, or whose verdict is drift or major; false: the others"
+        ),
+    ] = None,
 ) -> DevicePage:
     """A page of devices in id order; pass the last id as ``after`` for the next.
     Revoked devices are listed only with ``revoked=true`` (just them) or
-    ``include_revoked=true`` (everyone)."""
-    page = context.need_store().list_devices(
+    ``include_revoked=true`` (everyone). Each device's ``drift`` is the one rule's
+    verdict on its active version's windows of the previous and the current clock
+    hour (``docs/drift.md``; kept up to ``DEFAULT_TTL_S`` seconds), null without a
+    model or a registered version; ``drift`` and ``faulty`` filter by it."""
+    store = context.need_store()
+    verdicts = context.device_verdicts().current()
+    ids = None if drift is None else verdicts.with_verdict(drift)
+    page = store.list_devices(
         after=after,
         limit=limit,
         online=online,
         tag=tag,
         revoked=None if include_revoked else revoked,
+        ids=ids,
+        faulty=None if faulty is None else (faulty, verdicts.marked_faulty),
     )
     return DevicePage(
-        devices=[DeviceOut(**DeviceOut.fields_of(d)) for d in page],
+        devices=[DeviceOut(**DeviceOut.fields_of(d), drift=verdicts.verdict(d.id)) for d in page],
         next=page[-1].id if len(page) == limit else None,
     )
 
@@ -54,7 +74,8 @@ def get_device(device_id: DeviceId, context: Hub, _: ReadToken) -> DeviceDetail:
     if device is None:
         raise NotFoundError(f"no device {device_id!r}")
     fields = DeviceOut.fields_of(device)
-    return DeviceDetail(**fields, metrics_seq=store.contiguous(device_id))
+    verdict = context.device_verdicts().current().verdict(device_id)
+    return DeviceDetail(**fields, drift=verdict, metrics_seq=store.contiguous(device_id))
 
 
 @router.post("/v1/devices/{device_id}/deploy", status_code=201, response_model=DeployOut)

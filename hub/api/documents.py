@@ -90,7 +90,7 @@ class RunningModel(Document):
 class DeviceOut(Document):
     """One device: connection, models, health (the last reported values: cpu_percent,
     rss_bytes, disk_free_bytes, uptime_s; empty when never reported), buffered windows,
-    revocation."""
+    revocation, and its drift verdict."""
 
     id: str
     tags: list[str]
@@ -104,6 +104,9 @@ class DeviceOut(Document):
     health: dict[str, Number | None]
     buffer_depth: int
     revoked_at: Number | None
+    #: The one rule's verdict on the active version's windows of the previous and the
+    #: current clock hour (``hub.device_drift``); null: no model, or an unknown version.
+    drift: DriftVerdict | None = None
 
     @staticmethod
     def fields_of(d: DeviceRecord) -> dict[str, Any]:

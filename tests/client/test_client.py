@@ -16,7 +16,7 @@ from edgefleet_client import AsyncHubClient, HubClient, HubError, RolloutDraft
 from edgefleet_client.sse import Backoff, SseParser
 from hub.broker import free_port
 from hub.rollouts import RolloutSpec, Selector, Stage
-from tests.support.fleet import DEVICES, T0, record_alerts, running_fleet
+from tests.support.fleet import DEVICES, T0, record_alerts, record_windows, running_fleet
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.tls import make_tls
 
@@ -42,6 +42,48 @@ def test_devices_are_typed_and_paged_by_after(fleet):
         assert two.health.cpu_percent == 13.5 and two.health.rss_bytes == 41 << 20
         assert [d.id for d in hub.iter_devices(online=False)] == ["pump-03", "pump-05"]
         assert [d.id for d in hub.iter_devices(tag="line-1")] == ["pump-01", "pump-05"]
+
+
+def test_drift_verdicts_and_the_drift_and_faulty_filters_sync_and_async(
+    tmp_path, demo_dir, reference_x
+):
+    model = (demo_dir / "model-int8.tflite").read_bytes()
+    with running_fleet(tmp_path / "hub", model, reference_x) as fleet:
+        record_windows(fleet.service, model, reference_x, device="pump-02", now=T0)
+        with client(fleet, "read") as hub:
+            verdicts = {d.id: d.drift for d in hub.iter_devices()}
+            assert verdicts["pump-02"] in ("drift", "major")
+            assert verdicts["pump-01"] == "insufficient" and verdicts["pump-05"] is None
+            assert hub.device("pump-02").drift == verdicts["pump-02"]
+            drifted = hub.devices(drift=["drift", "major"])
+            assert [d.id for d in drifted.devices] == ["pump-02"]
+            faulty = hub.devices(faulty=True)
+            assert [d.id for d in faulty.devices] == ["pump-02", "pump-03", "pump-05"]
+            with pytest.raises(HubError) as err:
+                hub.devices(drift=["bogus"])
+            assert err.value.status == 400 and "drift" in err.value.message
+
+        async def both() -> tuple[list[str], list[str]]:
+            async with AsyncHubClient(fleet.url, fleet.tokens["read"]) as hub:
+                calm = await hub.devices(faulty=False)
+                unsure = await hub.devices(drift=["insufficient"], tag="site-a")
+                return [d.id for d in calm.devices], [d.id for d in unsure.devices]
+
+        calm, unsure = asyncio.run(both())
+        assert calm == ["pump-01", "pump-04", "valve-01"]
+        assert unsure == ["pump-01", "pump-03"]
+
+
+def test_an_older_hub_without_drift_verdicts_still_parses():
+    from edgefleet_client.models import Device
+
+    doc = {
+        "id": "d", "tags": [], "enrolled_at": None, "last_seen": None, "online": False,
+        "offline_since": None, "active": None, "previous": None, "shadow": None,
+        "health": {}, "buffer_depth": 0, "revoked_at": None,
+    }  # fmt: skip
+    assert Device.from_json(doc).drift is None
+    assert Device.from_json({**doc, "drift": "none"}).drift == "none"
 
 
 def test_device_detail_and_unknown_device_carry_the_hubs_message(fleet):

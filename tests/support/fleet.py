@@ -17,6 +17,7 @@ from edge_agent.contract.messages import Event, EventKind, Health, ModelVersion,
 from hub.alerts import Alerter, AlertRule, Scope
 from hub.broker import free_port
 from hub.bundler import ReferenceData
+from hub.device_drift import DeviceVerdicts
 from hub.service import HubService, HubSettings
 
 #: The fleet's clock: every time the seeded state shows is relative to this.
@@ -122,6 +123,12 @@ def running_fleet(
     )
     with HubService(hub_settings) as service:
         seed(service, model_bytes, reference, now)
+        assert service.context is not None and service.store is not None
+        assert service.registry is not None
+        # Each device's drift verdict covers the hours before the fleet's clock, not ours.
+        service.context.verdicts = DeviceVerdicts(
+            service.store, service.registry.reference, clock=lambda: now
+        )
         assert service.tokens is not None
         tokens = {
             scope: service.tokens.create(f"{scope}-token", [scope])[0]

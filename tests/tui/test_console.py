@@ -9,7 +9,7 @@ from textual.widgets import Button, DataTable, Input, Select, Static
 from edge_agent.contract.messages import Event as WireEvent
 from edge_agent.contract.messages import EventKind, ModelVersion
 from hub.rollouts import RolloutSpec, Selector, Stage
-from tests.support.fleet import DEVICES, record_alerts
+from tests.support.fleet import DEVICES, record_alerts, record_windows
 from tests.support.tcp_proxy import TcpProxy
 from tests.tui.conftest import console, until
 from tui.screens.alerts import AlertsView
@@ -57,7 +57,7 @@ async def test_fleet_filters_sorts_and_opens_a_device(fleet):
         await pilot.press("slash", "ctrl+a", "ctrl+k", "enter")
         await until(pilot, lambda: table.row_count == len(DEVICES), "the filter cleared")
 
-        for _ in range(8):  # id, tags, state, seen, active, previous, shadow, buffer
+        for _ in range(9):  # id, tags, state, seen, active, previous, shadow, drift, buffer
             await pilot.press("s")
         assert app.screen.sort_column == "buffer"
         assert row_ids(table)[-2:] == ["pump-02", "pump-03"]  # 3 and 12 windows
@@ -93,6 +93,48 @@ async def test_a_device_never_seen_is_not_offline(fleet):
         devices = app.screen.query_one("#pulse-devices", Static)
         await until(pilot, lambda: "1 offline" in text(devices), "Pulse's counts")
         assert "1 never seen" in text(devices)
+
+
+async def test_drift_column_filter_and_faulty_toggle_come_from_the_hub(
+    own_fleet, demo_dir, reference_x
+):
+    """pump-02's windows (f0 drifts in the last two hours) give it the hub's verdict;
+    the others' are insufficient (no windows) or none at all (pump-05 runs no model)."""
+    model = (demo_dir / "model-int8.tflite").read_bytes()
+    record_windows(own_fleet.service, model, reference_x, device="pump-02")
+    app = console(own_fleet, "read", stream=False)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.press("2")
+        await until(pilot, lambda: isinstance(app.screen, FleetView), "the Fleet view")
+        table = app.screen.query_one("#fleet", DataTable)
+        await until(pilot, lambda: table.row_count == len(DEVICES), "every device listed")
+        column = list(table.columns).index("drift")
+        verdict = table.get_row("pump-02")[column]
+        assert verdict.text in ("drift", "major") and "red" in str(verdict.style)
+        assert table.get_row("pump-01")[column].text == "insufficient"
+        assert table.get_row("pump-05")[column].text == "-"
+
+        await pilot.press("slash", *f"drift:{verdict.text}", "enter")
+        await until(pilot, lambda: row_ids(table) == ["pump-02"], "the drifted device")
+        await pilot.press("slash", "ctrl+a", "ctrl+k", *"tag:site-a !drift:insufficient", "enter")
+        await until(pilot, lambda: row_ids(table) == ["pump-02"], "site-a, not insufficient")
+        await pilot.press("slash", "ctrl+a", "ctrl+k", "enter")
+        await until(pilot, lambda: table.row_count == len(DEVICES), "the filter cleared")
+
+        await pilot.press("f")  # offline (pump-03, failed too), never seen, drifted
+        faulty = ["pump-02", "pump-03", "pump-05"]
+        await until(pilot, lambda: row_ids(table) == faulty, "the faulty devices")
+        status = app.screen.query_one("#fleet-status", Static)
+        assert "faulty only" in text(status)
+        await pilot.press("slash", *"tag:site-b", "enter")
+        await until(pilot, lambda: row_ids(table) == ["pump-05"], "faulty in site-b")
+        await pilot.press("slash", "ctrl+a", "ctrl+k", "enter", "f")
+        await until(pilot, lambda: table.row_count == len(DEVICES), "everyone again")
+        assert "faulty only" not in text(status)
+
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
+        assert ("f", "Faulty only", "") in app.screen.rows
 
 
 async def test_a_bad_filter_is_a_notification_not_a_crash(fleet):
@@ -320,7 +362,7 @@ async def test_the_fleet_follows_device_changes_in_place(own_fleet):
         await pilot.press("down", "down", "down")  # on pump-04
         store.record_state(State("pump-04", True, buffer_depth=7, active=ModelVersion("pump", 2)))
         store.record_state(State("pump-01", False))
-        await until(pilot, lambda: table.get_row("pump-04")[7].text == "7", "the buffer cell")
+        await until(pilot, lambda: table.get_row("pump-04")[8].text == "7", "the buffer cell")
         await until(pilot, lambda: table.get_row("pump-01")[2].text == "offline", "the state")
         store.set_tags("pump-00", ["site-a"])
         await until(pilot, lambda: table.row_count == len(DEVICES) + 1, "the new device's row")

@@ -14,11 +14,13 @@ from tui.forms import RolloutFields, check_rollout
 from tui.settings import SettingsError, config_path, resolve
 
 
-def device(id_: str, tags=(), online=True, seen=1.0, active=None, shadow=None) -> Device:
+def device(
+    id_: str, tags=(), online=True, seen=1.0, active=None, shadow=None, drift=None
+) -> Device:
     return Device(
         id_, tuple(tags), 0.0, seen, online, None,
         ModelRef("pump", active) if active else None, None,
-        ModelRef("pump", shadow) if shadow else None, Health(), 0, None,
+        ModelRef("pump", shadow) if shadow else None, Health(), 0, None, drift,
     )  # fmt: skip
 
 
@@ -49,9 +51,35 @@ def test_fleet_filter_terms():
     assert server_params(parse("!state:never", FLEET_KEYS)) == {}
 
 
+def test_drift_terms_match_the_hubs_verdict_and_go_to_the_hub():
+    fleet = [
+        device("a", active=1, drift="major"),
+        device("b", active=1, drift="none"),
+        device("c", active=1, drift="insufficient"),
+        device("d"),  # no model: no verdict
+    ]
+
+    def ids(text: str) -> list[str]:
+        terms = parse(text, FLEET_KEYS)
+        return [d.id for d in fleet if match_device(d, terms)]
+
+    assert ids("drift:major") == ["a"]
+    assert ids("drift:None") == ["b"]
+    assert ids("!drift:none") == ["a", "c"]  # without a verdict: no drift term matches
+    assert ids("!drift:none !drift:insufficient") == ["a"]
+    assert ids("!tag:x") == ["a", "b", "c", "d"]
+    assert server_params(parse("drift:major", FLEET_KEYS)) == {"drift": ["major"]}
+    assert server_params(parse("!drift:none tag:s", FLEET_KEYS)) == {
+        "drift": ["insufficient", "minor", "drift", "major"],
+        "tag": "s",
+    }
+    assert server_params(parse("drift:none drift:major", FLEET_KEYS)) == {"drift": []}
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
+        ("drift:bad", "drift:bad: use one of insufficient, none, minor, drift, major"),
         ("colour:red", "unknown filter 'colour'"),
         ("tag:", "give a value"),
         ("state:up", "use one of"),

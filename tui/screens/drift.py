@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Static
 from textual_plot import PlotWidget
 
 from edgefleet_client import DriftBins, DriftHistory, DriftResult
-from tui.format import number
+from tui.format import VERDICT_STYLE, number
 from tui.messages import DriftLoaded, DriftPlotsLoaded
 from tui.plots import compact, show_bins, show_psi_history
 from tui.screens.base import View
@@ -22,7 +22,6 @@ from tui.table_diff import Cell, sync_table
 from tui.widgets import LiveTable
 
 COLUMNS = ("feature", "n", "psi", "js", "hellinger", "verdict")
-VERDICT_STYLE = {"none": "green", "minor": "yellow", "drift": "red", "major": "red b"}
 
 
 def _report_line(d: DriftResult) -> str:

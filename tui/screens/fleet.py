@@ -1,9 +1,12 @@
 """Fleet: a page of devices from the hub, filtered, sorted, updated by keyed diffs.
 
-A large fleet is paged on the hub (``]``/``[``), never loaded whole: ``tag:`` and an
-online/offline ``state:`` go to the API, the other terms filter the page shown.
-``Space`` marks devices (across pages); ``D`` deploys one version to every marked
-device after a typed confirmation."""
+A large fleet is paged on the hub (``]``/``[``), never loaded whole: ``tag:``, an
+online/offline ``state:`` and ``drift:`` go to the API, the other terms filter the page
+shown. Each device's worst drift verdict is the hub's (its active version over the
+previous and the current clock hour). ``f`` shows only faulty devices (the hub decides:
+not connected, last deployment failed, or drift/major). ``Space`` marks devices
+(across pages); ``D`` deploys one version to every marked device after a typed
+confirmation."""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from tui.filters import (
     parse,
     server_params,
 )
-from tui.format import ago, ref, size
+from tui.format import VERDICT_RANK, VERDICT_STYLE, ago, ref, size
 from tui.messages import FleetPageLoaded
 from tui.screens.base import View
 from tui.screens.modals import DeployDialog, TypedConfirm
@@ -39,6 +42,7 @@ COLUMNS = (
     "active",
     "previous",
     "shadow",
+    "drift",
     "buffer",
     "cpu",
     "rss",
@@ -60,6 +64,11 @@ def device_cells(d: Device, now: float, marked: bool = False) -> list[Cell]:
         Cell(ref(d.previous)),
         Cell(ref(d.shadow)),
         Cell(
+            d.drift or "-",
+            sort=VERDICT_RANK.get(d.drift or "", -1),
+            style=VERDICT_STYLE.get(d.drift or "", "dim"),
+        ),
+        Cell(
             str(d.buffer_depth), sort=d.buffer_depth, style="yellow" if d.buffer_depth > 10 else ""
         ),
         Cell("-" if h.cpu_percent is None else f"{h.cpu_percent:.0f}%", sort=h.cpu_percent),
@@ -77,6 +86,7 @@ class FleetView(View):
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("enter", "open", "Open", show=False),
         Binding("s", "sort", "Sort"),
+        Binding("f", "faulty", "Faulty only"),
         Binding("S", "reverse", "Reverse", show=False),
         Binding("right_square_bracket", "next_page", "Next page", key_display="]"),
         Binding("left_square_bracket", "prev_page", "Prev page", key_display="["),
@@ -95,12 +105,14 @@ class FleetView(View):
         self.sort_reverse = False
         self.shown: list[Device] = []
         self.marked: set[str] = set()
+        self.faulty_only = False
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="fleet-reason", classes="reason")
         yield Static("loading…", id="fleet-status", classes="status")
         yield FilterInput(
-            placeholder="text  tag:site-a  version:2  state:offline  !term", id="filter"
+            placeholder="text  tag:site-a  version:2  state:offline  drift:major  !term",
+            id="filter",
         )
         table = LiveTable(id="fleet", cursor_type="row", zebra_stripes=True)
         for column in COLUMNS:
@@ -113,6 +125,8 @@ class FleetView(View):
     @work(exclusive=True, group="fleet", exit_on_error=False)
     async def load_page(self) -> None:
         params: dict[str, Any] = server_params(self.terms)
+        if self.faulty_only:
+            params["faulty"] = True
         page = await self.fetch(
             self.console.client.devices(after=self.page_starts[-1], limit=self.PAGE_SIZE, **params)
         )
@@ -145,9 +159,10 @@ class FleetView(View):
             else ""
         )
         marks = f" · {len(self.marked)} marked (D deploys, c clears)" if self.marked else ""
+        faulty = " · faulty only (f: all)" if self.faulty_only else ""
         self.query_one("#fleet-status", Static).update(
             f"page {len(self.page_starts)}: {len(self.shown)} of {len(page.devices)} devices "
-            f"(from #{first + 1}){filt}{sort}{more}{marks}"
+            f"(from #{first + 1}){faulty}{filt}{sort}{more}{marks}"
         )
 
     @staticmethod
@@ -170,6 +185,13 @@ class FleetView(View):
         box.display = bool(event.value)
         self.page_starts = [None]
         self.query_one("#fleet", DataTable).focus()
+        self.reload()
+
+    def action_faulty(self) -> None:
+        """Show only faulty devices (offline or never seen, last deployment failed,
+        drift or major), or everyone again; from the first page."""
+        self.faulty_only = not self.faulty_only
+        self.page_starts = [None]
         self.reload()
 
     def action_sort(self) -> None:
