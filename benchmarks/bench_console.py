@@ -157,7 +157,7 @@ def _register_and_record(service: HubService, tmp: Path) -> None:
     import numpy as np
 
     from hub.bundler import ReferenceData
-    from hub.modelkit.demo import build_demo
+    from hub.modelkit.pump import build_demo
     from tests.support.fleet import record_windows
 
     assert service.registry is not None

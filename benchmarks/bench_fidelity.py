@@ -139,7 +139,7 @@ def accuracy() -> None:
 
 
 def run() -> None:
-    from hub.modelkit.demo import build_demo
+    from hub.modelkit.pump import build_demo
 
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)

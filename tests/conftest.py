@@ -33,7 +33,7 @@ def trust_2of3(signing_keys: list[Ed25519PrivateKey]) -> TrustRoot:
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small trained demo model (float and int8 files, reference and test data)."""
-    from hub.modelkit.demo import build_demo
+    from hub.modelkit.pump import build_demo
 
     out = tmp_path_factory.mktemp("demo-model")
     build_demo(out, hidden=(16,), seed=3)

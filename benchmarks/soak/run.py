@@ -43,7 +43,7 @@ from edge_agent.contract.topics import Channel, topic
 from hub.demo import models
 from hub.demo.fleet import DeviceCounts, DeviceSpec, FleetWorker, WorkerSpec
 from hub.keys import load_private_key
-from hub.modelkit.demo import INT8_MODEL, REFERENCE_DATA, demo_schema
+from hub.modelkit.pump import INT8_MODEL, REFERENCE_DATA, demo_schema
 from hub.rollouts import Gates, RolloutSpec, Stage
 
 log = logging.getLogger("edgefleet.soak")

@@ -148,7 +148,7 @@ def model_drift(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def model_demo(out: Path, hidden: str, seed: int, as_json: bool) -> None:
     """Train the demo model with NumPy; write float32 and int8 .tflite files and data."""
-    from hub.modelkit.demo import build_demo
+    from hub.modelkit.pump import build_demo
 
     sizes = _parse_hidden(hidden)
     report = build_demo(out, hidden=sizes, seed=seed)

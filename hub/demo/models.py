@@ -26,7 +26,7 @@ from edge_agent.contract.trust import Context
 from hub.bundler import ReferenceData, build_bundle
 from hub.errors import HubError
 from hub.modelkit.dataset import FEATURES
-from hub.modelkit.demo import INT8_MODEL, REFERENCE_DATA, build_demo, demo_schema
+from hub.modelkit.pump import INT8_MODEL, REFERENCE_DATA, build_demo, demo_schema
 from hub.signing import sign
 
 MODEL_NAME = "pump-health"

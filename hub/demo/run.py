@@ -60,7 +60,7 @@ from hub.demo.story import (
 from hub.demo.workdir import WorkDir, open_workdir
 from hub.errors import HubError
 from hub.keys import load_private_key
-from hub.modelkit.demo import demo_schema
+from hub.modelkit.pump import demo_schema
 from hub.registry import Registry
 from hub.rollouts import Gates, RolloutSpec, RolloutStore, Stage
 from hub.rollouts.runner import RolloutRunner

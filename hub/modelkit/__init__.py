@@ -6,7 +6,7 @@
   emulation of TFLite's integer kernels.
 * :mod:`~hub.modelkit.tflite_writer`: float32 and int8 TFLite flatbuffers.
 * :mod:`~hub.modelkit.inference`: run a model in the installed TFLite runtime.
-* :mod:`~hub.modelkit.demo`: the demo models and data files.
+* :mod:`~hub.modelkit.pump`: the demo models and data files.
 
 Needs ``edgefleet[modelkit]`` (``flatbuffers`` and ``tflite``) for writing models and a TFLite
 runtime (``edgefleet[agent]``) for running them.
@@ -22,9 +22,9 @@ from hub.modelkit.dataset import (
     make_dataset,
     reference_stats,
 )
-from hub.modelkit.demo import DemoReport, build_demo
 from hub.modelkit.errors import InvalidDataError, ModelKitError, QuantizationError
 from hub.modelkit.inference import run_tflite
+from hub.modelkit.pump import DemoReport, build_demo
 from hub.modelkit.quantize import (
     RUNTIME_ROUNDING,
     SOFTMAX_OUTPUT,

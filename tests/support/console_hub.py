@@ -23,7 +23,7 @@ import numpy as np
 
 from edge_agent.daemon.agent import Agent
 from edge_agent.daemon.config import AgentConfig, BrokerConfig
-from hub.modelkit.demo import build_demo
+from hub.modelkit.pump import build_demo
 from tests.support.fleet import running_fleet
 
 
