@@ -219,6 +219,7 @@ async def test_rollout_actions_and_abort_needs_the_typed_id(own_fleet):
         assert runner.rollouts.get("r-7").rollout.state == "aborted"
 
 
+@pytest.mark.timeout(180)
 async def test_an_event_arrives_live_and_pause_holds_it(own_fleet):
     store = own_fleet.service.store
     app = console(own_fleet, "read")
@@ -231,7 +232,11 @@ async def test_an_event_arrives_live_and_pause_holds_it(own_fleet):
         new = store.record_event(
             WireEvent("pump-04", 5.0, EventKind.ROLLED_BACK, "latency", ModelVersion("pump", 2))
         )
-        await until(pilot, lambda: str(new) in row_ids(table), "the new event in the tail")
+        # The stream polls the store; on a loaded machine the store's lock can be held
+        # by the roll-ups for seconds: a generous wait, still an awaited condition.
+        await until(
+            pilot, lambda: str(new) in row_ids(table), "the new event in the tail", timeout=90
+        )
         await pilot.press("space")
         held = store.record_event(WireEvent("pump-01", 6.0, EventKind.FAILED, "x", None))
         status = app.screen.query_one("#events-status", Static)
