@@ -259,26 +259,7 @@ class ServingModel:
             except PredictionError:
                 self.monitor.record_error("invalid_input")
                 raise
-        with self._lock:
-            start = perf_counter()
-            try:
-                out = self.model.run_one(x)
-            except (RuntimeError, ValueError, EdgeFleetError) as exc:
-                self.monitor.record_error("invoke_error", 1)
-                if probation is not None:
-                    probation.observe(0, 1)
-                raise PredictionError(f"the model failed: {exc}") from exc
-            latency = perf_counter() - start
-        row = out[0]
-        self.monitor.record_one(inputs, row, latency)
-        if not isfinite(sum(row.tolist())):
-            self.monitor.record_error("nan_output")
-            if probation is not None:
-                probation.observe(0, 1)
-            raise PredictionError("the model returned NaN or infinity")
-        if probation is not None:
-            probation.observe(1, 0, latency)
-        return out
+        return self._run_one(x, inputs, probation)
 
     def _predict_tensor(self, inputs: np.ndarray, probation: Observer | None) -> np.ndarray:
         """:meth:`predict_one` for one float32 tensor sample (``sample_shape``). The
@@ -293,6 +274,15 @@ class ServingModel:
         if self._refuse_range and ((x < self._lo).any() or (x > self._hi).any()):
             self.monitor.record_error("invalid_input")
             raise PredictionError(self.range_problem(x))
+        return self._run_one(x, inputs, probation)
+
+    def _run_one(self, x: np.ndarray, inputs: np.ndarray, probation: Observer | None) -> np.ndarray:
+        """Invoke the model on the checked sample ``x`` and count it (``inputs`` as the
+        caller gave it) in the window and in ``probation``.
+
+        Raises:
+            PredictionError: the runtime failed, or the output is NaN or infinite.
+        """
         with self._lock:
             start = perf_counter()
             try:
