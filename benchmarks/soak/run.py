@@ -81,6 +81,7 @@ class SoakConfig:
     rate_hz: float = 2.0
     faults: tuple[str, ...] = FAULTS
     converge_timeout_s: float = 240.0
+    clock_jump_s: float = 12 * 3600.0  # the largest clock jump, either way
 
     @property
     def window_s(self) -> float:
@@ -163,6 +164,7 @@ class Soak:
                 "window_s": config.window_s,
                 "bake_s": config.bake_s,
                 "faults": list(config.faults),
+                "clock_jump_s": config.clock_jump_s,
             }
         )
         self.ids = device_ids(config.agents)
@@ -628,10 +630,12 @@ class Soak:
         f.healed_at_s = self.now()
 
     def _clock_jump(self) -> None:
-        """One agent's wall clock jumps forward or back by up to 12 hours (inside the hub's
-        one-day plausibility bound), runs off for a while, then jumps back to time."""
+        """One agent's wall clock jumps forward or back by up to ``clock_jump_s`` (default
+        12 hours, inside the hub's one-day plausibility bound), runs off for a while, then
+        jumps back to time."""
         device = self.rng.choice(self.ids)
-        offset = self.rng.choice((-1, 1)) * self.rng.uniform(60.0, 12 * 3600.0)
+        top = max(60.0, self.c.clock_jump_s)
+        offset = self.rng.choice((-1, 1)) * self.rng.uniform(min(60.0, top / 2), top)
         hold = max(self._hold(), 2.5 * self.c.window_s)
         f = self._fault(
             "clock_jump_agent",
