@@ -138,6 +138,7 @@ class RunRecord:
     peak_worker_rss: int = 0
     problems: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    skipped_faults: list[str] = field(default_factory=list)  # kinds this machine cannot do
 
 
 def device_ids(n: int) -> list[str]:
@@ -186,6 +187,7 @@ class Soak:
         self.started_rollouts: set[str] = set()
         self._events_before = 0
         self.small_disk: SmallDisk | None = None
+        self.faults = list(config.faults)  # less any this machine cannot inject
 
     # ------------------------------------------------------------------ helpers
 
@@ -256,12 +258,17 @@ class Soak:
         self.hub.start()
         self.say(f"hub      {self.hub.api_url} ({c.broker} broker); downloads via {public}")
         self.tap = Tap(self._hub_endpoint(), metrics_of=tuple(self.ids[:2]))
-        if "disk_full_agent" in c.faults:
+        if "disk_full_agent" in self.faults:
             # the device whose data directory is a small filesystem the harness fills
             # (not one of the rogue client's two victims)
             disk_device = self.rng.choice(self.ids[2:])
-            self.small_disk = SmallDisk(self.dir / "fleet" / disk_device)
-            self.say(f"disk     {disk_device}'s data directory is a 32 MiB tmpfs")
+            try:
+                self.small_disk = SmallDisk(self.dir / "fleet" / disk_device)
+                self.say(f"disk     {disk_device}'s data directory is a 32 MiB tmpfs")
+            except SoakError as exc:  # not root: this run cannot fill a disk
+                self.faults.remove("disk_full_agent")
+                self.rec.skipped_faults.append("disk_full_agent")
+                self.say(f"disk     disk_full_agent skipped: {exc}")
         per = max(1, c.per_worker)
         ca = self.mosq.tls.ca if self.mosq is not None else None
         for w, i in enumerate(range(0, len(self.ids), per)):
@@ -426,7 +433,7 @@ class Soak:
         state, stage = doc["state"], int(doc["stage"])
         if self.rollout_stage.get(kind, -1) != stage and state == "running":
             self.rollout_stage[kind] = stage
-            if "kill_agents" in self.c.faults:  # kill -9 while it downloads and activates
+            if "kill_agents" in self.faults:  # kill -9 while it downloads and activates
                 self.pending_kill_at = time.monotonic() + self.rng.uniform(0.5, 3.0)
         if kind == "v1" and state == "completed" and self._all_on("v1"):
             self.say("rollout  soak-v1 completed: every device on v1")
@@ -519,7 +526,7 @@ class Soak:
         f.healed_at_s = self.now()
 
     def _not_injected(self) -> set[str]:
-        return set(self.c.faults) - {f.kind for f in self.rec.faults}
+        return set(self.faults) - {f.kind for f in self.rec.faults}
 
     def _every_kind_injected(self) -> bool:
         return not self._not_injected()
@@ -527,7 +534,7 @@ class Soak:
     def _draw(self) -> str:
         """The next fault: every kind once per shuffled round (seeded)."""
         if not self.deck:
-            self.deck = list(self.c.faults)
+            self.deck = list(self.faults)
             self.rng.shuffle(self.deck)
         return self.deck.pop()
 
