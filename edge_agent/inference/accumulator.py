@@ -281,15 +281,18 @@ class WindowAccumulator:
         """Close the current window and start the next one at ``now`` (default: the clock).
 
         Returns None when nothing was recorded (no predictions, errors or comparisons).
-        A clock that went backwards gives a window with ``end == start``.
+        A clock that went backwards gives a window with ``end == start``, and the next
+        window starts at ``now``, the clock as it is after the jump (not at the jumped
+        time, which would stamp every window there until the clock caught up with it).
         """
         with self._lock:
             self._flush()
-            end = max(float(self._clock() if now is None else now), self._start)
+            at = float(self._clock() if now is None else now)
+            end = max(at, self._start)
             window = None
             if self._n or self._tally[0] or self._errors or self._compared:
                 window = self._snapshot(end)
-            self._reset(end)
+            self._reset(at)
         return window
 
     def peek(self, now: float | None = None) -> MetricsWindow | None:

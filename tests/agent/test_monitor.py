@@ -212,6 +212,22 @@ def test_clock_going_backwards_gives_an_empty_interval_not_an_invalid_window():
     MetricsWindow.from_json(w.to_json())
 
 
+def test_clock_jump_forward_then_back_next_windows_follow_the_clock_again():
+    # a wall clock two days ahead, then corrected (found by the soak's clock_jump_agent
+    # with --clock-jump 72: every later window stayed stamped at the jumped time, two days
+    # in the future, and the hub refused them all as implausible)
+    acc = accumulator(clock=FakeClock(100.0))
+    ahead = 100.0 + 2 * 86400
+    acc.record_error("invalid_input")
+    assert acc.close(now=ahead) is not None  # closed while the clock was ahead
+    acc.record_error("invalid_input")
+    w = acc.close(now=160.0)  # the clock is right again
+    assert w is not None and w.start == w.end == ahead
+    acc.record_error("invalid_input")
+    w = acc.close(now=220.0)
+    assert w is not None and (w.start, w.end) == (160.0, 220.0)
+
+
 def test_concurrent_record_and_close_lose_no_prediction():
     acc = accumulator(batch=16)
     x, probs = sample_data(1)
