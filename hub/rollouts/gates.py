@@ -53,8 +53,10 @@ def progress(
     """Derive a device's progress in ``spec`` from its events and retained state.
 
     Only events about the target version count (``failed``/``refused`` without a model
-    count too); the latest wins. A device without a final verdict whose retained state
-    shows the target active with no probation running has passed (its
+    count too, unless they name a directive older than one the target's events named: a
+    replayed old directive refused by the agent); the latest wins. A device without a
+    final verdict whose retained state shows the target active with no probation
+    running has passed (its
     ``probation_passed`` event was lost); with probation running it is activated.
     ``shadow_started`` means passed (a shadow directive has no probation). A device
     without a verdict that is offline and unseen for ``stale_after_s`` is stale
@@ -69,8 +71,13 @@ def progress(
             and e.model.version == spec.target_version)
         or (e.model is None and e.kind in (EventKind.FAILED, EventKind.REFUSED))
     ]  # fmt: skip
+    seen_seq = -1  # the highest directive seq of the target's events so far
     for e in sorted(relevant, key=lambda e: e.ts):
         k = e.kind
+        if e.model is not None and e.directive_seq is not None:
+            seen_seq = max(seen_seq, e.directive_seq)
+        elif e.directive_seq is not None and e.directive_seq < seen_seq:
+            continue  # a refusal of an older directive (a replay): not about this rollout
         if k in (EventKind.RECEIVED, EventKind.DOWNLOADING, EventKind.VERIFIED):
             status, reason = DeviceStatus.DOWNLOADING, ""
         elif k == EventKind.ACTIVATED:

@@ -217,6 +217,25 @@ def test_progress_failure_refusal_rollback_and_unrelated_versions() -> None:
     assert progress(shadow, online(), T0, spec).status == DeviceStatus.PASSED
 
 
+def test_replayed_old_directive_refused_by_the_agent_does_not_fail_the_rollout() -> None:
+    # found by the soak (seed 2): a rogue client replayed the device's v1 directive
+    # (seq 1) during the v2 canary; the agent refused it, and the refusal failed v2
+    spec = make_spec()
+
+    def seq_ev(kind: EventKind, ts: float, version: int | None, seq: int) -> Event:
+        model = None if version is None else ModelVersion("kws", version)
+        return Event("dev-0001", ts, kind, "", model, seq)
+
+    passed = [
+        seq_ev(EventKind.RECEIVED, T0, 3, 2),
+        seq_ev(EventKind.PROBATION_PASSED, T0 + 1, 3, 2),
+    ]
+    replay = seq_ev(EventKind.REFUSED, T0 + 2, None, 1)
+    assert progress([*passed, replay], online(), T0 + 3, spec).status == DeviceStatus.PASSED
+    refused_now = seq_ev(EventKind.REFUSED, T0 + 2, None, 2)  # this rollout's own directive
+    assert progress([*passed, refused_now], online(), T0 + 3, spec).status == DeviceStatus.FAILED
+
+
 def test_progress_from_state_when_events_are_missing() -> None:
     spec = make_spec()
     on_probation = replace(online(active=3), probation="running")
