@@ -25,6 +25,13 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(FAULTS),
         help="comma-separated fault kinds (default: all of them)",
     )
+    p.add_argument(
+        "--clock-jump",
+        type=float,
+        default=12.0,
+        help="hours: the largest clock jump of clock_jump_agent (default 12, inside the "
+        "hub's one-day bound for windows ending in the future)",
+    )
     p.add_argument("--out", type=Path, default=None, help="write the JSON summary here")
     p.add_argument(
         "--work",
@@ -40,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--faults: unknown {', '.join(unknown)} (known: {', '.join(FAULTS)})")
     if a.duration < 30:
         p.error("--duration: at least 30 seconds")
+    if not 0 < a.clock_jump <= 24 * 365:
+        p.error(f"--clock-jump: hours in (0, 8760], got {a.clock_jump}")
     config = SoakConfig(
         seed=a.seed,
         duration_s=a.duration,
@@ -50,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         per_worker=a.per_worker,
         rate_hz=a.rate,
         faults=faults,
+        clock_jump_s=a.clock_jump * 3600.0,
     )
     try:
         record, work = run_soak(config)

@@ -196,7 +196,7 @@ def summary(r: RunRecord, verdicts: list[Verdict]) -> dict[str, Any]:
         "elapsed_s": r.elapsed_s,
         "faults_by_kind": dict(sorted(kinds.items())),
         "faults_total": len(r.faults),
-        "faults_not_injected": list(MISSING_FAULTS),
+        "faults_not_injected": [*MISSING_FAULTS, *r.skipped_faults],
         "invariants": [asdict(v) for v in verdicts],
         "windows_produced": sum(p.last_seq for p in r.produced.values()),
         "windows_stored": sum(r.stored_seqs.values()),

@@ -10,11 +10,16 @@ ledger survives every restart on the same data directory, and every acknowledgem
 (which deletes outbox rows, never ledger lines).
 
 Only the soak installs it; the product's outbox is unchanged.
+
+:func:`install` also gives each agent an :class:`OffsetClock`, the harness's clock-jump
+switch: seconds (a float) in ``<data_dir>/soak-clock-offset`` are added to the agent's
+wall clock; removing the file jumps back to time.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,10 @@ _TABLE = (
     " seq INTEGER PRIMARY KEY, created REAL NOT NULL, version INTEGER NOT NULL,"
     " windows INTEGER NOT NULL, predictions INTEGER NOT NULL)"
 )
+
+
+#: Seconds added to a device's agent clock, while this file exists in its data directory.
+CLOCK_OFFSET_FILE = "soak-clock-offset"
 
 
 class LedgerOutbox(Outbox):
@@ -56,10 +65,54 @@ class LedgerOutbox(Outbox):
         return seq
 
 
+class OffsetClock:
+    """A wall clock that jumps by the seconds in ``<data_dir>/soak-clock-offset`` (looked at
+    twice a second at most; no file: no offset)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        """Follow the offset file of ``data_dir``."""
+        self.file = data_dir / CLOCK_OFFSET_FILE
+        self.offset = 0.0
+        self._looked = -1.0
+
+    def __call__(self) -> float:
+        """The time now, shifted by the current offset."""
+        mono = time.monotonic()
+        if mono - self._looked >= 0.5:
+            self._looked = mono
+            try:
+                self.offset = float(self.file.read_text())
+            except (OSError, ValueError):
+                self.offset = 0.0
+        return time.time() + self.offset
+
+
+def set_clock_offset(data_dir: Path, offset_s: float | None) -> None:
+    """Make the agent of ``data_dir`` see its clock jump by ``offset_s`` (None: back)."""
+    f = data_dir / CLOCK_OFFSET_FILE
+    if offset_s is None:
+        f.unlink(missing_ok=True)
+    else:
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text(repr(offset_s))
+        tmp.replace(f)
+
+
 def install() -> None:
-    """Make agents started in this process use :class:`LedgerOutbox` (a worker's setup)."""
+    """Make agents started in this process use :class:`LedgerOutbox` and an
+    :class:`OffsetClock` (a worker's setup)."""
     import edge_agent.daemon.agent
 
+    agent_cls = edge_agent.daemon.agent.Agent
+    if not getattr(agent_cls, "_soak_clock", False):
+        original = agent_cls.__init__
+
+        def init(self: Any, config: Any, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("clock", OffsetClock(config.data_dir))
+            original(self, config, *args, **kwargs)
+
+        setattr(agent_cls, "__init__", init)  # noqa: B010 - replaced on purpose
+        setattr(agent_cls, "_soak_clock", True)  # noqa: B010
     setattr(edge_agent.daemon.agent, "Outbox", LedgerOutbox)  # noqa: B010 - replaced on purpose
 
 

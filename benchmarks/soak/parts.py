@@ -6,6 +6,7 @@ enrolment writes).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -209,3 +210,58 @@ class ProductionMosquitto:
     def stop(self) -> None:
         """Stop it."""
         self.proc.stop()
+
+
+class SmallDisk:
+    """A small tmpfs mounted on one agent's data directory, so the harness can fill it
+    (a real ``ENOSPC`` for every write the agent makes there: outbox, WAL, checkpoint,
+    downloads, slots) and empty it again. Needs the right to mount (root here)."""
+
+    FILLER = "soak-disk-filler"
+
+    def __init__(self, directory: Path, size_mb: int = 32) -> None:
+        """Mount it on ``directory`` (made if missing).
+
+        Raises:
+            SoakError: it could not be mounted (one line: why).
+        """
+        self.dir = directory
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(directory)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise SoakError(f"cannot mount a tmpfs on {directory}: {done.stderr.strip()[:200]}")
+
+    def fill(self) -> int:
+        """Write a file until the filesystem is full; returns the bytes it took."""
+        written = 0
+        fd = os.open(self.dir / self.FILLER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for chunk in (1 << 20, 1 << 12, 1 << 9):
+                block = bytes(chunk)
+                while True:
+                    try:
+                        n = os.write(fd, block)
+                    except OSError:
+                        break  # ENOSPC at this size: a smaller one may still fit
+                    written += n
+                    if n < chunk:
+                        break
+        finally:
+            os.close(fd)
+        return written
+
+    def free(self) -> None:
+        """Delete the filler: space again."""
+        (self.dir / self.FILLER).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Copy what it holds next to it (``<dir>-tmpfs``, for a failed run's post-mortem),
+        then unmount it (lazily, so a process still in it does not keep it mounted)."""
+        self.free()
+        shutil.copytree(self.dir, self.dir.with_name(self.dir.name + "-tmpfs"), dirs_exist_ok=True)
+        subprocess.run(["umount", "-l", str(self.dir)], capture_output=True, check=False)

@@ -34,8 +34,8 @@ from typing import Any, Literal
 
 import httpx
 
-from benchmarks.soak.ledger import Produced, read_produced
-from benchmarks.soak.parts import HubProcess, ProductionMosquitto, SoakError
+from benchmarks.soak.ledger import Produced, read_produced, set_clock_offset
+from benchmarks.soak.parts import HubProcess, ProductionMosquitto, SmallDisk, SoakError
 from benchmarks.soak.proxy import FaultProxy
 from benchmarks.soak.rogue import Endpoint, Tap, rogue_on_embedded, rogue_on_mosquitto
 from edge_agent.contract.directive import Probation
@@ -60,9 +60,11 @@ FAULTS = (
     "cut_download",
     "corrupt_download",
     "rogue",
+    "disk_full_agent",
+    "clock_jump_agent",
 )
 #: What the issue asks for that this harness does not inject yet.
-MISSING_FAULTS = ("disk_full_agent", "clock_jump_agent")
+MISSING_FAULTS: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class SoakConfig:
     rate_hz: float = 2.0
     faults: tuple[str, ...] = FAULTS
     converge_timeout_s: float = 240.0
+    clock_jump_s: float = 12 * 3600.0  # the largest clock jump, either way
 
     @property
     def window_s(self) -> float:
@@ -135,6 +138,7 @@ class RunRecord:
     peak_worker_rss: int = 0
     problems: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    skipped_faults: list[str] = field(default_factory=list)  # kinds this machine cannot do
 
 
 def device_ids(n: int) -> list[str]:
@@ -161,6 +165,7 @@ class Soak:
                 "window_s": config.window_s,
                 "bake_s": config.bake_s,
                 "faults": list(config.faults),
+                "clock_jump_s": config.clock_jump_s,
             }
         )
         self.ids = device_ids(config.agents)
@@ -181,6 +186,8 @@ class Soak:
         self.next_rollout_at = 0.0
         self.started_rollouts: set[str] = set()
         self._events_before = 0
+        self.small_disk: SmallDisk | None = None
+        self.faults = list(config.faults)  # less any this machine cannot inject
 
     # ------------------------------------------------------------------ helpers
 
@@ -251,6 +258,17 @@ class Soak:
         self.hub.start()
         self.say(f"hub      {self.hub.api_url} ({c.broker} broker); downloads via {public}")
         self.tap = Tap(self._hub_endpoint(), metrics_of=tuple(self.ids[:2]))
+        if "disk_full_agent" in self.faults:
+            # the device whose data directory is a small filesystem the harness fills
+            # (not one of the rogue client's two victims)
+            disk_device = self.rng.choice(self.ids[2:])
+            try:
+                self.small_disk = SmallDisk(self.dir / "fleet" / disk_device)
+                self.say(f"disk     {disk_device}'s data directory is a 32 MiB tmpfs")
+            except SoakError as exc:  # not root: this run cannot fill a disk
+                self.faults.remove("disk_full_agent")
+                self.rec.skipped_faults.append("disk_full_agent")
+                self.say(f"disk     disk_full_agent skipped: {exc}")
         per = max(1, c.per_worker)
         ca = self.mosq.tls.ca if self.mosq is not None else None
         for w, i in enumerate(range(0, len(self.ids), per)):
@@ -415,7 +433,7 @@ class Soak:
         state, stage = doc["state"], int(doc["stage"])
         if self.rollout_stage.get(kind, -1) != stage and state == "running":
             self.rollout_stage[kind] = stage
-            if "kill_agents" in self.c.faults:  # kill -9 while it downloads and activates
+            if "kill_agents" in self.faults:  # kill -9 while it downloads and activates
                 self.pending_kill_at = time.monotonic() + self.rng.uniform(0.5, 3.0)
         if kind == "v1" and state == "completed" and self._all_on("v1"):
             self.say("rollout  soak-v1 completed: every device on v1")
@@ -508,7 +526,7 @@ class Soak:
         f.healed_at_s = self.now()
 
     def _not_injected(self) -> set[str]:
-        return set(self.c.faults) - {f.kind for f in self.rec.faults}
+        return set(self.faults) - {f.kind for f in self.rec.faults}
 
     def _every_kind_injected(self) -> bool:
         return not self._not_injected()
@@ -516,7 +534,7 @@ class Soak:
     def _draw(self) -> str:
         """The next fault: every kind once per shuffled round (seeded)."""
         if not self.deck:
-            self.deck = list(self.c.faults)
+            self.deck = list(self.faults)
             self.rng.shuffle(self.deck)
         return self.deck.pop()
 
@@ -589,6 +607,51 @@ class Soak:
             f.healed_at_s = self.now()
         elif kind == "rogue":
             self._rogue()
+        elif kind == "disk_full_agent":
+            self._disk_full()
+        elif kind == "clock_jump_agent":
+            self._clock_jump()
+
+    def _fleet_log_count(self, needle: str) -> int:
+        """Lines of the fleet's log holding ``needle``."""
+        try:
+            text = (self.dir / "fleet.log").read_text(errors="replace")
+        except OSError:
+            return 0
+        return sum(1 for line in text.splitlines() if needle in line)
+
+    def _disk_full(self) -> None:
+        """One agent's filesystem full for a while (at least three windows), then emptied."""
+        assert self.small_disk is not None
+        disk = self.small_disk
+        device = disk.dir.name
+        hold = max(self._hold(), 3.5 * self.c.window_s)
+        needle = f"/{device}/outbox.db: cannot store the window"
+        before = self._fleet_log_count(needle)
+        f = self._fault("disk_full_agent", f"{device}'s filesystem full for {hold:.1f} s")
+        took = disk.fill()
+        time.sleep(hold)  # the fault lasts this long
+        disk.free()
+        refused = self._fleet_log_count(needle) - before
+        f.detail += f" ({took / 2**20:.1f} MiB filler; {refused} outbox append(s) refused)"
+        f.healed_at_s = self.now()
+
+    def _clock_jump(self) -> None:
+        """One agent's wall clock jumps forward or back by up to ``clock_jump_s`` (default
+        12 hours, inside the hub's one-day plausibility bound), runs off for a while, then
+        jumps back to time."""
+        device = self.rng.choice(self.ids)
+        top = max(60.0, self.c.clock_jump_s)
+        offset = self.rng.choice((-1, 1)) * self.rng.uniform(min(60.0, top / 2), top)
+        hold = max(self._hold(), 2.5 * self.c.window_s)
+        f = self._fault(
+            "clock_jump_agent",
+            f"{device}'s clock jumps {offset:+.0f} s for {hold:.1f} s, then back",
+        )
+        set_clock_offset(self.dir / "fleet" / device, offset)
+        time.sleep(hold)  # the fault lasts this long
+        set_clock_offset(self.dir / "fleet" / device, None)
+        f.healed_at_s = self.now()
 
     def _rogue(self) -> None:
         assert self.tap is not None and self.hub is not None
@@ -868,6 +931,10 @@ class Soak:
         for p in [*self.broker_proxies, *([self.http_proxy] if self.http_proxy else [])]:
             p.close()
         self.broker_proxies, self.http_proxy = [], None
+        if self.small_disk is not None:
+            with contextlib.suppress(OSError):
+                self.small_disk.close()
+            self.small_disk = None
 
 
 def run_soak(config: SoakConfig) -> tuple[RunRecord, Path]:

@@ -1,6 +1,7 @@
 """The short fault-injection soak (issue 16): ``python -m benchmarks.soak`` for about a
-minute with 12 real agents on the embedded broker, every fault kind at least once, and
-every invariant asserted with the figure it was judged on.
+minute with 12 real agents on the embedded broker, every fault kind at least once (a
+full disk on one agent and clock jumps included; the full disk needs the right to mount
+a tmpfs), and every invariant asserted with the figure it was judged on.
 
 The seed is 2: it found that a corrupted or cut bundle download during a canary was
 reported ``failed`` and rolled a healthy version back (regression test:
@@ -50,7 +51,10 @@ def verdict(doc: dict[str, Any], number: str) -> dict[str, Any]:
 
 
 def test_every_fault_kind_was_injected_and_logged(soak):
-    assert set(soak["faults_by_kind"]) == set(soak["config"]["faults"]), soak["_output"]
+    asked = set(soak["config"]["faults"]) - set(soak["faults_not_injected"])
+    assert set(soak["faults_by_kind"]) == asked, soak["_output"]
+    # only the full disk may be skipped, and only where a tmpfs cannot be mounted
+    assert set(soak["faults_not_injected"]) <= {"disk_full_agent"}, soak["_output"]
     assert all(f["healed_at_s"] is not None for f in soak["fault_log"]), soak["fault_log"]
     assert not soak["problems"], soak["_output"]
 
