@@ -16,6 +16,10 @@ VENV          := .venv
 VENV_TFLITE   := .venv-tflite
 PIP_FLAGS     := --quiet --disable-pip-version-check
 PYTEST_FLAGS  ?=
+# pytest-xdist workers; each test file runs whole on one worker (--dist loadfile), so a
+# file's fixtures (brokers, hubs, fleets) are never split. TEST_WORKERS=0 runs serially.
+TEST_WORKERS  ?= 2
+XDIST         := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 # Where the runtime-facing tests live (the hub API tests need the hub extra, absent there).
 RUNTIME_TESTS := tests/modelkit tests/test_bundle.py tests/test_tf_models.py tests/test_cli.py tests/agent
 
@@ -38,7 +42,7 @@ $(VENV)/.installed: pyproject.toml setup.py edge_agent/inference/_hotpath.c Make
 $(VENV_TFLITE)/.installed: pyproject.toml setup.py edge_agent/inference/_hotpath.c Makefile
 	$(PYTHON_TFLITE) -m venv $(VENV_TFLITE)
 	$(VENV_TFLITE)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV_TFLITE)/bin/pip install $(PIP_FLAGS) -e '.[agent-tflite,modelkit]' pytest pytest-timeout hypothesis amqtt
+	$(VENV_TFLITE)/bin/pip install $(PIP_FLAGS) -e '.[agent-tflite,modelkit]' pytest pytest-timeout pytest-xdist hypothesis amqtt
 	touch $@
 
 demo: $(VENV)/.installed
@@ -52,10 +56,10 @@ typecheck: $(VENV)/.installed
 
 # The tflite-runtime environment first: the end-to-end fixture rollout runs one agent in it.
 pytest: $(VENV)/.installed $(VENV_TFLITE)/.installed
-	$(VENV)/bin/pytest $(PYTEST_FLAGS)
+	$(VENV)/bin/pytest $(XDIST) $(PYTEST_FLAGS)
 
 pytest-tflite: $(VENV_TFLITE)/.installed
-	EDGEFLEET_TFLITE_RUNTIME=tflite-runtime $(VENV_TFLITE)/bin/pytest -m runtime $(PYTEST_FLAGS) $(RUNTIME_TESTS)
+	EDGEFLEET_TFLITE_RUNTIME=tflite-runtime $(VENV_TFLITE)/bin/pytest -m runtime $(XDIST) $(PYTEST_FLAGS) $(RUNTIME_TESTS)
 
 test: lint typecheck pytest pytest-tflite
 
