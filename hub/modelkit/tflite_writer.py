@@ -1,4 +1,5 @@
-"""Write TFLite flatbuffers for a :class:`DenseNet` (float32) or a :class:`QuantizedNet` (int8).
+"""Write TFLite flatbuffers for a :class:`DenseNet` (float32), a :class:`QuantizedNet` (int8) or
+a :class:`~hub.modelkit.cnn.QuantizedConvNet` (int8).
 
 The files are built with the ``tflite`` package's generated schema functions and a
 ``flatbuffers.Builder``; no TensorFlow is involved. Both graphs have one input tensor named
@@ -19,6 +20,11 @@ With ``io_dtype="int8"`` the SUB/MUL/QUANTIZE head and the DEQUANTIZE tail are l
 input is the standardized, quantized features (see :func:`hub.modelkit.quantize.quantize_input`)
 and the output is the int8 softmax (scale 1/256, zero point -128). Every compute-heavy op is
 int8 in both variants.
+
+A ``"linear"``-head network (a regressor) has no SOFTMAX: its output, named ``output``, is the
+last FULLY_CONNECTED's (followed by a DEQUANTIZE for float32 I/O).
+:func:`write_cnn_int8` writes the 1-D CNN of :mod:`hub.modelkit.cnn` as the converter writes a
+Keras Conv1D (RESHAPE + CONV_2D + MAX_POOL_2D + RESHAPE + FULLY_CONNECTED + SOFTMAX).
 
 Operator versions are the ones TFLite's converter assigns for these type combinations
 (FULLY_CONNECTED 1 float / 4 int8, SOFTMAX 1 / 2, QUANTIZE 1, DEQUANTIZE 2, SUB 1, MUL 1);

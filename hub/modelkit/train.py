@@ -1,4 +1,5 @@
-"""Small dense classifiers trained with NumPy: softmax regression and ReLU MLPs.
+"""Small dense networks trained with NumPy: softmax regression, ReLU MLP classifiers, and ReLU
+MLP regressors (:func:`train_regression_mlp`, a ``"linear"`` head trained on squared error).
 
 A :class:`DenseNet` takes raw sensor values. Its first stage standardizes them with the mean
 and standard deviation of the training data (:class:`Standardizer`, ``(x - mean) * scale`` in
