@@ -127,6 +127,61 @@ def make_dataset(
     return Dataset(x=x, y=y)
 
 
+RUL_MAX_HOURS = 4000.0
+"""Remaining useful life of an undamaged pump, in hours (before the unit-to-unit spread)."""
+
+
+@dataclass(frozen=True)
+class RulDataset:
+    """Sensor readings with their remaining useful life.
+
+    Attributes:
+        x: float32 ``[n, len(FEATURES)]`` raw sensor values, as :attr:`Dataset.x`.
+        y: int64 ``[n]`` class indices into CLASSES (the condition the readings show).
+        rul: float32 ``[n]`` remaining useful life in hours.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    rul: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+def make_rul_dataset(
+    n: int,
+    seed: int,
+    drift: Drift | None = None,
+    class_weights: tuple[float, ...] | None = None,
+) -> RulDataset:
+    """Draw ``n`` sensor readings labelled with their remaining useful life in hours.
+
+    The readings come from the same generator as :func:`make_dataset` (equal arguments give
+    equal ``x`` and ``y``). The life follows from each sample's hidden damage severity
+    ``s`` in ``[0, 1]``: ``RUL_MAX_HOURS * (1 - s)**2`` times a log-normal unit-to-unit
+    spread of 15 %, so healthy pumps have about 4000 h left, worn ones 600-2300 h and
+    failing ones less than 650 h. The severity is not observed directly: the readings carry
+    it through noise and load, so a model's error is well above zero.
+
+    Raises:
+        InvalidDataError: as :func:`make_dataset`.
+    """
+    if n < 1:
+        raise InvalidDataError(f"make_rul_dataset needs n >= 1, got {n}")
+    probabilities = _class_probabilities(class_weights)
+    if drift is not None:
+        _check_drift(drift)
+    rng = np.random.default_rng(seed)
+    y = rng.choice(len(CLASSES), size=n, p=probabilities).astype(np.int64)
+    x, severity = _readings_and_severity(y, rng)
+    if drift is not None:
+        x = apply_drift(x, drift, rng)
+    spread = np.random.default_rng([seed, 1]).lognormal(0.0, 0.15, n)
+    rul = RUL_MAX_HOURS * (1.0 - severity) ** 2 * spread
+    return RulDataset(x=x, y=y, rul=rul.astype(np.float32))
+
+
 def apply_drift(x: np.ndarray, drift: Drift, rng: np.random.Generator) -> np.ndarray:
     """Return a drifted copy of ``x`` (float32 ``[n, F]`` or one sample ``[F]``).
 
@@ -204,6 +259,14 @@ def _check_drift(drift: Drift) -> None:
 
 def _sensor_readings(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Sensor values for labels ``y``: float32 ``[n, F]``, clipped to FEATURE_RANGES."""
+    return _readings_and_severity(y, rng)[0]
+
+
+def _readings_and_severity(
+    y: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sensor values for labels ``y`` (as :func:`_sensor_readings`) and each sample's
+    damage severity (float64 ``[n]`` in ``[0, 1]``, 0 for ``normal``)."""
     n = y.shape[0]
     normal, wear, fault = (y == k for k in range(len(CLASSES)))
     load = rng.uniform(0.35, 1.0, n)  # share of rated load
@@ -239,4 +302,4 @@ def _sensor_readings(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     x = np.stack([columns[name] for name in FEATURES], axis=1)
     low = np.array([FEATURE_RANGES[name][0] for name in FEATURES])
     high = np.array([FEATURE_RANGES[name][1] for name in FEATURES])
-    return np.clip(x, low, high).astype(np.float32)
+    return np.clip(x, low, high).astype(np.float32), severity

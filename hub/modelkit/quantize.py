@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 
 from hub.modelkit.errors import InvalidDataError, QuantizationError
-from hub.modelkit.train import Activation, DenseNet, Standardizer
+from hub.modelkit.train import Activation, DenseNet, Head, Standardizer
 
 Rounding = Literal["double", "double_half_up", "single"]
 """How a runtime rounds when it requantizes an int32 accumulator to int8.
@@ -139,17 +139,21 @@ class QuantizedLayer:
 
 @dataclass(frozen=True)
 class QuantizedNet:
-    """Everything needed to write and to emulate a full-integer int8 classifier.
+    """Everything needed to write and to emulate a full-integer int8 classifier or regressor.
 
     Attributes:
         standardizer: float32 standardization of raw inputs, applied before input quantization.
-        layers: the int8 fully connected layers; the last one produces the logits.
-        output: quantization of the softmax output (always :data:`SOFTMAX_OUTPUT`).
+        layers: the int8 fully connected layers; the last one produces the logits (for a
+            ``"linear"`` head: the predictions).
+        output: quantization of the model's output: :data:`SOFTMAX_OUTPUT` for a softmax
+            head, the last layer's output quantization for a linear head.
+        head: ``"softmax"`` (classifier) or ``"linear"`` (regressor), as the float network's.
     """
 
     standardizer: Standardizer
     layers: tuple[QuantizedLayer, ...]
     output: QuantParams = SOFTMAX_OUTPUT
+    head: Head = "softmax"
 
     @property
     def input(self) -> QuantParams:
@@ -210,6 +214,8 @@ def quantize_net(net: DenseNet, representative: np.ndarray) -> QuantizedNet:
         output = _activation_params(h)
         layers.append(_quantize_layer(w, b, layer.activation, current, output))
         current = output
+    if net.head == "linear":
+        return QuantizedNet(standardizer, tuple(layers), layers[-1].output, "linear")
     return QuantizedNet(standardizer=standardizer, layers=tuple(layers))
 
 
@@ -224,14 +230,16 @@ def quantize_input(qnet: QuantizedNet, x: np.ndarray) -> np.ndarray:
 
 
 def dequantize_output(qnet: QuantizedNet, q: np.ndarray) -> np.ndarray:
-    """Int8 softmax outputs ``[n, C]`` to float32 probabilities (multiples of 1/256)."""
+    """Int8 model outputs ``[n, C]`` to float32: probabilities (multiples of 1/256) for a
+    softmax head, predictions in the target's units for a linear head."""
     return qnet.output.dequantize(q)
 
 
 def reference_forward(
     qnet: QuantizedNet, x_q: np.ndarray, *, rounding: Rounding = "double"
 ) -> np.ndarray:
-    """Emulate the int8 model on int8 inputs ``[n, F]``; returns the int8 softmax output ``[n, C]``.
+    """Emulate the int8 model on int8 inputs ``[n, F]``; returns the int8 softmax output ``[n, C]``
+    (for a ``"linear"`` head: the last layer's int8 output, see :func:`reference_logits`).
 
     Each layer accumulates ``(x - input_zero_point) * w`` plus the bias in int32, requantizes
     every channel with its fixed-point multiplier and shift (``rounding`` picks the runtime's
@@ -243,7 +251,10 @@ def reference_forward(
     Raises:
         InvalidDataError: ``x_q`` is not an int8 array ``[n, qnet.n_inputs]``.
     """
-    return _softmax_int8(reference_logits(qnet, x_q, rounding=rounding), qnet.logits.scale)
+    logits = reference_logits(qnet, x_q, rounding=rounding)
+    if qnet.head == "linear":
+        return logits
+    return _softmax_int8(logits, qnet.logits.scale)
 
 
 def reference_logits(

@@ -1,4 +1,5 @@
-"""Write TFLite flatbuffers for a :class:`DenseNet` (float32) or a :class:`QuantizedNet` (int8).
+"""Write TFLite flatbuffers for a :class:`DenseNet` (float32), a :class:`QuantizedNet` (int8) or
+a :class:`~hub.modelkit.cnn.QuantizedConvNet` (int8).
 
 The files are built with the ``tflite`` package's generated schema functions and a
 ``flatbuffers.Builder``; no TensorFlow is involved. Both graphs have one input tensor named
@@ -20,6 +21,11 @@ input is the standardized, quantized features (see :func:`hub.modelkit.quantize.
 and the output is the int8 softmax (scale 1/256, zero point -128). Every compute-heavy op is
 int8 in both variants.
 
+A ``"linear"``-head network (a regressor) has no SOFTMAX: its output, named ``output``, is the
+last FULLY_CONNECTED's (followed by a DEQUANTIZE for float32 I/O).
+:func:`write_cnn_int8` writes the 1-D CNN of :mod:`hub.modelkit.cnn` as the converter writes a
+Keras Conv1D (RESHAPE + CONV_2D + MAX_POOL_2D + RESHAPE + FULLY_CONNECTED + SOFTMAX).
+
 Operator versions are the ones TFLite's converter assigns for these type combinations
 (FULLY_CONNECTED 1 float / 4 int8, SOFTMAX 1 / 2, QUANTIZE 1, DEQUANTIZE 2, SUB 1, MUL 1);
 tflite-runtime 2.14 and ai-edge-litert 2.3 both load and run them.
@@ -35,6 +41,7 @@ import flatbuffers
 import numpy as np
 import tflite
 
+from hub.modelkit.cnn import QuantizedConvNet
 from hub.modelkit.errors import InvalidDataError
 from hub.modelkit.quantize import QuantizedNet, QuantParams
 from hub.modelkit.train import DenseNet, Standardizer
@@ -45,6 +52,7 @@ DESCRIPTION = "edgefleet-modelkit"
 SIGNATURE_KEY = "serving_default"
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
+REGRESSION_OUTPUT_NAME = "output"
 
 _BUFFER_ALIGNMENT = 16
 _PLACEHOLDER_FOR_GREATER_OP_CODES = 127
@@ -60,6 +68,9 @@ _QUANTIZE = (tflite.BuiltinOperator.QUANTIZE, 1)
 _DEQUANTIZE_INT8 = (tflite.BuiltinOperator.DEQUANTIZE, 2)
 _SUB_FLOAT = (tflite.BuiltinOperator.SUB, 1)
 _MUL_FLOAT = (tflite.BuiltinOperator.MUL, 1)
+_CONV_INT8 = (tflite.BuiltinOperator.CONV_2D, 3)
+_MAX_POOL_INT8 = (tflite.BuiltinOperator.MAX_POOL_2D, 2)
+_RESHAPE = (tflite.BuiltinOperator.RESHAPE, 1)
 
 _ACTIVATIONS = {
     "relu": tflite.ActivationFunctionType.RELU,
@@ -68,7 +79,8 @@ _ACTIVATIONS = {
 
 
 def write_float(net: DenseNet) -> bytes:
-    """Serialize a float32 network; the model takes raw inputs and returns probabilities.
+    """Serialize a float32 network; the model takes raw inputs and returns probabilities
+    (for a ``"linear"`` head: the last layer's outputs, in a tensor named ``output``).
 
     Raises:
         InvalidDataError: the network has no layers or inconsistent layer shapes.
@@ -79,6 +91,7 @@ def write_float(net: DenseNet) -> bytes:
     graph.inputs.append(h)
     if net.standardizer is not None:
         h = _standardize(graph, h, net.standardizer)
+    last_name = REGRESSION_OUTPUT_NAME if net.head == "linear" else "logits"
     for i, layer in enumerate(net.layers):
         last = i == len(net.layers) - 1
         weights = graph.constant(
@@ -86,12 +99,15 @@ def write_float(net: DenseNet) -> bytes:
         )
         bias = graph.constant(f"dense_{i}/bias", tflite.TensorType.FLOAT32, layer.bias)
         out = graph.activation(
-            "logits" if last else f"dense_{i}/output", tflite.TensorType.FLOAT32, layer.n_outputs
+            last_name if last else f"dense_{i}/output", tflite.TensorType.FLOAT32, layer.n_outputs
         )
         graph.operator(
             _FC_FLOAT, [h, weights, bias], [out], *_fully_connected_options(layer.activation)
         )
         h = out
+    if net.head == "linear":
+        graph.outputs.append(h)
+        return graph.serialize()
     probabilities = graph.activation(OUTPUT_NAME, tflite.TensorType.FLOAT32, net.n_classes)
     graph.operator(_SOFTMAX_FLOAT, [h], [probabilities], *_softmax_options())
     graph.outputs.append(probabilities)
@@ -105,7 +121,9 @@ def write_int8(qnet: QuantizedNet, *, io_dtype: IoDtype = "int8") -> bytes:
         qnet: the quantized network.
         io_dtype: ``"int8"``: int8 standardized input and int8 softmax output;
             ``"float32"``: raw float32 input (standardized and quantized inside the model) and
-            float32 probabilities.
+            float32 probabilities. For a ``"linear"`` head (a regressor) the softmax is left
+            out: the output, named ``output``, is the last layer's int8 values (scale and zero
+            point of :attr:`QuantizedNet.output`), dequantized for ``"float32"``.
 
     Raises:
         InvalidDataError: ``io_dtype`` is unknown or the network's shapes are inconsistent.
@@ -125,6 +143,11 @@ def write_int8(qnet: QuantizedNet, *, io_dtype: IoDtype = "int8") -> bytes:
     else:
         h = graph.activation(INPUT_NAME, int8, qnet.n_inputs, quant=qnet.input)
         graph.inputs.append(h)
+    linear = qnet.head == "linear"
+    if linear:
+        last_name = REGRESSION_OUTPUT_NAME if io_dtype == "int8" else "output_quantized"
+    else:
+        last_name = "logits"
     for i, layer in enumerate(qnet.layers):
         last = i == len(qnet.layers) - 1
         weights = graph.constant(
@@ -140,7 +163,7 @@ def write_int8(qnet: QuantizedNet, *, io_dtype: IoDtype = "int8") -> bytes:
             per_channel=(layer.bias_scales, np.zeros(layer.bias.shape[0], np.int64)),
         )
         out = graph.activation(
-            "logits" if last else f"dense_{i}/output",
+            last_name if last else f"dense_{i}/output",
             int8,
             int(layer.weights.shape[0]),
             quant=layer.output,
@@ -149,6 +172,13 @@ def write_int8(qnet: QuantizedNet, *, io_dtype: IoDtype = "int8") -> bytes:
             _FC_INT8, [h, weights, bias], [out], *_fully_connected_options(layer.activation)
         )
         h = out
+    if linear:
+        if io_dtype == "float32":
+            output = graph.activation(REGRESSION_OUTPUT_NAME, f32, qnet.n_classes)
+            graph.operator(_DEQUANTIZE_INT8, [h], [output], *_no_options())
+            h = output
+        graph.outputs.append(h)
+        return graph.serialize()
     if io_dtype == "float32":
         probabilities_q = graph.activation(
             "probabilities_quantized", int8, qnet.n_classes, quant=qnet.output
@@ -159,6 +189,98 @@ def write_int8(qnet: QuantizedNet, *, io_dtype: IoDtype = "int8") -> bytes:
     else:
         probabilities = graph.activation(OUTPUT_NAME, int8, qnet.n_classes, quant=qnet.output)
         graph.operator(_SOFTMAX_INT8, [h], [probabilities], *_softmax_options())
+    graph.outputs.append(probabilities)
+    return graph.serialize()
+
+
+def write_cnn_int8(qnet: QuantizedConvNet, *, io_dtype: IoDtype = "float32") -> bytes:
+    """Serialize a full-integer int8 1-D CNN the way TensorFlow's converter expresses Conv1D.
+
+    The graph, for windows ``[L, C]`` with a dynamic batch dimension::
+
+        input [1, L, C] -> QUANTIZE (float32 io only) -> RESHAPE [1, 1, L, C]
+            -> CONV_2D int8 per-channel, filter [F, 1, k, C], VALID, stride 1, fused RELU
+            -> MAX_POOL_2D 1 x (L - k + 1) -> RESHAPE [1, F] -> FULLY_CONNECTED int8
+            -> SOFTMAX int8 -> DEQUANTIZE (float32 io only) -> probabilities
+
+    Operator versions as the converter assigns them for int8 (CONV_2D 3, MAX_POOL_2D 2,
+    RESHAPE 1, FULLY_CONNECTED 4, SOFTMAX 2, QUANTIZE 1, DEQUANTIZE 2); tflite-runtime 2.14
+    and ai-edge-litert run them. The RESHAPE shape tensors have -1 for the batch dimension.
+
+    Args:
+        qnet: the quantized network.
+        io_dtype: ``"float32"``: raw float32 windows in, probabilities out; ``"int8"``:
+            int8 windows quantized with the input's scale and zero point (see
+            :func:`hub.modelkit.cnn.quantize_windows`) in, int8 softmax out.
+
+    Raises:
+        InvalidDataError: ``io_dtype`` is unknown or the network's shapes are inconsistent.
+    """
+    if io_dtype not in ("int8", "float32"):
+        raise InvalidDataError(f"io_dtype must be 'int8' or 'float32', got {io_dtype!r}")
+    _check_cnn(qnet)
+    graph = _Graph()
+    int8 = tflite.TensorType.INT8
+    f32 = tflite.TensorType.FLOAT32
+    int32 = tflite.TensorType.INT32
+    length, channels = qnet.sample_shape
+    k, filters, positions = qnet.kernel_size, qnet.n_filters, qnet.out_length
+    if io_dtype == "float32":
+        raw = graph.tensor(INPUT_NAME, f32, (length, channels))
+        graph.inputs.append(raw)
+        h = graph.tensor("input_quantized", int8, (length, channels), quant=qnet.input)
+        graph.operator(_QUANTIZE, [raw], [h], *_no_options())
+    else:
+        h = graph.tensor(INPUT_NAME, int8, (length, channels), quant=qnet.input)
+        graph.inputs.append(h)
+    image_shape = graph.constant("conv/image_shape", int32, np.array([-1, 1, length, channels]))
+    image = graph.tensor("conv/image", int8, (1, length, channels), quant=qnet.input)
+    graph.operator(_RESHAPE, [h, image_shape], [image], *_no_options())
+    kernel = graph.constant(
+        "conv/kernel",
+        int8,
+        qnet.conv.weights.reshape(filters, 1, k, channels),
+        per_channel=(qnet.conv.weight_scales, np.zeros(filters, np.int64)),
+    )
+    bias = graph.constant(
+        "conv/bias",
+        int32,
+        qnet.conv.bias,
+        per_channel=(qnet.conv.bias_scales, np.zeros(filters, np.int64)),
+    )
+    conv = graph.tensor("conv/output", int8, (1, positions, filters), quant=qnet.conv.output)
+    graph.operator(_CONV_INT8, [image, kernel, bias], [conv], *_conv_options())
+    pooled = graph.tensor("pool/output", int8, (1, 1, filters), quant=qnet.conv.output)
+    graph.operator(_MAX_POOL_INT8, [conv], [pooled], *_pool_options(1, positions))
+    flat_shape = graph.constant("pool/flat_shape", int32, np.array([-1, filters]))
+    flat = graph.activation("pool/flat", int8, filters, quant=qnet.conv.output)
+    graph.operator(_RESHAPE, [pooled, flat_shape], [flat], *_no_options())
+    weights = graph.constant(
+        "dense/weights",
+        int8,
+        qnet.dense.weights,
+        per_channel=(qnet.dense.weight_scales, np.zeros(qnet.n_classes, np.int64)),
+    )
+    dense_bias = graph.constant(
+        "dense/bias",
+        int32,
+        qnet.dense.bias,
+        per_channel=(qnet.dense.bias_scales, np.zeros(qnet.n_classes, np.int64)),
+    )
+    logits = graph.activation("logits", int8, qnet.n_classes, quant=qnet.logits)
+    graph.operator(
+        _FC_INT8, [flat, weights, dense_bias], [logits], *_fully_connected_options("none")
+    )
+    if io_dtype == "float32":
+        probabilities_q = graph.activation(
+            "probabilities_quantized", int8, qnet.n_classes, quant=qnet.output
+        )
+        graph.operator(_SOFTMAX_INT8, [logits], [probabilities_q], *_softmax_options())
+        probabilities = graph.activation(OUTPUT_NAME, f32, qnet.n_classes)
+        graph.operator(_DEQUANTIZE_INT8, [probabilities_q], [probabilities], *_no_options())
+    else:
+        probabilities = graph.activation(OUTPUT_NAME, int8, qnet.n_classes, quant=qnet.output)
+        graph.operator(_SOFTMAX_INT8, [logits], [probabilities], *_softmax_options())
     graph.outputs.append(probabilities)
     return graph.serialize()
 
@@ -213,6 +335,17 @@ class _Graph:
         self, name: str, dtype: int, width: int, *, quant: QuantParams | None = None
     ) -> int:
         """Add a ``[1, width]`` activation tensor with a dynamic batch dimension."""
+        return self.tensor(name, dtype, (width,), quant=quant)
+
+    def tensor(
+        self,
+        name: str,
+        dtype: int,
+        sample_shape: tuple[int, ...],
+        *,
+        quant: QuantParams | None = None,
+    ) -> int:
+        """Add a ``[1, *sample_shape]`` activation tensor with a dynamic batch dimension."""
         params = None
         if quant is not None:
             params = (
@@ -220,7 +353,9 @@ class _Graph:
                 np.array([quant.zero_point], np.int64),
                 0,
             )
-        self.tensors.append(_Tensor(name, dtype, (1, width), (-1, width), None, params))
+        self.tensors.append(
+            _Tensor(name, dtype, (1, *sample_shape), (-1, *sample_shape), None, params)
+        )
         return len(self.tensors) - 1
 
     def constant(
@@ -277,7 +412,11 @@ class _Graph:
             builder, tensor_offsets, operator_offsets, self.inputs, self.outputs
         )
         opcode_offsets = [_write_opcode(builder, code) for code in opcodes]
-        signature = _write_signature(builder, self.inputs[0], self.outputs[0])
+        signature = _write_signature(
+            builder,
+            (self.tensors[self.inputs[0]].name, self.inputs[0]),
+            (self.tensors[self.outputs[0]].name, self.outputs[0]),
+        )
         description = builder.CreateString(DESCRIPTION)
 
         tflite.ModelStartOperatorCodesVector(builder, len(opcode_offsets))
@@ -428,9 +567,11 @@ def _write_opcode(builder: flatbuffers.Builder, code: tuple[int, int]) -> int:
     return result
 
 
-def _write_signature(builder: flatbuffers.Builder, input_index: int, output_index: int) -> int:
+def _write_signature(
+    builder: flatbuffers.Builder, model_input: tuple[str, int], model_output: tuple[str, int]
+) -> int:
     maps = []
-    for name, index in ((INPUT_NAME, input_index), (OUTPUT_NAME, output_index)):
+    for name, index in (model_input, model_output):
         name_offset = builder.CreateString(name)
         tflite.TensorMapStart(builder)
         tflite.TensorMapAddName(builder, name_offset)
@@ -499,6 +640,40 @@ def _sub_options() -> tuple[int, OptionsWriter]:
     return tflite.BuiltinOptions.SubOptions, write
 
 
+def _conv_options() -> tuple[int, OptionsWriter]:
+    """VALID padding, stride 1, no dilation, fused RELU."""
+
+    def write(builder: flatbuffers.Builder) -> int:
+        tflite.Conv2DOptionsStart(builder)
+        tflite.Conv2DOptionsAddPadding(builder, tflite.Padding.VALID)
+        tflite.Conv2DOptionsAddStrideW(builder, 1)
+        tflite.Conv2DOptionsAddStrideH(builder, 1)
+        tflite.Conv2DOptionsAddFusedActivationFunction(builder, _ACTIVATIONS["relu"])
+        tflite.Conv2DOptionsAddDilationWFactor(builder, 1)
+        tflite.Conv2DOptionsAddDilationHFactor(builder, 1)
+        result: int = tflite.Conv2DOptionsEnd(builder)
+        return result
+
+    return tflite.BuiltinOptions.Conv2DOptions, write
+
+
+def _pool_options(height: int, width: int) -> tuple[int, OptionsWriter]:
+    """A VALID ``height x width`` pooling window, stride 1, no activation."""
+
+    def write(builder: flatbuffers.Builder) -> int:
+        tflite.Pool2DOptionsStart(builder)
+        tflite.Pool2DOptionsAddPadding(builder, tflite.Padding.VALID)
+        tflite.Pool2DOptionsAddStrideW(builder, 1)
+        tflite.Pool2DOptionsAddStrideH(builder, 1)
+        tflite.Pool2DOptionsAddFilterWidth(builder, width)
+        tflite.Pool2DOptionsAddFilterHeight(builder, height)
+        tflite.Pool2DOptionsAddFusedActivationFunction(builder, tflite.ActivationFunctionType.NONE)
+        result: int = tflite.Pool2DOptionsEnd(builder)
+        return result
+
+    return tflite.BuiltinOptions.Pool2DOptions, write
+
+
 def _no_options() -> tuple[int, OptionsWriter | None]:
     return tflite.BuiltinOptions.NONE, None
 
@@ -519,6 +694,28 @@ def _check_float(net: DenseNet) -> None:
             raise InvalidDataError("a layer's bias shape or activation is invalid")
     if net.standardizer is not None and net.standardizer.n_features != net.n_inputs:
         raise InvalidDataError("the standardizer's width differs from the first layer's inputs")
+
+
+def _check_cnn(qnet: QuantizedConvNet) -> None:
+    filters, width = qnet.conv.weights.shape
+    if qnet.kernel_size < 1 or width % qnet.kernel_size or qnet.out_length < 1:
+        raise InvalidDataError(
+            f"a kernel of {qnet.kernel_size} taps does not fit patches of {width} values "
+            f"over windows of {qnet.length}"
+        )
+    if qnet.dense.weights.shape[1] != filters:
+        raise InvalidDataError(
+            f"the dense layer takes {qnet.dense.weights.shape[1]} inputs, the convolution "
+            f"has {filters} filters"
+        )
+    for layer in (qnet.conv, qnet.dense):
+        out = layer.weights.shape[0]
+        if layer.weights.dtype != np.int8 or layer.bias.dtype != np.int32:
+            raise InvalidDataError("quantized weights must be int8 and biases int32")
+        if layer.weight_scales.shape != (out,) or layer.bias.shape != (out,):
+            raise InvalidDataError("per-channel scales and biases need one value per output")
+    if qnet.conv.activation != "relu" or qnet.dense.activation != "none":
+        raise InvalidDataError("the convolution must use ReLU and the dense layer none")
 
 
 def _check_quantized(qnet: QuantizedNet) -> None:

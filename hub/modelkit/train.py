@@ -1,4 +1,5 @@
-"""Small dense classifiers trained with NumPy: softmax regression and ReLU MLPs.
+"""Small dense networks trained with NumPy: softmax regression, ReLU MLP classifiers, and ReLU
+MLP regressors (:func:`train_regression_mlp`, a ``"linear"`` head trained on squared error).
 
 A :class:`DenseNet` takes raw sensor values. Its first stage standardizes them with the mean
 and standard deviation of the training data (:class:`Standardizer`, ``(x - mean) * scale`` in
@@ -22,6 +23,8 @@ import numpy as np
 from hub.modelkit.errors import InvalidDataError
 
 Activation = Literal["relu", "none"]
+Head = Literal["softmax", "linear"]
+"""What follows the last dense layer: a softmax (a classifier) or nothing (a regressor)."""
 
 
 @dataclass(frozen=True)
@@ -96,10 +99,13 @@ class DenseNet:
         layers: the dense layers, input to output.
         standardizer: applied to raw inputs before the first layer; ``None`` when the first
             layer takes raw values directly (see :func:`fold_standardization`).
+        head: ``"softmax"`` (a classifier: the outputs are class probabilities) or
+            ``"linear"`` (a regressor: the last layer's outputs are the predictions).
     """
 
     layers: tuple[DenseLayer, ...]
     standardizer: Standardizer | None = None
+    head: Head = "softmax"
 
     @property
     def n_inputs(self) -> int:
@@ -134,7 +140,7 @@ def fold_standardization(net: DenseNet) -> DenseNet:
     weights = first.weights.astype(np.float64) * scale[:, None]
     bias = first.bias.astype(np.float64) - mean @ weights
     folded = replace(first, weights=weights.astype(np.float32), bias=bias.astype(np.float32))
-    return DenseNet(layers=(folded, *net.layers[1:]), standardizer=None)
+    return DenseNet(layers=(folded, *net.layers[1:]), standardizer=None, head=net.head)
 
 
 def logits(net: DenseNet, x: np.ndarray) -> np.ndarray:
@@ -154,11 +160,14 @@ def logits(net: DenseNet, x: np.ndarray) -> np.ndarray:
 
 
 def forward(net: DenseNet, x: np.ndarray) -> np.ndarray:
-    """Class probabilities, float32 ``[n, classes]``, for raw inputs ``x`` ``[n, features]``.
+    """Class probabilities, float32 ``[n, classes]``, for raw inputs ``x`` ``[n, features]``;
+    for a ``"linear"`` head, the last layer's outputs ``[n, outputs]``.
 
     Raises:
         InvalidDataError: ``x`` is not ``[n, net.n_inputs]``.
     """
+    if net.head == "linear":
+        return logits(net, x)
     return _softmax(logits(net, x))
 
 
@@ -269,6 +278,62 @@ def train_mlp(
     return DenseNet(layers=layers, standardizer=standardizer)
 
 
+def train_regression_mlp(
+    x: np.ndarray,
+    t: np.ndarray,
+    hidden: tuple[int, ...] = (32,),
+    *,
+    seed: int,
+    epochs: int = 30,
+    learning_rate: float = 0.005,
+    batch_size: int = 64,
+    l2: float = 1e-4,
+) -> DenseNet:
+    """Train a ReLU MLP with one linear output on raw inputs, minimizing the squared error.
+
+    The target is standardized for training (its mean and standard deviation are folded
+    back into the last layer), so the returned ``"linear"``-head network predicts ``t`` in
+    its own units. Other arguments as :func:`train_mlp`.
+
+    Raises:
+        InvalidDataError: shapes, targets or hyper-parameters are unusable (targets must
+            be finite, one per row).
+    """
+    features = _as_features(x, None)
+    target = np.asarray(t, dtype=np.float64)
+    if target.shape != (features.shape[0],) or not np.all(np.isfinite(target)):
+        raise InvalidDataError(
+            f"targets must be finite numbers of shape ({features.shape[0]},), got {target.shape}"
+        )
+    labels = np.zeros(features.shape[0], np.int64)
+    _check_hyper_parameters(hidden, epochs, learning_rate, batch_size, l2, 2, labels)
+    standardizer = Standardizer.fit(features)
+    standardized = standardizer.apply(features).astype(np.float64)
+    t_mean = float(target.mean())
+    t_std = float(target.std()) or 1.0
+
+    rng = np.random.default_rng(seed)
+    widths = (features.shape[1], *hidden, 1)
+    weights = [
+        rng.normal(0.0, np.sqrt(2.0 / fan_in), (fan_in, fan_out))
+        for fan_in, fan_out in itertools.pairwise(widths)
+    ]
+    biases = [np.zeros(fan_out) for fan_out in widths[1:]]
+    scaled = ((target - t_mean) / t_std)[:, None]
+    _adam(standardized, scaled, weights, biases, rng, epochs, learning_rate, batch_size, l2)
+    weights[-1] = weights[-1] * t_std
+    biases[-1] = biases[-1] * t_std + t_mean
+    layers = tuple(
+        DenseLayer(
+            weights=w.astype(np.float32),
+            bias=b.astype(np.float32),
+            activation="relu" if i < len(hidden) else "none",
+        )
+        for i, (w, b) in enumerate(zip(weights, biases, strict=True))
+    )
+    return DenseNet(layers=layers, standardizer=standardizer, head="linear")
+
+
 def _adam(
     x: np.ndarray,
     y: np.ndarray,
@@ -280,7 +345,8 @@ def _adam(
     batch_size: int,
     l2: float,
 ) -> None:
-    """Minimize mean cross-entropy + l2/2 * |W|^2 in place with Adam (float64)."""
+    """Minimize the batch loss + l2/2 * |W|^2 in place with Adam (float64): cross-entropy
+    for integer labels ``y [n]``, half the mean squared error for float targets ``[n, 1]``."""
     params = [p for pair in zip(weights, biases, strict=True) for p in pair]
     first = [np.zeros_like(p) for p in params]
     second = [np.zeros_like(p) for p in params]
@@ -314,7 +380,7 @@ def _gradients(
     biases: list[np.ndarray],
     l2: float,
 ) -> list[np.ndarray]:
-    """Gradients of the batch loss, ordered ``[dW0, db0, dW1, db1, ...]``."""
+    """Gradients of the batch loss (see :func:`_adam`), ordered ``[dW0, db0, dW1, db1, ...]``."""
     activations = [x]
     h = x
     last = len(weights) - 1
@@ -323,8 +389,11 @@ def _gradients(
         if i < last:
             h = np.maximum(h, 0.0)
         activations.append(h)
-    delta = _softmax(activations[-1])
-    delta[np.arange(y.shape[0]), y] -= 1.0
+    if y.ndim == 2:  # regression targets: d(0.5 * mean squared error)
+        delta = activations[-1] - y
+    else:
+        delta = _softmax(activations[-1])
+        delta[np.arange(y.shape[0]), y] -= 1.0
     delta /= y.shape[0]
     grads: list[np.ndarray] = []
     for i in range(last, -1, -1):
