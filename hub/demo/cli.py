@@ -20,6 +20,9 @@ from hub.demo.brokers import find_mosquitto
 )
 @click.option("--agents", type=click.IntRange(3, 200), default=12, show_default=True,
               help="Simulated devices (real agents, several per process).")  # fmt: skip
+@click.option("--motors", type=click.IntRange(0, 50), default=2, show_default=True,
+              help="Devices running the second model, the vibration CNN on accelerometer "
+              "windows (0: none); the last one has a loose sensor mount.")  # fmt: skip
 @click.option(
     "--broker",
     type=click.Choice(["embedded", "mosquitto"]),
@@ -39,6 +42,7 @@ from hub.demo.brokers import find_mosquitto
 def demo(
     data: Path | None,
     agents: int,
+    motors: int,
     broker: str,
     headless: bool,
     duration: float | None,
@@ -48,7 +52,8 @@ def demo(
 
     The hub, an MQTT broker and simulated devices on loopback; v1 is deployed, then a
     cohort drifts, a v2 canary completes, a broken v3 is rolled back automatically and
-    a device goes offline and catches up. Ctrl-C or quitting the console stops it all.
+    a device goes offline and catches up. Beside the pumps, motors run a vibration CNN.
+    Ctrl-C or quitting the console stops it all.
     """
     from hub.demo.run import DemoOptions, run_demo
     from hub.demo.workdir import DemoDirError
@@ -61,6 +66,7 @@ def demo(
     options = DemoOptions(
         data=data,
         agents=agents,
+        motors=motors,
         broker="mosquitto" if broker == "mosquitto" else "embedded",
         headless=headless or not (sys.stdin.isatty() and sys.stdout.isatty()),
         duration_s=duration,

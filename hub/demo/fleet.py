@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -35,6 +35,9 @@ log = logging.getLogger("edgefleet.demo")
 #: The sensor whose calibration drifts, and by how many reference standard deviations.
 DRIFT_FEATURE = "bearing_temp_c"
 DRIFT_OFFSET = 2.0
+#: A motor's loose accelerometer mount: its vertical axis reads this much high.
+LOOSE_AXIS = "az"
+LOOSE_GAIN = 1.4
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ class DeviceSpec:
     data_dir: Path
     broker_port: int
     quick_reconnect: bool = False  # back on the broker 1-2 s after its link returns
+    # What it is fed: the pump's ten sensors (pump-health) or 3-axis accelerometer
+    # windows [64, 3] (vibration-cnn).
+    feed: Literal["pump", "vibration"] = "pump"
+    drifting: bool = False  # fed its drifted data from the start (a loose sensor mount)
     # A broker with accounts (Mosquitto's production layout): the device's enrolment
     # credentials, and the CA of its TLS listener (None: plain MQTT).
     username: str | None = None
@@ -122,6 +129,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:  # pragma: no cover
     from edge_agent.daemon.config import AgentConfig, BrokerConfig
     from edge_agent.errors import EdgeFleetError
     from hub.modelkit.dataset import Drift, apply_drift, make_dataset
+    from hub.modelkit.vibration import make_vibration
 
     devices: list[_Device] = []
     drift = Drift(offset=DRIFT_OFFSET, features=(DRIFT_FEATURE,))
@@ -150,9 +158,16 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:  # pragma: no cover
         agent = Agent(config, local_api=False)
         if d.quick_reconnect:
             agent.link.client.reconnect_delay_set(min_delay=1, max_delay=2)
-        rows = make_dataset(4000, seed=spec.seed * 1000 + i + 1).x
-        rng = np.random.default_rng(i)
-        devices.append(_Device(d, agent.start(), rows, apply_drift(rows, drift, rng)))
+        seed = spec.seed * 1000 + i + 1
+        if d.feed == "vibration":
+            rows = make_vibration(500, seed).x
+            drifted = make_vibration(500, seed, gain={LOOSE_AXIS: LOOSE_GAIN}).x
+        else:
+            rows = make_dataset(4000, seed=seed).x
+            drifted = apply_drift(rows, drift, np.random.default_rng(i))
+        device = _Device(d, agent.start(), rows, drifted)
+        device.drifting = d.drifting
+        devices.append(device)
     stop_feeding = threading.Event()
     feeder = threading.Thread(
         target=_feed, args=(devices, spec.rate_hz, stop_feeding, EdgeFleetError), daemon=True

@@ -5,6 +5,10 @@
 - v3: v2's model in a bundle whose smoke-test samples expect other outputs (as if it
   had been exported with the wrong output scaling). It is signed with the hub's keys,
   so devices accept it, download it, and refuse to activate it: the smoke test fails.
+
+Beside it the fleet runs a second kind of model (:func:`train_vibration`): the model kit's
+int8 1-D CNN over 3-axis accelerometer windows (``vibration-cnn``, a ``[64, 3]`` tensor
+input), on the motors' devices.
 """
 
 from __future__ import annotations
@@ -20,16 +24,19 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.contract.canonical import canonical_bytes, parse_json
+from edge_agent.contract.input_schema import InputSchema
 from edge_agent.contract.manifest import MANIFEST, SAMPLES, SIGNATURES, Manifest, MemberDigest
 from edge_agent.contract.samples import SmokeSamples
 from edge_agent.contract.trust import Context
-from hub.bundler import ReferenceData, build_bundle
+from hub.bundler import ReferenceData, build_bundle, load_reference
 from hub.errors import HubError
 from hub.modelkit.dataset import FEATURES
+from hub.modelkit.fleet_models import VIBRATION_MODEL_NAME, build_vibration_cnn, vibration_schema
 from hub.modelkit.pump import INT8_MODEL, REFERENCE_DATA, build_demo, demo_schema
 from hub.signing import sign
 
 MODEL_NAME = "pump-health"
+VIBRATION_MODEL = VIBRATION_MODEL_NAME
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class DemoModel:
     reference: ReferenceData
     accuracy: float
     lineage: dict[str, object]
+    schema: InputSchema | None = None  # None: the pump-health schema
 
 
 def _load(directory: Path, accuracy: float, lineage: dict[str, object]) -> DemoModel:
@@ -76,6 +84,30 @@ def train(directory: Path, kind: str) -> DemoModel:
         "int8_accuracy": round(report.int8_accuracy, 4),
     }
     return _load(out, report.int8_accuracy, lineage)
+
+
+def train_vibration(directory: Path) -> DemoModel:
+    """Train the vibration CNN into ``directory/vibration`` (about a second; seeded).
+
+    Raises:
+        EdgeFleetError: the model kit failed (no TFLite runtime...).
+        BuildError: its reference data cannot be read back.
+        OSError: ``directory`` cannot be written.
+    """
+    out = directory / "vibration"
+    report = build_vibration_cnn(out)
+    lineage: dict[str, object] = {
+        "source": "edgefleet demo",
+        "data": "synthetic 3-axis vibration windows",
+        "int8_accuracy": round(report.value, 4),
+    }
+    return DemoModel(
+        report.model_path.read_bytes(),
+        load_reference(report.reference_path),
+        report.value,
+        lineage,
+        schema=vibration_schema(),
+    )
 
 
 def broken_bundle(

@@ -35,11 +35,12 @@ from typing import Literal, NamedTuple, TextIO
 
 from edge_agent.contract.directive import Probation
 from edge_agent.durable import write_atomic
+from edge_agent.errors import EdgeFleetError
 from hub.alerts import Alerter, AlertRecord, AlertRule, Scope
 from hub.broker import free_port
 from hub.demo import models
 from hub.demo.brokers import MosquittoProcess
-from hub.demo.fleet import DeviceCounts, DeviceSpec, FleetWorker, WorkerSpec
+from hub.demo.fleet import LOOSE_AXIS, DeviceCounts, DeviceSpec, FleetWorker, WorkerSpec
 from hub.demo.netcut import LinkCut
 from hub.demo.story import (
     Action,
@@ -61,8 +62,9 @@ from hub.demo.workdir import WorkDir, open_workdir
 from hub.errors import HubError
 from hub.keys import load_private_key
 from hub.modelkit.pump import demo_schema
+from hub.operations import DriftQueries, DriftScope
 from hub.registry import Registry
-from hub.rollouts import Gates, RolloutSpec, RolloutStore, Stage
+from hub.rollouts import Gates, RolloutSpec, RolloutStore, Selector, Stage
 from hub.rollouts.runner import RolloutRunner
 from hub.service import HubService, HubSettings
 from hub.store import Store
@@ -76,6 +78,9 @@ STORY_ENV = "EDGEFLEET_DEMO_STORY"
 #: the ``edgefleet.commands`` entry point: an environment installed before the console
 #: existed lacks that entry point).
 CONSOLE = "from tui.cli import console; console(prog_name='edgefleet console')"
+#: The tags the rollouts select on: the story's model goes to the pumps only.
+PUMPS = "pumps"
+MOTORS = "motors"
 
 
 class _Running(NamedTuple):
@@ -93,6 +98,7 @@ class DemoOptions:
 
     data: Path | None = None  # None: a fresh temporary directory, removed at the end
     agents: int = 12
+    motors: int = 2  # devices running the vibration CNN beside the pumps
     broker: Literal["embedded", "mosquitto"] = "embedded"
     headless: bool = False
     duration_s: float | None = None  # headless: run at least this long
@@ -115,6 +121,7 @@ class Summary:
     counted: int = 0  # predictions counted in the windows the hub stored
     drained: bool = False
     problems: list[str] = field(default_factory=list)
+    motors: list[str] = field(default_factory=list)  # each motor's drift verdict, one line
 
     @property
     def ok(self) -> bool:
@@ -135,6 +142,7 @@ class Summary:
             "versions   "
             + (", ".join(f"{v}: {n}" for v, n in sorted(self.versions.items())) or "-")
         )
+        out.extend(f"motor      {m}" for m in self.motors)
         for rid, state, why in self.rollouts:
             out.append(f"rollout    {rid}: {state}" + (f" ({why})" if why else ""))
         out.extend(f"alert      {a}" for a in self.alerts or ["none raised"])
@@ -168,6 +176,12 @@ def device_ids(n: int) -> list[str]:
     """``pump-01`` ... (width 2, or more for large fleets)."""
     width = max(2, len(str(n)))
     return [f"pump-{i + 1:0{width}d}" for i in range(n)]
+
+
+def motor_ids(n: int) -> list[str]:
+    """``motor-01`` ...: the devices running the vibration CNN."""
+    width = max(2, len(str(n)))
+    return [f"motor-{i + 1:0{width}d}" for i in range(n)]
 
 
 def line_of(index: int, n: int) -> str:
@@ -216,7 +230,9 @@ class Demo:
         else:
             self.timing = Timing()
         ids = device_ids(options.agents)
-        self.tags = {d: ("site-a", line_of(i, len(ids))) for i, d in enumerate(ids)}
+        # The story is about the pumps (``self.tags``); the motors run a second model.
+        self.tags = {d: ("site-a", line_of(i, len(ids)), PUMPS) for i, d in enumerate(ids)}
+        self.motor_tags = {d: ("site-a", MOTORS) for d in motor_ids(options.motors)}
         lines = sorted({t[1] for t in self.tags.values()})
         self.plan = Plan(
             devices=tuple(ids),
@@ -228,7 +244,9 @@ class Demo:
         suffix = "" if work.run == 1 else f"-run{work.run}"
         self.rollout_ids = {"v1": f"install-v1{suffix}", "v2": f"canary-v2{suffix}",
                             "v3": f"broken-v3{suffix}"}  # fmt: skip
+        self.motors_rollout = f"install-vibration{suffix}"
         self.targets: dict[str, int] = {}
+        self.targets_motors: int | None = None  # the vibration CNN's version
         # alert rules are kept in the hub's database: each run has its own names
         self.rule_suffix = suffix
         self.stop = threading.Event()
@@ -280,6 +298,12 @@ class Demo:
             f"models   v1 and v2 trained (int8 accuracy {self.trained['v1'].accuracy:.1%}, "
             f"{self.trained['v2'].accuracy:.1%})"
         )
+        if self.motor_tags:
+            self.trained["vibration"] = models.train_vibration(self.dir / "models")
+            self.say(
+                f"models   {models.VIBRATION_MODEL} trained (1-D CNN on [64, 3] accelerometer "
+                f"windows, int8 accuracy {self.trained['vibration'].accuracy:.1%})"
+            )
         self.hub = self._start_hub()
         hub = self._running()
         host, port = self._broker_address()
@@ -290,7 +314,7 @@ class Demo:
         self._push("v1")
         self._start_alerter()
         now = time.time()
-        for device, tags in self.tags.items():
+        for device, tags in {**self.tags, **self.motor_tags}.items():
             hub.store.set_tags(device, tags, now=now)
         self.link = LinkCut(host, port)
         specs = [
@@ -303,28 +327,51 @@ class Demo:
             )
             for d in self.plan.devices
         ]
+        motors = list(self.motor_tags)
+        specs += [
+            DeviceSpec(
+                device_id=d,
+                tags=self.motor_tags[d],
+                data_dir=self.dir / "fleet" / d,
+                broker_port=port,
+                feed="vibration",
+                drifting=len(motors) > 1 and d == motors[-1],  # a loose sensor mount
+            )
+            for d in motors
+        ]
         per = max(1, self.options.per_worker)
-        for i in range(0, len(specs), per):
+        groups = [specs[i : i + per] for i in range(0, len(specs) - len(motors), per)]
+        groups += [specs[i : i + per] for i in range(len(specs) - len(motors), len(specs), per)]
+        for seed, group in enumerate(groups):
             self.workers.append(
                 FleetWorker(
                     WorkerSpec(
-                        devices=tuple(specs[i : i + per]),
+                        devices=tuple(group),
                         trust_file=self.dir / "hub" / "keys" / "trust.json",
                         broker_host=host,
                         window_s=self.timing.window_s,
                         rate_hz=self.options.rate_hz,
                         log_file=self.dir / "demo.log",
-                        seed=i // per,
+                        seed=seed,
                     )
                 )
             )
         for w in self.workers:
             w.wait_ready(180)
         self.say(
-            f"fleet    {len(specs)} agents in {len(self.workers)} processes, "
+            f"fleet    {len(self.tags)} agents in {len(self.workers)} processes, "
             f"{self.options.rate_hz:g} readings/s each; cohorts "
             + ", ".join(f"{t}" for t in sorted({t[1] for t in self.tags.values()}))
         )
+        if motors:
+            self._install_motors()
+            loose = ""
+            if len(motors) > 1:
+                loose = f"; {motors[-1]}'s {LOOSE_AXIS} sensor mount is loose"
+            self.say(
+                f"motors   {len(motors)} devices get {models.VIBRATION_MODEL} "
+                f"(the {MOTORS} tag){loose}"
+            )
 
     def _start_hub(self, attempts: int = 3) -> HubService:
         """The hub on free ports: the API on one the kernel picks, the embedded broker on
@@ -348,6 +395,38 @@ class Demo:
                     raise
                 log.warning("demo: %s; trying another port", exc)
         raise HubError("the hub did not start")  # pragma: no cover (the loop returns or raises)
+
+    def _install_motors(self) -> None:
+        """Register the vibration CNN and install it on every motor (not part of the story:
+        the second kind of model the console shows, beside the pumps' classifier)."""
+        hub = self._running()
+        m = self.trained["vibration"]
+        pushed = hub.registry.push_model(
+            m.model,
+            name=models.VIBRATION_MODEL,
+            reference=m.reference,
+            schema=m.schema,
+            lineage=dict(m.lineage),
+        )
+        self.targets_motors = pushed.version
+        t = self.timing
+        spec = RolloutSpec(
+            id=self.motors_rollout,
+            model=models.VIBRATION_MODEL,
+            target_version=pushed.version,
+            previous_version=None,
+            selector=Selector(tags=(MOTORS,)),
+            stages=(
+                Stage(share=1.0, bake_s=0.0, gates=Gates(max_psi=None, max_latency_ratio=None)),
+            ),
+            probation=Probation(window_s=t.probation_s, min_predictions=5, max_crashes=2),
+            on_insufficient="proceed",
+        )
+        hub.runner.create(spec, actor="demo")
+        self.say(
+            f"push     {models.VIBRATION_MODEL} v{pushed.version} registered and signed; "
+            f"rollout {spec.id} started"
+        )
 
     def _abort_leftovers(self) -> None:
         """Abort rollouts an earlier run on this directory left active (it was killed)."""
@@ -443,6 +522,7 @@ class Demo:
             model=models.MODEL_NAME,
             target_version=version,
             previous_version=previous if previous != version else None,
+            selector=Selector(tags=(PUMPS,)),
             stages=stages,
             on_failure=on_failure,
             probation=probation,
@@ -598,9 +678,20 @@ class Demo:
             hub = self._running()
         except HubError:
             return s
-        for c in counts.values():
+        for device, c in counts.items():
             if c.active is not None:
-                s.versions[f"v{c.active}"] = s.versions.get(f"v{c.active}", 0) + 1
+                key = f"v{c.active}"
+                if device in self.motor_tags:
+                    key = f"{models.VIBRATION_MODEL} {key}"
+                s.versions[key] = s.versions.get(key, 0) + 1
+        if self.targets_motors is not None:
+            on = sum(1 for d in self.motor_tags if counts.get(d, DeviceCounts()).active
+                     == self.targets_motors)  # fmt: skip
+            if on < len(self.motor_tags):
+                s.problems.append(
+                    f"{models.VIBRATION_MODEL}: {on} of {len(self.motor_tags)} motors run "
+                    f"v{self.targets_motors}"
+                )
         for device, c in sorted(counts.items()):
             stored = sum(hi - lo + 1 for lo, hi in hub.store.stored_ranges(device))
             counted = sum(w.n for w in hub.store.windows_for(device=device, since=self.started))
@@ -608,20 +699,42 @@ class Demo:
             s.stored += stored
             s.served += c.served
             s.counted += counted
-        for kind in ("v1", "v2", "v3"):
-            if kind in self.targets:
-                try:
-                    r = hub.rollouts.get(self.rollout_ids[kind]).rollout
-                except HubError:
-                    continue
-                why = r.history[-1].reason if r.history else ""
-                why = why if len(why) <= 160 else why[:159] + "…"
-                s.rollouts.append((f"{r.spec.id} (v{r.spec.target_version})", r.state.value, why))
+        s.motors = self._motor_verdicts(hub)
+        ids = [self.rollout_ids[k] for k in ("v1", "v2", "v3") if k in self.targets]
+        if self.targets_motors is not None:
+            ids.append(self.motors_rollout)
+        for rid in ids:
+            try:
+                r = hub.rollouts.get(rid).rollout
+            except HubError:
+                continue
+            why = r.history[-1].reason if r.history else ""
+            why = why if len(why) <= 160 else why[:159] + "…"
+            s.rollouts.append((f"{r.spec.id} (v{r.spec.target_version})", r.state.value, why))
         if self.alerter is not None:
             for a in self._alerts():
                 when = a.ts - self.started
                 s.alerts.append(f"{a.rule} {a.state} at +{when:.0f} s (value {a.value})")
         return s
+
+    def _motor_verdicts(self, hub: _Running) -> list[str]:
+        """Each motor's drift verdict on its vibration-CNN windows of this run, one line
+        (the loose mount shows on its axis's channel summaries)."""
+        if self.targets_motors is None:
+            return []
+        queries = DriftQueries(hub.store, hub.registry.reference)
+        lines = []
+        for device in self.motor_tags:
+            scope = DriftScope(model=models.VIBRATION_MODEL, version=self.targets_motors,
+                               device=device)  # fmt: skip
+            try:
+                summary, _ = queries.fetch(scope, since=self.started).assess()
+            except EdgeFleetError as exc:
+                lines.append(f"{device}: cannot tell ({exc})")
+                continue
+            drifted = f" on {', '.join(summary.drifted)}" if summary.drifted else ""
+            lines.append(f"{device}: {summary.verdict}{drifted} (n = {summary.n})")
+        return lines
 
     def close(self) -> None:
         """Stop everything the demo started (idempotent; never raises)."""

@@ -143,9 +143,24 @@ def test_summary_counts_what_agents_produced_as_stored_by_the_hub(story):
     assert produced == stored > 0 and windows.endswith("(equal)")
     served, counted = map(int, re.findall(r"\d+", run.wait_for(r"^predictions ", timeout=1)))
     assert served == counted > 0
-    assert run.wait_for(r"^versions ", timeout=1) == "versions   v2: 4"
+    assert run.wait_for(r"^versions ", timeout=1) == "versions   v2: 4, vibration-cnn v1: 2"
     assert "rolled_back (gate failed: failure_share" in run.wait_for(r"^rollout +broken-v3")
     assert run.wait_for(r"^alert ", timeout=1).startswith("alert      drift-line-3 firing")
+
+
+def test_motors_run_the_vibration_cnn_and_the_loose_mount_shows_on_its_axis(story):
+    """The second kind of model beside the pumps: a tensor-input CNN installed on the
+    motors only, and the loose accelerometer mount of the last motor flagged by the
+    per-channel summaries of its vertical axis (a gain of 1.4 on az)."""
+    run = story["run"]
+    assert "install-vibration (v1): completed" in run.wait_for(r"^rollout +install-vibration")
+    assert "motor-02's az sensor mount is loose" in run.wait_for(r"^\[.*motors +2 devices")
+    loose = run.wait_for(r"^motor +motor-02: ", timeout=1)
+    assert re.search(r": (drift|major) on .*\baz\.", loose), loose
+    assert not re.search(r"\ba[xy]\.", loose), loose  # only its loose axis
+    run.wait_for(r"^motor +motor-01: ", timeout=1)
+    # the pump rollouts never touched a motor
+    assert "v2: 4" in run.wait_for(r"^versions ", timeout=1)
 
 
 def test_default_ports_in_use_do_not_stop_the_demo(story):
