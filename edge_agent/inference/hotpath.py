@@ -66,6 +66,13 @@ class NativeSpec:
     refuse_range: bool
     labels: tuple[str, ...]
     version: ModelVersion
+    #: The error line for a sample ``[1, *sample_shape]`` holding NaN / out of range.
+    nan_problem: Callable[[np.ndarray], str] | None = None
+    range_problem: Callable[[np.ndarray], str] | None = None
+    #: A tensor sample, counted through its per-channel summaries (channels last).
+    tensor: bool = False
+    #: Whether the window counts the outputs too, after the sample's values.
+    monitor_outputs: bool = False
 
 
 def native_runner(spec: NativeSpec) -> NativeRunner | None:
@@ -83,21 +90,28 @@ def native_runner(spec: NativeSpec) -> NativeRunner | None:
         return None
     if not model.native_ready:
         return None
+    nan_problem = spec.nan_problem or partial(nan_message, spec.names)
+    range_problem = spec.range_problem or partial(
+        out_of_range_message, spec.names, spec.lo, spec.hi
+    )
     runner: NativeRunner = _hotpath.Runner(
         model=model,
-        staging=np.zeros((1, model.n_features), dtype=np.float32),
+        staging=np.zeros((1, *model.sample_shape), dtype=np.float32),
+        sample_shape=tuple(model.sample_shape),
+        tensor=spec.tensor,
+        monitor_outputs=spec.monitor_outputs,
         serve_lock=spec.lock,
         record_error=spec.monitor.record_error,
         error_type=PredictionError,
-        range_problem=partial(out_of_range_message, spec.names, spec.lo, spec.hi),
-        nan_problem=partial(nan_message, spec.names),
+        range_problem=range_problem,
+        nan_problem=nan_problem,
         result_type=Prediction,
         labels=spec.labels,
         version=spec.version,
         refuse_nan=spec.refuse_nan,
         refuse_range=spec.refuse_range,
-        refuse_lo=spec.lo.astype(np.float64),
-        refuse_hi=spec.hi.astype(np.float64),
+        refuse_lo=np.ascontiguousarray(spec.lo, dtype=np.float64).ravel(),
+        refuse_hi=np.ascontiguousarray(spec.hi, dtype=np.float64).ravel(),
         **spec.monitor.native_counters(),
     )
     spec.monitor.attach_native(runner)
