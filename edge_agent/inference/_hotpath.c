@@ -347,9 +347,11 @@ static int runner_setup(Runner *self, PyObject *args, PyObject *kwds) {
         return -1;
     {   /* where each channel's values sit in a sample, and the channel bins */
         const long long *ix = self->b_chan_index.buf;
+        const Py_ssize_t np_ = self->positions;
         for (Py_ssize_t i = 0; i < self->b_chan_index.len / 8; i++)
-            if (ix[i] < 0 || ix[i] >= ni) {
-                PyErr_SetString(PyExc_ValueError, "Runner: chan_index out of the sample");
+            if (ix[i] != (i % np_) * nch + i / np_) { /* channel i / np_, position i % np_ */
+                PyErr_SetString(PyExc_ValueError,
+                                "Runner: the native path counts channels-last tensors only");
                 return -1;
             }
         Py_ssize_t n_off = self->b_chan_edge_off.len / 8;
@@ -625,27 +627,38 @@ static PyObject *invoke(Runner *self, double *latency) {
     return out;
 }
 
-/* How many of v[0..n-1] are >= t (none of the NaNs); vectorised by the compiler. */
-static long long count_at_least(const float *v, Py_ssize_t n, float t) {
-    long long total = 0;
-    for (Py_ssize_t a = 0; a < n; a += (Py_ssize_t)1 << 24) {
-        Py_ssize_t b = n - a < ((Py_ssize_t)1 << 24) ? n - a : ((Py_ssize_t)1 << 24);
-        int c = 0;
-        for (Py_ssize_t i = 0; i < b; i++) c += v[a + i] >= t;
-        total += c;
-    }
-    return total;
-}
+/* Where the compiler and the CPU have them, the counting loops below use wider vector
+ * units (chosen once, at load time). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define WIDE_VECTORS __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define WIDE_VECTORS
+#endif
 
-static long long count_nan(const float *v, Py_ssize_t n) {
-    long long total = 0;
-    for (Py_ssize_t a = 0; a < n; a += (Py_ssize_t)1 << 24) {
-        Py_ssize_t b = n - a < ((Py_ssize_t)1 << 24) ? n - a : ((Py_ssize_t)1 << 24);
+/* ge[i] = how many of v[0..n-1] are >= t[i] (i < nt), none of the NaNs; returns how
+ * many are NaN (0 without looking when ``no_nan``: the schema refused them). Vectorised
+ * by the compiler (int counters over chunks of 2^24). */
+WIDE_VECTORS
+static long long count_at_least(const float *v, Py_ssize_t n, const float *t, Py_ssize_t nt,
+                                long long *ge, int no_nan) {
+    const Py_ssize_t chunk = (Py_ssize_t)1 << 24;
+    long long nan = 0;
+    for (Py_ssize_t i = 0; i < nt; i++) ge[i] = 0;
+    for (Py_ssize_t a = 0; a < n; a += chunk) {
+        const Py_ssize_t b = n - a < chunk ? n - a : chunk;
+        const float *w = v + a;
         int c = 0;
-        for (Py_ssize_t i = 0; i < b; i++) c += v[a + i] != v[a + i];
-        total += c;
+        if (!no_nan)
+            for (Py_ssize_t j = 0; j < b; j++) c += w[j] != w[j];
+        nan += c;
+        for (Py_ssize_t i = 0; i < nt; i++) {
+            const float ti = t[i];
+            c = 0;
+            for (Py_ssize_t j = 0; j < b; j++) c += w[j] >= ti;
+            ge[i] += c;
+        }
     }
-    return total;
+    return nan;
 }
 
 /* The per-channel value histograms of the m buffered tensor samples: bin i (1..k-1)
@@ -661,8 +674,7 @@ static void fold_channels(Runner *self, Py_ssize_t m) {
         const float *thr = self->chan_thr + ceo[c];
         const Py_ssize_t k = (Py_ssize_t)(ceo[c + 1] - ceo[c]) - 1;
         long long *h = hist + cho[c];
-        const long long nan = count_nan(v, n);
-        for (Py_ssize_t i = 0; i <= k; i++) ge[i] = count_at_least(v, n, thr[i]);
+        const long long nan = count_at_least(v, n, thr, k + 1, ge, self->refuse_nan);
         h[0] += (n - nan) - ge[0];
         for (Py_ssize_t i = 1; i <= k; i++) h[i] += ge[i - 1] - ge[i];
         h[k + 1] += ge[k];
@@ -796,6 +808,39 @@ static void copy_sample(const Runner *self, const Py_buffer *in, float *x) {
     }
 }
 
+/* Channels c0 .. c0+g-1 of a channels-last sample x [positions, nch]: the sums of
+ * their values and of their squares, each summed position by position (g chains at
+ * once, each in NumPy's order); with dst, their values copied channel by channel
+ * (channel c0 + i at dst + i * stride). g is a constant where it is inlined. */
+static inline __attribute__((always_inline)) void channel_sums(
+    const float *x, Py_ssize_t np_, Py_ssize_t nch, Py_ssize_t c0, int g, float *dst,
+    Py_ssize_t stride, double *sum, double *squares) {
+    double s[4] = {0.0, 0.0, 0.0, 0.0}, sq[4] = {0.0, 0.0, 0.0, 0.0};
+    const float *at = x + c0;
+    if (dst != NULL) {
+        for (Py_ssize_t q = 0; q < np_; q++, at += nch) {
+            for (int i = 0; i < g; i++) {
+                const double v = at[i];
+                s[i] += v;
+                sq[i] += v * v;
+                dst[i * stride + q] = at[i];
+            }
+        }
+    } else {
+        for (Py_ssize_t q = 0; q < np_; q++, at += nch) {
+            for (int i = 0; i < g; i++) {
+                const double v = at[i];
+                s[i] += v;
+                sq[i] += v * v;
+            }
+        }
+    }
+    for (int i = 0; i < g; i++) {
+        sum[i] = s[i];
+        squares[i] = sq[i];
+    }
+}
+
 /* The window's row for a sample x (the monitor lock is held): the sample itself, or a
  * tensor's per-channel summaries (also buffering its values channel by channel for the
  * value histograms, and counting range misses); then the outputs p if monitored. */
@@ -803,40 +848,43 @@ static void buffer_row(Runner *self, const float *x, const float *p, Py_ssize_t 
     double *row = self->ring + at * self->n_features;
     Py_ssize_t j = 0;
     if (self->tensor) {
-        const Py_ssize_t np_ = self->positions;
-        const long long *ix = self->b_chan_index.buf;
+        const Py_ssize_t np_ = self->positions, nch = self->n_channels;
         const double *clo = self->b_chan_lo.buf, *chi = self->b_chan_hi.buf;
         long long *oor = self->b_oor.buf;
-        for (Py_ssize_t c = 0; c < self->n_channels; c++, j += 3) {
-            const long long *where = ix + c * np_;
-            float *dst = self->ring_ch ? self->ring_ch + (c * self->cap + at) * np_ : NULL;
-            double sum = 0.0, squares = 0.0;
-            for (Py_ssize_t q = 0; q < np_; q++) {
-                const double v = x[where[q]];
-                sum += v;
-                squares += v * v;
+        const Py_ssize_t stride = self->cap * np_; /* from one channel's values to the next */
+        for (Py_ssize_t c0 = 0; c0 < nch; c0 += 4) { /* up to 4 channels at a time */
+            double sum[4], squares[4];
+            float *dst = self->ring_ch ? self->ring_ch + c0 * stride + at * np_ : NULL;
+            switch (nch - c0 < 4 ? nch - c0 : 4) {
+            case 1: channel_sums(x, np_, nch, c0, 1, dst, stride, sum, squares); break;
+            case 2: channel_sums(x, np_, nch, c0, 2, dst, stride, sum, squares); break;
+            case 3: channel_sums(x, np_, nch, c0, 3, dst, stride, sum, squares); break;
+            default: channel_sums(x, np_, nch, c0, 4, dst, stride, sum, squares); break;
             }
-            if (dst != NULL)
-                for (Py_ssize_t q = 0; q < np_; q++) dst[q] = x[where[q]];
-            if (self->chan_range) {
+            for (Py_ssize_t c = c0; c < nch && c < c0 + 4; c++, j += 3) {
+                /* as InputSchema.summarize: std = sqrt(max(energy - mean^2, 0)), NaN kept */
+                const double mean = sum[c - c0] / (double)np_;
+                const double energy = squares[c - c0] / (double)np_;
+                const double var = energy - mean * mean;
+                row[j] = mean;
+                row[j + 1] = sqrt(var > 0.0 || isnan(var) ? var : 0.0);
+                row[j + 2] = energy;
+            }
+        }
+        if (self->chan_range) {
+            for (Py_ssize_t c = 0; c < nch; c++) {
                 const double lo = clo[c], hi = chi[c];
                 int miss = 0;
                 for (Py_ssize_t q = 0; q < np_; q++) {
-                    const double v = x[where[q]];
+                    const double v = x[q * nch + c];
                     miss |= v < lo || v > hi;
                 }
                 if (miss) {
-                    oor[j]++;
-                    oor[j + 1]++;
-                    oor[j + 2]++;
+                    oor[3 * c]++;
+                    oor[3 * c + 1]++;
+                    oor[3 * c + 2]++;
                 }
             }
-            /* as InputSchema.summarize: std = sqrt(max(energy - mean^2, 0)), NaN kept */
-            const double mean = sum / (double)np_, energy = squares / (double)np_;
-            const double var = energy - mean * mean;
-            row[j] = mean;
-            row[j + 1] = sqrt(var > 0.0 || isnan(var) ? var : 0.0);
-            row[j + 2] = energy;
         }
     } else {
         for (; j < self->n_inputs; j++) row[j] = x[j];
@@ -850,10 +898,11 @@ static PyObject *predict_locked(Runner *self, Py_buffer *in, PyObject *probation
     float *x = self->b_staging.buf;
     copy_sample(self, in, x);
     if (self->refuse_nan) {
-        for (Py_ssize_t j = 0; j < nf; j++)
-            if (isnan(x[j]))
-                return fail(self, s_invalid, Py_None,
-                            PyObject_CallOneArg(self->nan_problem, self->staging), NULL);
+        int any_nan = 0;
+        for (Py_ssize_t j = 0; j < nf; j++) any_nan |= x[j] != x[j]; /* vectorised */
+        if (any_nan)
+            return fail(self, s_invalid, Py_None,
+                        PyObject_CallOneArg(self->nan_problem, self->staging), NULL);
     }
     if (self->refuse_range) {
         const double *lo = self->b_refuse_lo.buf, *hi = self->b_refuse_hi.buf;
