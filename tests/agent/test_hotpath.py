@@ -351,13 +351,21 @@ def tensor_schema(name: str, policy: str) -> InputSchema:
     )
 
 
-def tensor_bundle(tmp_path: Path, name: str, variant: str, keys, schema: InputSchema | None) -> Path:
+def tensor_bundle(
+    tmp_path: Path, name: str, variant: str, keys, schema: InputSchema | None, jitter: float = 0.0
+) -> Path:
+    """A bundle of a TF fixture; with ``jitter``, its reference values get that much
+    noise, so its bin edges (midpoints of float32 values) fall between float32 values."""
     out = tmp_path / f"{name}-{variant}.efb"
+    reference = load_reference(TF / f"{name}.npz")
+    if jitter:
+        noise = np.random.default_rng(8).normal(0.0, jitter, reference.x.shape)
+        reference = ReferenceData(reference.x.astype(np.float64) + noise, reference.names)
     build_bundle(
         (TF / f"{name}_{variant}.tflite").read_bytes(),
         name="m",
         version=1,
-        reference=load_reference(TF / f"{name}.npz"),
+        reference=reference,
         keys=keys,
         out=out,
         schema=schema,
@@ -411,11 +419,15 @@ def tensor_samples(name: str, serving: ServingModel, count: int) -> list[np.ndar
 
 
 @pytest.mark.parametrize("policy", ["accept", "refuse"])
-@pytest.mark.parametrize(("name", "variant"), [("cnn1d", "int8f"), ("cnn2d", "float16")])
+@pytest.mark.parametrize(
+    ("name", "variant", "jitter"),
+    [("cnn1d", "int8f", 0.0), ("cnn1d", "dynamic", 1e-3), ("cnn2d", "float16", 0.0)],
+)
 def test_tensor_samples_get_the_same_outputs_errors_and_windows_as_the_python_path(
-    tmp_path, signing_keys, trust_1of1, monkeypatch, name, variant, policy
+    tmp_path, signing_keys, trust_1of1, monkeypatch, name, variant, jitter, policy
 ) -> None:
-    bundle = tensor_bundle(tmp_path, name, variant, signing_keys[:1], tensor_schema(name, policy))
+    schema = tensor_schema(name, policy)
+    bundle = tensor_bundle(tmp_path, name, variant, signing_keys[:1], schema, jitter)
     native = predictor(bundle, trust_1of1, monkeypatch, native=True)
     python = predictor(bundle, trust_1of1, monkeypatch, native=False)
     assert native.active is not None and native.active.native is not None
