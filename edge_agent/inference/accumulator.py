@@ -154,8 +154,7 @@ class WindowAccumulator:
         self._channel_offsets = np.concatenate([[0], np.cumsum(channel_sizes)]).astype(np.int64)
         self._channel_hist = np.zeros(int(self._channel_offsets[-1]), dtype=np.int64)
         self._channel_counts = [
-            self._channel_hist[a:b]
-            for a, b in itertools.pairwise(self._channel_offsets.tolist())
+            self._channel_hist[a:b] for a, b in itertools.pairwise(self._channel_offsets.tolist())
         ]
         self._channel_ranges = _channel_ranges(channel_ranges, channel_values, n_features)
         n_channels = max(len(self._channel_edges), 1)
@@ -386,10 +385,12 @@ class WindowAccumulator:
     def _count_channel_ranges(self, x: np.ndarray) -> None:
         """Count the samples of a raw block ``x [m, *sample_shape]`` holding a value out
         of its channel's range, per channel, in that channel's summaries."""
-        assert self._channel_ranges is not None and self._channels_last is not None
-        lo, hi = self._channel_ranges
+        ranges, channels_last = self._channel_ranges, self._channels_last
+        if ranges is None or channels_last is None:
+            return
+        lo, hi = ranges
         m, n_channels = x.shape[0], lo.shape[0]
-        v = self._channels_last(x).reshape(m, -1, n_channels)
+        v = channels_last(x).reshape(m, -1, n_channels)
         missed = np.count_nonzero(((v < lo) | (v > hi)).any(axis=1), axis=0)
         self._oor[: n_channels * len(SUMMARIES)] += np.repeat(missed, len(SUMMARIES))
 
@@ -452,14 +453,13 @@ class WindowAccumulator:
         """
         unbounded = np.zeros(self.n_features)  # not read: count_range is False
         lo, hi = self._ranges if self._ranges is not None else (unbounded, unbounded)
-        tensor = self._channels_last is not None and self._monitored is not None
+        channels_last = self._channels_last
         chan_index = np.zeros(0, dtype=np.int64)
         n_channels = 0
-        if tensor:
-            assert self._channels_last is not None
+        if channels_last is not None and self._monitored is not None:  # a tensor
             size = int(np.prod(self._x_shape))
             at = np.arange(size, dtype=np.float64).reshape(1, *self._x_shape)
-            where = self._channels_last(at)  # [positions, channels]
+            where = channels_last(at)  # [positions, channels]
             n_channels = int(where.shape[1])
             chan_index = np.ascontiguousarray(where.T, dtype=np.int64).ravel()
         no_range = np.zeros(n_channels)  # not read: chan_range is False

@@ -175,7 +175,6 @@ class ServingModel:
             np.array([np.inf if f.max is None else f.max for f in self.schema.features]),
         )
 
-
     def _range_schema(self) -> InputSchema | None:
         """The ranges the window counts out-of-range values against, one per value it
         counts: none for a tensor (its ranges bound its values, not their summaries);
