@@ -8,8 +8,8 @@
  *
  * A Runner holds buffer views of the accumulator's NumPy arrays, which the accumulator
  * therefore only ever updates in place. Per call it:
- *   1. takes a float32 or float64 [F] sample (any buffer, strided too), else returns
- *      None so the caller falls back to the general path (also when the interpreter's
+ *   1. takes a float32 or float64 sample of the model's shape (any buffer, strided
+ *      too), else returns None so the caller falls back to the general path (also when the interpreter's
  *      batch is not 1);
  *   2. under the serving lock: refuses NaN / out-of-range inputs the schema refuses
  *      (counted as invalid_input, the message from nan_problem / range_problem naming
@@ -988,8 +988,9 @@ static PyObject *predict_locked(Runner *self, Py_buffer *in, PyObject *probation
 }
 
 /* Runner(inputs, probation=None) -> result_type(outputs [1, C], labels, version), or
- * None when inputs are not a float32/float64 [F] buffer or the model's batch is not 1
- * (the general path handles those). */
+ * None when inputs are not a float32/float64 buffer of the sample's shape (for a tensor
+ * also [1, *sample_shape]) or the model's batch is not 1 (the general path handles
+ * those). */
 static PyObject *Runner_call(Runner *self, PyObject *args, PyObject *kwds) {
     PyObject *inputs, *probation = Py_None;
     if (!PyArg_UnpackTuple(args, "Runner", 1, 2, &inputs, &probation)) return NULL;

@@ -330,7 +330,7 @@ def test_a_retired_model_is_freed_without_the_cycle_collector(
 # -- tensor samples (rank >= 2): per-channel summaries, value histograms, ranges ------
 
 
-def tensor_schema(name: str, policy: str) -> InputSchema:
+def tensor_schema(name: str, policy: str, kind: str | None = None) -> InputSchema:
     """A schema for a TF fixture with finite ranges that about one reference sample in
     five leaves (a channel's lowest value under the 10th percentile of those, or its
     highest above the 90th), both policies ``policy``."""
@@ -348,6 +348,7 @@ def tensor_schema(name: str, policy: str) -> InputSchema:
         nan=policy,  # type: ignore[arg-type]
         shape=x.shape[1:],
         channel_axis=x.ndim - 2,
+        output_kind=kind,  # type: ignore[arg-type]
     )
 
 
@@ -574,3 +575,20 @@ def test_threads_predicting_tensors_while_windows_close_lose_no_count(
     assert sum(w.n for w in windows) == 1200
     for w in windows:
         check_window(w)  # every histogram sums to n, every channel's to n x positions
+
+
+def test_a_tensor_model_whose_outputs_are_monitored_counts_them_as_the_python_path(
+    tmp_path, signing_keys, trust_1of1, monkeypatch
+) -> None:
+    """A tensor model whose outputs are not classes (here declared ``regression``)
+    counts its outputs after the channels' summaries, natively too."""
+    schema = tensor_schema("cnn1d", "accept", "regression")
+    bundle = tensor_bundle(tmp_path, "cnn1d", "int8f", signing_keys[:1], schema)
+    native = predictor(bundle, trust_1of1, monkeypatch, native=True)
+    python = predictor(bundle, trust_1of1, monkeypatch, native=False)
+    for x in tensor_samples("cnn1d", native.active, 120):  # type: ignore[arg-type]
+        got, want = outcome(native, x), outcome(python, x)
+        assert got[0] == want[0] and (got[0] == "error" or np.array_equal(got[1], want[1]))
+    window, _ = assert_same_closed(native, python)
+    assert len(window.features) == 3 * 3 + 3  # summaries, then out.<label>
+    assert all(f.count > 100 for f in window.features[9:])
