@@ -8,8 +8,8 @@
  *
  * A Runner holds buffer views of the accumulator's NumPy arrays, which the accumulator
  * therefore only ever updates in place. Per call it:
- *   1. takes a float32 or float64 [F] sample (any buffer, strided too), else returns
- *      None so the caller falls back to the general path (also when the interpreter's
+ *   1. takes a float32 or float64 sample of the model's shape (any buffer, strided
+ *      too), else returns None so the caller falls back to the general path (also when the interpreter's
  *      batch is not 1);
  *   2. under the serving lock: refuses NaN / out-of-range inputs the schema refuses
  *      (counted as invalid_input, the message from nan_problem / range_problem naming
@@ -31,6 +31,16 @@
  *      invocation evicts between samples;
  *   4. tells the probation monitor, if any; returns Prediction(outputs [1, C], labels,
  *      version, errors=()).
+ *
+ * A tensor sample (``tensor``: [*sample_shape] or [1, *sample_shape], channels on the
+ * last axis) is counted as WindowAccumulator counts it through InputSchema.monitor: the
+ * buffered row is each channel's mean, standard deviation and energy over its positions
+ * (summed position by position, the order NumPy sums a channels-last block in; no
+ * fused multiply-adds), then the outputs when ``monitor_outputs``; a channel with a
+ * value out of its range (``chan_range``) counts in its summaries' range misses; and
+ * the raw values are buffered channel by channel and folded into the per-channel value
+ * histograms (``chan_hist``) by counting, per edge, the values at or above it (in
+ * float32, against each edge rounded up to the float32 values it admits: exact).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -38,6 +48,15 @@
 #include <stddef.h>
 #include <string.h>
 #include <time.h>
+
+/* a * b + c must round twice, as NumPy's summaries do: no fused multiply-add. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#define MAX_RANK 8
 
 
 typedef struct {
@@ -52,12 +71,25 @@ typedef struct {
     PyObject *labels, *version;
     int refuse_nan, refuse_range, count_range;
     double moment_limit; /* monitor.MOMENT_LIMIT */
-    Py_ssize_t n_features, n_classes;
+    /* n_inputs: values in one sample; n_features: values the window counts per sample
+     * (the sample's, or for a tensor 3 summaries per channel; then the outputs with
+     * monitor_outputs). */
+    Py_ssize_t n_inputs, n_features, n_classes;
+    int tensor, monitor_outputs, chan_range, rank;
+    Py_ssize_t shape[MAX_RANK];
+    Py_ssize_t n_channels, positions, n_chan_bins; /* n_chan_bins: 0 or n_channels */
+    Py_ssize_t cap; /* samples the buffer holds (RING, fewer for large tensors) */
     /* Views kept for the Runner's life: see the module comment. */
     Py_buffer b_staging, b_refuse_lo, b_refuse_hi, b_edges, b_edge_off, b_hist, b_hist_off;
     Py_buffer b_count, b_mean, b_m2, b_min, b_max, b_lo, b_hi, b_oor;
     Py_buffer b_classes, b_conf_edges, b_conf, b_conf_sum, b_lat_edges, b_latency, b_tally;
     Py_buffer b_typ_dirs, b_typ_mean, b_typ_n, b_typ_sum;
+    Py_buffer b_chan_index, b_chan_edges, b_chan_edge_off, b_chan_hist, b_chan_hist_off;
+    Py_buffer b_chan_lo, b_chan_hi;
+    /* Per channel: each edge but the last rounded up to float32 (v >= e iff v >= that),
+     * then the least float32 above the last edge (v > e iff v >= that). */
+    float *chan_thr;
+    long long *chan_ge; /* scratch: values at or above each threshold */
     Py_ssize_t typ_k; /* typicality directions (rows of typ_dirs); 0: none counted */
     int n_views;
     /* Each feature's edges padded with +inf to an even length, for bin_pairs. */
@@ -66,7 +98,8 @@ typedef struct {
     /* Samples counted in n but not yet binned (guarded by the monitor lock): inputs,
      * predicted class, top-1 confidence, latency. Folded RING at a time, feature by
      * feature, so the window's arrays stay in cache while they are updated. */
-    float *ring;
+    double *ring;    /* [cap, n_features] */
+    float *ring_ch;  /* [n_channels, cap, positions] raw values (with channel bins) */
     double *ring_top, *ring_latency;
     Py_ssize_t *ring_best;
     Py_ssize_t pending;
@@ -145,7 +178,9 @@ static void release_views(Runner *self) {
                         &self->b_classes, &self->b_conf_edges, &self->b_conf,
                         &self->b_conf_sum, &self->b_lat_edges, &self->b_latency,
                         &self->b_tally, &self->b_typ_dirs, &self->b_typ_mean,
-                        &self->b_typ_n, &self->b_typ_sum};
+                        &self->b_typ_n, &self->b_typ_sum, &self->b_chan_index,
+                        &self->b_chan_edges, &self->b_chan_edge_off, &self->b_chan_hist,
+                        &self->b_chan_hist_off, &self->b_chan_lo, &self->b_chan_hi};
     for (int i = 0; i < self->n_views && i < (int)(sizeof all / sizeof all[0]); i++)
         PyBuffer_Release(all[i]);
     self->n_views = 0;
@@ -163,22 +198,30 @@ static int runner_setup(Runner *self, PyObject *args, PyObject *kwds) {
                          "edges", "edge_off", "hist", "hist_off", "count", "mean", "m2", "vmin",
                          "vmax", "count_range", "moment_limit", "lo", "hi", "oor", "classes",
                          "conf_edges", "conf", "conf_sum", "lat_edges", "latency", "tally",
-                         "typ_dirs", "typ_mean", "typ_n", "typ_sum", NULL};
+                         "typ_dirs", "typ_mean", "typ_n", "typ_sum", "sample_shape", "tensor",
+                         "monitor_outputs", "chan_index", "n_channels", "chan_edges",
+                         "chan_edge_off", "chan_hist", "chan_hist_off", "chan_range", "chan_lo",
+                         "chan_hi", NULL};
     PyObject *model, *staging, *serve_lock, *monitor_lock, *record_error, *error_type,
         *range_problem, *nan_problem, *result_type, *labels, *version, *refuse_lo,
         *refuse_hi, *edges, *edge_off, *hist, *hist_off, *count, *mean, *m2, *vmin, *vmax,
         *lo, *hi, *oor, *classes, *conf_edges, *conf, *conf_sum, *lat_edges, *latency, *tally,
-        *typ_dirs, *typ_mean, *typ_n, *typ_sum;
-    int refuse_nan, refuse_range, count_range;
+        *typ_dirs, *typ_mean, *typ_n, *typ_sum, *sample_shape, *chan_index, *chan_edges,
+        *chan_edge_off, *chan_hist, *chan_hist_off, *chan_lo, *chan_hi;
+    int refuse_nan, refuse_range, count_range, tensor, monitor_outputs, chan_range;
+    Py_ssize_t n_channels;
     double moment_limit;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "$OOOOOOOOOOOppOOOOOOOOOOOpdOOOOOOOOOOOOOO", kw, &model, &staging,
+            args, kwds, "$OOOOOOOOOOOppOOOOOOOOOOOpdOOOOOOOOOOOOOOOppOnOOOOpOO", kw, &model,
+            &staging,
             &serve_lock, &monitor_lock, &record_error, &error_type, &range_problem,
             &nan_problem, &result_type, &labels, &version, &refuse_nan, &refuse_range,
             &refuse_lo, &refuse_hi, &edges, &edge_off, &hist, &hist_off, &count, &mean, &m2,
             &vmin, &vmax, &count_range, &moment_limit, &lo, &hi, &oor, &classes, &conf_edges,
             &conf, &conf_sum, &lat_edges, &latency, &tally, &typ_dirs, &typ_mean, &typ_n,
-            &typ_sum))
+            &typ_sum, &sample_shape, &tensor, &monitor_outputs, &chan_index, &n_channels,
+            &chan_edges, &chan_edge_off, &chan_hist, &chan_hist_off, &chan_range, &chan_lo,
+            &chan_hi))
         return -1;
     PyObject *interp = PyObject_GetAttrString(model, "interpreter");
     if (interp == NULL) return -1;
@@ -193,7 +236,7 @@ static int runner_setup(Runner *self, PyObject *args, PyObject *kwds) {
         Py_XDECREF(n_features);
         return -1;
     }
-    self->n_features = PyLong_AsSsize_t(n_features);
+    self->n_inputs = PyLong_AsSsize_t(n_features);
     self->n_classes = PyLong_AsSsize_t(n_classes);
     Py_DECREF(n_features);
     Py_DECREF(n_classes);
@@ -201,10 +244,39 @@ static int runner_setup(Runner *self, PyObject *args, PyObject *kwds) {
     self->in_index = in_index;
     self->out_index = out_index;
     if (PyErr_Occurred()) return -1;
-    if (self->n_features < 1 || self->n_classes < 1) {
+    if (self->n_inputs < 1 || self->n_classes < 1) {
         PyErr_SetString(PyExc_ValueError, "Runner: the model needs features and outputs");
         return -1;
     }
+    if (!PyTuple_Check(sample_shape) || PyTuple_GET_SIZE(sample_shape) < 1 ||
+        PyTuple_GET_SIZE(sample_shape) > MAX_RANK) {
+        PyErr_SetString(PyExc_ValueError, "Runner: sample_shape must be a tuple of 1 to 8 sizes");
+        return -1;
+    }
+    self->rank = (int)PyTuple_GET_SIZE(sample_shape);
+    Py_ssize_t size = 1;
+    for (int d = 0; d < self->rank; d++) {
+        self->shape[d] = PyLong_AsSsize_t(PyTuple_GET_ITEM(sample_shape, d));
+        if (self->shape[d] < 1) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "Runner: sample sizes must be >= 1");
+            return -1;
+        }
+        size *= self->shape[d];
+    }
+    if (size != self->n_inputs || (tensor && (n_channels < 1 || size % n_channels != 0))) {
+        PyErr_SetString(PyExc_ValueError, "Runner: sample_shape does not fit the model");
+        return -1;
+    }
+    self->tensor = tensor;
+    self->monitor_outputs = monitor_outputs;
+    self->chan_range = chan_range;
+    self->n_channels = tensor ? n_channels : 0;
+    self->positions = tensor ? size / n_channels : 0;
+    self->n_features = (tensor ? 3 * self->n_channels : self->n_inputs) +
+                       (monitor_outputs ? self->n_classes : 0);
+    self->cap = RING;
+    if (tensor && (1 << 16) / size < RING) self->cap = (1 << 16) / size > 1 ? (1 << 16) / size : 1;
     Py_INCREF(model);
     self->model = model;
     Py_INCREF(staging);
@@ -237,10 +309,11 @@ static int runner_setup(Runner *self, PyObject *args, PyObject *kwds) {
     self->refuse_range = refuse_range;
     self->count_range = count_range;
     self->moment_limit = moment_limit;
-    Py_ssize_t f = self->n_features, c = self->n_classes;
-    if (view(self, staging, &self->b_staging, "f", f, 1, "staging") < 0 ||
-        view(self, refuse_lo, &self->b_refuse_lo, "d", f, 0, "refuse_lo") < 0 ||
-        view(self, refuse_hi, &self->b_refuse_hi, "d", f, 0, "refuse_hi") < 0 ||
+    Py_ssize_t f = self->n_features, c = self->n_classes, ni = self->n_inputs;
+    Py_ssize_t nch = self->n_channels;
+    if (view(self, staging, &self->b_staging, "f", ni, 1, "staging") < 0 ||
+        view(self, refuse_lo, &self->b_refuse_lo, "d", ni, 0, "refuse_lo") < 0 ||
+        view(self, refuse_hi, &self->b_refuse_hi, "d", ni, 0, "refuse_hi") < 0 ||
         view(self, edges, &self->b_edges, "d", -1, 0, "edges") < 0 ||
         view(self, edge_off, &self->b_edge_off, "q", f + 1, 0, "edge_off") < 0 ||
         view(self, hist, &self->b_hist, "q", -1, 1, "hist") < 0 ||
@@ -263,8 +336,70 @@ static int runner_setup(Runner *self, PyObject *args, PyObject *kwds) {
         view(self, typ_dirs, &self->b_typ_dirs, "d", -1, 0, "typ_dirs") < 0 ||
         view(self, typ_mean, &self->b_typ_mean, "d", f, 0, "typ_mean") < 0 ||
         view(self, typ_n, &self->b_typ_n, "q", 1, 1, "typ_n") < 0 ||
-        view(self, typ_sum, &self->b_typ_sum, "d", 1, 1, "typ_sum") < 0)
+        view(self, typ_sum, &self->b_typ_sum, "d", 1, 1, "typ_sum") < 0 ||
+        view(self, chan_index, &self->b_chan_index, "q", tensor ? ni : 0, 0, "chan_index") < 0 ||
+        view(self, chan_edges, &self->b_chan_edges, "d", -1, 0, "chan_edges") < 0 ||
+        view(self, chan_edge_off, &self->b_chan_edge_off, "q", -1, 0, "chan_edge_off") < 0 ||
+        view(self, chan_hist, &self->b_chan_hist, "q", -1, 1, "chan_hist") < 0 ||
+        view(self, chan_hist_off, &self->b_chan_hist_off, "q", -1, 0, "chan_hist_off") < 0 ||
+        view(self, chan_lo, &self->b_chan_lo, "d", nch, 0, "chan_lo") < 0 ||
+        view(self, chan_hi, &self->b_chan_hi, "d", nch, 0, "chan_hi") < 0)
         return -1;
+    {   /* where each channel's values sit in a sample, and the channel bins */
+        const long long *ix = self->b_chan_index.buf;
+        const Py_ssize_t np_ = self->positions;
+        for (Py_ssize_t i = 0; i < self->b_chan_index.len / 8; i++)
+            if (ix[i] != (i % np_) * nch + i / np_) { /* channel i / np_, position i % np_ */
+                PyErr_SetString(PyExc_ValueError,
+                                "Runner: the native path counts channels-last tensors only");
+                return -1;
+            }
+        Py_ssize_t n_off = self->b_chan_edge_off.len / 8;
+        self->n_chan_bins = n_off - 1;
+        if (n_off < 1 || (self->n_chan_bins != 0 && self->n_chan_bins != nch) ||
+            self->b_chan_hist_off.len / 8 != self->n_chan_bins) {
+            PyErr_SetString(PyExc_ValueError, "Runner: channel bins do not fit the channels");
+            return -1;
+        }
+        const long long *ceo = self->b_chan_edge_off.buf, *cho = self->b_chan_hist_off.buf;
+        const double *ce = self->b_chan_edges.buf;
+        Py_ssize_t n_ce = self->b_chan_edges.len / 8, n_ch = self->b_chan_hist.len / 8;
+        Py_ssize_t widest = 1;
+        if (ceo[0] != 0) {
+            PyErr_SetString(PyExc_ValueError, "Runner: bad channel edge offsets");
+            return -1;
+        }
+        for (Py_ssize_t j = 0; j < self->n_chan_bins; j++) {
+            long long ne = ceo[j + 1] - ceo[j];
+            if (ne < 2 || ceo[j + 1] > n_ce || cho[j] < 0 || cho[j] + ne + 2 > n_ch) {
+                PyErr_Format(PyExc_ValueError, "Runner: bad channel bin offsets at channel %zd",
+                             j);
+                return -1;
+            }
+            if (ne > widest) widest = (Py_ssize_t)ne;
+        }
+        self->chan_thr = PyMem_Malloc((size_t)(n_ce ? n_ce : 1) * sizeof(float));
+        self->chan_ge = PyMem_Malloc((size_t)widest * sizeof(long long));
+        if (!self->chan_thr || !self->chan_ge) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t j = 0; j < self->n_chan_bins; j++) {
+            Py_ssize_t k = (Py_ssize_t)(ceo[j + 1] - ceo[j]) - 1;
+            for (Py_ssize_t i = 0; i <= k; i++) {
+                double e = ce[ceo[j] + i];
+                float t = (float)e;
+                if (i < k) { /* the least float32 >= e */
+                    if ((double)t < e) t = nextafterf(t, HUGE_VALF);
+                } else if (isinf(e) && e > 0) { /* nothing is above +inf */
+                    t = NAN;
+                } else if ((double)t <= e) { /* the least float32 > e */
+                    t = nextafterf(t, HUGE_VALF);
+                }
+                self->chan_thr[ceo[j] + i] = t;
+            }
+        }
+    }
     if ((self->b_typ_dirs.len / 8) % f != 0) {
         PyErr_SetString(PyExc_ValueError, "Runner: typ_dirs must be [k, features]");
         return -1;
@@ -300,10 +435,18 @@ static int runner_setup(Runner *self, PyObject *args, PyObject *kwds) {
         at += w;
     }
     self->padded_off[f] = at;
-    self->ring = PyMem_Malloc((size_t)(RING * f) * sizeof(float));
-    self->ring_top = PyMem_Malloc(RING * sizeof(double));
-    self->ring_latency = PyMem_Malloc(RING * sizeof(double));
-    self->ring_best = PyMem_Malloc(RING * sizeof(Py_ssize_t));
+    const Py_ssize_t cap = self->cap;
+    self->ring = PyMem_Malloc((size_t)(cap * f) * sizeof(double));
+    self->ring_top = PyMem_Malloc((size_t)cap * sizeof(double));
+    self->ring_latency = PyMem_Malloc((size_t)cap * sizeof(double));
+    self->ring_best = PyMem_Malloc((size_t)cap * sizeof(Py_ssize_t));
+    if (self->n_chan_bins) {
+        self->ring_ch = PyMem_Malloc((size_t)(cap * ni) * sizeof(float));
+        if (!self->ring_ch) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
     self->pending = 0;
     if (!self->ring || !self->ring_top || !self->ring_latency || !self->ring_best) {
         PyErr_NoMemory();
@@ -361,6 +504,12 @@ static int Runner_clear(Runner *self) {
     self->padded = NULL;
     self->padded_off = self->last = NULL;
     PyMem_Free(self->ring);
+    PyMem_Free(self->ring_ch);
+    PyMem_Free(self->chan_thr);
+    PyMem_Free(self->chan_ge);
+    self->ring_ch = NULL;
+    self->chan_thr = NULL;
+    self->chan_ge = NULL;
     PyMem_Free(self->ring_top);
     PyMem_Free(self->ring_latency);
     PyMem_Free(self->ring_best);
@@ -478,6 +627,61 @@ static PyObject *invoke(Runner *self, double *latency) {
     return out;
 }
 
+/* Where the compiler and the CPU have them, the counting loops below use wider vector
+ * units (chosen once, at load time). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define WIDE_VECTORS __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define WIDE_VECTORS
+#endif
+
+/* ge[i] = how many of v[0..n-1] are >= t[i] (i < nt), none of the NaNs; returns how
+ * many are NaN (0 without looking when ``no_nan``: the schema refused them). Vectorised
+ * by the compiler (int counters over chunks of 2^24). */
+WIDE_VECTORS
+static long long count_at_least(const float *v, Py_ssize_t n, const float *t, Py_ssize_t nt,
+                                long long *ge, int no_nan) {
+    const Py_ssize_t chunk = (Py_ssize_t)1 << 24;
+    long long nan = 0;
+    for (Py_ssize_t i = 0; i < nt; i++) ge[i] = 0;
+    for (Py_ssize_t a = 0; a < n; a += chunk) {
+        const Py_ssize_t b = n - a < chunk ? n - a : chunk;
+        const float *w = v + a;
+        int c = 0;
+        if (!no_nan)
+            for (Py_ssize_t j = 0; j < b; j++) c += w[j] != w[j];
+        nan += c;
+        for (Py_ssize_t i = 0; i < nt; i++) {
+            const float ti = t[i];
+            c = 0;
+            for (Py_ssize_t j = 0; j < b; j++) c += w[j] >= ti;
+            ge[i] += c;
+        }
+    }
+    return nan;
+}
+
+/* The per-channel value histograms of the m buffered tensor samples: bin i (1..k-1)
+ * holds the values >= e[i-1] and < e[i], so its count is the difference of two
+ * "at least" counts; bin 0 the values below e[0], bin k those in [e[k-1], e[k]]
+ * (closed), k + 1 those above e[k], k + 2 the NaNs (as bin_of). */
+static void fold_channels(Runner *self, Py_ssize_t m) {
+    const long long *ceo = self->b_chan_edge_off.buf, *cho = self->b_chan_hist_off.buf;
+    long long *hist = self->b_chan_hist.buf, *ge = self->chan_ge;
+    const Py_ssize_t n = m * self->positions;
+    for (Py_ssize_t c = 0; c < self->n_chan_bins; c++) {
+        const float *v = self->ring_ch + c * self->cap * self->positions;
+        const float *thr = self->chan_thr + ceo[c];
+        const Py_ssize_t k = (Py_ssize_t)(ceo[c + 1] - ceo[c]) - 1;
+        long long *h = hist + cho[c];
+        const long long nan = count_at_least(v, n, thr, k + 1, ge, self->refuse_nan);
+        h[0] += (n - nan) - ge[0];
+        for (Py_ssize_t i = 1; i <= k; i++) h[i] += ge[i - 1] - ge[i];
+        h[k + 1] += ge[k];
+        h[k + 2] += nan;
+    }
+}
+
 /* Fold the buffered samples into the window (the monitor lock is held): per feature,
  * the bins, the block's count/mean/M2/min/max merged by Chan's formula (as the Python
  * fold does), range misses; then classes, confidence and latency. */
@@ -490,7 +694,7 @@ static void fold_ring(Runner *self) {
     long long *hist = self->b_hist.buf, *count = self->b_count.buf, *oor = self->b_oor.buf;
     double *mean = self->b_mean.buf, *m2 = self->b_m2.buf;
     double *vmin = self->b_min.buf, *vmax = self->b_max.buf;
-    const float *ring = self->ring;
+    const double *ring = self->ring;
     const double limit = self->moment_limit;
     for (Py_ssize_t j = 0; j < nf; j++) {
         const double *e = padded + po[j];
@@ -529,7 +733,7 @@ static void fold_ring(Runner *self) {
         long long tn = 0;
         double ts = 0.0;
         for (Py_ssize_t s = 0; s < m; s++) {
-            const float *row = ring + s * nf;
+            const double *row = ring + s * nf;
             int finite = 1;
             for (Py_ssize_t j = 0; j < nf; j++) finite &= isfinite(row[j]) != 0;
             if (!finite) continue;
@@ -548,6 +752,7 @@ static void fold_ring(Runner *self) {
         ((long long *)self->b_typ_n.buf)[0] += tn;
         ((double *)self->b_typ_sum.buf)[0] += ts;
     }
+    if (self->n_chan_bins) fold_channels(self, m);
     long long *classes = self->b_classes.buf, *conf = self->b_conf.buf;
     long long *latency = self->b_latency.buf;
     double *conf_sum = self->b_conf_sum.buf;
@@ -565,26 +770,139 @@ static void fold_ring(Runner *self) {
 }
 
 /* Everything after the serving lock is taken; the caller releases it. */
-static PyObject *predict_locked(Runner *self, Py_buffer *in, PyObject *probation) {
-    const Py_ssize_t nf = self->n_features, nc = self->n_classes;
-    float *x = self->b_staging.buf;
+/* Copy the sample (float32 or float64, any strides; its last ``rank`` dimensions are
+ * the sample's) into x, float32 in C order: float64 rounded as NumPy's astype does. */
+static void copy_sample(const Runner *self, const Py_buffer *in, float *x) {
+    const Py_ssize_t n = self->n_inputs;
     const char *src = in->buf;
-    if (in->itemsize == 8) { /* float64: rounded to float32 as NumPy's astype does */
-        for (Py_ssize_t j = 0; j < nf; j++) {
-            double v;
-            memcpy(&v, src + j * in->strides[0], 8);
-            x[j] = (float)v;
+    if (PyBuffer_IsContiguous(in, 'C')) {
+        if (in->itemsize == 4) {
+            memcpy(x, src, (size_t)n * 4);
+        } else {
+            for (Py_ssize_t j = 0; j < n; j++) {
+                double v;
+                memcpy(&v, src + j * 8, 8);
+                x[j] = (float)v;
+            }
         }
-    } else if (in->strides[0] == 4) {
-        memcpy(x, src, (size_t)nf * 4);
-    } else {
-        for (Py_ssize_t j = 0; j < nf; j++) memcpy(x + j, src + j * in->strides[0], 4);
+        return;
     }
+    const int rank = self->rank, skip = in->ndim - rank;
+    const Py_ssize_t *strides = in->strides + skip;
+    Py_ssize_t at[MAX_RANK] = {0};
+    Py_ssize_t offset = 0; /* bytes of the current index */
+    for (Py_ssize_t j = 0; j < n; j++) {
+        if (in->itemsize == 8) {
+            double v;
+            memcpy(&v, src + offset, 8);
+            x[j] = (float)v;
+        } else {
+            memcpy(x + j, src + offset, 4);
+        }
+        for (int d = rank - 1; d >= 0; d--) { /* the next index, last dimension first */
+            offset += strides[d];
+            if (++at[d] < self->shape[d]) break;
+            offset -= strides[d] * at[d];
+            at[d] = 0;
+        }
+    }
+}
+
+/* Channels c0 .. c0+g-1 of a channels-last sample x [positions, nch]: the sums of
+ * their values and of their squares, each summed position by position (g chains at
+ * once, each in NumPy's order); with dst, their values copied channel by channel
+ * (channel c0 + i at dst + i * stride). g is a constant where it is inlined. */
+static inline __attribute__((always_inline)) void channel_sums(
+    const float *x, Py_ssize_t np_, Py_ssize_t nch, Py_ssize_t c0, int g, float *dst,
+    Py_ssize_t stride, double *sum, double *squares) {
+    double s[4] = {0.0, 0.0, 0.0, 0.0}, sq[4] = {0.0, 0.0, 0.0, 0.0};
+    const float *at = x + c0;
+    if (dst != NULL) {
+        for (Py_ssize_t q = 0; q < np_; q++, at += nch) {
+            for (int i = 0; i < g; i++) {
+                const double v = at[i];
+                s[i] += v;
+                sq[i] += v * v;
+                dst[i * stride + q] = at[i];
+            }
+        }
+    } else {
+        for (Py_ssize_t q = 0; q < np_; q++, at += nch) {
+            for (int i = 0; i < g; i++) {
+                const double v = at[i];
+                s[i] += v;
+                sq[i] += v * v;
+            }
+        }
+    }
+    for (int i = 0; i < g; i++) {
+        sum[i] = s[i];
+        squares[i] = sq[i];
+    }
+}
+
+/* The window's row for a sample x (the monitor lock is held): the sample itself, or a
+ * tensor's per-channel summaries (also buffering its values channel by channel for the
+ * value histograms, and counting range misses); then the outputs p if monitored. */
+static void buffer_row(Runner *self, const float *x, const float *p, Py_ssize_t at) {
+    double *row = self->ring + at * self->n_features;
+    Py_ssize_t j = 0;
+    if (self->tensor) {
+        const Py_ssize_t np_ = self->positions, nch = self->n_channels;
+        const double *clo = self->b_chan_lo.buf, *chi = self->b_chan_hi.buf;
+        long long *oor = self->b_oor.buf;
+        const Py_ssize_t stride = self->cap * np_; /* from one channel's values to the next */
+        for (Py_ssize_t c0 = 0; c0 < nch; c0 += 4) { /* up to 4 channels at a time */
+            double sum[4], squares[4];
+            float *dst = self->ring_ch ? self->ring_ch + c0 * stride + at * np_ : NULL;
+            switch (nch - c0 < 4 ? nch - c0 : 4) {
+            case 1: channel_sums(x, np_, nch, c0, 1, dst, stride, sum, squares); break;
+            case 2: channel_sums(x, np_, nch, c0, 2, dst, stride, sum, squares); break;
+            case 3: channel_sums(x, np_, nch, c0, 3, dst, stride, sum, squares); break;
+            default: channel_sums(x, np_, nch, c0, 4, dst, stride, sum, squares); break;
+            }
+            for (Py_ssize_t c = c0; c < nch && c < c0 + 4; c++, j += 3) {
+                /* as InputSchema.summarize: std = sqrt(max(energy - mean^2, 0)), NaN kept */
+                const double mean = sum[c - c0] / (double)np_;
+                const double energy = squares[c - c0] / (double)np_;
+                const double var = energy - mean * mean;
+                row[j] = mean;
+                row[j + 1] = sqrt(var > 0.0 || isnan(var) ? var : 0.0);
+                row[j + 2] = energy;
+            }
+        }
+        if (self->chan_range) {
+            for (Py_ssize_t c = 0; c < nch; c++) {
+                const double lo = clo[c], hi = chi[c];
+                int miss = 0;
+                for (Py_ssize_t q = 0; q < np_; q++) {
+                    const double v = x[q * nch + c];
+                    miss |= v < lo || v > hi;
+                }
+                if (miss) {
+                    oor[3 * c]++;
+                    oor[3 * c + 1]++;
+                    oor[3 * c + 2]++;
+                }
+            }
+        }
+    } else {
+        for (; j < self->n_inputs; j++) row[j] = x[j];
+    }
+    if (self->monitor_outputs)
+        for (Py_ssize_t c = 0; c < self->n_classes; c++) row[j + c] = p[c];
+}
+
+static PyObject *predict_locked(Runner *self, Py_buffer *in, PyObject *probation) {
+    const Py_ssize_t nf = self->n_inputs, nc = self->n_classes;
+    float *x = self->b_staging.buf;
+    copy_sample(self, in, x);
     if (self->refuse_nan) {
-        for (Py_ssize_t j = 0; j < nf; j++)
-            if (isnan(x[j]))
-                return fail(self, s_invalid, Py_None,
-                            PyObject_CallOneArg(self->nan_problem, self->staging), NULL);
+        int any_nan = 0;
+        for (Py_ssize_t j = 0; j < nf; j++) any_nan |= x[j] != x[j]; /* vectorised */
+        if (any_nan)
+            return fail(self, s_invalid, Py_None,
+                        PyObject_CallOneArg(self->nan_problem, self->staging), NULL);
     }
     if (self->refuse_range) {
         const double *lo = self->b_refuse_lo.buf, *hi = self->b_refuse_hi.buf;
@@ -618,7 +936,7 @@ static PyObject *predict_locked(Runner *self, Py_buffer *in, PyObject *probation
     }
     /* As the Python fold: the top-1 confidence is the row's maximum (NaN if any value
      * is NaN, then no predicted class), the class the first index holding it. */
-    const float *p = ob.buf;
+    const float *p = ob.buf; /* valid while out is alive */
     Py_ssize_t best = 0;
     double top = p[0];
     int finite = 1, any_nan = 0;
@@ -638,13 +956,13 @@ static PyObject *predict_locked(Runner *self, Py_buffer *in, PyObject *probation
         return NULL;
     }
     Py_ssize_t at = self->pending;
-    memcpy(self->ring + at * nf, x, (size_t)nf * sizeof(float));
+    buffer_row(self, x, p, at);
     self->ring_best[at] = best;
     self->ring_top[at] = top;
     self->ring_latency[at] = latency;
     self->pending = at + 1;
     ((long long *)self->b_tally.buf)[0]++;
-    if (self->pending == RING) fold_ring(self);
+    if (self->pending == self->cap) fold_ring(self);
     if (call_lock(self->monitor_release) < 0) {
         Py_DECREF(out);
         return NULL;
@@ -670,8 +988,9 @@ static PyObject *predict_locked(Runner *self, Py_buffer *in, PyObject *probation
 }
 
 /* Runner(inputs, probation=None) -> result_type(outputs [1, C], labels, version), or
- * None when inputs are not a float32/float64 [F] buffer or the model's batch is not 1
- * (the general path handles those). */
+ * None when inputs are not a float32/float64 buffer of the sample's shape (for a tensor
+ * also [1, *sample_shape]) or the model's batch is not 1 (the general path handles
+ * those). */
 static PyObject *Runner_call(Runner *self, PyObject *args, PyObject *kwds) {
     PyObject *inputs, *probation = Py_None;
     if (!PyArg_UnpackTuple(args, "Runner", 1, 2, &inputs, &probation)) return NULL;
@@ -695,7 +1014,12 @@ static PyObject *Runner_call(Runner *self, PyObject *args, PyObject *kwds) {
     const char *f = in.format ? in.format : "B";
     if (f[0] == '<' || f[0] == '=' || f[0] == '@') f++;
     int is_float = (f[0] == 'f' && in.itemsize == 4) || (f[0] == 'd' && in.itemsize == 8);
-    if (in.ndim != 1 || in.shape[0] != self->n_features || !is_float || f[1] != '\0') {
+    /* [*sample_shape], or for a tensor [1, *sample_shape] */
+    const int skip = in.ndim - self->rank;
+    int fits = is_float && f[1] == '\0' &&
+               (skip == 0 || (skip == 1 && self->tensor && in.shape[0] == 1));
+    for (int d = 0; fits && d < self->rank; d++) fits = in.shape[skip + d] == self->shape[d];
+    if (!fits) {
         PyBuffer_Release(&in);
         Py_RETURN_NONE;
     }

@@ -9,6 +9,7 @@ holds, its invariants and its wire form). The native hot path
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import weakref
@@ -20,7 +21,7 @@ import numpy.typing as npt
 
 from edge_agent.contract.fields import safe_name
 from edge_agent.contract.histogram import bin_indices, n_counts
-from edge_agent.contract.input_schema import InputSchema
+from edge_agent.contract.input_schema import SUMMARIES, InputSchema
 from edge_agent.contract.reference import ReferenceStats
 from edge_agent.contract.window import (
     LATENCY_EDGES_MS,
@@ -60,6 +61,7 @@ class WindowAccumulator:
         sample_shape: tuple[int, ...] | None = None,
         monitored: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
         channel_values: Callable[[np.ndarray], np.ndarray] | None = None,
+        channel_ranges: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         """Prepare buffers for ``reference``'s features and classes.
 
@@ -78,9 +80,17 @@ class WindowAccumulator:
         (:meth:`~edge_agent.contract.input_schema.InputSchema.channels_last`); the window
         then also counts each channel's values over the reference's channel bins.
 
+        ``channel_ranges`` (with ``channel_values``: each channel's valid ``lo`` and
+        ``hi``, float64 ``[channels]``, -inf/inf where unbounded) counts, for each
+        channel, the samples holding a value of that channel out of its range (NaN is
+        not out of range) in the ``out_of_range`` of each of that channel's
+        :data:`~edge_agent.contract.input_schema.SUMMARIES` (the first
+        ``channels * len(SUMMARIES)`` monitored values, in the schema's order).
+
         Raises:
-            ValidationError: bad name, version, role or batch; no features; or the
-                class count or schema does not fit the reference.
+            ValidationError: bad name, version, role or batch; no features; the class
+                count or schema does not fit the reference; or ``channel_ranges`` do
+                not fit the channels.
         """
         if role not in ROLES:
             raise ValidationError(f"monitor: role {role!r} is not one of {ROLES}")
@@ -136,8 +146,17 @@ class WindowAccumulator:
         self._p_shape = (n_classes,)
         self._x = np.empty((batch, *self._x_shape), dtype=np.float64)
         self._channel_values = channel_values if reference.channels else None
+        #: Maps a raw block to its channel values (also without channel bins: ranges).
+        self._channels_last = channel_values
         self._channel_edges = [np.asarray(h.edges, dtype=np.float64) for h in reference.channels]
-        self._channel_counts = [np.zeros(n_counts(e), dtype=np.int64) for e in self._channel_edges]
+        # One flat array (the native path counts into it in place), one view per channel.
+        channel_sizes = [n_counts(e) for e in self._channel_edges]
+        self._channel_offsets = np.concatenate([[0], np.cumsum(channel_sizes)]).astype(np.int64)
+        self._channel_hist = np.zeros(int(self._channel_offsets[-1]), dtype=np.int64)
+        self._channel_counts = [
+            self._channel_hist[a:b] for a, b in itertools.pairwise(self._channel_offsets.tolist())
+        ]
+        self._channel_ranges = _channel_ranges(channel_ranges, channel_values, n_features)
         n_channels = max(len(self._channel_edges), 1)
         self._positions = int(np.prod(self._x_shape)) // n_channels if self._x_shape else 1
         self._p = np.empty((batch, n_classes), dtype=np.float64)
@@ -336,6 +355,8 @@ class WindowAccumulator:
                 self._channel_counts[j] += np.bincount(
                     bin_indices(edges, values[:, j]), minlength=self._channel_counts[j].size
                 )
+        if self._channel_ranges is not None:
+            self._count_channel_ranges(x)
         if self._monitored is not None:
             x = self._monitored(x, p)
         m = x.shape[0]
@@ -360,6 +381,18 @@ class WindowAccumulator:
         if self._typ_active:
             self._fold_typicality(x)
         self._n += m
+
+    def _count_channel_ranges(self, x: np.ndarray) -> None:
+        """Count the samples of a raw block ``x [m, *sample_shape]`` holding a value out
+        of its channel's range, per channel, in that channel's summaries."""
+        ranges, channels_last = self._channel_ranges, self._channels_last
+        if ranges is None or channels_last is None:
+            return
+        lo, hi = ranges
+        m, n_channels = x.shape[0], lo.shape[0]
+        v = channels_last(x).reshape(m, -1, n_channels)
+        missed = np.count_nonzero(((v < lo) | (v > hi)).any(axis=1), axis=0)
+        self._oor[: n_channels * len(SUMMARIES)] += np.repeat(missed, len(SUMMARIES))
 
     def _fold_typicality(self, x: np.ndarray) -> None:
         """Count rows with all inputs finite and a finite energy, and sum the energies."""
@@ -411,9 +444,28 @@ class WindowAccumulator:
 
     def native_counters(self) -> dict[str, Any]:
         """The arrays the native one-sample path counts into, in place (keyword arguments
-        of ``edge_agent.inference._hotpath.Runner``), with the lock that guards them."""
+        of ``edge_agent.inference._hotpath.Runner``), with the lock that guards them.
+
+        For a tensor (``channel_values`` given) also where each channel's values sit in
+        a sample (``chan_index``, ``[channels, positions]`` flat offsets in the
+        channels-last order :meth:`InputSchema.channels_last` gives), the channel bins
+        and counts, and the channel ranges.
+        """
         unbounded = np.zeros(self.n_features)  # not read: count_range is False
         lo, hi = self._ranges if self._ranges is not None else (unbounded, unbounded)
+        channels_last = self._channels_last
+        chan_index = np.zeros(0, dtype=np.int64)
+        n_channels = 0
+        if channels_last is not None and self._monitored is not None:  # a tensor
+            size = int(np.prod(self._x_shape))
+            at = np.arange(size, dtype=np.float64).reshape(1, *self._x_shape)
+            where = channels_last(at)  # [positions, channels]
+            n_channels = int(where.shape[1])
+            chan_index = np.ascontiguousarray(where.T, dtype=np.int64).ravel()
+        no_range = np.zeros(n_channels)  # not read: chan_range is False
+        chan_lo, chan_hi = (
+            self._channel_ranges if self._channel_ranges is not None else (no_range, no_range)
+        )
         return {
             "monitor_lock": self._lock,
             "edges": np.ascontiguousarray(np.concatenate(self._edges), dtype=np.float64),
@@ -443,6 +495,19 @@ class WindowAccumulator:
             "typ_mean": np.ascontiguousarray(self._typ_mean, dtype=np.float64),
             "typ_n": self._typ_n,
             "typ_sum": self._typ_sum,
+            "chan_index": chan_index,
+            "n_channels": n_channels,
+            "chan_edges": np.ascontiguousarray(
+                np.concatenate([np.zeros(0), *self._channel_edges]), dtype=np.float64
+            ),
+            "chan_edge_off": np.concatenate(
+                [[0], np.cumsum([e.shape[0] for e in self._channel_edges])]
+            ).astype(np.int64),
+            "chan_hist": self._channel_hist,
+            "chan_hist_off": self._channel_offsets[:-1].copy(),
+            "chan_range": self._channel_ranges is not None,
+            "chan_lo": np.ascontiguousarray(chan_lo, dtype=np.float64),
+            "chan_hi": np.ascontiguousarray(chan_hi, dtype=np.float64),
         }
 
     def _fold_moments(self, x: np.ndarray) -> None:
@@ -523,8 +588,7 @@ class WindowAccumulator:
         self._conf_sum.fill(0.0)
         self._typ_n.fill(0)
         self._typ_sum.fill(0.0)
-        for c in self._channel_counts:
-            c.fill(0)
+        self._channel_hist.fill(0)
         self._min.fill(np.inf)
         self._max.fill(-np.inf)
         self._tally.fill(0)
@@ -542,4 +606,27 @@ def _ranges(schema: InputSchema | None, n_features: int) -> tuple[np.ndarray, np
         )
     lo = np.array([-np.inf if f.min is None else f.min for f in schema.features])
     hi = np.array([np.inf if f.max is None else f.max for f in schema.features])
+    return lo, hi
+
+
+def _channel_ranges(
+    ranges: tuple[np.ndarray, np.ndarray] | None,
+    channel_values: Callable[[np.ndarray], np.ndarray] | None,
+    n_features: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The per-channel ranges to count out-of-range values against (None: unbounded).
+
+    Raises:
+        ValidationError: ranges without ``channel_values``, of different lengths, or
+            more channels than the monitored values have summaries for.
+    """
+    if ranges is None:
+        return None
+    lo, hi = (np.asarray(r, dtype=np.float64).reshape(-1) for r in ranges)
+    if channel_values is None or lo.shape != hi.shape or lo.shape[0] * len(SUMMARIES) > n_features:
+        raise ValidationError(
+            "monitor: channel ranges need channel values and one bound pair per channel"
+        )
+    if not np.isfinite(np.concatenate([lo, hi])).any():
+        return None  # unbounded: nothing is ever out of range
     return lo, hi

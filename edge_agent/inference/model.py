@@ -151,9 +151,9 @@ class LoadedModel:
         # Float32 in and out: run_one feeds and returns the tensors as they are.
         self._plain_io = self._in_dtype == np.float32 and np.dtype(self._out["dtype"]) == np.float32
         self._raw_calls = _has_raw_calls(self.interpreter)
-        #: Whether the native hot path can drive this model: a tabular ``[batch, n]``
-        #: input, float32 in and out, through the runtime's wrapped interpreter.
-        self.native_ready = self._plain_io and self._raw_calls and len(self.sample_shape) == 1
+        #: Whether the native hot path can drive this model: float32 in and out (any
+        #: sample rank), through the runtime's wrapped interpreter.
+        self.native_ready = self._plain_io and self._raw_calls
 
     def run_one(self, x: np.ndarray) -> np.ndarray:
         """:meth:`predict` for one float32 C-contiguous sample ``[1, *sample_shape]``.

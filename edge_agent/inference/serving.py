@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from math import isfinite, isnan
 from time import perf_counter
 from typing import Any, Protocol
@@ -33,6 +34,26 @@ from edge_agent.inference.model import LoadedModel
 from edge_agent.inference.prediction import Prediction, RowError
 
 _FLOAT32 = np.dtype(np.float32)
+
+
+def nan_problem(schema: InputSchema, x: np.ndarray) -> str:
+    """The error line for ``x [batch, *sample_shape]`` holding NaN ``schema`` refuses,
+    naming the features (channels) that do."""
+    return nan_message(schema.names, schema.channels_last(x))
+
+
+def range_problem(schema: InputSchema, x: np.ndarray) -> str:
+    """The error line for ``x [batch, *sample_shape]`` outside ``schema``'s ranges,
+    naming the features (channels) that are."""
+    lo, hi = schema.channel_bounds()
+    if schema.is_tabular:
+        return out_of_range_message(schema.names, lo, hi, x)
+    return out_of_range_message(
+        schema.names,
+        schema.channels_last(lo[None])[0],
+        schema.channels_last(hi[None])[0],
+        schema.channels_last(x),
+    )
 
 
 class Observer(Protocol):
@@ -100,6 +121,7 @@ class ServingModel:
             sample_shape=self.schema.sample_shape if self._mapped else None,
             monitored=self.schema.monitor if self._mapped else None,
             channel_values=self.schema.channels_last if self.tensor else None,
+            channel_ranges=self._channel_ranges() if self.tensor else None,
         )
         self._lock = threading.Lock()
         self._lo, self._hi = self.schema.channel_bounds()
@@ -108,11 +130,9 @@ class ServingModel:
         self._refuse_nan = self.schema.nan == "refuse"
         self._row_shape = self.model.sample_shape
         #: The native one-sample path (edge_agent/inference/hotpath.py), or None where not
-        #: built or where the window counts derived values (it counts the sample itself).
+        #: built, or where it would not count as this path does (see _native_counts).
         self.native: NativeRunner | None = (
-            None
-            if self._mapped
-            else native_runner(
+            native_runner(
                 NativeSpec(
                     model=self.model,
                     lock=self._lock,
@@ -124,8 +144,35 @@ class ServingModel:
                     refuse_range=self._refuse_range,
                     labels=self.labels,
                     version=self.version,
+                    # functions of the schema, not methods: the runner must not hold
+                    # this model (a cycle would keep a retired model alive)
+                    nan_problem=partial(nan_problem, self.schema) if self.tensor else None,
+                    range_problem=partial(range_problem, self.schema) if self.tensor else None,
+                    tensor=self.tensor,
+                    monitor_outputs=self.schema.outputs_monitored,
                 )
             )
+            if self._native_counts()
+            else None
+        )
+
+    def _native_counts(self) -> bool:
+        """Whether the native path counts this model's window as the Python path does:
+        a tabular classifier (the window counts the sample itself), or a tensor whose
+        channel axis is the last of two or more channels. Its per-channel summaries are
+        then summed position by position, in the order NumPy sums them here; other
+        layouts (channels first, one channel) NumPy sums pairwise, so they are served
+        through the Python path, which computes them with NumPy."""
+        if not self.tensor:
+            return not self._mapped
+        shape = self.schema.sample_shape
+        return self.schema.channel_axis == len(shape) - 1 and shape[-1] >= 2
+
+    def _channel_ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each channel's valid range, float64 (-inf/inf where unbounded)."""
+        return (
+            np.array([-np.inf if f.min is None else f.min for f in self.schema.features]),
+            np.array([np.inf if f.max is None else f.max for f in self.schema.features]),
         )
 
     def _range_schema(self) -> InputSchema | None:
@@ -310,15 +357,7 @@ class ServingModel:
 
     def range_problem(self, x: np.ndarray) -> str:
         """The error line for ``x [batch, *sample_shape]`` outside the schema's ranges."""
-        if self.tensor:
-            lo, hi = self.schema.channel_bounds()
-            return out_of_range_message(
-                self.schema.names,
-                self.schema.channels_last(lo[None])[0],
-                self.schema.channels_last(hi[None])[0],
-                self.schema.channels_last(x),
-            )
-        return out_of_range_message(self.schema.names, self._lo, self._hi, x)
+        return range_problem(self.schema, x)
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, float]:
         """Run a validated batch and count it; returns float outputs and the latency in
@@ -393,7 +432,8 @@ class Predictor:
             result = native(inputs, self.probation)  # one float sample: the hot path
             if result is not None:
                 if self.shadow is not None:
-                    x = np.asarray(inputs, dtype=np.float32).reshape(1, -1)  # as served
+                    # as served: rounded to float32, one sample
+                    x = np.asarray(inputs, dtype=np.float32).reshape(1, *active._row_shape)
                     self._run_shadow(self.shadow, x, result.outputs)
                 return result
         if (
