@@ -68,11 +68,11 @@ class Judgement:
 def counting_problem(w: MetricsWindow, limits: Limits) -> str | None:
     """Why ``w``'s counts cannot be one device's over the window's span (one line), or
     None if they can. Independent of the window's place in time."""
+    what = f"{w.model_name} v{w.model_version} {w.role}"
+    if not (math.isfinite(w.start) and math.isfinite(w.end)):  # validation already refuses
+        return f"{what}: its start {w.start} or end {w.end} is not a finite time"
     span = max(w.end - w.start, limits.min_span_s)
     most = limits.max_rate_per_s * span
-    what = f"{w.model_name} v{w.model_version} {w.role}"
-    if not (math.isfinite(w.start) and math.isfinite(w.end)):
-        return f"{what}: its start {w.start} or end {w.end} is not a finite time"
     if w.n > most:
         return (
             f"{what}: n = {w.n} predictions in {w.end - w.start:.3g} s is over "
