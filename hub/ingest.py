@@ -34,8 +34,8 @@ from edge_agent.daemon.config import BrokerConfig
 from edge_agent.errors import ValidationError
 from hub.errors import HubError
 from hub.mqtt_relay import RelayConfig
-from hub.plausibility import Limits, message_problem
-from hub.store import Store, StoreError, StoreOutcome
+from hub.plausibility import Limits, MessageJudgement, judge_message
+from hub.store import Restamped, Store, StoreError, StoreOutcome
 
 log = logging.getLogger("edgefleet.hub.ingest")
 
@@ -49,6 +49,7 @@ COUNTER_NAMES: Final = (
     "malformed",
     "refused_device_mismatch",
     "implausible",
+    "clock_skewed",
     "identity_conflicts",
     "store_errors",
     "unknown_model",
@@ -62,6 +63,9 @@ COUNTER_NAMES: Final = (
 CONFLICT_EVENT_INTERVAL_S: Final = 300.0
 #: Longest event detail the ingest writes.
 MAX_DETAIL: Final = 500
+#: The audit action of a metrics message stored at the hub's time (see
+#: :mod:`hub.plausibility`).
+RESTAMPED_ACTION: Final = "ingest.restamped"
 
 
 class IngestError(HubError):
@@ -133,6 +137,7 @@ class Ingest:
         known_version: Callable[[str, int], bool] | None = None,
         limits: Limits | None = None,
         on_refused: Callable[[str, str, str], object] | None = None,
+        on_restamped: Callable[[str, dict[str, object]], object] | None = None,
     ) -> None:
         """Configure (but do not start) the ingest. With ``tls``, the broker's certificate
         is verified against ``ca_file`` (or the system's CAs). ``known_version`` (the
@@ -144,6 +149,12 @@ class Ingest:
         ``on_refused(topic, kind, reason)`` is called for every refused message
         (``malformed``, ``device_mismatch``, ``implausible``): the hub's
         :class:`~hub.refusals.RefusalLog` makes them visible in the audit log.
+        Metrics whose windows end more than ``limits.max_clock_skew_s`` after the hub's
+        clock (a device clock that ran ahead) are stored at the hub's arrival time
+        instead (:func:`hub.plausibility.judge_message`); each such message stored is
+        logged in one line, counted per device (:meth:`clock_skewed`) and passed to
+        ``on_restamped(device, details)`` (the hub appends an ``ingest.restamped``
+        audit entry: details name the sequence range, the original end and the shift).
 
         Raises:
             ValueError: ``batch_max`` < 1 or ``flush_interval_s`` < 0.
@@ -155,7 +166,9 @@ class Ingest:
         self._known_version = known_version
         self._limits = limits or Limits()
         self._on_refused = on_refused
+        self._on_restamped = on_restamped
         self._implausible: dict[str, int] = {}
+        self._clock_skewed: dict[str, int] = {}
         self._known: set[tuple[str, int]] = set()
         self._warned: set[tuple[str, int]] = set()
         self._config = RelayConfig(
@@ -235,6 +248,12 @@ class Ingest:
         """How many implausible metrics messages each device sent (refused, not stored)."""
         with self._cond:
             return dict(self._implausible)
+
+    def clock_skewed(self) -> dict[str, int]:
+        """How many metrics messages of each device were stored restamped to the hub's
+        clock (their windows ended more than a day in the future)."""
+        with self._cond:
+            return dict(self._clock_skewed)
 
     def counters(self) -> dict[str, int]:
         """A snapshot of the counters (names in :data:`COUNTER_NAMES`)."""
@@ -408,7 +427,8 @@ class Ingest:
         """
         counts = dict.fromkeys(COUNTER_NAMES, 0)
         counts["received"] = len(batch)
-        metrics: list[MetricsMessage] = []
+        metrics: list[MetricsMessage | Restamped] = []
+        judged: list[MessageJudgement] = []  # one per entry of metrics
         for topic_name, payload in batch:
             try:
                 parsed = parse_message(topic_name, payload)
@@ -423,8 +443,10 @@ class Ingest:
                 self._refused(topic_name, "malformed", str(exc))
                 continue
             message = parsed.message
+            judgement = MessageJudgement()
             if isinstance(message, MetricsMessage):
-                problem = message_problem(message, self._limits, self._clock())
+                judgement = judge_message(message, self._limits, self._clock())
+                problem = judgement.problem
                 if problem is not None:
                     counts["implausible"] += 1
                     with self._cond:
@@ -436,7 +458,11 @@ class Ingest:
                     continue
             try:
                 if isinstance(message, MetricsMessage):
-                    metrics.append(message)
+                    if judgement.windows is not None:
+                        metrics.append(Restamped(message, judgement.windows))
+                    else:
+                        metrics.append(message)
+                    judged.append(judgement)
                     counts["unknown_model"] += self._unknown_versions(message)
                 elif isinstance(message, State):
                     self.store.record_state(message, self._clock())
@@ -457,6 +483,7 @@ class Ingest:
                 counts["stored"] += result.count(StoreOutcome.STORED)
                 counts["duplicates"] += result.count(StoreOutcome.DUPLICATE)
                 counts["rejected"] += result.count(StoreOutcome.REJECTED)
+                counts["clock_skewed"] += self._report_restamped(metrics, judged, result.outcomes)
                 conflicts = result.conflicts
                 with self._cond:
                     acks = {k: a for k, a in result.acks.items() if self._advances(k, a)}
@@ -473,6 +500,43 @@ class Ingest:
                 self._counts[name] += n
             self._acked.update(published)
             self._cond.notify_all()
+
+    def _report_restamped(
+        self,
+        metrics: Sequence[MetricsMessage | Restamped],
+        judged: Sequence[MessageJudgement],
+        outcomes: Sequence[StoreOutcome],
+    ) -> int:
+        """Log, count per device and audit every message stored restamped to the hub's
+        clock (a resend of one already stored is a duplicate: not again); returns how
+        many there were."""
+        stored = 0
+        for item, judgement, outcome in zip(metrics, judged, outcomes, strict=True):
+            if not isinstance(item, Restamped) or outcome is not StoreOutcome.STORED:
+                continue
+            stored += 1
+            m = item.message
+            log.warning(
+                "ingest: %s [%d, %d] ends %.0f s in the future by the hub's clock (over %.0f s):"
+                " stored at the hub's arrival time, shifted by %.0f s",
+                m.device_id, m.seq_lo, m.seq_hi, -judgement.shift_s,
+                self._limits.max_clock_skew_s, judgement.shift_s,
+            )  # fmt: skip
+            with self._cond:
+                self._clock_skewed[m.device_id] = self._clock_skewed.get(m.device_id, 0) + 1
+            if self._on_restamped is not None:
+                details: dict[str, object] = {
+                    "epoch": m.epoch,
+                    "seq_lo": m.seq_lo,
+                    "seq_hi": m.seq_hi,
+                    "original_end": judgement.original_end,
+                    "shift_s": judgement.shift_s,
+                }
+                try:
+                    self._on_restamped(m.device_id, details)
+                except Exception:  # a correction's record must never stop the ingest
+                    log.exception("ingest: recording a restamped message failed")
+        return stored
 
     def _report_conflicts(self, conflicts: Sequence[tuple[str, str]]) -> int:
         """Log every sign of two devices under one id, and record an ``identity_conflict``

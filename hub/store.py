@@ -42,6 +42,14 @@ epoch's first window (two live epochs: a wiped outbox's late windows were made b
 the new life began, so they never qualify); a range that is already stored arrives with
 different windows (two devices sharing one epoch: a cloned outbox); a range partially
 overlapping a stored one.
+
+Restamped windows. A window the ingest restamped to the hub's clock (it ended more than
+a day after the hub's clock: :mod:`hub.plausibility`) arrives as :class:`Restamped`: its
+row's ``start``, ``"end"`` and ``payload`` hold the hub's times (every query and roll-up
+reads those), and ``original`` keeps the device's document. Whatever compares a range
+with what was stored for it (a resend, a compacted range) compares the device's
+documents (``COALESCE(original, payload)``), so a resend restamped at a later arrival is
+the same range, not a conflict.
 """
 
 from __future__ import annotations
@@ -92,6 +100,17 @@ EPOCH_BLOCK: Final = 1 << 40
 def minute_of(start: float) -> int:
     """The fleet minute bucket of a window that starts at ``start`` (floor, as hour_of)."""
     return int(start // MINUTE_S)
+
+
+@dataclass(frozen=True)
+class Restamped:
+    """A metrics message to store at other times than the device stamped: ``message`` as
+    the device sent it (what resends are compared with), ``windows`` as the hub stores
+    them, one per window of the message, in the same order (see
+    :func:`hub.plausibility.judge_message`)."""
+
+    message: MetricsMessage
+    windows: tuple[MetricsWindow, ...]
 
 
 class StoreOutcome(Enum):
@@ -210,21 +229,38 @@ class Store(LockedDatabase):
         """
         return self.store_metrics_batch(messages).contiguous
 
-    def store_metrics_batch(self, messages: Sequence[MetricsMessage]) -> MetricsResult:
-        """Like :meth:`store_metrics`, also saying what happened to each message.
+    def store_metrics_batch(self, messages: Sequence[MetricsMessage | Restamped]) -> MetricsResult:
+        """Like :meth:`store_metrics`, also saying what happened to each message; a
+        :class:`Restamped` one is stored with its restamped windows (module doc).
 
         Raises:
             StoreError: SQLite failed (nothing of the batch is stored), or closed.
+            ValueError: a :class:`Restamped` whose windows do not match its message's.
         """
+        for item in messages:
+            if isinstance(item, Restamped) and [w.key for w in item.windows] != [
+                w.key for w in item.message.windows
+            ]:
+                raise ValueError(
+                    f"store: restamped windows of {item.message.device_id}"
+                    f" [{item.message.seq_lo}, {item.message.seq_hi}] do not match its windows"
+                )
         with self._lock:
             with self._write("store metrics") as conn:
                 batch = _Batch(conn, self._tops)
                 epochs = _Epochs(conn, self._epochs, self._clock(), batch)
-                outcomes = tuple(epochs.store(m) for m in messages)
+                outcomes = tuple(
+                    epochs.store(m.message, m.windows)
+                    if isinstance(m, Restamped)
+                    else epochs.store(m)
+                    for m in messages
+                )
                 batch.flush()
                 conn.executemany(_MARK_DIRTY, batch.dirty)
                 conn.executemany(_MARK_MINUTE_DIRTY, batch.minutes)
-                touched = dict.fromkeys(m.device_id for m in messages)
+                touched = dict.fromkeys(
+                    (m.message if isinstance(m, Restamped) else m).device_id for m in messages
+                )
                 contiguous = {d: batch.advance(d, self._contiguous.get(d)) for d in touched}
                 conn.executemany(_SET_CONTIGUOUS, batch.marks)
                 acks = epochs.acks(contiguous)
@@ -726,7 +762,7 @@ _SET_CONTIGUOUS: Final = (
 )
 _INSERT_WINDOW: Final = (
     'INSERT INTO windows (device_id, seq_lo, seq_hi, model, version, role, start, "end", n,'
-    " payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " payload, original) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -792,8 +828,11 @@ class _Batch:
         return c
 
 
-def _store_message(batch: _Batch, m: MetricsMessage) -> StoreOutcome:
-    """Store one message inside the batch's transaction (rules in the module doc).
+def _store_message(
+    batch: _Batch, m: MetricsMessage, stamped: tuple[MetricsWindow, ...] | None = None
+) -> StoreOutcome:
+    """Store one message inside the batch's transaction (rules in the module doc), with
+    the windows ``stamped`` instead of its own when the ingest restamped them.
 
     Raises:
         sqlite3.Error: SQLite failed.
@@ -812,7 +851,7 @@ def _store_message(batch: _Batch, m: MetricsMessage) -> StoreOutcome:
         tops[dev] = batch.before[dev] = top
     if lo > top:  # the usual message: the next sequence, nothing to compare with
         batch.appended.setdefault(dev, []).append((lo, hi))
-        return _insert(batch, m)
+        return _insert(batch, m, stamped)
     batch.irregular.add(dev)
     batch.flush()  # the reads below must see this batch's rows
     below = conn.execute(
@@ -843,7 +882,8 @@ def _store_message(batch: _Batch, m: MetricsMessage) -> StoreOutcome:
         # (what is left after subtracting them is what the hub never saw), then let
         # it replace them, so each prediction is counted exactly once.
         stored = conn.execute(
-            "SELECT payload FROM windows WHERE device_id = ? AND seq_lo BETWEEN ? AND ?",
+            "SELECT COALESCE(original, payload) FROM windows"
+            " WHERE device_id = ? AND seq_lo BETWEEN ? AND ?",
             (dev, lo, hi),
         ).fetchall()
         try:
@@ -868,18 +908,29 @@ def _store_message(batch: _Batch, m: MetricsMessage) -> StoreOutcome:
         conn.execute(
             "DELETE FROM windows WHERE device_id = ? AND seq_lo BETWEEN ? AND ?", (dev, lo, hi)
         )
-    return _insert(batch, m)
+    return _insert(batch, m, stamped)
 
 
-def _insert(batch: _Batch, m: MetricsMessage) -> StoreOutcome:
-    """Add the message's windows to the batch's pending rows."""
+def _insert(
+    batch: _Batch, m: MetricsMessage, stamped: tuple[MetricsWindow, ...] | None = None
+) -> StoreOutcome:
+    """Add the message's windows (``stamped`` ones, keeping the device's, when given) to
+    the batch's pending rows."""
     dev, lo, hi = m.device_id, m.seq_lo, m.seq_hi
-    batch.rows += [_window_row(dev, lo, hi, w) for w in m.windows]
+    if stamped is None:
+        batch.rows += [_window_row(dev, lo, hi, w) for w in m.windows]
+        windows: Sequence[MetricsWindow] = m.windows
+    else:
+        batch.rows += [
+            _window_row(dev, lo, hi, s, None if s is w else w)
+            for s, w in zip(stamped, m.windows, strict=True)
+        ]
+        windows = stamped
     batch.dirty.update(
-        (w.model_name, w.model_version, w.role, dev, hour_of(w.start)) for w in m.windows
+        (w.model_name, w.model_version, w.role, dev, hour_of(w.start)) for w in windows
     )
     batch.minutes.update(
-        (w.model_name, w.model_version, w.role, minute_of(w.start)) for w in m.windows
+        (w.model_name, w.model_version, w.role, minute_of(w.start)) for w in windows
     )
     batch.tops[dev] = max(batch.tops.get(dev, 0), hi)
     return StoreOutcome.STORED
@@ -955,8 +1006,11 @@ class _Epochs:
         self.learned[device_id] = [*known, (epoch, base)]
         return base
 
-    def store(self, m: MetricsMessage) -> StoreOutcome:
-        """Store one message in its epoch's block (see :func:`_store_message`).
+    def store(
+        self, m: MetricsMessage, stamped: tuple[MetricsWindow, ...] | None = None
+    ) -> StoreOutcome:
+        """Store one message in its epoch's block (see :func:`_store_message`; ``stamped``:
+        its restamped windows).
 
         Raises:
             sqlite3.Error: SQLite failed.
@@ -972,12 +1026,12 @@ class _Epochs:
         hub = m
         if base:
             hub = MetricsMessage(m.device_id, m.seq_lo + base, m.seq_hi + base, m.windows, m.epoch)
-        outcome = _store_message(self.batch, hub)
+        outcome = _store_message(self.batch, hub, stamped)
         if outcome is StoreOutcome.STORED and m.epoch != self.current(m.device_id):
-            self._check_live(m, base)
+            self._check_live(m, stamped or m.windows)
         return outcome
 
-    def _check_live(self, m: MetricsMessage, base: int) -> None:
+    def _check_live(self, m: MetricsMessage, windows: Sequence[MetricsWindow]) -> None:
         """An older epoch stored windows: a conflict if they were made after the current
         epoch's first window (both alive), not if they are a wiped outbox's late ones."""
         current_base = self._known(m.device_id)[-1][1]
@@ -987,7 +1041,7 @@ class _Epochs:
             (m.device_id, current_base),
         ).fetchone()
         first = None if row is None or row[0] is None else float(row[0])
-        latest = max(w.start for w in m.windows) if m.windows else None
+        latest = max(w.start for w in windows) if windows else None
         if first is not None and latest is not None and latest >= first:
             self.batch.conflicts.append(
                 (
@@ -1221,11 +1275,12 @@ def _check_same_windows(batch: _Batch, m: MetricsMessage) -> None:
     stored = sorted(
         str(r[0])
         for r in batch.conn.execute(
-            "SELECT payload FROM windows WHERE device_id = ? AND seq_lo = ? AND seq_hi = ?",
+            "SELECT COALESCE(original, payload) FROM windows"
+            " WHERE device_id = ? AND seq_lo = ? AND seq_hi = ?",
             (m.device_id, m.seq_lo, m.seq_hi),
         )
     )
-    sent = sorted(str(_window_row(m.device_id, m.seq_lo, m.seq_hi, w)[-1]) for w in m.windows)
+    sent = sorted(_payload(w) for w in m.windows)
     if stored != sent:
         batch.conflicts.append(
             (
@@ -1236,11 +1291,19 @@ def _check_same_windows(batch: _Batch, m: MetricsMessage) -> None:
         )
 
 
-def _window_row(dev: str, lo: int, hi: int, w: MetricsWindow) -> tuple[Any, ...]:
+def _payload(w: MetricsWindow) -> str:
     # Validated windows hold only finite numbers, so orjson's output is plain JSON. The
     # windows the ingest parsed keep their received document: not built a second time.
-    payload = orjson.dumps(w.wire_json()).decode()
-    return (dev, lo, hi, w.model_name, w.model_version, w.role, w.start, w.end, w.n, payload)
+    return orjson.dumps(w.wire_json()).decode()
+
+
+def _window_row(
+    dev: str, lo: int, hi: int, w: MetricsWindow, original: MetricsWindow | None = None
+) -> tuple[Any, ...]:
+    """The ``windows`` row of ``w``; ``original``: the device's window ``w`` restamps."""
+    kept = None if original is None else _payload(original)
+    row = (dev, lo, hi, w.model_name, w.model_version, w.role, w.start, w.end, w.n)
+    return (*row, _payload(w), kept)
 
 
 def _read_contiguous(conn: sqlite3.Connection, device_id: str) -> int:

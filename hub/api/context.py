@@ -57,6 +57,7 @@ class HubContext:
     audit: AuditLog | None = None
     counters: Callable[[], dict[str, int]] | None = None
     implausible: Callable[[], dict[str, int]] | None = None  # refused messages per device
+    clock_skewed: Callable[[], dict[str, int]] | None = None  # restamped messages per device
     registry: Registry | None = None
     url_secret: bytes = b""  # signs short-lived bundle download URLs for devices
     max_upload_bytes: int = 512 << 20

@@ -24,15 +24,20 @@ def healthz() -> HealthOut:
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 def metrics(context: Hub, _: ReadToken) -> str:
-    """Prometheus text format: ingest counters."""
+    """Prometheus text format: ingest counters (implausible and clock-skewed messages also
+    per device)."""
     counts = context.counters() if context.counters else {}
     lines = []
     for name, value in sorted(counts.items()):
         metric = f"edgefleet_ingest_{name}_total"
         lines += [f"# TYPE {metric} counter", f"{metric} {value}"]
-    per_device = context.implausible() if context.implausible else {}
-    if per_device:
-        metric = "edgefleet_ingest_implausible_by_device_total"
-        lines.append(f"# TYPE {metric} counter")
-        lines += [f'{metric}{{device="{d}"}} {n}' for d, n in sorted(per_device.items())]
+    for name, source in (
+        ("implausible", context.implausible),
+        ("clock_skewed", context.clock_skewed),
+    ):
+        per_device = source() if source else {}
+        if per_device:
+            metric = f"edgefleet_ingest_{name}_by_device_total"
+            lines.append(f"# TYPE {metric} counter")
+            lines += [f'{metric}{{device="{d}"}} {n}' for d, n in sorted(per_device.items())]
     return "\n".join(lines) + "\n"

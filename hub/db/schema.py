@@ -243,3 +243,12 @@ def _m0014(db: Database) -> None:
         " rule TEXT NOT NULL, state TEXT NOT NULL, value REAL, ts REAL NOT NULL,"
         " delivery TEXT NOT NULL DEFAULT 'pending')"
     )
+
+
+@MIGRATIONS(name="0015_windows_original")
+def _m0015(db: Database) -> None:
+    # A window the hub restamped (it ended more than a day after the hub's clock:
+    # hub.plausibility) is stored at the hub's times (start, "end" and payload, so every
+    # query and roll-up sees them); the device's own document is kept here, and a resent
+    # range is compared on it. NULL: payload is what the device sent.
+    db.execute("ALTER TABLE windows ADD COLUMN original TEXT")

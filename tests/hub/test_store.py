@@ -114,6 +114,7 @@ def test_migrations_are_recorded_and_not_reapplied(tmp_path):
         "0012_directive_seqs",
         "0013_rollouts",
         "0014_alerts",
+        "0015_windows_original",
     ]
     with Store(path) as s:
         assert s.migrations() == names
