@@ -31,7 +31,12 @@ def _report_line(d: DriftResult) -> str:
     acc, ref_acc = r.get("accuracy_estimate"), r.get("reference_accuracy_estimate")
     parts = [f"{d.n} predictions"]
     if share is not None:
-        parts.append(f"{share * 100:.0f}% of features drifted")
+        # the share is over the decided features: say how many were not decided
+        features = [f for f in r.get("features") or [] if isinstance(f, dict)]
+        undecided = sum(1 for f in features if f.get("verdict") == "insufficient")
+        decided = len(features) - undecided
+        line = f"{share * 100:.0f}% of {decided} decided features drifted"
+        parts.append(line + (f" ({undecided} insufficient)" if undecided else ""))
     if r.get("dataset_drift"):
         parts.append("[red b]dataset drift[/red b]")
     if acc is not None:
