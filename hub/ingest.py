@@ -35,6 +35,7 @@ from edge_agent.errors import ValidationError
 from hub.errors import HubError
 from hub.mqtt_relay import RelayConfig
 from hub.plausibility import Limits, MessageJudgement, judge_message
+from hub.restamps import ACTION as RESTAMP_AUDIT_ACTION
 from hub.store import Restamped, Store, StoreError, StoreOutcome
 
 log = logging.getLogger("edgefleet.hub.ingest")
@@ -64,8 +65,8 @@ CONFLICT_EVENT_INTERVAL_S: Final = 300.0
 #: Longest event detail the ingest writes.
 MAX_DETAIL: Final = 500
 #: The audit action of a metrics message stored at the hub's time (see
-#: :mod:`hub.plausibility`).
-RESTAMPED_ACTION: Final = "ingest.restamped"
+#: :mod:`hub.plausibility`; written, rate-limited, by :mod:`hub.restamps`).
+RESTAMPED_ACTION: Final = RESTAMP_AUDIT_ACTION
 
 
 class IngestError(HubError):

@@ -29,12 +29,13 @@ from hub.audit import AuditLog
 from hub.broker import EmbeddedBroker
 from hub.dispatch import DirectivePublisher, DirectiveSigner
 from hub.errors import HubError
-from hub.ingest import RESTAMPED_ACTION, Ingest
+from hub.ingest import Ingest
 from hub.keys import ROTATIONS_FILE, check_chain, init_keys, load_private_key
 from hub.mqtt_relay import tune_gc_for_ingest
 from hub.plausibility import DEFAULT_MAX_RATE_PER_S, Limits
 from hub.refusals import RefusalLog
 from hub.registry import Registry
+from hub.restamps import RestampLog
 from hub.rollouts import RolloutStore
 from hub.rollouts.runner import RolloutRunner
 from hub.store import Store
@@ -158,7 +159,7 @@ class HubService:
             known_version=lambda name, version: registry.get(name, version) is not None,
             limits=Limits(max_rate_per_s=s.max_prediction_rate),
             on_refused=RefusalLog(self.audit).record,
-            on_restamped=self._audit_restamped,
+            on_restamped=RestampLog(self.audit).record,
         ).start()
         self.signer = DirectiveSigner(db, keys)
         self.publisher = DirectivePublisher(host, port, user, password, tls=tls, ca_file=ca).start()
@@ -221,16 +222,6 @@ class HubService:
         if self.broker is not None:
             return self.broker.url
         return self.settings.broker_url or ""
-
-    def _audit_restamped(self, device_id: str, details: dict[str, object]) -> None:
-        """Append the ``ingest.restamped`` audit entry of a metrics message the ingest
-        stored at the hub's time (its device's clock ran more than a day ahead).
-
-        Raises:
-            HubError: the audit log cannot be written (the ingest logs it and goes on).
-        """
-        if self.audit is not None:
-            self.audit.append("ingest", RESTAMPED_ACTION, device_id, details)
 
     def _clear_revoked(self) -> None:
         """Remove the retained directives of devices revoked since the last look (the
