@@ -27,8 +27,15 @@ from edge_agent.contract.input_schema import FeatureSpec, InputSchema
 from edge_agent.inference.runtime import runtime_name
 from hub.modelkit.cnn import quantize_cnn, quantize_windows, reference_cnn_forward, train_cnn
 from hub.modelkit.dataset import FEATURE_RANGES, FEATURES, make_rul_dataset
-from hub.modelkit.errors import InvalidDataError
 from hub.modelkit.inference import run_tflite
+from hub.modelkit.pump import (
+    INT8_MODEL,
+    REFERENCE_DATA,
+    SCHEMA,
+    TEST_DATA,
+    TEST_SEED_OFFSET,
+    check_sizes,
+)
 from hub.modelkit.quantize import RUNTIME_ROUNDING, quantize_input, quantize_net, reference_forward
 from hub.modelkit.tflite_writer import write_cnn_int8, write_int8
 from hub.modelkit.train import train_regression_mlp
@@ -44,13 +51,6 @@ VIBRATION_MODEL_NAME = "vibration-cnn"
 RUL_MODEL_NAME = "pump-rul"
 RUL_LABEL = "rul_hours"
 """The regression output's label: monitored by the hub as ``out.rul_hours``."""
-
-MODEL = "model-int8.tflite"
-REFERENCE_DATA = "reference.npz"
-TEST_DATA = "test.npz"
-SCHEMA = "schema.json"
-
-_TEST_SEED_OFFSET = 1_000_003
 
 
 def vibration_schema() -> InputSchema:
@@ -146,9 +146,9 @@ def build_vibration_cnn(
         ModelLoadError: the runtime refused the written model.
         OSError: ``out_dir`` cannot be created or written.
     """
-    _check_sizes(n_train, n_test, n_reference)
+    check_sizes(n_train, n_test, n_reference)
     train = make_vibration(n_train, seed)
-    test = make_vibration(n_test, seed + _TEST_SEED_OFFSET)
+    test = make_vibration(n_test, seed + TEST_SEED_OFFSET)
     net = train_cnn(train.x, train.y, seed=seed, epochs=epochs)
     chosen = np.sort(np.random.default_rng(seed).choice(n_train, n_reference, replace=False))
     reference_x, reference_y = train.x[chosen], train.y[chosen]
@@ -210,9 +210,9 @@ def build_pump_rul(
         ModelLoadError: the runtime refused the written model.
         OSError: ``out_dir`` cannot be created or written.
     """
-    _check_sizes(n_train, n_test, n_reference)
+    check_sizes(n_train, n_test, n_reference)
     train = make_rul_dataset(n_train, seed)
-    test = make_rul_dataset(n_test, seed + _TEST_SEED_OFFSET)
+    test = make_rul_dataset(n_test, seed + TEST_SEED_OFFSET)
     net = train_regression_mlp(train.x, train.rul, hidden, seed=seed, epochs=epochs)
     chosen = np.sort(np.random.default_rng(seed).choice(n_train, n_reference, replace=False))
     reference_x = train.x[chosen]
@@ -244,14 +244,6 @@ def build_pump_rul(
     )
 
 
-def _check_sizes(n_train: int, n_test: int, n_reference: int) -> None:
-    if min(n_train, n_test, n_reference) < 1 or n_reference > n_train:
-        raise InvalidDataError(
-            f"need n_train, n_test, n_reference >= 1 and n_reference <= n_train, got "
-            f"{n_train}, {n_test}, {n_reference}"
-        )
-
-
 def _write(
     out_dir: Path,
     model: bytes,
@@ -263,7 +255,7 @@ def _write(
     """Write the four files; returns their paths by :class:`FleetModelReport` field."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
-        "model_path": out_dir / MODEL,
+        "model_path": out_dir / INT8_MODEL,
         "reference_path": out_dir / REFERENCE_DATA,
         "test_path": out_dir / TEST_DATA,
         "schema_path": out_dir / SCHEMA,

@@ -40,7 +40,21 @@ def demo_schema() -> InputSchema:
     )
 
 
-_TEST_SEED_OFFSET = 1_000_003
+#: The test set's seed is the training seed plus this (shared by every model kit builder).
+TEST_SEED_OFFSET = 1_000_003
+
+
+def check_sizes(n_train: int, n_test: int, n_reference: int) -> None:
+    """Refuse data sizes a builder cannot use.
+
+    Raises:
+        InvalidDataError: a size is below 1, or ``n_reference`` exceeds ``n_train``.
+    """
+    if min(n_train, n_test, n_reference) < 1 or n_reference > n_train:
+        raise InvalidDataError(
+            f"need n_train, n_test, n_reference >= 1 and n_reference <= n_train, got "
+            f"{n_train}, {n_test}, {n_reference}"
+        )
 
 
 @dataclass(frozen=True)
@@ -115,13 +129,9 @@ def build_demo(
         ModelLoadError: the runtime refused a written model.
         OSError: ``out_dir`` cannot be created or written.
     """
-    if min(n_train, n_test, n_reference) < 1 or n_reference > n_train:
-        raise InvalidDataError(
-            f"need n_train, n_test, n_reference >= 1 and n_reference <= n_train, got "
-            f"{n_train}, {n_test}, {n_reference}"
-        )
+    check_sizes(n_train, n_test, n_reference)
     train = make_dataset(n_train, seed)
-    test = make_dataset(n_test, seed + _TEST_SEED_OFFSET)
+    test = make_dataset(n_test, seed + TEST_SEED_OFFSET)
     net = train_mlp(train.x, train.y, hidden, seed=seed, epochs=epochs)
     sample = np.random.default_rng(seed).choice(n_train, size=n_reference, replace=False)
     reference_x, reference_y = train.x[np.sort(sample)], train.y[np.sort(sample)]
