@@ -16,14 +16,13 @@ partition them without touching the product:
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 import time
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import ClassVar, Literal
 
-_CHUNK: Final = 16384
+from hub.demo.netcut import Relay
+
 Mode = Literal["pass", "drop", "delay", "cut", "corrupt"]
 
 
@@ -37,8 +36,10 @@ class ProxyCounters:
     corrupted_bytes: int = 0
 
 
-class FaultProxy:
-    """Relay ``127.0.0.1:<port>`` to ``target`` until :meth:`close`."""
+class FaultProxy(Relay):
+    """Relay ``127.0.0.1:<port>`` to ``target`` until :meth:`close`, faults per :attr:`mode`."""
+
+    CHUNK: ClassVar[int] = 16384
 
     def __init__(self, target_host: str, target_port: int, name: str = "proxy") -> None:
         """Listen on a free loopback port right away.
@@ -47,19 +48,12 @@ class FaultProxy:
             OSError: no port could be bound.
         """
         self.name = name
-        self.target = (target_host, target_port)
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port: int = int(self._server.getsockname()[1])
         self.mode: Mode = "pass"
         self.delay_s = 0.0
         self.cut_after = 0
         self.corrupt_every = 997
         self.counters = ProxyCounters()
-        self._closed = threading.Event()
-        self._lock = threading.Lock()
-        self._open: set[socket.socket] = set()
-        self._thread = threading.Thread(target=self._accept, name=f"soak-{name}", daemon=True)
-        self._thread.start()
+        super().__init__(target_host, target_port, name=f"soak-{name}")
 
     def set_mode(
         self, mode: Mode, *, delay_s: float = 0.0, cut_after: int = 0, corrupt_every: int = 997
@@ -70,80 +64,38 @@ class FaultProxy:
         if mode in ("drop", "cut", "corrupt"):
             self._close_open()  # what follows goes through the new mode
 
-    def close(self) -> None:
-        """Stop listening and close everything (idempotent)."""
-        self._closed.set()
-        with contextlib.suppress(OSError):
-            self._server.close()
-        self._close_open()
-        self._thread.join(5)
+    def _refuses(self) -> bool:
+        if self.mode == "drop":
+            self.counters.refused += 1
+            return True
+        return False
 
-    def _close_open(self) -> None:
-        with self._lock:
-            conns, self._open = list(self._open), set()
-        for s in conns:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                s.close()
+    def _connected(self) -> None:
+        self.counters.connections += 1
 
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            if self.mode == "drop":
-                self.counters.refused += 1
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            self.counters.connections += 1
-            with self._lock:
-                self._open.update((client, upstream))
-            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, reply: bool) -> None:
+    def _relay(self, source: socket.socket, sink: socket.socket, reply: bool) -> None:
         sent = 0
         body_at = -1  # offset where the HTTP body starts (-1: not seen yet)
         head = b""
-        try:
-            while data := source.recv(_CHUNK):
-                mode = self.mode
-                if mode == "drop":
-                    break
-                if mode == "delay" and self.delay_s > 0:
-                    time.sleep(self.delay_s)  # the fault itself: a slow link
-                if reply and mode == "cut" and sent + len(data) > self.cut_after:
-                    sink.sendall(data[: max(0, self.cut_after - sent)])
-                    self.counters.cut += 1
-                    break
-                if reply and mode == "corrupt":
-                    if body_at < 0:
-                        head += data[:4096]
-                        end = head.find(b"\r\n\r\n")
-                        body_at = sent + end + 4 if end >= 0 else (0 if sent > 4096 else -1)
-                    if body_at >= 0:
-                        data = self._corrupt(data, sent, body_at)
-                sink.sendall(data)
-                sent += len(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                with contextlib.suppress(OSError):
-                    s.close()
-            with self._lock:
-                self._open.discard(source)
-                self._open.discard(sink)
+        while data := source.recv(self.CHUNK):
+            mode = self.mode
+            if mode == "drop":
+                return
+            if mode == "delay" and self.delay_s > 0:
+                time.sleep(self.delay_s)  # the fault itself: a slow link
+            if reply and mode == "cut" and sent + len(data) > self.cut_after:
+                sink.sendall(data[: max(0, self.cut_after - sent)])
+                self.counters.cut += 1
+                return
+            if reply and mode == "corrupt":
+                if body_at < 0:
+                    head += data[:4096]
+                    end = head.find(b"\r\n\r\n")
+                    body_at = sent + end + 4 if end >= 0 else (0 if sent > 4096 else -1)
+                if body_at >= 0:
+                    data = self._corrupt(data, sent, body_at)
+            sink.sendall(data)
+            sent += len(data)
 
     def _corrupt(self, data: bytes, offset: int, body_at: int) -> bytes:
         out = bytearray(data)
