@@ -27,11 +27,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import Literal, NamedTuple, TextIO
+from typing import Literal, NamedTuple, TextIO, TypeVar
 
 from edge_agent.contract.directive import Probation
 from edge_agent.durable import write_atomic
@@ -71,6 +71,7 @@ from hub.store import Store
 from hub.tokens import TokenStore
 
 log = logging.getLogger("edgefleet.demo")
+T = TypeVar("T")
 
 #: The file the console reads the story's status line from (see ``tui/story.py``).
 STORY_ENV = "EDGEFLEET_DEMO_STORY"
@@ -182,6 +183,13 @@ def motor_ids(n: int) -> list[str]:
     """``motor-01`` ...: the devices running the vibration CNN."""
     width = max(2, len(str(n)))
     return [f"motor-{i + 1:0{width}d}" for i in range(n)]
+
+
+def worker_groups(*kinds: Sequence[T], per: int) -> list[list[T]]:
+    """The devices of each worker process: each kind (pumps, motors: fed differently) in
+    workers of its own, at most ``per`` devices each; every device in exactly one."""
+    size = max(1, per)
+    return [list(kind[i : i + size]) for kind in kinds for i in range(0, len(kind), size)]
 
 
 def line_of(index: int, n: int) -> str:
@@ -317,7 +325,7 @@ class Demo:
         for device, tags in {**self.tags, **self.motor_tags}.items():
             hub.store.set_tags(device, tags, now=now)
         self.link = LinkCut(host, port)
-        specs = [
+        pumps = [
             DeviceSpec(
                 device_id=d,
                 tags=self.tags[d],
@@ -328,7 +336,7 @@ class Demo:
             for d in self.plan.devices
         ]
         motors = list(self.motor_tags)
-        specs += [
+        motor_specs = [
             DeviceSpec(
                 device_id=d,
                 tags=self.motor_tags[d],
@@ -339,9 +347,7 @@ class Demo:
             )
             for d in motors
         ]
-        per = max(1, self.options.per_worker)
-        groups = [specs[i : i + per] for i in range(0, len(specs) - len(motors), per)]
-        groups += [specs[i : i + per] for i in range(len(specs) - len(motors), len(specs), per)]
+        groups = worker_groups(pumps, motor_specs, per=self.options.per_worker)
         for seed, group in enumerate(groups):
             self.workers.append(
                 FleetWorker(
