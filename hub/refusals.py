@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Final, Protocol
 
 from hub.errors import HubError
@@ -30,7 +30,9 @@ ACTION: Final = "ingest.refused"
 _MAX_TARGET: Final = 200
 
 
-class _Audit(Protocol):
+class AuditSink(Protocol):
+    """Where rate-limited entries go: the hub's :class:`~hub.audit.AuditLog` or a test's."""
+
     def append(self, actor: str, action: str, target: str, details: dict[str, object]) -> object:
         """Append one audit entry."""
 
@@ -44,12 +46,56 @@ def device_of(topic_name: str) -> str:
     return clean[:_MAX_TARGET] or "?"
 
 
+class Throttle:
+    """At most one entry per key every ``interval_s`` (and, with ``max_per_interval``, at
+    most that many over all keys per interval); the events a key had meanwhile are counted
+    into its next entry. Shared by the hub's rate-limited audit entries."""
+
+    def __init__(
+        self,
+        interval_s: float,
+        *,
+        max_per_interval: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Limit entries to one per key per ``interval_s`` seconds of ``clock``."""
+        self._interval = interval_s
+        self._max = max_per_interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[Hashable, float] = {}
+        self._pending: dict[Hashable, int] = {}
+        self._window_start = clock()
+        self._written = 0
+
+    def admit(self, key: Hashable) -> int | None:
+        """Note one event of ``key``: the number of events an entry written now stands for
+        (this one and those counted since the key's last entry), or None when no entry
+        may be written now (the event is counted into the next)."""
+        now = self._clock()
+        with self._lock:
+            if now - self._window_start >= self._interval:
+                self._window_start, self._written = now, 0
+            self._pending[key] = self._pending.get(key, 0) + 1
+            last = self._last.get(key)
+            full = self._max is not None and self._written >= self._max
+            if (last is not None and now - last < self._interval) or full:
+                return None
+            count = self._pending.pop(key)
+            self._last[key] = now
+            self._written += 1
+            if self._max is not None and len(self._last) > 10 * self._max:
+                cutoff = now - self._interval  # forget quiet keys (invented device ids)
+                self._last = {k: t for k, t in self._last.items() if t >= cutoff}
+        return count
+
+
 class RefusalLog:
     """Rate-limited ``ingest.refused`` audit entries (see the module docstring)."""
 
     def __init__(
         self,
-        audit: _Audit,
+        audit: AuditSink,
         *,
         interval_s: float = 60.0,
         max_per_interval: int = 100,
@@ -57,35 +103,16 @@ class RefusalLog:
     ) -> None:
         """``audit``: the hub's :class:`~hub.audit.AuditLog` (anything with its ``append``)."""
         self._audit = audit
-        self._interval = interval_s
-        self._max = max_per_interval
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._last: dict[tuple[str, str], float] = {}
-        self._pending: dict[tuple[str, str], int] = {}
-        self._window_start = clock()
-        self._written = 0
+        self._throttle = Throttle(interval_s, max_per_interval=max_per_interval, clock=clock)
 
     def record(self, topic_name: str, kind: str, reason: str) -> bool:
         """Note one refused message on ``topic_name``; returns whether an audit entry was
         written now (else it is counted into the next one). Never raises: an audit
         failure is logged."""
         device = device_of(topic_name)
-        key = (device, kind)
-        now = self._clock()
-        with self._lock:
-            if now - self._window_start >= self._interval:
-                self._window_start, self._written = now, 0
-            self._pending[key] = self._pending.get(key, 0) + 1
-            last = self._last.get(key)
-            if (last is not None and now - last < self._interval) or self._written >= self._max:
-                return False
-            count = self._pending.pop(key)
-            self._last[key] = now
-            self._written += 1
-            if len(self._last) > 10 * self._max:  # forget quiet keys (invented device ids)
-                cutoff = now - self._interval
-                self._last = {k: t for k, t in self._last.items() if t >= cutoff}
+        count = self._throttle.admit((device, kind))
+        if count is None:
+            return False
         try:
             self._audit.append(
                 "ingest", ACTION, device, {"kind": kind, "reason": reason[:500], "count": count}

@@ -15,12 +15,12 @@ per-device counter (``clock_skewed``, on ``/metrics``) still counts every messag
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Final
 
 from hub.errors import HubError
+from hub.refusals import AuditSink, Throttle
 
 log = logging.getLogger("edgefleet.hub.ingest")
 
@@ -28,41 +28,27 @@ log = logging.getLogger("edgefleet.hub.ingest")
 ACTION: Final = "ingest.restamped"
 
 
-class _Audit(Protocol):
-    def append(self, actor: str, action: str, target: str, details: dict[str, object]) -> object:
-        """Append one audit entry."""
-
-
 class RestampLog:
     """Rate-limited ``ingest.restamped`` audit entries (see the module docstring)."""
 
     def __init__(
         self,
-        audit: _Audit,
+        audit: AuditSink,
         *,
         interval_s: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``audit``: the hub's :class:`~hub.audit.AuditLog` (anything with its ``append``)."""
         self._audit = audit
-        self._interval = interval_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._last: dict[str, float] = {}
-        self._pending: dict[str, int] = {}
+        self._throttle = Throttle(interval_s, clock=clock)
 
     def record(self, device_id: str, details: dict[str, object]) -> bool:
         """Note one restamped message of ``device_id``; returns whether an audit entry
         was written now (else it is counted into the device's next one). Never raises:
         an audit failure is logged."""
-        now = self._clock()
-        with self._lock:
-            self._pending[device_id] = self._pending.get(device_id, 0) + 1
-            last = self._last.get(device_id)
-            if last is not None and now - last < self._interval:
-                return False
-            count = self._pending.pop(device_id)
-            self._last[device_id] = now
+        count = self._throttle.admit(device_id)
+        if count is None:
+            return False
         try:
             self._audit.append("ingest", ACTION, device_id, {**details, "messages": count})
         except HubError as exc:
